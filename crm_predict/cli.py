@@ -1,0 +1,83 @@
+"""The ``crm-predict`` command line: a thin shell over the packages, one sub-command per job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from crm_predict.settings import Settings
+from features.cli import app as features_app
+from registry.cli import app as registry_app
+from serving.cli import app as serving_app
+from training.cli import app as training_app
+
+console = Console()
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(
+    features_app, name="features", help="Feast feature store: export, apply, materialize."
+)
+app.add_typer(
+    registry_app, name="registry", help="Model registry: list, compare, promote, rollback."
+)
+app.registered_commands += training_app.registered_commands
+app.registered_commands += serving_app.registered_commands
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as a one-line message, exit code 2, no traceback."""
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    data_dir: Path = typer.Option(None, help="Override CRM_PREDICT_DATA_DIR."),
+) -> None:
+    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    settings.ensure_dirs()
+    ctx.obj = settings
+
+
+@app.command("init-db")
+def init_db(ctx: typer.Context) -> None:
+    """Create or upgrade the CRM store schema (Alembic)."""
+    from crm_store.db import make_engine, upgrade
+
+    settings = settings_from(ctx)
+    upgrade(make_engine(settings.crm_url))
+    console.print(f"CRM store ready at [bold]{settings.crm_url}[/]")
+
+
+@app.command("summary")
+def summary(ctx: typer.Context) -> None:
+    """Row counts per CRM table."""
+    from crm_store.db import make_engine, session_factory, upgrade
+    from crm_store.repository import counts
+
+    engine = make_engine(settings_from(ctx).crm_url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        print_counts(counts(session))
+
+
+def print_counts(table_counts: dict[str, int]) -> None:
+    table = Table(title="CRM store")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in table_counts.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None

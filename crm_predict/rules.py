@@ -1,0 +1,325 @@
+"""Business rules from the design notes: thresholds, tag names and task rules as plain data.
+
+Every number here is a default that a team may change; jobs log ``as_dict()`` with every run so a
+score can always be traced back to the rules that produced its tags and tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+MODEL_NAMES = ("lead_scoring", "deal_health", "churn", "clv", "next_best_time")
+
+
+@dataclass(frozen=True)
+class LeadRules:
+    target_industries: tuple[str, ...] = ("software", "finance", "healthcare")
+    target_regions: tuple[str, ...] = ("north", "east")
+    points_target_industry: int = 20
+    points_decision_maker: int = 30
+    points_outside_region: int = -10
+    points_site_visit: int = 5
+    points_pricing_view: int = 20
+    points_whitepaper: int = 30
+    points_trial_request: int = 50
+    points_inactive_30d: int = -15
+    mql_threshold: int = 100
+    conversion_window_days: int = 90
+    first_contact_sla_hours: int = 2
+    escalate_unhandled_hours: int = 24
+    whitepaper_follow_up_hours: int = 24
+
+
+@dataclass(frozen=True)
+class DealRules:
+    green_at: int = 80
+    yellow_at: int = 60
+    idle_escalation_days: int = 7
+    rescue_sla_hours: int = 48
+
+
+@dataclass(frozen=True)
+class ChurnRules:
+    window_days: int = 90
+    high_at: float = 0.6
+    medium_at: float = 0.3
+    inactive_warning_days: int = 30
+    retention_sla_hours: int = 72
+
+
+@dataclass(frozen=True)
+class ValueRules:
+    diamond_above: float = 1_000_000
+    gold_from: float = 500_000
+    horizon_weeks: int = 156
+    annual_discount_rate: float = 0.10
+    high_activity_visits_30d: int = 10
+    potential_growth_pct: float = 200.0
+
+
+@dataclass(frozen=True)
+class Rules:
+    lead: LeadRules = field(default_factory=LeadRules)
+    deal: DealRules = field(default_factory=DealRules)
+    churn: ChurnRules = field(default_factory=ChurnRules)
+    value: ValueRules = field(default_factory=ValueRules)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+RULES = Rules()
+
+# Tag names written back to the CRM store.
+TAG_LEAD_GRADE = "lead_grade"
+TAG_LEAD_SCORE = "lead_score"
+TAG_MQL = "mql"
+TAG_DEAL_HEALTH = "deal_health"
+TAG_DEAL_COLOUR = "deal_health_colour"
+TAG_CHURN_RISK = "churn_risk"
+TAG_CHURN_WARNING = "churn_warning"
+TAG_CLV_TIER = "clv_tier"
+TAG_CLV = "clv_3y"
+TAG_RFM_SEGMENT = "rfm_segment"
+TAG_HIGH_ACTIVITY = "high_activity"
+TAG_POTENTIAL = "potential"
+TAG_BEST_SLOT = "best_contact_slot"
+
+# Task types.
+TASK_FIRST_CONTACT = "first_contact"
+TASK_ESCALATION = "escalation"
+TASK_RESCUE_DEAL = "rescue_deal"
+TASK_DEAL_FOLLOW_UP = "deal_follow_up"
+TASK_RETENTION = "retention"
+TASK_WHITEPAPER_FOLLOW_UP = "whitepaper_follow_up"
+
+RFM_SEGMENTS = {
+    ("H", "H", "H"): "champions",
+    ("H", "H", "L"): "loyal",
+    ("H", "L", "H"): "promising_big_spenders",
+    ("H", "L", "L"): "new_customers",
+    ("L", "H", "H"): "cant_lose_them",
+    ("L", "H", "L"): "at_risk",
+    ("L", "L", "H"): "hibernating_big_spenders",
+    ("L", "L", "L"): "lost",
+}
+
+
+def rule_based_lead_score(
+    industry: pd.Series,
+    is_decision_maker: pd.Series,
+    region: pd.Series,
+    site_visits: pd.Series,
+    pricing_views: pd.Series,
+    whitepapers: pd.Series,
+    trial_requests: pd.Series,
+    days_since_last_interaction: pd.Series,
+    rules: LeadRules = RULES.lead,
+) -> pd.Series:
+    """The seed's points score: the baseline every ML model must beat, and a feature too."""
+    score = (
+        industry.fillna("").str.lower().isin(rules.target_industries) * rules.points_target_industry
+        + is_decision_maker.fillna(False).astype(bool) * rules.points_decision_maker
+        + ~region.fillna("").str.lower().isin(rules.target_regions) * rules.points_outside_region
+        + site_visits.fillna(0) * rules.points_site_visit
+        + pricing_views.fillna(0) * rules.points_pricing_view
+        + whitepapers.fillna(0) * rules.points_whitepaper
+        + trial_requests.fillna(0) * rules.points_trial_request
+        + (days_since_last_interaction.fillna(np.inf) >= 30) * rules.points_inactive_30d
+    )
+    return score.astype(float)
+
+
+def lead_score_1_99(probability: np.ndarray | pd.Series) -> np.ndarray:
+    """Conversion probability shown as a 1–99 score."""
+    return np.clip(np.rint(np.asarray(probability, dtype=float) * 100), 1, 99).astype(int)
+
+
+def lead_grade(score: np.ndarray | pd.Series, quartile_edges: tuple[int, int, int] = (75, 50, 25)):
+    """Grade A (top quartile of the 1–99 scale) down to D."""
+    score = np.asarray(score)
+    a, b, c = quartile_edges
+    return np.select([score >= a, score >= b, score >= c], ["A", "B", "C"], default="D")
+
+
+def is_mql(points: np.ndarray | pd.Series, rules: LeadRules = RULES.lead) -> np.ndarray:
+    return np.asarray(points) >= rules.mql_threshold
+
+
+def deal_health_score(p_win: np.ndarray | pd.Series) -> np.ndarray:
+    """Deal health 0–100 = 100 × P(win)."""
+    return np.clip(np.rint(np.asarray(p_win, dtype=float) * 100), 0, 100).astype(int)
+
+
+def deal_colour(health: np.ndarray | pd.Series, rules: DealRules = RULES.deal) -> np.ndarray:
+    health = np.asarray(health)
+    return np.select(
+        [health >= rules.green_at, health >= rules.yellow_at], ["green", "yellow"], default="red"
+    )
+
+
+def churn_risk_level(
+    p_churn: np.ndarray | pd.Series, rules: ChurnRules = RULES.churn
+) -> np.ndarray:
+    p = np.asarray(p_churn, dtype=float)
+    return np.select([p >= rules.high_at, p >= rules.medium_at], ["high", "medium"], default="low")
+
+
+def value_tier(yearly_spend: np.ndarray | pd.Series, rules: ValueRules = RULES.value) -> np.ndarray:
+    spend = np.asarray(yearly_spend, dtype=float)
+    return np.select(
+        [spend > rules.diamond_above, spend >= rules.gold_from],
+        ["diamond", "gold"],
+        default="normal",
+    )
+
+
+def rfm_segment(recency_days, frequency, monetary) -> np.ndarray:
+    """Eight RFM segments: each of R, F, M is High or Low against its median (recent = High)."""
+    r = np.asarray(recency_days, dtype=float)
+    f = np.asarray(frequency, dtype=float)
+    m = np.asarray(monetary, dtype=float)
+    if r.size == 0:
+        return np.array([], dtype=object)
+    r_hl = np.where(r <= np.nanmedian(r), "H", "L")
+    f_hl = np.where(f >= np.nanmedian(f), "H", "L")
+    m_hl = np.where(m >= np.nanmedian(m), "H", "L")
+    return np.array([RFM_SEGMENTS[key] for key in zip(r_hl, f_hl, m_hl, strict=True)], dtype=object)
+
+
+def is_high_activity(visits_30d, rules: ValueRules = RULES.value) -> np.ndarray:
+    return np.asarray(visits_30d, dtype=float) >= rules.high_activity_visits_30d
+
+
+def is_potential(spend_last_3m, spend_prior_3m, rules: ValueRules = RULES.value) -> np.ndarray:
+    """Spend up by at least ``potential_growth_pct`` % over the last 3 months vs the 3 before."""
+    last = np.asarray(spend_last_3m, dtype=float)
+    prior = np.asarray(spend_prior_3m, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = np.where(prior > 0, (last - prior) / prior * 100.0, np.where(last > 0, np.inf, 0))
+    return growth >= rules.potential_growth_pct
+
+
+def is_churn_warning(days_inactive, rules: ChurnRules = RULES.churn) -> np.ndarray:
+    return np.asarray(days_inactive, dtype=float) >= rules.inactive_warning_days
+
+
+def slot_label(slot: int) -> str:
+    """Hour-of-week slot 0..167 (Monday 00:00 = 0) as 'Tue 14:00'."""
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    return f"{days[slot // 24]} {slot % 24:02d}:00"
+
+
+# --- Tasks -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task a rule asks for; ``dedup_key`` makes creating it twice a no-op."""
+
+    type: str
+    entity_type: str
+    entity_id: int
+    owner_id: int | None
+    due_at: datetime
+    sla_hours: int
+    reason: str
+    escalation_level: int = 0
+    period: str = ""
+
+    @property
+    def dedup_key(self) -> str:
+        raw = (
+            f"{self.type}|{self.entity_type}|{self.entity_id}|{self.escalation_level}|{self.period}"
+        )
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def first_contact_task(lead_id: int, owner_id: int | None, created_at: datetime) -> TaskSpec:
+    sla = RULES.lead.first_contact_sla_hours
+    return TaskSpec(
+        TASK_FIRST_CONTACT, "lead", lead_id, owner_id, created_at + timedelta(hours=sla), sla,
+        "New lead: first contact within the SLA",
+    )  # fmt: skip
+
+
+def lead_escalation_task(
+    lead_id: int, manager_id: int | None, created_at: datetime, now: datetime
+) -> TaskSpec | None:
+    """Unhandled lead after 24 h → escalation to the manager."""
+    hours = RULES.lead.escalate_unhandled_hours
+    if now - created_at < timedelta(hours=hours):
+        return None
+    return TaskSpec(
+        TASK_ESCALATION, "lead", lead_id, manager_id, now + timedelta(hours=4), 4,
+        f"Lead unhandled for more than {hours} h", escalation_level=1,
+    )  # fmt: skip
+
+
+def whitepaper_follow_up_task(
+    contact_id: int, owner_id: int | None, downloaded_at: datetime
+) -> TaskSpec:
+    hours = RULES.lead.whitepaper_follow_up_hours
+    return TaskSpec(
+        TASK_WHITEPAPER_FOLLOW_UP, "contact", contact_id, owner_id,
+        downloaded_at + timedelta(hours=hours), hours, "Whitepaper downloaded: follow up within 24 h",
+        period=downloaded_at.strftime("%Y-%m-%dT%H"),
+    )  # fmt: skip
+
+
+def deal_tasks(
+    deal_id: int,
+    owner_id: int | None,
+    manager_id: int | None,
+    colour: str,
+    days_idle: float,
+    stage: str,
+    now: datetime,
+) -> list[TaskSpec]:
+    """Rescue for red deals, escalation for idle deals, one per (deal, stage)."""
+    rules = RULES.deal
+    tasks = []
+    if colour == "red":
+        tasks.append(
+            TaskSpec(
+                TASK_RESCUE_DEAL, "deal", deal_id, owner_id, now + timedelta(hours=rules.rescue_sla_hours),
+                rules.rescue_sla_hours, "Deal health is red", period=stage,
+            )
+        )  # fmt: skip
+    if days_idle >= rules.idle_escalation_days:
+        tasks.append(
+            TaskSpec(
+                TASK_ESCALATION, "deal", deal_id, manager_id, now + timedelta(hours=24), 24,
+                f"No activity for {int(days_idle)} days on an open deal", escalation_level=1,
+                period=stage,
+            )
+        )  # fmt: skip
+    return tasks
+
+
+def deal_stage_follow_up_task(
+    deal_id: int, owner_id: int | None, stage: str, entered_at: datetime
+) -> TaskSpec:
+    return TaskSpec(
+        TASK_DEAL_FOLLOW_UP, "deal", deal_id, owner_id, entered_at + timedelta(hours=48), 48,
+        f"Deal moved to {stage}: plan the next step", period=stage,
+    )  # fmt: skip
+
+
+def retention_task(
+    contact_id: int, owner_id: int | None, risk: str, tier: str, now: datetime
+) -> TaskSpec | None:
+    """High-value customers at high churn risk get a retention task (one per quarter)."""
+    if risk != "high" or tier not in ("diamond", "gold"):
+        return None
+    sla = RULES.churn.retention_sla_hours
+    quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
+    return TaskSpec(
+        TASK_RETENTION, "contact", contact_id, owner_id, now + timedelta(hours=sla), sla,
+        f"{tier.title()} customer at high churn risk", period=quarter,
+    )  # fmt: skip

@@ -1,0 +1,73 @@
+"""One typed settings object, read from the environment (prefix ``CRM_PREDICT_``) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a job needs to know about where things live; built once per entry point."""
+
+    model_config = SettingsConfigDict(env_prefix="CRM_PREDICT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("data"), description="Root for the SQLite files, Parquet and Feast repo."
+    )
+    database_url: str | None = Field(
+        None, description="CRM store URL; default SQLite under data_dir."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default sqlite:///<data_dir>/mlflow.db."
+    )
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    seed: int = 42
+
+    # Training budgets: small in tests, larger in the quickstart.
+    optuna_trials: int = 10
+    holdout_fraction: float = 0.2
+    min_class_count: int = 40
+
+    # Serving.
+    api_token: str = Field(
+        "change-me", description="Bearer token for write-back and admin endpoints."
+    )
+    protect_reads: bool = False
+    max_batch_size: int = 1000
+
+    # Columns that must never reach a model (fairness and privacy guard).
+    excluded_features: list[str] = ["gender", "age_band"]
+    protected_attribute: str = "gender"
+
+    # Batch scoring.
+    batch_chunk_size: int = 50_000
+
+    @property
+    def crm_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'crm.db').resolve()}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def feature_dir(self) -> Path:
+        """Parquet snapshots exported from the CRM (Feast offline sources)."""
+        return self.data_dir / "features"
+
+    @property
+    def feast_repo_dir(self) -> Path:
+        return self.data_dir / "feast_repo"
+
+    @property
+    def demo_truth_dir(self) -> Path:
+        """Where the demo generator saves its latent probabilities (oracle for training reports)."""
+        return self.data_dir / "demo_truth"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.feature_dir, self.feast_repo_dir, self.demo_truth_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The CRM store: accounts, contacts, leads, deals, activities, orders, tickets, and what models write back."""

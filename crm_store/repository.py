@@ -1,0 +1,183 @@
+"""Typed repository functions over the CRM store. Every function takes a Session and leaves the
+commit to the caller, so a job decides what is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Table, select, text
+from sqlalchemy.orm import Session
+
+from crm_predict.rules import TaskSpec
+from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
+
+TAG_COLUMNS = ["entity_type", "entity_id", "name", "value", "model_name", "model_version", "run_id", "scored_at"]  # fmt: skip
+TASK_COLUMNS = [
+    "dedup_key", "type", "entity_type", "entity_id", "owner_id", "due_at", "sla_hours", "status",
+    "escalation_level", "reason", "created_at", "updated_at",
+]  # fmt: skip
+PREDICTION_COLUMNS = ["entity_type", "entity_id", "model_name", "model_version", "score", "source", "request_id", "predicted_at"]  # fmt: skip
+
+
+def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+    """Rows as plain Python tuples (DBAPI drivers do not take numpy scalars or NaT)."""
+    frame = frame[list(columns)].astype(object)
+    frame = frame.where(frame.notna(), None)
+    out = []
+    for row in frame.itertuples(index=False, name=None):
+        out.append(tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row))
+    return out
+
+
+def _stage(
+    session: Session, table: Table, stage: str, frame: pd.DataFrame, columns: Sequence[str]
+) -> None:
+    """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write."""
+    conn = session.connection()
+    cols = ", ".join(columns)
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {table.name} WHERE 1 = 0"
+    )
+    records = _records(frame, columns)
+    if not records:
+        return
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with dbapi.cursor() as cur, cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+            for row in records:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in columns)
+        cur = dbapi.cursor()
+        cur.executemany(f"INSERT INTO {stage} ({cols}) VALUES ({marks})", records)
+        cur.close()
+
+
+def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
+    """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
+    moves to tag history. Set-based (staging table + one INSERT … ON CONFLICT), so 1M rows take seconds.
+    Returns the number of tags written."""
+    if tags.empty:
+        return 0
+    tags = tags.drop_duplicates(["entity_type", "entity_id", "name"], keep="last")
+    tags = tags.assign(value=tags["value"].astype(str))
+    _stage(session, Tag.__table__, "tag_stage", tags, TAG_COLUMNS)
+    key = "t.entity_type = s.entity_type AND t.entity_id = s.entity_id AND t.name = s.name"
+    hist_cols = ", ".join(TAG_COLUMNS)
+    session.execute(
+        text(
+            f"INSERT INTO {TagHistory.__tablename__} ({hist_cols}, replaced_at) "
+            f"SELECT {', '.join('t.' + c for c in TAG_COLUMNS)}, :now "
+            f"FROM {Tag.__tablename__} t JOIN tag_stage s ON {key} WHERE t.value <> s.value"
+        ),
+        {"now": now},
+    )
+    updates = ", ".join(f"{c} = excluded.{c}" for c in TAG_COLUMNS[3:])
+    session.execute(
+        text(
+            f"INSERT INTO {Tag.__tablename__} ({hist_cols}) SELECT {hist_cols} FROM tag_stage WHERE true "
+            f"ON CONFLICT (entity_type, entity_id, name) DO UPDATE SET {updates}"
+        )
+    )
+    session.connection().exec_driver_sql("DROP TABLE tag_stage")
+    return len(tags)
+
+
+def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> int:
+    """Create each task unless one with its dedup key exists; returns how many were new."""
+    rows = [
+        {
+            "dedup_key": s.dedup_key, "type": s.type, "entity_type": s.entity_type,
+            "entity_id": s.entity_id, "owner_id": s.owner_id, "due_at": s.due_at,
+            "sla_hours": s.sla_hours, "status": "open", "escalation_level": s.escalation_level,
+            "reason": s.reason, "created_at": now, "updated_at": now,
+        }
+        for s in specs
+    ]  # fmt: skip
+    if not rows:
+        return 0
+    frame = pd.DataFrame(rows).drop_duplicates("dedup_key")
+    _stage(session, Task.__table__, "task_stage", frame, TASK_COLUMNS)
+    cols = ", ".join(TASK_COLUMNS)
+    result = session.execute(
+        text(
+            f"INSERT INTO {Task.__tablename__} ({cols}) SELECT {cols} FROM task_stage WHERE true "
+            "ON CONFLICT (dedup_key) DO NOTHING"
+        )
+    )
+    session.connection().exec_driver_sql("DROP TABLE task_stage")
+    return result.rowcount
+
+
+def log_predictions(session: Session, predictions: pd.DataFrame) -> int:
+    """Append prediction-log rows (entity_type, entity_id, model_name, model_version, score, source,
+    request_id, predicted_at)."""
+    if predictions.empty:
+        return 0
+    frame = predictions.reindex(columns=PREDICTION_COLUMNS)
+    conn = session.connection()
+    records = _records(frame, PREDICTION_COLUMNS)
+    for start in range(0, len(records), 100_000):
+        chunk = records[start : start + 100_000]
+        conn.execute(
+            PredictionLog.__table__.insert(),
+            [dict(zip(PREDICTION_COLUMNS, r, strict=True)) for r in chunk],
+        )
+    return len(frame)
+
+
+def current_tags(session: Session, entity_type: str, entity_id: int) -> dict[str, Tag]:
+    rows = session.scalars(
+        select(Tag).where(Tag.entity_type == entity_type, Tag.entity_id == entity_id)
+    )
+    return {t.name: t for t in rows}
+
+
+def tag_history(session: Session, entity_type: str, entity_id: int, name: str) -> list[TagHistory]:
+    return list(
+        session.scalars(
+            select(TagHistory)
+            .where(
+                TagHistory.entity_type == entity_type,
+                TagHistory.entity_id == entity_id,
+                TagHistory.name == name,
+            )
+            .order_by(TagHistory.replaced_at, TagHistory.id)
+        )
+    )
+
+
+def open_tasks(
+    session: Session, entity_type: str | None = None, entity_id: int | None = None
+) -> list[Task]:
+    query = select(Task).where(Task.status == "open")
+    if entity_type is not None:
+        query = query.where(Task.entity_type == entity_type)
+    if entity_id is not None:
+        query = query.where(Task.entity_id == entity_id)
+    return list(session.scalars(query.order_by(Task.due_at)))
+
+
+def changed_since(session: Session, table: str, since: datetime) -> list[int]:
+    """Ids of rows of ``table`` updated (or created, for append-only tables) at or after ``since``."""
+    model = ENTITY_MODELS[table]
+    stamp = getattr(model, "updated_at", None) or model.created_at
+    return list(session.scalars(select(model.id).where(stamp >= since).order_by(model.id)))
+
+
+def read_table(session: Session, table: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A whole CRM table as a DataFrame (the feature export reads through this)."""
+    model = ENTITY_MODELS.get(table)
+    if model is None:
+        raise KeyError(f"unknown CRM table {table!r}; known: {', '.join(ENTITY_MODELS)}")
+    cols = [model.__table__.c[c] for c in columns] if columns else [model.__table__]
+    return pd.read_sql(select(*cols), session.connection())
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Row count per table, for summaries."""
+    tables = list(ENTITY_MODELS) + ["tags", "tag_history", "tasks", "prediction_log"]
+    return {t: session.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in tables}

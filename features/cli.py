@@ -1,0 +1,5 @@
+"""Commands of the features package (registered by crm_predict.cli)."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

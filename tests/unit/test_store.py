@@ -1,0 +1,109 @@
+"""The CRM store's promises: migrations, tag upsert with history, task dedup, changed-since reads."""
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import inspect
+
+from crm_predict.rules import TaskSpec, first_contact_task
+from crm_store.db import downgrade, upgrade
+from crm_store.models import Tag, TagHistory, Task
+from crm_store.repository import (
+    changed_since,
+    create_tasks,
+    current_tags,
+    log_predictions,
+    tag_history,
+    upsert_tags,
+)
+
+NOW = datetime(2026, 1, 15, 3, 0)
+
+
+def _tags(values, version="1", when=NOW):
+    return pd.DataFrame(
+        {
+            "entity_type": "contact",
+            "entity_id": list(range(1, len(values) + 1)),
+            "name": "churn_risk",
+            "value": values,
+            "model_name": "churn",
+            "model_version": version,
+            "run_id": "abc",
+            "scored_at": when,
+        }
+    )
+
+
+def test_migrations_go_up_and_down(engine):
+    assert {"tags", "tasks", "deals", "prediction_log"} <= set(inspect(engine).get_table_names())
+    downgrade(engine)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(engine)
+    assert "tag_history" in inspect(engine).get_table_names()
+
+
+def test_tag_upsert_keeps_one_current_value_and_history(session):
+    upsert_tags(session, _tags(["low", "high", "medium"]), NOW)
+    session.commit()
+    later = NOW + timedelta(days=1)
+    upsert_tags(session, _tags(["high", "high", "low"], version="2", when=later), later)
+    session.commit()
+
+    assert session.query(Tag).count() == 3
+    tags = current_tags(session, "contact", 1)
+    assert tags["churn_risk"].value == "high"
+    assert tags["churn_risk"].model_version == "2"
+    assert [h.value for h in tag_history(session, "contact", 1, "churn_risk")] == ["low"]
+    # An unchanged value is re-stamped, not copied to history.
+    assert tag_history(session, "contact", 2, "churn_risk") == []
+    assert session.query(TagHistory).count() == 2
+
+
+def test_duplicate_keys_in_one_upsert_keep_the_last(session):
+    frame = pd.concat([_tags(["low"]), _tags(["high"])])
+    assert upsert_tags(session, frame, NOW) == 1
+    session.commit()
+    assert current_tags(session, "contact", 1)["churn_risk"].value == "high"
+
+
+def test_rerun_creates_no_duplicate_tasks(session):
+    specs = [first_contact_task(i, 1, NOW) for i in range(1, 6)]
+    assert create_tasks(session, specs, NOW) == 5
+    session.commit()
+    assert create_tasks(session, specs + [first_contact_task(6, 1, NOW)], NOW) == 1
+    session.commit()
+    assert session.query(Task).count() == 6
+    task = session.query(Task).filter_by(entity_id=1).one()
+    assert task.sla_hours == 2 and task.due_at == NOW + timedelta(hours=2)
+
+
+def test_dedup_key_separates_periods_and_levels():
+    a = TaskSpec("escalation", "deal", 1, 2, NOW, 24, "idle", escalation_level=1, period="proposal")
+    b = TaskSpec(
+        "escalation", "deal", 1, 2, NOW, 24, "idle", escalation_level=1, period="negotiation"
+    )
+    assert a.dedup_key != b.dedup_key
+    assert a.dedup_key == TaskSpec("escalation", "deal", 1, 9, NOW, 1, "x", 1, "proposal").dedup_key
+
+
+def test_prediction_log_appends(session):
+    frame = pd.DataFrame(
+        {"entity_type": "lead", "entity_id": [1, 2], "model_name": "lead_scoring",
+         "model_version": "3", "score": [0.2, 0.9], "source": "batch", "predicted_at": NOW}
+    )  # fmt: skip
+    assert log_predictions(session, frame) == 2
+    session.commit()
+
+
+def test_changed_since_reads_only_newer_rows(session):
+    from crm_store.models import Account
+
+    session.add_all(
+        [
+            Account(id=1, name="old", created_at=NOW, updated_at=NOW - timedelta(days=3)),
+            Account(id=2, name="new", created_at=NOW, updated_at=NOW),
+        ]
+    )
+    session.commit()
+    assert changed_since(session, "accounts", NOW - timedelta(days=1)) == [2]
