@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from crm_predict.errors import UserError
 from crm_predict.settings import Settings
 from features.cli import app as features_app
 from registry.cli import app as registry_app
@@ -24,10 +25,6 @@ app.add_typer(
 )
 app.registered_commands += training_app.registered_commands
 app.registered_commands += serving_app.registered_commands
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as a one-line message, exit code 2, no traceback."""
 
 
 def settings_from(ctx: typer.Context) -> Settings:
