@@ -179,16 +179,26 @@ def value_tier(yearly_spend: np.ndarray | pd.Series, rules: ValueRules = RULES.v
     )
 
 
-def rfm_segment(recency_days, frequency, monetary) -> np.ndarray:
-    """Eight RFM segments: each of R, F, M is High or Low against its median (recent = High)."""
+def rfm_medians(recency_days, frequency, monetary) -> tuple[float, float, float]:
+    """The population medians RFM compares against (computed once when scoring in chunks)."""
+    return tuple(float(np.nanmedian(np.asarray(v, dtype=float))) for v in (recency_days, frequency, monetary))  # fmt: skip
+
+
+def rfm_segment(
+    recency_days, frequency, monetary, medians: tuple[float, float, float] | None = None
+) -> np.ndarray:
+    """Eight RFM segments: each of R, F, M is High or Low against its median (recent = High).
+
+    ``medians`` are the population's (``rfm_medians``); by default those of the given rows."""
     r = np.asarray(recency_days, dtype=float)
     f = np.asarray(frequency, dtype=float)
     m = np.asarray(monetary, dtype=float)
     if r.size == 0:
         return np.array([], dtype=object)
-    r_hl = np.where(r <= np.nanmedian(r), "H", "L")
-    f_hl = np.where(f >= np.nanmedian(f), "H", "L")
-    m_hl = np.where(m >= np.nanmedian(m), "H", "L")
+    r_med, f_med, m_med = medians if medians is not None else rfm_medians(r, f, m)
+    r_hl = np.where(r <= r_med, "H", "L")
+    f_hl = np.where(f >= f_med, "H", "L")
+    m_hl = np.where(m >= m_med, "H", "L")
     return np.array([RFM_SEGMENTS[key] for key in zip(r_hl, f_hl, m_hl, strict=True)], dtype=object)
 
 

@@ -1,0 +1,332 @@
+"""Scores → tags, tasks and prediction-log rows: the one mapping the batch job and the API share.
+
+A *scored frame* has one row per entity: ``entity_id``, ``score`` (P(convert), P(win), P(churn),
+CLV or P(best slot)) and, where a rule needs them, a few context columns. A rule whose columns are
+absent is skipped, so the API can write back what a request carries and the batch job everything.
+
+| model | context columns (all optional) |
+|---|---|
+| lead_scoring | ``rule_points``, ``owner_id``, ``manager_id``, ``created_at``, ``first_contacted_at``, ``contact_id``, ``last_whitepaper_at`` |
+| deal_health | ``owner_id``, ``manager_id``, ``stage``, ``days_idle`` |
+| churn | ``owner_id``, ``days_inactive``, ``yearly_spend`` |
+| clv | ``yearly_spend``, ``recency_days``, ``frequency``, ``monetary``, ``visits_30d``, ``spend_last_3m``, ``spend_prior_3m`` |
+| next_best_time | ``best_slots`` (list of hour-of-week slots, best first), ``best_channel`` |
+
+All thresholds and task rules come from ``crm_predict.rules``; nothing here decides a number.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from crm_predict import rules as R
+from crm_predict.rules import TaskSpec
+from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
+
+ENTITY_TYPES = {
+    "lead_scoring": "lead",
+    "deal_health": "deal",
+    "churn": "contact",
+    "clv": "contact",
+    "next_best_time": "contact",
+}
+
+
+class ModelRef(Protocol):
+    """What write-back needs to know about the model that scored (``serving.loader.LoadedModel``)."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A plain ``ModelRef`` (tests, Spark workers)."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+@dataclass
+class WriteBackResult:
+    """What one ``write_back`` call wrote: counts per (tag name, value), tasks new, log rows."""
+
+    tags_written: int = 0
+    tasks_created: int = 0
+    predictions_logged: int = 0
+    tag_counts: Counter = field(default_factory=Counter)
+    task_counts: Counter = field(default_factory=Counter)
+
+    def add(self, other: WriteBackResult) -> None:
+        self.tags_written += other.tags_written
+        self.tasks_created += other.tasks_created
+        self.predictions_logged += other.predictions_logged
+        self.tag_counts.update(other.tag_counts)
+        self.task_counts.update(other.task_counts)
+
+
+def _flag(values: np.ndarray) -> np.ndarray:
+    return np.where(np.asarray(values, dtype=bool), "true", "false").astype(object)
+
+
+def _has(scored: pd.DataFrame, *columns: str) -> bool:
+    return all(c in scored.columns for c in columns)
+
+
+def _optional_id(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _timestamp(value) -> datetime | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+
+# --- Tags -------------------------------------------------------------------------------------
+
+
+def lead_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Lead score 1–99 and grade A–D from P(convert); MQL from the rule-based points."""
+    score = R.lead_score_1_99(scored["score"])
+    values = {
+        R.TAG_LEAD_SCORE: score.astype(str).astype(object),
+        R.TAG_LEAD_GRADE: R.lead_grade(score),
+    }
+    if _has(scored, "rule_points"):
+        values[R.TAG_MQL] = _flag(R.is_mql(scored["rule_points"].fillna(0)))
+    return values
+
+
+def deal_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Deal health 0–100 and its colour."""
+    health = R.deal_health_score(scored["score"])
+    return {R.TAG_DEAL_HEALTH: health.astype(str).astype(object), R.TAG_DEAL_COLOUR: R.deal_colour(health)}  # fmt: skip
+
+
+def churn_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Churn risk high/medium/low, and the churn warning after 30 days without activity."""
+    values = {R.TAG_CHURN_RISK: R.churn_risk_level(scored["score"])}
+    if _has(scored, "days_inactive"):
+        values[R.TAG_CHURN_WARNING] = _flag(
+            R.is_churn_warning(scored["days_inactive"].fillna(np.inf))
+        )
+    return values
+
+
+def clv_tag_values(
+    scored: pd.DataFrame, rfm_medians: tuple[float, float, float] | None = None
+) -> dict[str, np.ndarray]:
+    """Value tier (yearly spend), RFM segment (against population medians) and behaviour flags."""
+    values: dict[str, np.ndarray] = {}
+    if _has(scored, "yearly_spend"):
+        values[R.TAG_CLV_TIER] = R.value_tier(scored["yearly_spend"].fillna(0))
+    if _has(scored, "recency_days", "frequency", "monetary"):
+        values[R.TAG_RFM_SEGMENT] = R.rfm_segment(
+            scored["recency_days"], scored["frequency"], scored["monetary"], medians=rfm_medians
+        )
+    if _has(scored, "visits_30d"):
+        values[R.TAG_HIGH_ACTIVITY] = _flag(R.is_high_activity(scored["visits_30d"].fillna(0)))
+    if _has(scored, "spend_last_3m", "spend_prior_3m"):
+        values[R.TAG_POTENTIAL] = _flag(
+            R.is_potential(scored["spend_last_3m"].fillna(0), scored["spend_prior_3m"].fillna(0))
+        )
+    return values
+
+
+def best_slot_value(slots, channel) -> str:
+    """'Tue 14:00 email' for the best hour-of-week slot and channel."""
+    label = R.slot_label(int(list(slots)[0]))
+    return label if channel is None or pd.isna(channel) else f"{label} {channel}"
+
+
+def next_best_time_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+    channels = scored["best_channel"] if _has(scored, "best_channel") else [None] * len(scored)
+    values = [best_slot_value(s, c) for s, c in zip(scored["best_slots"], channels, strict=True)]
+    return {R.TAG_BEST_SLOT: np.array(values, dtype=object)}
+
+
+def tag_values(
+    model_name: str, scored: pd.DataFrame, rfm_medians: tuple[float, float, float] | None = None
+) -> dict[str, np.ndarray]:
+    """Tag name → one value per row of ``scored``, for the model that scored it."""
+    if model_name == "lead_scoring":
+        return lead_tag_values(scored)
+    if model_name == "deal_health":
+        return deal_tag_values(scored)
+    if model_name == "churn":
+        return churn_tag_values(scored)
+    if model_name == "clv":
+        return clv_tag_values(scored, rfm_medians)
+    if model_name == "next_best_time":
+        return next_best_time_tag_values(scored)
+    raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+
+
+def tag_frame(
+    model: ModelRef,
+    scored: pd.DataFrame,
+    scored_at: datetime,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> pd.DataFrame:
+    """Long frame of tags (``crm_store.repository.TAG_COLUMNS``) with the model's provenance."""
+    values = tag_values(model.name, scored, rfm_medians)
+    ids = scored["entity_id"].to_numpy(dtype=np.int64)
+    parts = [
+        pd.DataFrame({"entity_id": ids, "name": name, "value": vals})
+        for name, vals in values.items()
+    ]
+    if not parts or not len(ids):
+        return pd.DataFrame(columns=TAG_COLUMNS)
+    tags = pd.concat(parts, ignore_index=True)
+    tags.insert(0, "entity_type", ENTITY_TYPES[model.name])
+    tags["model_name"] = model.name
+    tags["model_version"] = str(model.version)
+    tags["run_id"] = model.run_id
+    tags["scored_at"] = scored_at
+    return tags[TAG_COLUMNS]
+
+
+# --- Tasks ------------------------------------------------------------------------------------
+
+
+def lead_tasks(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+    """First contact (2 h SLA) for leads nobody has contacted, escalation to the manager after 24 h
+    unhandled, and a 24 h follow-up on a whitepaper download in the last 24 h."""
+    tasks: list[TaskSpec] = []
+    if _has(scored, "created_at", "first_contacted_at"):
+        new = scored[scored["first_contacted_at"].isna() & scored["created_at"].notna()]
+        owners = new["owner_id"] if _has(new, "owner_id") else [None] * len(new)
+        managers = new["manager_id"] if _has(new, "manager_id") else [None] * len(new)
+        for lead_id, created, owner, manager in zip(
+            new["entity_id"], new["created_at"], owners, managers, strict=True
+        ):
+            created = _timestamp(created)
+            tasks.append(R.first_contact_task(int(lead_id), _optional_id(owner), created))
+            escalation = R.lead_escalation_task(int(lead_id), _optional_id(manager), created, now)
+            if escalation is not None:
+                tasks.append(escalation)
+    if _has(scored, "contact_id", "last_whitepaper_at"):
+        window = timedelta(hours=R.RULES.lead.whitepaper_follow_up_hours)
+        downloaded = pd.to_datetime(scored["last_whitepaper_at"])
+        recent = scored[
+            (downloaded <= now) & (downloaded > now - window) & scored["contact_id"].notna()
+        ]
+        recent = recent.drop_duplicates("contact_id")
+        owners = recent["owner_id"] if _has(recent, "owner_id") else [None] * len(recent)
+        for contact_id, at, owner in zip(
+            recent["contact_id"], recent["last_whitepaper_at"], owners, strict=True
+        ):
+            tasks.append(
+                R.whitepaper_follow_up_task(int(contact_id), _optional_id(owner), _timestamp(at))
+            )
+    return tasks
+
+
+def deal_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+    """Rescue for red deals, escalation to the manager for deals idle ≥ 7 days."""
+    colours = R.deal_colour(R.deal_health_score(scored["score"]))
+    idle = scored["days_idle"].fillna(0) if _has(scored, "days_idle") else pd.Series(0.0, index=scored.index)  # fmt: skip
+    wanted = (colours == "red") | (idle.to_numpy() >= R.RULES.deal.idle_escalation_days)
+    rows = scored[wanted]
+    tasks: list[TaskSpec] = []
+    for (_, row), colour, days in zip(rows.iterrows(), colours[wanted], idle[wanted], strict=True):
+        tasks += R.deal_tasks(
+            int(row["entity_id"]),
+            _optional_id(row.get("owner_id")),
+            _optional_id(row.get("manager_id")),
+            str(colour),
+            float(days),
+            str(row.get("stage") or ""),
+            now,
+        )
+    return tasks
+
+
+def churn_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+    """Retention for high-value (diamond/gold by yearly spend) customers at high churn risk."""
+    if not _has(scored, "yearly_spend"):
+        return []
+    risk = R.churn_risk_level(scored["score"])
+    tier = R.value_tier(scored["yearly_spend"].fillna(0))
+    wanted = (risk == "high") & (tier != "normal")
+    rows = scored[wanted]
+    owners = rows["owner_id"] if _has(rows, "owner_id") else [None] * len(rows)
+    tasks = []
+    for contact_id, owner, r, t in zip(rows["entity_id"], owners, risk[wanted], tier[wanted], strict=True):  # fmt: skip
+        task = R.retention_task(int(contact_id), _optional_id(owner), str(r), str(t), now)
+        if task is not None:
+            tasks.append(task)
+    return tasks
+
+
+def task_specs(model_name: str, scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+    """The tasks the rules ask for, given one model's scored frame."""
+    if model_name == "lead_scoring":
+        return lead_tasks(scored, now)
+    if model_name == "deal_health":
+        return deal_task_list(scored, now)
+    if model_name == "churn":
+        return churn_task_list(scored, now)
+    if model_name in ("clv", "next_best_time"):
+        return []
+    raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+
+
+# --- Prediction log and the write ---------------------------------------------------------------
+
+
+def prediction_frame(
+    model: ModelRef,
+    scored: pd.DataFrame,
+    now: datetime,
+    source: str = "batch",
+    request_id: str | None = None,
+) -> pd.DataFrame:
+    """One prediction-log row per scored entity."""
+    return pd.DataFrame(
+        {
+            "entity_type": ENTITY_TYPES[model.name],
+            "entity_id": scored["entity_id"].to_numpy(dtype=np.int64),
+            "model_name": model.name,
+            "model_version": str(model.version),
+            "score": scored["score"].to_numpy(dtype=float),
+            "source": source,
+            "request_id": request_id,
+            "predicted_at": now,
+        }
+    )
+
+
+def write_back(
+    session: Session,
+    model: ModelRef,
+    scored: pd.DataFrame,
+    now: datetime,
+    *,
+    source: str = "batch",
+    request_id: str | None = None,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> WriteBackResult:
+    """Write tags (previous values to history), new tasks (dedup by key) and the prediction log for
+    one model's scored frame. Leaves the commit to the caller (one transaction per call site)."""
+    tags = tag_frame(model, scored, now, rfm_medians)
+    tasks = task_specs(model.name, scored, now)
+    result = WriteBackResult()
+    result.tags_written = upsert_tags(session, tags, now)
+    result.tasks_created = create_tasks(session, tasks, now)
+    result.predictions_logged = log_predictions(
+        session, prediction_frame(model, scored, now, source, request_id)
+    )
+    result.tag_counts.update(
+        {f"{n}={v}": c for (n, v), c in tags.groupby(["name", "value"]).size().items()}
+    )
+    result.task_counts.update(Counter(t.type for t in tasks))
+    return result
