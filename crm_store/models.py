@@ -226,6 +226,40 @@ class PredictionLog(Base):
     predicted_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class BatchRun(Base):
+    """One run of the nightly batch job (``serving.batch``): what it scores, as of when, how it ended."""
+
+    __tablename__ = "batch_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    models: Mapped[str] = mapped_column(String(200))  # comma-separated model names
+    scored_at: Mapped[datetime] = mapped_column(DateTime)  # the "now" features and rules use
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running / done
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    summary: Mapped[str | None] = mapped_column(Text)  # JSON, once done
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class BatchCheckpoint(Base):
+    """A chunk of a batch run whose tags, tasks and prediction log are committed (same transaction)."""
+
+    __tablename__ = "batch_checkpoints"
+    __table_args__ = (
+        UniqueConstraint("batch_run_id", "model_name", "chunk", name="uq_batch_checkpoint_chunk"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_run_id: Mapped[int] = mapped_column(ForeignKey("batch_runs.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(50))
+    chunk: Mapped[int] = mapped_column(Integer)
+    last_entity_id: Mapped[int] = mapped_column(BigInteger)  # entities are scored in id order
+    entities: Mapped[int] = mapped_column(Integer)
+    tags_written: Mapped[int] = mapped_column(Integer)
+    tasks_created: Mapped[int] = mapped_column(Integer)
+    counts: Mapped[str] = mapped_column(Text)  # JSON {"tag=value": n, "task:type": n}
+    committed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 ENTITY_MODELS = {
     "users": User,
     "accounts": Account,
