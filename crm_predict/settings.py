@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     # Batch scoring.
     batch_chunk_size: int = 50_000
 
+    # KPI report (crm_store.kpis). The store has no cost table: a CSV (month,channel,marketing_cost,
+    # sales_cost) or the flat monthly amounts below (demo defaults; set your own).
+    kpi_cost_csv: Path | None = Field(None, description="Cost CSV; overrides the flat amounts.")
+    kpi_marketing_cost_per_month: float = Field(20_000.0, description="Unattributed marketing.")
+    kpi_sales_cost_per_month: float = 30_000.0
+    kpi_channel_cost_per_month: dict[str, float] = Field(
+        default_factory=dict, description="Marketing cost per lead source (channel ROI)."
+    )
+    kpi_customer_lifetime_years: float = 3.0
+    kpi_window_months: int = 12
+
     @property
     def crm_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'crm.db').resolve()}"
