@@ -1,0 +1,820 @@
+"""Shared classification machinery for lead scoring, deal health and churn.
+
+One path for every classifier: validate the table, split it out of time (newest rows = holdout),
+tune logistic regression / random forest / XGBoost with Optuna on a validation split carved from the
+training part, calibrate on that validation split, evaluate once on the holdout against the model's
+baseline and the oracle, and log + register the calibrated sklearn ``Pipeline`` in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from crm_predict.errors import UserError
+from crm_predict.rules import RULES
+from crm_predict.settings import Settings
+
+ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
+N_JOBS = 2  # the machine is shared; never grab every core
+TRUE_TOKENS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
+FALSE_TOKENS = frozenset({"no", "n", "false", "f", "0", "0.0"})
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
+MISSING_CATEGORY = "(missing)"
+# Settings that may hold secrets or hosts never go into a run.
+PRIVATE_SETTINGS = frozenset({"api_token", "database_url", "redis_url", "mlflow_tracking_uri"})
+
+
+# --- Parsing messy columns ------------------------------------------------------------------
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Stripped strings with every missing token turned into NaN (works on any object column)."""
+    text = series.astype(object).where(series.notna(), None)
+    text = text.map(lambda v: None if v is None else str(v).strip())
+    return text.where(~text.str.lower().isin(MISSING_TOKENS), None)
+
+
+def parse_boolean(series: pd.Series) -> pd.Series | None:
+    """1.0/0.0/NaN when every present value is yes/no, true/false, y/n or 1/0; else None."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    lowered = _text(series).str.lower()
+    present = lowered.dropna()
+    if present.empty or not present.isin(TRUE_TOKENS | FALSE_TOKENS).all():
+        return None
+    return lowered.map(lambda v: np.nan if v is None else float(v in TRUE_TOKENS)).astype(float)
+
+
+def parse_numeric(series: pd.Series, min_share: float = 0.95) -> pd.Series | None:
+    """Floats when at least ``min_share`` of the present values parse as numbers; else None."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(float).replace([np.inf, -np.inf], np.nan)
+    text = _text(series)
+    present = text.notna().sum()
+    numbers = pd.to_numeric(text, errors="coerce").astype(float)
+    if present and numbers.notna().sum() / present >= min_share:
+        return numbers.replace([np.inf, -np.inf], np.nan)
+    return None
+
+
+class TablePreprocessor(TransformerMixin, BaseEstimator):
+    """Make any clean-enough table model-ready: numbers, text numbers, text booleans, categories.
+
+    Each column is classified at ``fit``: boolean (yes/no, true/false, y/n, 1/0 → 1/0), numeric
+    (numeric dtype, or text where ≥ ``numeric_share`` of the present values parse), datetime
+    (dropped: absolute dates do not carry over to the future) or categorical. Numbers are imputed
+    with the training median (plus a ``__missing`` indicator when training had blanks); categories
+    keep the ``max_categories`` most frequent values and are one-hot (``encoding="onehot"``,
+    unseen → all zeros) or ordinal (``encoding="ordinal"``, unseen → 0, missing → its own code).
+    """
+
+    def __init__(
+        self,
+        encoding: str = "onehot",
+        max_categories: int = 30,
+        numeric_share: float = 0.95,
+        missing_indicator: bool = True,
+    ) -> None:
+        self.encoding = encoding
+        self.max_categories = max_categories
+        self.numeric_share = numeric_share
+        self.missing_indicator = missing_indicator
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
+
+    def _frame(self, X: Any, reset: bool) -> pd.DataFrame:
+        if isinstance(X, pd.DataFrame):
+            # Keep per-column dtypes; sklearn still checks names and column count.
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            if X.shape[0] == 0 or X.shape[1] == 0:
+                raise ValueError(
+                    f"Found array with shape {X.shape}; at least 1 sample and 1 feature are required."
+                )
+            frame = X.copy()
+        else:
+            array = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False)
+            frame = pd.DataFrame(array)
+        if reset:
+            self.columns_ = [str(c) for c in frame.columns]
+        frame.columns = self.columns_
+        return frame
+
+    def fit(self, X: Any, y: Any = None) -> TablePreprocessor:
+        if self.encoding not in ("onehot", "ordinal"):
+            raise ValueError(f"encoding must be 'onehot' or 'ordinal', got {self.encoding!r}")
+        frame = self._frame(X, reset=True)
+        self.kinds_: dict[str, str] = {}
+        self.medians_: dict[str, float] = {}
+        self.categories_: dict[str, list[str]] = {}
+        self.indicators_: list[str] = []
+        for column in self.columns_:
+            series = frame[column]
+            if pd.api.types.is_datetime64_any_dtype(series):
+                self.kinds_[column] = "ignored"
+                continue
+            values = parse_boolean(series)
+            kind = "boolean"
+            if values is None:
+                values = parse_numeric(series, self.numeric_share)
+                kind = "numeric"
+            if values is not None:
+                self.kinds_[column] = kind
+                median = values.median()
+                self.medians_[column] = 0.0 if pd.isna(median) else float(median)
+                if self.missing_indicator and values.isna().any():
+                    self.indicators_.append(column)
+                continue
+            self.kinds_[column] = "categorical"
+            counts = _text(series).fillna(MISSING_CATEGORY).value_counts(sort=False)
+            # Most frequent first; ties broken by name so refits give the same columns.
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            self.categories_[column] = [name for name, _ in ranked[: self.max_categories]]
+        self.feature_names_out_ = np.array(self._names(), dtype=object)
+        return self
+
+    def _names(self) -> list[str]:
+        names = []
+        for column in self.columns_:
+            kind = self.kinds_[column]
+            if kind in ("numeric", "boolean"):
+                names.append(column)
+                if column in self.indicators_:
+                    names.append(f"{column}__missing")
+            elif kind == "categorical":
+                if self.encoding == "onehot":
+                    names.extend(f"{column}={value}" for value in self.categories_[column])
+                else:
+                    names.append(column)
+        return names
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "kinds_")
+        frame = self._frame(X, reset=False)
+        blocks: list[np.ndarray] = []
+        for column in self.columns_:
+            kind, series = self.kinds_[column], frame[column]
+            if kind in ("numeric", "boolean"):
+                values = parse_boolean(series) if kind == "boolean" else None
+                if values is None:  # a boolean column may get numbers at predict time
+                    values = parse_numeric(series, min_share=0.0)
+                if values is None:
+                    values = pd.Series(np.nan, index=series.index)
+                raw = values.to_numpy(dtype=float)
+                blocks.append(np.where(np.isnan(raw), self.medians_[column], raw)[:, None])
+                if column in self.indicators_:
+                    blocks.append(np.isnan(raw).astype(float)[:, None])
+            elif kind == "categorical":
+                text = _text(series).fillna(MISSING_CATEGORY).to_numpy()
+                categories = self.categories_[column]
+                if self.encoding == "onehot":
+                    blocks.append((text[:, None] == np.array(categories)[None, :]).astype(float))
+                else:
+                    codes = {value: i + 1 for i, value in enumerate(categories)}
+                    blocks.append(np.array([codes.get(v, 0) for v in text], dtype=float)[:, None])
+        if not blocks:
+            return np.zeros((len(frame), 0))
+        return np.hstack(blocks)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_.copy()
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with equal-width bins: the row-weighted gap between predicted and observed rates."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        mask = bins == b
+        total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
+    return float(total / len(y))
+
+
+def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
+    """Positive rate among the top ``fraction`` of scores divided by the overall positive rate."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    top = max(1, math.ceil(len(y) * fraction))
+    order = np.argsort(-p, kind="stable")[:top]
+    return float(y[order].mean() / y.mean()) if y.mean() > 0 else float("nan")
+
+
+def holdout_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return {
+        "auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_at_10": lift_at(y, p, 0.1),
+    }
+
+
+# --- Model specs and results -----------------------------------------------------------------
+
+Baseline = Callable[[pd.DataFrame, pd.DataFrame], "np.ndarray | None"]
+ExtraMetrics = Callable[[pd.DataFrame, np.ndarray, "np.ndarray | None"], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """What differs between the classification models: names, baseline, extra holdout metrics."""
+
+    name: str
+    feature_service: str
+    entity: str
+    baseline: Baseline  # (train rows, rows to score) → baseline scores, None if columns missing
+    baseline_name: str
+    extra_metrics: ExtraMetrics | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: where to find it in MLflow and how good it is."""
+
+    model_name: str
+    run_id: str
+    version: int
+    candidate: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    feature_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedData:
+    """The validated, time-ordered table split into train / validation / holdout."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    holdout: pd.DataFrame
+    features: list[str]
+    has_time: bool
+    dropped_unlabelled: int
+
+
+# --- Input validation and the out-of-time split ----------------------------------------------
+
+
+def parse_label(series: pd.Series, column: str) -> pd.Series:
+    """Target as 0/1 (NaN where blank) from yes/no, true/false, y/n, 1/0; else a UserError."""
+    values = parse_boolean(series)
+    if values is None:
+        numbers = parse_numeric(series, min_share=1.0)
+        if numbers is not None and set(numbers.dropna().unique()) <= {0.0, 1.0}:
+            values = numbers
+    if values is None:
+        seen = ", ".join(map(repr, _text(series).dropna().unique()[:6]))
+        raise UserError(
+            f"target column {column!r} must be binary (yes/no, true/false, y/n or 1/0); "
+            f"found values {seen}"
+        )
+    return values
+
+
+def out_of_time_split(
+    frame: pd.DataFrame, fraction: float, time_column: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(older, newest): the newest ``fraction`` of rows by ``time_column`` (else by row order)."""
+    if time_column is not None:
+        frame = frame.sort_values(time_column, kind="stable")
+    n_new = max(1, math.ceil(len(frame) * fraction))
+    return frame.iloc[: len(frame) - n_new], frame.iloc[len(frame) - n_new :]
+
+
+def prepare_data(
+    settings: Settings,
+    frame: pd.DataFrame,
+    *,
+    target: str = LABEL,
+    id_column: str | None = ENTITY_ID,
+    time_column: str | None = EVENT_TIMESTAMP,
+    truth: pd.DataFrame | None = None,
+    min_class_count: int | None = None,
+    allow_small_data: bool = False,
+) -> PreparedData:
+    """Validate a training table, name its columns per the contract and split it out of time."""
+    if frame is None or frame.empty:
+        raise UserError("the training table is empty")
+    for role, column in (("target", target), ("id", id_column), ("time", time_column)):
+        if column is not None and column not in frame.columns:
+            shown = ", ".join(map(str, frame.columns[:20]))
+            raise UserError(f"{role} column {column!r} not found; the table has: {shown}")
+    renames = {column: canonical for column, canonical in (
+        (target, LABEL), (id_column, ENTITY_ID), (time_column, EVENT_TIMESTAMP)
+    ) if column is not None and column != canonical}  # fmt: skip
+    clashes = [canonical for canonical in renames.values() if canonical in frame.columns]
+    if clashes:
+        raise UserError(f"column(s) {clashes} would be overwritten; rename them in the table")
+    data = frame.rename(columns=renames).reset_index(drop=True)
+    if ENTITY_ID not in data.columns:
+        data[ENTITY_ID] = np.arange(len(data))  # row number stands in for a missing id
+    data[LABEL] = parse_label(data[LABEL], target)
+    unlabelled = int(data[LABEL].isna().sum())
+    data = data[data[LABEL].notna()].copy()
+    data[LABEL] = data[LABEL].astype(int)
+
+    has_time = time_column is not None
+    if has_time:
+        stamps = pd.to_datetime(data[EVENT_TIMESTAMP], errors="coerce")
+        if stamps.isna().any():
+            bad = data.loc[stamps.isna(), EVENT_TIMESTAMP].head(3).tolist()
+            raise UserError(
+                f"time column {time_column!r} has {int(stamps.isna().sum())} values that are "
+                f"not dates, e.g. {bad}"
+            )
+        data[EVENT_TIMESTAMP] = stamps.astype("datetime64[ns]")
+    if truth is not None:
+        data = attach_oracle(data, truth)
+
+    reserved = {ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P, settings.protected_attribute}
+    reserved |= set(settings.excluded_features)
+    features = [str(c) for c in data.columns if c not in reserved]
+    if not features:
+        raise UserError("no feature columns left after removing id, time, target and excluded")
+
+    positives, negatives = int(data[LABEL].sum()), int((data[LABEL] == 0).sum())
+    if min(positives, negatives) == 0:
+        raise UserError(
+            f"target {target!r} has only one class ({positives} positives, {negatives} "
+            "negatives); a classifier needs both"
+        )
+    threshold = settings.min_class_count if min_class_count is None else min_class_count
+    if min(positives, negatives) < threshold and not allow_small_data:
+        raise UserError(
+            f"too little data: {positives} positives and {negatives} negatives, at least "
+            f"{threshold} of each are needed (or allow small data explicitly)"
+        )
+
+    older, holdout = out_of_time_split(
+        data, settings.holdout_fraction, EVENT_TIMESTAMP if has_time else None
+    )
+    # Validation is the newest slice of the older part, so model choice is out of time as well.
+    train, validation = out_of_time_split(
+        older, settings.holdout_fraction, EVENT_TIMESTAMP if has_time else None
+    )
+    for part, rows in (("training", train), ("validation", validation), ("holdout", holdout)):
+        if rows[LABEL].nunique() < 2:
+            raise UserError(
+                f"the {part} split ({len(rows)} rows) has only one class; add more data"
+            )
+    return PreparedData(train, validation, holdout, features, has_time, unlabelled)
+
+
+def attach_oracle(data: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Join the generator's latent probability ``p`` as ``oracle_p`` (never a feature)."""
+    keys = [ENTITY_ID] + ([EVENT_TIMESTAMP] if EVENT_TIMESTAMP in data.columns else [])
+    missing = [k for k in [*keys, "p"] if k not in truth.columns]
+    if missing:
+        raise UserError(f"truth table lacks column(s) {missing}")
+    truth = truth[[*keys, "p"]].rename(columns={"p": ORACLE_P})
+    if EVENT_TIMESTAMP in keys:
+        truth = truth.assign(**{EVENT_TIMESTAMP: pd.to_datetime(truth[EVENT_TIMESTAMP])})
+        truth[EVENT_TIMESTAMP] = truth[EVENT_TIMESTAMP].astype("datetime64[ns]")
+    data = data.drop(columns=[ORACLE_P], errors="ignore")
+    merged = data.merge(truth.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
+    merged.index = data.index
+    return merged
+
+
+# --- Candidates and model choice -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model family: the encoding it wants and how to build it from an Optuna trial."""
+
+    name: str
+    encoding: str
+    build: Callable[[Any, int], BaseEstimator]
+
+
+def _logistic_regression(trial: Any, seed: int) -> BaseEstimator:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    c = trial.suggest_float("C", 1e-3, 1e2, log=True)
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("logreg", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
+        ]
+    )
+
+
+def _random_forest(trial: Any, seed: int) -> BaseEstimator:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(
+        n_estimators=trial.suggest_int("n_estimators", 100, 400, step=50),
+        max_depth=trial.suggest_int("max_depth", 3, 20),
+        min_samples_leaf=trial.suggest_int("min_samples_leaf", 1, 50, log=True),
+        max_features=trial.suggest_categorical("max_features", ["sqrt", 0.3, 0.6]),
+        n_jobs=N_JOBS,
+        random_state=seed,
+    )
+
+
+def _xgboost(trial: Any, seed: int) -> BaseEstimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(
+        n_estimators=trial.suggest_int("n_estimators", 100, 600, step=50),
+        learning_rate=trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        max_depth=trial.suggest_int("max_depth", 2, 7),
+        min_child_weight=trial.suggest_float("min_child_weight", 1.0, 30.0, log=True),
+        subsample=trial.suggest_float("subsample", 0.6, 1.0),
+        colsample_bytree=trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        reg_lambda=trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        tree_method="hist",
+        eval_metric="logloss",
+        n_jobs=N_JOBS,
+        random_state=seed,
+    )
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("logistic_regression", "onehot", _logistic_regression),
+    Candidate("random_forest", "ordinal", _random_forest),
+    Candidate("xgboost", "ordinal", _xgboost),
+)
+
+
+@dataclass
+class Selection:
+    """The chosen candidate, fitted on the training split, with its preprocessor."""
+
+    candidate: str
+    params: dict[str, Any]
+    preprocessor: TablePreprocessor
+    estimator: BaseEstimator
+    validation_auc: dict[str, float]
+
+
+def select_model(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    features: list[str],
+    n_trials: int,
+    seed: int,
+    candidates: tuple[Candidate, ...] = CANDIDATES,
+) -> Selection:
+    """Tune every candidate with Optuna on the validation split and keep the best by AUC.
+
+    Only the training and validation rows come in here: the holdout cannot influence the choice.
+    """
+    import optuna
+    from sklearn.metrics import roc_auc_score
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    y_train, y_val = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
+    prepared: dict[str, tuple[TablePreprocessor, np.ndarray, np.ndarray]] = {}
+    for encoding in sorted({c.encoding for c in candidates}):
+        prep = TablePreprocessor(encoding=encoding).fit(train[features])
+        prepared[encoding] = (
+            prep, prep.transform(train[features]), prep.transform(validation[features])
+        )  # fmt: skip
+
+    best: Selection | None = None
+    best_auc = -np.inf
+    scores: dict[str, float] = {}
+    for candidate in candidates:
+        prep, x_train, x_val = prepared[candidate.encoding]
+        kept: dict[str, Any] = {}
+
+        def objective(trial, candidate=candidate, x_train=x_train, x_val=x_val, kept=kept):
+            model = candidate.build(trial, seed).fit(x_train, y_train)
+            auc = float(roc_auc_score(y_val, model.predict_proba(x_val)[:, 1]))
+            if auc > kept.get("auc", -np.inf):  # keep the fitted best instead of refitting
+                kept.update(auc=auc, model=model, params=dict(trial.params))
+            return auc
+
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+        )
+        study.optimize(objective, n_trials=n_trials)
+        scores[candidate.name] = kept["auc"]
+        if kept["auc"] > best_auc:
+            best_auc = kept["auc"]
+            best = Selection(candidate.name, kept["params"], prep, kept["model"], scores)
+    assert best is not None
+    return best
+
+
+def calibrated_pipeline(
+    selection: Selection, validation: pd.DataFrame, features: list[str], method: str
+):
+    """Raw table in → calibrated probability out; the calibrator is fitted on validation only."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import Pipeline
+
+    x_val = selection.preprocessor.transform(validation[features])
+    calibrator = CalibratedClassifierCV(FrozenEstimator(selection.estimator), method=method)
+    calibrator.fit(x_val, validation[LABEL].to_numpy())
+    return Pipeline([("prepare", selection.preprocessor), ("classifier", calibrator)])
+
+
+# --- Plots -----------------------------------------------------------------------------------
+
+
+def calibration_figure(y: np.ndarray, before: np.ndarray, after: np.ndarray):
+    """Reliability diagram on the holdout, uncalibrated vs calibrated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k:", label="perfect")
+    for name, p in (("uncalibrated", before), ("calibrated", after)):
+        observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, "o-", label=name)
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title="Holdout calibration")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def shap_summary(
+    selection: Selection, rows: pd.DataFrame, features: list[str], max_rows: int = 300
+):
+    """SHAP summary plot of the uncalibrated model on holdout rows, plus mean |SHAP| per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    sample = rows[features].head(max_rows)
+    x = selection.preprocessor.transform(sample)
+    names = list(selection.preprocessor.get_feature_names_out())
+    model = selection.estimator
+    if hasattr(model, "named_steps"):  # scaled logistic regression: explain in scaled space
+        scaled = model.named_steps["scale"].transform(x)
+        values = shap.LinearExplainer(model.named_steps["logreg"], scaled).shap_values(scaled)
+    else:
+        values = shap.TreeExplainer(model).shap_values(x)
+    values = np.asarray(values)
+    if values.ndim == 3:  # (rows, features, classes) for random forests
+        values = values[:, :, 1]
+    shap.summary_plot(values, x, feature_names=names, show=False, max_display=15)
+    fig = plt.gcf()
+    fig.tight_layout()
+    importance = dict(zip(names, np.abs(values).mean(axis=0).round(6).tolist(), strict=True))
+    return fig, dict(sorted(importance.items(), key=lambda kv: -kv[1]))
+
+
+# --- MLflow ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def tracking_at(client: Any) -> Iterator[None]:
+    """Point the fluent MLflow API at the client's stores for the duration of a run."""
+    import mlflow
+
+    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client._registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_tracking)
+        mlflow.set_registry_uri(old_registry)
+
+
+def experiment_id(client: Any, name: str) -> str:
+    """The experiment named after the model, created (or restored) on first use."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude=set(PRIVATE_SETTINGS))
+
+
+def data_window(prepared: PreparedData) -> str:
+    if not prepared.has_time:
+        n_old = len(prepared.train) + len(prepared.validation)
+        return f"row order: train rows 0-{n_old - 1}, holdout rows {n_old}-{n_old + len(prepared.holdout) - 1}"
+    older = pd.concat([prepared.train, prepared.validation])[EVENT_TIMESTAMP]
+    newest = prepared.holdout[EVENT_TIMESTAMP]
+    return (
+        f"train {older.min():%Y-%m-%d}..{older.max():%Y-%m-%d}; "
+        f"holdout {newest.min():%Y-%m-%d}..{newest.max():%Y-%m-%d}"
+    )
+
+
+# --- Training entry point --------------------------------------------------------------------
+
+
+def train_classifier(
+    settings: Settings,
+    client: Any,
+    frame: pd.DataFrame,
+    spec: ClassifierSpec,
+    *,
+    target: str = LABEL,
+    id_column: str | None = ENTITY_ID,
+    time_column: str | None = EVENT_TIMESTAMP,
+    truth: pd.DataFrame | None = None,
+    min_class_count: int | None = None,
+    allow_small_data: bool = False,
+    calibration: str = "sigmoid",
+    candidates: tuple[Candidate, ...] = CANDIDATES,
+    source: str = "demo",
+) -> TrainResult:
+    """Train, evaluate, log and register one classifier; bad input raises UserError, no run left."""
+    from sklearn.metrics import roc_auc_score
+
+    if calibration not in ("sigmoid", "isotonic"):
+        raise UserError(f"calibration must be 'sigmoid' or 'isotonic', got {calibration!r}")
+    prepared = prepare_data(
+        settings,
+        frame,
+        target=target,
+        id_column=id_column,
+        time_column=time_column,
+        truth=truth,
+        min_class_count=min_class_count,
+        allow_small_data=allow_small_data,
+    )
+    features, holdout = prepared.features, prepared.holdout
+    selection = select_model(
+        prepared.train,
+        prepared.validation,
+        features,
+        n_trials=settings.optuna_trials,
+        seed=settings.seed,
+        candidates=candidates,
+    )
+    pipeline = calibrated_pipeline(selection, prepared.validation, features, calibration)
+
+    y = holdout[LABEL].to_numpy()
+    p_after = pipeline.predict_proba(holdout[features])[:, 1]
+    x_holdout = selection.preprocessor.transform(holdout[features])
+    p_before = selection.estimator.predict_proba(x_holdout)[:, 1]
+    metrics = holdout_metrics(y, p_after)
+    before = holdout_metrics(y, p_before)
+    metrics |= {"brier_uncalibrated": before["brier"], "ece_uncalibrated": before["ece"]}
+    metrics |= {f"val_auc_{name}": auc for name, auc in selection.validation_auc.items()}
+
+    older = pd.concat([prepared.train, prepared.validation])
+    baseline = spec.baseline(older, holdout)
+    if baseline is not None:
+        metrics["baseline_auc"] = float(roc_auc_score(y, baseline))
+    if spec.extra_metrics is not None:
+        metrics |= spec.extra_metrics(holdout, p_after, baseline)
+    if ORACLE_P in holdout.columns:
+        known = holdout[ORACLE_P].notna().to_numpy()
+        metrics["oracle_coverage"] = float(known.mean())
+        if known.any() and len(np.unique(y[known])) == 2:
+            metrics["oracle_auc"] = float(roc_auc_score(y[known], holdout[ORACLE_P][known]))
+    metrics |= {
+        "n_rows": float(len(older) + len(holdout)),
+        "n_train": float(len(prepared.train)),
+        "n_validation": float(len(prepared.validation)),
+        "n_holdout": float(len(holdout)),
+        "n_unlabelled_dropped": float(prepared.dropped_unlabelled),
+        "train_positive_rate": float(older[LABEL].mean()),
+        "holdout_positive_rate": float(y.mean()),
+    }
+    calibration_fig = calibration_figure(y, p_before, p_after)
+    shap_fig, importance = shap_summary(selection, holdout, features)
+
+    keep = [ENTITY_ID, EVENT_TIMESTAMP, LABEL, settings.protected_attribute, *features]
+    holdout_table = holdout[[c for c in dict.fromkeys(keep) if c in holdout.columns]]
+    tags = {
+        "feature_service": spec.feature_service,
+        "feature_names": json.dumps(features),
+        "data_window": data_window(prepared),
+        "entity": spec.entity,
+        "model_type": selection.candidate,
+        "baseline": spec.baseline_name if baseline is not None else "unavailable",
+        "source": source,
+        "target_column": target,
+        "id_column": id_column or "",
+        "time_column": time_column or "",
+    }
+    params = {
+        "candidate": selection.candidate,
+        "calibration": calibration,
+        "optuna_trials": settings.optuna_trials,
+        "holdout_fraction": settings.holdout_fraction,
+        "seed": settings.seed,
+        "n_features": len(features),
+    } | {f"model.{key}": value for key, value in selection.params.items()}
+    return _log_run(
+        client,
+        spec.name,
+        pipeline,
+        holdout_table,
+        older[features],
+        metrics=metrics,
+        params=params,
+        tags=tags,
+        dicts={
+            "config/settings.json": public_settings(settings),
+            "config/rules.json": RULES.as_dict(),
+            "selection/validation_auc.json": selection.validation_auc,
+            "shap/importance.json": importance,
+        },
+        figures={"plots/calibration.png": calibration_fig, "plots/shap_summary.png": shap_fig},
+        candidate=selection.candidate,
+        features=features,
+    )
+
+
+def _log_run(
+    client: Any,
+    name: str,
+    pipeline: Any,
+    holdout_table: pd.DataFrame,
+    train_features: pd.DataFrame,
+    *,
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    tags: dict[str, str],
+    dicts: dict[str, Any],
+    figures: dict[str, Any],
+    candidate: str,
+    features: list[str],
+) -> TrainResult:
+    """Log one finished training to MLflow and register it; a failure deletes the run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    example = train_features.head(5)
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    # skops refuses unknown types on load unless listed; these are exactly the types we saved.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+    run_id = None
+    version = None
+    with tracking_at(client):
+        try:
+            with mlflow.start_run(experiment_id=experiment_id(client, name)) as run:
+                run_id = run.info.run_id
+                mlflow.log_params(params)
+                mlflow.set_tags(tags)
+                mlflow.log_metrics(metrics)
+                for path, payload in dicts.items():
+                    mlflow.log_dict(payload, path)
+                for path, figure in figures.items():
+                    mlflow.log_figure(figure, path)
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / "holdout.parquet"
+                    holdout_table.to_parquet(local, index=False)
+                    mlflow.log_artifact(str(local), artifact_path="holdout")
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name=name,
+                    signature=signature,
+                    input_example=example,
+                    registered_model_name=name,
+                    pyfunc_predict_fn="predict_proba",
+                    serialization_format="skops",
+                    skops_trusted_types=trusted,
+                )
+                version = int(info.registered_model_version)
+        except BaseException:
+            if version is not None:
+                client.delete_model_version(name, str(version))
+            if run_id is not None:
+                client.delete_run(run_id)
+            raise
+        finally:
+            for figure in figures.values():
+                plt.close(figure)
+    return TrainResult(name, run_id, version, candidate, metrics, features)
