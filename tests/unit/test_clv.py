@@ -1,0 +1,166 @@
+"""CLV: the fit reproduces the published CDNOW parameters, the job logs and registers a pyfunc
+that honours the contract, and bad input fails with a clear message and nothing logged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crm_predict.errors import UserError
+from crm_predict.rules import RFM_SEGMENTS
+from training.clv import (
+    FEATURES,
+    OUTPUTS,
+    ClvConfig,
+    ClvParams,
+    evaluate_holdout,
+    fit_clv,
+    predict_clv,
+    read_transactions_csv,
+    train_clv,
+    transactions_frame,
+)
+
+
+def cdnow_transactions() -> pd.DataFrame:
+    """The CDNOW sample transaction log shipped inside lifetimes (2,357 customers)."""
+    import lifetimes
+
+    path = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_sample.txt"
+    raw = pd.read_csv(
+        path, sep=r"\s+", header=None, names=["customer", "id", "date", "items", "amount"],
+        dtype={"date": str},
+    )  # fmt: skip
+    return transactions_frame(raw, "customer", "date", "amount")
+
+
+def synthetic_transactions(n_customers: int = 150, seed: int = 3) -> pd.DataFrame:
+    """Buy-till-you-die customers: weekly purchase chance, a dropout chance after each purchase,
+    Gamma-Gamma spend (per-customer scale drawn from a gamma)."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2025-01-06")
+    rows = []
+    for customer in range(n_customers):
+        week = int(rng.integers(0, 30))
+        rate, dropout, nu = rng.uniform(0.05, 0.5), rng.uniform(0.02, 0.3), rng.gamma(4, 1 / 100)
+        rows.append((customer, start + pd.Timedelta(weeks=week), rng.gamma(6, 1 / nu)))
+        while week < 80:
+            week += 1
+            if rng.random() < rate:
+                rows.append(
+                    (customer, start + pd.Timedelta(weeks=week, hours=10), rng.gamma(6, 1 / nu))
+                )
+                if rng.random() < dropout:
+                    break
+    return pd.DataFrame(rows, columns=["cust", "when", "value"])
+
+
+def test_cdnow_fit_matches_published_bgnbd_parameters():
+    """Fader, Hardie & Lee (2005): r=0.243, alpha=4.414, a=0.793, b=2.426 on the 39-week
+    calibration period of the CDNOW sample."""
+    config = ClvConfig(
+        penalizer=0.0, calibration_end=datetime(1997, 9, 30), observation_end=datetime(1998, 6, 30)
+    )
+    metrics, holdout, params = evaluate_holdout(cdnow_transactions(), config)
+    assert params.r == pytest.approx(0.243, abs=0.002)
+    assert params.alpha == pytest.approx(4.414, abs=0.01)
+    assert params.a == pytest.approx(0.793, abs=0.002)
+    assert params.b == pytest.approx(2.426, abs=0.01)
+    assert holdout["duration_holdout"].iloc[0] == pytest.approx(39.0)
+    # The model beats "keep buying at your calibration rate" on holdout purchases.
+    assert metrics["mae_purchases"] < metrics["baseline_mae_purchases"]
+
+
+def test_train_logs_metrics_and_registers_a_pyfunc_that_follows_the_contract(mlflow_client):
+    import mlflow
+
+    tx = transactions_frame(synthetic_transactions(), "cust", "when", "value")
+    result = train_clv(mlflow_client, tx)
+
+    run = mlflow_client.get_run(result.run_id)
+    for metric in ("mae_purchases", "baseline_mae_purchases", "n_customers"):
+        assert np.isfinite(run.data.metrics[metric])
+    assert run.data.tags["entity"] == "customer"
+    assert run.data.tags["feature_service"] == "clv_v1"
+    artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id, "plots")}
+    assert "plots/calibration_vs_holdout_purchases.png" in artifacts
+    holdout = pd.read_parquet(
+        mlflow_client.download_artifacts(result.run_id, "holdout/holdout.parquet")
+    )
+    assert {"entity_id", "label", *FEATURES} <= set(holdout.columns)
+
+    version = mlflow_client.get_model_version("clv", result.model_version)
+    assert version.run_id == result.run_id
+    model = mlflow.pyfunc.load_model(f"models:/clv/{result.model_version}")
+    customers = pd.DataFrame(
+        {"frequency": [0.0, 6.0, 6.0], "recency": [0.0, 60.0, 10.0], "T": [70.0, 61.0, 70.0],
+         "monetary_value": [0.0, 120.0, 120.0]}
+    )  # fmt: skip
+    out = model.predict(customers)
+    assert list(out.columns) == OUTPUTS
+    # A frequent buyer seen last week is worth more, and more likely alive, than one gone 60 weeks.
+    assert out.loc[1, "clv_3y"] > out.loc[2, "clv_3y"] > 0
+    assert out.loc[1, "p_alive"] > out.loc[2, "p_alive"]
+    assert out.loc[0, "p_alive"] == pytest.approx(1.0)  # BG/NBD: no repeat purchase, no dropout
+    assert out["expected_purchases_90d"].between(0, 13).all()
+
+    assert set(result.customers["rfm_segment"]) <= set(RFM_SEGMENTS.values())
+    assert set(result.customers["value_tier"]) <= {"diamond", "gold", "normal"}
+
+
+def test_clv_is_discounted_over_the_rules_horizon():
+    params = ClvParams(r=0.5, alpha=5.0, a=0.5, b=5.0, p=6.0, q=4.0, v=15.0)
+    customer = pd.DataFrame(
+        {"frequency": [4.0], "recency": [30.0], "T": [32.0], "monetary_value": [50.0]}
+    )
+    undiscounted = ClvParams(**{**params.__dict__, "annual_discount_rate": 0.0})
+    one_year = ClvParams(**{**params.__dict__, "horizon_weeks": 52})
+    clv = predict_clv(params, customer)["clv_3y"].iloc[0]
+    assert clv < predict_clv(undiscounted, customer)["clv_3y"].iloc[0]
+    assert clv > predict_clv(one_year, customer)["clv_3y"].iloc[0] > 0
+
+
+def test_non_convergence_suggests_a_higher_penalizer():
+    # Every customer bought 5 more times, the last purchase today: the likelihood has no optimum.
+    summary = pd.DataFrame(
+        {"frequency": 5.0, "recency": 30.0, "T": 30.0, "monetary_value": 20.0}, index=range(40)
+    )
+    with pytest.raises(UserError, match="did not converge.*higher penalizer"):
+        fit_clv(summary, penalizer=0.0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("cust,when,value\n1,2025-01-01,10\n", "no column.*'amount'"),
+        ("customer,date,amount\n1,2025-01-01,10\n2,yesterday,5\n3,2025-02-01,1\n", "'date'.*not a valid date"),
+        ("customer,date,amount\n1,2025-01-01,10\n2,2025-01-02,ten\n3,2025-02-01,1\n", "'amount'.*not a valid number"),
+        ("customer,date,amount\n1,2025-01-01,10\n2,2025-01-02,-4\n3,2025-02-01,1\n", "negative"),
+        ("customer,date,amount\n1,2025-01-01,10\n", "at least 2 customers"),
+        ("", "cannot read"),
+    ],
+)  # fmt: skip
+def test_bad_transaction_csv_is_a_user_error(tmp_path, content, message):
+    path = tmp_path / "tx.csv"
+    if content is not None:
+        path.write_text(content)
+    amount_col = "amount"
+    with pytest.raises(UserError, match=message):
+        read_transactions_csv(path, "customer", "date", amount_col)
+
+
+def test_failed_training_logs_no_run(mlflow_client):
+    tx = transactions_frame(
+        pd.DataFrame({"c": [1, 2, 3], "d": ["2025-01-01", "2025-01-02", "2025-03-01"], "a": [1, 2, 3]}),
+        "c", "d", "a",
+    )  # fmt: skip
+    with pytest.raises(UserError, match="bought more than once"):
+        train_clv(mlflow_client, tx)
+    assert mlflow_client.search_registered_models() == []
+    experiment = mlflow_client.get_experiment_by_name("clv")
+    assert experiment is None or not mlflow_client.search_runs([experiment.experiment_id])

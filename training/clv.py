@@ -1,0 +1,492 @@
+"""Customer lifetime value: BG/NBD (how often, and whether still alive) + Gamma-Gamma (how much).
+
+Works on any transaction table with a customer, a date and an amount. Time is measured in weeks
+(the units of the pyfunc contract); ``freq`` only says how purchases are counted: "D" counts at most
+one purchase per customer per day (recency/T in fractional weeks), "W" at most one per week.
+
+The job fits on a calibration period, scores the newest holdout period (MAE of predicted vs actual
+purchases beside a naive "same rate as in calibration" baseline), then refits on all data for the
+served model, which is a pyfunc holding only the seven fitted parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from crm_predict.errors import UserError
+from crm_predict.rules import RULES, Rules, rfm_segment, value_tier
+from training.tracking import model_run
+
+MODEL_NAME = "clv"
+FEATURE_SERVICE = "clv_v1"
+FEATURES = ["frequency", "recency", "T", "monetary_value"]
+OUTPUTS = ["clv_3y", "p_alive", "expected_purchases_90d"]
+WEEKS_PER_MONTH = 4.345  # the conversion lifetimes' customer_lifetime_value uses for freq="W"
+WEEKS_90_DAYS = 90 / 7
+TX_COLUMNS = ["customer", "date", "amount"]
+
+Freq = Literal["D", "W"]
+
+
+@dataclass(frozen=True)
+class ClvConfig:
+    """How to fit: penalizer (raise it when the fit does not converge), purchase granularity and the
+    calibration/holdout split (default: the newest ``holdout_fraction`` of the date span)."""
+
+    penalizer: float = 0.001
+    freq: Freq = "D"
+    holdout_fraction: float = 0.2
+    calibration_end: datetime | None = None
+    observation_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClvParams:
+    """Fitted BG/NBD (r, alpha, a, b) and Gamma-Gamma (p, q, v) parameters, in weeks."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+    p: float
+    q: float
+    v: float
+    horizon_weeks: int = RULES.value.horizon_weeks
+    annual_discount_rate: float = RULES.value.annual_discount_rate
+
+
+@dataclass
+class ClvResult:
+    run_id: str
+    model_version: str
+    params: ClvParams
+    metrics: dict[str, float]
+    customers: pd.DataFrame = field(repr=False)
+
+
+# --- Input -----------------------------------------------------------------------------------
+
+
+def transactions_frame(
+    frame: pd.DataFrame, customer_col: str, date_col: str, amount_col: str
+) -> pd.DataFrame:
+    """Validate a user's transaction table and return it as columns ``customer, date, amount``."""
+    missing = [c for c in (customer_col, date_col, amount_col) if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"transactions have no column(s) {', '.join(map(repr, missing))}; "
+            f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    out = pd.DataFrame(
+        {
+            "customer": frame[customer_col],
+            "date": pd.to_datetime(frame[date_col], errors="coerce"),
+            "amount": pd.to_numeric(frame[amount_col], errors="coerce"),
+        }
+    )
+    for column, source, kind in (
+        ("customer", customer_col, "customer id"),
+        ("date", date_col, "date"),
+        ("amount", amount_col, "number"),
+    ):
+        bad = out[column].isna()
+        if bad.any():
+            example = frame.loc[bad, source].iloc[0]
+            raise UserError(
+                f"column {source!r}: {int(bad.sum())} row(s) are not a valid {kind} "
+                f"(first: {example!r})"
+            )
+    if (out["amount"] < 0).any():
+        raise UserError(
+            f"column {amount_col!r} has {int((out['amount'] < 0).sum())} negative amount(s); "
+            "net returns out of their orders before training"
+        )
+    if out["date"].dt.tz is not None:  # the project's timestamps are naive UTC
+        out["date"] = out["date"].dt.tz_convert("UTC").dt.tz_localize(None)
+    if out["customer"].nunique() < 2 or len(out) < 3:
+        raise UserError("need transactions of at least 2 customers to fit a CLV model")
+    return out.sort_values(["date", "customer"], kind="stable").reset_index(drop=True)
+
+
+def read_transactions_csv(
+    path: Path, customer_col: str, date_col: str, amount_col: str
+) -> pd.DataFrame:
+    """A user's transaction CSV, validated (see ``transactions_frame``)."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"transactions file {str(path)!r} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r} as CSV: {exc}") from None
+    return transactions_frame(frame, customer_col, date_col, amount_col)
+
+
+def demo_transactions(session) -> pd.DataFrame:
+    """The CRM store's orders as a transaction table (customer = contact_id)."""
+    from crm_store.repository import read_table
+
+    orders = read_table(session, "orders", ["contact_id", "ordered_at", "amount"])
+    if orders.empty:
+        raise UserError("the CRM store has no orders; run the demo generator or import orders")
+    return transactions_frame(orders, "contact_id", "ordered_at", "amount")
+
+
+# --- Model -----------------------------------------------------------------------------------
+
+
+def _freq_args(freq: Freq) -> dict:
+    if freq not in ("D", "W"):
+        raise UserError(f"freq must be 'D' or 'W', not {freq!r}")
+    # lifetimes divides its period counts by freq_multiplier: days / 7 = weeks.
+    return {"freq": freq, "freq_multiplier": 7 if freq == "D" else 1}
+
+
+def customer_summary(
+    transactions: pd.DataFrame, observation_end: datetime, freq: Freq = "D"
+) -> pd.DataFrame:
+    """Per customer ``frequency, recency, T, monetary_value`` (weeks) as of ``observation_end``."""
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    summary = summary_data_from_transaction_data(
+        transactions[transactions["date"] <= observation_end],
+        "customer",
+        "date",
+        monetary_value_col="amount",
+        observation_period_end=observation_end,
+        **_freq_args(freq),
+    )
+    summary.index.name = "customer"
+    return summary[FEATURES]
+
+
+def _quiet(fit, *args, **kwargs):
+    """lifetimes prints scipy's whole result on failure; the UserError below says it better."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fit(*args, **kwargs)
+
+
+def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
+    """Fit BG/NBD on all customers and Gamma-Gamma on repeat customers with a positive spend."""
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+    from lifetimes.utils import ConvergenceError
+
+    if penalizer < 0:
+        raise UserError(f"penalizer must be ≥ 0, not {penalizer}")
+    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    if len(repeat) < 2:
+        raise UserError(
+            f"only {len(repeat)} customer(s) bought more than once; the spend model needs ≥ 2"
+        )
+    hint = f"try a higher penalizer than {penalizer:g} (e.g. --penalizer {max(penalizer * 10, 0.01):g})"
+    try:
+        bgf = _quiet(
+            BetaGeoFitter(penalizer_coef=penalizer).fit,
+            summary["frequency"],
+            summary["recency"],
+            summary["T"],
+        )
+    except ConvergenceError:
+        raise UserError(f"the BG/NBD purchase model did not converge; {hint}") from None
+    try:
+        ggf = _quiet(
+            GammaGammaFitter(penalizer_coef=penalizer).fit,
+            repeat["frequency"],
+            repeat["monetary_value"],
+        )
+    except ConvergenceError:
+        raise UserError(f"the Gamma-Gamma spend model did not converge; {hint}") from None
+    if ggf.params_["q"] <= 1:  # the mean spend (v p / (q - 1)) is infinite
+        raise UserError(f"the Gamma-Gamma fit has q = {ggf.params_['q']:.3g} ≤ 1; {hint}")
+    return ClvParams(
+        **{k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")},
+        **{k: float(ggf.params_[k]) for k in ("p", "q", "v")},
+    )
+
+
+def _fitters(params: ClvParams):
+    """lifetimes fitters carrying ``params`` (their predict methods only read ``params_``)."""
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    bgf, ggf = BetaGeoFitter(), GammaGammaFitter()
+    bgf.params_ = pd.Series({k: getattr(params, k) for k in ("r", "alpha", "a", "b")})
+    bgf.predict = bgf.conditional_expected_number_of_purchases_up_to_time  # as fit() does
+    ggf.params_ = pd.Series({k: getattr(params, k) for k in ("p", "q", "v")})
+    return bgf, ggf
+
+
+def predict_clv(params: ClvParams, customers: pd.DataFrame) -> pd.DataFrame:
+    """``clv_3y`` (discounted, horizon from the rules), ``p_alive``, ``expected_purchases_90d``."""
+    missing = [c for c in FEATURES if c not in customers.columns]
+    if missing:
+        raise UserError(f"CLV input needs columns {FEATURES}; missing {missing}")
+    x = customers[FEATURES].astype(float).reset_index(drop=True)
+    if x.isna().any().any() or (x < 0).any().any():
+        raise UserError("CLV input must be non-negative numbers without gaps")
+    bgf, ggf = _fitters(params)
+    f, r, t, m = x["frequency"], x["recency"], x["T"], x["monetary_value"]
+    monthly_rate = (1 + params.annual_discount_rate) ** (1 / 12) - 1
+    clv = ggf.customer_lifetime_value(
+        bgf,
+        f,
+        r,
+        t,
+        m,
+        time=round(params.horizon_weeks / WEEKS_PER_MONTH),
+        discount_rate=monthly_rate,
+        freq="W",
+    )
+    return pd.DataFrame(
+        {
+            "clv_3y": np.asarray(clv, dtype=float),
+            "p_alive": np.asarray(bgf.conditional_probability_alive(f, r, t), dtype=float),
+            "expected_purchases_90d": np.asarray(
+                bgf.conditional_expected_number_of_purchases_up_to_time(WEEKS_90_DAYS, f, r, t),
+                dtype=float,
+            ),
+        },
+        index=customers.index,
+    )
+
+
+def customer_segments(
+    transactions: pd.DataFrame, scores: pd.DataFrame, as_of: datetime, rules: Rules = RULES
+) -> pd.DataFrame:
+    """RFM segment (history up to ``as_of``) and value tier (predicted yearly value = clv_3y over
+    the horizon in years) per customer, both by ``crm_predict.rules``."""
+    history = transactions[transactions["date"] <= as_of]
+    per_customer = history.groupby("customer").agg(
+        last=("date", "max"), orders=("date", "size"), spend=("amount", "sum")
+    )
+    per_customer = per_customer.reindex(scores.index)
+    recency_days = (pd.Timestamp(as_of) - per_customer["last"]).dt.days
+    yearly_value = scores["clv_3y"] / (rules.value.horizon_weeks / 52)
+    return pd.DataFrame(
+        {
+            "rfm_segment": rfm_segment(recency_days, per_customer["orders"], per_customer["spend"]),
+            "yearly_value": yearly_value,
+            "value_tier": value_tier(yearly_value, rules.value),
+        },
+        index=scores.index,
+    )
+
+
+class ClvModel(mlflow.pyfunc.PythonModel):
+    """Served CLV model: per customer ``frequency, recency, T, monetary_value`` (weeks) in,
+    ``clv_3y, p_alive, expected_purchases_90d`` out."""
+
+    def __init__(self, params: dict[str, float]):
+        self.params = params  # plain floats: nothing library-specific is pickled
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return predict_clv(ClvParams(**self.params), pd.DataFrame(model_input))
+
+
+# --- Evaluation and training -----------------------------------------------------------------
+
+
+def split_dates(transactions: pd.DataFrame, config: ClvConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(calibration_end, observation_end): explicit, or the newest holdout fraction of the span."""
+    first = transactions["date"].min().normalize()
+    observation_end = pd.Timestamp(config.observation_end or transactions["date"].max()).normalize()
+    if config.calibration_end is not None:
+        calibration_end = pd.Timestamp(config.calibration_end).normalize()
+    else:
+        if not 0 < config.holdout_fraction < 1:
+            raise UserError(f"holdout_fraction must be in (0, 1), not {config.holdout_fraction}")
+        span = observation_end - first
+        calibration_end = (observation_end - span * config.holdout_fraction).normalize()
+    if not first < calibration_end < observation_end:
+        raise UserError(
+            f"calibration end {calibration_end.date()} must fall strictly between the first "
+            f"transaction {first.date()} and the observation end {observation_end.date()}"
+        )
+    return calibration_end, observation_end
+
+
+def evaluate_holdout(
+    transactions: pd.DataFrame, config: ClvConfig
+) -> tuple[dict[str, float], pd.DataFrame, ClvParams]:
+    """Fit on the calibration period; MAE of predicted vs actual holdout purchases per customer,
+    beside the naive baseline "each customer keeps buying at their calibration-period rate"."""
+    from lifetimes.utils import calibration_and_holdout_data
+
+    calibration_end, observation_end = split_dates(transactions, config)
+    try:
+        matrix = calibration_and_holdout_data(
+            transactions,
+            "customer",
+            "date",
+            calibration_period_end=calibration_end,
+            observation_period_end=observation_end,
+            monetary_value_col="amount",
+            **_freq_args(config.freq),
+        )
+    except ValueError as exc:  # lifetimes: no transactions in the holdout period
+        raise UserError(f"cannot split at {calibration_end.date()}: {exc}") from None
+    calibration = matrix.rename(columns={f"{c}_cal": c for c in FEATURES})
+    params = fit_clv(calibration, config.penalizer)
+    bgf, _ = _fitters(params)
+    duration = float(matrix["duration_holdout"].iloc[0])
+    predicted = bgf.conditional_expected_number_of_purchases_up_to_time(
+        duration, calibration["frequency"], calibration["recency"], calibration["T"]
+    )
+    # Naive: repeat purchases per week of customer age in calibration, continued through holdout.
+    age = calibration["T"].where(calibration["T"] > 0)
+    baseline = (calibration["frequency"] / age * duration).fillna(0.0)
+    actual = matrix["frequency_holdout"]
+    repeat = calibration[(calibration["frequency"] > 0) & (calibration["monetary_value"] > 0)]
+    metrics = {
+        "mae_purchases": float(np.mean(np.abs(predicted - actual))),
+        "baseline_mae_purchases": float(np.mean(np.abs(baseline - actual))),
+        "holdout_purchases_actual": float(actual.sum()),
+        "holdout_purchases_predicted": float(predicted.sum()),
+        "baseline_holdout_purchases": float(baseline.sum()),
+        "holdout_weeks": duration,
+        "n_holdout_customers": float(len(matrix)),
+        # Gamma-Gamma assumes spend independent of frequency; a large |corr| is a warning sign.
+        "freq_monetary_corr": float(repeat["frequency"].corr(repeat["monetary_value"]))
+        if len(repeat) > 2
+        else float("nan"),
+    }
+    metrics["mae_improvement_pct"] = 100 * (
+        1 - metrics["mae_purchases"] / max(metrics["baseline_mae_purchases"], 1e-12)
+    )
+    holdout = calibration[FEATURES].assign(
+        label=actual,
+        duration_holdout=duration,
+        predicted_purchases=predicted,
+        baseline_purchases=baseline,
+        event_timestamp=calibration_end,
+    )
+    holdout = holdout.rename_axis("entity_id").reset_index()
+    return metrics, holdout, params
+
+
+def _calibration_plot(params: ClvParams, holdout: pd.DataFrame):
+    """lifetimes' calibration-vs-holdout purchases plot (mean per calibration frequency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers or in CI
+    from lifetimes.plotting import plot_calibration_purchases_vs_holdout_purchases
+
+    bgf, _ = _fitters(params)
+    matrix = holdout.rename(
+        columns={c: f"{c}_cal" for c in FEATURES} | {"label": "frequency_holdout"}
+    )
+    ax = plot_calibration_purchases_vs_holdout_purchases(bgf, matrix, n=7)
+    return ax.figure
+
+
+def train_clv(
+    client: MlflowClient,
+    transactions: pd.DataFrame,
+    config: ClvConfig = ClvConfig(),
+    rules: Rules = RULES,
+    feature_service: str = FEATURE_SERVICE,
+) -> ClvResult:
+    """Evaluate on a time holdout, refit on all data, log everything and register ``clv``.
+
+    ``transactions`` has columns ``customer, date, amount`` (see ``transactions_frame``).
+    """
+    import matplotlib.pyplot as plt
+
+    metrics, holdout, cal_params = evaluate_holdout(transactions, config)
+    calibration_end, observation_end = split_dates(transactions, config)
+    summary = customer_summary(transactions, observation_end, config.freq)
+    params = fit_clv(summary, config.penalizer)
+    params = ClvParams(
+        **{
+            k: v
+            for k, v in asdict(params).items()
+            if k not in ("horizon_weeks", "annual_discount_rate")
+        },
+        horizon_weeks=rules.value.horizon_weeks,
+        annual_discount_rate=rules.value.annual_discount_rate,
+    )
+    scores = predict_clv(params, summary)
+    customers = summary.join(scores).join(
+        customer_segments(transactions, scores, observation_end, rules)
+    )
+    metrics |= {
+        "n_customers": float(len(summary)),
+        "n_transactions": float(len(transactions)),
+        "mean_clv_3y": float(scores["clv_3y"].mean()),
+        "mean_p_alive": float(scores["p_alive"].mean()),
+    }
+    window = f"{transactions['date'].min().date()}..{observation_end.date()}"
+    example = summary.head(5).reset_index(drop=True)
+    with model_run(client, MODEL_NAME, run_name=f"clv {window}") as run:
+        run_id = run.info.run_id
+        mlflow.log_params(
+            {
+                "penalizer": config.penalizer,
+                "freq": config.freq,
+                "calibration_end": calibration_end.date().isoformat(),
+                "observation_end": observation_end.date().isoformat(),
+                "horizon_weeks": params.horizon_weeks,
+                "annual_discount_rate": params.annual_discount_rate,
+                **{
+                    f"fit_{k}": round(v, 6)
+                    for k, v in asdict(params).items()
+                    if k in "r alpha a b p q v".split()
+                },
+                **{
+                    f"cal_fit_{k}": round(getattr(cal_params, k), 6)
+                    for k in "r alpha a b p q v".split()
+                },
+            }
+        )
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(
+            {
+                "feature_service": feature_service,
+                "feature_names": json.dumps(FEATURES),
+                "data_window": window,
+                "entity": "customer",
+            }
+        )
+        mlflow.log_dict(rules.as_dict(), "rules.json")
+        segments = {
+            "rfm_segment": customers["rfm_segment"].value_counts().to_dict(),
+            "value_tier": customers["value_tier"].value_counts().to_dict(),
+        }
+        mlflow.log_dict(segments, "segments.json")
+        figure = _calibration_plot(cal_params, holdout)
+        mlflow.log_figure(figure, "plots/calibration_vs_holdout_purchases.png")
+        plt.close(figure)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "holdout.parquet"
+            holdout.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), "holdout")
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=ClvModel(asdict(params)),
+            signature=infer_signature(example, predict_clv(params, example)),
+            input_example=example,
+            registered_model_name=MODEL_NAME,
+            # Listed, not inferred: inference re-imports the model in a subprocess (slow).
+            pip_requirements=[
+                f"{p}=={version(p)}" for p in ("mlflow", "lifetimes", "pandas", "numpy")
+            ],
+        )
+    return ClvResult(
+        run_id=run_id,
+        model_version=str(info.registered_model_version),
+        params=params,
+        metrics=metrics,
+        customers=customers,
+    )
