@@ -15,7 +15,7 @@ import contextlib
 import io
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -37,7 +37,7 @@ FEATURES = ["frequency", "recency", "T", "monetary_value"]
 OUTPUTS = ["clv_3y", "p_alive", "expected_purchases_90d"]
 WEEKS_PER_MONTH = 4.345  # the conversion lifetimes' customer_lifetime_value uses for freq="W"
 WEEKS_90_DAYS = 90 / 7
-TX_COLUMNS = ["customer", "date", "amount"]
+PARAM_NAMES = ("r", "alpha", "a", "b", "p", "q", "v")
 
 Freq = Literal["D", "W"]
 
@@ -408,12 +408,8 @@ def train_clv(
     calibration_end, observation_end = split_dates(transactions, config)
     summary = customer_summary(transactions, observation_end, config.freq)
     params = fit_clv(summary, config.penalizer)
-    params = ClvParams(
-        **{
-            k: v
-            for k, v in asdict(params).items()
-            if k not in ("horizon_weeks", "annual_discount_rate")
-        },
+    params = replace(
+        params,
         horizon_weeks=rules.value.horizon_weeks,
         annual_discount_rate=rules.value.annual_discount_rate,
     )
@@ -439,15 +435,8 @@ def train_clv(
                 "observation_end": observation_end.date().isoformat(),
                 "horizon_weeks": params.horizon_weeks,
                 "annual_discount_rate": params.annual_discount_rate,
-                **{
-                    f"fit_{k}": round(v, 6)
-                    for k, v in asdict(params).items()
-                    if k in "r alpha a b p q v".split()
-                },
-                **{
-                    f"cal_fit_{k}": round(getattr(cal_params, k), 6)
-                    for k in "r alpha a b p q v".split()
-                },
+                **{f"fit_{k}": round(v, 6) for k, v in asdict(params).items() if k in PARAM_NAMES},
+                **{f"cal_fit_{k}": round(getattr(cal_params, k), 6) for k in PARAM_NAMES},
             }
         )
         mlflow.log_metrics(metrics)
