@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     protect_reads: bool = False
     max_batch_size: int = 1000
+    reload_interval_seconds: float = Field(
+        0, description="Poll the registry for a new champion every N s (0: only POST /admin/reload)"
+    )
 
     # Columns that must never reach a model (fairness and privacy guard).
     excluded_features: list[str] = ["gender", "age_band"]
