@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -61,6 +62,30 @@ def summary(ctx: typer.Context) -> None:
     upgrade(engine)
     with session_factory(engine)() as session:
         print_counts(counts(session))
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("reports"), help="Directory for report.html and charts/."),
+    as_of: datetime | None = typer.Option(
+        None, help="KPI date (default: newest data in the store)."
+    ),
+) -> None:
+    """HTML report: funnel, sales cycle, CAC/LTV, channel ROI, owners, forecast, model quality."""
+    from mlflow import MlflowClient
+
+    from crm_store.db import make_engine, session_factory, upgrade
+    from serving.report import write_report
+
+    settings = settings_from(ctx)
+    engine = make_engine(settings.crm_url)
+    upgrade(engine)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    out.mkdir(parents=True, exist_ok=True)
+    with session_factory(engine)() as session:
+        path = write_report(session, client, settings, out, as_of)
+    console.print(f"Report written to [bold]{path}[/]")
 
 
 def print_counts(table_counts: dict[str, int]) -> None:

@@ -178,10 +178,14 @@ def _cycle_days(deals: pd.DataFrame) -> pd.Series:
     return (pd.to_datetime(deals["closed_at"]) - pd.to_datetime(deals["created_at"])) / DAY
 
 
+def won_cycle_days(deals: pd.DataFrame) -> pd.Series:
+    """Days from creation to close of each won deal."""
+    return _cycle_days(deals[(deals["outcome"] == "won") & deals["closed_at"].notna()])
+
+
 def sales_cycle(deals: pd.DataFrame) -> SalesCycle:
     """Median and mean sales cycle of won deals."""
-    won = deals[(deals["outcome"] == "won") & deals["closed_at"].notna()]
-    days = _cycle_days(won)
+    days = won_cycle_days(deals)
     if days.empty:
         return SalesCycle(0, float("nan"), float("nan"))
     return SalesCycle(len(days), float(days.median()), float(days.mean()))
@@ -444,6 +448,10 @@ class Forecast:
     pipeline_amount: float
     deals: pd.DataFrame  # deal_id, name, owner_id, stage, amount, expected_close_at, p_win, source
 
+    @property
+    def horizon_end(self) -> datetime:
+        return self.as_of + timedelta(days=self.horizon_days)
+
 
 def stage_win_rates(stage_history: pd.DataFrame, deals: pd.DataFrame) -> pd.Series:
     """Per stage: share of closed deals that passed through it and were won."""
@@ -459,7 +467,7 @@ def stage_win_rates(stage_history: pd.DataFrame, deals: pd.DataFrame) -> pd.Seri
 def sales_forecast(tables: KpiTables, as_of: datetime, horizon_days: int = 90) -> Forecast:
     """Σ p(win) × amount over open deals with an expected close date by ``as_of + horizon_days``."""
     deals = tables.deals
-    end = pd.Timestamp(as_of) + timedelta(days=horizon_days)
+    end = pd.Timestamp(as_of + timedelta(days=horizon_days))
     open_deals = deals[
         deals["outcome"].isna()
         & deals["expected_close_at"].notna()

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
+from tiny_registry import register_version
+
 from registry.quality import download_plot, model_quality
-
-
-def _png(path) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(2, 2))
-    fig.add_subplot().plot([0, 1], [0, 1])
-    fig.savefig(path)
-
-
-def register_version(client, name: str, metrics: dict[str, float], plot_dir=None) -> str:
-    """A run with ``metrics`` (and a calibration plot if ``plot_dir``) registered as a new version."""
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
-    run = client.create_run(experiment_id)
-    for key, value in metrics.items():
-        client.log_metric(run.info.run_id, key, value)
-    if plot_dir is not None:
-        plot = plot_dir / "calibration.png"
-        _png(plot)
-        client.log_artifact(run.info.run_id, str(plot), "plots")
-        client.log_artifact(run.info.run_id, str(plot), "holdout")  # found in any folder
-    client.set_terminated(run.info.run_id)
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
-    return str(mv.version)
 
 
 def test_no_registered_models_gives_an_empty_report(mlflow_client):
