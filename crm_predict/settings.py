@@ -55,8 +55,12 @@ class Settings(BaseSettings):
     kpi_marketing_cost_per_month: float = Field(20_000.0, description="Unattributed marketing.")
     kpi_sales_cost_per_month: float = 30_000.0
     kpi_channel_cost_per_month: dict[str, float] = Field(
-        default_factory=dict, description="Marketing cost per lead source (channel ROI)."
-    )
+        default_factory=lambda: {
+            "web_form": 3_000.0, "referral": 1_000.0, "event": 4_000.0, "paid_search": 6_000.0,
+            "cold_outbound": 4_000.0, "partner": 2_000.0,
+        },
+        description="Marketing cost per lead source for channel ROI (demo sources; JSON in env).",
+    )  # fmt: skip
     kpi_customer_lifetime_years: float = 3.0
     kpi_window_months: int = 12
 

@@ -5,7 +5,8 @@ DataFrames, so a test can hand-build a store and know each number exactly.
 
 Definitions (the design notes' KPIs):
 
-- **Funnel**: leads → qualified (status/stage ``qualified``/``sql``, or converted, or has a deal) →
+- **Funnel**: leads → qualified (status/stage ``qualified``/``sql``/``mql``, an ``mql`` tag ``true``
+  from lead scoring, or reached a deal) →
   deal (``converted_at`` set or a deal with its ``lead_id``) → won (a won deal with its ``lead_id``).
   Each stage includes every lead that reached a later one, so the funnel never widens.
 - **Deal stage conversion**: from ``deal_stage_history``; the share of deals that reached a stage
@@ -41,11 +42,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
-from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH
+from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
 from crm_store.models import Activity, Deal, Lead, Order, Tag
 from crm_store.repository import read_table
 
-QUALIFIED_MARKERS = ("qualified", "sql", "converted")
+QUALIFIED_MARKERS = ("qualified", "sql", "mql", "converted")
 COST_COLUMNS = ("month", "channel", "marketing_cost", "sales_cost")
 DAY = pd.Timedelta(days=1)
 
@@ -66,7 +67,7 @@ def load_kpi_tables(session: Session) -> KpiTables:
     """Read the tables the KPIs need from the CRM store."""
     tags = pd.read_sql(
         select(Tag.entity_type, Tag.entity_id, Tag.name, Tag.value, Tag.model_version).where(
-            Tag.name.in_([TAG_CLV, TAG_DEAL_HEALTH])
+            Tag.name.in_([TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL])
         ),
         session.connection(),
     )
@@ -97,7 +98,9 @@ def store_as_of(session: Session) -> datetime:
 # --- Funnel ----------------------------------------------------------------------------------
 
 
-def lead_funnel(leads: pd.DataFrame, deals: pd.DataFrame) -> pd.DataFrame:
+def lead_funnel(
+    leads: pd.DataFrame, deals: pd.DataFrame, tags: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Leads → qualified → deal → won: count, conversion from the previous stage and from leads."""
     deal_leads = set(deals["lead_id"].dropna().astype(int))
     won_leads = set(deals.loc[deals["outcome"] == "won", "lead_id"].dropna().astype(int))
@@ -107,6 +110,9 @@ def lead_funnel(leads: pd.DataFrame, deals: pd.DataFrame) -> pd.DataFrame:
     marked = leads["status"].fillna("").str.lower().isin(QUALIFIED_MARKERS) | leads["stage"].fillna(
         ""
     ).str.lower().isin(QUALIFIED_MARKERS)
+    if tags is not None:
+        mql = tags[(tags["name"] == TAG_MQL) & (tags["entity_type"] == "lead")]
+        marked |= ids.isin(set(mql.loc[mql["value"] == "true", "entity_id"].astype(int)))
     qualified = has_deal | marked
     counts = [len(leads), int(qualified.sum()), int(has_deal.sum()), int(won.sum())]
     return _funnel_frame(["leads", "qualified", "deal", "won"], counts)
@@ -525,7 +531,7 @@ def kpi_report(
     """Every KPI of the report from one read of the store."""
     return KpiReport(
         as_of=as_of,
-        funnel=lead_funnel(tables.leads, tables.deals),
+        funnel=lead_funnel(tables.leads, tables.deals, tables.tags),
         stage_conversion=deal_stage_conversion(tables.stage_history, tables.deals),
         cycle=sales_cycle(tables.deals),
         acquisition=acquisition(tables, costs, as_of, months, lifetime_years),

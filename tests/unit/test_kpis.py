@@ -33,6 +33,19 @@ def test_lead_funnel_counts_each_stage_and_never_widens(tables):
     assert funnel["conversion_from_first"].tolist() == pytest.approx([1.0, 0.6, 0.4, 0.2])
 
 
+def test_an_mql_tag_qualifies_a_lead(tables):
+    tags = pd.DataFrame(
+        {
+            "entity_type": ["lead", "lead"],
+            "entity_id": [4, 5],
+            "name": "mql",
+            "value": ["true", "false"],
+        }
+    )
+    funnel = kpis.lead_funnel(tables.leads, tables.deals, tags)
+    assert funnel["count"].tolist() == [5, 4, 2, 1]
+
+
 def test_deal_stage_conversion_follows_history_order(tables):
     stages = kpis.deal_stage_conversion(tables.stage_history, tables.deals)
     assert stages["stage"].tolist() == ["qualification", "proposal", "negotiation", "won"]
