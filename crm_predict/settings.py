@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     optuna_trials: int = 10
     holdout_fraction: float = 0.2
     min_class_count: int = 40
+    auto_promote: bool = Field(
+        False, description="retrain promotes a challenger that passes every gate to champion."
+    )
 
     # Serving.
     api_token: str = Field(
