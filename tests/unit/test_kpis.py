@@ -132,7 +132,11 @@ def test_cost_csv_overrides_flat_settings(tmp_path, settings):
     assert costs["channel"].tolist() == ["web", ""]
     assert (costs["marketing_cost"] + costs["sales_cost"]).sum() == 450.0
     flat = kpis.cost_inputs(settings, ["2026-05", "2026-06"])
-    assert flat["marketing_cost"].sum() == 2 * settings.kpi_marketing_cost_per_month
+    channels = settings.kpi_channel_cost_per_month
+    assert flat["marketing_cost"].sum() == 2 * (
+        settings.kpi_marketing_cost_per_month + sum(channels.values())
+    )
+    assert set(flat["channel"]) == {""} | set(channels)
 
 
 def test_bad_cost_csv_is_a_user_error(tmp_path, settings):
