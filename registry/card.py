@@ -1,0 +1,176 @@
+"""Model cards: a Markdown artifact ``model_card.md`` on the version's run, mirrored (up to the
+registry's 5,000-character limit) into the model version's description."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crm_predict.errors import UserError
+from registry.evaluation import (
+    MODEL_CARD_ARTIFACT,
+    VersionInfo,
+    base_model_name,
+    get_version,
+    is_classifier,
+    load_classifier,
+    load_holdout,
+    predict_positive,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from registry.gates import GateConfig, GateResult
+
+DESCRIPTION_LIMIT = 5000  # model_versions.description is VARCHAR(5000) in MLflow's SQL store
+
+PURPOSE = {
+    "lead_scoring": "Probability that a lead converts within 90 days, scored 7 days after it was "
+    "created; shown as a 1–99 score with grades A–D and top reasons.",
+    "deal_health": "Probability that an open deal is won, scored 21 days after creation; shown "
+    "as health 0–100 and a green/yellow/red colour (red → rescue task).",
+    "churn": "Probability that a customer places no order in the next 90 days; written as the "
+    "churn_risk tag (high → retention task for high-value customers).",
+    "clv": "Three-year discounted customer lifetime value (BG/NBD + Gamma-Gamma) and value tiers.",
+    "next_best_time": "Best hour-of-week slots and channel to contact a contact, with segment "
+    "and global fallbacks for thin histories.",
+}
+KNOWN_LIMITS = {
+    "lead_scoring": "Trained on leads older than 7 days; leads converted in their first week "
+    "are not scored. Sources or regions unseen in training get no learned weight.",
+    "deal_health": "Only closed deals carry labels, so very long open deals are under-represented.",
+    "churn": "A 90-day window: seasonal buyers with longer gaps look like churners.",
+    "clv": "Assumes stable purchase behaviour; new customers with one order have wide uncertainty.",
+    "next_best_time": "Slots are learned from past responses, so contacts never reached at an "
+    "hour cannot show a preference for it.",
+}
+GENERIC_LIMITS = (
+    "Scores describe the CRM history of the training window; a change in sales process, pricing "
+    "or data entry makes them drift (see `crm-predict registry drift`).",
+    "Probabilities are calibrated on the holdout period; check calibration again after retraining.",
+)
+# (metric, baseline metric, oracle metric) rows of the metrics table per kind of model.
+METRIC_ROWS = {
+    "classifier": [
+        ("auc", "baseline_auc", "oracle_auc"),
+        ("pr_auc", "baseline_pr_auc", None),
+        ("lift_at_10", "baseline_lift_at_10", None),
+        ("log_loss", None, None),
+    ],
+    "clv": [("mae_purchases", "baseline_mae_purchases", None)],
+    "next_best_time": [
+        ("hit_rate_top1", "baseline_hit_rate_top1", None),
+        ("hit_rate_top3", "baseline_hit_rate_top3", None),
+    ],
+}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def render_model_card(
+    info: VersionInfo,
+    fairness: list[GateResult],
+    holdout_rows: int | None,
+) -> str:
+    """The card as Markdown, from the run's logged metadata and the fairness checks."""
+    base = base_model_name(info.name)
+    kind = "classifier" if is_classifier(info.name) else base
+    tags, metrics = info.tags, info.metrics
+    counts = info.train_counts()
+    size = (
+        f"{counts[0] + counts[1]:,} rows ({counts[0]:,} positives, {counts[1]:,} negatives)"
+        if counts
+        else (f"{int(metrics['n_train']):,} rows" if "n_train" in metrics else "not logged")
+    )
+    lines = [
+        f"# Model card: {info.name} v{info.version}",
+        "",
+        f"- Run: `{info.run_id}`",
+        f"- Aliases: {', '.join(info.aliases) or 'none'}",
+        "",
+        "## Purpose",
+        PURPOSE.get(base, f"Model {info.name}."),
+        "",
+        "## Training data",
+        f"- Window: {tags.get('data_window', 'not logged')}",
+        f"- Entity: {tags.get('entity', 'not logged')}",
+        f"- Training size: {size}",
+        f"- Holdout rows: {holdout_rows if holdout_rows is not None else 'no holdout artifact'}",
+        "",
+        "## Features",
+        f"FeatureService `{tags.get('feature_service', 'not logged')}`:",
+        "",
+        *[f"- `{f}`" for f in info.feature_names],
+        "",
+        "## Metrics on the holdout",
+        "| metric | model | baseline | oracle |",
+        "|---|---|---|---|",
+    ]
+    for metric, baseline, oracle in METRIC_ROWS.get(kind, []):
+        if metric in metrics:
+            lines.append(
+                f"| {metric} | {_fmt(metrics[metric])} | {_fmt(metrics.get(baseline or ''))} "
+                f"| {_fmt(metrics.get(oracle or ''))} |"
+            )
+    lines += ["", "## Calibration"]
+    if "brier" in metrics or "ece" in metrics:
+        lines.append(
+            f"Brier score {_fmt(metrics.get('brier'))}, expected calibration error (10 bins) "
+            f"{_fmt(metrics.get('ece'))} on the holdout."
+        )
+    else:
+        lines.append("Not applicable or not logged for this model.")
+    lines += ["", "## Fairness checks", "| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {r.name} | {'pass' if r.passed else 'FAIL'} | {r.detail} |" for r in fairness]
+    lines += ["", "## Known limits"]
+    lines += [f"- {text}" for text in (KNOWN_LIMITS.get(base, ""), *GENERIC_LIMITS) if text]
+    lines += ["", "## Promotion"]
+    vt = info.version_tags
+    if "promoted_at" in vt:
+        lines.append(f"Promoted to champion by {vt.get('promoted_by')} at {vt['promoted_at']} UTC.")
+        lines.append(f"- Previous champion: {vt.get('previous_champion', 'none')}")
+        if vt.get("promotion_forced") == "true":
+            lines.append(
+                f"- Forced past failing gates {vt.get('promotion_forced_gates')}: "
+                f"{vt.get('promotion_reason')}"
+            )
+    else:
+        lines.append("Not promoted yet.")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(
+    client: MlflowClient, name: str, version: str | int, config: GateConfig | None = None
+) -> str:
+    """Render the card of ``name`` v``version``, log it as ``model_card.md`` and set it as the
+    version's description. Returns the Markdown."""
+    from mlflow.exceptions import MlflowException
+
+    from registry.gates import GateConfig, fairness_results, gate_protected_not_a_feature
+
+    config = config or GateConfig()
+    info = get_version(client, name, version)
+    holdout: pd.DataFrame | None
+    try:
+        holdout = load_holdout(client, info.run_id)
+    except (UserError, MlflowException):
+        holdout = None
+    p = None
+    if holdout is not None and is_classifier(name):
+        model = load_classifier(client, name, info.version)
+        p = predict_positive(model, holdout, info.feature_names)
+    fairness = fairness_results(info, holdout, p, config)
+    fairness.append(gate_protected_not_a_feature(info.feature_names, config))
+    card = render_model_card(info, fairness, None if holdout is None else len(holdout))
+    client.log_text(info.run_id, card, MODEL_CARD_ARTIFACT)
+    description = card
+    if len(description) > DESCRIPTION_LIMIT:
+        note = f"\n… (truncated; full card: artifact {MODEL_CARD_ARTIFACT})\n"
+        description = description[: DESCRIPTION_LIMIT - len(note)] + note
+    client.update_model_version(name, info.version, description=description)
+    return card

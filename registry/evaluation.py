@@ -1,0 +1,204 @@
+"""Read what training logged for a model version and score it again on a holdout.
+
+Everything here reads the MLflow contract in docs/architecture.md: run metrics, the tags
+``feature_service`` / ``feature_names`` / ``data_window`` and the artifact
+``holdout/holdout.parquet``. Classifiers are reloaded as their native sklearn ``Pipeline``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from crm_predict.errors import UserError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
+MODEL_CARD_ARTIFACT = "model_card.md"
+KEY_COLUMNS = ["entity_id", "event_timestamp"]
+LABEL = "label"
+
+# Binary classifiers are reloaded and re-scored; CLV and next-best-time are pyfuncs whose quality
+# the registry reads from the metrics training logged.
+CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
+# Logged metrics that summarise each model; ``True`` = higher is better.
+KEY_METRICS: dict[str, dict[str, bool]] = {
+    "classifier": {"auc": True, "brier": False, "ece": False, "lift_at_10": True},
+    "clv": {"mae_purchases": False},
+    "next_best_time": {"hit_rate_top1": True, "hit_rate_top3": True},
+}
+# Metrics training logs (training.classifier) from which the training class counts follow:
+# rows used for fitting and calibration = n_rows − n_holdout, with train_positive_rate positives.
+TRAIN_COUNT_METRICS = ("n_rows", "n_holdout", "train_positive_rate")
+
+
+def base_model_name(name: str) -> str:
+    """``churn__tenant_a`` → ``churn``: segment/tenant models share their global model's kind."""
+    return name.split("__", 1)[0]
+
+
+def is_classifier(name: str) -> bool:
+    return base_model_name(name) in CLASSIFIERS
+
+
+def key_metrics(name: str) -> dict[str, bool]:
+    """The metrics ``list``/``compare``/gates show for a model, with their direction."""
+    base = base_model_name(name)
+    if base in CLASSIFIERS:
+        return KEY_METRICS["classifier"]
+    return KEY_METRICS.get(base, {})
+
+
+@dataclass
+class VersionInfo:
+    """A registered version with the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    aliases: list[str] = field(default_factory=list)
+    version_tags: dict[str, str] = field(default_factory=dict)
+    creation_timestamp: int = 0
+
+    @property
+    def feature_names(self) -> list[str]:
+        raw = self.tags.get("feature_names")
+        if not raw:
+            raise UserError(
+                f"{self.name} v{self.version}: run {self.run_id} has no 'feature_names' tag"
+            )
+        return list(json.loads(raw))
+
+    def train_counts(self) -> tuple[int, int] | None:
+        """(positives, negatives) in the training data (train + validation), if logged."""
+        if not all(key in self.metrics for key in TRAIN_COUNT_METRICS):
+            return None
+        rows = int(self.metrics["n_rows"] - self.metrics["n_holdout"])
+        positives = int(round(rows * self.metrics["train_positive_rate"]))
+        return positives, rows - positives
+
+
+def get_version(client: MlflowClient, name: str, version: str | int) -> VersionInfo:
+    """Version ``version`` of registered model ``name`` with its run's metrics, params and tags."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise UserError(f"model {name!r} has no version {version}") from exc
+    return _version_info(client, mv)
+
+
+def _version_info(client: MlflowClient, mv: ModelVersion) -> VersionInfo:
+    if not mv.run_id:
+        raise UserError(f"{mv.name} v{mv.version} was registered without a run")
+    run: Run = client.get_run(mv.run_id)
+    return VersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+        aliases=list(mv.aliases or []),
+        version_tags=dict(mv.tags or {}),
+        creation_timestamp=int(mv.creation_timestamp or 0),
+    )
+
+
+def all_versions(client: MlflowClient, name: str) -> list[VersionInfo]:
+    """Every version of ``name``, oldest first."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise UserError(f"no registered model named {name!r}")
+    return [_version_info(client, mv) for mv in sorted(versions, key=lambda mv: int(mv.version))]
+
+
+def load_holdout(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """The holdout rows training evaluated on (``holdout/holdout.parquet`` of the run)."""
+    names = {f.path for f in client.list_artifacts(run_id, "holdout")}
+    if HOLDOUT_ARTIFACT not in names:
+        raise UserError(f"run {run_id} has no {HOLDOUT_ARTIFACT} artifact")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, HOLDOUT_ARTIFACT, tmp)
+        return pd.read_parquet(local)
+
+
+def has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
+    parent = str(Path(path).parent)
+    listed = client.list_artifacts(run_id, None if parent == "." else parent)
+    return any(f.path == path for f in listed)
+
+
+def load_classifier(client: MlflowClient, name: str, version: str | int) -> Any:
+    """The native sklearn Pipeline of a classifier version (raw table in, probability out)."""
+    import mlflow.sklearn
+
+    # The download URI is where the registry keeps the files; loading from it does not depend on
+    # the process-wide tracking URI, only on the client we were given.
+    uri = client.get_model_version_download_uri(name, str(version))
+    model = mlflow.sklearn.load_model(uri)
+    if not hasattr(model, "predict_proba"):
+        raise UserError(f"{name} v{version} is not a classifier with predict_proba")
+    return model
+
+
+def predict_positive(model: Any, frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """P(label = 1) for each row of ``frame``."""
+    missing = [f for f in feature_names if f not in frame.columns]
+    if missing:
+        raise UserError(f"holdout lacks features the model needs: {', '.join(missing)}")
+    return np.asarray(model.predict_proba(frame[feature_names])[:, 1], dtype=float)
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-width probability bins, weighted by the share of rows in each bin."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(y[mask].mean() - p[mask].mean())
+    return float(ece)
+
+
+def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
+    """Positive rate among the top ``fraction`` scores divided by the overall positive rate."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0 or y.mean() == 0:
+        return float("nan")
+    k = max(1, int(np.ceil(len(y) * fraction)))
+    top = np.argsort(-p, kind="stable")[:k]
+    return float(y[top].mean() / y.mean())
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """AUC, Brier, ECE and lift at 10 % — the numbers compare and the champion gate use."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    return {
+        "auc": auc,
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_at_10": lift_at(y, p, 0.1),
+    }

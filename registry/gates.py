@@ -1,0 +1,386 @@
+"""Promotion gates: what a version must show before it may become ``champion``.
+
+Every threshold lives in ``GateConfig`` (one place, plain data, logged with the result). Each gate
+is a pure function over numbers and frames, so it is tested without MLflow; ``check_gates`` gathers
+those inputs for one registered version from the registry.
+
+Decision threshold for the disparate-impact gate: a run param ``decision_threshold`` when training
+logged one, otherwise the business rule that turns the score into an action
+(``DEFAULT_DECISION_THRESHOLDS``): lead grade A (score ≥ 75), deal not red (health ≥ 60 → no rescue
+task), churn risk high (≥ 0.6 → retention task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from crm_predict.errors import UserError
+from crm_predict.rules import RULES
+from registry.evaluation import (
+    MODEL_CARD_ARTIFACT,
+    TRAIN_COUNT_METRICS,
+    VersionInfo,
+    base_model_name,
+    classification_metrics,
+    get_version,
+    has_artifact,
+    is_classifier,
+    key_metrics,
+    load_classifier,
+    load_holdout,
+    predict_positive,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from crm_predict.settings import Settings
+
+DEFAULT_DECISION_THRESHOLDS: dict[str, float] = {
+    "lead_scoring": 0.75,  # grade A starts at a 1–99 score of 75
+    "deal_health": RULES.deal.yellow_at / 100,  # below → red → rescue task
+    "churn": RULES.churn.high_at,  # high risk → retention task
+}
+
+GATE_NAMES = (
+    "not_worse_than_champion",
+    "minimum_data",
+    "disparate_impact",
+    "proxy_features",
+    "protected_not_a_feature",
+    "model_card",
+)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Every promotion threshold in one place."""
+
+    # Gate 1: the challenger may trail the champion on the same holdout by at most these margins.
+    auc_margin: float = 0.01
+    brier_margin: float = 0.01
+    ece_margin: float = 0.02
+    # CLV / next-best-time: logged metrics may be at most this fraction worse.
+    pyfunc_relative_margin: float = 0.05
+    # Gate 2: positives and negatives each in the training data (design notes: 40 and 40).
+    min_class_count: int = 40
+    # Gate 3: four-fifths rule on positive-decision rates, and proxy features.
+    disparate_impact_min: float = 0.8
+    proxy_max_abs_corr: float = 0.5
+    # Groups with fewer holdout rows give a rate too noisy to judge; they are reported, not gated.
+    min_group_rows: int = 30
+    protected_attribute: str = "gender"
+    excluded_features: tuple[str, ...] = ("gender", "age_band")
+    decision_thresholds: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_DECISION_THRESHOLDS)
+    )
+    # Drift: a feature whose PSI exceeds this is flagged.
+    psi_threshold: float = 0.2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateConfig:
+        """Defaults with the data/fairness settings a deployment may change."""
+        return replace(
+            cls(),
+            min_class_count=settings.min_class_count,
+            protected_attribute=settings.protected_attribute,
+            excluded_features=tuple(settings.excluded_features),
+        )
+
+    def decision_threshold(self, info: VersionInfo) -> tuple[float, str]:
+        """The score at or above which the model's action fires, and where that number came from."""
+        if "decision_threshold" in info.params:
+            return float(info.params["decision_threshold"]), "run param decision_threshold"
+        base = base_model_name(info.name)
+        if base not in self.decision_thresholds:
+            raise UserError(f"no decision threshold configured for {info.name!r}")
+        return self.decision_thresholds[base], f"default for {base}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateReport:
+    """The outcome of every gate for one version, in ``GATE_NAMES`` order."""
+
+    name: str
+    version: str
+    champion_version: str | None
+    results: list[GateResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [r for r in self.results if not r.passed]
+
+    def failure_message(self) -> str:
+        reasons = "; ".join(f"{r.name}: {r.detail}" for r in self.failed)
+        return f"{self.name} v{self.version} failed gates — {reasons}"
+
+
+# --- Pure gates ------------------------------------------------------------------------------
+
+
+def gate_not_worse_classifier(
+    candidate: dict[str, float], champion: dict[str, float] | None, config: GateConfig
+) -> GateResult:
+    """Gate 1 for classifiers: AUC, Brier and ECE on the same holdout rows, within margins."""
+    name = "not_worse_than_champion"
+    if champion is None:
+        return GateResult(name, True, "no champion yet")
+    if np.isnan(candidate["auc"]) or np.isnan(champion["auc"]):
+        return GateResult(name, False, "AUC undefined on the holdout (one class only)")
+    problems = []
+    if candidate["auc"] < champion["auc"] - config.auc_margin:
+        problems.append(
+            f"AUC {candidate['auc']:.3f} < champion {champion['auc']:.3f} − {config.auc_margin}"
+        )
+    for metric, margin in (("brier", config.brier_margin), ("ece", config.ece_margin)):
+        if candidate[metric] > champion[metric] + margin:
+            problems.append(
+                f"{metric} {candidate[metric]:.3f} > champion {champion[metric]:.3f} + {margin}"
+            )
+    if problems:
+        return GateResult(name, False, "; ".join(problems))
+    return GateResult(
+        name,
+        True,
+        f"AUC {candidate['auc']:.3f} vs {champion['auc']:.3f}, "
+        f"Brier {candidate['brier']:.3f} vs {champion['brier']:.3f}, "
+        f"ECE {candidate['ece']:.3f} vs {champion['ece']:.3f}",
+    )
+
+
+def gate_not_worse_logged(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    directions: dict[str, bool],
+    config: GateConfig,
+) -> GateResult:
+    """Gate 1 for pyfuncs (CLV, next-best-time): their logged holdout metrics, within a margin."""
+    name = "not_worse_than_champion"
+    if champion is None:
+        return GateResult(name, True, "no champion yet")
+    shared = [m for m in directions if m in candidate and m in champion]
+    if not shared:
+        return GateResult(name, False, f"none of {', '.join(directions)} logged by both runs")
+    rel = config.pyfunc_relative_margin
+    problems, seen = [], []
+    for metric in shared:
+        new, old = candidate[metric], champion[metric]
+        worse = new < old * (1 - rel) if directions[metric] else new > old * (1 + rel)
+        (problems if worse else seen).append(f"{metric} {new:.3f} vs champion {old:.3f}")
+    if problems:
+        return GateResult(name, False, "; ".join(problems) + f" (allowed {rel:.0%} worse)")
+    return GateResult(name, True, "; ".join(seen))
+
+
+def gate_minimum_data(counts: tuple[int, int] | None, config: GateConfig) -> GateResult:
+    """Gate 2: enough positives and negatives in the training data."""
+    name = "minimum_data"
+    if counts is None:
+        return GateResult(
+            name, False, f"training counts not logged (metrics {', '.join(TRAIN_COUNT_METRICS)})"
+        )
+    pos, neg = counts
+    need = config.min_class_count
+    if pos < need or neg < need:
+        return GateResult(name, False, f"{pos} positives / {neg} negatives; need ≥ {need} of each")
+    return GateResult(name, True, f"{pos} positives / {neg} negatives (≥ {need})")
+
+
+def positive_rates(p: np.ndarray, groups: pd.Series, threshold: float) -> pd.DataFrame:
+    """Rows and share at or above ``threshold`` per protected group (missing group dropped)."""
+    frame = pd.DataFrame({"group": groups.to_numpy(), "positive": np.asarray(p) >= threshold})
+    frame = frame.dropna(subset=["group"])
+    out = frame.groupby("group")["positive"].agg(rows="size", rate="mean")
+    return out.reset_index()
+
+
+def gate_disparate_impact(
+    p: np.ndarray, groups: pd.Series, threshold: float, source: str, config: GateConfig
+) -> GateResult:
+    """Gate 3a: lowest / highest positive-decision rate across protected groups ≥ 0.8."""
+    name = "disparate_impact"
+    rates = positive_rates(p, groups, threshold)
+    judged = rates[rates["rows"] >= config.min_group_rows]
+    where = f"at threshold {threshold:g} ({source})"
+    if len(judged) < 2:
+        return GateResult(
+            name, False, f"fewer than two groups with ≥ {config.min_group_rows} holdout rows"
+        )
+    top = judged["rate"].max()
+    if top == 0:
+        return GateResult(name, True, f"no holdout row selected {where}")
+    ratio = judged["rate"].min() / top
+    listing = ", ".join(
+        f"{g}={r:.2f}" for g, r in zip(judged["group"], judged["rate"], strict=True)
+    )
+    passed = bool(ratio >= config.disparate_impact_min)
+    verdict = "≥" if passed else "<"
+    return GateResult(
+        name,
+        passed,
+        f"ratio {ratio:.2f} {verdict} {config.disparate_impact_min} {where}; rates {listing}",
+    )
+
+
+def _numeric_columns(series: pd.Series, prefix: str) -> pd.DataFrame:
+    """A feature as numbers: numeric/bool as is, categories one-hot (one column per level)."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        return pd.DataFrame({prefix: series.astype(float)})
+    dummies = pd.get_dummies(series.astype("string"), prefix=prefix, dtype=float)
+    return dummies.where(series.notna(), axis=0)
+
+
+def proxy_correlations(frame: pd.DataFrame, features: Sequence[str], protected: str) -> pd.Series:
+    """Per feature, the largest |Pearson correlation| between any of its encodings and any
+    protected-group indicator (categorical × categorical = phi coefficient)."""
+    keep = frame[protected].notna()
+    groups = pd.get_dummies(frame.loc[keep, protected].astype("string"), dtype=float)
+    out = {}
+    for feature in features:
+        encoded = _numeric_columns(frame.loc[keep, feature], feature)
+        best = 0.0
+        for col in encoded.columns:
+            x = encoded[col]
+            for g in groups.columns:
+                pair = pd.concat([x, groups[g]], axis=1).dropna()
+                if len(pair) < 3 or pair.iloc[:, 0].std() == 0 or pair.iloc[:, 1].std() == 0:
+                    continue  # a constant has no correlation with anything
+                best = max(best, abs(float(np.corrcoef(pair.iloc[:, 0], pair.iloc[:, 1])[0, 1])))
+        out[feature] = best
+    return pd.Series(out, dtype=float).sort_values(ascending=False)
+
+
+def gate_proxy_features(
+    frame: pd.DataFrame, features: Sequence[str], config: GateConfig
+) -> GateResult:
+    """Gate 3b: no feature stands in for the protected attribute (|correlation| ≤ 0.5)."""
+    name = "proxy_features"
+    usable = [f for f in features if f in frame.columns and f != config.protected_attribute]
+    corr = proxy_correlations(frame, usable, config.protected_attribute)
+    proxies = corr[corr > config.proxy_max_abs_corr]
+    if len(proxies):
+        listing = ", ".join(f"{f} ({c:.2f})" for f, c in proxies.items())
+        return GateResult(
+            name,
+            False,
+            f"abs(correlation) with {config.protected_attribute} > {config.proxy_max_abs_corr}: "
+            f"{listing}",
+        )
+    worst = f"{corr.index[0]} ({corr.iloc[0]:.2f})" if len(corr) else "none"
+    return GateResult(name, True, f"largest abs(correlation) {worst} ≤ {config.proxy_max_abs_corr}")
+
+
+def gate_protected_not_a_feature(features: Sequence[str], config: GateConfig) -> GateResult:
+    """The protected attribute and excluded columns never reach the model."""
+    name = "protected_not_a_feature"
+    banned = {config.protected_attribute, *config.excluded_features}
+    used = sorted(banned.intersection(features))
+    if used:
+        return GateResult(name, False, f"excluded columns used as features: {', '.join(used)}")
+    return GateResult(name, True, f"none of {', '.join(sorted(banned))} among the features")
+
+
+def gate_model_card(exists: bool) -> GateResult:
+    """Gate 4: a model card is logged with the version's run."""
+    if exists:
+        return GateResult("model_card", True, f"{MODEL_CARD_ARTIFACT} logged")
+    return GateResult(
+        "model_card", False, f"no {MODEL_CARD_ARTIFACT} (run `crm-predict registry card`)"
+    )
+
+
+# --- Gathering the inputs from the registry --------------------------------------------------
+
+
+def champion_info(client: MlflowClient, name: str) -> VersionInfo | None:
+    """The version holding alias ``champion``, or None."""
+    from registry.lifecycle import CHAMPION, version_for_alias
+
+    version = version_for_alias(client, name, CHAMPION)
+    return None if version is None else get_version(client, name, version)
+
+
+def fairness_results(
+    info: VersionInfo, holdout: pd.DataFrame | None, p: np.ndarray | None, config: GateConfig
+) -> list[GateResult]:
+    """Disparate impact (classifiers) and proxy features on the holdout; shared with model cards."""
+    protected = config.protected_attribute
+    if holdout is None:
+        reason = "no holdout artifact to check on"
+        return [GateResult(n, False, reason) for n in ("disparate_impact", "proxy_features")]
+    if protected not in holdout.columns:
+        # The training-set contract carries the attribute only when the entity has one.
+        reason = f"not checked: holdout has no {protected!r} column (entity has no such attribute)"
+        return [GateResult(n, True, reason) for n in ("disparate_impact", "proxy_features")]
+    results = []
+    if p is not None:
+        threshold, source = config.decision_threshold(info)
+        results.append(gate_disparate_impact(p, holdout[protected], threshold, source, config))
+    else:
+        results.append(
+            GateResult("disparate_impact", True, "not applicable: no binary decision (pyfunc)")
+        )
+    results.append(gate_proxy_features(holdout, info.feature_names, config))
+    return results
+
+
+def check_gates(
+    client: MlflowClient, name: str, version: str | int, config: GateConfig
+) -> GateReport:
+    """Run every gate for ``name`` v``version`` against the current champion."""
+    info = get_version(client, name, version)
+    champion = champion_info(client, name)
+    if champion is not None and champion.version == info.version:
+        champion = None  # re-checking the champion itself: nothing to compare against
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holdout = load_holdout(client, info.run_id)
+    except (UserError, MlflowException):
+        holdout = None
+
+    results: list[GateResult] = []
+    p = None
+    if is_classifier(name):
+        if holdout is None:
+            results.append(
+                GateResult("not_worse_than_champion", False, "no holdout artifact to compare on")
+            )
+        else:
+            model = load_classifier(client, name, info.version)
+            p = predict_positive(model, holdout, info.feature_names)
+            mine = classification_metrics(holdout["label"], p)
+            theirs = None
+            if champion is not None:
+                model = load_classifier(client, name, champion.version)
+                p_champ = predict_positive(model, holdout, champion.feature_names)
+                theirs = classification_metrics(holdout["label"], p_champ)
+            results.append(gate_not_worse_classifier(mine, theirs, config))
+        results.append(gate_minimum_data(info.train_counts(), config))
+    else:
+        theirs = None if champion is None else champion.metrics
+        results.append(gate_not_worse_logged(info.metrics, theirs, key_metrics(name), config))
+        results.append(GateResult("minimum_data", True, "not applicable: no binary label"))
+    results += fairness_results(info, holdout, p, config)
+    results.append(gate_protected_not_a_feature(info.feature_names, config))
+    results.append(gate_model_card(has_artifact(client, info.run_id, MODEL_CARD_ARTIFACT)))
+    return GateReport(name, info.version, None if champion is None else champion.version, results)

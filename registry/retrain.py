@@ -1,0 +1,79 @@
+"""Retrain: a new challenger from fresh data, its model card, the gates, and — only when
+``settings.auto_promote`` is on and every gate passes — promotion to ``champion``."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crm_predict.errors import UserError
+from registry.evaluation import CLASSIFIERS, MODEL_CARD_ARTIFACT, get_version, has_artifact
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from crm_predict.settings import Settings
+    from registry.gates import GateConfig, GateReport
+    from registry.lifecycle import ChampionEvent
+
+
+@dataclass
+class RetrainResult:
+    name: str
+    version: str
+    report: GateReport
+    promoted: ChampionEvent | None
+
+
+def training_frame(settings: Settings, name: str, data: Path | None) -> tuple[pd.DataFrame, dict]:
+    """The training table (a user's CSV/Parquet in the training-set shape, else the demo CRM's
+    Feast training set) and the options that go with it (the generator's truth when saved)."""
+    import pandas as pd
+
+    if data is not None:
+        from registry.drift import read_table
+
+        return read_table(data), {"source": f"file:{data.name}"}
+    from features.training import training_set  # Feast is heavy: only when asked for
+
+    truth_path = settings.demo_truth_dir / f"{name}.parquet"
+    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
+    return training_set(settings, name), {"truth": truth, "source": "demo"}
+
+
+def retrain(
+    settings: Settings,
+    client: MlflowClient,
+    name: str,
+    *,
+    data: Path | None = None,
+    config: GateConfig | None = None,
+    by: str | None = None,
+    **train_options: Any,
+) -> RetrainResult:
+    """Train ``name`` with ``training.<name>.train``, make it challenger, write its card, run the
+    gates and promote only if ``settings.auto_promote`` and all gates pass."""
+    from registry.card import write_model_card
+    from registry.gates import GateConfig, check_gates
+    from registry.lifecycle import on_new_version, promote
+
+    if name not in CLASSIFIERS:
+        raise UserError(
+            f"retrain knows {', '.join(CLASSIFIERS)}; {name!r} is trained by its own job"
+        )
+    config = config or GateConfig.from_settings(settings)
+    module = importlib.import_module(f"training.{name}")
+    frame, options = training_frame(settings, name, data)
+    result = module.train(settings, client, frame, **(options | train_options))
+    version = str(result.version)
+    on_new_version(client, name, version)  # idempotent when training already set it
+    if not has_artifact(client, get_version(client, name, version).run_id, MODEL_CARD_ARTIFACT):
+        write_model_card(client, name, version, config)
+    report = check_gates(client, name, version, config)
+    promoted = None
+    if settings.auto_promote and report.passed:
+        promoted, report = promote(client, name, version, config, by=by or "retrain")
+    return RetrainResult(name, version, report, promoted)
