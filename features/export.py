@@ -1,0 +1,193 @@
+"""Export the CRM store to Parquet snapshots and compute the feature tables Feast reads.
+
+Layout under ``settings.feature_dir``:
+- ``crm/<table>.parquet``: each CRM table with an ``event_timestamp`` (its event/creation time);
+- ``<view>.parquet``: one feature table per feature view, stamped at the label snapshot times and
+  at the export's cut-off ``as_of`` (the scoring time "now");
+- ``labels/<model>.parquet``: each model's prediction rows and labels (``entity_id,
+  event_timestamp, label``), taken from the CRM at ``as_of``;
+- ``export.json``: ``as_of`` and row counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from crm_predict.errors import UserError
+from crm_predict.settings import Settings
+from crm_store.models import ENTITY_MODELS
+from crm_store.repository import read_table
+from features import labels as lb
+from features import transforms as tf
+from features.definitions import ENTITIES, ENTITY_OF_MODEL, VIEWS
+
+TS = tf.TS
+# The time each CRM row "happened" (its event timestamp in the snapshot).
+EVENT_TIME = {
+    "users": None,
+    "accounts": "created_at",
+    "contacts": "created_at",
+    "leads": "created_at",
+    "deals": "created_at",
+    "deal_stage_history": "entered_at",
+    "activities": "occurred_at",
+    "orders": "ordered_at",
+    "tickets": "opened_at",
+}
+MODEL_TABLES = tuple(t for t in ENTITY_MODELS if t != "users")
+Progress = Callable[[str], object] | None
+
+
+def snapshot_dir(settings: Settings) -> Path:
+    return settings.feature_dir / "crm"
+
+
+def labels_dir(settings: Settings) -> Path:
+    return settings.feature_dir / "labels"
+
+
+def _latest_event(tables: dict[str, pd.DataFrame]) -> datetime:
+    latest = []
+    for name, frame in tables.items():
+        column = EVENT_TIME.get(name)
+        if column and not frame.empty:
+            latest.append(pd.to_datetime(frame[column]).max())
+    stamps = [t for t in latest if pd.notna(t)]
+    if not stamps:
+        raise UserError("the CRM store is empty: nothing to export (load or generate data first)")
+    return max(stamps).to_pydatetime()
+
+
+def export_snapshots(session: Session, settings: Settings) -> dict[str, pd.DataFrame]:
+    """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames."""
+    out_dir = snapshot_dir(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for name in MODEL_TABLES:
+        frame = read_table(session, name)
+        column = EVENT_TIME[name]
+        for col in frame.columns:
+            if col.endswith("_at") and not pd.api.types.is_datetime64_any_dtype(frame[col]):
+                frame[col] = pd.to_datetime(frame[col])
+        frame[TS] = frame[column] if column else pd.NaT
+        frame.to_parquet(out_dir / f"{name}.parquet", index=False)
+        tables[name] = frame
+    return tables
+
+
+def load_snapshots(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The exported CRM tables; a missing file is a user error naming the command to run."""
+    tables = {}
+    for name in MODEL_TABLES:
+        path = snapshot_dir(settings) / f"{name}.parquet"
+        if not path.exists():
+            raise UserError(f"missing source file {path}: run `crm-predict features export` first")
+        tables[name] = pd.read_parquet(path)
+    return tables
+
+
+def export_as_of(settings: Settings) -> datetime:
+    path = settings.feature_dir / "export.json"
+    if not path.exists():
+        raise UserError(f"missing {path}: run `crm-predict features export` first")
+    return datetime.fromisoformat(json.loads(path.read_text())["as_of"])
+
+
+def _times(rows: Sequence[pd.DataFrame], key: str) -> pd.DataFrame:
+    frame = pd.concat([r[["entity_id", TS]] for r in rows], ignore_index=True)
+    frame = frame.drop_duplicates().rename(columns={"entity_id": key})
+    frame[key] = frame[key].astype("int64")
+    frame[TS] = pd.to_datetime(frame[TS]).astype("datetime64[ns]")
+    return frame.sort_values([key, TS], ignore_index=True)
+
+
+def compute_views(
+    tables: dict[str, pd.DataFrame], times: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
+    """Every feature view's table at the given per-entity times (``times[entity]``: ``<join key>,
+    event_timestamp``). Shared by the export (label times + now) and the batch scoring frame."""
+    acts = tables["activities"]
+    views: dict[str, pd.DataFrame] = {}
+    if "lead" in times:
+        views["lead_profile"] = tf.lead_profile(tables["leads"], tables["contacts"], tables["accounts"])  # fmt: skip
+        views["lead_behaviour"] = tf.lead_behaviour(acts, tables["leads"], times["lead"])
+    if "customer" in times:
+        customer_acts = acts.rename(columns={"contact_id": "customer_id"})
+        views["customer_profile"] = tf.customer_profile(tables["contacts"])
+        views["customer_behaviour"] = tf.behaviour_windows(customer_acts, times["customer"], "customer_id")  # fmt: skip
+        views["customer_transactions"] = tf.transactions(tables["orders"], times["customer"])
+    if "deal" in times:
+        views["deal_activity"] = tf.deal_activity(
+            tables["deals"], tables["deal_stage_history"], acts, tables["tickets"], times["deal"]
+        )
+    if "contact" in times:
+        views["contact_time"] = tf.contact_time_profile(acts, times["contact"])
+    return {name: conform(name, frame) for name, frame in views.items()}
+
+
+def conform(view: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns and dtypes exactly as the view declares (join key, timestamp, features)."""
+    spec = VIEWS[view]
+    out = frame[[spec.join_key, TS, *spec.feature_names]].copy()
+    out[spec.join_key] = out[spec.join_key].astype("int64")
+    out[TS] = pd.to_datetime(out[TS]).astype("datetime64[ns]")
+    for name, dtype, _ in spec.fields:
+        kind = str(dtype)
+        if "Float" in kind:
+            out[name] = pd.to_numeric(out[name], errors="coerce").astype(float)
+        elif "Int" in kind:
+            out[name] = pd.to_numeric(out[name], errors="coerce").fillna(0).astype("int64")
+        else:
+            out[name] = out[name].astype(object).where(out[name].notna(), "unknown").astype(str)
+    return out.sort_values([spec.join_key, TS], ignore_index=True)
+
+
+def export(
+    session: Session,
+    settings: Settings,
+    as_of: datetime | None = None,
+    churn_cutoffs: Sequence[datetime] | None = None,
+    progress: Progress = None,
+) -> dict[str, int]:
+    """Snapshot the CRM, compute labels and feature tables at the label times and ``as_of``
+    (default: the latest event in the CRM). Churn cutoffs: the demo truth file when present, else
+    ``churn_cutoffs``, else the last monthly cutoffs with a complete 90-day window. Returns row
+    counts per written file."""
+    note = progress or (lambda _msg: None)
+    note("reading the CRM store")
+    tables = export_snapshots(session, settings)
+    as_of = as_of or _latest_event(tables)
+    as_of = pd.Timestamp(as_of).to_pydatetime()
+
+    note("labels")
+    truth = lb.read_truth_cutoffs(settings.demo_truth_dir)
+    cutoffs = truth if truth is not None else churn_cutoffs
+    rows = {
+        model: lb.prediction_rows(model, tables, as_of, cutoffs if model == "churn" else None)
+        for model in ENTITY_OF_MODEL
+    }
+    labels_dir(settings).mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for model, frame in rows.items():
+        frame.to_parquet(labels_dir(settings) / f"{model}.parquet", index=False)
+        counts[f"labels/{model}"] = len(frame)
+
+    times = {}
+    for entity in ("lead", "deal", "customer", "contact"):
+        stamps = [rows[m] for m, e in ENTITY_OF_MODEL.items() if e == entity]
+        stamps.append(lb.active_rows(entity, tables, as_of))
+        times[entity] = _times(stamps, ENTITIES[entity])
+
+    note("feature tables")
+    for name, frame in compute_views(tables, times).items():
+        frame.to_parquet(settings.feature_dir / f"{name}.parquet", index=False)
+        counts[name] = len(frame)
+    summary = {"as_of": as_of.isoformat(), "rows": counts}
+    (settings.feature_dir / "export.json").write_text(json.dumps(summary, indent=2))
+    return counts
