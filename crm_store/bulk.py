@@ -1,0 +1,153 @@
+"""Bulk writes of whole DataFrames into CRM tables (demo generator, imports) and store resets.
+
+PostgreSQL gets ``COPY … FROM STDIN`` (CSV), SQLite a DBAPI ``executemany`` of plain tuples with
+datetimes pre-formatted exactly as SQLAlchemy stores them, so millions of rows take seconds and
+rows read back through the ORM look the same as rows written by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Table, inspect, text
+from sqlalchemy.orm import Session
+
+from crm_store.models import ENTITY_MODELS
+
+# Children before parents, so deletes never trip a foreign key.
+_WRITE_BACK_TABLES = ("tags", "tag_history", "tasks", "prediction_log")
+_ENTITY_TABLES_CHILD_FIRST = (
+    "tickets",
+    "orders",
+    "activities",
+    "deal_stage_history",
+    "deals",
+    "leads",
+    "contacts",
+    "accounts",
+    "users",
+)
+CHUNK_ROWS = 200_000
+
+
+def _sqlite_datetimes(values: pd.Series) -> list:
+    """naive datetimes → 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite storage format)."""
+    arr = values.to_numpy(dtype="datetime64[us]")
+    text_arr = np.datetime_as_string(arr, unit="us")  # '2026-06-30T00:00:00.000000'
+    chars = text_arr.astype("U26").view(np.uint32).reshape(-1, 26)
+    chars[:, 10] = ord(" ")  # the 'T' separator; a view trick keeps this vectorised
+    out = chars.reshape(-1).view("U26").astype(object)
+    out[np.isnat(arr)] = None
+    return out.tolist()
+
+
+def _sqlite_column(values: pd.Series) -> list:
+    """One column as Python values sqlite3 binds directly (None for missing)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return _sqlite_datetimes(values)
+    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "biu":
+        # Nullable Int64/boolean: plain ints (sqlite3 refuses numpy scalars), None for NA.
+        data = values.to_numpy(dtype="int64", na_value=0).tolist()
+        return (
+            [None if m else v for v, m in zip(data, values.isna().tolist(), strict=True)]
+            if values.hasnans
+            else data
+        )
+    if values.dtype.kind == "b":
+        return values.astype("int64").tolist()
+    if values.dtype.kind == "f" and values.hasnans:
+        arr = values.to_numpy().astype(object)
+        arr[values.isna().to_numpy()] = None
+        return arr.tolist()
+    if values.dtype == object and values.hasnans:
+        return values.where(values.notna(), None).tolist()
+    return values.tolist()
+
+
+@contextmanager
+def indexes_deferred(session: Session, tables: Iterable[str]) -> Iterator[None]:
+    """On SQLite, drop the secondary indexes of ``tables`` for a bulk load and rebuild them after
+    (building an index once over sorted data beats updating it row by row); a no-op elsewhere."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    saved = []
+    for name in tables:
+        for index in inspect(conn).get_indexes(name):
+            saved.append((name, index))
+            conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
+    yield
+    for name, index in saved:
+        unique = "UNIQUE " if index.get("unique") else ""
+        cols = ", ".join(f'"{c}"' for c in index["column_names"])
+        conn.exec_driver_sql(f'CREATE {unique}INDEX "{index["name"]}" ON {name} ({cols})')
+
+
+def insert_frame(session: Session, table: Table, frame: pd.DataFrame) -> int:
+    """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction."""
+    if frame.empty:
+        return 0
+    conn = session.connection()
+    cols = list(frame.columns)
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        sql = f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)"
+        with dbapi.cursor() as cur, cur.copy(sql) as copy:
+            for start in range(0, len(frame), CHUNK_ROWS):
+                chunk = frame.iloc[start : start + CHUNK_ROWS]
+                copy.write(
+                    chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S.%f")
+                )
+    elif conn.dialect.name == "sqlite":
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        cur = dbapi.cursor()
+        try:
+            for start in range(0, len(frame), CHUNK_ROWS):
+                chunk = frame.iloc[start : start + CHUNK_ROWS]
+                cur.executemany(
+                    sql, list(zip(*(_sqlite_column(chunk[c]) for c in cols), strict=True))
+                )
+        finally:
+            cur.close()
+    else:  # any other backend: SQLAlchemy Core executemany in big chunks
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start : start + CHUNK_ROWS].astype(object)
+            chunk = chunk.where(chunk.notna(), None)
+            conn.execute(table.insert(), chunk.to_dict("records"))
+    return len(frame)
+
+
+def reset_id_sequences(session: Session) -> None:
+    """After writing explicit ids on PostgreSQL, move each id sequence past the largest id."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        return
+    for name in ENTITY_MODELS:
+        conn.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                f"COALESCE((SELECT MAX(id) FROM {name}), 0) + 1, false)"
+            )
+        )
+
+
+def store_is_empty(session: Session) -> bool:
+    """True when no CRM entity table holds a row."""
+    return not any(
+        session.execute(text(f"SELECT 1 FROM {name} LIMIT 1")).first() for name in ENTITY_MODELS
+    )
+
+
+def clear_store(session: Session) -> None:
+    """Delete every CRM row, write-backs included (``demo-data --replace``); ids restart at 1."""
+    conn = session.connection()
+    names = _WRITE_BACK_TABLES + _ENTITY_TABLES_CHILD_FIRST
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+        return
+    for name in names:
+        conn.execute(text(f"DELETE FROM {name}"))
