@@ -90,6 +90,91 @@ def report(
     console.print(f"Report written to [bold]{path}[/]")
 
 
+@app.command("demo-data")
+def demo_data(
+    ctx: typer.Context,
+    customers: int = typer.Option(
+        10_000, "--customers", help="B2C customers (leads ≈ 0.3×, deals ≈ 0.1×)."
+    ),
+    seed: int | None = typer.Option(None, help="Random seed (default: CRM_PREDICT_SEED)."),
+    as_of: datetime = typer.Option("2026-06-30", formats=["%Y-%m-%d"], help="Last day of history."),
+    replace: bool = typer.Option(False, "--replace", help="Delete everything in the store first."),
+) -> None:
+    """Fill the CRM store with seeded demo data and save its ground truth (demo_truth/*.parquet)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crm_store.bulk import clear_store, store_is_empty
+    from crm_store.db import make_engine, session_factory, upgrade
+    from crm_store.demo import generate_demo
+
+    settings = settings_from(ctx)
+    engine = make_engine(settings.crm_url)
+    upgrade(engine)
+    try:
+        with (
+            session_factory(engine)() as session,
+            Progress(
+                TextColumn("{task.description:<20}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar,
+        ):
+            if not store_is_empty(session):
+                if not replace:
+                    raise UserError(
+                        f"the CRM store at {settings.crm_url} is not empty; "
+                        "add --replace to delete its contents first"
+                    )
+                clear_store(session)
+            task = bar.add_task("demo data", total=1.0)
+            counts = generate_demo(
+                session,
+                settings,
+                customers,
+                as_of=as_of,
+                seed=seed,
+                progress=lambda step, done: bar.update(task, description=step, completed=done),
+            )
+            session.commit()
+    except UserError as exc:
+        _fail(exc)
+    print_counts(counts)
+    console.print(f"Ground truth in [bold]{settings.demo_truth_dir}[/]")
+
+
+@app.command("import")
+def import_file(
+    ctx: typer.Context,
+    entity: str = typer.Argument(
+        ..., help="accounts, contacts, leads, deals, activities, orders or tickets."
+    ),
+    file: Path = typer.Argument(..., help="UTF-8 CSV with a header row."),
+) -> None:
+    """Import one CSV file (all rows or none; re-importing the same file changes nothing)."""
+    from crm_store.db import make_engine, session_factory, upgrade
+    from crm_store.importer import import_csv
+
+    engine = make_engine(settings_from(ctx).crm_url)
+    upgrade(engine)
+    try:
+        with session_factory(engine)() as session:
+            result = import_csv(session, entity, file)
+            session.commit()
+    except UserError as exc:
+        _fail(exc)
+    console.print(
+        f"{result.entity}: {result.rows:,} rows read, {result.inserted:,} inserted, "
+        f"{result.updated:,} updated, {result.merged:,} merged as duplicates"
+    )
+
+
+def _fail(exc: UserError) -> None:
+    """Print a user error the way ``main`` does and exit 2 (also under typer's test runner)."""
+    console.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
 def print_counts(table_counts: dict[str, int]) -> None:
     table = Table(title="CRM store")
     table.add_column("table")
