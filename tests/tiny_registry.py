@@ -22,7 +22,11 @@ def register_version(
     """A run with ``metrics`` (and ``calibration.png`` under plots/ and holdout/ if ``plot_dir``)
     registered as a new version of ``name``; returns the version."""
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is None:  # artifacts beside the sqlite tracking db, not in ./mlruns
+        root = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        experiment_id = client.create_experiment(name, artifact_location=root.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
     run = client.create_run(experiment_id)
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
