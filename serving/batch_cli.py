@@ -1,0 +1,101 @@
+"""``crm-predict batch …``: the nightly scoring job (registered by ``crm_predict.cli``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from crm_predict.errors import UserError
+from crm_predict.rules import MODEL_NAMES
+
+console = Console()
+batch_app = typer.Typer(no_args_is_help=True, help="Nightly batch scoring and write-back.")
+
+
+def parse_models(value: str | None) -> list[str]:
+    """'churn,clv' → ['churn', 'clv'] in the order of MODEL_NAMES; None → all five."""
+    if not value:
+        return list(MODEL_NAMES)
+    wanted = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in MODEL_NAMES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
+    return [m for m in MODEL_NAMES if m in wanted]
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(
+            f"{option} {value!r} is not an ISO date/time (e.g. 2026-06-30T02:00)"
+        ) from None
+    return stamp.replace(tzinfo=None) if stamp.tzinfo is None else stamp.astimezone(None).replace(tzinfo=None)  # fmt: skip
+
+
+def summary_table(summary) -> Table:
+    """Counts per tag value, tasks created and seconds per stage, one block per model."""
+    table = Table(
+        title=f"Batch run {summary.batch_run_id} as of {summary.scored_at:%Y-%m-%d %H:%M}"
+    )
+    for column in ("model", "version", "entities", "tag=value / stage", "count / s"):
+        table.add_column(column, justify="right" if column in ("entities", "count / s") else "left")
+    for m in summary.models:
+        table.add_row(m.name, m.version, f"{m.entities:,}", "", "", end_section=False)
+        for key, n in sorted(m.result.tag_counts.items()):
+            table.add_row("", "", "", key, f"{n:,}")
+        for kind, n in sorted(m.result.task_counts.items()):
+            table.add_row("", "", "", f"task {kind} (due)", f"{n:,}")
+        table.add_row("", "", "", "tasks created", f"{m.result.tasks_created:,}")
+        for stage, seconds in m.seconds.items():
+            table.add_row("", "", "", f"seconds {stage}", f"{seconds:.2f}", end_section=stage == list(m.seconds)[-1])  # fmt: skip
+    table.add_row("total", "", "", f"tasks created {summary.tasks_created:,}", f"{summary.seconds_total:.2f}")  # fmt: skip
+    return table
+
+
+@batch_app.command("score")
+def score_command(
+    ctx: typer.Context,
+    models: str = typer.Option(None, "--models", help="Comma-separated model names (default all)."),
+    since: str = typer.Option(None, help="Only entities changed since this ISO date/time."),
+    at: str = typer.Option(None, help="Score as of this ISO date/time (default now, UTC)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Score every active lead, open deal and customer with each champion; write tags and tasks."""
+    from mlflow import MlflowClient
+
+    from crm_store.db import make_engine, session_factory, upgrade
+    from serving.batch import run_batch
+
+    settings = ctx.obj
+    names = parse_models(models)
+    engine = make_engine(settings.crm_url)
+    upgrade(engine)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    with (
+        Progress(
+            TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, disable=quiet,
+        ) as bars,
+        session_factory(engine)() as session,
+    ):  # fmt: skip
+
+        def progress(model_name: str, total: int):
+            task = bars.add_task(model_name, total=total)
+            return lambda n: bars.advance(task, n)
+
+        summary = run_batch(
+            session, client, settings, names, parse_time(at, "--at"), parse_time(since, "--since"),
+            progress=progress,
+        )  # fmt: skip
+    engine.dispose()
+    console.print(summary_table(summary))
+    if summary.resumed:
+        console.print("[yellow]resumed[/] an interrupted run after its last committed chunk")
+    console.print(f"MLflow run [bold]{summary.mlflow_run_id}[/] (experiment batch_scoring)")

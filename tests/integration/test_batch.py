@@ -1,0 +1,192 @@
+"""The nightly batch job's promises, on SQLite and PostgreSQL: every entity scored once per model,
+tags and tasks written once however often it runs, and a run killed midway finishes as a clean one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from crm_predict.rules import MODEL_NAMES
+from crm_predict.settings import Settings
+from crm_store.db import session_factory
+from crm_store.models import BatchCheckpoint, BatchRun
+from serving.batch import run_batch
+from serving.batch_cli import batch_app, parse_models
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT_TABLES = (
+    "batch_checkpoints",
+    "batch_runs",
+    "prediction_log",
+    "tag_history",
+    "tags",
+    "tasks",
+)
+
+
+@pytest.fixture
+def world(engine, tmp_path, mlflow_client):
+    """The tiny CRM in ``engine``'s store and five champions; settings pointing at both."""
+    with session_factory(engine)() as session:
+        build_crm(session)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=engine.url.render_as_string(hide_password=False),
+        mlflow_tracking_uri=mlflow_client.tracking_uri,
+        batch_chunk_size=7,
+    )
+    settings.ensure_dirs()
+    register_champions(mlflow_client, settings)
+    return settings
+
+
+def _run(engine, mlflow_client, settings, **kwargs):
+    with session_factory(engine)() as session:
+        return run_batch(
+            session, mlflow_client, settings, at=AT, scoring_frame=tiny_scoring_frame, **kwargs
+        )
+
+
+def _frame(engine, sql: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(text(sql), conn)
+
+
+def _outputs(engine) -> dict[str, list[tuple]]:
+    """What a run leaves behind, without the wall-clock stamps."""
+    tags = _frame(
+        engine,
+        "SELECT entity_type, entity_id, name, value, model_name, model_version, run_id, scored_at "
+        "FROM tags ORDER BY entity_type, entity_id, name",
+    )
+    tasks = _frame(
+        engine,
+        "SELECT dedup_key, type, entity_type, entity_id, owner_id, due_at, sla_hours, escalation_level "
+        "FROM tasks ORDER BY dedup_key",
+    )
+    log = _frame(
+        engine,
+        "SELECT entity_type, entity_id, model_name, model_version, score FROM prediction_log "
+        "ORDER BY model_name, entity_id",
+    )
+    tags["scored_at"] = pd.to_datetime(tags["scored_at"])
+    tasks["due_at"] = pd.to_datetime(tasks["due_at"])
+    log["score"] = log["score"].round(9)
+    return {
+        "tags": list(tags.itertuples(index=False, name=None)),
+        "tasks": list(tasks.itertuples(index=False, name=None)),
+        "log": list(log.itertuples(index=False, name=None)),
+        "history": _frame(engine, "SELECT COUNT(*) AS n FROM tag_history")["n"].tolist(),
+    }
+
+
+def _clear_outputs(engine) -> None:
+    with engine.begin() as conn:
+        for table in OUTPUT_TABLES:
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+def test_batch_scores_every_entity_once_and_writes_tags_tasks_and_summary(
+    engine, world, mlflow_client
+):
+    summary = _run(engine, mlflow_client, world)
+
+    log = _frame(engine, "SELECT model_name, entity_id FROM prediction_log")
+    assert not log.duplicated().any()  # one prediction-log row per entity and model
+    per_model = log.groupby("model_name").size().to_dict()
+    assert per_model == {m.name: m.entities for m in summary.models}
+    for name in MODEL_NAMES:
+        expected = tiny_scoring_frame(world, name, AT)["entity_id"]
+        assert sorted(log[log["model_name"] == name]["entity_id"]) == sorted(expected)
+
+    tags = _frame(engine, "SELECT name, value, model_name, model_version, run_id FROM tags")
+    assert set(tags["name"]) == {
+        "lead_score", "lead_grade", "mql", "deal_health", "deal_health_colour", "churn_risk",
+        "churn_warning", "clv_tier", "rfm_segment", "high_activity", "potential", "best_contact_slot",
+    }  # fmt: skip
+    assert tags["model_version"].notna().all() and tags["run_id"].notna().all()
+    # The summary's counts per tag value are the store's.
+    db_counts = Counter(f"{n}={v}" for n, v in zip(tags["name"], tags["value"], strict=True))
+    assert summary.tag_counts == db_counts
+
+    tasks = _frame(engine, "SELECT type, entity_type FROM tasks")
+    assert summary.tasks_created == len(tasks) > 0
+    assert {"first_contact", "escalation", "rescue_deal", "retention", "whitepaper_follow_up"} <= set(tasks["type"])  # fmt: skip
+    assert Counter(tasks["type"]) == sum((m.result.task_counts for m in summary.models), Counter())
+
+    with session_factory(engine)() as session:
+        run = session.get(BatchRun, summary.batch_run_id)
+        assert run.status == "done" and json.loads(run.summary)["tasks_created"] == len(tasks)
+    logged = mlflow_client.get_run(summary.mlflow_run_id)
+    assert logged.data.metrics["tasks_created"] == len(tasks)
+    assert logged.data.params["churn_version"] == "1"
+
+
+def test_rerun_creates_no_duplicate_tags_or_tasks(engine, world, mlflow_client):
+    first = _run(engine, mlflow_client, world)
+    before = _outputs(engine)
+    second = _run(engine, mlflow_client, world)
+    after = _outputs(engine)
+
+    assert second.batch_run_id != first.batch_run_id and not second.resumed
+    assert second.tasks_created == 0
+    assert after["tags"] == before["tags"] and after["tasks"] == before["tasks"]
+    assert after["history"] == before["history"] == [0]  # unchanged values are not history
+    assert second.tag_counts == first.tag_counts
+
+
+def test_sigkill_midway_then_rerun_equals_clean_run(engine, world, mlflow_client, tmp_path):
+    clean = _run(engine, mlflow_client, world, log_to_mlflow=False)
+    expected = _outputs(engine)
+    _clear_outputs(engine)
+
+    args = [
+        sys.executable, str(Path(__file__).with_name("batch_world.py")), str(world.data_dir), "2",
+        world.crm_url, world.tracking_uri,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        committed = _frame(engine, "SELECT COUNT(*) AS n FROM batch_checkpoints")["n"][0]
+        if committed >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    total_chunks = sum(-(-m.entities // 2) for m in clean.models)
+    killed_at = _frame(engine, "SELECT COUNT(*) AS n FROM batch_checkpoints")["n"][0]
+    assert 3 <= killed_at < total_chunks  # really midway
+
+    done = subprocess.run(args, env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    resumed = json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+    assert resumed["resumed"] is True
+    assert _outputs(engine) == expected  # no duplicate, no missing tag, task or log row
+    assert resumed["tag_counts"] == clean.as_dict()["tag_counts"]
+    assert resumed["tasks_created"] == clean.tasks_created
+    with session_factory(engine)() as session:
+        runs = session.query(BatchRun).all()
+        assert [r.status for r in runs] == ["done"]
+        assert session.query(BatchCheckpoint).count() == total_chunks
+
+
+def test_cli_batch_score_rejects_unknown_models():
+    result = CliRunner().invoke(batch_app, ["score", "--models", "churn,nope"])
+    assert result.exit_code != 0
+    assert parse_models("clv,churn") == ["churn", "clv"]
