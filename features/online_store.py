@@ -348,7 +348,7 @@ class BulkRedisOnlineStore(RedisOnlineStore):
                         c + b"*3\r\n$6\r\nEXPIRE\r\n" + _bulk_str(k) + _bulk_str(str(ttl).encode())
                         for c, k in zip(commands, keys.tolist(), strict=True)
                     ]
-                conn.send_packed_command(b"".join(commands), check_health=False)
+                conn.send_packed_command([b"".join(commands)], check_health=False)
                 for _ in range(len(commands) * (2 if ttl else 1)):
                     conn.read_response()  # raises on an error reply
                 written += len(part)

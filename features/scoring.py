@@ -1,0 +1,86 @@
+"""The nightly batch's input: every active entity's features as of a time, computed in bulk.
+
+Features come from the same functions that built the training sources (``features.transforms``),
+evaluated once at ``at`` over the exported CRM snapshot with vectorised pandas, so a million
+customers cost a few group-bys rather than a million online lookups. The column list is the model's
+FeatureService declaration (``features.definitions.SERVICES``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import pandas as pd
+
+from crm_predict.settings import Settings
+from features import transforms as tf
+from features.definitions import (
+    ENTITIES,
+    ENTITY_OF_MODEL,
+    RULE_SCORE_VIEW,
+    SERVICES,
+    VIEWS,
+    check_model,
+    feature_names,
+)
+from features.export import compute_views, load_snapshots
+from features.labels import active_rows
+from features.online import UnknownEntityError
+
+TS = tf.TS
+
+
+def scoring_frame(
+    settings: Settings,
+    model_name: str,
+    at: datetime,
+    entity_ids: Iterable[int] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """``entity_id`` + the model's features for every active entity at ``at`` (open leads, open
+    deals, customers with orders, contacts), or for ``entity_ids`` (which must be active)."""
+    check_model(model_name)
+    names = feature_names(model_name, settings)
+    entity = ENTITY_OF_MODEL[model_name]
+    key = ENTITIES[entity]
+    tables = tables if tables is not None else load_snapshots(settings)
+    at = pd.Timestamp(at).to_pydatetime()
+
+    rows = active_rows(entity, tables, at)
+    if entity_ids is not None:
+        wanted = pd.Index(pd.Series(list(entity_ids), dtype="int64").unique())
+        missing = wanted.difference(rows["entity_id"])
+        if len(missing):
+            raise UnknownEntityError(model_name, sorted(missing.tolist()))
+        rows = rows[rows["entity_id"].isin(wanted)]
+    times = {entity: rows.rename(columns={"entity_id": key})}
+    views = compute_views(tables, times)
+
+    frame = rows.rename(columns={"entity_id": key})[[key]]
+    for view, feats in SERVICES[model_name]:
+        if view == RULE_SCORE_VIEW:
+            continue
+        table = views[view]
+        # Profile views are stamped at creation: take each entity's latest row at or before ``at``.
+        table = tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
+        frame = frame.merge(table[[key, *feats]], on=key, how="left")
+    if any(view == RULE_SCORE_VIEW for view, _ in SERVICES[model_name]):
+        frame["rule_score"] = tf.rule_score(frame[list(tf.RULE_SCORE_INPUTS)])["rule_score"]
+    frame = _fill_missing(frame, model_name)
+    return frame.rename(columns={key: "entity_id"})[["entity_id", *names]].reset_index(drop=True)
+
+
+def _fill_missing(frame: pd.DataFrame, model_name: str) -> pd.DataFrame:
+    """Entities without a row in some view (e.g. no activity yet) get that view's empty values:
+    0 for counts, NaN for measurements, "unknown" for text, as in the training sources."""
+    for view, feats in SERVICES[model_name]:
+        if view == RULE_SCORE_VIEW:
+            continue
+        dtypes = {n: str(t) for n, t, _ in VIEWS[view].fields}
+        for name in feats:
+            if "Int" in dtypes[name]:
+                frame[name] = frame[name].fillna(0).astype("int64")
+            elif "String" in dtypes[name]:
+                frame[name] = frame[name].astype(object).where(frame[name].notna(), "unknown")
+    return frame
