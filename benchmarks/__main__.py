@@ -1,0 +1,27 @@
+"""Run every ``benchmarks/bench_*.py`` ``main()`` in turn (``python -m benchmarks`` / ``make bench``)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+
+def main() -> dict[str, object]:
+    """Each benchmark's figures by module name; a failing benchmark is reported, not fatal."""
+    results: dict[str, object] = {}
+    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
+        name = path.stem
+        print(f"\n== {name} ==")
+        start = time.perf_counter()
+        try:
+            results[name] = importlib.import_module(f"benchmarks.{name}").main()
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+            print(f"{name} failed: {type(exc).__name__}: {exc}")
+            results[name] = exc
+        print(f"({name} took {time.perf_counter() - start:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
