@@ -28,6 +28,10 @@ from crm_predict.settings import Settings
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
 N_JOBS = 2  # the machine is shared; never grab every core
+# Below this many training rows one thread is faster: OpenMP threads spin-wait on a busy machine.
+THREADED_FROM_ROWS = 5000
+# What the logged pipeline needs to load; listing it skips MLflow's slow import-tracing subprocess.
+MODEL_REQUIREMENTS = ("scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy", "mlflow")
 TRUE_TOKENS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 FALSE_TOKENS = frozenset({"no", "n", "false", "f", "0", "0.0"})
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
@@ -410,10 +414,10 @@ class Candidate:
 
     name: str
     encoding: str
-    build: Callable[[Any, int], BaseEstimator]
+    build: Callable[..., BaseEstimator]  # (optuna trial, seed, n_jobs) → unfitted estimator
 
 
-def _logistic_regression(trial: Any, seed: int) -> BaseEstimator:
+def _logistic_regression(trial: Any, seed: int, n_jobs: int = N_JOBS) -> BaseEstimator:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -427,7 +431,7 @@ def _logistic_regression(trial: Any, seed: int) -> BaseEstimator:
     )
 
 
-def _random_forest(trial: Any, seed: int) -> BaseEstimator:
+def _random_forest(trial: Any, seed: int, n_jobs: int = N_JOBS) -> BaseEstimator:
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
@@ -435,12 +439,12 @@ def _random_forest(trial: Any, seed: int) -> BaseEstimator:
         max_depth=trial.suggest_int("max_depth", 3, 20),
         min_samples_leaf=trial.suggest_int("min_samples_leaf", 1, 50, log=True),
         max_features=trial.suggest_categorical("max_features", ["sqrt", 0.3, 0.6]),
-        n_jobs=N_JOBS,
+        n_jobs=n_jobs,
         random_state=seed,
     )
 
 
-def _xgboost(trial: Any, seed: int) -> BaseEstimator:
+def _xgboost(trial: Any, seed: int, n_jobs: int = N_JOBS) -> BaseEstimator:
     from xgboost import XGBClassifier
 
     return XGBClassifier(
@@ -453,7 +457,7 @@ def _xgboost(trial: Any, seed: int) -> BaseEstimator:
         reg_lambda=trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
         tree_method="hist",
         eval_metric="logloss",
-        n_jobs=N_JOBS,
+        n_jobs=n_jobs,
         random_state=seed,
     )
 
@@ -493,6 +497,7 @@ def select_model(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     y_train, y_val = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
+    n_jobs = N_JOBS if len(train) >= THREADED_FROM_ROWS else 1
     prepared: dict[str, tuple[TablePreprocessor, np.ndarray, np.ndarray]] = {}
     for encoding in sorted({c.encoding for c in candidates}):
         prep = TablePreprocessor(encoding=encoding).fit(train[features])
@@ -508,7 +513,7 @@ def select_model(
         kept: dict[str, Any] = {}
 
         def objective(trial, candidate=candidate, x_train=x_train, x_val=x_val, kept=kept):
-            model = candidate.build(trial, seed).fit(x_train, y_train)
+            model = candidate.build(trial, seed, n_jobs).fit(x_train, y_train)
             auc = float(roc_auc_score(y_val, model.predict_proba(x_val)[:, 1]))
             if auc > kept.get("auc", -np.inf):  # keep the fitted best instead of refitting
                 kept.update(auc=auc, model=model, params=dict(trial.params))
@@ -755,6 +760,12 @@ def train_classifier(
     )
 
 
+def model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
+
+
 def _log_run(
     client: Any,
     name: str,
@@ -806,6 +817,7 @@ def _log_run(
                     pyfunc_predict_fn="predict_proba",
                     serialization_format="skops",
                     skops_trusted_types=trusted,
+                    pip_requirements=model_requirements(),
                 )
                 version = int(info.registered_model_version)
         except BaseException:
@@ -818,3 +830,54 @@ def _log_run(
             for figure in figures.values():
                 plt.close(figure)
     return TrainResult(name, run_id, version, candidate, metrics, features)
+
+
+# --- Scoring with a registered version -------------------------------------------------------
+
+
+def registered_version(
+    client: Any, name: str, version: int | None = None, alias: str | None = None
+) -> Any:
+    """The ModelVersion asked for: by number, by alias, or else the newest one."""
+    from mlflow.exceptions import MlflowException
+
+    if version is not None and alias is not None:
+        raise UserError("give --version or --alias, not both")
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        if version is not None:
+            return client.get_model_version(name, str(version))
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        wanted = f"alias {alias!r}" if alias else f"version {version}"
+        raise UserError(f"model {name!r} has no {wanted} in the registry") from exc
+    if not versions:
+        raise UserError(f"model {name!r} has no registered version; train it first")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def score_table(
+    client: Any,
+    name: str,
+    frame: pd.DataFrame,
+    version: int | None = None,
+    alias: str | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """``id, score`` for every row of a raw table, with the registered model's own columns."""
+    import mlflow
+
+    model_version = registered_version(client, name, version, alias)
+    tags = client.get_run(model_version.run_id).data.tags
+    features = json.loads(tags["feature_names"])
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise UserError(f"the table lacks feature column(s) the model needs: {missing}")
+    if frame.empty:
+        raise UserError("the table to score has no rows")
+    with tracking_at(client):
+        pipeline = mlflow.sklearn.load_model(f"models:/{name}/{model_version.version}")
+    id_column = tags.get("id_column") or ""
+    ids = frame[id_column] if id_column in frame.columns else pd.Series(range(len(frame)))
+    score = pipeline.predict_proba(frame[features])[:, 1]
+    return pd.DataFrame({"id": ids.to_numpy(), "score": score}), int(model_version.version)

@@ -1,5 +1,207 @@
-"""Commands of the training package (registered by crm_predict.cli)."""
+"""Commands of the training package (registered by crm_predict.cli): ``train`` and ``predict``."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import typer
 
+from crm_predict.errors import UserError
+
 app = typer.Typer(no_args_is_help=True)
+
+CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
+
+
+def classifier_module(model: str) -> ModuleType:
+    """``training.<model>`` for a classification model, else a clear error."""
+    if model not in CLASSIFIERS:
+        raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
+    return importlib.import_module(f"training.{model}")
+
+
+def tracking_client(settings: Any) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def read_csv(path: Path) -> Any:
+    """A user's CSV as a DataFrame; unreadable, empty or missing files are user errors."""
+    import pandas as pd
+
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"not a file: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path} as CSV: {exc}") from None
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows")
+    return frame
+
+
+def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
+    """The demo CRM's training set (Feast) and the generator's truth, when it was saved."""
+    import pandas as pd
+
+    try:
+        from features.training import training_set
+    except ImportError as exc:
+        raise UserError(f"demo training needs features.training ({exc}); use --csv") from None
+    truth_path = settings.demo_truth_dir / f"{model}.parquet"
+    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
+    return training_set(settings, model), truth
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    model: str = typer.Argument(
+        ..., help="lead_scoring, deal_health, churn, clv or next_best_time."
+    ),
+    csv: Path | None = typer.Option(None, help="Train on your own table instead of the demo CRM."),
+    target: str | None = typer.Option(None, help="Binary target column (yes/no, true/false, 1/0)."),
+    id_column: str | None = typer.Option(None, "--id", help="Row id column (never a feature)."),
+    time_column: str | None = typer.Option(
+        None,
+        "--time",
+        help="Time column: the newest rows become the holdout (default: file order).",
+    ),
+    min_class_count: int | None = typer.Option(
+        None, help="Minimum positives and negatives (default: settings.min_class_count)."
+    ),
+    allow_small_data: bool = typer.Option(False, help="Train even below the minimum class count."),
+    calibration: str = typer.Option("sigmoid", help="sigmoid or isotonic."),
+    transactions: Path | None = typer.Option(
+        None,
+        help="clv: your transaction CSV instead of the demo CRM's orders.",
+        rich_help_panel="clv",
+    ),
+    customer_col: str | None = typer.Option(
+        None, help="clv: customer id column.", rich_help_panel="clv"
+    ),
+    date_col: str | None = typer.Option(
+        None, help="clv: purchase date column.", rich_help_panel="clv"
+    ),
+    amount_col: str | None = typer.Option(None, help="clv: amount column.", rich_help_panel="clv"),
+    freq: str = typer.Option(
+        "D", help="clv: count at most one purchase per day (D) or week (W).", rich_help_panel="clv"
+    ),
+    penalizer: float = typer.Option(
+        0.001, help="clv: L2 penalty; raise it if the fit does not converge.", rich_help_panel="clv"
+    ),
+    events: Path | None = typer.Option(
+        None,
+        help="next_best_time: your engagement-event CSV instead of the demo CRM's activities.",
+        rich_help_panel="next_best_time",
+    ),
+    contact_col: str | None = typer.Option(
+        None, help="Contact id column.", rich_help_panel="next_best_time"
+    ),
+    time_col: str | None = typer.Option(
+        None, help="Event time column.", rich_help_panel="next_best_time"
+    ),
+    responded_col: str | None = typer.Option(
+        None,
+        help="Outcome column (yes/no; empty = not outreach).",
+        rich_help_panel="next_best_time",
+    ),
+    channel_col: str | None = typer.Option(
+        None, help="Channel column.", rich_help_panel="next_best_time"
+    ),
+    segment_col: str | None = typer.Option(
+        None, help="Segment column.", rich_help_panel="next_best_time"
+    ),
+) -> None:
+    """Train a model, evaluate it on the newest data and register it in MLflow."""
+    from rich.console import Console
+
+    settings = ctx.obj
+    if model in ("clv", "next_best_time"):
+        if csv or target or id_column or time_column:
+            raise UserError(
+                "--csv, --target, --id and --time are for the classifiers; "
+                "clv takes --transactions, next_best_time --events"
+            )
+        if model == "clv":
+            from training.clv import run_training as train_clv
+
+            result = train_clv(
+                settings, tracking_client(settings), transactions, customer_col, date_col,
+                amount_col, freq, penalizer,
+            )  # fmt: skip
+            shown = ("mae_purchases", "baseline_mae_purchases", "mean_clv_3y")
+        else:
+            from training.next_best_time import run_training as train_nbt
+
+            result = train_nbt(
+                settings, tracking_client(settings), events, contact_col, time_col,
+                responded_col, channel_col, segment_col,
+            )  # fmt: skip
+            shown = ("hit_rate_top1", "baseline_hit_rate_top1", "hit_rate_top3", "lift_top1_pct")
+        figures = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in shown)
+        Console().print(
+            f"[bold]{model}[/] version {result.model_version} (run {result.run_id}): {figures}"
+        )
+        return
+    module = classifier_module(model)
+    options: dict[str, Any] = {
+        "min_class_count": min_class_count,
+        "allow_small_data": allow_small_data,
+        "calibration": calibration,
+    }
+    if csv is None:
+        if target or id_column or time_column:
+            raise UserError("--target, --id and --time go with --csv")
+        frame, truth = demo_training_set(settings, model)
+        options |= {"truth": truth, "source": "demo"}
+    else:
+        if target is None or id_column is None:
+            raise UserError("--csv needs --target COLUMN and --id COLUMN")
+        frame = read_csv(csv)
+        options |= {
+            "target": target,
+            "id_column": id_column,
+            "time_column": time_column,
+            "source": f"csv:{csv.name}",
+        }
+    result = module.train(settings, tracking_client(settings), frame, **options)
+    shown = ("auc", "baseline_auc", "oracle_auc", "brier", "ece", "lift_at_10")
+    figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics)
+    Console().print(
+        f"[bold]{model}[/] version {result.version} ({result.candidate}, run {result.run_id}): "
+        f"{figures}"
+    )
+
+
+@app.command("predict")
+def predict(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="lead_scoring, deal_health or churn."),
+    csv: Path = typer.Option(..., help="Table with the model's feature columns (and the id)."),
+    out: Path = typer.Option(..., help="Where to write id,score (plus the model's own columns)."),
+    version: int | None = typer.Option(None, help="Registered version (default: newest)."),
+    alias: str | None = typer.Option(None, help="Registered alias, e.g. champion."),
+) -> None:
+    """Score a CSV with a registered classifier and write id,score."""
+    import pandas as pd
+    from rich.console import Console
+
+    from training.classifier import score_table
+
+    settings = ctx.obj
+    module = classifier_module(model)
+    frame = read_csv(csv)
+    scores, used = score_table(tracking_client(settings), model, frame, version, alias)
+    table = pd.concat([scores, module.outputs(scores["score"])], axis=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    Console().print(f"{len(table)} rows scored with {model} version {used} → [bold]{out}[/]")

@@ -1,0 +1,92 @@
+"""Lead scoring: P(conversion within 90 days) for a lead, shown as 1–99 and grade A–D.
+
+Baseline: the design notes' rule-based points score (MQL at ≥ 100 points); the MQL rule's precision
+and recall on the holdout are logged next to the model's at the same number of flagged leads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crm_predict.rules import RULES, is_mql, lead_grade, lead_score_1_99, rule_based_lead_score
+from crm_predict.settings import Settings
+from training.classifier import LABEL, ClassifierSpec, TrainResult, parse_boolean, train_classifier
+
+MODEL_NAME = "lead_scoring"
+FEATURE_SERVICE = "lead_scoring_v1"
+RULE_SCORE = "rule_score"
+# Columns the points rule reads when a table has no ready-made ``rule_score`` (in rule order).
+RULE_INPUTS = (
+    "industry",
+    "is_decision_maker",
+    "region",
+    "site_visits",
+    "pricing_views",
+    "whitepapers",
+    "trial_requests",
+    "days_since_last_interaction",
+)
+
+
+def rule_points(rows: pd.DataFrame) -> np.ndarray | None:
+    """The points score of each lead, or None when the table lacks the rule's inputs."""
+    if RULE_SCORE in rows.columns:
+        return pd.to_numeric(rows[RULE_SCORE], errors="coerce").fillna(0).to_numpy(dtype=float)
+    if not set(RULE_INPUTS) <= set(rows.columns):
+        return None
+    inputs = {c: rows[c] for c in RULE_INPUTS}
+    inputs["is_decision_maker"] = parse_boolean(rows["is_decision_maker"])
+    if inputs["is_decision_maker"] is None:
+        return None
+    inputs["is_decision_maker"] = inputs["is_decision_maker"].fillna(0).astype(bool)
+    return rule_based_lead_score(**inputs).to_numpy()
+
+
+def baseline(older: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray | None:
+    """Rule-based points need no training data."""
+    return rule_points(rows)
+
+
+def mql_metrics(
+    holdout: pd.DataFrame, p_model: np.ndarray, points: np.ndarray | None
+) -> dict[str, float]:
+    """Precision/recall of the MQL rule, and of the model flagging the same number of leads."""
+    if points is None:
+        return {}
+    y = holdout[LABEL].to_numpy().astype(bool)
+    mql = is_mql(points, RULES.lead)
+    metrics = {"baseline_mql_rate": float(mql.mean()), "baseline_mql_recall": 0.0}
+    if mql.any():
+        top = np.zeros_like(mql)
+        top[np.argsort(-p_model, kind="stable")[: int(mql.sum())]] = True
+        metrics |= {
+            "baseline_mql_precision": float(y[mql].mean()),
+            "baseline_mql_recall": float((y & mql).sum() / y.sum()),
+            "mql_volume_precision": float(y[top].mean()),
+            "mql_volume_recall": float((y & top).sum() / y.sum()),
+        }
+    return metrics
+
+
+SPEC = ClassifierSpec(
+    name=MODEL_NAME,
+    feature_service=FEATURE_SERVICE,
+    entity="lead",
+    baseline=baseline,
+    baseline_name="rule_based_points",
+    extra_metrics=mql_metrics,
+)
+
+
+def train(settings: Settings, client: Any, frame: pd.DataFrame, **options: Any) -> TrainResult:
+    """Train, log and register the lead scoring model (options: see ``train_classifier``)."""
+    return train_classifier(settings, client, frame, SPEC, **options)
+
+
+def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
+    """Score 1–99 and grade A–D for each conversion probability."""
+    score = lead_score_1_99(probability)
+    return pd.DataFrame({"lead_score": score, "lead_grade": lead_grade(score)})
