@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +16,22 @@ from crm_predict.errors import UserError
 app = typer.Typer(no_args_is_help=True)
 
 CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
+
+
+def user_errors_exit_2(command: Callable[..., None]) -> Callable[..., None]:
+    """Print a UserError the way ``crm_predict.cli.main`` does and exit 2 (also under CliRunner)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except UserError as exc:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return run
 
 
 def classifier_module(model: str) -> ModuleType:
@@ -62,6 +80,7 @@ def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
 
 
 @app.command("train")
+@user_errors_exit_2
 def train(
     ctx: typer.Context,
     model: str = typer.Argument(
@@ -183,6 +202,7 @@ def train(
 
 
 @app.command("predict")
+@user_errors_exit_2
 def predict(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="lead_scoring, deal_health or churn."),
