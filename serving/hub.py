@@ -1,0 +1,453 @@
+"""The models and feature reads behind the online API, kept out of the BentoML class.
+
+``ModelHub`` holds the champion of every model, reads online features by entity id, scores on one
+worker thread (concurrent requests for a model are coalesced into one batch while that thread is
+busy), and writes tags/tasks/prediction-log rows back through ``serving.writeback``. Loading never
+raises: what failed is kept and reported by ``readiness`` so the service starts without MLflow or
+the online store and recovers on ``reload``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from crm_predict.rules import MODEL_NAMES, rfm_medians
+from crm_predict.settings import Settings
+from serving import scoring
+from serving.loader import LoadedModel, load_model
+
+ALIAS = "champion"
+PROBE_ENTITY_ID = -1  # an id no CRM row has: a read that says "unknown" proves the store answers
+
+
+class UnknownIdsError(LookupError):
+    """Entity ids the online store has no features for."""
+
+    def __init__(self, ids: list[int]):
+        super().__init__(f"unknown id(s): {', '.join(map(str, ids))}")
+        self.ids = ids
+
+
+class UnavailableError(RuntimeError):
+    """A model or the online store is not there right now (HTTP 503, not the caller's fault)."""
+
+
+class FeastOnline:
+    """Online feature reads through ``features.online`` (Feast), opened on first use."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._store = None
+
+    def read(self, model_name: str, ids: list[int]) -> pd.DataFrame:
+        """``entity_id`` + the model's FeatureService features, one row per id."""
+        try:
+            from features.online import UnknownEntityError, online_features
+            from features.store import feature_store
+        except ImportError as exc:
+            raise UnavailableError(f"online store: features package incomplete ({exc})") from exc
+        try:
+            if self._store is None:
+                self._store = feature_store(self.settings)
+            return online_features(self._store, model_name, ids)
+        except UnknownEntityError as exc:
+            raise UnknownIdsError(list(getattr(exc, "entity_ids", None) or ids)) from exc
+        except Exception as exc:
+            self._store = None  # reopen next time (the store may come back)
+            raise UnavailableError(f"online store: {type(exc).__name__}: {exc}") from exc
+
+    def check(self) -> str | None:
+        """None when the online store answers a read, else why not."""
+        try:
+            self.read("lead_scoring", [PROBE_ENTITY_ID])
+        except UnknownIdsError:
+            return None
+        except UnavailableError as exc:
+            return str(exc)
+        return None
+
+
+@dataclass
+class Job:
+    """One request's share of a batch: entity ids to read, or raw feature rows."""
+
+    ids: list[int] | None = None
+    frame: pd.DataFrame | None = None
+    explain: bool = False
+
+
+@dataclass
+class Scored:
+    """What a request gets back: the model that scored, product-language records, the feature
+    rows they came from (write-back context)."""
+
+    model: LoadedModel
+    records: list[dict]
+    features: pd.DataFrame
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MicroBatcher(Generic[T, R]):
+    """Coalesce concurrent ``submit`` calls into one ``run(items)`` on ``executor``.
+
+    Idle: an item runs at once, alone (no batching window, no added latency). Busy: items queue
+    and go together as the next batch, up to ``max_items``. ``run`` returns one result or
+    exception per item, so one bad request never fails its neighbours."""
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], list[R | BaseException]],
+        executor: ThreadPoolExecutor,
+        max_items: int = 64,
+    ):
+        self.run, self.executor, self.max_items = run, executor, max_items
+        self._queue: list[tuple[T, asyncio.Future]] = []
+        self._draining = False
+        self.batch_sizes: list[int] = []  # observed, for tests and the benchmark
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((item, future))
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_items]
+                del self._queue[: self.max_items]
+                self.batch_sizes.append(len(batch))
+                try:
+                    results = await loop.run_in_executor(
+                        self.executor, self.run, [item for item, _ in batch]
+                    )
+                except Exception as exc:  # run itself broke: every item gets the error
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+
+class ModelHub:
+    """Champions of every model, their scoring, reload and readiness."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        online: FeastOnline | None = None,
+        loader: Callable[[MlflowClient, str, str], LoadedModel] = load_model,
+    ):
+        self.settings = settings
+        self.online = online or FeastOnline(settings)
+        self.loader = loader
+        self.models: dict[str, LoadedModel] = {}
+        self.errors: dict[str, str] = {name: "not loaded yet" for name in MODEL_NAMES}
+        self.rfm_medians: tuple[float, float, float] | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self.batchers = {
+            name: MicroBatcher(self._batch_runner(name), self.executor, max_items=64)
+            for name in MODEL_NAMES
+        }
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._engine = None
+        self._last_attempt = 0.0
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def client(self) -> MlflowClient:
+        uri = self.settings.tracking_uri
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def reload(self, force: bool = False) -> dict[str, str]:
+        """Load each model's champion when its version changed (or all with ``force``); returns
+        what happened per model. Failures are kept in ``errors``, never raised."""
+        outcome: dict[str, str] = {}
+        with self._reload_lock:
+            self._last_attempt = time.monotonic()
+            try:
+                client = self.client()
+            except Exception as exc:
+                for name in MODEL_NAMES:
+                    self.errors[name] = f"MLflow: {type(exc).__name__}: {exc}"
+                return {name: "error" for name in MODEL_NAMES}
+            for name in MODEL_NAMES:
+                current = self.models.get(name)
+                try:
+                    if current is not None and not force:
+                        version = client.get_model_version_by_alias(name, ALIAS).version
+                        if str(version) == current.version:
+                            outcome[name] = f"unchanged (version {current.version})"
+                            continue
+                    self.models[name] = self.loader(client, name, ALIAS)
+                    self.errors.pop(name, None)
+                    outcome[name] = f"loaded version {self.models[name].version}"
+                except Exception as exc:
+                    self.errors[name] = f"{type(exc).__name__}: {exc}"
+                    outcome[name] = "error"
+            if "clv" in self.models:
+                self.rfm_medians = self._load_rfm_medians()
+        return outcome
+
+    def _load_rfm_medians(self) -> tuple[float, float, float] | None:
+        """Population medians of the RFM features (latest row per customer of the Parquet source
+        the online store is materialized from); None when the source is not there."""
+        try:
+            from features.definitions import VIEWS, source_path
+            from features.transforms import TS
+
+            view = VIEWS["customer_transactions"]
+            frame = pd.read_parquet(
+                source_path(self.settings, view.name),
+                columns=[view.join_key, TS, *scoring.RFM_COLUMNS],
+            )
+        except Exception:
+            return None
+        latest = frame.sort_values(TS).groupby(view.join_key).tail(1)
+        if latest.empty:
+            return None
+        return rfm_medians(*(latest[c] for c in scoring.RFM_COLUMNS))
+
+    def retry_missing(self, min_interval: float = 15.0) -> bool:
+        """Start a background reload when a model is missing and the last try is old enough."""
+        if len(self.models) == len(MODEL_NAMES) or self._reload_lock.locked():
+            return False
+        if time.monotonic() - self._last_attempt < min_interval:
+            return False
+        threading.Thread(target=self.reload, name="champion-retry", daemon=True).start()
+        return True
+
+    def start_polling(self, interval_seconds: float) -> threading.Thread | None:
+        """Check the registry for a new champion every ``interval_seconds`` (0: never)."""
+        if interval_seconds <= 0:
+            return None
+
+        def poll() -> None:
+            while not self._stop.wait(interval_seconds):
+                self.reload()
+
+        thread = threading.Thread(target=poll, name="champion-poll", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self._stop.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # --- status --------------------------------------------------------------------------------
+
+    def model_status(self) -> dict[str, dict]:
+        status = {}
+        for name in MODEL_NAMES:
+            model = self.models.get(name)
+            if model is None:
+                status[name] = {"status": "not_loaded", "error": self.errors.get(name)}
+                continue
+            status[name] = {
+                "status": "ready", "version": model.version, "alias": model.alias,
+                "run_id": model.run_id, "flavor": model.flavor,
+                "features": model.feature_names,
+                "explainer": model.explainer.method if model.explainer else None,
+                "loaded_at": model.loaded_at.isoformat(), "error": self.errors.get(name),
+            }  # fmt: skip
+        return status
+
+    def readiness(self) -> dict:
+        """Which models are loaded and whether the online store answers (runs a probe read)."""
+        models = self.model_status()
+        store_error = self.executor.submit(self.online.check).result(timeout=30)
+        online = {"status": "reachable"} if store_error is None else {"status": "unreachable", "error": store_error}  # fmt: skip
+        ready = store_error is None and all(m["status"] == "ready" for m in models.values())
+        return {"ready": ready, "models": models, "online_store": online}
+
+    # --- scoring -------------------------------------------------------------------------------
+
+    def model(self, name: str) -> LoadedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise UnavailableError(f"model {name} is not loaded: {self.errors.get(name)}")
+        return model
+
+    async def score(self, name: str, job: Job) -> Scored:
+        """Score one request's ids or rows (coalesced with concurrent requests for ``name``)."""
+        return await self.batchers[name].submit(job)
+
+    def _batch_runner(self, name: str) -> Callable[[list[Job]], list[Scored | BaseException]]:
+        def run(jobs: list[Job]) -> list[Scored | BaseException]:
+            return self._score_jobs(name, jobs)
+
+        return run
+
+    def _score_jobs(self, name: str, jobs: list[Job]) -> list[Scored | BaseException]:
+        """One feature read for every id in the batch, one model call per explain flag."""
+        try:
+            model = self.model(name)
+        except UnavailableError as exc:
+            return [exc] * len(jobs)
+        frames: list[pd.DataFrame | BaseException] = self._frames(name, jobs)
+        results: list[Scored | BaseException] = list(frames)
+        for explain in (False, True):
+            chosen = [
+                i for i, job in enumerate(jobs)
+                if job.explain == explain and not isinstance(frames[i], BaseException)
+            ]  # fmt: skip
+            if not chosen:
+                continue
+            merged = pd.concat([frames[i] for i in chosen], ignore_index=True)
+            try:
+                records = scoring.score(model, merged, explain, self.rfm_medians)
+            except Exception as exc:
+                for i in chosen:
+                    results[i] = exc
+                continue
+            start = 0
+            for i in chosen:
+                n = len(frames[i])
+                results[i] = Scored(model, records[start : start + n], frames[i])
+                start += n
+        return results
+
+    def _frames(self, name: str, jobs: list[Job]) -> list[pd.DataFrame | BaseException]:
+        id_jobs = [job for job in jobs if job.ids is not None]
+        table = None
+        if id_jobs:
+            wanted = list(dict.fromkeys(i for job in id_jobs for i in job.ids))
+            try:
+                table = self._read(name, wanted)
+            except UnknownIdsError:
+                table = None  # some request has unknown ids: read per request to tell whose
+            except UnavailableError as exc:
+                return [exc if job.ids is not None else job.frame for job in jobs]
+        frames: list[pd.DataFrame | BaseException] = []
+        for job in jobs:
+            if job.ids is None:
+                frames.append(job.frame)
+                continue
+            try:
+                own = table if table is not None else self._read(name, job.ids)
+                frames.append(_rows_for(own, job.ids))
+            except (UnknownIdsError, UnavailableError) as exc:
+                frames.append(exc)
+        return frames
+
+    def _read(self, name: str, ids: list[int]) -> pd.DataFrame:
+        if name == "next_best_time":  # the pyfunc looks contacts up itself: ids are its input
+            return pd.DataFrame({scoring.ENTITY_ID: ids})
+        return self.online.read(name, ids)
+
+    # --- write-back ----------------------------------------------------------------------------
+
+    async def write_back(self, name: str, scored: Scored, request_id: str) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._write_back, name, scored, request_id)
+
+    def _write_back(self, name: str, scored: Scored, request_id: str) -> dict[str, int]:
+        from crm_store.db import make_engine, session_factory
+        from serving.writeback import write_back
+
+        if self._engine is None:
+            self._engine = make_engine(self.settings.crm_url)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with session_factory(self._engine)() as session:
+            frame = scored_frame(name, scored)
+            frame = frame.merge(crm_context(session, name, frame["entity_id"].tolist()), "left", "entity_id")  # fmt: skip
+            result = write_back(
+                session, scored.model, frame, now, source="api", request_id=request_id,
+                rfm_medians=self.rfm_medians,
+            )  # fmt: skip
+            session.commit()
+        return {
+            "tags": result.tags_written,
+            "tasks": result.tasks_created,
+            "predictions_logged": result.predictions_logged,
+        }
+
+
+def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
+    """The rows of ``table`` for ``ids`` in request order (repeats kept)."""
+    indexed = table.drop_duplicates(scoring.ENTITY_ID).set_index(scoring.ENTITY_ID)
+    missing = [i for i in ids if i not in indexed.index]
+    if missing:
+        raise UnknownIdsError(missing)
+    return indexed.loc[ids].reset_index()
+
+
+def scored_frame(name: str, scored: Scored) -> pd.DataFrame:
+    """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry."""
+    records, features = scored.records, scored.features.reset_index(drop=True)
+    id_key = scoring.ID_FIELD[name]
+    frame = pd.DataFrame(
+        {
+            "entity_id": [r[id_key] for r in records],
+            "score": [scoring.headline(name, r) for r in records],
+        }
+    )
+    if name == "lead_scoring":
+        frame["rule_points"] = [r["rule_points"] for r in records]
+    elif name == "deal_health":
+        for column in ("stage", "days_idle"):
+            if column in features:
+                frame[column] = features[column].to_numpy()
+    elif name == "churn":
+        if "days_since_last_interaction" in features:
+            frame["days_inactive"] = features["days_since_last_interaction"].to_numpy()
+        if "spend_12m" in features:
+            frame["yearly_spend"] = features["spend_12m"].to_numpy()
+    elif name == "clv":
+        frame["yearly_spend"] = [r["yearly_spend"] for r in records]
+        if set(scoring.RFM_COLUMNS) <= set(features.columns):
+            frame["recency_days"] = features["rfm_recency_days"].to_numpy()
+            frame["frequency"] = features["rfm_frequency"].to_numpy()
+            frame["monetary"] = features["rfm_monetary"].to_numpy()
+    elif name == "next_best_time":
+        frame["best_slots"] = [[s["slot"] for s in r["best_slots"]] for r in records]
+        frame["best_channel"] = [r["best_channel"] for r in records]
+    return frame
+
+
+def crm_context(session, name: str, ids: list[int]) -> pd.DataFrame:
+    """Owner, manager (and for leads the timestamps the task rules need) of the scored entities."""
+    from sqlalchemy import select
+
+    from crm_store.models import Contact, Deal, Lead, User
+
+    if not ids:
+        return pd.DataFrame({"entity_id": pd.Series(dtype=np.int64)})
+    table = {"lead_scoring": Lead, "deal_health": Deal}.get(name, Contact)
+    columns = [table.id.label("entity_id"), table.owner_id, User.manager_id]
+    if table is Lead:
+        columns += [Lead.created_at, Lead.first_contacted_at, Lead.contact_id]
+    query = (
+        select(*columns)
+        .outerjoin(User, User.id == table.owner_id)
+        .where(table.id.in_([int(i) for i in ids]))
+    )
+    frame = pd.read_sql(query, session.connection())
+    frame["entity_id"] = frame["entity_id"].astype(np.int64)
+    return frame

@@ -1,0 +1,195 @@
+"""Request and response shapes of the online API (pydantic): ids or raw features in, product
+language out (lead score and grade, deal health and colour, churn risk, CLV tier, best slots)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+FeatureValue = float | int | str | bool | None
+FeatureRow = dict[str, FeatureValue]
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+class ScoreRequest(BaseModel):
+    """Exactly one of the entity id(s) or the raw feature row(s); unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    id_field: ClassVar[str]
+    rows_field: ClassVar[str]
+    write_back: StrictBool = Field(
+        False, description="Write tags/tasks to the CRM store and log predictions (bearer token)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [f for f in (self.id_field, self.rows_field) if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {self.id_field!r} or {self.rows_field!r}")
+        return self
+
+
+class ExplainableRequest(ScoreRequest):
+    explain: StrictBool = Field(False, description="Add the top positive and negative reasons.")
+
+
+class LeadScoreRequest(ExplainableRequest):
+    id_field, rows_field = "lead_id", "features"
+    lead_id: int | None = None
+    features: FeatureRow | None = None
+
+
+class LeadScoreBatchRequest(ExplainableRequest):
+    id_field, rows_field = "lead_ids", "rows"
+    lead_ids: list[int] | None = None
+    rows: list[FeatureRow] | None = None
+
+
+class DealHealthRequest(ExplainableRequest):
+    id_field, rows_field = "deal_id", "features"
+    deal_id: int | None = None
+    features: FeatureRow | None = None
+
+
+class DealHealthBatchRequest(ExplainableRequest):
+    id_field, rows_field = "deal_ids", "rows"
+    deal_ids: list[int] | None = None
+    rows: list[FeatureRow] | None = None
+
+
+class ChurnRequest(ExplainableRequest):
+    id_field, rows_field = "customer_id", "features"
+    customer_id: int | None = None
+    features: FeatureRow | None = None
+
+
+class ChurnBatchRequest(ExplainableRequest):
+    id_field, rows_field = "customer_ids", "rows"
+    customer_ids: list[int] | None = None
+    rows: list[FeatureRow] | None = None
+
+
+class ClvRequest(ScoreRequest):
+    id_field, rows_field = "customer_id", "features"
+    customer_id: int | None = None
+    features: FeatureRow | None = None
+
+
+class ClvBatchRequest(ScoreRequest):
+    id_field, rows_field = "customer_ids", "rows"
+    customer_ids: list[int] | None = None
+    rows: list[FeatureRow] | None = None
+
+
+class NextBestTimeRequest(ScoreRequest):
+    id_field, rows_field = "contact_id", "features"
+    contact_id: int | None = None
+    features: FeatureRow | None = None
+
+
+class NextBestTimeBatchRequest(ScoreRequest):
+    id_field, rows_field = "contact_ids", "rows"
+    contact_ids: list[int] | None = None
+    rows: list[FeatureRow] | None = None
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str
+
+
+class Reason(BaseModel):
+    feature: str
+    value: FeatureValue
+    contribution: float = Field(description="Push on the log-odds of the classifier.")
+
+
+class Reasons(BaseModel):
+    method: str
+    top_positive: list[Reason]
+    top_negative: list[Reason]
+
+
+class LeadScore(BaseModel):
+    lead_id: int | None
+    score: int = Field(ge=1, le=99, description="Conversion probability shown as 1–99.")
+    probability: float
+    grade: Literal["A", "B", "C", "D"]
+    mql: bool | None = Field(description="Rule-based points ≥ the MQL threshold (None: unknown).")
+    rule_points: float | None
+    reasons: Reasons | None = None
+
+
+class DealHealth(BaseModel):
+    deal_id: int | None
+    health: int = Field(ge=0, le=100, description="100 × P(win).")
+    p_win: float
+    colour: Literal["green", "yellow", "red"]
+    reasons: Reasons | None = None
+
+
+class Churn(BaseModel):
+    customer_id: int | None
+    p_churn: float = Field(description="P(no purchase in the next 90 days).")
+    risk: Literal["high", "medium", "low"]
+    reasons: Reasons | None = None
+
+
+class Clv(BaseModel):
+    customer_id: int | None
+    clv_3y: float = Field(description="Discounted 3-year customer value.")
+    yearly_value: float = Field(description="Predicted yearly value: clv_3y over 3 years.")
+    yearly_spend: float = Field(description="Trailing-12-month spend (predicted if unknown).")
+    tier: Literal["diamond", "gold", "normal"]
+    rfm_segment: str | None = Field(description="RFM segment (None when RFM inputs are absent).")
+    p_alive: float
+    expected_purchases_90d: float
+
+
+class Slot(BaseModel):
+    slot: int = Field(ge=0, le=167, description="Hour of week, 0 = Monday 00:00.")
+    label: str
+
+
+class NextBestTime(BaseModel):
+    contact_id: int | None
+    best_slots: list[Slot]
+    best_channel: str | None
+    p_best: float | None
+
+
+class WriteBack(BaseModel):
+    tags: int
+    tasks: int
+    predictions_logged: int
+
+
+P = TypeVar("P")
+
+
+class Single(BaseModel, Generic[P]):
+    request_id: str
+    model: ModelInfo
+    prediction: P
+    written_back: WriteBack | None = None
+
+
+class Batch(BaseModel, Generic[P]):
+    request_id: str
+    model: ModelInfo
+    predictions: list[P]
+    written_back: WriteBack | None = None
+
+
+class ApiError(BaseModel):
+    error: str
+    field: str | None = None
+    status: int

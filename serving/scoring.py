@@ -1,0 +1,221 @@
+"""Score feature rows with a loaded model and say the result in product language.
+
+Pure functions over a ``LoadedModel`` and a feature frame (one row per entity, an ``entity_id``
+column when the rows came by id); the thresholds come from ``crm_predict.rules``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from crm_predict import rules
+from serving.loader import LoadedModel
+
+ENTITY_ID = "entity_id"
+ID_FIELD = {
+    "lead_scoring": "lead_id",
+    "deal_health": "deal_id",
+    "churn": "customer_id",
+    "clv": "customer_id",
+    "next_best_time": "contact_id",
+}
+ENTITY_TYPE = {  # tag/task/prediction-log entity_type strings
+    "lead_scoring": "lead",
+    "deal_health": "deal",
+    "churn": "contact",
+    "clv": "contact",
+    "next_best_time": "contact",
+}
+RULE_SCORE = "rule_score"
+RFM_COLUMNS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary")
+# Features a raw payload may add beyond the model's own list (used for tiers, segments, tasks).
+OPTIONAL_FEATURES = {
+    "clv": (*RFM_COLUMNS, "spend_12m"),
+    "next_best_time": ("segment",),
+}  # lead feature (Feast on-demand view) holding the rule-based points
+NUMERIC_TYPES = {"double", "float", "long", "integer"}
+
+
+class FeatureInputError(ValueError):
+    """A raw feature payload that does not fit the model; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame:
+    """Raw payload rows as a frame in the model's column order; missing, unknown or wrongly
+    typed features raise ``FeatureInputError`` naming ``field[i].feature``."""
+    expected = model.feature_names
+    allowed = set(expected) | {ENTITY_ID, *OPTIONAL_FEATURES.get(model.name, ())}
+    for i, row in enumerate(rows):
+        missing = [f for f in expected if f not in row]
+        if missing:
+            raise FeatureInputError(f"{field}[{i}]", f"missing feature(s): {', '.join(missing)}")
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            raise FeatureInputError(
+                f"{field}[{i}].{unknown[0]}", f"unknown feature(s): {', '.join(unknown)}"
+            )
+        for name, value in row.items():
+            kind = model.input_types.get(name)
+            if kind in NUMERIC_TYPES and isinstance(value, str):
+                try:
+                    float(value)
+                except ValueError:
+                    raise FeatureInputError(
+                        f"{field}[{i}].{name}", f"{name} must be a number, got {value!r}"
+                    ) from None
+    optional = [ENTITY_ID, *OPTIONAL_FEATURES.get(model.name, ())]
+    extra = [c for c in optional if any(c in row for row in rows)]
+    frame = pd.DataFrame(rows, columns=[*extra, *expected])
+    for name in expected:
+        if model.input_types.get(name) in NUMERIC_TYPES:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+    return frame
+
+
+def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> list[dict]:
+    """Lead score, deal health or churn records for each row of ``frame``."""
+    p = model.predict_proba(frame)
+    ids = _ids(frame)
+    if model.name == "lead_scoring":
+        score = rules.lead_score_1_99(p)
+        grade = rules.lead_grade(score)
+        points = _rule_points(frame)
+        mql = rules.is_mql(points) if points is not None else None
+        records = [
+            {
+                "lead_id": ids[i], "score": int(score[i]), "probability": float(p[i]),
+                "grade": str(grade[i]),
+                "mql": None if mql is None or np.isnan(points[i]) else bool(mql[i]),
+                "rule_points": None if points is None or np.isnan(points[i]) else float(points[i]),
+            }
+            for i in range(len(frame))
+        ]  # fmt: skip
+    elif model.name == "deal_health":
+        health = rules.deal_health_score(p)
+        colour = rules.deal_colour(health)
+        records = [
+            {"deal_id": ids[i], "health": int(health[i]), "p_win": float(p[i]), "colour": str(colour[i])}
+            for i in range(len(frame))
+        ]  # fmt: skip
+    elif model.name == "churn":
+        risk = rules.churn_risk_level(p)
+        records = [
+            {"customer_id": ids[i], "p_churn": float(p[i]), "risk": str(risk[i])}
+            for i in range(len(frame))
+        ]
+    else:
+        raise ValueError(f"{model.name} is not a classifier")
+    if explain:
+        if model.explainer is None:
+            raise FeatureInputError("explain", f"model {model.name} cannot explain its scores")
+        for record, (pos, neg) in zip(records, model.explainer.reasons(frame), strict=True):
+            record["reasons"] = {
+                "method": model.explainer.method,
+                "top_positive": [r.__dict__ for r in pos],
+                "top_negative": [r.__dict__ for r in neg],
+            }
+    return records
+
+
+def score_clv(
+    model: LoadedModel, frame: pd.DataFrame, rfm_medians: tuple[float, float, float] | None
+) -> list[dict]:
+    """3-year CLV, value tier and RFM segment (cut at the population's medians) per customer.
+
+    The tier is by yearly spend as the batch tags it: trailing-12-month spend (``spend_12m``) when
+    the row has it, else the predicted yearly value (``clv_3y`` over the horizon in years)."""
+    out = model.predict(frame).reset_index(drop=True)
+    yearly = out["clv_3y"].to_numpy(dtype=float) / (rules.RULES.value.horizon_weeks / 52)
+    spend = yearly_spend(frame, yearly)
+    tier = rules.value_tier(spend)
+    segment = rfm_segments(frame, rfm_medians)
+    ids = _ids(frame)
+    return [
+        {
+            "customer_id": ids[i], "clv_3y": float(out["clv_3y"][i]), "yearly_value": float(yearly[i]),
+            "yearly_spend": float(spend[i]), "tier": str(tier[i]), "rfm_segment": segment[i],
+            "p_alive": float(out["p_alive"][i]),
+            "expected_purchases_90d": float(out["expected_purchases_90d"][i]),
+        }
+        for i in range(len(frame))
+    ]  # fmt: skip
+
+
+def yearly_spend(frame: pd.DataFrame, predicted_yearly: np.ndarray) -> np.ndarray:
+    if "spend_12m" not in frame.columns:
+        return predicted_yearly
+    actual = pd.to_numeric(frame["spend_12m"], errors="coerce").to_numpy(dtype=float)
+    return np.where(np.isnan(actual), predicted_yearly, actual)
+
+
+def rfm_segments(
+    frame: pd.DataFrame, medians: tuple[float, float, float] | None
+) -> list[str | None]:
+    """RFM segment per row from the ``rfm_*`` features; None without medians or inputs."""
+    if medians is None or not set(RFM_COLUMNS) <= set(frame.columns):
+        return [None] * len(frame)
+    r, f, m = (pd.to_numeric(frame[c], errors="coerce") for c in RFM_COLUMNS)
+    return [str(s) for s in rules.rfm_segment(r, f, m, medians=medians)]
+
+
+def score_next_best_time(model: LoadedModel, frame: pd.DataFrame) -> list[dict]:
+    """Best hour-of-week slots (with readable labels) and channel per contact."""
+    out = model.predict(frame).reset_index(drop=True)
+    ids = _ids(frame)
+    records = []
+    for i in range(len(frame)):
+        slots = [int(s) for s in np.asarray(out["best_slots"][i]).reshape(-1)]
+        p_best = out["p_best"][i] if "p_best" in out else None
+        records.append(
+            {
+                "contact_id": ids[i],
+                "best_slots": [{"slot": s, "label": rules.slot_label(s)} for s in slots],
+                "best_channel": None if pd.isna(out["best_channel"][i]) else str(out["best_channel"][i]),
+                "p_best": None if p_best is None or pd.isna(p_best) else float(p_best),
+            }
+        )  # fmt: skip
+    return records
+
+
+def score(
+    model: LoadedModel,
+    frame: pd.DataFrame,
+    explain: bool = False,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> list[dict]:
+    """Product-language records for ``frame`` with whichever model ``model`` is."""
+    if model.name == "clv":
+        return score_clv(model, frame, rfm_medians)
+    if model.name == "next_best_time":
+        return score_next_best_time(model, frame)
+    return score_classifier(model, frame, explain)
+
+
+def headline(model_name: str, record: dict) -> float:
+    """The one number the prediction log keeps for a record."""
+    key = {
+        "lead_scoring": "probability",
+        "deal_health": "p_win",
+        "churn": "p_churn",
+        "clv": "clv_3y",
+        "next_best_time": "p_best",
+    }[model_name]
+    value = record.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def _ids(frame: pd.DataFrame) -> list[int | None]:
+    if ENTITY_ID not in frame.columns:
+        return [None] * len(frame)
+    return [None if pd.isna(v) else int(v) for v in frame[ENTITY_ID]]
+
+
+def _rule_points(frame: pd.DataFrame) -> np.ndarray | None:
+    if RULE_SCORE not in frame.columns:
+        return None
+    return pd.to_numeric(frame[RULE_SCORE], errors="coerce").to_numpy(dtype=float)
