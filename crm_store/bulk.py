@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Table, inspect, text
+from sqlalchemy import TableClause, inspect, text
 from sqlalchemy.orm import Session
 
 from crm_store.models import ENTITY_MODELS
@@ -34,7 +35,8 @@ CHUNK_ROWS = 200_000
 
 
 def _sqlite_datetimes(values: pd.Series) -> list:
-    """naive datetimes → 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite storage format)."""
+    """naive datetimes → 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite storage format, and
+    what PostgreSQL's COPY reads)."""
     arr = values.to_numpy(dtype="datetime64[us]")
     text_arr = np.datetime_as_string(arr, unit="us")  # '2026-06-30T00:00:00.000000'
     chars = text_arr.astype("U26").view(np.uint32).reshape(-1, 26)
@@ -87,10 +89,28 @@ def indexes_deferred(session: Session, tables: Iterable[str]) -> Iterator[None]:
         conn.exec_driver_sql(f'CREATE {unique}INDEX "{index["name"]}" ON {name} ({cols})')
 
 
-def insert_frame(session: Session, table: Table, frame: pd.DataFrame) -> int:
+def _naive_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datetime-like columns as naive UTC datetime64 (object columns of datetimes included)."""
+    out = {}
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype == object:
+            sample = values.dropna()
+            if sample.empty or not isinstance(sample.iloc[0], datetime):
+                continue
+            values = pd.to_datetime(values, utc=True)
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        if values is not frame[name]:
+            out[name] = values
+    return frame.assign(**out) if out else frame
+
+
+def insert_frame(session: Session, table: TableClause, frame: pd.DataFrame) -> int:
     """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction."""
     if frame.empty:
         return 0
+    frame = _naive_datetimes(frame)
     conn = session.connection()
     cols = list(frame.columns)
     dbapi = conn.connection.driver_connection
@@ -99,9 +119,10 @@ def insert_frame(session: Session, table: Table, frame: pd.DataFrame) -> int:
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
             for start in range(0, len(frame), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
-                copy.write(
-                    chunk.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S.%f")
-                )
+                # numpy formats datetimes far faster than to_csv's per-value strftime.
+                stamps = [c for c in cols if pd.api.types.is_datetime64_any_dtype(chunk[c])]
+                chunk = chunk.assign(**{c: _sqlite_datetimes(chunk[c]) for c in stamps})
+                copy.write(chunk.to_csv(index=False, header=False))
     elif conn.dialect.name == "sqlite":
         sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         cur = dbapi.cursor()

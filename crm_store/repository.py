@@ -7,10 +7,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, column, select, text
+from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from crm_predict.rules import TaskSpec
+from crm_store.bulk import insert_frame
 from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
 
 TAG_COLUMNS = ["entity_type", "entity_id", "name", "value", "model_name", "model_version", "run_id", "scored_at"]  # fmt: skip
@@ -21,39 +23,18 @@ TASK_COLUMNS = [
 PREDICTION_COLUMNS = ["entity_type", "entity_id", "model_name", "model_version", "score", "source", "request_id", "predicted_at"]  # fmt: skip
 
 
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
-    """Rows as plain Python tuples (DBAPI drivers do not take numpy scalars or NaT)."""
-    frame = frame[list(columns)].astype(object)
-    frame = frame.where(frame.notna(), None)
-    out = []
-    for row in frame.itertuples(index=False, name=None):
-        out.append(tuple(v.to_pydatetime() if isinstance(v, pd.Timestamp) else v for v in row))
-    return out
-
-
 def _stage(
     session: Session, table: Table, stage: str, frame: pd.DataFrame, columns: Sequence[str]
 ) -> None:
-    """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write."""
+    """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write
+    (COPY on PostgreSQL, a vectorised executemany on SQLite: see ``crm_store.bulk``)."""
     conn = session.connection()
     cols = ", ".join(columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {table.name} WHERE 1 = 0"
     )
-    records = _records(frame, columns)
-    if not records:
-        return
-    dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        with dbapi.cursor() as cur, cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
-            for row in records:
-                copy.write_row(row)
-    else:
-        marks = ", ".join("?" for _ in columns)
-        cur = dbapi.cursor()
-        cur.executemany(f"INSERT INTO {stage} ({cols}) VALUES ({marks})", records)
-        cur.close()
+    insert_frame(session, table_clause(stage, *(column(c) for c in columns)), frame[list(columns)])
 
 
 def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
@@ -117,16 +98,9 @@ def log_predictions(session: Session, predictions: pd.DataFrame) -> int:
     request_id, predicted_at)."""
     if predictions.empty:
         return 0
-    frame = predictions.reindex(columns=PREDICTION_COLUMNS)
-    conn = session.connection()
-    records = _records(frame, PREDICTION_COLUMNS)
-    for start in range(0, len(records), 100_000):
-        chunk = records[start : start + 100_000]
-        conn.execute(
-            PredictionLog.__table__.insert(),
-            [dict(zip(PREDICTION_COLUMNS, r, strict=True)) for r in chunk],
-        )
-    return len(frame)
+    return insert_frame(
+        session, PredictionLog.__table__, predictions.reindex(columns=PREDICTION_COLUMNS)
+    )
 
 
 def current_tags(session: Session, entity_type: str, entity_id: int) -> dict[str, Tag]:
