@@ -14,6 +14,7 @@ from crm_predict.settings import Settings
 from features.cli import app as features_app
 from registry.cli import app as registry_app
 from registry.cli import top_level as registry_top_level
+from serving.batch_cli import batch_app
 from serving.cli import app as serving_app
 from training.cli import app as training_app
 
@@ -27,6 +28,7 @@ app.add_typer(
 )
 app.registered_commands += training_app.registered_commands
 app.registered_commands += serving_app.registered_commands
+app.add_typer(batch_app, name="batch", help="Nightly batch scoring: tags, tasks, prediction log.")
 app.registered_commands += registry_top_level.registered_commands  # retrain
 
 
