@@ -1,0 +1,64 @@
+"""Bulk writes read back exactly like ORM writes; store reset and emptiness checks."""
+
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import select
+
+from crm_store.bulk import clear_store, insert_frame, store_is_empty
+from crm_store.models import Activity, Contact, Tag
+from crm_store.repository import current_tags, upsert_tags
+
+NOW = datetime(2026, 3, 4, 5, 6, 7, 891011)
+
+
+def test_bulk_rows_read_back_like_orm_rows(session):
+    frame = pd.DataFrame(
+        {
+            "id": [1, 2],
+            "email": ["a@x.example", None],
+            "phone": [None, "+1 555"],
+            "is_decision_maker": pd.array([True, None], dtype="boolean"),
+            "points": pd.array([5, None], dtype="Int64"),
+            "signup_at": [NOW, pd.NaT],
+            "created_at": [NOW, NOW],
+            "updated_at": [NOW, NOW],
+        }
+    )
+    assert insert_frame(session, Contact.__table__, frame) == 2
+    session.add(Contact(id=3, email="orm@x.example", created_at=NOW, updated_at=NOW))
+    session.commit()
+    first, second = session.get(Contact, 1), session.get(Contact, 2)
+    assert (first.signup_at, first.is_decision_maker, first.points) == (NOW, True, 5)
+    assert (second.email, second.signup_at, second.is_decision_maker, second.points) == (
+        None, None, None, None,
+    )  # fmt: skip
+    # Bulk and ORM timestamps compare equal inside SQL too (same storage format on SQLite).
+    same = session.scalars(select(Contact.id).where(Contact.created_at == NOW)).all()
+    assert sorted(same) == [1, 2, 3]
+
+
+def test_tag_timestamps_survive_the_staged_upsert(session):
+    tags = pd.DataFrame(
+        {"entity_type": "contact", "entity_id": [1], "name": "churn_risk", "value": "high",
+         "model_name": "churn", "model_version": "1", "run_id": "r", "scored_at": [NOW]}
+    )  # fmt: skip
+    upsert_tags(session, tags, NOW)
+    session.commit()
+    assert current_tags(session, "contact", 1)["churn_risk"].scored_at == NOW
+    assert session.scalars(select(Tag.id).where(Tag.scored_at == NOW)).all() == [1]
+
+
+def test_clear_store_empties_everything_and_restarts_ids(session):
+    assert store_is_empty(session)
+    session.add(Contact(email="a@x.example", created_at=NOW, updated_at=NOW))
+    session.flush()
+    session.add(Activity(contact_id=1, type="call", occurred_at=NOW, created_at=NOW))
+    session.commit()
+    assert not store_is_empty(session)
+    clear_store(session)
+    session.commit()
+    assert store_is_empty(session)
+    session.add(Contact(email="b@x.example", created_at=NOW, updated_at=NOW))
+    session.commit()
+    assert session.scalar(select(Contact.id)) == 1
