@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +23,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from crm_predict.errors import UserError
 from crm_predict.rules import RULES, Rules, rfm_segment, value_tier
-from training.tracking import model_run
+from crm_predict.settings import Settings
+from training.tracking import log_pyfunc_run
 
 MODEL_NAME = "clv"
 FEATURE_SERVICE = "clv_v1"
@@ -117,6 +115,8 @@ def transactions_frame(
         )
     if out["date"].dt.tz is not None:  # the project's timestamps are naive UTC
         out["date"] = out["date"].dt.tz_convert("UTC").dt.tz_localize(None)
+    # Purchases count per day at most (freq D or W), and day boundaries keep the cut-offs exact.
+    out["date"] = out["date"].dt.floor("D")
     if out["customer"].nunique() < 2 or len(out) < 3:
         raise UserError("need transactions of at least 2 customers to fit a CLV model")
     return out.sort_values(["date", "customer"], kind="stable").reset_index(drop=True)
@@ -397,13 +397,12 @@ def train_clv(
     config: ClvConfig = ClvConfig(),
     rules: Rules = RULES,
     feature_service: str = FEATURE_SERVICE,
+    source: str = "dataframe",
 ) -> ClvResult:
     """Evaluate on a time holdout, refit on all data, log everything and register ``clv``.
 
     ``transactions`` has columns ``customer, date, amount`` (see ``transactions_frame``).
     """
-    import matplotlib.pyplot as plt
-
     metrics, holdout, cal_params = evaluate_holdout(transactions, config)
     calibration_end, observation_end = split_dates(transactions, config)
     summary = customer_summary(transactions, observation_end, config.freq)
@@ -425,57 +424,81 @@ def train_clv(
     }
     window = f"{transactions['date'].min().date()}..{observation_end.date()}"
     example = summary.head(5).reset_index(drop=True)
-    with model_run(client, MODEL_NAME, run_name=f"clv {window}") as run:
-        run_id = run.info.run_id
-        mlflow.log_params(
-            {
-                "penalizer": config.penalizer,
-                "freq": config.freq,
-                "calibration_end": calibration_end.date().isoformat(),
-                "observation_end": observation_end.date().isoformat(),
-                "horizon_weeks": params.horizon_weeks,
-                "annual_discount_rate": params.annual_discount_rate,
-                **{f"fit_{k}": round(v, 6) for k, v in asdict(params).items() if k in PARAM_NAMES},
-                **{f"cal_fit_{k}": round(getattr(cal_params, k), 6) for k in PARAM_NAMES},
-            }
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(
-            {
-                "feature_service": feature_service,
-                "feature_names": json.dumps(FEATURES),
-                "data_window": window,
-                "entity": "customer",
-            }
-        )
-        mlflow.log_dict(rules.as_dict(), "rules.json")
-        segments = {
-            "rfm_segment": customers["rfm_segment"].value_counts().to_dict(),
-            "value_tier": customers["value_tier"].value_counts().to_dict(),
-        }
-        mlflow.log_dict(segments, "segments.json")
-        figure = _calibration_plot(cal_params, holdout)
-        mlflow.log_figure(figure, "plots/calibration_vs_holdout_purchases.png")
-        plt.close(figure)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "holdout.parquet"
-            holdout.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), "holdout")
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=ClvModel(asdict(params)),
-            signature=infer_signature(example, predict_clv(params, example)),
-            input_example=example,
-            registered_model_name=MODEL_NAME,
-            # Listed, not inferred: inference re-imports the model in a subprocess (slow).
-            pip_requirements=[
-                f"{p}=={version(p)}" for p in ("mlflow", "lifetimes", "pandas", "numpy")
-            ],
-        )
+    logged = log_pyfunc_run(
+        client,
+        MODEL_NAME,
+        ClvModel(asdict(params)),
+        example,
+        predict_clv(params, example),
+        holdout=holdout,
+        params={
+            "penalizer": config.penalizer,
+            "freq": config.freq,
+            "calibration_end": calibration_end.date().isoformat(),
+            "observation_end": observation_end.date().isoformat(),
+            "horizon_weeks": params.horizon_weeks,
+            "annual_discount_rate": params.annual_discount_rate,
+            **{f"fit_{k}": round(getattr(params, k), 6) for k in PARAM_NAMES},
+            **{f"cal_fit_{k}": round(getattr(cal_params, k), 6) for k in PARAM_NAMES},
+        },
+        metrics=metrics,
+        tags={
+            "feature_service": feature_service,
+            "feature_names": json.dumps(FEATURES),
+            "data_window": window,
+            "entity": "customer",
+            "source": source,
+        },
+        dicts={
+            "rules.json": rules.as_dict(),
+            "segments.json": {
+                "rfm_segment": customers["rfm_segment"].value_counts().to_dict(),
+                "value_tier": customers["value_tier"].value_counts().to_dict(),
+            },
+        },
+        figures={
+            "plots/calibration_vs_holdout_purchases.png": _calibration_plot(cal_params, holdout)
+        },
+        requirements=("lifetimes", "pandas", "numpy"),
+        run_name=f"clv {window}",
+    )
     return ClvResult(
-        run_id=run_id,
-        model_version=str(info.registered_model_version),
+        run_id=logged.run_id,
+        model_version=logged.version,
         params=params,
         metrics=metrics,
         customers=customers,
     )
+
+
+def run_training(
+    settings: Settings,
+    client: MlflowClient,
+    transactions_csv: Path | None = None,
+    customer_col: str | None = None,
+    date_col: str | None = None,
+    amount_col: str | None = None,
+    freq: Freq = "D",
+    penalizer: float = 0.001,
+) -> ClvResult:
+    """``crm-predict train clv``: the demo CRM's orders, or a user's transaction CSV."""
+    columns = {"--customer-col": customer_col, "--date-col": date_col, "--amount-col": amount_col}
+    config = ClvConfig(penalizer=penalizer, freq=freq, holdout_fraction=settings.holdout_fraction)
+    if transactions_csv is None:
+        if any(columns.values()):
+            raise UserError(f"{', '.join(columns)} go with --transactions CSV")
+        from crm_store.db import make_engine, session_factory, upgrade
+
+        engine = make_engine(settings.crm_url)
+        upgrade(engine)
+        try:
+            with session_factory(engine)() as session:
+                transactions = demo_transactions(session)
+        finally:
+            engine.dispose()
+        return train_clv(client, transactions, config, source="demo")
+    missing = [flag for flag, value in columns.items() if not value]
+    if missing:
+        raise UserError(f"--transactions needs {', '.join(missing)}")
+    transactions = read_transactions_csv(transactions_csv, customer_col, date_col, amount_col)
+    return train_clv(client, transactions, config, source=f"csv:{transactions_csv.name}")

@@ -1,30 +1,92 @@
-"""MLflow plumbing shared by the pyfunc trainers: one run in the model's experiment, on the
-tracking server of the ``MlflowClient`` the caller passes (not whatever URI is global)."""
+"""Logging a pyfunc model run (CLV, next best time): the same MLflow contract as the classifiers
+(``training.classifier``), with a ``mlflow.pyfunc.PythonModel`` instead of an sklearn pipeline."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
 
-import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 
+from training.classifier import experiment_id, tracking_at
 
-@contextmanager
-def model_run(client: MlflowClient, model_name: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
-    """Start a fluent run in experiment ``model_name`` on ``client``'s tracking and registry URIs.
 
-    ``mlflow.pyfunc.log_model`` only speaks to the fluent API, so the global URIs are pointed at the
-    client's for the duration of the run and restored afterwards.
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    version: str
+
+
+def log_pyfunc_run(
+    client: MlflowClient,
+    name: str,
+    python_model: Any,
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+    *,
+    holdout: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    dicts: dict[str, Any] | None = None,
+    figures: dict[str, Any] | None = None,
+    artifacts: dict[str, str] | None = None,
+    requirements: tuple[str, ...] = ("pandas", "numpy"),
+    run_name: str | None = None,
+) -> LoggedModel:
+    """Log one finished training and register it as ``name`` (alias ``challenger``).
+
+    Everything is computed before this is called; a failure while logging deletes the run and the
+    version, so a broken run never reaches the registry.
     """
-    experiment = client.get_experiment_by_name(model_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(model_name)
-    previous_tracking, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client._registry_uri)  # no public getter in MLflow 3
-    try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-            yield run
-    finally:
-        mlflow.set_tracking_uri(previous_tracking)
-        mlflow.set_registry_uri(previous_registry)
+    import matplotlib.pyplot as plt
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from registry.lifecycle import on_new_version
+
+    figures = figures or {}
+    run_id = model_version = None
+    with tracking_at(client):
+        try:
+            with mlflow.start_run(
+                experiment_id=experiment_id(client, name), run_name=run_name
+            ) as run:
+                run_id = run.info.run_id
+                mlflow.log_params(params)
+                mlflow.set_tags(tags)
+                mlflow.log_metrics(metrics)
+                for path, payload in (dicts or {}).items():
+                    mlflow.log_dict(payload, path)
+                for path, figure in figures.items():
+                    mlflow.log_figure(figure, path)
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / "holdout.parquet"
+                    holdout.to_parquet(local, index=False)
+                    mlflow.log_artifact(str(local), artifact_path="holdout")
+                info = mlflow.pyfunc.log_model(
+                    name=name,
+                    python_model=python_model,
+                    artifacts=artifacts,
+                    signature=infer_signature(input_example, output_example),
+                    input_example=input_example,
+                    registered_model_name=name,
+                    # Listed, not inferred: inference re-imports the model in a subprocess (slow).
+                    pip_requirements=[f"{p}=={version(p)}" for p in ("mlflow", *requirements)],
+                )
+                model_version = str(info.registered_model_version)
+                on_new_version(client, name, model_version)
+        except BaseException:
+            if model_version is not None:
+                client.delete_model_version(name, model_version)
+            if run_id is not None:
+                client.delete_run(run_id)
+            raise
+        finally:
+            for figure in figures.values():
+                plt.close(figure)
+    return LoggedModel(run_id=run_id, version=model_version)

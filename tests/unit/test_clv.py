@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from clv_nbt_frames import synthetic_transactions
 
 from crm_predict.errors import UserError
 from crm_predict.rules import RFM_SEGMENTS
@@ -36,27 +37,6 @@ def cdnow_transactions() -> pd.DataFrame:
         dtype={"date": str},
     )  # fmt: skip
     return transactions_frame(raw, "customer", "date", "amount")
-
-
-def synthetic_transactions(n_customers: int = 150, seed: int = 3) -> pd.DataFrame:
-    """Buy-till-you-die customers: weekly purchase chance, a dropout chance after each purchase,
-    Gamma-Gamma spend (per-customer scale drawn from a gamma)."""
-    rng = np.random.default_rng(seed)
-    start = pd.Timestamp("2025-01-06")
-    rows = []
-    for customer in range(n_customers):
-        week = int(rng.integers(0, 30))
-        rate, dropout, nu = rng.uniform(0.05, 0.5), rng.uniform(0.02, 0.3), rng.gamma(4, 1 / 100)
-        rows.append((customer, start + pd.Timedelta(weeks=week), rng.gamma(6, 1 / nu)))
-        while week < 80:
-            week += 1
-            if rng.random() < rate:
-                rows.append(
-                    (customer, start + pd.Timedelta(weeks=week, hours=10), rng.gamma(6, 1 / nu))
-                )
-                if rng.random() < dropout:
-                    break
-    return pd.DataFrame(rows, columns=["cust", "when", "value"])
 
 
 def test_cdnow_fit_matches_published_bgnbd_parameters():

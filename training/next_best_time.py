@@ -1,0 +1,561 @@
+"""Next best time to contact: per contact, a response probability for each of the 168 hour-of-week
+slots (0 = Monday 00:00), learned from past outreach with a known outcome (opens, replies, answered
+calls: ``responded`` true/false), plus the channel that gets answered most.
+
+Most contacts have a handful of attempts, so each level is an empirical-Bayes Beta-Binomial blend
+of its own counts with the level above: slot rate = (responses + k · parent rate) / (attempts + k),
+global ← overall rate, segment ← global, contact ← segment. Each prior strength ``k`` maximises the
+Beta-Binomial marginal likelihood of the level's counts, so the data decide how far a thin history
+is shrunk. Contacts never seen fall back to their segment, then to the global pattern.
+
+Evaluation (time holdout, newest ``holdout_fraction`` of the span): ``hit_rate_topk`` is the share
+of holdout responses that fall in the contact's recommended top-k slots, each response weighted by
+1 / (share of all outreach sent in its slot). Without the weight the metric would reward
+recommending whatever hours the team happens to send most in; with it, it is the share of responses
+the recommended slots would capture if outreach were spread evenly over the week, which the true
+best slots maximise. The baseline gives everyone the global best slot(s).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from scipy.special import betaln
+
+from crm_predict.errors import UserError
+from crm_predict.rules import RULES, Rules, slot_label
+from crm_predict.settings import Settings
+from training.classifier import parse_boolean
+from training.tracking import log_pyfunc_run
+
+MODEL_NAME = "next_best_time"
+FEATURE_SERVICE = "next_best_time_v1"
+N_SLOTS = 168
+TOP_K = 3
+GLOBAL = "(global)"
+NO_SEGMENT = "(none)"
+ANY_CHANNEL = "any"
+# Prior strengths tried, in pseudo-attempts: from "trust own counts" to "nearly the parent".
+STRENGTH_GRID = np.geomspace(0.5, 5000, 49)
+EVENT_COLUMNS = ["contact", "timestamp", "slot", "channel", "segment", "responded"]
+
+
+@dataclass(frozen=True)
+class NbtConfig:
+    holdout_fraction: float = 0.2
+    top_k: int = TOP_K
+
+
+@dataclass
+class SlotModel:
+    """Shrunk slot and channel response rates per level; ``strengths`` are the fitted ``k``s."""
+
+    global_slots: np.ndarray  # (168,)
+    segment_slots: pd.DataFrame  # segment × 168
+    contact_slots: pd.DataFrame  # contact × 168
+    contact_segment: pd.Series  # contact → segment
+    global_channels: pd.Series  # channel → rate
+    segment_channels: pd.DataFrame  # segment × channel
+    contact_channels: pd.DataFrame  # contact × channel
+    strengths: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NbtResult:
+    run_id: str
+    model_version: str
+    metrics: dict[str, float]
+    recommendations: pd.DataFrame = field(repr=False)
+
+
+# --- Input -----------------------------------------------------------------------------------
+
+
+def slot_of(timestamps: pd.Series) -> pd.Series:
+    """Hour-of-week slot, 0 = Monday 00:00 … 167 = Sunday 23:00."""
+    return (timestamps.dt.dayofweek * 24 + timestamps.dt.hour).astype(int)
+
+
+def events_frame(
+    frame: pd.DataFrame,
+    contact_col: str,
+    time_col: str,
+    responded_col: str,
+    channel_col: str | None = None,
+    segment_col: str | None = None,
+) -> pd.DataFrame:
+    """Validate a user's engagement events; rows without an outcome (``responded`` empty) are not
+    outreach and are dropped. Returns columns ``contact, timestamp, slot, channel, segment,
+    responded``."""
+    wanted = [c for c in (contact_col, time_col, responded_col, channel_col, segment_col) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"events have no column(s) {', '.join(map(repr, missing))}; "
+            f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    if frame[responded_col].isna().all():
+        raise UserError(f"no event has an outcome in column {responded_col!r}")
+    responded = parse_boolean(frame[responded_col])
+    if responded is None:
+        raise UserError(
+            f"column {responded_col!r} must hold yes/no, true/false or 1/0 (empty = no outcome)"
+        )
+    timestamps = pd.to_datetime(frame[time_col], errors="coerce")
+    if timestamps.isna().any():
+        bad = timestamps.isna()
+        raise UserError(
+            f"column {time_col!r}: {int(bad.sum())} row(s) are not a valid timestamp "
+            f"(first: {frame.loc[bad, time_col].iloc[0]!r})"
+        )
+    if timestamps.dt.tz is not None:  # the project's timestamps are naive UTC
+        timestamps = timestamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    if frame[contact_col].isna().any():
+        raise UserError(
+            f"column {contact_col!r} has {int(frame[contact_col].isna().sum())} empty id(s)"
+        )
+
+    def labels(column: str | None, default: str) -> pd.Series:
+        if column is None:
+            return pd.Series(default, index=frame.index)
+        return frame[column].astype("string").fillna(default).astype(str)
+
+    out = pd.DataFrame(
+        {
+            "contact": frame[contact_col],
+            "timestamp": timestamps,
+            "slot": slot_of(timestamps),
+            "channel": labels(channel_col, ANY_CHANNEL),
+            "segment": labels(segment_col, NO_SEGMENT),
+            "responded": responded,
+        }
+    )
+    out = out[out["responded"].notna()].astype({"responded": bool})
+    if out.empty:
+        raise UserError(f"no event has an outcome in column {responded_col!r}")
+    if out["responded"].all() or not out["responded"].any():
+        raise UserError(
+            f"column {responded_col!r} is always {bool(out['responded'].iloc[0])}; response rates "
+            "need both answered and unanswered attempts"
+        )
+    return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def read_events_csv(
+    path: Path,
+    contact_col: str,
+    time_col: str,
+    responded_col: str,
+    channel_col: str | None = None,
+    segment_col: str | None = None,
+) -> pd.DataFrame:
+    """A user's event CSV, validated (see ``events_frame``)."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"events file {str(path)!r} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r} as CSV: {exc}") from None
+    return events_frame(frame, contact_col, time_col, responded_col, channel_col, segment_col)
+
+
+def contact_segments(contacts: pd.DataFrame) -> pd.Series:
+    """Segment of each CRM contact: ``b2b`` (at an account), else ``b2c_`` + age group."""
+    age_group = contacts["age_band"].map(
+        {"18-24": "young", "25-34": "young", "35-44": "mid", "45-54": "mid", "55-64": "senior", "65+": "senior"}
+    )  # fmt: skip
+    segment = np.where(
+        contacts["account_id"].notna(), "b2b", "b2c_" + age_group.fillna("unknown").astype(str)
+    )
+    return pd.Series(segment, index=contacts["id"].to_numpy(), name="segment")
+
+
+def demo_events(session) -> pd.DataFrame:
+    """Outreach with an outcome from the CRM store's activities, segmented by contact."""
+    from crm_store.repository import read_table
+
+    activities = read_table(
+        session, "activities", ["contact_id", "occurred_at", "channel", "responded"]
+    )
+    activities = activities[activities["contact_id"].notna() & activities["responded"].notna()]
+    if activities.empty:
+        raise UserError("the CRM store has no activities with an outcome (responded)")
+    contacts = read_table(session, "contacts", ["id", "account_id", "age_band"])
+    activities = activities.assign(
+        contact_id=activities["contact_id"].astype("int64"),
+        segment=activities["contact_id"].map(contact_segments(contacts)),
+    )
+    return events_frame(activities, "contact_id", "occurred_at", "responded", "channel", "segment")
+
+
+def outcome_channels(events: pd.DataFrame) -> pd.DataFrame:
+    """Drop channels whose events never record a non-response (e.g. meetings that took place):
+    they say nothing about when a contact answers."""
+    answered_always = events.groupby("channel")["responded"].all()
+    keep = answered_always.index[~answered_always]
+    return events[events["channel"].isin(keep)].reset_index(drop=True)
+
+
+# --- Model -----------------------------------------------------------------------------------
+
+
+def _fit_strength(responses: np.ndarray, attempts: np.ndarray, prior: np.ndarray) -> float:
+    """Prior strength ``k`` maximising the Beta-Binomial marginal likelihood of the counts, with
+    prior mean ``prior`` per cell (empirical Bayes over a grid)."""
+    seen = attempts > 0
+    r, n, m = responses[seen], attempts[seen], np.clip(prior[seen], 1e-6, 1 - 1e-6)
+    if r.size == 0:
+        return float(STRENGTH_GRID[-1])
+    k = STRENGTH_GRID[:, None]
+    loglik = (betaln(r + k * m, n - r + k * (1 - m)) - betaln(k * m, k * (1 - m))).sum(axis=1)
+    return float(STRENGTH_GRID[int(np.argmax(loglik))])
+
+
+def _shrink(
+    responses: pd.DataFrame, attempts: pd.DataFrame, prior: pd.DataFrame
+) -> tuple[pd.DataFrame, float]:
+    """Posterior mean rates of each row's cells, shrunk toward ``prior`` (same shape)."""
+    r, n, m = responses.to_numpy(float), attempts.to_numpy(float), prior.to_numpy(float)
+    k = _fit_strength(r.ravel(), n.ravel(), m.ravel())
+    return pd.DataFrame((r + k * m) / (n + k), index=responses.index, columns=responses.columns), k
+
+
+def _counts(
+    events: pd.DataFrame, by: list[str], column: str, values
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(responses, attempts) tables: rows ``by``, columns ``values`` of ``column``."""
+    grouped = events.groupby([*by, column])["responded"].agg(["sum", "size"])
+    responses = grouped["sum"].unstack(column, fill_value=0).reindex(columns=values, fill_value=0)
+    attempts = grouped["size"].unstack(column, fill_value=0).reindex(columns=values, fill_value=0)
+    return responses.astype(float), attempts.astype(float)
+
+
+def _hierarchy(events: pd.DataFrame, column: str, values, level: str) -> tuple:
+    """Global → segment → contact shrunk rates over the values of ``column`` (slots or channels)."""
+    all_r, all_n = _counts(events.assign(_all=GLOBAL), ["_all"], column, values)
+    overall = events["responded"].mean()
+    global_p, k_global = _shrink(
+        all_r, all_n, pd.DataFrame(overall, index=all_r.index, columns=all_r.columns)
+    )
+    seg_r, seg_n = _counts(events, ["segment"], column, values)
+    seg_prior = pd.DataFrame(
+        np.repeat(global_p.to_numpy(), len(seg_r), axis=0), index=seg_r.index, columns=seg_r.columns
+    )
+    segment_p, k_segment = _shrink(seg_r, seg_n, seg_prior)
+    con_r, con_n = _counts(events, ["contact"], column, values)
+    segment_of = events.groupby("contact")["segment"].last()  # events are in time order
+    con_prior = segment_p.loc[segment_of.reindex(con_r.index).to_numpy()].set_axis(con_r.index)
+    contact_p, k_contact = _shrink(con_r, con_n, con_prior)
+    strengths = {f"{level}_k_global": k_global, f"{level}_k_segment": k_segment, f"{level}_k_contact": k_contact}  # fmt: skip
+    return global_p.iloc[0], segment_p, contact_p, segment_of, strengths
+
+
+def fit_slot_model(events: pd.DataFrame) -> SlotModel:
+    """Fit the slot and channel hierarchies on validated events (see ``events_frame``)."""
+    events = outcome_channels(events)
+    if events.empty or events["responded"].all():
+        raise UserError("no channel records both answered and unanswered attempts")
+    global_slots, segment_slots, contact_slots, segment_of, k_slots = _hierarchy(
+        events, "slot", range(N_SLOTS), "slot"
+    )
+    channels = sorted(events["channel"].unique())
+    global_channels, segment_channels, contact_channels, _, k_channels = _hierarchy(
+        events, "channel", channels, "channel"
+    )
+    return SlotModel(
+        global_slots=global_slots.to_numpy(),
+        segment_slots=segment_slots,
+        contact_slots=contact_slots,
+        contact_segment=segment_of,
+        global_channels=global_channels,
+        segment_channels=segment_channels,
+        contact_channels=contact_channels,
+        strengths=k_slots | k_channels,
+    )
+
+
+def _top(rates: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest rates per row, best first (ties: earliest slot)."""
+    return np.argsort(-rates, axis=1, kind="stable")[:, :k]
+
+
+def recommendation_table(model: SlotModel, top_k: int = TOP_K) -> pd.DataFrame:
+    """One row per contact, segment and the global level: ``level, key, segment, best_slots,
+    best_channel, p_best`` (what the served model looks up)."""
+    parts = []
+    for level, slots, channels, segments in (
+        ("contact", model.contact_slots, model.contact_channels, model.contact_segment.reindex(model.contact_slots.index)),
+        ("segment", model.segment_slots, model.segment_channels, model.segment_slots.index.to_series()),
+        ("global", pd.DataFrame([model.global_slots], index=[GLOBAL]), model.global_channels.to_frame().T.set_axis([GLOBAL]), pd.Series([GLOBAL], index=[GLOBAL])),
+    ):  # fmt: skip
+        rates = slots.to_numpy(float)
+        best = _top(rates, top_k)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "level": level,
+                    "key": slots.index.astype(str),
+                    "segment": segments.astype(str).to_numpy(),
+                    "best_slots": [row.tolist() for row in best],
+                    "best_channel": channels.loc[slots.index].idxmax(axis=1).to_numpy(),
+                    "p_best": rates[np.arange(len(rates)), best[:, 0]],
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def recommend(
+    table: pd.DataFrame, contacts: pd.Series, segments: pd.Series | None = None
+) -> pd.DataFrame:
+    """Look up each contact; unknown contacts get their segment's row, then the global row."""
+    keyed = {level: part.set_index("key") for level, part in table.groupby("level")}
+    ids = contacts.astype(str).to_numpy()
+    seg = (
+        pd.Series(GLOBAL, index=range(len(ids)))
+        if segments is None
+        else pd.Series(segments.to_numpy(), index=range(len(ids))).astype("string").fillna(GLOBAL)
+    )
+    known = pd.Series(ids).isin(keyed["contact"].index).to_numpy()
+    seg_known = seg.isin(keyed["segment"].index).to_numpy()
+    level = np.where(known, "contact", np.where(seg_known, "segment", "global"))
+    key = np.where(known, ids, np.where(seg_known, seg.to_numpy(str), GLOBAL))
+    rows = table.set_index(["level", "key"]).loc[list(zip(level, key, strict=True))]
+    return pd.DataFrame(
+        {
+            "best_slots": rows["best_slots"].to_numpy(),
+            "best_channel": rows["best_channel"].to_numpy(),
+            "p_best": rows["p_best"].to_numpy(float),
+            "level": level,
+        },
+        index=contacts.index,
+    )
+
+
+class NextBestTimeModel(mlflow.pyfunc.PythonModel):
+    """Served model: ``entity_id`` (+ optional ``segment``) in; ``best_slots`` (top-3 hour-of-week
+    slots, 0 = Monday 00:00), ``best_channel``, ``p_best`` and the ``level`` answering out."""
+
+    def load_context(self, context) -> None:
+        table = pd.read_parquet(context.artifacts["recommendations"])
+        # Parquet gives numpy arrays back; plain int lists serialise to JSON as they are.
+        table["best_slots"] = table["best_slots"].map(lambda slots: [int(s) for s in slots])
+        self.table = table
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        frame = pd.DataFrame(model_input)
+        if "entity_id" not in frame.columns:
+            raise UserError("next-best-time input needs an entity_id column")
+        segments = frame["segment"] if "segment" in frame.columns else None
+        return recommend(self.table, frame["entity_id"], segments).reset_index(drop=True)
+
+
+# --- Evaluation and training -----------------------------------------------------------------
+
+
+def split_time(events: pd.DataFrame, holdout_fraction: float) -> pd.Timestamp:
+    """Cutoff: events at or after it (the newest ``holdout_fraction`` of the span) are held out."""
+    if not 0 < holdout_fraction < 1:
+        raise UserError(f"holdout_fraction must be in (0, 1), not {holdout_fraction}")
+    first, last = events["timestamp"].min(), events["timestamp"].max()
+    return last - (last - first) * holdout_fraction
+
+
+def hit_rate(slots: np.ndarray, recommended: list[list[int]], weights: np.ndarray, k: int) -> float:
+    """Weighted share of responses whose slot is among the first ``k`` recommended slots."""
+    hits = np.array([s in rec[:k] for s, rec in zip(slots, recommended, strict=True)])
+    return float(np.sum(weights * hits) / np.sum(weights))
+
+
+def evaluate_holdout(
+    events: pd.DataFrame, config: NbtConfig = NbtConfig()
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Fit before the cutoff, score the responses after it (see the module docstring)."""
+    events = outcome_channels(events)
+    cutoff = split_time(events, config.holdout_fraction)
+    train, test = events[events["timestamp"] < cutoff], events[events["timestamp"] >= cutoff]
+    if not train["responded"].any() or (train["responded"].all()):
+        raise UserError("the training period needs both answered and unanswered attempts")
+    if not test["responded"].any():
+        raise UserError(f"no response after the holdout cutoff {cutoff:%Y-%m-%d %H:%M}")
+    model = fit_slot_model(train)
+    table = recommendation_table(model, config.top_k)
+    # Share of all outreach sent in each slot (+1 smoothing): the sending policy, not the contacts.
+    sent = np.bincount(events["slot"], minlength=N_SLOTS) + 1.0
+    slot_share = sent / sent.sum()
+    responses = test[test["responded"]]
+    rec = recommend(table, responses["contact"], responses["segment"])
+    global_best = table.loc[table["level"] == "global", "best_slots"].iloc[0]
+    slots = responses["slot"].to_numpy()
+    weights = 1.0 / slot_share[slots]
+    ones = np.ones(len(slots))
+    recommended = list(rec["best_slots"])
+    baseline = [global_best] * len(slots)
+    metrics = {}
+    for k in (1, config.top_k):
+        metrics[f"hit_rate_top{k}"] = hit_rate(slots, recommended, weights, k)
+        metrics[f"baseline_hit_rate_top{k}"] = hit_rate(slots, baseline, weights, k)
+        metrics[f"hit_rate_top{k}_unweighted"] = hit_rate(slots, recommended, ones, k)
+        metrics[f"baseline_hit_rate_top{k}_unweighted"] = hit_rate(slots, baseline, ones, k)
+    for k in (1, config.top_k):
+        metrics[f"lift_top{k}_pct"] = 100 * (
+            metrics[f"hit_rate_top{k}"] / max(metrics[f"baseline_hit_rate_top{k}"], 1e-12) - 1
+        )
+    levels = rec["level"].value_counts(normalize=True)
+    metrics |= {
+        "n_holdout_responses": float(len(responses)),
+        "n_holdout_contacts": float(responses["contact"].nunique()),
+        "share_contact_level": float(levels.get("contact", 0.0)),
+        "share_segment_level": float(levels.get("segment", 0.0)),
+        "random_hit_rate_top1": 1 / N_SLOTS,
+    }
+    metrics |= {k: float(v) for k, v in model.strengths.items()}
+    holdout = pd.DataFrame(
+        {
+            "entity_id": test["contact"].to_numpy(),
+            "event_timestamp": test["timestamp"].to_numpy(),
+            "slot": test["slot"].to_numpy(),
+            "channel": test["channel"].to_numpy(),
+            "segment": test["segment"].to_numpy(),
+            "label": test["responded"].astype(int).to_numpy(),
+            "weight": 1.0 / slot_share[test["slot"].to_numpy()],
+        }
+    )
+    return metrics, holdout
+
+
+def oracle_metrics(
+    holdout: pd.DataFrame, truth: pd.DataFrame, top_k: int = TOP_K
+) -> dict[str, float]:
+    """Hit rates of the demo's true best slots on the same holdout responses: the ceiling."""
+    best = truth.set_index(truth["entity_id"].astype(str))["best_slots"]
+    responses = holdout[holdout["label"] == 1]
+    known = responses["entity_id"].astype(str).isin(best.index)
+    responses = responses[known]
+    if responses.empty:
+        return {}
+    recommended = [list(best.loc[str(c)]) for c in responses["entity_id"]]
+    slots, weights = responses["slot"].to_numpy(), responses["weight"].to_numpy()
+    return {f"oracle_hit_rate_top{k}": hit_rate(slots, recommended, weights, k) for k in (1, top_k)}
+
+
+def _input_example(events: pd.DataFrame) -> pd.DataFrame:
+    """Two known contacts and an unknown one without a segment (marks ``segment`` optional)."""
+    ids = events["contact"].drop_duplicates().head(2)
+    unknown = ids.max() + 1 if pd.api.types.is_integer_dtype(ids) else f"{ids.iloc[0]}-unknown"
+    segments = events.drop_duplicates("contact").head(2)["segment"].tolist()
+    return pd.DataFrame(
+        {"entity_id": pd.Series([*ids, unknown], dtype=ids.dtype), "segment": [*segments, None]}
+    )
+
+
+def train_next_best_time(
+    client: MlflowClient,
+    events: pd.DataFrame,
+    config: NbtConfig = NbtConfig(),
+    rules: Rules = RULES,
+    feature_service: str = FEATURE_SERVICE,
+    truth: pd.DataFrame | None = None,
+    source: str = "dataframe",
+) -> NbtResult:
+    """Evaluate on a time holdout, refit on all events, log everything and register the model.
+
+    ``events`` as returned by ``events_frame``; ``truth`` (demo only): per-contact true best slots.
+    """
+    metrics, holdout = evaluate_holdout(events, config)
+    if truth is not None:
+        metrics |= oracle_metrics(holdout, truth, config.top_k)
+    model = fit_slot_model(events)
+    table = recommendation_table(model, config.top_k)
+    cutoff = split_time(outcome_channels(events), config.holdout_fraction)
+    window = f"{events['timestamp'].min():%Y-%m-%d}..{events['timestamp'].max():%Y-%m-%d}"
+    example = _input_example(events)
+    python_model = NextBestTimeModel()
+    python_model.table = table  # so the output example is computed by the served code path
+    global_row = table[table["level"] == "global"].iloc[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recommendations.parquet"
+        table.to_parquet(path, index=False)
+        logged = log_pyfunc_run(
+            client,
+            MODEL_NAME,
+            python_model,
+            example,
+            python_model.predict(None, example),
+            holdout=holdout,
+            params={
+                "holdout_fraction": config.holdout_fraction,
+                "top_k": config.top_k,
+                "holdout_cutoff": f"{cutoff:%Y-%m-%d %H:%M}",
+                "method": "empirical-Bayes Beta-Binomial: contact <- segment <- global",
+                "global_best_slot": slot_label(int(global_row["best_slots"][0])),
+                "channels": ",".join(model.global_channels.index),
+            },
+            metrics=metrics
+            | {
+                "n_events": float(len(events)),
+                "n_contacts": float(len(model.contact_slots)),
+                "n_segments": float(len(model.segment_slots)),
+            },
+            tags={
+                "feature_service": feature_service,
+                "feature_names": json.dumps(["slot", "channel", "segment", "responded"]),
+                "data_window": window,
+                "entity": "contact",
+                "source": source,
+            },
+            dicts={
+                "rules.json": rules.as_dict(),
+                "segment_best_slots.json": {
+                    row.key: [slot_label(int(s)) for s in row.best_slots]
+                    for row in table[table["level"] == "segment"].itertuples()
+                },
+            },
+            artifacts={"recommendations": str(path)},
+            requirements=("pandas", "numpy", "pyarrow"),
+            run_name=f"next_best_time {window}",
+        )
+    return NbtResult(logged.run_id, logged.version, metrics, table)
+
+
+def run_training(
+    settings: Settings,
+    client: MlflowClient,
+    events_csv: Path | None = None,
+    contact_col: str | None = None,
+    time_col: str | None = None,
+    responded_col: str | None = None,
+    channel_col: str | None = None,
+    segment_col: str | None = None,
+) -> NbtResult:
+    """``crm-predict train next_best_time``: the demo CRM's activities, or a user's event CSV."""
+    required = {"--contact-col": contact_col, "--time-col": time_col, "--responded-col": responded_col}  # fmt: skip
+    optional = {"--channel-col": channel_col, "--segment-col": segment_col}
+    config = NbtConfig(holdout_fraction=settings.holdout_fraction)
+    if events_csv is None:
+        if any(required.values()) or any(optional.values()):
+            raise UserError(f"{', '.join([*required, *optional])} go with --events CSV")
+        from crm_store.db import make_engine, session_factory, upgrade
+
+        engine = make_engine(settings.crm_url)
+        upgrade(engine)
+        try:
+            with session_factory(engine)() as session:
+                events = demo_events(session)
+        finally:
+            engine.dispose()
+        truth_path = settings.demo_truth_dir / f"{MODEL_NAME}.parquet"
+        truth = pd.read_parquet(truth_path, columns=["entity_id", "best_slots"]) if truth_path.exists() else None  # fmt: skip
+        return train_next_best_time(client, events, config, truth=truth, source="demo")
+    missing = [flag for flag, value in required.items() if not value]
+    if missing:
+        raise UserError(f"--events needs {', '.join(missing)}")
+    events = read_events_csv(events_csv, contact_col, time_col, responded_col, channel_col, segment_col)  # fmt: skip
+    return train_next_best_time(client, events, config, source=f"csv:{events_csv.name}")
