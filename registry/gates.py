@@ -343,6 +343,31 @@ def fairness_results(
     return results
 
 
+def _champion_gate(
+    client: MlflowClient,
+    name: str,
+    holdout: pd.DataFrame,
+    p: np.ndarray,
+    champion: VersionInfo | None,
+    config: GateConfig,
+) -> GateResult:
+    """Gate 1 for classifiers: both versions scored on the candidate's holdout rows."""
+    mine = classification_metrics(holdout["label"], p)
+    if champion is None:
+        return gate_not_worse_classifier(mine, None, config)
+    model = load_classifier(client, name, champion.version)
+    try:
+        p_champion = predict_positive(model, holdout, champion.feature_names)
+    except UserError as exc:  # the feature set changed: no same-row comparison is possible
+        return GateResult(
+            "not_worse_than_champion",
+            False,
+            f"champion v{champion.version} cannot be scored on this holdout ({exc})",
+        )
+    theirs = classification_metrics(holdout["label"], p_champion)
+    return gate_not_worse_classifier(mine, theirs, config)
+
+
 def check_gates(
     client: MlflowClient, name: str, version: str | int, config: GateConfig
 ) -> GateReport:
@@ -368,13 +393,7 @@ def check_gates(
         else:
             model = load_classifier(client, name, info.version)
             p = predict_positive(model, holdout, info.feature_names)
-            mine = classification_metrics(holdout["label"], p)
-            theirs = None
-            if champion is not None:
-                model = load_classifier(client, name, champion.version)
-                p_champ = predict_positive(model, holdout, champion.feature_names)
-                theirs = classification_metrics(holdout["label"], p_champ)
-            results.append(gate_not_worse_classifier(mine, theirs, config))
+            results.append(_champion_gate(client, name, holdout, p, champion, config))
         results.append(gate_minimum_data(info.train_counts(), config))
     else:
         theirs = None if champion is None else champion.metrics

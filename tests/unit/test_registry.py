@@ -106,9 +106,7 @@ def test_too_few_positives_blocks_promotion(client):
     train = pd.concat(
         [frame[frame.label == 1].head(30), frame[frame.label == 0].head(30)]
     ).sort_values("event_timestamp")
-    version = log_classifier_version(
-        client, NAME, train, synthetic_frame(seed=4, n=1000), card=True
-    )
+    version = log_classifier_version(client, NAME, train, synthetic_frame(seed=4), card=True)
     report = check_gates(client, NAME, version, CONFIG)
     assert _failed(report) == ["minimum_data"]
     assert "30 positives" in report.failed[0].detail
@@ -170,7 +168,7 @@ def test_force_override_records_reason(client):
 
 def test_compare_identical_models_on_the_same_rows_gives_identical_metrics(client):
     frame = synthetic_frame(seed=7)
-    train, holdout = frame.iloc[:2400], frame.iloc[2400:]
+    train, holdout = frame.iloc[:8000], frame.iloc[8000:]
 
     model = classifier_pipeline(FEATURES, train).fit(train[FEATURES], train["label"])
     v1 = log_classifier_version(client, NAME, train, holdout, model=model)

@@ -1,0 +1,115 @@
+"""Every ``crm-predict registry …`` command and ``crm-predict retrain`` run once on tiny data."""
+
+import shutil
+
+import numpy as np
+import pytest
+from registry_fixtures import log_classifier_version, migrated_mlflow_db, synthetic_frame
+from typer.testing import CliRunner
+
+from crm_predict.cli import app
+from crm_predict.settings import Settings
+from registry.lifecycle import CHALLENGER, CHAMPION, PromotionBlocked, version_for_alias
+from registry.retrain import retrain
+
+NAME = "churn"
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory):
+    return migrated_mlflow_db(tmp_path_factory.mktemp("mlflow_template"))
+
+
+@pytest.fixture
+def client(mlflow_db_template, tmp_path, monkeypatch, request):
+    shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    client = request.getfixturevalue("mlflow_client")
+    monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", client.tracking_uri)
+    monkeypatch.setenv("CRM_PREDICT_OPTUNA_TRIALS", "1")
+    return client
+
+
+def run(tmp_path, *args: str):
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), *args])
+    return result
+
+
+def ok(tmp_path, *args: str) -> str:
+    result = run(tmp_path, *args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_registry_commands_end_to_end(client, tmp_path):
+    v1 = log_classifier_version(client, NAME, synthetic_frame(seed=1), card=True)
+    v2 = log_classifier_version(client, NAME, synthetic_frame(seed=2))
+
+    assert "auc" in ok(tmp_path, "registry", "list")
+    ok(tmp_path, "registry", "challenger", NAME, v2)
+    assert version_for_alias(client, NAME, CHALLENGER) == v2
+    assert "FAIL" in ok(tmp_path, "registry", "gates", NAME, v2)  # no card yet
+    card = tmp_path / "card.md"
+    ok(tmp_path, "registry", "card", NAME, v2, "--out", str(card))
+    assert card.read_text().startswith(f"# Model card: {NAME} v{v2}")
+
+    assert "champion → v1" in ok(tmp_path, "registry", "promote", NAME, v1, "--by", "tester")
+    out = ok(tmp_path, "registry", "compare", NAME)  # default: champion vs challenger
+    assert "v1 (champion)" in out and "v2 (challenger)" in out and "logged as run" in out
+    ok(tmp_path, "registry", "promote", NAME, v2)
+    assert "rolled back from v2" in ok(tmp_path, "registry", "rollback", NAME)
+    assert version_for_alias(client, NAME, CHAMPION) == v1
+
+    assert "fallback" in ok(tmp_path, "registry", "resolve", NAME, "--segment", "tenant_x")
+    current = tmp_path / "current.csv"
+    synthetic_frame(seed=9, n=800, shift=1.0).to_csv(current, index=False)
+    out = ok(tmp_path, "registry", "drift", NAME, "--data", str(current))
+    assert "activity" in out and "drift" in out
+
+    worse = log_classifier_version(
+        client, NAME, synthetic_frame(seed=3), features=["x_noise"], card=True
+    )
+    blocked = run(tmp_path, "registry", "promote", NAME, worse)
+    assert isinstance(blocked.exception, PromotionBlocked)
+    assert "not_worse_than_champion" in blocked.output
+    assert version_for_alias(client, NAME, CHAMPION) == v1
+
+
+def test_retrain_command_makes_a_challenger_with_a_card(client, tmp_path):
+    data = tmp_path / "churn.csv"
+    synthetic_frame(seed=11, n=1500).to_csv(data, index=False)
+    out = ok(tmp_path, "retrain", NAME, "--data", str(data))
+    assert "auto_promote is off" in out or "gates failed" in out
+    assert version_for_alias(client, NAME, CHALLENGER) == "1"
+    assert version_for_alias(client, NAME, CHAMPION) is None
+    run_id = client.get_model_version(NAME, "1").run_id
+    assert any(f.path == "model_card.md" for f in client.list_artifacts(run_id))
+
+
+def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path):
+    from training.classifier import CANDIDATES
+
+    data = tmp_path / "churn.parquet"
+    synthetic_frame(seed=12).to_parquet(data)
+    only_lr = (CANDIDATES[0],)  # one cheap candidate: the gates, not the search, are under test
+    settings = Settings(
+        data_dir=tmp_path / "data", mlflow_tracking_uri=client.tracking_uri, optuna_trials=1,
+        auto_promote=True,
+    )  # fmt: skip
+    result = retrain(settings, client, NAME, data=data, candidates=only_lr)
+    assert result.report.passed, result.report.failure_message()
+    assert result.promoted is not None and result.promoted.by == "retrain"
+    assert version_for_alias(client, NAME, CHAMPION) == result.version
+
+    # Scrambled features in the training part only: the holdout stays real, the model learns little.
+    broken = synthetic_frame(seed=13)
+    older = broken.index[: int(len(broken) * 0.8)]
+    rng = np.random.default_rng(0)
+    for column in ("activity", "recency"):
+        broken.loc[older, column] = rng.permutation(broken.loc[older, column].to_numpy())
+    broken.to_parquet(data)
+    worse = retrain(settings, client, NAME, data=data, candidates=only_lr)
+    assert "not_worse_than_champion" in [r.name for r in worse.report.failed]
+    assert worse.promoted is None
+    assert version_for_alias(client, NAME, CHAMPION) == result.version
+    assert version_for_alias(client, NAME, CHALLENGER) == worse.version
