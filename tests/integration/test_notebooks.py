@@ -11,10 +11,14 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # In the order a reader (and this test, sharing one data dir) runs them.
 NOTEBOOKS = (
     "01_explore_crm_and_features.ipynb",
+    "02_train_and_compare_models.ipynb",
     "03_clv_and_rfm_segments.ipynb",
+    "04_explain_a_deal_with_shap.ipynb",
 )
 TINY = {
     "CRM_PREDICT_NB_CUSTOMERS": "300",
+    "CRM_PREDICT_NB_MODELS": "deal_health",
+    "CRM_PREDICT_NB_CANDIDATES": "xgboost",
     "CRM_PREDICT_OPTUNA_TRIALS": "2",
     "CRM_PREDICT_MIN_CLASS_COUNT": "10",
     "MPLBACKEND": "Agg",
