@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,7 @@ class BatchSummary:
     scored_at: datetime
     resumed: bool
     models: list[ModelRun]
+    seconds: dict[str, float] = field(default_factory=lambda: Counter())  # run-level stages
     seconds_total: float = 0.0
     mlflow_run_id: str | None = None
 
@@ -83,6 +85,7 @@ class BatchSummary:
             "scored_at": self.scored_at.isoformat(),
             "resumed": self.resumed,
             "seconds_total": round(self.seconds_total, 3),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "tasks_created": self.tasks_created,
             "tag_counts": dict(sorted(self.tag_counts.items())),
             "models": {
@@ -118,7 +121,7 @@ def _in(values: Sequence[str]) -> str:
 
 
 def _days_before(at: datetime, stamps: pd.Series) -> pd.Series:
-    return (pd.Timestamp(at) - pd.to_datetime(stamps)) / pd.Timedelta(days=1)
+    return (pd.Timestamp(at) - pd.to_datetime(stamps, format="ISO8601")) / pd.Timedelta(days=1)
 
 
 def lead_context(session: Session, at: datetime) -> pd.DataFrame:
@@ -154,7 +157,7 @@ def lead_context(session: Session, at: datetime) -> pd.DataFrame:
     ).rename(columns={"lead_id": "entity_id"})
     frame = leads.merge(acts, on="entity_id", how="left")
     for column in ("created_at", "first_contacted_at", "last_interaction_at", "last_whitepaper_at"):
-        frame[column] = pd.to_datetime(frame[column])
+        frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     # As of ``at``: a first contact after it has not happened yet.
     frame.loc[frame["first_contacted_at"] > pd.Timestamp(at), "first_contacted_at"] = pd.NaT
     frame["rule_points"] = rule_based_lead_score(
@@ -186,7 +189,9 @@ def deal_context(session: Session, at: datetime) -> pd.DataFrame:
         """,
         at=at,
     )
-    last = pd.to_datetime(frame["last_activity_at"]).fillna(pd.to_datetime(frame["created_at"]))
+    last = pd.to_datetime(frame["last_activity_at"], format="ISO8601").fillna(
+        pd.to_datetime(frame["created_at"], format="ISO8601")
+    )
     frame["days_idle"] = _days_before(at, last)
     return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
 
@@ -354,16 +359,17 @@ def run_batch(
     load_model: ModelLoader | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     log_to_mlflow: bool = True,
+    export: bool = True,
 ) -> BatchSummary:
     """Score ``models`` for every active entity as of ``at`` (default: now, UTC) and write back.
 
-    ``since`` limits scoring to entities changed since then. ``progress(model, total)`` returns a
-    callback advanced by the entities of each committed chunk."""
+    Features come from ``features.scoring.scoring_frame`` over a fresh CRM export (``export``;
+    else the last one), unless a ``scoring_frame`` with its signature is given. ``since`` limits
+    scoring to entities changed since then. ``progress(model, total)`` returns a callback advanced
+    by the entities of each committed chunk."""
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
-    if scoring_frame is None:
-        from features.scoring import scoring_frame
     if load_model is None:
         from serving.loader import load_model
     started = time.perf_counter()
@@ -372,6 +378,15 @@ def run_batch(
     at = run.scored_at
     chunk_size = settings.batch_chunk_size
     summary = BatchSummary(batch_run_id=run.id, scored_at=at, resumed=resumed, models=[])
+    if scoring_frame is None:
+        from features.export import export_snapshots, load_snapshots
+        from features.scoring import scoring_frame as features_as_of
+
+        t = time.perf_counter()
+        tables = export_snapshots(session, settings) if export else load_snapshots(settings)
+        session.commit()  # end the export's read transaction
+        summary.seconds["export"] += time.perf_counter() - t
+        scoring_frame = partial(features_as_of, tables=tables)
 
     for name in models:
         n_done, last_id, model_run = _done_so_far(session, run.id, name)
@@ -384,8 +399,9 @@ def run_batch(
         seconds["load"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        ids = changed_entities(session, name, since) if since is not None else None
-        features = scoring_frame(settings, name, at, entity_ids=ids)
+        features = scoring_frame(settings, name, at)
+        if since is not None:
+            features = features[features["entity_id"].isin(changed_entities(session, name, since))]
         features = features.sort_values("entity_id", kind="stable").reset_index(drop=True)
         seconds["features"] += time.perf_counter() - t
 

@@ -55,6 +55,8 @@ def summary_table(summary) -> Table:
         table.add_row("", "", "", "tasks created", f"{m.result.tasks_created:,}")
         for stage, seconds in m.seconds.items():
             table.add_row("", "", "", f"seconds {stage}", f"{seconds:.2f}", end_section=stage == list(m.seconds)[-1])  # fmt: skip
+    for stage, seconds in summary.seconds.items():
+        table.add_row("run", "", "", f"seconds {stage}", f"{seconds:.2f}")
     table.add_row("total", "", "", f"tasks created {summary.tasks_created:,}", f"{summary.seconds_total:.2f}")  # fmt: skip
     return table
 

@@ -236,17 +236,19 @@ def deal_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
     idle = scored["days_idle"].fillna(0) if _has(scored, "days_idle") else pd.Series(0.0, index=scored.index)  # fmt: skip
     wanted = (colours == "red") | (idle.to_numpy() >= R.RULES.deal.idle_escalation_days)
     rows = scored[wanted]
+
+    def column(name: str) -> list:
+        return rows[name].tolist() if _has(rows, name) else [None] * len(rows)
+
     tasks: list[TaskSpec] = []
-    for (_, row), colour, days in zip(rows.iterrows(), colours[wanted], idle[wanted], strict=True):
+    for deal_id, owner, manager, stage, colour, days in zip(
+        rows["entity_id"].tolist(), column("owner_id"), column("manager_id"), column("stage"),
+        colours[wanted], idle[wanted].tolist(), strict=True,
+    ):  # fmt: skip
         tasks += R.deal_tasks(
-            int(row["entity_id"]),
-            _optional_id(row.get("owner_id")),
-            _optional_id(row.get("manager_id")),
-            str(colour),
-            float(days),
-            str(row.get("stage") or ""),
-            now,
-        )
+            int(deal_id), _optional_id(owner), _optional_id(manager), str(colour), float(days),
+            str(stage or ""), now,
+        )  # fmt: skip
     return tasks
 
 

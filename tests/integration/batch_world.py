@@ -141,7 +141,9 @@ def tiny_scoring_frame(
         )
         acts = _read(url, "SELECT lead_id AS entity_id, COUNT(*) AS n_activities FROM activities WHERE lead_id IS NOT NULL GROUP BY lead_id")  # fmt: skip
         frame = frame.merge(acts, on="entity_id", how="left").fillna({"n_activities": 0})
-        frame["days_open"] = (pd.Timestamp(at) - pd.to_datetime(frame["created_at"])).dt.days
+        frame["days_open"] = (
+            pd.Timestamp(at) - pd.to_datetime(frame["created_at"], format="ISO8601")
+        ).dt.days
     elif model_name == "deal_health":
         frame = _read(url, "SELECT id AS entity_id, amount FROM deals WHERE closed_at IS NULL")
         acts = _read(url, "SELECT deal_id AS entity_id, COUNT(*) AS n_activities FROM activities WHERE deal_id IS NOT NULL GROUP BY deal_id")  # fmt: skip
@@ -155,7 +157,10 @@ def tiny_scoring_frame(
             at=at_s,
         )
         week = pd.Timedelta(weeks=1)
-        last, first = pd.to_datetime(frame["last_at"]), pd.to_datetime(frame["first_at"])
+        last, first = (
+            pd.to_datetime(frame["last_at"], format="ISO8601"),
+            pd.to_datetime(frame["first_at"], format="ISO8601"),
+        )
         frame["days_since_order"] = (pd.Timestamp(at) - last).dt.days
         frame["frequency"] = frame["n_orders"] - 1
         frame["recency"] = (last - first) / week

@@ -1,0 +1,158 @@
+"""The batch job's scale-out path on Apache Spark (optional extra ``spark``).
+
+Same models, same rules, different engine: Spark reads the scoring features from Parquet, scores
+each partition with the champion through ``mlflow.pyfunc.spark_udf`` and maps scores to tags with
+``serving.writeback.tag_frame`` inside ``mapInPandas``, so every rule still lives in one place. The
+scored rows and tags land as Parquet; ``write_outputs`` loads them into the CRM store (tasks and
+prediction log derived on the driver from the scored rows), one transaction per model, through the
+same repository upserts as the single-machine job.
+
+    spark = spark_session("local[2]")          # or a cluster master
+    paths = run_spark_batch(spark, client, settings, features_dir, out_dir, at)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from sqlalchemy.orm import Session
+
+from crm_predict.rules import MODEL_NAMES, rfm_medians
+from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
+from serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
+
+CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
+# What each pyfunc returns, as Spark types (classifiers: predict_proba → array of two doubles).
+PYFUNC_RESULTS = {
+    "clv": "clv_3y double, p_alive double, expected_purchases_90d double",
+    "next_best_time": "best_slots array<bigint>, best_channel string, p_best double",
+}
+PYFUNC_SCORES = {"clv": "clv_3y", "next_best_time": "p_best"}
+TAG_SCHEMA = (
+    "entity_type string, entity_id bigint, name string, value string, model_name string, "
+    "model_version string, run_id string, scored_at timestamp"
+)
+
+
+def spark_session(master: str = "local[2]", app_name: str = "crm-predict-batch"):
+    """A Spark session with Arrow on (pandas UDFs) and a session time zone of UTC (naive stamps)."""
+    from pyspark.sql import SparkSession
+
+    return (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+
+
+def champion(client: MlflowClient, name: str) -> tuple[ModelVersionRef, str]:
+    """The champion's version reference and its ``models:/`` URI."""
+    version = client.get_model_version_by_alias(name, "champion")
+    ref = ModelVersionRef(name=name, version=str(version.version), run_id=version.run_id)
+    return ref, f"models:/{name}@champion"
+
+
+def score_spark(spark, model_uri: str, model_name: str, features, feature_names: Sequence[str]):
+    """``entity_id``, ``score`` (+ the pyfunc's outputs) for a Spark DataFrame of features."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    if model_name in CLASSIFIERS:
+        udf = mlflow.pyfunc.spark_udf(
+            spark, model_uri, result_type="array<double>", env_manager="local"
+        )
+        return features.select(
+            F.col("entity_id").cast("bigint"),
+            udf(F.struct(*[F.col(c) for c in feature_names]))[1].alias("score"),
+        )
+    udf = mlflow.pyfunc.spark_udf(
+        spark, model_uri, result_type=PYFUNC_RESULTS[model_name], env_manager="local"
+    )
+    out = features.select(
+        F.col("entity_id").cast("bigint"),
+        udf(F.struct(*[F.col(c) for c in feature_names])).alias("out"),
+    )
+    return out.select("entity_id", "out.*").withColumn(
+        "score", F.col(PYFUNC_SCORES[model_name]).cast("double")
+    )
+
+
+def tags_spark(scored, model: ModelVersionRef, scored_at: datetime, medians=None):
+    """Tags for a scored Spark DataFrame (joined with the rule context), partition by partition."""
+
+    def to_tags(batches):
+        for batch in batches:
+            yield tag_frame(model, batch, scored_at, medians)[TAG_COLUMNS]
+
+    return scored.mapInPandas(to_tags, schema=TAG_SCHEMA)
+
+
+def run_spark_batch(
+    spark,
+    client: MlflowClient,
+    features_dir: Path,
+    contexts: dict[str, pd.DataFrame],
+    out_dir: Path,
+    at: datetime,
+    models: Sequence[str] = MODEL_NAMES,
+) -> dict[str, dict[str, Path]]:
+    """Score ``features_dir/<model>.parquet`` with each champion on Spark; write tags, scored rows
+    and prediction log as Parquet under ``out_dir/<model>/``. ``contexts`` holds each model's rule
+    context (``serving.batch.rule_context``), broadcast to the workers through a join."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    paths: dict[str, dict[str, Path]] = {}
+    for name in models:
+        ref, uri = champion(client, name)
+        feature_names = json.loads(client.get_run(ref.run_id).data.tags["feature_names"])
+        features = spark.read.parquet(str(features_dir / f"{name}.parquet"))
+        scored = score_spark(spark, uri, name, features, feature_names)
+        context = contexts[name]
+        medians = None
+        if name == "clv" and len(context):
+            medians = rfm_medians(
+                context["recency_days"], context["frequency"], context["monetary"]
+            )
+        scored = scored.join(F.broadcast(spark.createDataFrame(context)), "entity_id", "left")
+        scored = scored.cache()
+        target = {k: out_dir / name / k for k in ("scored", "tags")}
+        scored.write.mode("overwrite").parquet(str(target["scored"]))
+        tags_spark(scored, ref, at, medians).write.mode("overwrite").parquet(str(target["tags"]))
+        scored.unpersist()
+        paths[name] = target
+    return paths
+
+
+def write_outputs(
+    session: Session,
+    client: MlflowClient,
+    paths: dict[str, dict[str, Path]],
+    at: datetime,
+    source: str = "batch",
+) -> dict[str, dict[str, int]]:
+    """Load the Spark job's Parquet outputs into the CRM store: tags (history on change), tasks
+    (dedup by key, evaluated on the driver from the scored rows) and the prediction log."""
+    counts = {}
+    for name, target in paths.items():
+        ref, _ = champion(client, name)
+        tags = pd.read_parquet(target["tags"])
+        scored = pd.read_parquet(target["scored"]).sort_values("entity_id", ignore_index=True)
+        if "best_slots" in scored.columns:
+            scored["best_slots"] = scored["best_slots"].map(list)
+        counts[name] = {
+            "tags": upsert_tags(session, tags, at),
+            "tasks": create_tasks(session, task_specs(name, scored, at), at),
+            "predictions": log_predictions(session, prediction_frame(ref, scored, at, source)),
+        }
+        session.commit()
+    return counts
