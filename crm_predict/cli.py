@@ -186,6 +186,40 @@ def print_counts(table_counts: dict[str, int]) -> None:
     console.print(table)
 
 
+@app.command("quickstart")
+def quickstart(
+    ctx: typer.Context,
+    customers: int = typer.Option(20_000, help="Demo CRM size (B2C customers)."),
+    seed: int | None = typer.Option(None, help="Random seed (default: CRM_PREDICT_SEED)."),
+) -> None:
+    """Demo CRM, features, five models trained + registered + promoted, batch write-back, report."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from crm_predict.quickstart import run_quickstart
+
+    settings = settings_from(ctx)
+    command = typer.main.get_command(app)
+
+    def invoke(args) -> None:
+        # The same commands a user types, in this process; --data-dir keeps every step on one store.
+        command.main(["--data-dir", str(settings.data_dir), *args], standalone_mode=False)
+
+    started = time.perf_counter()
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    table = run_quickstart(invoke, client, console, customers, seed)
+    console.rule("done")
+    console.print(table)
+    console.print(f"Quickstart finished in {time.perf_counter() - started:.0f} s.")
+    console.print(f"CRM store: {settings.crm_url}\nMLflow:    {settings.tracking_uri}")
+    console.print(
+        "Serve the champions:  .venv/bin/crm-predict serve\n"
+        "Then try:  curl -s -X POST http://127.0.0.1:3000/lead_score "
+        "-H 'Content-Type: application/json' -d '{\"lead_id\": 1, \"explain\": true}'"
+    )
+
+
 def main() -> None:
     try:
         app()
