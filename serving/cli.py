@@ -1,5 +1,54 @@
 """Commands of the serving package (registered by crm_predict.cli)."""
 
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import typer
 
+from crm_predict.settings import Settings
+
 app = typer.Typer(no_args_is_help=True)
+
+SERVICE_IMPORT = "serving.service:CrmPredict"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``CRM_PREDICT_*`` variables, so the server process builds the same object."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"CRM_PREDICT_{name.upper()}"] = text
+    return env
+
+
+def serve_command(
+    settings: Settings, host: str = "127.0.0.1", port: int = 3000
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a ``bentoml serve`` process for the CRM service."""
+    argv = [
+        sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT,
+        "--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT),
+    ]  # fmt: skip
+    env = {**os.environ, **settings_env(settings), "BENTOML_DO_NOT_TRACK": "True"}
+    return argv, env
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 for all)."),
+    port: int = typer.Option(3000, help="HTTP port."),
+) -> None:
+    """Start the online API (BentoML): scores, reasons, write-back; OpenAPI docs at /."""
+    settings: Settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+    argv, env = serve_command(settings, host, port)
+    typer.echo(f"serving on http://{host}:{port} (docs at /, readiness at /readyz)")
+    raise typer.Exit(subprocess.call(argv, env=env))

@@ -252,6 +252,6 @@ def _raw_name(transformed: str, by_length: list[str]) -> str:
         candidates.append(transformed.split("__", 1)[1])
     for cand in candidates:
         for raw in by_length:
-            if cand == raw or cand.startswith(raw + "_"):
+            if cand == raw or cand.startswith((raw + "_", raw + "=")):
                 return raw
     return candidates[-1]

@@ -44,8 +44,8 @@ class LeadScoreRequest(ExplainableRequest):
 
 class LeadScoreBatchRequest(ExplainableRequest):
     id_field, rows_field = "lead_ids", "rows"
-    lead_ids: list[int] | None = None
-    rows: list[FeatureRow] | None = None
+    lead_ids: list[int] | None = Field(None, min_length=1)
+    rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class DealHealthRequest(ExplainableRequest):
@@ -56,8 +56,8 @@ class DealHealthRequest(ExplainableRequest):
 
 class DealHealthBatchRequest(ExplainableRequest):
     id_field, rows_field = "deal_ids", "rows"
-    deal_ids: list[int] | None = None
-    rows: list[FeatureRow] | None = None
+    deal_ids: list[int] | None = Field(None, min_length=1)
+    rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ChurnRequest(ExplainableRequest):
@@ -68,8 +68,8 @@ class ChurnRequest(ExplainableRequest):
 
 class ChurnBatchRequest(ExplainableRequest):
     id_field, rows_field = "customer_ids", "rows"
-    customer_ids: list[int] | None = None
-    rows: list[FeatureRow] | None = None
+    customer_ids: list[int] | None = Field(None, min_length=1)
+    rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ClvRequest(ScoreRequest):
@@ -80,8 +80,8 @@ class ClvRequest(ScoreRequest):
 
 class ClvBatchRequest(ScoreRequest):
     id_field, rows_field = "customer_ids", "rows"
-    customer_ids: list[int] | None = None
-    rows: list[FeatureRow] | None = None
+    customer_ids: list[int] | None = Field(None, min_length=1)
+    rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class NextBestTimeRequest(ScoreRequest):
@@ -92,8 +92,8 @@ class NextBestTimeRequest(ScoreRequest):
 
 class NextBestTimeBatchRequest(ScoreRequest):
     id_field, rows_field = "contact_ids", "rows"
-    contact_ids: list[int] | None = None
-    rows: list[FeatureRow] | None = None
+    contact_ids: list[int] | None = Field(None, min_length=1)
+    rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 # --- responses -----------------------------------------------------------------------------------

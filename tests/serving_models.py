@@ -95,11 +95,16 @@ def _classifier(frame: pd.DataFrame, label: np.ndarray, kind: str) -> Pipeline:
     categorical = [c for c in frame.columns if frame[c].dtype == object]
     numeric = [c for c in frame.columns if c not in categorical]
     prep = ColumnTransformer(
-        [("num", StandardScaler(), numeric), ("cat", OneHotEncoder(handle_unknown="ignore"), categorical)]  # fmt: skip
+        [
+            ("num", StandardScaler(), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]  # fmt: skip
     )
     base = {
         "xgboost": XGBClassifier(n_estimators=40, max_depth=3, random_state=0, n_jobs=1),
-        "random_forest": RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0, n_jobs=1),  # fmt: skip
+        "random_forest": RandomForestClassifier(
+            n_estimators=20, max_depth=4, random_state=0, n_jobs=1
+        ),  # fmt: skip
         "logistic": LogisticRegression(max_iter=500),
     }[kind]
     model = Pipeline([("prep", prep), ("clf", CalibratedClassifierCV(base, cv=3))])
@@ -129,7 +134,9 @@ class NextBestTimeToy(mlflow.pyfunc.PythonModel):
         ids = model_input["entity_id"].astype(int).to_numpy()
         return pd.DataFrame(
             {
-                "best_slots": [[(i * 7) % 168, (i * 7 + 24) % 168, (i * 7 + 48) % 168] for i in ids],
+                "best_slots": [
+                    [(i * 7) % 168, (i * 7 + 24) % 168, (i * 7 + 48) % 168] for i in ids
+                ],
                 "best_channel": ["email" if i % 2 else "phone" for i in ids],
                 "p_best": [0.2 + (i % 5) / 10 for i in ids],
             }
@@ -151,8 +158,10 @@ def _log(client: MlflowClient, name: str, log, features: list[str]) -> str:
     return version.version
 
 
-def register_models(client: MlflowClient, kinds: dict[str, str] | None = None) -> dict[str, str]:
-    """Register all five toy models as champions; returns name → version."""
+def register_models(
+    client: MlflowClient, kinds: dict[str, str] | None = None, only: tuple[str, ...] | None = None
+) -> dict[str, str]:
+    """Register the toy models (all five, or ``only`` these) as champions; name → version."""
     kinds = {"lead_scoring": "xgboost", "deal_health": "random_forest", "churn": "logistic"} | (kinds or {})  # fmt: skip
     versions = {}
     frames = {
@@ -160,8 +169,11 @@ def register_models(client: MlflowClient, kinds: dict[str, str] | None = None) -
         "deal_health": deal_frame(N_ROWS),
         "churn": churn_frame(N_ROWS),
     }
+    wanted = set(only or ("lead_scoring", "deal_health", "churn", "clv", "next_best_time"))
     rng = np.random.default_rng(5)
     for name, frame in frames.items():
+        if name not in wanted:
+            continue
         signal = frame.select_dtypes("number").rank(pct=True).mean(axis=1).to_numpy()
         label = (signal + rng.normal(0, 0.15, len(frame)) > 0.5).astype(int)
         model = _classifier(frame, label, kinds[name])
@@ -176,22 +188,30 @@ def register_models(client: MlflowClient, kinds: dict[str, str] | None = None) -
             )  # fmt: skip
 
         versions[name] = _log(client, name, log, list(frame.columns))
+    if "clv" not in wanted:
+        return versions
     clv_example = clv_frame(3)[CLV_FEATURES]
     versions["clv"] = _log(
         client,
         "clv",
         lambda a: mlflow.pyfunc.log_model(
-            name=a, python_model=ClvToy(), input_example=clv_example,
+            name=a,
+            python_model=ClvToy(),
+            input_example=clv_example,
             signature=infer_signature(clv_example, ClvToy().predict(None, clv_example)),
             pip_requirements=[],
         ),  # fmt: skip
         CLV_FEATURES,
     )
+    if "next_best_time" not in wanted:
+        return versions
     nbt_example = pd.DataFrame({"entity_id": [1, 2]})
     versions["next_best_time"] = _log(
         client,
         "next_best_time",
-        lambda a: mlflow.pyfunc.log_model(name=a, python_model=NextBestTimeToy(), input_example=nbt_example, pip_requirements=[]),  # fmt: skip
+        lambda a: mlflow.pyfunc.log_model(
+            name=a, python_model=NextBestTimeToy(), input_example=nbt_example, pip_requirements=[]
+        ),  # fmt: skip
         ["entity_id"],
     )
     return versions

@@ -1,0 +1,381 @@
+"""The online API in process (BentoML's ASGI app under Starlette's TestClient): every endpoint,
+every error path, auth, write-back, reload and readiness, on tiny champions in an MLflow sqlite
+store and an in-memory online store."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import bentoml
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from serving_models import FakeOnline, register_models
+from starlette.testclient import TestClient
+
+from crm_predict import rules
+from crm_predict.settings import Settings
+from crm_store.db import make_engine, session_factory, upgrade
+from crm_store.models import Deal, PredictionLog, Task, User
+from crm_store.repository import current_tags
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = register_models(client)
+    crm = make_engine(f"sqlite:///{root / 'crm.db'}")
+    upgrade(crm)
+    values = {
+        "CRM_PREDICT_DATA_DIR": str(root / "data"),
+        "CRM_PREDICT_MLFLOW_TRACKING_URI": uri,
+        "CRM_PREDICT_DATABASE_URL": f"sqlite:///{root / 'crm.db'}",
+        "CRM_PREDICT_API_TOKEN": TOKEN,
+        "CRM_PREDICT_MAX_BATCH_SIZE": "20",
+    }
+    yield {"client": client, "versions": versions, "env": values, "crm": crm, "root": root}
+    crm.dispose()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def api(env):
+    """The service's ASGI app with the fake online store, started once for the module."""
+    from serving.service import CrmPredict
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env["env"].items():
+            mp.setenv(key, value)
+        mp.setattr("serving.hub.FeastOnline", FakeOnline)
+        with TestClient(CrmPredict.to_asgi()) as client:
+            yield client
+
+
+@pytest.fixture
+def service(api):
+    return bentoml.get_current_service()
+
+
+# --- product answers -------------------------------------------------------------------------------
+
+
+def test_lead_score_by_id_gives_score_grade_mql_and_model_identity(api, env):
+    r = api.post("/lead_score", json={"lead_id": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    p = body["prediction"]
+    assert 1 <= p["score"] <= 99
+    assert p["score"] == int(rules.lead_score_1_99([p["probability"]])[0])
+    assert p["grade"] == str(rules.lead_grade([p["score"]])[0])
+    assert p["mql"] == (p["rule_points"] >= rules.RULES.lead.mql_threshold)
+    assert p["reasons"] is None
+    assert body["model"]["name"] == "lead_scoring"
+    assert body["model"]["alias"] == "champion"
+    assert body["model"]["version"] == str(env["versions"]["lead_scoring"])
+    assert len(body["request_id"]) >= 16
+
+
+@pytest.mark.parametrize(
+    ("route", "id_field", "check"),
+    [
+        (
+            "/deal_health",
+            "deal_id",
+            lambda p: p["colour"] == str(rules.deal_colour([p["health"]])[0]),
+        ),  # fmt: skip
+        (
+            "/churn",
+            "customer_id",
+            lambda p: p["risk"] == str(rules.churn_risk_level([p["p_churn"]])[0]),
+        ),  # fmt: skip
+        (
+            "/clv",
+            "customer_id",
+            lambda p: p["tier"] == str(rules.value_tier([p["yearly_spend"]])[0]),
+        ),  # fmt: skip
+        (
+            "/next_best_time",
+            "contact_id",
+            lambda p: p["best_slots"][0]["label"] == rules.slot_label(p["best_slots"][0]["slot"]),
+        ),  # fmt: skip
+    ],
+)
+def test_each_model_answers_single_and_batch_in_request_order(api, route, id_field, check):
+    single = api.post(route, json={id_field: 4})
+    assert single.status_code == 200, single.text
+    assert single.json()["prediction"][id_field] == 4
+    assert check(single.json()["prediction"])
+    batch = api.post(f"{route}/batch", json={f"{id_field}s": [5, 4, 5]})
+    assert batch.status_code == 200, batch.text
+    predictions = batch.json()["predictions"]
+    assert [p[id_field] for p in predictions] == [5, 4, 5]
+    same = single.json()["prediction"]
+    for key, value in predictions[
+        1
+    ].items():  # floats may differ in the last bit across batch sizes
+        assert value == (pytest.approx(same[key]) if isinstance(value, float) else same[key])
+
+
+def test_clv_rfm_segment_uses_population_medians(service, api):
+    hub = service.hub
+    online = hub.online.tables["clv"]
+    hub.rfm_medians = rules.rfm_medians(online["rfm_recency_days"], online["rfm_frequency"], online["rfm_monetary"])  # fmt: skip
+    try:
+        r = api.post("/clv/batch", json={"customer_ids": [1, 2, 3]})
+        segments = [p["rfm_segment"] for p in r.json()["predictions"]]
+        rows = online.set_index("entity_id").loc[[1, 2, 3]]
+        expected = rules.rfm_segment(rows["rfm_recency_days"], rows["rfm_frequency"], rows["rfm_monetary"], medians=hub.rfm_medians)  # fmt: skip
+        assert segments == list(expected)
+    finally:
+        hub.rfm_medians = None
+
+
+def test_explain_adds_top_positive_and_negative_reasons_in_feature_names(api, service):
+    features = service.hub.models["lead_scoring"].feature_names
+    for route, id_field in (("/lead_score", "lead_id"), ("/deal_health", "deal_id"), ("/churn", "customer_id")):  # fmt: skip
+        r = api.post(route, json={id_field: 7, "explain": True})
+        assert r.status_code == 200, r.text
+        reasons = r.json()["prediction"]["reasons"]
+        assert reasons["top_positive"] or reasons["top_negative"]
+        assert all(x["contribution"] > 0 for x in reasons["top_positive"])
+        assert all(x["contribution"] < 0 for x in reasons["top_negative"])
+        assert len(reasons["top_positive"]) <= 3 and len(reasons["top_negative"]) <= 3
+    lead = api.post("/lead_score", json={"lead_id": 7, "explain": True}).json()["prediction"]
+    named = [
+        x["feature"] for x in lead["reasons"]["top_positive"] + lead["reasons"]["top_negative"]
+    ]
+    assert set(named) <= set(features)
+    row = service.hub.online.tables["lead_scoring"].set_index("entity_id").loc[7]
+    for reason in lead["reasons"]["top_positive"]:
+        assert reason["value"] == pytest.approx(row[reason["feature"]]) or reason["value"] == row[reason["feature"]]  # fmt: skip
+
+
+def test_raw_feature_payload_scores_like_the_id_path(api, service):
+    row = service.hub.online.tables["lead_scoring"].set_index("entity_id").loc[9].to_dict()
+    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    by_id = api.post("/lead_score", json={"lead_id": 9}).json()["prediction"]
+    raw = api.post("/lead_score", json={"features": row}).json()["prediction"]
+    assert raw["probability"] == pytest.approx(by_id["probability"])
+    assert raw["lead_id"] is None
+    batch = api.post("/lead_score/batch", json={"rows": [row, {**row, "entity_id": 9}]})
+    assert [p["lead_id"] for p in batch.json()["predictions"]] == [None, 9]
+
+
+# --- bad input is 4xx naming the field ------------------------------------------------------------
+
+
+def test_unknown_ids_are_404_naming_the_ids_and_field(api):
+    r = api.post("/lead_score/batch", json={"lead_ids": [1, 999, 998]})
+    assert r.status_code == 404
+    assert r.json()["field"] == "lead_ids"
+    assert "999" in r.json()["error"] and "998" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"lead_id": "abc"}, "lead_id"),
+        ({"lead_idd": 1}, "lead_idd"),
+        ({"lead_id": 1, "explain": "maybe"}, "explain"),
+        ({"lead_id": [1, 2]}, "lead_id"),
+    ],
+)
+def test_wrong_types_and_unknown_fields_are_400_naming_the_field(api, payload, field):
+    r = api.post("/lead_score", json=payload)
+    assert r.status_code == 400, r.text
+    assert [field] in [e["loc"] for e in r.json()["detail"]]
+
+
+def test_neither_or_both_sources_are_400(api):
+    for payload in ({}, {"lead_id": 1, "features": {"industry": "x"}}):
+        r = api.post("/lead_score", json=payload)
+        assert r.status_code == 400
+        assert "lead_id" in r.text and "features" in r.text
+
+
+def test_raw_features_missing_unknown_or_mistyped_are_422_naming_the_feature(api, service):
+    row = service.hub.online.tables["lead_scoring"].drop(columns="entity_id").iloc[0].to_dict()
+    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    missing = {k: v for k, v in row.items() if k != "site_visits_30d"}
+    r = api.post("/lead_score", json={"features": missing})
+    assert r.status_code == 422 and r.json()["field"] == "features[0]"
+    assert "site_visits_30d" in r.json()["error"]
+    r = api.post("/lead_score", json={"features": {**row, "shoe_size": 42}})
+    assert r.status_code == 422 and r.json()["field"] == "features[0].shoe_size"
+    r = api.post("/lead_score/batch", json={"rows": [row, {**row, "pricing_views_30d": "lots"}]})
+    assert r.status_code == 422 and r.json()["field"] == "rows[1].pricing_views_30d"
+    r = api.post("/lead_score", json={"features": {**row, "industry": ["a", "b"]}})
+    assert r.status_code == 400
+
+
+def test_explain_is_refused_where_no_model_explains(api):
+    r = api.post("/clv", json={"customer_id": 1, "explain": True})
+    assert r.status_code == 400 and ["explain"] in [e["loc"] for e in r.json()["detail"]]
+
+
+def test_batch_over_max_batch_size_is_413_naming_the_field(api):
+    r = api.post("/churn/batch", json={"customer_ids": list(range(1, 22))})
+    assert r.status_code == 413
+    assert r.json()["field"] == "customer_ids"
+    assert api.post("/churn/batch", json={"customer_ids": list(range(1, 21))}).status_code == 200
+
+
+def test_no_endpoint_answers_bad_input_with_5xx(api):
+    bad = [b"not json", b"[]", b'{"lead_ids": null, "rows": null}', b'{"rows": [{}]}', b'{"lead_ids": []}']  # fmt: skip
+    for body in bad:
+        r = api.post(
+            "/lead_score/batch", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+
+
+# --- auth and write-back ---------------------------------------------------------------------------
+
+
+def test_write_back_needs_a_bearer_token(api):
+    r = api.post("/deal_health", json={"deal_id": 1, "write_back": True})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    r = api.post("/deal_health", json={"deal_id": 1, "write_back": True}, headers={"Authorization": "Bearer nope"})  # fmt: skip
+    assert r.status_code == 403
+
+
+def test_write_back_writes_tags_tasks_and_prediction_log(api, env, service):
+    batch = api.post("/deal_health/batch", json={"deal_ids": list(range(1, 21))}).json()
+    red = next(p for p in batch["predictions"] if p["colour"] == "red")
+    now = datetime(2026, 6, 30)
+    with session_factory(env["crm"])() as session:
+        session.add(User(id=1, name="owner"))
+        session.flush()
+        session.add(Deal(id=red["deal_id"], owner_id=1, stage="propose", stage_entered_at=now, created_at=now, updated_at=now))  # fmt: skip
+        session.commit()
+    r = api.post("/deal_health", json={"deal_id": red["deal_id"], "write_back": True}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["written_back"]["tags"] == 2 and body["written_back"]["predictions_logged"] == 1
+    with session_factory(env["crm"])() as session:
+        tags = current_tags(session, "deal", red["deal_id"])
+        assert tags[rules.TAG_DEAL_COLOUR].value == "red"
+        assert tags[rules.TAG_DEAL_HEALTH].value == str(red["health"])
+        assert tags[rules.TAG_DEAL_HEALTH].model_version == body["model"]["version"]
+        rescue = session.query(Task).filter_by(entity_id=red["deal_id"], type=rules.TASK_RESCUE_DEAL).one()  # fmt: skip
+        assert rescue.owner_id == 1
+        log = session.query(PredictionLog).filter_by(request_id=body["request_id"]).one()
+        assert log.source == "api" and log.score == pytest.approx(red["p_win"])
+    again = api.post("/deal_health", json={"deal_id": red["deal_id"], "write_back": True}, headers=AUTH)  # fmt: skip
+    assert again.json()["written_back"]["tasks"] == 0  # dedup key: no second rescue task
+
+
+def test_write_back_of_raw_rows_without_ids_is_422(api, service):
+    row = service.hub.online.tables["churn"].drop(columns="entity_id").iloc[0].to_dict()
+    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    r = api.post("/churn", json={"features": row, "write_back": True}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["field"] == "customer_id"
+
+
+def test_protect_reads_puts_scores_and_models_behind_the_token(api, service):
+    service.settings.protect_reads = True
+    try:
+        assert api.post("/churn", json={"customer_id": 1}).status_code == 401
+        assert api.get("/models").status_code == 401
+        assert api.post("/churn", json={"customer_id": 1}, headers=AUTH).status_code == 200
+        assert api.get("/models", headers=AUTH).status_code == 200
+        assert api.get("/readyz").status_code == 200  # probes stay open
+    finally:
+        service.settings.protect_reads = False
+    assert api.post("/churn", json={"customer_id": 1}).status_code == 200
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+def test_healthz_models_and_openapi(api, env):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    models = api.get("/models").json()["models"]
+    assert {m: s["version"] for m, s in models.items()} == {k: str(v) for k, v in env["versions"].items()}  # fmt: skip
+    paths = api.get("/docs.json").json()["paths"]
+    for route in ("/lead_score", "/deal_health", "/churn", "/clv", "/next_best_time"):
+        assert route in paths and f"{route}/batch" in paths
+
+
+def test_readyz_says_the_online_store_is_unreachable(api, service):
+    service.hub.online.reachable = False
+    try:
+        r = api.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["online_store"]["status"] == "unreachable"
+        assert all(m["status"] == "ready" for m in r.json()["models"].values())
+        by_id = api.post("/lead_score", json={"lead_id": 1})
+        assert by_id.status_code == 503 and "online store" in by_id.json()["error"]
+    finally:
+        service.hub.online.reachable = True
+    assert api.get("/readyz").status_code == 200
+
+
+def test_admin_reload_picks_up_a_new_champion_without_restart(api, env):
+    assert api.post("/admin/reload").status_code == 401
+    assert api.post("/admin/reload", headers={"Authorization": "Bearer x"}).status_code == 403
+    register_models(env["client"], {"lead_scoring": "logistic"}, only=("lead_scoring",))
+    before = api.post("/lead_score", json={"lead_id": 2}).json()["model"]["version"]
+    r = api.post("/admin/reload", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["reloaded"]["lead_scoring"].startswith("loaded version")
+    assert r.json()["reloaded"]["churn"].startswith("unchanged")
+    after = api.post("/lead_score", json={"lead_id": 2, "explain": True}).json()
+    assert int(after["model"]["version"]) == int(before) + 1
+    assert after["prediction"]["reasons"]["method"] == "linear"
+
+
+def test_service_starts_and_reports_when_mlflow_is_unreachable(api, service, env, tmp_path):
+    """What ``CrmPredict.__init__`` does (build the hub, load) with MLflow and the store down."""
+    from serving.hub import ModelHub
+
+    broken = service.settings.model_copy(
+        update={"mlflow_tracking_uri": f"sqlite:///{tmp_path}/missing/dir/mlflow.db"}
+    )
+    healthy = service.hub
+    service.hub = ModelHub(broken, online=FakeOnline(reachable=False))
+    try:
+        service.hub.reload(force=True)  # never raises
+        assert api.get("/healthz").status_code == 200
+        r = api.get("/readyz")
+        assert r.status_code == 503
+        state = r.json()
+        assert {m["status"] for m in state["models"].values()} == {"not_loaded"}
+        assert all(m["error"] for m in state["models"].values())
+        assert state["online_store"]["status"] == "unreachable"
+        scored = api.post("/deal_health", json={"deal_id": 1})
+        assert scored.status_code == 503 and "deal_health is not loaded" in scored.json()["error"]
+        service.hub.settings = service.settings  # MLflow is back: the next reload recovers
+        service.hub.online.reachable = True
+        assert api.post("/admin/reload", headers=AUTH).status_code == 200
+        assert api.get("/readyz").status_code == 200
+    finally:
+        service.hub.close()
+        service.hub = healthy
+
+
+def test_polling_picks_up_a_new_champion(env):
+    from serving.hub import ModelHub
+
+    settings = Settings(data_dir=env["root"] / "data", mlflow_tracking_uri=env["env"]["CRM_PREDICT_MLFLOW_TRACKING_URI"])  # fmt: skip
+    hub = ModelHub(settings, online=FakeOnline())
+    try:
+        hub.reload(force=True)
+        before = hub.models["churn"].version
+        register_models(env["client"], {"churn": "xgboost"}, only=("churn",))
+        hub.start_polling(0.2)
+        for _ in range(200):  # ≤ 20 s
+            if hub.models["churn"].version != before:
+                break
+            time.sleep(0.1)
+        assert int(hub.models["churn"].version) == int(before) + 1
+        assert hub.models["churn"].explainer.method == "xgboost_saabas"
+    finally:
+        hub.close()
