@@ -123,7 +123,7 @@ def all_versions(client: MlflowClient, name: str) -> list[VersionInfo]:
     """Every version of ``name``, oldest first."""
     versions = client.search_model_versions(f"name = '{name}'")
     if not versions:
-        raise UserError(f"no registered model named {name!r}")
+        raise UserError(f"no versions registered under {name!r}")
     return [_version_info(client, mv) for mv in sorted(versions, key=lambda mv: int(mv.version))]
 
 

@@ -95,7 +95,7 @@ def classifier_pipeline(features: list[str], frame: pd.DataFrame, seed: int = 0)
     return Pipeline([("prep", prep), ("model", LogisticRegression(random_state=seed))])
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_for(client: MlflowClient, name: str) -> str:
     """Experiment per model name, with artifacts beside the sqlite file (not in the cwd)."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
@@ -145,7 +145,7 @@ def log_classifier_version(
         }
     metrics.update(extra_metrics or {})
 
-    with mlflow.start_run(experiment_id=_experiment_id(client, name)) as run:
+    with mlflow.start_run(experiment_id=experiment_for(client, name)) as run:
         run_id = run.info.run_id
         mlflow.log_params({"estimator": "logistic_regression", **(params or {})})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -175,3 +175,35 @@ def log_classifier_version(
 
         write_model_card(client, name, version)
     return str(version)
+
+
+def log_metrics_version(
+    client: MlflowClient,
+    name: str,
+    metrics: dict[str, float],
+    holdout: pd.DataFrame,
+    features: list[str],
+    *,
+    card: bool = True,
+) -> str:
+    """A pyfunc-style version (CLV, next-best-time) as the registry sees it: logged metrics,
+    contract tags and a holdout; the registry never loads these models, so no model is logged."""
+    run_id = client.create_run(experiment_for(client, name)).info.run_id
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "feature_names", json.dumps(features))
+    client.set_tag(run_id, "feature_service", f"{name}_features")
+    tmp = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / f"holdout-{run_id}"
+    tmp.mkdir()
+    holdout.to_parquet(tmp / "holdout.parquet", index=False)
+    client.log_artifact(run_id, str(tmp / "holdout.parquet"), str(Path(HOLDOUT_ARTIFACT).parent))
+    client.set_terminated(run_id)
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    version = str(client.create_model_version(name, source=source, run_id=run_id).version)
+    if card:
+        from registry.card import write_model_card
+
+        write_model_card(client, name, version)
+    return version

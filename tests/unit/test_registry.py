@@ -5,12 +5,14 @@ drift flags and the global fallback."""
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from registry_fixtures import (
     FEATURES,
     classifier_pipeline,
     log_classifier_version,
+    log_metrics_version,
     migrated_mlflow_db,
     synthetic_frame,
 )
@@ -232,3 +234,20 @@ def test_history_is_json_on_the_registered_model(client, champion):
     (event,) = json.loads(raw)
     assert (event["action"], event["version"], event["by"]) == ("promote", champion, "tester")
     assert event["previous"] is None and event["at"]
+
+
+def test_clv_champion_gate_compares_logged_holdout_metrics(client):
+    rng = np.random.default_rng(0)
+    features = ["frequency", "recency", "T", "monetary_value"]
+    holdout = pd.DataFrame(rng.gamma(2.0, 3.0, (400, 4)), columns=features)
+    holdout["entity_id"] = np.arange(400)
+    holdout["gender"] = rng.choice(["F", "M"], 400)
+    v1 = log_metrics_version(client, "clv", {"mae_purchases": 1.0}, holdout, features)
+    promote(client, "clv", v1, CONFIG)
+    worse = log_metrics_version(client, "clv", {"mae_purchases": 1.2}, holdout, features)
+    with pytest.raises(PromotionBlocked, match="mae_purchases 1.200 vs champion 1.000"):
+        promote(client, "clv", worse, CONFIG)
+    close = log_metrics_version(client, "clv", {"mae_purchases": 1.02}, holdout, features)
+    report = check_gates(client, "clv", close, CONFIG)
+    assert report.passed, report.failure_message()
+    assert "not applicable" in {r.name: r.detail for r in report.results}["disparate_impact"]
