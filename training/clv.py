@@ -201,11 +201,15 @@ def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
         )
     except ConvergenceError:
         raise UserError(f"the BG/NBD purchase model did not converge; {hint}") from None
+    # lifetimes penalises the raw squared parameters and, unlike BG/NBD's alpha, does not rescale
+    # v (in currency units): fit on spend / median spend, so one penalizer means the same for any
+    # currency, then scale v back (Gamma-Gamma is scale-equivariant: m / c ⇒ v / c).
+    scale = float(repeat["monetary_value"].median())
     try:
         ggf = _quiet(
             GammaGammaFitter(penalizer_coef=penalizer).fit,
             repeat["frequency"],
-            repeat["monetary_value"],
+            repeat["monetary_value"] / scale,
         )
     except ConvergenceError:
         raise UserError(f"the Gamma-Gamma spend model did not converge; {hint}") from None
@@ -213,7 +217,9 @@ def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
         raise UserError(f"the Gamma-Gamma fit has q = {ggf.params_['q']:.3g} ≤ 1; {hint}")
     return ClvParams(
         **{k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")},
-        **{k: float(ggf.params_[k]) for k in ("p", "q", "v")},
+        p=float(ggf.params_["p"]),
+        q=float(ggf.params_["q"]),
+        v=float(ggf.params_["v"]) * scale,
     )
 
 

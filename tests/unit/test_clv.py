@@ -18,6 +18,7 @@ from training.clv import (
     OUTPUTS,
     ClvConfig,
     ClvParams,
+    customer_summary,
     evaluate_holdout,
     fit_clv,
     predict_clv,
@@ -144,3 +145,16 @@ def test_failed_training_logs_no_run(mlflow_client):
     assert mlflow_client.search_registered_models() == []
     experiment = mlflow_client.get_experiment_by_name("clv")
     assert experiment is None or not mlflow_client.search_runs([experiment.experiment_id])
+
+
+def test_spend_fit_does_not_depend_on_the_currency_unit():
+    """lifetimes penalises raw parameters; v is in currency units, so without rescaling the
+    penalizer would crush v for amounts in cents but not in dollars."""
+    tx = transactions_frame(synthetic_transactions(), "cust", "when", "value")
+    in_cents = tx.assign(amount=tx["amount"] * 100)
+    end = tx["date"].max()
+    dollars = fit_clv(customer_summary(tx, end), penalizer=0.01)
+    cents = fit_clv(customer_summary(in_cents, end), penalizer=0.01)
+    assert cents.p == pytest.approx(dollars.p, rel=1e-3)
+    assert cents.q == pytest.approx(dollars.q, rel=1e-3)
+    assert cents.v == pytest.approx(100 * dollars.v, rel=1e-3)
