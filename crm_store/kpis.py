@@ -19,8 +19,9 @@ Definitions (the design notes' KPIs):
   cost not attributable to a channel) or, without one, from flat monthly settings
   (``kpi_marketing_cost_per_month`` unattributed marketing, ``kpi_channel_cost_per_month`` marketing
   per lead source, ``kpi_sales_cost_per_month``) — see :func:`cost_inputs`.
-- **LTV**: the mean ``clv_3y`` tag on contacts (the CLV model's 3-year value) when present, else the
-  historical revenue per customer-year × ``kpi_customer_lifetime_years``.
+- **LTV**: the CLV model's mean 3-year value per customer — its ``clv_3y`` tags on contacts, else
+  its latest batch in the prediction log — and without either the historical revenue per
+  customer-year × ``kpi_customer_lifetime_years``.
 - **Channel ROI** = (revenue − cost) / cost per lead source, revenue attributed last-touch: a won
   deal to its ``lead_id``, an order to its contact's latest lead created at or before the order;
   only leads created in the window count.
@@ -43,7 +44,7 @@ from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
 from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
-from crm_store.models import Activity, Deal, Lead, Order, Tag
+from crm_store.models import Activity, Deal, Lead, Order, PredictionLog, Tag
 from crm_store.repository import read_table
 
 QUALIFIED_MARKERS = ("qualified", "sql", "mql", "converted")
@@ -61,6 +62,7 @@ class KpiTables:
     orders: pd.DataFrame
     users: pd.DataFrame
     tags: pd.DataFrame
+    clv_predictions: pd.DataFrame | None = None  # entity_id, score: the CLV model's latest batch
 
 
 def load_kpi_tables(session: Session) -> KpiTables:
@@ -78,6 +80,24 @@ def load_kpi_tables(session: Session) -> KpiTables:
         orders=read_table(session, "orders"),
         users=read_table(session, "users", ["id", "name"]),
         tags=tags,
+        clv_predictions=latest_clv_batch(session),
+    )
+
+
+def latest_clv_batch(session: Session) -> pd.DataFrame:
+    """``entity_id, score`` (= clv_3y) of the CLV model's most recent batch in the prediction log."""
+    latest = (
+        select(func.max(PredictionLog.predicted_at))
+        .where(PredictionLog.model_name == "clv", PredictionLog.source == "batch")
+        .scalar_subquery()
+    )
+    return pd.read_sql(
+        select(PredictionLog.entity_id, PredictionLog.score).where(
+            PredictionLog.model_name == "clv",
+            PredictionLog.source == "batch",
+            PredictionLog.predicted_at == latest,
+        ),
+        session.connection(),
     )
 
 
@@ -327,7 +347,7 @@ class Acquisition:
     new_customers: int
     cac: float
     ltv: float
-    ltv_source: str  # "clv_model" or "historical"
+    ltv_source: str  # "clv_tags", "clv_predictions" or "historical"
     ltv_to_cac: float
     per_month: pd.DataFrame  # month, cost, new_customers, cac
 
@@ -353,14 +373,21 @@ def cac_per_month(
 
 
 def ltv(
-    tags: pd.DataFrame, revenue: pd.DataFrame, as_of: datetime, lifetime_years: float
+    tags: pd.DataFrame,
+    revenue: pd.DataFrame,
+    as_of: datetime,
+    lifetime_years: float,
+    clv_predictions: pd.DataFrame | None = None,
 ) -> tuple[float, str]:
-    """LTV: mean ``clv_3y`` tag on contacts when the CLV model has written any, else historical
-    revenue per customer-year (tenure from first revenue to ``as_of``, at least 30 days) × lifetime."""
+    """LTV: mean ``clv_3y`` tag on contacts, else mean of the CLV model's latest batch predictions,
+    else historical revenue per customer-year (tenure from first revenue to ``as_of``, at least 30
+    days) × lifetime. Returns (value, source)."""
     clv = tags[(tags["name"] == TAG_CLV) & (tags["entity_type"] == "contact")]
     values = pd.to_numeric(clv["value"], errors="coerce").dropna()
     if not values.empty:
-        return float(values.mean()), "clv_model"
+        return float(values.mean()), "clv_tags"
+    if clv_predictions is not None and not clv_predictions["score"].dropna().empty:
+        return float(clv_predictions["score"].dropna().mean()), "clv_predictions"
     past = revenue[revenue["at"] <= pd.Timestamp(as_of)]
     if past.empty:
         return float("nan"), "historical"
@@ -384,7 +411,7 @@ def acquisition(
     total_cost = float(per_month["cost"].sum())
     new = int(per_month["new_customers"].sum())
     cac = total_cost / new if new else float("nan")
-    value, source = ltv(tables.tags, revenue, as_of, lifetime_years)
+    value, source = ltv(tables.tags, revenue, as_of, lifetime_years, tables.clv_predictions)
     ratio = value / cac if cac and not np.isnan(cac) and cac > 0 else float("nan")
     return Acquisition(window, total_cost, new, cac, value, source, ratio, per_month)
 

@@ -11,6 +11,7 @@ from tiny_crm import AS_OF, build_tiny_crm
 from crm_predict.errors import UserError
 from crm_store import kpis
 from crm_store.models import Tag
+from crm_store.repository import log_predictions
 
 # Flat costs: 1000 unattributed marketing + 500 sales + web 100 + referral 50 per month.
 COSTS = kpis.flat_costs(
@@ -94,8 +95,23 @@ def test_ltv_uses_clv_tags_when_the_model_wrote_them(session, tables):
         )  # fmt: skip
     session.commit()
     result = kpis.acquisition(kpis.load_kpi_tables(session), COSTS, AS_OF)
-    assert (result.ltv, result.ltv_source) == (1000.0, "clv_model")
+    assert (result.ltv, result.ltv_source) == (1000.0, "clv_tags")
     assert result.ltv_to_cac == pytest.approx(1000.0 / 6600.0)
+
+
+def test_ltv_uses_the_latest_clv_batch_without_tags(session, tables):
+    def batch(when, scores):
+        return pd.DataFrame(
+            {"entity_type": "contact", "entity_id": list(scores), "model_name": "clv",
+             "model_version": "1", "score": list(scores.values()), "source": "batch",
+             "request_id": None, "predicted_at": when}
+        )  # fmt: skip
+
+    log_predictions(session, batch(AS_OF - pd.Timedelta(days=1), {1: 5000.0, 2: 7000.0}))
+    log_predictions(session, batch(AS_OF, {1: 300.0, 2: 500.0, 4: 100.0}))
+    session.commit()
+    result = kpis.acquisition(kpis.load_kpi_tables(session), COSTS, AS_OF)
+    assert (result.ltv, result.ltv_source) == (300.0, "clv_predictions")
 
 
 def test_channel_roi_attributes_deals_and_orders_to_leads(tables):
