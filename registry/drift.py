@@ -137,9 +137,12 @@ def drift_report(
     if data is not None:
         current, source = read_table(data), str(data)
     else:
-        from features.scoring import scoring_frame  # Feast is heavy: only when asked for
-
         from registry.lifecycle import utc_now
+
+        try:
+            from features.scoring import scoring_frame  # Feast is heavy: only when asked for
+        except ImportError as exc:
+            raise UserError(f"no scoring frame available ({exc}); pass --data FILE") from None
 
         at = at or utc_now()
         current = scoring_frame(settings, base_model_name(name), at)

@@ -37,7 +37,10 @@ def training_frame(settings: Settings, name: str, data: Path | None) -> tuple[pd
         from registry.drift import read_table
 
         return read_table(data), {"source": f"file:{data.name}"}
-    from features.training import training_set  # Feast is heavy: only when asked for
+    try:
+        from features.training import training_set  # Feast is heavy: only when asked for
+    except ImportError as exc:
+        raise UserError(f"no demo training set available ({exc}); pass --data FILE") from None
 
     truth_path = settings.demo_truth_dir / f"{name}.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None

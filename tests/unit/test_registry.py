@@ -4,6 +4,9 @@ drift flags and the global fallback."""
 
 import json
 import shutil
+import sys
+from datetime import datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -207,6 +210,26 @@ def test_drift_flags_shifted_feature_not_unshifted(client, champion, tmp_path):
     assert client.get_run(report.run_id).data.metrics["psi_activity"] == pytest.approx(
         psi["activity"]
     )
+
+
+def test_drift_reads_the_scoring_frame_when_no_file_is_given(
+    client, champion, tmp_path, monkeypatch
+):
+    asked = {}
+
+    def scoring_frame(settings, model_name, at, entity_ids=None):
+        asked.update(model=model_name, at=at)
+        return synthetic_frame(seed=10, n=1000)
+
+    monkeypatch.setitem(
+        sys.modules, "features.scoring", SimpleNamespace(scoring_frame=scoring_frame)
+    )
+    settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=client.tracking_uri)
+    at = datetime(2026, 6, 30)
+    report = drift_report(settings, client, NAME, at=at, log=False)
+    assert asked == {"model": NAME, "at": at}
+    assert report.flagged == [] and report.run_id is None
+    assert "scoring frame at 2026-06-30" in report.source
 
 
 def test_fallback_picks_global_model_when_segment_model_missing(client, champion):
