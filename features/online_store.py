@@ -2,24 +2,28 @@
 features.online_store.Bulk…OnlineStore``) to make materialization fast.
 
 Feast's stock path turns every (entity, feature) value into a protobuf in Python and writes it row by
-row (~2.5k entities/s on SQLite here). These subclasses keep Feast's on-disk formats and read paths
-unchanged (``get_online_features`` reads them with the stock ``online_read``) and add
-``bulk_write(config, feature_view, frame)``, which encodes whole columns at once with numpy:
+row (~2.5k entities/s on SQLite here). These subclasses keep Feast's read path (``get_online_features``
+→ the inherited ``online_read``) and add ``bulk_write(config, feature_view, frame)``, which encodes
+whole columns with numpy:
 
 - entity keys: Feast's ``serialize_entity_key`` layout, a constant prefix + the 8-byte id;
 - values: the serialized ``ValueProto`` bytes (double = tag + 8 bytes, int64 = tag + varint,
-  string = tag + length + utf-8, null = empty message), checked byte-for-byte against Feast's own
-  converter in the tests;
-- SQLite: one row per (entity, feature) as Feast reads it, loaded through a staging table and one
-  ``INSERT … SELECT`` in key order into a ``WITHOUT ROWID`` table (no separate rowid b-tree);
-- Redis: one hash per entity (mmh3 field names, ``_ts:<view>`` timestamp), sent as pre-built RESP
-  ``HSET`` commands over one connection.
+  string = tag + length + utf-8, null = empty message), byte-identical to Feast's own converter
+  (checked in the tests);
+- SQLite: one compact row per entity, exposed to Feast's read SQL through a view with its
+  (entity_key, feature_name, value, event_ts) rows (see ``BulkSqliteOnlineStore``);
+- Redis: Feast's own layout, one hash per entity (mmh3 field names, ``_ts:<view>`` timestamp), sent
+  as pre-built RESP ``HSET`` commands pipelined over one connection.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -37,6 +41,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from feast.types import Bool, Float32, Float64, Int32, Int64, String
+from feast.utils import to_naive_utc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 Progress = Callable[[int], object] | None
@@ -53,40 +58,51 @@ _TAG_BOOL = 0x38  # 7, varint
 # --- Encoding whole columns --------------------------------------------------------------------
 
 
+@dataclass
 class Encoded:
-    """A column of byte strings: fixed-width rows in a uint8 matrix when possible (cheap to frame
-    and concatenate with numpy), else a list of ``bytes``."""
+    """A column of serialized values in one of two vectorised forms: a fixed-width uint8 matrix
+    (with a mask of null rows, whose value is the empty message), or a dictionary of distinct
+    values plus one code per row (-1 = null)."""
 
-    def __init__(self, fixed: np.ndarray | None = None, items: list[bytes] | None = None):
-        self.fixed = fixed
-        self.items = items
+    fixed: np.ndarray | None = None
+    null: np.ndarray | None = None
+    uniques: list[bytes] | None = None
+    codes: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.fixed) if self.fixed is not None else len(self.items)
+        return len(self.fixed) if self.fixed is not None else len(self.codes)
 
-    def tolist(self) -> list[bytes]:
-        if self.items is not None:
-            return self.items
-        width = self.fixed.shape[1]
-        return np.ascontiguousarray(self.fixed).view(f"V{width}").ravel().tolist()
+    @property
+    def width(self) -> int:
+        return self.fixed.shape[1]
 
-    def framed(self, prefix: bytes, suffix: bytes) -> Encoded:
-        """Each item wrapped as ``prefix + item + suffix``."""
+    def framed(
+        self, prefix: bytes = b"", suffix: bytes = b"", null_item: bytes = b""
+    ) -> list[bytes]:
+        """Each value as ``prefix + value + suffix`` (``null_item`` for nulls), as ``bytes``."""
         if self.fixed is not None:
             n = len(self.fixed)
-            pre = np.broadcast_to(np.frombuffer(prefix, np.uint8), (n, len(prefix)))
-            suf = np.broadcast_to(np.frombuffer(suffix, np.uint8), (n, len(suffix)))
-            return Encoded(fixed=np.hstack([pre, self.fixed, suf]))
-        return Encoded(items=[prefix + item + suffix for item in self.items])
+            parts = [self.fixed]
+            if prefix:
+                parts.insert(0, np.broadcast_to(np.frombuffer(prefix, np.uint8), (n, len(prefix))))
+            if suffix:
+                parts.append(np.broadcast_to(np.frombuffer(suffix, np.uint8), (n, len(suffix))))
+            matrix = np.ascontiguousarray(np.hstack(parts) if len(parts) > 1 else self.fixed)
+            items = matrix.view(f"V{matrix.shape[1]}").ravel().tolist()
+            if self.null is not None:
+                for i in np.flatnonzero(self.null).tolist():
+                    items[i] = null_item
+            return items
+        table = np.array([prefix + u + suffix for u in self.uniques] + [null_item], dtype=object)
+        return table[np.where(self.codes < 0, len(self.uniques), self.codes)].tolist()
 
-    def take(self, order: np.ndarray) -> Encoded:
-        if self.fixed is not None:
-            return Encoded(fixed=self.fixed[order])
-        return Encoded(items=[self.items[i] for i in order])
+    def tolist(self) -> list[bytes]:
+        return self.framed()
 
 
-def _varint_matrix(values: np.ndarray, tag: int) -> Encoded:
-    """``tag + varint(value)`` for an int64 array (negatives as 10-byte two's complement)."""
+def _varint_matrix(values: np.ndarray, tag: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tag + varint(value)`` rows (padded to 11 bytes) and their widths, for an int64 array;
+    negatives are 10-byte two's complement, as protobuf writes int64."""
     u = np.asarray(values, dtype=np.int64).view(np.uint64)
     n_bytes = np.ones(len(u), np.int64)
     for k in range(1, 10):
@@ -96,80 +112,75 @@ def _varint_matrix(values: np.ndarray, tag: int) -> Encoded:
     for i in range(10):
         low = ((u >> np.uint64(7 * i)) & np.uint64(0x7F)).astype(np.uint8)
         out[:, 1 + i] = low | np.where(i < n_bytes - 1, 0x80, 0).astype(np.uint8)
-    widths = n_bytes + 1  # incl. the tag
-    if len(u) == 0 or (widths == widths[0]).all():
-        return Encoded(fixed=out[:, : int(widths[0]) if len(u) else 2])
-    items: list[bytes] = [b""] * len(u)
-    for width in np.unique(widths).tolist():
-        idx = np.flatnonzero(widths == width)
-        chunk = np.ascontiguousarray(out[idx, :width]).view(f"V{width}").ravel().tolist()
-        for i, item in zip(idx.tolist(), chunk, strict=True):
-            items[i] = item
-    return Encoded(items=items)
+    return out, n_bytes + 1
 
 
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
             return bytes(out)
 
 
+def _dictionary(series: pd.Series, encode: Callable[[np.ndarray], list[bytes]]) -> Encoded:
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return Encoded(uniques=encode(np.asarray(uniques)), codes=codes)
+
+
 def encode_values(series: pd.Series, dtype) -> Encoded:
-    """Serialized ``ValueProto`` of every value of a column, as Feast writes them (null → empty)."""
+    """Serialized ``ValueProto`` of every value of a column, byte-identical to Feast's own
+    conversion (null → the empty message)."""
     null = series.isna().to_numpy()
-    values = series
     if dtype in (Float64, Float32):
         np_dtype, tag = ("<f8", _TAG_DOUBLE) if dtype == Float64 else ("<f4", _TAG_FLOAT)
-        arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float).astype(np_dtype)
+        arr = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float).astype(np_dtype)
         body = arr.view(np.uint8).reshape(len(arr), -1)
-        enc = Encoded(fixed=np.hstack([np.full((len(arr), 1), tag, np.uint8), body]))
-    elif dtype in (Int64, Int32, Bool):
+        fixed = np.hstack([np.full((len(arr), 1), tag, np.uint8), body])
+        return Encoded(fixed=fixed, null=null if null.any() else None)
+    if dtype in (Int64, Int32, Bool):
         tag = {Int64: _TAG_INT64, Int32: _TAG_INT32, Bool: _TAG_BOOL}[dtype]
-        filled = values.where(~null, 0) if null.any() else values
-        enc = _varint_matrix(np.asarray(filled, dtype=np.int64), tag)
-    elif dtype == String:
-        items = []
-        for v in values.astype(object).tolist():
-            raw = str(v).encode()
-            items.append(bytes([_TAG_STRING]) + _varint(len(raw)) + raw)
-        enc = Encoded(items=items)
-    else:
-        raise TypeError(f"bulk write does not encode {dtype}; use the stock materialize path")
-    if null.any():
-        items = enc.tolist()
-        for i in np.flatnonzero(null).tolist():
-            items[i] = b""
-        enc = Encoded(items=items)
-    return enc
+
+        def varints(values: np.ndarray) -> list[bytes]:
+            matrix, widths = _varint_matrix(values.astype(np.int64), tag)
+            return [row[:w].tobytes() for row, w in zip(matrix, widths.tolist(), strict=True)]
+
+        return _dictionary(series, varints)
+    if dtype == String:
+
+        def strings(values: np.ndarray) -> list[bytes]:
+            raw = [str(v).encode() for v in values]
+            return [bytes([_TAG_STRING]) + _varint(len(r)) + r for r in raw]
+
+        return _dictionary(series.astype(object), strings)
+    raise TypeError(f"bulk write does not encode {dtype}; use the stock materialize path")
 
 
 def encode_entity_keys(ids: pd.Series, join_key: str, version: int = 3) -> Encoded:
-    """``serialize_entity_key`` of single int64 (vectorised) or string join keys."""
+    """``serialize_entity_key`` of a single int64 (vectorised) or string join key."""
     if pd.api.types.is_integer_dtype(ids):
         template = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=0)])
         prefix = serialize_entity_key(template, entity_key_serialization_version=version)[:-8]
         body = np.asarray(ids, dtype="<i8").view(np.uint8).reshape(len(ids), 8)
-        enc = Encoded(fixed=body).framed(prefix, b"")
-        first = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=int(ids.iloc[0]))])  # fmt: skip
-        # A cheap guard that the layout still matches this Feast version.
-        if len(ids) and enc.tolist()[0] != serialize_entity_key(first, version):
-            raise RuntimeError("entity key layout differs from Feast's serialize_entity_key")
+        head = np.broadcast_to(np.frombuffer(prefix, np.uint8), (len(ids), len(prefix)))
+        enc = Encoded(fixed=np.hstack([head, body]))
+        if len(ids):  # a cheap guard that the layout still matches this Feast version
+            first = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=int(ids.iloc[0]))])  # fmt: skip
+            if enc.framed()[0] != serialize_entity_key(first, version):
+                raise RuntimeError("entity key layout differs from Feast's serialize_entity_key")
         return enc
-    return Encoded(
-        items=[
+
+    def keys(values: np.ndarray) -> list[bytes]:
+        return [
             serialize_entity_key(
                 EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=str(v))]),
                 entity_key_serialization_version=version,
             )
-            for v in ids.tolist()
+            for v in values
         ]
-    )
+
+    return _dictionary(ids.astype(str), keys)
 
 
 def _key_order(ids: pd.Series) -> np.ndarray:
@@ -181,14 +192,124 @@ def _key_order(ids: pd.Series) -> np.ndarray:
 
 
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:
-    """Naive-UTC timestamps as Unix seconds (Feast's SQLite adapter stores ints)."""
+    """Timestamps (naive = UTC) as Unix seconds, what Feast's SQLite adapter stores."""
     ts = pd.to_datetime(ts)
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    return (ts.astype("datetime64[us]").astype("int64") // 1_000_000).to_numpy()
+    return ts.to_numpy(dtype="datetime64[s]").astype("int64")
 
 
 # --- SQLite ------------------------------------------------------------------------------------
+
+_FIXED_WIDTH = {Float64: 9, Float32: 5}  # tag + 8 / 4 bytes
+_CODE_WIDTH = 4  # dictionary id, big-endian uint32
+_NULL_CODE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class SqliteLayout:
+    """How a view's features are packed into one BLOB ``f`` per entity.
+
+    Floats (fixed width) sit in their own slot as serialized ``ValueProto`` bytes; a leading 0 byte
+    marks null (every encoded value starts with a non-zero tag). Variable-width values (ints,
+    strings, bools) are stored once in a per-view dictionary table and the slot holds their 4-byte
+    id, so a write binds four parameters per entity whatever the number of features.
+    """
+
+    table: str
+    features: tuple[tuple[str, object], ...]
+
+    @property
+    def compact(self) -> str:
+        return f"{self.table}__compact"
+
+    @property
+    def names(self) -> str:
+        return f"{self.table}__names"
+
+    @property
+    def dictionary(self) -> str:
+        return f"{self.table}__dict"
+
+    def slots(self) -> list[tuple[int, str, int, int, bool]]:
+        """(feature index, name, 1-based offset in ``f``, width, is a dictionary code)."""
+        out, offset = [], 1
+        for i, (name, dtype) in enumerate(self.features):
+            width = _FIXED_WIDTH.get(dtype, _CODE_WIDTH)
+            out.append((i, name, offset, width, dtype not in _FIXED_WIDTH))
+            offset += width
+        return out
+
+    @property
+    def signature(self) -> str:
+        return ";".join(f"{name}:{dtype}" for name, dtype in self.features)
+
+    def ddl(self) -> list[str]:
+        q = _quote_id
+        arms = []
+        for i, _, off, width, coded in self.slots():
+            if coded:
+                value = (
+                    f"(SELECT d.value FROM {q(self.dictionary)} d "
+                    f"WHERE d.i = {i} AND d.code = substr(s.f, {off}, {width}))"
+                )
+            else:
+                value = f"CASE WHEN substr(s.f, {off}, 1) = x'00' THEN x'' ELSE substr(s.f, {off}, {width}) END"  # fmt: skip
+            arms.append(f"WHEN {i} THEN {value}")
+        return [
+            f"CREATE TABLE {q(self.compact)} (entity_key BLOB PRIMARY KEY, event_ts timestamp, "
+            "created_ts timestamp, f BLOB) WITHOUT ROWID",
+            f"CREATE TABLE {q(self.names)} (i INTEGER PRIMARY KEY, name TEXT, signature TEXT)",
+            f"CREATE TABLE {q(self.dictionary)} (i INTEGER, code BLOB, value BLOB, "
+            "PRIMARY KEY (i, code)) WITHOUT ROWID",
+            # The rows Feast's SQLite online_read selects: one per (entity, feature).
+            f"CREATE VIEW {q(self.table)} AS SELECT s.entity_key AS entity_key, "
+            f"n.name AS feature_name, CASE n.i {' '.join(arms)} END AS value, "
+            "NULL AS value_text, NULL AS vector_value, s.event_ts AS event_ts, "
+            f"s.created_ts AS created_ts FROM {q(self.compact)} s CROSS JOIN {q(self.names)} n",
+        ]
+
+    def drop(self) -> list[str]:
+        q = _quote_id
+        return [
+            f"DROP VIEW IF EXISTS {q(self.table)}",
+            f"DROP TABLE IF EXISTS {q(self.table)}",  # a stock-layout table of the same name
+            f"DROP TABLE IF EXISTS {q(self.compact)}",
+            f"DROP TABLE IF EXISTS {q(self.names)}",
+            f"DROP TABLE IF EXISTS {q(self.dictionary)}",
+        ]
+
+
+def sqlite_layout(config: RepoConfig, feature_view: FeatureView) -> SqliteLayout:
+    table = compute_table_id(
+        config.project, feature_view, config.registry.enable_online_feature_view_versioning
+    )
+    return SqliteLayout(table, tuple((f.name, f.dtype) for f in feature_view.features))
+
+
+def _from_items(items: list[bytes]) -> Encoded:
+    """Already-serialized values (b"" = null) in dictionary form."""
+    codes, uniques = pd.factorize(pd.Series(items, dtype=object))
+    null = [j for j, u in enumerate(uniques) if u == b""]
+    if null:
+        codes = np.where(codes == null[0], -1, codes)
+    return Encoded(uniques=list(uniques), codes=codes)
+
+
+def _fixed_slot(enc: Encoded, width: int) -> np.ndarray:
+    """A float column as its slot matrix: the encoded bytes, or a 0 first byte for null."""
+    if enc.fixed is not None:
+        block = np.array(enc.fixed, copy=True)
+        if enc.null is not None:
+            block[enc.null, 0] = 0
+        return block
+    table = np.zeros((len(enc.uniques) + 1, width), np.uint8)
+    for j, value in enumerate(enc.uniques):
+        if value:
+            if len(value) != width:
+                raise ValueError(f"{len(value)}-byte value in a {width}-byte slot")
+            table[j] = np.frombuffer(value, np.uint8)
+    return table[np.where(enc.codes < 0, len(enc.uniques), enc.codes)]
 
 
 class BulkSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
@@ -198,7 +319,20 @@ class BulkSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 
 
 class BulkSqliteOnlineStore(SqliteOnlineStore):
-    """Feast's SQLite online store with WITHOUT ROWID tables and a set-based bulk write."""
+    """Feast's SQLite online store storing one row per entity instead of one per feature.
+
+    Each view gets a compact ``WITHOUT ROWID`` table (entity key, timestamps, one packed BLOB; see
+    ``SqliteLayout``) and, under the table name Feast reads, a SQL view that expands it into
+    Feast's (entity_key, feature_name, value, event_ts) rows with the same ``ValueProto`` bytes, so
+    the inherited ``online_read`` runs unchanged. Writing a million entities is a million rows of
+    four parameters, not twenty million rows. A schema change of a view rebuilds its tables
+    (materialize again afterwards).
+    """
+
+    def plan(self, config: RepoConfig, desired_registry_proto) -> list:
+        # Feast's SqliteTable infra objects would create stock tables under the view's name; the
+        # tables here are managed by ``update``.
+        return []
 
     def update(
         self,
@@ -210,20 +344,88 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         partial: bool,
     ):
         conn = self._get_conn(config)
-        versioning = config.registry.enable_online_feature_view_versioning
-        for table in tables_to_keep:
-            name = _quote_id(compute_table_id(config.project, table, versioning))
-            # Same columns Feast reads; the primary key is the clustered index, so lookups by
-            # entity_key use its prefix and no rowid b-tree or extra index slows the writes.
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} (entity_key BLOB, feature_name TEXT, "
-                "value BLOB, value_text TEXT, vector_value BLOB, event_ts timestamp, "
-                "created_ts timestamp, PRIMARY KEY (entity_key, feature_name)) WITHOUT ROWID"
-            )
-        for table in tables_to_delete:
-            name = _quote_id(compute_table_id(config.project, table, versioning))
-            conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.commit()
+        with conn:
+            for view in tables_to_keep:
+                layout = sqlite_layout(config, view)
+                if self._signature(conn, layout) == layout.signature:
+                    continue
+                for statement in [*layout.drop(), *layout.ddl()]:
+                    conn.execute(statement)
+                conn.executemany(
+                    f"INSERT INTO {_quote_id(layout.names)} VALUES (?, ?, ?)",
+                    [(i, name, layout.signature) for i, name, *_ in layout.slots()],
+                )
+                conn.executemany(
+                    f"INSERT INTO {_quote_id(layout.dictionary)} VALUES (?, ?, x'')",
+                    [
+                        (i, _NULL_CODE.to_bytes(4, "big"))
+                        for i, *_, coded in layout.slots()
+                        if coded
+                    ],  # fmt: skip
+                )
+            for view in tables_to_delete:
+                for statement in sqlite_layout(config, view).drop():
+                    conn.execute(statement)
+
+    @staticmethod
+    def _signature(conn: sqlite3.Connection, layout: SqliteLayout) -> str | None:
+        try:
+            row = conn.execute(f"SELECT signature FROM {_quote_id(layout.names)} LIMIT 1").fetchone()  # fmt: skip
+        except sqlite3.OperationalError:
+            return None
+        return row[0] if row else None
+
+    @staticmethod
+    def _global_codes(
+        conn: sqlite3.Connection, layout: SqliteLayout, i: int, enc: Encoded
+    ) -> np.ndarray:
+        """Each row's dictionary id for feature ``i``, adding unseen values to the dictionary."""
+        table = _quote_id(layout.dictionary)
+        known = {
+            value: int.from_bytes(code, "big")
+            for code, value in conn.execute(f"SELECT code, value FROM {table} WHERE i = ?", (i,))
+        }
+        next_id = max((c for c in known.values() if c != _NULL_CODE), default=-1) + 1
+        ids, new = [], []
+        for value in enc.uniques:
+            if value not in known:
+                known[value] = next_id
+                new.append((i, next_id.to_bytes(4, "big"), value))
+                next_id += 1
+            ids.append(known[value])
+        if new:
+            conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", new)
+        mapping = np.array([*ids, _NULL_CODE], dtype=np.uint32)
+        return mapping[np.where(enc.codes < 0, len(ids), enc.codes)]
+
+    def _write(
+        self,
+        config: RepoConfig,
+        layout: SqliteLayout,
+        keys: list[bytes],
+        stamps: list[int],
+        created: list[int | None],
+        columns: dict[str, Encoded],
+    ) -> None:
+        """Upsert compact rows inside the caller's transaction."""
+        conn = self._get_conn(config)
+        blocks = []
+        for i, name, _, width, coded in layout.slots():
+            enc = columns[name]
+            if coded:
+                if enc.fixed is not None:  # e.g. values serialized elsewhere, same width
+                    enc = _from_items(enc.tolist())
+                ids = self._global_codes(conn, layout, i, enc)
+                blocks.append(ids.astype(">u4").view(np.uint8).reshape(len(ids), 4))
+            else:
+                blocks.append(_fixed_slot(enc, width))
+        packed = Encoded(fixed=np.hstack(blocks)).tolist()
+        conn.executemany(
+            f"INSERT INTO {_quote_id(layout.compact)} (entity_key, event_ts, created_ts, f) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (entity_key) DO UPDATE SET "
+            "event_ts = excluded.event_ts, created_ts = excluded.created_ts, f = excluded.f",
+            zip(keys, stamps, created, packed, strict=True),
+        )
 
     def bulk_write(
         self,
@@ -233,58 +435,55 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         join_key: str,
         timestamp_field: str,
         progress: Progress = None,
-        chunk_size: int = 250_000,
+        chunk_size: int = 200_000,
     ) -> int:
-        """Upsert the latest row per entity of ``frame`` in Feast's SQLite layout."""
+        """Upsert one row per entity of ``frame`` (its latest values), in key order."""
         conn = self._get_conn(config)
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB page cache for the load
-        table = _quote_id(
-            compute_table_id(
-                config.project, feature_view, config.registry.enable_online_feature_view_versioning
-            )
-        )
-        features = sorted(feature_view.features, key=lambda f: f.name)  # key order in the b-tree
+        layout = sqlite_layout(config, feature_view)
+        dtypes = dict(layout.features)
         frame = frame.iloc[_key_order(frame[join_key])]
-        value_cols = ", ".join(f"v{i} BLOB" for i in range(len(features)))
-        conn.execute("DROP TABLE IF EXISTS temp.bulk_stage")
-        conn.execute(f"CREATE TEMP TABLE bulk_stage (k BLOB, ts INTEGER, {value_cols})")
-        conn.execute("DROP TABLE IF EXISTS temp.bulk_names")
-        conn.execute("CREATE TEMP TABLE bulk_names (i INTEGER, name TEXT)")
-        conn.executemany(
-            "INSERT INTO bulk_names VALUES (?, ?)", [(i, f.name) for i, f in enumerate(features)]
-        )
-        pick = " ".join(f"WHEN {i} THEN s.v{i}" for i in range(len(features)))
-        marks = ", ".join("?" for _ in range(len(features) + 2))
         written = 0
         with conn:
             for start in range(0, len(frame), chunk_size):
                 part = frame.iloc[start : start + chunk_size]
-                keys = encode_entity_keys(
-                    part[join_key], join_key, config.entity_key_serialization_version
-                ).tolist()
+                keys = encode_entity_keys(part[join_key], join_key, config.entity_key_serialization_version)  # fmt: skip
+                columns = {name: encode_values(part[name], dtypes[name]) for name in dtypes}
                 stamps = _epoch_seconds(part[timestamp_field]).tolist()
-                columns = [encode_values(part[f.name], f.dtype).tolist() for f in features]
-                conn.execute("DELETE FROM bulk_stage")
-                conn.executemany(
-                    f"INSERT INTO bulk_stage VALUES ({marks})",
-                    zip(keys, stamps, *columns, strict=True),
-                )
-                # CROSS JOIN keeps bulk_stage outermost: rows arrive in (entity_key, name) order.
-                conn.execute(
-                    f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-                    f"SELECT s.k, n.name, CASE n.i {pick} END, NULL, s.ts, NULL "
-                    "FROM bulk_stage s CROSS JOIN bulk_names n WHERE true "
-                    "ON CONFLICT (entity_key, feature_name) DO UPDATE SET value = excluded.value, "
-                    "event_ts = excluded.event_ts, created_ts = excluded.created_ts"
-                )  # fmt: skip
+                self._write(config, layout, keys.tolist(), stamps, [None] * len(part), columns)
                 written += len(part)
                 if progress:
                     progress(len(part))
-        conn.execute("DROP TABLE IF EXISTS temp.bulk_stage")
         return written
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], object] | None,
+    ) -> None:
+        """Feast's row-by-row write path (stock materialize, push), into the compact layout."""
+        layout = sqlite_layout(config, table)
+        keys, stamps, created = [], [], []
+        values: dict[str, list[bytes]] = {name: [] for name, _ in layout.features}
+        for entity_key, row, ts, made in data:
+            keys.append(serialize_entity_key(entity_key, config.entity_key_serialization_version))
+            stamps.append(int(to_naive_utc(ts).replace(tzinfo=UTC).timestamp()))
+            created.append(int(to_naive_utc(made).replace(tzinfo=UTC).timestamp()) if made else None)  # fmt: skip
+            for name, column in values.items():
+                column.append(row[name].SerializeToString() if name in row else b"")
+        columns = {name: _from_items(items) for name, items in values.items()}
+        with self._get_conn(config):
+            self._write(config, layout, keys, stamps, created, columns)
+        if progress:
+            progress(len(data))
+
+
+def sqlite_row_count(path: str, table: str) -> int:
+    """Rows Feast reads from one online table (for tests and benchmarks)."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {_quote_id(table)}").fetchone()[0]
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -300,8 +499,27 @@ def _bulk_str(raw: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(raw), raw)
 
 
+def _read_integer_replies(sock, expected: int) -> None:
+    """Consume ``expected`` replies of pipelined HSET/EXPIRE commands (integer replies, one line
+    each); an error reply raises. Faster than parsing each reply through redis-py."""
+    pending = b""
+    seen = 0
+    while seen < expected:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("Redis closed the connection during a bulk write")
+        data = pending + chunk
+        lines = data.split(b"\r\n")
+        pending = lines.pop()
+        for line in lines:
+            if line[:1] == b"-":
+                raise RuntimeError(f"Redis error during bulk write: {line[1:].decode(errors='replace')}")  # fmt: skip
+        seen += len(lines)
+
+
 class BulkRedisOnlineStore(RedisOnlineStore):
-    """Feast's Redis online store plus a bulk write of pre-encoded HSET commands."""
+    """Feast's Redis online store (same hashes, same reads) plus a bulk write of pre-encoded
+    ``HSET`` commands, pipelined over one connection."""
 
     def bulk_write(
         self,
@@ -311,85 +529,108 @@ class BulkRedisOnlineStore(RedisOnlineStore):
         join_key: str,
         timestamp_field: str,
         progress: Progress = None,
-        chunk_size: int = 20_000,
+        chunk_size: int = 50_000,
     ) -> int:
-        """Write the latest row per entity of ``frame`` as Feast's Redis hashes (one per entity,
-        overwriting the view's fields; other views' fields in the same hash are kept)."""
+        """Write the latest row per entity of ``frame`` as Feast's Redis hashes (one per entity:
+        this view's fields are overwritten, other views' fields in the hash are kept)."""
         client = self._get_client(config.online_store)
         fv_name = _versioned_fv_name(feature_view, config)
         features = list(feature_view.features)
-        n_args = 2 + 2 * (len(features) + 1)
+        command = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(features) + 1))
         project = config.project.encode()
         ttl = config.online_store.key_ttl_seconds
 
         conn = client.connection_pool.get_connection()
+        # Redis applies one chunk while Python encodes the next: a sender thread owns the socket
+        # (sendall/recv release the GIL).
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+
+        def send() -> None:
+            while (item := chunks.get()) is not None:
+                if failure:
+                    continue  # drain after an error so the producer never blocks
+                try:
+                    conn.send_packed_command([item[0]], check_health=False)
+                    _read_integer_replies(conn._sock, item[1])
+                except BaseException as exc:  # re-raised in the calling thread
+                    failure.append(exc)
+
+        sender = threading.Thread(target=send, name="redis-bulk-write", daemon=True)
+        sender.start()
         written = 0
         try:
             for start in range(0, len(frame), chunk_size):
+                if failure:
+                    break
                 part = frame.iloc[start : start + chunk_size]
-                keys = encode_entity_keys(
-                    part[join_key], join_key, config.entity_key_serialization_version
-                )
-                command = b"*%d\r\n$4\r\nHSET\r\n" % n_args
-                if keys.fixed is not None:
-                    keys = keys.framed(b"", project)
-                    width = keys.fixed.shape[1]
-                    head = keys.framed(command + b"$%d\r\n" % width, b"\r\n").tolist()
-                else:
-                    keys = Encoded(items=[k + project for k in keys.items])
-                    head = [command + _bulk_str(k) for k in keys.items]
-                segments = [head, self._timestamps(part[timestamp_field], fv_name)]
-                for f in features:
-                    field = _bulk_str(_mmh3(f"{fv_name}:{f.name}"))
-                    segments.append(self._framed_values(part[f.name], f.dtype, field))
-                commands = [b"".join(parts) for parts in zip(*segments, strict=True)]
-                if ttl:
-                    commands = [
-                        c + b"*3\r\n$6\r\nEXPIRE\r\n" + _bulk_str(k) + _bulk_str(str(ttl).encode())
-                        for c, k in zip(commands, keys.tolist(), strict=True)
-                    ]
-                conn.send_packed_command([b"".join(commands)], check_health=False)
-                for _ in range(len(commands) * (2 if ttl else 1)):
-                    conn.read_response()  # raises on an error reply
+                payload, replies = self._commands(config, feature_view, fv_name, part, join_key, timestamp_field, command, project, ttl)  # fmt: skip
+                chunks.put((payload, replies))
                 written += len(part)
                 if progress:
                     progress(len(part))
         finally:
+            chunks.put(None)
+            sender.join()
+            if failure:
+                conn.disconnect()  # unread replies may remain: never reuse this connection
             client.connection_pool.release(conn)
+        if failure:
+            raise failure[0]
         return written
 
-    @staticmethod
-    def _framed_values(series: pd.Series, dtype, field: bytes) -> list[bytes]:
-        enc = encode_values(series, dtype)
-        if enc.fixed is not None:
-            width = enc.fixed.shape[1]
-            return enc.framed(field + b"$%d\r\n" % width, b"\r\n").tolist()
-        return [field + _bulk_str(v) for v in enc.items]
+    def _commands(
+        self, config, feature_view, fv_name, part, join_key, timestamp_field, command, project, ttl
+    ) -> tuple[bytes, int]:
+        """One chunk's pipelined HSET (+ EXPIRE) commands and the number of replies they get."""
+        features = list(feature_view.features)
+        ek = encode_entity_keys(part[join_key], join_key, config.entity_key_serialization_version)  # fmt: skip
+        keys = ek.framed(suffix=project)
+        # Fixed-width, null-free fields are framed together in one numpy matrix.
+        blocks, lists = [], []
+        if ek.fixed is not None:
+            width = ek.width + len(project)
+            pre = np.frombuffer(command + b"$%d\r\n" % width, np.uint8)
+            proj = np.frombuffer(project + b"\r\n", np.uint8)
+            n = len(part)
+            blocks += [np.broadcast_to(pre, (n, len(pre))), ek.fixed, np.broadcast_to(proj, (n, len(proj)))]  # fmt: skip
+        else:
+            lists.append([command + _bulk_str(k) for k in keys])
+        lists.append(self._timestamps(part[timestamp_field], fv_name))
+        for f in features:
+            enc = encode_values(part[f.name], f.dtype)
+            field = _bulk_str(_mmh3(f"{fv_name}:{f.name}"))
+            if enc.fixed is not None and enc.null is None:
+                head = np.frombuffer(field + b"$%d\r\n" % enc.width, np.uint8)
+                tail = np.frombuffer(b"\r\n", np.uint8)
+                blocks += [np.broadcast_to(head, (len(part), len(head))), enc.fixed, np.broadcast_to(tail, (len(part), 2))]  # fmt: skip
+            elif enc.fixed is not None:
+                lists.append(enc.framed(field + b"$%d\r\n" % enc.width, b"\r\n", field + b"$0\r\n\r\n"))  # fmt: skip
+            else:
+                table = [field + _bulk_str(u) for u in enc.uniques] + [field + b"$0\r\n\r\n"]  # fmt: skip
+                codes = np.where(enc.codes < 0, len(enc.uniques), enc.codes)
+                lists.append(np.array(table, dtype=object)[codes].tolist())
+        if blocks:
+            lists.insert(0 if ek.fixed is not None else 1, Encoded(fixed=np.hstack(blocks)).tolist())  # fmt: skip
+        commands = [b"".join(parts) for parts in zip(*lists, strict=True)]
+        replies = len(commands)
+        if ttl:
+            expire = b"*3\r\n$6\r\nEXPIRE\r\n"
+            commands = [c + expire + _bulk_str(k) + _bulk_str(str(ttl).encode()) for c, k in zip(commands, keys, strict=True)]  # fmt: skip
+            replies *= 2
+        return b"".join(commands), replies
 
     @staticmethod
     def _timestamps(ts: pd.Series, fv_name: str) -> list[bytes]:
-        """``_ts:<view>`` field with a protobuf Timestamp per row (encoded once per distinct time)."""
+        """``_ts:<view>`` field + protobuf Timestamp per row (encoded once per distinct time)."""
         field = _bulk_str(f"_ts:{fv_name}".encode())
         codes, uniques = pd.factorize(pd.to_datetime(ts))
-        encoded = []
+        table = []
         for value in uniques:
+            value = pd.Timestamp(value)
+            if value.tzinfo is not None:
+                value = value.tz_convert("UTC").tz_localize(None)
             stamp = Timestamp()
-            stamp.FromDatetime(pd.Timestamp(value).tz_localize(None).to_pydatetime())
-            encoded.append(field + _bulk_str(stamp.SerializeToString()))
-        return [encoded[c] for c in codes.tolist()]
-
-
-def sqlite_row_count(path: str, table: str) -> int:
-    """Rows in one online table (for tests and benchmarks)."""
-    with sqlite3.connect(path) as conn:
-        return conn.execute(f"SELECT COUNT(*) FROM {_quote_id(table)}").fetchone()[0]
-
-
-__all__ = [
-    "BulkRedisOnlineStore",
-    "BulkRedisOnlineStoreConfig",
-    "BulkSqliteOnlineStore",
-    "BulkSqliteOnlineStoreConfig",
-    "encode_entity_keys",
-    "encode_values",
-]
+            stamp.FromDatetime(value.to_pydatetime())
+            table.append(field + _bulk_str(stamp.SerializeToString()))
+        return np.array(table, dtype=object)[codes].tolist()

@@ -31,19 +31,20 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
-def repo_config(settings: Settings, project: str = PROJECT) -> RepoConfig:
-    """Registry in ``feast_repo_dir``, Parquet (file/Dask) offline store, bulk-capable online store:
-    SQLite by default, Redis at ``settings.redis_url`` when ``online_store == "redis"``."""
+def repo_config(settings: Settings, project: str = PROJECT, bulk: bool = True) -> RepoConfig:
+    """Registry in ``feast_repo_dir``, Parquet (file/Dask) offline store, online store SQLite by
+    default or Redis at ``settings.redis_url`` when ``online_store == "redis"``: the bulk-capable
+    subclasses from ``features.online_store``, or Feast's stock classes with ``bulk=False``."""
     repo = settings.feast_repo_dir.resolve()
     if settings.online_store == "redis":
         online = {
-            "type": "features.online_store.BulkRedisOnlineStore",
+            "type": "features.online_store.BulkRedisOnlineStore" if bulk else "redis",
             "connection_string": redis_connection_string(settings.redis_url),
         }
     else:
         online = {
-            "type": "features.online_store.BulkSqliteOnlineStore",
-            "path": str(repo / "online_store.db"),
+            "type": "features.online_store.BulkSqliteOnlineStore" if bulk else "sqlite",
+            "path": str(repo / ("online_store.db" if bulk else "online_store_stock.db")),
         }
     return RepoConfig(
         project=project,
@@ -56,10 +57,10 @@ def repo_config(settings: Settings, project: str = PROJECT) -> RepoConfig:
     )
 
 
-def feature_store(settings: Settings, project: str = PROJECT) -> FeatureStore:
+def feature_store(settings: Settings, project: str = PROJECT, bulk: bool = True) -> FeatureStore:
     """A FeatureStore over the settings' repo directory (created if missing)."""
     settings.feast_repo_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=repo_config(settings, project))
+    return FeatureStore(config=repo_config(settings, project, bulk))
 
 
 def apply(settings: Settings, project: str = PROJECT) -> FeatureStore:
