@@ -200,6 +200,7 @@ def register_models(
             input_example=clv_example,
             signature=infer_signature(clv_example, ClvToy().predict(None, clv_example)),
             pip_requirements=[],
+            code_paths=[__file__],  # the pyfunc class must import in a server process
         ),  # fmt: skip
         CLV_FEATURES,
     )
@@ -210,7 +211,11 @@ def register_models(
         client,
         "next_best_time",
         lambda a: mlflow.pyfunc.log_model(
-            name=a, python_model=NextBestTimeToy(), input_example=nbt_example, pip_requirements=[]
+            name=a,
+            python_model=NextBestTimeToy(),
+            input_example=nbt_example,
+            pip_requirements=[],
+            code_paths=[__file__],
         ),  # fmt: skip
         ["entity_id"],
     )
