@@ -190,3 +190,32 @@ def test_cli_batch_score_rejects_unknown_models():
     result = CliRunner().invoke(batch_app, ["score", "--models", "churn,nope"])
     assert result.exit_code != 0
     assert parse_models("clv,churn") == ["churn", "clv"]
+
+
+def test_cli_batch_score_on_a_demo_store(settings, mlflow_client, monkeypatch):
+    """`crm-predict batch score` end to end: demo CRM, feature export, five champions, write-back."""
+    from serving_models import register_models
+
+    from crm_predict.cli import app
+    from crm_store.db import make_engine, upgrade
+    from crm_store.demo import generate_demo
+
+    engine = make_engine(settings.crm_url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        generate_demo(session, settings, 60, seed=5)
+        session.commit()
+    register_models(mlflow_client)
+    monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", mlflow_client.tracking_uri)
+    args = ["--data-dir", str(settings.data_dir), "batch", "score", "--at", "2026-06-30T02:00"]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Batch run" in result.output and "churn_risk=" in result.output
+
+    log = _frame(engine, "SELECT model_name, COUNT(*) AS n FROM prediction_log GROUP BY model_name")
+    assert set(log["model_name"]) == set(MODEL_NAMES)
+    tasks_before = _frame(engine, "SELECT COUNT(*) AS n FROM tasks")["n"][0]
+    again = CliRunner().invoke(app, [*args, "--quiet", "--models", "deal_health,lead_scoring"])
+    assert again.exit_code == 0, again.output
+    assert _frame(engine, "SELECT COUNT(*) AS n FROM tasks")["n"][0] == tasks_before
+    engine.dispose()
