@@ -1,0 +1,273 @@
+"""Online API benchmark: lead score by id over loopback HTTP against a real ``bentoml serve``
+process, beside the in-process floor (Feast online read + predict, no HTTP).
+
+World: a small demo CRM → features export → ``feast apply`` → materialize → ``train lead_scoring``
+(the real CLI steps) in a temporary directory; the trained version is made champion. Loads:
+sequential, closed-loop concurrent (8 and 32 in flight), open-loop paced at 200 req/s, and batch
+requests (100 ids each). Every loop is bounded; the server's process group is killed at the end.
+
+Run: ``python -m benchmarks.bench_serving [customers [data_dir]]`` (or ``make bench``); a
+``data_dir`` that already holds such a world is reused.
+Targets: p99 ≤ 10 ms at 200 req/s without explain, ≤ 20 ms with explain, ≥ 1,000 predictions/s
+with batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from crm_predict.settings import Settings
+
+ROUTE = "/lead_score"
+TOKEN = "bench-token"
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(latencies_ms, dtype=float)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(a)}  # fmt: skip
+
+
+def build_world(settings: Settings, customers: int) -> None:
+    """Demo CRM, features in the online store and a lead-scoring champion, through the CLI."""
+    import typer
+    from mlflow import MlflowClient
+
+    from crm_predict.cli import app
+
+    command = typer.main.get_command(app)
+    steps = [
+        ["demo-data", "--customers", str(customers), "--as-of", "2026-06-30", "--replace"],
+        ["features", "export"], ["features", "apply"], ["features", "materialize"],
+        ["train", "lead_scoring"],
+    ]  # fmt: skip
+    for args in steps:
+        started = time.perf_counter()
+        command.main(["--data-dir", str(settings.data_dir), *args], standalone_mode=False)
+        print(f"  {' '.join(args)}: {time.perf_counter() - started:.1f} s", flush=True)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    version = client.get_model_version_by_alias("lead_scoring", "challenger").version
+    client.set_registered_model_alias("lead_scoring", "champion", version)
+
+
+def lead_ids(settings: Settings, limit: int = 500) -> list[int]:
+    from features.definitions import VIEWS, source_path
+
+    view = VIEWS["lead_profile"]
+    frame = pd.read_parquet(source_path(settings, view.name), columns=[view.join_key])
+    return sorted(int(i) for i in frame[view.join_key].unique())[:limit]
+
+
+def in_process_floor(settings: Settings, ids: list[int], n: int = 300) -> dict[str, dict]:
+    """Feast online read + predict (+ reasons) per single lead, no HTTP, no batching."""
+    from features.online import online_features
+    from features.store import feature_store
+    from serving import scoring
+    from serving.hub import ModelHub
+
+    hub = ModelHub(settings)
+    hub.reload(force=True)
+    model = hub.model("lead_scoring")
+    store = feature_store(settings)
+    out = {}
+    for explain in (False, True):
+        read_ms, total_ms = [], []
+        for i in range(n):
+            started = time.perf_counter()
+            frame = online_features(store, "lead_scoring", [ids[i % len(ids)]])
+            read = time.perf_counter()
+            scoring.score(model, frame, explain=explain)
+            done = time.perf_counter()
+            read_ms.append((read - started) * 1e3)
+            total_ms.append((done - started) * 1e3)
+        key = "explain" if explain else "plain"
+        out[f"floor_{key}"] = percentiles(total_ms) | {"feast_read_p50_ms": float(np.median(read_ms))}  # fmt: skip
+    hub.close()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(settings: Settings, log_path: Path):
+    from serving.cli import serve_command
+
+    port = free_port()
+    argv, env = serve_command(settings, "127.0.0.1", port)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                state = httpx.get(f"{base}/models", timeout=2).json()["models"]
+                if state["lead_scoring"]["status"] == "ready":
+                    break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("server not ready in 300 s")
+        yield base
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def sequential(base: str, ids: list[int], explain: bool, n: int = 400) -> dict:
+    latencies = []
+    with httpx.Client(base_url=base, timeout=10) as http:
+        for i in range(20):  # warm-up
+            http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
+        for i in range(n):
+            started = time.perf_counter()
+            r = http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
+            latencies.append((time.perf_counter() - started) * 1e3)
+            r.raise_for_status()
+    return percentiles(latencies)
+
+
+async def _closed_loop(base: str, ids: list[int], explain: bool, in_flight: int, n: int) -> dict:
+    latencies: list[float] = []
+    counter = iter(range(n))
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+
+        async def worker() -> None:
+            for i in counter:
+                started = time.perf_counter()
+                r = await http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
+                latencies.append((time.perf_counter() - started) * 1e3)
+                r.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    return percentiles(latencies) | {"req_per_s": n / elapsed, "in_flight": in_flight}
+
+
+async def _paced(base: str, ids: list[int], explain: bool, rate: float, seconds: float) -> dict:
+    """Open loop: a request every 1/rate s whatever the answers do (latency includes queueing)."""
+    latencies: list[float] = []
+    n = int(rate * seconds)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+
+        async def one(i: int) -> None:
+            started = time.perf_counter()
+            r = await http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
+            latencies.append((time.perf_counter() - started) * 1e3)
+            r.raise_for_status()
+
+        for i in range(20):
+            await one(i)
+        latencies.clear()
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        achieved = n / (time.perf_counter() - start)
+    return percentiles(latencies) | {"target_rps": rate, "achieved_rps": achieved}
+
+
+async def _batches(base: str, ids: list[int], size: int, in_flight: int, n: int) -> dict:
+    counter = iter(range(n))
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+
+        async def worker() -> None:
+            for i in counter:
+                chunk = [ids[(i * size + j) % len(ids)] for j in range(size)]
+                started = time.perf_counter()
+                r = await http.post(f"{ROUTE}/batch", json={"lead_ids": chunk})
+                latencies.append((time.perf_counter() - started) * 1e3)
+                r.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        elapsed = time.perf_counter() - started
+    return percentiles(latencies) | {"predictions_per_s": n * size / elapsed, "batch": size}
+
+
+def main(customers: int = 1500, data_dir: str | None = None) -> dict:
+    """Build the world (or reuse ``data_dir`` holding one), measure, print; returns every figure."""
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
+        settings = Settings(
+            data_dir=Path(data_dir or Path(tmp) / "data"), optuna_trials=2, api_token=TOKEN,
+            max_batch_size=1000,
+        )  # fmt: skip
+        settings.ensure_dirs()
+        if data_dir is None:
+            print("building the world (demo CRM, Feast, lead_scoring champion):", flush=True)
+            build_world(settings, customers)
+        ids = lead_ids(settings)
+        print(f"  {len(ids)} lead ids in the online store", flush=True)
+        results |= in_process_floor(settings, ids)
+        with server(settings, Path(tmp) / "server.log") as base:
+            for explain in (False, True):
+                key = "explain" if explain else "plain"
+                results[f"http_sequential_{key}"] = sequential(base, ids, explain)
+                for in_flight in (8, 32):
+                    results[f"http_concurrent{in_flight}_{key}"] = asyncio.run(
+                        _closed_loop(base, ids, explain, in_flight, n=800)
+                    )
+                results[f"http_paced200_{key}"] = asyncio.run(
+                    _paced(base, ids, explain, rate=200, seconds=5)
+                )
+            results["http_batch100"] = asyncio.run(_batches(base, ids, 100, in_flight=4, n=60))
+    print_table(results)
+    return results
+
+
+def print_table(results: dict[str, dict]) -> None:
+    print(f"{'case':32s} {'p50 ms':>8s} {'p99 ms':>8s}  throughput")
+    for case, r in results.items():
+        rate = (
+            f"{r['req_per_s']:.0f} req/s" if "req_per_s" in r
+            else f"{r['achieved_rps']:.0f} req/s (target {r['target_rps']:.0f})" if "achieved_rps" in r
+            else f"{r['predictions_per_s']:.0f} predictions/s" if "predictions_per_s" in r
+            else f"feast read p50 {r['feast_read_p50_ms']:.2f} ms" if "feast_read_p50_ms" in r
+            else ""
+        )  # fmt: skip
+        print(f"{case:32s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {rate}")
+    targets = [
+        ("p99 ≤ 10 ms at 200 req/s (no explain)", results["http_paced200_plain"]["p99_ms"] <= 10),
+        ("p99 ≤ 20 ms at 200 req/s (explain)", results["http_paced200_explain"]["p99_ms"] <= 20),
+        (
+            "≥ 1,000 predictions/s with batching",
+            results["http_batch100"]["predictions_per_s"] >= 1000,
+        ),  # fmt: skip
+    ]
+    for label, met in targets:
+        print(f"target {label}: {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1500, *sys.argv[2:3])
