@@ -16,11 +16,11 @@ NOTEBOOKS = (
     "04_explain_a_deal_with_shap.ipynb",
 )
 TINY = {
-    "CRM_PREDICT_NB_CUSTOMERS": "300",
+    "CRM_PREDICT_NB_CUSTOMERS": "500",
     "CRM_PREDICT_NB_MODELS": "deal_health",
     "CRM_PREDICT_NB_CANDIDATES": "xgboost",
     "CRM_PREDICT_OPTUNA_TRIALS": "2",
-    "CRM_PREDICT_MIN_CLASS_COUNT": "10",
+    "CRM_PREDICT_MIN_CLASS_COUNT": "5",
     "MPLBACKEND": "Agg",
 }
 
