@@ -250,7 +250,8 @@ def _ticket_sentiment(tickets: pd.DataFrame, times: pd.DataFrame, key: str) -> p
     by_deal = tickets.rename(columns={"deal_id": key})[[key, "opened_at", "sentiment"]]
     on_deal = _with_times(times, by_deal, key, "opened_at")
     by_account = tickets.loc[tickets["deal_id"].isna(), ["account_id", "opened_at", "sentiment"]]
-    on_account = _with_times(times.dropna(subset=["account_id"]), by_account, "account_id", "opened_at")  # fmt: skip
+    on_account = times.dropna(subset=["account_id"]).merge(by_account.dropna(subset=["account_id"]), on="account_id")  # fmt: skip
+    on_account = on_account[on_account["opened_at"] <= on_account[TS]]
     pairs = pd.concat([on_deal, on_account], ignore_index=True)
     pairs = pairs[(pairs[TS] - pairs["opened_at"]) / DAY < 90]
     grp = [pairs[key], pairs[TS]]
