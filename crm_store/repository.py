@@ -20,6 +20,8 @@ TASK_COLUMNS = [
     "dedup_key", "type", "entity_type", "entity_id", "owner_id", "due_at", "sla_hours", "status",
     "escalation_level", "reason", "created_at", "updated_at",
 ]  # fmt: skip
+# pg_advisory_xact_lock key that serialises tag upserts on PostgreSQL (any constant bigint).
+TAG_UPSERT_LOCK = 0x7A65_7461_6773  # "tags"
 PREDICTION_COLUMNS = ["entity_type", "entity_id", "model_name", "model_version", "score", "source", "request_id", "predicted_at"]  # fmt: skip
 
 
@@ -65,6 +67,10 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     binds = [bindparam(f"p_{c}", type_=Tag.__table__.c[c].type) for c in shared]
     if dialect.name == "postgresql":
         session.connection().exec_driver_sql("ANALYZE tag_stage")  # temp tables get no stats
+        # Concurrent writers would both miss a new key (unique violation) or both move the same
+        # old value to history: tag upserts take turns, until the caller's transaction ends.
+        # (SQLite needs nothing: its single writer lock already serialises them.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
     key = "t.entity_type = s.entity_type AND t.entity_id = s.entity_id AND t.name = s.name"
     cols = ", ".join(TAG_COLUMNS)
     session.execute(
