@@ -125,7 +125,10 @@ def load_model(
     if "sklearn" in meta.flavors and name in CLASSIFIERS:
         model = mlflow.sklearn.load_model(local)
         flavor = "sklearn"
-        explainer = build_explainer(model, feature_names, exact=exact_shap)
+        try:
+            explainer = build_explainer(model, feature_names, exact=exact_shap)
+        except Exception:  # a model that scores but cannot explain still serves its scores
+            explainer = None
     else:
         model = mlflow.pyfunc.load_model(local)
         flavor, explainer = "pyfunc", None
@@ -187,9 +190,15 @@ def build_explainer(
 
 def _base_estimators(final: object) -> list[object]:
     calibrated = getattr(final, "calibrated_classifiers_", None)
-    if calibrated is not None:
-        return [c.estimator for c in calibrated]
-    return [final]
+    bases = [c.estimator for c in calibrated] if calibrated is not None else [final]
+    return [_unfrozen(b) for b in bases]
+
+
+def _unfrozen(estimator: object) -> object:
+    """The fitted estimator inside sklearn's ``FrozenEstimator`` (calibration on a held-out split)."""
+    while type(estimator).__name__ == "FrozenEstimator":
+        estimator = estimator.estimator
+    return estimator
 
 
 def _contribs_fn(estimator: object, exact: bool) -> tuple[Callable, str] | None:
