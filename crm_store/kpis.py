@@ -127,9 +127,9 @@ def lead_funnel(
     ids = leads["id"].astype(int)
     won = ids.isin(won_leads)
     has_deal = won | ids.isin(deal_leads) | leads["converted_at"].notna()
-    marked = leads["status"].fillna("").str.lower().isin(QUALIFIED_MARKERS) | leads["stage"].fillna(
-        ""
-    ).str.lower().isin(QUALIFIED_MARKERS)
+    status = leads["status"].fillna("").str.lower()
+    stage = leads["stage"].fillna("").str.lower()
+    marked = status.isin(QUALIFIED_MARKERS) | stage.isin(QUALIFIED_MARKERS)
     if tags is not None:
         mql = tags[(tags["name"] == TAG_MQL) & (tags["entity_type"] == "lead")]
         marked |= ids.isin(set(mql.loc[mql["value"] == "true", "entity_id"].astype(int)))
