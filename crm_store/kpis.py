@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
 from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
+from crm_predict.settings import Settings
 from crm_store.models import Activity, Deal, Lead, Order, PredictionLog, Tag
 from crm_store.repository import read_table
 
@@ -303,7 +304,11 @@ def load_cost_csv(path: Path) -> pd.DataFrame:
         raise UserError(f"cost CSV {path} lacks column(s) {', '.join(missing)}")
     costs = costs[list(COST_COLUMNS)].copy()
     costs["channel"] = costs["channel"].fillna("")
-    costs[["marketing_cost", "sales_cost"]] = costs[["marketing_cost", "sales_cost"]].fillna(0.0)
+    for column in ("marketing_cost", "sales_cost"):
+        values = pd.to_numeric(costs[column], errors="coerce")
+        if values[costs[column].notna()].isna().any():
+            raise UserError(f"cost CSV {path}: {column} must be numbers")
+        costs[column] = values.fillna(0.0)
     bad = ~costs["month"].astype(str).str.fullmatch(r"\d{4}-\d{2}")
     if bad.any():
         raise UserError(
@@ -326,7 +331,7 @@ def flat_costs(
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
 
 
-def cost_inputs(settings, months: Sequence[str]) -> pd.DataFrame:
+def cost_inputs(settings: Settings, months: Sequence[str]) -> pd.DataFrame:
     """Costs per month and channel: the CSV ``settings.kpi_cost_csv`` when set, else flat settings."""
     if settings.kpi_cost_csv is not None:
         return load_cost_csv(Path(settings.kpi_cost_csv))

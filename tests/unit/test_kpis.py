@@ -163,6 +163,9 @@ def test_bad_cost_csv_is_a_user_error(tmp_path, settings):
     path.write_text("month,channel,marketing_cost,sales_cost\nMay,web,1,1\n")
     with pytest.raises(UserError, match="YYYY-MM"):
         kpis.load_cost_csv(path)
+    path.write_text("month,channel,marketing_cost,sales_cost\n2026-05,web,lots,1\n")
+    with pytest.raises(UserError, match="marketing_cost must be numbers"):
+        kpis.load_cost_csv(path)
 
 
 def test_empty_store_gives_empty_kpis_not_errors(session):
