@@ -787,7 +787,13 @@ def _log_run(
     import skops.io
     from mlflow.models import infer_signature
 
-    example = train_features.head(5)
+    from registry.lifecycle import on_new_version
+
+    example = train_features.head(5).copy()
+    # Integer columns become doubles in the schema: a blank at scoring time arrives as NaN.
+    for column in example.columns:
+        if pd.api.types.is_integer_dtype(example[column]):
+            example[column] = example[column].astype(float)
     signature = infer_signature(example, pipeline.predict_proba(example))
     # skops refuses unknown types on load unless listed; these are exactly the types we saved.
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
@@ -820,6 +826,7 @@ def _log_run(
                     pip_requirements=model_requirements(),
                 )
                 version = int(info.registered_model_version)
+                on_new_version(client, name, str(version))
         except BaseException:
             if version is not None:
                 client.delete_model_version(name, str(version))

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
-from training_frames import telco_csv
+from training_frames import deal_frame, telco_csv
 
 from crm_predict import cli
 
@@ -128,3 +128,33 @@ def test_bad_input_exits_2_with_a_clear_message_and_no_run(
         if experiment is not None:
             assert mlflow_client.search_runs([experiment.experiment_id]) == []
     assert mlflow_client.search_registered_models() == []
+
+
+def test_demo_path_reads_the_training_set_and_the_truth(
+    workspace, monkeypatch, capsys, mlflow_client
+):
+    """``train <model>`` without --csv: features.training's frame plus the generator's truth."""
+    import features.training
+
+    frame = deal_frame()
+    asked = []
+
+    def fake_training_set(settings, model_name):
+        asked.append(model_name)
+        return frame.drop(columns="oracle_p")
+
+    monkeypatch.setattr(features.training, "training_set", fake_training_set)
+    data_dir = workspace / "data"
+    truth = frame[["entity_id", "event_timestamp", "oracle_p", "label"]]
+    (data_dir / "demo_truth").mkdir(parents=True)
+    truth.rename(columns={"oracle_p": "p"}).to_parquet(
+        data_dir / "demo_truth" / "deal_health.parquet"
+    )
+    code, out = run_cli(
+        monkeypatch, capsys, "--data-dir", str(data_dir), "train", "deal_health",
+        "--min-class-count", "20",
+    )  # fmt: skip
+    assert code == 0, out
+    assert asked == ["deal_health"] and "oracle_auc=" in out
+    run = mlflow_client.get_run(mlflow_client.get_model_version("deal_health", "1").run_id)
+    assert run.data.tags["source"] == "demo" and run.data.metrics["oracle_coverage"] == 1.0
