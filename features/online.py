@@ -54,14 +54,15 @@ def online_features(
         features=store.get_feature_service(service_name(model_name)),
         entity_rows=[{key: i} for i in ids],
     )
-    # An id is unknown when none of the stored (not on-demand) features was found for it.
+    # An id is unknown when none of the stored (not on-demand) features was found for it. Redis
+    # reports a missing hash as present with empty values and a zero timestamp, so both count.
     stored = {f for view, feats in SERVICES[model_name] if view != RULE_SCORE_VIEW for f in feats}
     names = list(response.proto.metadata.feature_names.val)
     found = [False] * len(ids)
     for name, column in zip(names, response.proto.results, strict=True):
         if name in stored:
-            for row, status in enumerate(column.statuses):
-                found[row] = found[row] or status == FieldStatus.PRESENT
+            for row, (status, ts) in enumerate(zip(column.statuses, column.event_timestamps, strict=True)):  # fmt: skip
+                found[row] = found[row] or (status == FieldStatus.PRESENT and ts.seconds > 0)
     unknown = [i for i, ok in zip(ids, found, strict=True) if not ok]
     if unknown:
         raise UnknownEntityError(model_name, unknown)
