@@ -123,6 +123,11 @@ def render_model_card(
             f"Brier score {_fmt(metrics.get('brier'))}, expected calibration error (10 bins) "
             f"{_fmt(metrics.get('ece'))} on the holdout."
         )
+        if "brier_uncalibrated" in metrics:
+            lines.append(
+                f"Before calibration: Brier {_fmt(metrics['brier_uncalibrated'])}, "
+                f"ECE {_fmt(metrics.get('ece_uncalibrated'))}."
+            )
     else:
         lines.append("Not applicable or not logged for this model.")
     lines += ["", "## Fairness checks", "| check | result | detail |", "|---|---|---|"]

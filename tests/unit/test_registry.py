@@ -143,7 +143,10 @@ def test_protected_attribute_as_feature_blocks_promotion(client):
 
 
 def test_missing_model_card_blocks_until_written(client):
-    version = log_classifier_version(client, NAME, synthetic_frame(seed=1))
+    uncalibrated = {"brier_uncalibrated": 0.2, "ece_uncalibrated": 0.1}
+    version = log_classifier_version(
+        client, NAME, synthetic_frame(seed=1), extra_metrics=uncalibrated
+    )
     assert _failed(check_gates(client, NAME, version, CONFIG)) == ["model_card"]
     card = write_model_card(client, NAME, version, CONFIG)
     assert check_gates(client, NAME, version, CONFIG).passed
@@ -153,6 +156,7 @@ def test_missing_model_card_blocks_until_written(client):
                     "## Calibration", "## Fairness checks", "disparate_impact", "## Known limits",
                     "Not promoted yet"):  # fmt: skip
         assert section in card
+    assert "Before calibration: Brier 0.200, ECE 0.100." in card
 
 
 def test_force_override_records_reason(client):
