@@ -7,6 +7,7 @@ CI=true: there a missing server is a failure.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 
@@ -100,13 +101,28 @@ def sqlite_session(tmp_path):
     eng.dispose()
 
 
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory):
+    """One empty, migrated MLflow sqlite file; MLflow's schema creation takes seconds per store."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_client(tmp_path, monkeypatch):
+def mlflow_client(tmp_path, monkeypatch, mlflow_template_db):
     """An MlflowClient on a sqlite tracking store in tmp_path (as MLflow's own examples do)."""
     import mlflow
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        shutil.copyfile(mlflow_template_db, db)
+    uri = f"sqlite:///{db}"
+    # Artifacts of experiments created with the default location land in the working directory.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
