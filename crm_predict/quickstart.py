@@ -58,7 +58,7 @@ def run_quickstart(
     for model in MODEL_NAMES:
         console.rule(f"train {model}")
         invoke(["train", model])
-        version = client.get_model_version_by_alias(model, "challenger").version
+        version = str(client.get_model_version_by_alias(model, "challenger").version)
         invoke(["registry", "card", model, version])
         promote_first_champion(invoke, client, console, model, version)
     console.rule("nightly batch")
@@ -94,5 +94,5 @@ def quality_table(client) -> Table:
         metrics = client.get_run(version.run_id).data.metrics
         keys = QUALITY_METRICS[model]
         values = [f"{metrics[k]:.3f}" if k in metrics else "—" for k in keys]
-        table.add_row(model, version.version, keys[0], *values)
+        table.add_row(model, str(version.version), keys[0], *values)
     return table
