@@ -12,7 +12,7 @@ Layout under ``settings.feature_dir``:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -108,27 +108,42 @@ def _times(rows: Sequence[pd.DataFrame], key: str) -> pd.DataFrame:
 
 
 def compute_views(
-    tables: dict[str, pd.DataFrame], times: dict[str, pd.DataFrame]
+    tables: dict[str, pd.DataFrame],
+    times: dict[str, pd.DataFrame],
+    only: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every feature view's table at the given per-entity times (``times[entity]``: ``<join key>,
-    event_timestamp``). Shared by the export (label times + now) and the batch scoring frame."""
+    """Feature view tables at the given per-entity times (``times[entity]``: ``<join key>,
+    event_timestamp``), for every view of those entities or just ``only``. Shared by the export
+    (label times + now) and the batch scoring frame."""
+    wanted = set(only) if only is not None else set(VIEWS)
     acts = tables["activities"]
-    views: dict[str, pd.DataFrame] = {}
-    if "lead" in times:
-        views["lead_profile"] = tf.lead_profile(tables["leads"], tables["contacts"], tables["accounts"])  # fmt: skip
-        views["lead_behaviour"] = tf.lead_behaviour(acts, tables["leads"], times["lead"])
-    if "customer" in times:
-        customer_acts = acts.rename(columns={"contact_id": "customer_id"})
-        views["customer_profile"] = tf.customer_profile(tables["contacts"])
-        views["customer_behaviour"] = tf.behaviour_windows(customer_acts, times["customer"], "customer_id")  # fmt: skip
-        views["customer_transactions"] = tf.transactions(tables["orders"], times["customer"])
-    if "deal" in times:
-        views["deal_activity"] = tf.deal_activity(
-            tables["deals"], tables["deal_stage_history"], acts, tables["tickets"], times["deal"]
-        )
-    if "contact" in times:
-        views["contact_time"] = tf.contact_time_profile(acts, times["contact"])
-    return {name: conform(name, frame) for name, frame in views.items()}
+    builders = {
+        "lead_profile": (
+            "lead",
+            lambda t: tf.lead_profile(tables["leads"], tables["contacts"], tables["accounts"]),
+        ),  # fmt: skip
+        "lead_behaviour": ("lead", lambda t: tf.lead_behaviour(acts, tables["leads"], t)),
+        "customer_profile": ("customer", lambda t: tf.customer_profile(tables["contacts"])),
+        "customer_behaviour": (
+            "customer",
+            lambda t: tf.behaviour_windows(
+                acts.rename(columns={"contact_id": "customer_id"}), t, "customer_id"
+            ),
+        ),  # fmt: skip
+        "customer_transactions": ("customer", lambda t: tf.transactions(tables["orders"], t)),
+        "deal_activity": (
+            "deal",
+            lambda t: tf.deal_activity(
+                tables["deals"], tables["deal_stage_history"], acts, tables["tickets"], t
+            ),
+        ),  # fmt: skip
+        "contact_time": ("contact", lambda t: tf.contact_time_profile(acts, t)),
+    }
+    return {
+        name: conform(name, build(times[entity]))
+        for name, (entity, build) in builders.items()
+        if entity in times and name in wanted
+    }
 
 
 def conform(view: str, frame: pd.DataFrame) -> pd.DataFrame:

@@ -55,7 +55,7 @@ def scoring_frame(
             raise UnknownEntityError(model_name, sorted(missing.tolist()))
         rows = rows[rows["entity_id"].isin(wanted)]
     times = {entity: rows.rename(columns={"entity_id": key})}
-    views = compute_views(tables, times)
+    views = compute_views(tables, times, only=[view for view, _ in SERVICES[model_name]])
 
     frame = rows.rename(columns={"entity_id": key})[[key]]
     for view, feats in SERVICES[model_name]:
