@@ -78,7 +78,11 @@ def _naive_utc(value: datetime | None) -> datetime | None:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
-Id = Annotated[int, Field(gt=0)]
+# Bounds of the columns (BIGINT ids, INTEGER counts): a bigger number is a clear field error, not
+# a driver overflow after validation. Amounts are finite ("inf"/"nan" are refused).
+Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def _text(n: int) -> Any:
@@ -121,7 +125,7 @@ class ContactRow(_Row):
     gender: _text(20) | None = None
     region: _text(50) | None = None
     membership_level: Literal["bronze", "silver", "gold", "platinum"] | None = None
-    points: Annotated[int, Field(ge=0)] | None = None
+    points: Count | None = None
     signup_at: Timestamp | None = None
     owner_id: Id | None = None
     source: _text(100) | None = None
@@ -170,11 +174,11 @@ class DealRow(_Row):
     lead_id: Id | None = None
     owner_id: Id | None = None
     name: _text(300) | None = None
-    amount: Annotated[float, Field(ge=0)] | None = None
+    amount: Amount | None = None
     stage: Literal[DEAL_STAGES]  # type: ignore[valid-type]
     stage_entered_at: Timestamp | None = None
     expected_close_at: Timestamp | None = None
-    close_date_slips: Annotated[int, Field(ge=0)] | None = None
+    close_date_slips: Count | None = None
     created_at: Timestamp
     closed_at: Timestamp | None = None
     outcome: Literal["won", "lost"] | None = None
@@ -205,8 +209,8 @@ class OrderRow(_Row):
     id: Id
     contact_id: Id
     ordered_at: Timestamp
-    amount: Annotated[float, Field(ge=0)]
-    items: Annotated[int, Field(ge=1)] | None = None
+    amount: Amount
+    items: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     channel: _text(30) | None = None
     created_at: Timestamp | None = None
 

@@ -77,6 +77,7 @@ def score_command(
 
     settings = ctx.obj
     names = parse_models(models)
+    when, changed = parse_time(at, "--at"), parse_time(since, "--since")  # before any I/O
     engine = make_engine(settings.crm_url)
     upgrade(engine)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
@@ -93,8 +94,7 @@ def score_command(
             return lambda n: bars.advance(task, n)
 
         summary = run_batch(
-            session, client, settings, names, parse_time(at, "--at"), parse_time(since, "--since"),
-            progress=progress,
+            session, client, settings, names, when, changed, progress=progress,
         )  # fmt: skip
     engine.dispose()
     console.print(summary_table(summary))
