@@ -116,3 +116,23 @@ def test_micro_batcher_coalesces_concurrent_requests_and_isolates_errors():
     assert batcher.batch_sizes == [1, 4]
     assert results[0] == 10 and results[1] == 20 and results[3] == 40 and results[4] == 50
     assert isinstance(results[2], ValueError) and "bad -3" in str(results[2])
+
+
+def test_calibrated_frozen_estimator_is_explained_through_its_base(xgb_pipeline):
+    """Training calibrates a frozen fitted model on a validation split; reasons see through it."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    model, frame = xgb_pipeline
+    label = (frame["site_visits_30d"] > 3).astype(int)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(model[-1])).fit(
+        model[:-1].transform(frame), label
+    )
+    pipeline = Pipeline([("prep", model[:-1]), ("clf", calibrated)])
+    explainer = build_explainer(pipeline, list(frame.columns))
+    assert explainer is not None and explainer.method == "xgboost_saabas"
+    plain = build_explainer(model, list(frame.columns))
+    np.testing.assert_allclose(
+        explainer.contributions(frame.head(4)).to_numpy(),
+        plain.contributions(frame.head(4)).to_numpy(),
+    )
