@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.errors import UserError
+from crm_predict.tracking import experiment_id
 from registry.evaluation import (
     KEY_COLUMNS,
     LABEL,
@@ -164,17 +165,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def registry_experiment_id(client: MlflowClient, name: str) -> str:
-    """Experiment ``registry-{name}`` for compare/drift runs, kept apart from training runs;
-    its artifacts sit beside the training experiment's when that one exists."""
-    exp_name = f"registry-{name}"
-    existing = client.get_experiment_by_name(exp_name)
-    if existing is not None:
-        return existing.experiment_id
-    training = client.get_experiment_by_name(name)
-    location = None
-    if training is not None and training.artifact_location:
-        location = training.artifact_location.rstrip("/").rsplit("/", 1)[0] + f"/{exp_name}"
-    return client.create_experiment(exp_name, artifact_location=location)
+    """Experiment ``registry-{name}`` for compare/drift runs, kept apart from training runs."""
+    return experiment_id(client, f"registry-{name}")
 
 
 def log_comparison(client: MlflowClient, comparison: Comparison) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from crm_predict.errors import UserError
 from crm_predict.rules import MODEL_NAMES, RULES, rfm_medians, rule_based_lead_score
 from crm_predict.settings import Settings
+from crm_predict.tracking import experiment_id
 from crm_store.models import BatchCheckpoint, BatchRun
 from serving.writeback import WriteBackResult, write_back
 
@@ -455,9 +456,9 @@ def run_batch(
 
 def log_summary(client: MlflowClient, summary: BatchSummary) -> str:
     """One MLflow run per batch run: model versions, counts per tag value, tasks, stage times."""
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    mlflow_run = client.create_run(experiment_id, run_name=f"batch-{summary.batch_run_id}")
+    mlflow_run = client.create_run(
+        experiment_id(client, EXPERIMENT), run_name=f"batch-{summary.batch_run_id}"
+    )
     run_id = mlflow_run.info.run_id
     client.log_param(run_id, "scored_at", summary.scored_at.isoformat())
     client.log_param(run_id, "batch_run_id", summary.batch_run_id)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from crm_predict.errors import UserError
 from crm_predict.rules import RULES
 from crm_predict.settings import Settings
+from crm_predict.tracking import experiment_id
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
 N_JOBS = 2  # the machine is shared; never grab every core
@@ -612,16 +613,6 @@ def tracking_at(client: Any) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(old_tracking)
         mlflow.set_registry_uri(old_registry)
-
-
-def experiment_id(client: Any, name: str) -> str:
-    """The experiment named after the model, created (or restored) on first use."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return client.create_experiment(name)
-    if experiment.lifecycle_stage == "deleted":
-        client.restore_experiment(experiment.experiment_id)
-    return experiment.experiment_id
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:

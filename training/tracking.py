@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
-from training.classifier import experiment_id, tracking_at
+from crm_predict.tracking import experiment_id
+from training.classifier import tracking_at
 
 
 @dataclass(frozen=True)
