@@ -358,7 +358,9 @@ def prepare_data(
 
     reserved = {ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P, settings.protected_attribute}
     reserved |= set(settings.excluded_features)
-    features = [str(c) for c in data.columns if c not in reserved]
+    # A user's table may spell a sensitive column "Gender" or " AGE_BAND ": match loosely.
+    reserved = {str(c).strip().lower() for c in reserved}
+    features = [str(c) for c in data.columns if str(c).strip().lower() not in reserved]
     if not features:
         raise UserError("no feature columns left after removing id, time, target and excluded")
 
