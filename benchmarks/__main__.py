@@ -6,6 +6,8 @@ import importlib
 import time
 from pathlib import Path
 
+from benchmarks.figures import figures_of, table
+
 
 def main() -> dict[str, object]:
     """Each benchmark's figures by module name; a failing benchmark is reported, not fatal."""
@@ -20,6 +22,12 @@ def main() -> dict[str, object]:
             print(f"{name} failed: {type(exc).__name__}: {exc}")
             results[name] = exc
         print(f"({name} took {time.perf_counter() - start:.0f} s)")
+    rows = [(name, f) for name, result in results.items() for f in figures_of(name, result)]
+    print("\n== every figure beside its floor measured in the same run ==")
+    print(table(rows))
+    failed = [name for name, result in results.items() if isinstance(result, Exception)]
+    if failed:
+        print(f"failed benchmarks (no figures): {', '.join(failed)}")
     return results
 
 

@@ -1,0 +1,38 @@
+"""`make bench` ends with one table: every bench module's result becomes rows beside their floors."""
+
+from benchmarks.figures import Figure, figures_of, table
+
+
+def test_every_bench_result_becomes_rows_beside_its_same_run_floor():
+    serving = {
+        "floor_plain": {"p50_ms": 2.0, "p99_ms": 4.0},
+        "floor_explain": {"p50_ms": 6.0, "p99_ms": 9.0},
+        "http_sequential_plain": {"p50_ms": 3.0, "p99_ms": 5.0},
+        "http_paced200_explain": {"p50_ms": 8.0, "p99_ms": 18.0},
+        "http_batch100": {"p50_ms": 40.0, "p99_ms": 60.0, "predictions_per_s": 2500.0},
+    }
+    features = {"sqlite": {"bulk_entities_per_s": 50_000.0, "stock_entities_per_s": 2_500.0,
+                           "read1_p50_ms": 0.3, "stock_read1_p50_ms": 0.35,
+                           "read100_p50_ms": 9.0, "stock_read100_p50_ms": 18.0}}  # fmt: skip
+    store = {"upsert_tags_sqlite": {"first_s": 2.0, "second_s": 4.0, "n_tags": 1e6,
+                                    "floor_rows_per_s": 1e6, "history_rows": 5e5}}  # fmt: skip
+    batch = {"sqlite": {"seconds": {"load": 1.5}, "wall_seconds": 9.0,
+                        "models": {"churn": {"seconds": {"score": 2.0}}}}, "setup": {}}  # fmt: skip
+    rows = {
+        name: figures_of(name, result)
+        for name, result in [("bench_serving", serving), ("bench_features", features),
+                             ("bench_store", store), ("bench_batch", batch)]
+    }  # fmt: skip
+    by_name = {f.name: f for fs in rows.values() for f in fs}
+    assert by_name["online plain sequential p99"].ratio() == 5.0 / 4.0
+    assert by_name["online batched (100/request)"].floor == 500.0  # 1000 / in-process p50
+    assert by_name["Feast materialize sqlite"].ratio() == 2_500.0 / 50_000.0
+    assert by_name["tag upserts sqlite (second pass)"].value == 250_000.0
+    assert by_name["tag upserts sqlite (second pass)"].ratio() == 4.0
+    assert by_name["nightly batch sqlite churn score"].floor is None
+    assert figures_of("bench_store", RuntimeError("broke")) == []
+    given = [Figure("x", 1.0, "s", 0.5, "y")]
+    assert figures_of("bench_new", given) == given
+    text = table([(m, f) for m, fs in rows.items() for f in fs])
+    assert len(text.splitlines()) == 1 + sum(len(fs) for fs in rows.values())
+    assert "online plain sequential p99" in text and "—" in text
