@@ -13,6 +13,7 @@ same repository upserts as the single-machine job.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -39,9 +40,13 @@ TAG_SCHEMA = (
 
 
 def spark_session(master: str = "local[2]", app_name: str = "crm-predict-batch"):
-    """A Spark session with Arrow on (pandas UDFs) and a session time zone of UTC (naive stamps)."""
+    """A Spark session with Arrow on (pandas UDFs), UTC session time zone (naive stamps) and this
+    interpreter for the Python workers."""
+    import os
+
     from pyspark.sql import SparkSession
 
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # local mode reads the workers' python from here
     return (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -49,15 +54,23 @@ def spark_session(master: str = "local[2]", app_name: str = "crm-predict-batch")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
+        .config("spark.pyspark.python", sys.executable)  # workers need this venv's packages
         .getOrCreate()
     )
 
 
 def champion(client: MlflowClient, name: str) -> tuple[ModelVersionRef, str]:
-    """The champion's version reference and its ``models:/`` URI."""
+    """The champion's version reference and a local copy of its model (what ``spark_udf`` ships to
+    the workers, which know nothing of this tracking server)."""
+    import mlflow.artifacts
+
     version = client.get_model_version_by_alias(name, "champion")
     ref = ModelVersionRef(name=name, version=str(version.version), run_id=version.run_id)
-    return ref, f"models:/{name}@champion"
+    source = client.get_model_version_download_uri(name, version.version)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, tracking_uri=client.tracking_uri
+    )
+    return ref, local
 
 
 def score_spark(spark, model_uri: str, model_name: str, features, feature_names: Sequence[str]):
@@ -66,6 +79,14 @@ def score_spark(spark, model_uri: str, model_name: str, features, feature_names:
     from pyspark.sql import functions as F
 
     if model_name in CLASSIFIERS:
+        from mlflow.models import Model
+
+        predict_fn = Model.load(model_uri).flavors["python_function"].get("predict_fn", "predict")
+        if predict_fn != "predict_proba":
+            raise ValueError(
+                f"{model_name}: the pyfunc flavour calls {predict_fn!r}; classifiers must be logged "
+                "with pyfunc_predict_fn='predict_proba' to be scored on Spark"
+            )
         udf = mlflow.pyfunc.spark_udf(
             spark, model_uri, result_type="array<double>", env_manager="local"
         )

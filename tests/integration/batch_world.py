@@ -209,6 +209,10 @@ LABELS = {  # what the tiny classifiers learn, so their scores spread over every
 def register_champions(client: MlflowClient, settings: Settings) -> None:
     """Log and register one tiny version per model (fitted on the world's own features) and make
     it champion."""
+    import cloudpickle
+
+    # Pickle the tiny pyfuncs by value: Spark workers and subprocesses cannot import this module.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     mlflow.set_tracking_uri(client.tracking_uri)
     mlflow.set_registry_uri(client.tracking_uri)
     for name, columns in FEATURES.items():
@@ -219,7 +223,7 @@ def register_champions(client: MlflowClient, settings: Settings) -> None:
                 x = tiny_scoring_frame(settings, name, AT)[columns].astype(float)
                 pipe = make_pipeline(StandardScaler(), LogisticRegression(C=0.3))
                 pipe.fit(x, LABELS[name](x).astype(int))
-                info = mlflow.sklearn.log_model(pipe, name="model", pip_requirements=["scikit-learn"])  # fmt: skip
+                info = mlflow.sklearn.log_model(pipe, name="model", pip_requirements=["scikit-learn"], pyfunc_predict_fn="predict_proba")  # fmt: skip
             else:
                 model = TinyClv() if name == "clv" else TinyNextBestTime()
                 info = mlflow.pyfunc.log_model(name="model", python_model=model, pip_requirements=["mlflow"])  # fmt: skip
