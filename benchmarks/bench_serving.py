@@ -70,7 +70,7 @@ def lead_ids(settings: Settings, limit: int = 500) -> list[int]:
     return sorted(int(i) for i in frame[view.join_key].unique())[:limit]
 
 
-def in_process_floor(settings: Settings, ids: list[int], n: int = 300) -> dict[str, dict]:
+def in_process_floor(settings: Settings, ids: list[int], n: int = 200) -> dict[str, dict]:
     """Feast online read + predict (+ reasons) per single lead, no HTTP, no batching."""
     from features.online import online_features
     from features.store import feature_store
@@ -94,6 +94,7 @@ def in_process_floor(settings: Settings, ids: list[int], n: int = 300) -> dict[s
             total_ms.append((done - started) * 1e3)
         key = "explain" if explain else "plain"
         out[f"floor_{key}"] = percentiles(total_ms) | {"feast_read_p50_ms": float(np.median(read_ms))}  # fmt: skip
+        print(f"  floor_{key}: {out[f'floor_{key}']}", flush=True)
     hub.close()
     return out
 
@@ -136,10 +137,10 @@ def server(settings: Settings, log_path: Path):
             proc.wait(timeout=10)
 
 
-def sequential(base: str, ids: list[int], explain: bool, n: int = 400) -> dict:
+def sequential(base: str, ids: list[int], explain: bool, n: int = 300) -> dict:
     latencies = []
-    with httpx.Client(base_url=base, timeout=10) as http:
-        for i in range(20):  # warm-up
+    with httpx.Client(base_url=base, timeout=120) as http:
+        for i in range(20):  # warm-up (the first read opens the Feast registry and store)
             http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
         for i in range(n):
             started = time.perf_counter()
@@ -234,13 +235,16 @@ def main(customers: int = 1500, data_dir: str | None = None) -> dict:
             for explain in (False, True):
                 key = "explain" if explain else "plain"
                 results[f"http_sequential_{key}"] = sequential(base, ids, explain)
+                print(f"  sequential {key}: {results[f'http_sequential_{key}']}", flush=True)
                 for in_flight in (8, 32):
                     results[f"http_concurrent{in_flight}_{key}"] = asyncio.run(
-                        _closed_loop(base, ids, explain, in_flight, n=800)
+                        _closed_loop(base, ids, explain, in_flight, n=400)
                     )
+                    print(f"  {in_flight} in flight {key}: {results[f'http_concurrent{in_flight}_{key}']}", flush=True)  # fmt: skip
                 results[f"http_paced200_{key}"] = asyncio.run(
-                    _paced(base, ids, explain, rate=200, seconds=5)
+                    _paced(base, ids, explain, rate=200, seconds=4)
                 )
+                print(f"  paced 200/s {key}: {results[f'http_paced200_{key}']}", flush=True)
             results["http_batch100"] = asyncio.run(_batches(base, ids, 100, in_flight=4, n=60))
     print_table(results)
     return results
