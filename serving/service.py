@@ -4,7 +4,8 @@ Thin on purpose: ``__init__`` builds the ``ModelHub`` (loads the champions; a fa
 ``/readyz``, never a crash), each ``@bentoml.api`` method hands its request to ``_answer``, and the
 scoring, wording and write-back live in ``serving.hub``, ``serving.scoring`` and
 ``serving.writeback``. ``/healthz``, ``/readyz``, ``/models`` and ``/admin/reload`` are a small
-Starlette app put in front of BentoML's own probes (``OpsRoutes``). OpenAPI: ``/docs.json``, UI at ``/``.
+Starlette app put in front of BentoML's own probes (``OpsRoutes``); the deal review pages
+(``serving.review``) are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from crm_predict.settings import Settings
+from serving import review
 from serving import schemas as S
 from serving.hub import Job, ModelHub, UnavailableError, UnknownIdsError
 from serving.scoring import FeatureInputError, check_rows
@@ -51,6 +53,7 @@ def check_token(authorization: str | None, token: str) -> None:
         raise ApiError(403, "invalid bearer token", "Authorization")
 
 
+@bentoml.asgi_app(review.app, path="/review")
 @bentoml.service(name=SERVICE_NAME, traffic={"timeout": 60}, workers=1)
 class CrmPredict:
     """CRM predictions: lead score, deal health, churn, CLV and next best time to contact."""

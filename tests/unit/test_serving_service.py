@@ -379,3 +379,10 @@ def test_polling_picks_up_a_new_champion(env):
         assert hub.models["churn"].explainer.method == "xgboost_saabas"
     finally:
         hub.close()
+
+
+def test_review_pages_are_mounted_in_the_service(api):
+    """The deal review UI is served by the same process as the API, at /review."""
+    response = api.get("/review/")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["content-type"]
