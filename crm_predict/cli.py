@@ -71,7 +71,9 @@ def summary(ctx: typer.Context) -> None:
 @app.command("report")
 def report(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("reports"), help="Directory for report.html and charts/."),
+    out: Path | None = typer.Option(
+        None, help="Directory for report.html and charts/ (default: <data dir>/reports)."
+    ),
     as_of: datetime | None = typer.Option(
         None, help="KPI date (default: newest data in the store)."
     ),
@@ -86,6 +88,7 @@ def report(
     engine = make_engine(settings.crm_url)
     upgrade(engine)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    out = out or settings.data_dir / "reports"
     out.mkdir(parents=True, exist_ok=True)
     with session_factory(engine)() as session:
         path = write_report(session, client, settings, out, as_of)

@@ -48,7 +48,6 @@ def run_quickstart(
     console: Console,
     customers: int,
     seed: int | None = None,
-    report_dir: str = "reports",
 ) -> Table:
     """Run every step through ``invoke`` (the CLI), promote each model's first champion, score
     the CRM in batch, write the report, and return the model-quality table."""
@@ -64,7 +63,7 @@ def run_quickstart(
     console.rule("nightly batch")
     invoke(["batch", "score", "--at", f"{DEMO_AS_OF}T23:00:00"])
     console.rule("report")
-    invoke(["report", "--out", report_dir])
+    invoke(["report"])
     return quality_table(client)
 
 
