@@ -3,11 +3,13 @@ language out (lead score and grade, deal health and colour, churn risk, CLV tier
 
 from __future__ import annotations
 
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 FeatureValue = float | int | str | bool | None
+# Ids are BIGINTs: a larger number is a 400 naming the field, not an overflow (500) downstream.
+EntityId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 FeatureRow = dict[str, FeatureValue]
 
 
@@ -38,61 +40,61 @@ class ExplainableRequest(ScoreRequest):
 
 class LeadScoreRequest(ExplainableRequest):
     id_field, rows_field = "lead_id", "features"
-    lead_id: int | None = None
+    lead_id: EntityId | None = None
     features: FeatureRow | None = None
 
 
 class LeadScoreBatchRequest(ExplainableRequest):
     id_field, rows_field = "lead_ids", "rows"
-    lead_ids: list[int] | None = Field(None, min_length=1)
+    lead_ids: list[EntityId] | None = Field(None, min_length=1)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class DealHealthRequest(ExplainableRequest):
     id_field, rows_field = "deal_id", "features"
-    deal_id: int | None = None
+    deal_id: EntityId | None = None
     features: FeatureRow | None = None
 
 
 class DealHealthBatchRequest(ExplainableRequest):
     id_field, rows_field = "deal_ids", "rows"
-    deal_ids: list[int] | None = Field(None, min_length=1)
+    deal_ids: list[EntityId] | None = Field(None, min_length=1)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ChurnRequest(ExplainableRequest):
     id_field, rows_field = "customer_id", "features"
-    customer_id: int | None = None
+    customer_id: EntityId | None = None
     features: FeatureRow | None = None
 
 
 class ChurnBatchRequest(ExplainableRequest):
     id_field, rows_field = "customer_ids", "rows"
-    customer_ids: list[int] | None = Field(None, min_length=1)
+    customer_ids: list[EntityId] | None = Field(None, min_length=1)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ClvRequest(ScoreRequest):
     id_field, rows_field = "customer_id", "features"
-    customer_id: int | None = None
+    customer_id: EntityId | None = None
     features: FeatureRow | None = None
 
 
 class ClvBatchRequest(ScoreRequest):
     id_field, rows_field = "customer_ids", "rows"
-    customer_ids: list[int] | None = Field(None, min_length=1)
+    customer_ids: list[EntityId] | None = Field(None, min_length=1)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class NextBestTimeRequest(ScoreRequest):
     id_field, rows_field = "contact_id", "features"
-    contact_id: int | None = None
+    contact_id: EntityId | None = None
     features: FeatureRow | None = None
 
 
 class NextBestTimeBatchRequest(ScoreRequest):
     id_field, rows_field = "contact_ids", "rows"
-    contact_ids: list[int] | None = Field(None, min_length=1)
+    contact_ids: list[EntityId] | None = Field(None, min_length=1)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
