@@ -1,0 +1,38 @@
+"""Schemathesis against the running service's own OpenAPI schema: generated requests to every
+operation never get a server error or a response that breaks the documented shape (a few cases per
+operation here; ``benchmarks/bench_fuzz.py`` runs hundreds)."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from serving_models import register_models
+from test_serving_http import TOKEN, running_server
+
+from benchmarks.bench_fuzz import fuzz
+from crm_predict.settings import Settings
+from crm_store.db import make_engine, upgrade
+
+pytestmark = pytest.mark.integration
+
+
+def test_generated_requests_to_every_operation_get_no_5xx_and_match_the_schema(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    register_models(MlflowClient(tracking_uri=uri, registry_uri=uri))
+    crm = f"sqlite:///{tmp_path / 'crm.db'}"
+    upgrade(make_engine(crm))
+    settings = Settings(
+        data_dir=tmp_path / "data", mlflow_tracking_uri=uri, database_url=crm, api_token=TOKEN
+    )
+    with running_server(settings, tmp_path / "server.log") as base:
+        report = fuzz(base, max_examples=8, token=TOKEN, seconds_per_operation=10)
+    assert len(report.by_operation) >= 10, report.by_operation
+    assert all(n > 0 for n in report.by_operation.values()), report.by_operation
+    assert report.server_errors == 0, report.failures
+    # Open finding (issue 10 report): POST /next_best_time answers 200 bodies that break its own
+    # documented response schema. Every other operation must conform; when NBT is fixed, drop it.
+    violating = {failure.split(" body=")[0] for failure in report.failures}
+    assert violating <= {"POST /next_best_time"}, report.failures
+    # Known upstream mismatch (BentoML's 400 "detail" documented as a string, sent as a list):
+    # counted apart so any other violation still fails this test.
+    print(f"fuzz: {report.cases} cases, BentoML 400-detail mismatches {report.bentoml_400_detail}")
