@@ -89,6 +89,8 @@ TAG_RFM_SEGMENT = "rfm_segment"
 TAG_HIGH_ACTIVITY = "high_activity"
 TAG_POTENTIAL = "potential"
 TAG_BEST_SLOT = "best_contact_slot"
+# Numeric scores: summaries count them per tag, not per value (1–99 values say nothing at a glance).
+SCORE_TAGS = frozenset({TAG_LEAD_SCORE, TAG_DEAL_HEALTH, TAG_CLV})
 
 # Task types.
 TASK_FIRST_CONTACT = "first_contact"

@@ -27,7 +27,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from crm_predict import rules as R
-from crm_predict.rules import TaskSpec
+from crm_predict.rules import SCORE_TAGS, TaskSpec
 from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
 
 ENTITY_TYPES = {
@@ -327,8 +327,9 @@ def write_back(
     result.predictions_logged = log_predictions(
         session, prediction_frame(model, scored, now, source, request_id)
     )
+    values = tags["value"].where(~tags["name"].isin(SCORE_TAGS), "*")
     result.tag_counts.update(
-        {f"{n}={v}": c for (n, v), c in tags.groupby(["name", "value"]).size().items()}
+        {f"{n}={v}": c for (n, v), c in tags.groupby(["name", values]).size().items()}
     )
     result.task_counts.update(Counter(t.type for t in tasks))
     return result
