@@ -169,9 +169,12 @@ class NextBestTime(BaseModel):
 
 
 class WriteBack(BaseModel):
-    tags: int
-    tasks: int
-    predictions_logged: int
+    """What ``write_back=true`` wrote; always present (OpenAPI 3.0 has no ``null`` type)."""
+
+    requested: bool = False
+    tags: int = 0
+    tasks: int = 0
+    predictions_logged: int = 0
 
 
 P = TypeVar("P")
@@ -181,14 +184,14 @@ class Single(BaseModel, Generic[P]):
     request_id: str
     model: ModelInfo
     prediction: P
-    written_back: WriteBack | None = None
+    written_back: WriteBack = WriteBack()
 
 
 class Batch(BaseModel, Generic[P]):
     request_id: str
     model: ModelInfo
     predictions: list[P]
-    written_back: WriteBack | None = None
+    written_back: WriteBack = WriteBack()
 
 
 class ApiError(BaseModel):

@@ -80,11 +80,11 @@ class CrmPredict:
             request_id = headers.get("x-request-id") or uuid.uuid4().hex
             job = self._job(name, request, batch)
             scored = await self.hub.score(name, job)
-            written = None
+            written = {"requested": False}
             if request.write_back:
                 if any(r.get(_id_key(name)) is None for r in scored.records):
                     raise ApiError(422, "write_back needs entity ids", request.id_field)
-                written = await self.hub.write_back(name, scored, request_id)
+                written = {"requested": True, **await self.hub.write_back(name, scored, request_id)}
         except UnknownIdsError as exc:
             message = f"unknown {_id_key(name)}(s): {', '.join(map(str, exc.ids))}"
             return _error(ctx, ApiError(404, message, request.id_field))

@@ -252,3 +252,13 @@ class FakeOnline:
 
     def check(self) -> str | None:
         return None if self.reachable else "online store: connection refused"
+
+
+def forget_bentoml_metrics() -> None:
+    """BentoML registers its HTTP metrics on the process-wide Prometheus registry when an ASGI app
+    starts; a second in-process app (another test module) would register them twice."""
+    from prometheus_client import REGISTRY
+
+    for collector, names in list(REGISTRY._collector_to_names.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            REGISTRY.unregister(collector)

@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from serving_models import FakeOnline, register_models
+from serving_models import FakeOnline, forget_bentoml_metrics, register_models
 from starlette.testclient import TestClient
 
 from crm_predict import rules
@@ -54,6 +54,7 @@ def api(env):
         for key, value in env["env"].items():
             mp.setenv(key, value)
         mp.setattr("serving.hub.FeastOnline", FakeOnline)
+        forget_bentoml_metrics()
         with TestClient(CrmPredict.to_asgi()) as client:
             yield client
 
@@ -258,6 +259,7 @@ def test_write_back_writes_tags_tasks_and_prediction_log(api, env, service):
     r = api.post("/deal_health", json={"deal_id": red["deal_id"], "write_back": True}, headers=AUTH)  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
+    assert body["written_back"]["requested"] is True
     assert body["written_back"]["tags"] == 2 and body["written_back"]["predictions_logged"] == 1
     with session_factory(env["crm"])() as session:
         tags = current_tags(session, "deal", red["deal_id"])
