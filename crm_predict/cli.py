@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from crm_predict.errors import UserError
@@ -174,9 +175,14 @@ def import_file(
     )
 
 
+def print_error(exc: Exception) -> None:
+    """One unwrapped line a user (or a script grepping it) can read whole."""
+    console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+
+
 def _fail(exc: UserError) -> None:
     """Print a user error the way ``main`` does and exit 2 (also under typer's test runner)."""
-    console.print(f"[red]error:[/] {exc}")
+    print_error(exc)
     raise typer.Exit(2)
 
 
@@ -227,5 +233,5 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print_error(exc)
         raise SystemExit(2) from None

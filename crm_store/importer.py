@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Table, select, text
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -626,6 +626,11 @@ def _import_contacts(
         stmt = text(
             f"UPDATE contacts SET {sets}, "
             f"updated_at = CASE WHEN {changed} THEN :_now ELSE updated_at END WHERE id = :_id"
+        ).bindparams(
+            # Typed, so datetimes are stored in SQLAlchemy's format whatever sqlite3 adapters
+            # another library registered (Feast registers an epoch adapter for datetime).
+            bindparam("_now", type_=table.c.updated_at.type),
+            *(bindparam(c, type_=table.c[c].type) for c in fill_cols),
         )
         for start in range(0, len(params), 10_000):
             session.execute(stmt, params[start : start + 10_000])

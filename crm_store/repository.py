@@ -53,7 +53,7 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     staged = [c for c in TAG_COLUMNS if c not in shared]
     _stage(session, Tag.__table__, "tag_stage", tags, staged)
     dialect = session.get_bind().dialect
-    params: dict = {"now": now}
+    params: dict = {}
     source = {c: f"s.{c}" for c in staged}
     for c in shared:
         value = tags[c].iloc[0]
@@ -78,7 +78,7 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
             f"INSERT INTO {TagHistory.__tablename__} ({cols}, replaced_at) "
             f"SELECT {', '.join('t.' + c for c in TAG_COLUMNS)}, :now "
             f"FROM {Tag.__tablename__} t JOIN tag_stage s ON {key} WHERE t.value <> s.value"
-        ),
+        ).bindparams(bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)),
         {"now": now},
     )
     # UPDATE … FROM + INSERT of missing keys: a set-based join, ~25 % faster on PostgreSQL than

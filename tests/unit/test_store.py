@@ -107,3 +107,18 @@ def test_changed_since_reads_only_newer_rows(session):
     )
     session.commit()
     assert changed_since(session, "accounts", NOW - timedelta(days=1)) == [2]
+
+
+def test_tag_history_survives_feasts_global_sqlite_datetime_adapter(sqlite_session):
+    """Feast registers a sqlite3 adapter turning every datetime into an epoch number at import;
+    the store binds typed parameters, so its datetimes still read back as datetimes."""
+    import feast.infra.online_stores.sqlite  # noqa: F401 - registers the adapter
+
+    upsert_tags(sqlite_session, _tags(["low"]), NOW)
+    later = NOW + timedelta(days=1)
+    upsert_tags(sqlite_session, _tags(["high"], when=later), later)
+    sqlite_session.commit()
+    assert current_tags(sqlite_session, "contact", 1)["churn_risk"].scored_at == later
+    assert [h.replaced_at for h in tag_history(sqlite_session, "contact", 1, "churn_risk")] == [
+        later
+    ]
