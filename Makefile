@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quickstart test lint format bench lock clean
+.PHONY: venv quickstart test lint format bench lock clean browser
 
 venv: $(STAMP)
 
@@ -32,7 +32,18 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# Headless Chromium + its WebDriver for the review-page browser test (Debian packages, as root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		chromium --version; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "browser: chromium and chromium-driver are missing and this user cannot apt-get install them;" \
+		     "the browser test will skip (or fail under CI=true)"; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: venv
