@@ -168,6 +168,15 @@ def reasons_png(contributions: pd.Series, top: int = CHART_FEATURES) -> bytes:
 # --- App -------------------------------------------------------------------------------------
 
 
+def feature_value(value: object) -> str:
+    """A reason's raw value as a reader wants it: whole floats without ``.0``, others to 2 places."""
+    if value is None:
+        return "missing"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    return str(value)
+
+
 def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starlette:
     """The review app; ``make_context`` runs once, on the first request (default: from Settings)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -178,6 +187,7 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
             loader=PackageLoader("serving", "templates"), autoescape=select_autoescape(["j2"])
         )
     )
+    templates.env.filters["feature_value"] = feature_value
     make_context = make_context or (lambda: settings_context(Settings()))
     state: dict[str, ReviewContext] = {}
     lock = threading.Lock()
