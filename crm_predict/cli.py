@@ -223,7 +223,8 @@ def quickstart(
     console.print(f"Quickstart finished in {time.perf_counter() - started:.0f} s.")
     console.print(f"CRM store: {settings.crm_url}\nMLflow:    {settings.tracking_uri}")
     console.print(
-        "Serve the champions:  .venv/bin/crm-predict serve\n"
+        "Serve the champions:  export CRM_PREDICT_API_TOKEN=$(openssl rand -hex 32)\n"
+        "                      .venv/bin/crm-predict serve\n"
         "Then try:  curl -s -X POST http://127.0.0.1:3000/lead_score "
         "-H 'Content-Type: application/json' -d '{\"lead_id\": 1, \"explain\": true}'"
     )

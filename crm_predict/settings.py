@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crm_predict.errors import UserError
+
+# Tokens that protect nothing: unset, blank, or the placeholder this project once documented.
+UNSET_TOKENS = frozenset({"", "change-me"})
 
 
 class Settings(BaseSettings):
@@ -37,7 +43,12 @@ class Settings(BaseSettings):
 
     # Serving.
     api_token: str = Field(
-        "change-me", description="Bearer token for write-back and admin endpoints."
+        "", description="Bearer token for write-back and admin endpoints; required to serve."
+    )
+    allow_no_api_token: bool = Field(
+        False,
+        description="Local demos only: serve without a configured token, with a one-off random "
+        "token that `crm-predict serve` prints.",
     )
     protect_reads: bool = False
     max_batch_size: int = 1000
@@ -88,6 +99,19 @@ class Settings(BaseSettings):
     def demo_truth_dir(self) -> Path:
         """Where the demo generator saves its latent probabilities (oracle for training reports)."""
         return self.data_dir / "demo_truth"
+
+    def serving_token(self) -> str:
+        """The token the service checks; refuses an unset or placeholder one unless
+        ``allow_no_api_token``, which gets a random token nobody else knows."""
+        if self.api_token.strip() and self.api_token not in UNSET_TOKENS:
+            return self.api_token
+        if not self.allow_no_api_token:
+            raise UserError(
+                "no API token: set CRM_PREDICT_API_TOKEN to a secret (e.g. the output of "
+                "`openssl rand -hex 32`) before serving; for a local demo only, "
+                "CRM_PREDICT_ALLOW_NO_API_TOKEN=true serves with a one-off random token"
+            )
+        return secrets.token_urlsafe(32)
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.feature_dir, self.feast_repo_dir, self.demo_truth_dir):

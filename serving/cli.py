@@ -32,12 +32,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def serve_command(
     settings: Settings, host: str = "127.0.0.1", port: int = 3000
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of a ``bentoml serve`` process for the CRM service."""
+    """argv and environment of a ``bentoml serve`` process for the CRM service; refuses
+    (UserError) to serve without an API token unless the settings allow it for a demo."""
+    token = settings.serving_token()
     argv = [
         sys.executable, "-m", "bentoml", "serve", SERVICE_IMPORT,
         "--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT),
     ]  # fmt: skip
-    env = {**os.environ, **settings_env(settings), "BENTOML_DO_NOT_TRACK": "True"}
+    env = {
+        **os.environ, **settings_env(settings),
+        "CRM_PREDICT_API_TOKEN": token, "BENTOML_DO_NOT_TRACK": "True",
+    }  # fmt: skip
     return argv, env
 
 
@@ -50,5 +55,7 @@ def serve(
     """Start the online API (BentoML): scores, reasons, write-back; OpenAPI docs at /."""
     settings: Settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
     argv, env = serve_command(settings, host, port)
+    if env["CRM_PREDICT_API_TOKEN"] != settings.api_token:
+        typer.echo(f"demo mode, no API token configured: this run's token is {env['CRM_PREDICT_API_TOKEN']}")  # fmt: skip
     typer.echo(f"serving on http://{host}:{port} (docs at /, readiness at /readyz)")
     raise typer.Exit(subprocess.call(argv, env=env))

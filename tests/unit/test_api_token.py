@@ -1,0 +1,57 @@
+"""The service refuses to start without a real API token (an unset, blank or placeholder token
+would let anyone write back), unless a local demo opts out and gets a one-off random token."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from crm_predict.cli import app, main
+from crm_predict.errors import UserError
+from crm_predict.settings import Settings
+from serving.cli import serve_command
+
+
+@pytest.mark.parametrize("token", ["", "   ", "change-me"])
+def test_serving_refuses_unset_blank_or_placeholder_token(tmp_path, token):
+    settings = Settings(data_dir=tmp_path, api_token=token)
+    with pytest.raises(UserError, match="CRM_PREDICT_API_TOKEN") as refused:
+        serve_command(settings)
+    assert "CRM_PREDICT_ALLOW_NO_API_TOKEN" in str(refused.value)
+
+
+def test_unset_token_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRM_PREDICT_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env file here
+    with pytest.raises(UserError):
+        Settings().serving_token()
+
+
+def test_configured_token_reaches_the_server_process(tmp_path):
+    _, env = serve_command(Settings(data_dir=tmp_path, api_token="s3cret-token"))
+    assert env["CRM_PREDICT_API_TOKEN"] == "s3cret-token"
+
+
+def test_demo_opt_out_serves_with_a_fresh_unguessable_token(tmp_path):
+    settings = Settings(data_dir=tmp_path, api_token="", allow_no_api_token=True)
+    first = serve_command(settings)[1]["CRM_PREDICT_API_TOKEN"]
+    second = serve_command(settings)[1]["CRM_PREDICT_API_TOKEN"]
+    assert len(first) >= 32 and first != second
+
+
+def test_cli_serve_without_token_is_a_clear_error_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CRM_PREDICT_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    started = []
+    monkeypatch.setattr("serving.cli.subprocess.call", lambda *a, **k: started.append(a) or 0)
+    monkeypatch.setattr("sys.argv", ["crm-predict", "--data-dir", str(tmp_path), "serve"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2 and started == []
+    out = capsys.readouterr().out
+    assert "error: no API token" in out and "Traceback" not in out
+
+    monkeypatch.setenv("CRM_PREDICT_ALLOW_NO_API_TOKEN", "true")
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "serve"])
+    assert result.exit_code == 0, result.output
+    assert "this run's token is" in result.output and len(started) == 1
