@@ -8,8 +8,9 @@ FeatureService declaration (``features.definitions.SERVICES``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 
 import pandas as pd
 
@@ -37,9 +38,14 @@ def scoring_frame(
     at: datetime,
     entity_ids: Iterable[int] | None = None,
     tables: dict[str, pd.DataFrame] | None = None,
+    cache: dict | None = None,
 ) -> pd.DataFrame:
     """``entity_id`` + the model's features for every active entity at ``at`` (open leads, open
-    deals, customers with orders, contacts), or for ``entity_ids`` (which must be active)."""
+    deals, customers with orders, contacts), or for ``entity_ids`` (which must be active).
+
+    ``cache`` (any dict, kept by the caller across models) holds the active rows and view tables
+    already computed for all entities at ``at``, so models of one entity (churn and CLV) share
+    them: the batch job computes each view once per run."""
     check_model(model_name)
     names = feature_names(model_name, settings)
     entity = ENTITY_OF_MODEL[model_name]
@@ -47,7 +53,10 @@ def scoring_frame(
     tables = tables if tables is not None else load_snapshots(settings)
     at = pd.Timestamp(at).to_pydatetime()
 
-    rows = active_rows(entity, tables, at)
+    if entity_ids is not None:
+        cache = None  # cached tables are for every active entity
+    cache = {} if cache is None else cache
+    rows = _cached(cache, ("rows", id(tables), entity, at), lambda: active_rows(entity, tables, at))
     if entity_ids is not None:
         wanted = pd.Index(pd.Series(list(entity_ids), dtype="int64").unique())
         missing = wanted.difference(rows["entity_id"])
@@ -55,20 +64,28 @@ def scoring_frame(
             raise UnknownEntityError(model_name, sorted(missing.tolist()))
         rows = rows[rows["entity_id"].isin(wanted)]
     times = {entity: rows.rename(columns={"entity_id": key})}
-    views = compute_views(tables, times, only=[view for view, _ in SERVICES[model_name]])
+
+    def view_at(view: str) -> pd.DataFrame:
+        table = compute_views(tables, times, only=[view])[view]
+        # Profile views are stamped at creation: take each entity's latest row at or before ``at``.
+        return tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
 
     frame = rows.rename(columns={"entity_id": key})[[key]]
     for view, feats in SERVICES[model_name]:
         if view == RULE_SCORE_VIEW:
             continue
-        table = views[view]
-        # Profile views are stamped at creation: take each entity's latest row at or before ``at``.
-        table = tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
+        table = _cached(cache, ("view", id(tables), view, at), partial(view_at, view))
         frame = frame.merge(table[[key, *feats]], on=key, how="left")
     if any(view == RULE_SCORE_VIEW for view, _ in SERVICES[model_name]):
         frame["rule_score"] = tf.rule_score(frame[list(tf.RULE_SCORE_INPUTS)])["rule_score"]
     frame = _fill_missing(frame, model_name)
     return frame.rename(columns={key: "entity_id"})[["entity_id", *names]].reset_index(drop=True)
+
+
+def _cached(cache: dict, key: tuple, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def _fill_missing(frame: pd.DataFrame, model_name: str) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from crm_predict.rules import MODEL_NAMES, RULES, rfm_medians, rule_based_lead_s
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
 from crm_store.models import BatchCheckpoint, BatchRun
+from features.transforms import as_flag
 from serving.writeback import WriteBackResult, write_back
 
 EXPERIMENT = "batch_scoring"
@@ -107,6 +108,34 @@ class BatchSummary:
 
 # --- Rule context from the CRM ---------------------------------------------------------------
 
+# The CRM columns the rules read, per table: what ``crm_tables`` loads when no snapshot is given.
+CONTEXT_COLUMNS = {
+    "users": ["id", "manager_id"],
+    "accounts": ["id", "industry"],
+    "contacts": ["id", "owner_id", "is_decision_maker"],
+    "leads": [
+        "id",
+        "contact_id",
+        "account_id",
+        "owner_id",
+        "region",
+        "created_at",
+        "first_contacted_at",
+        "converted_at",
+    ],  # fmt: skip
+    "deals": ["id", "owner_id", "stage", "created_at", "closed_at"],
+    "activities": ["contact_id", "lead_id", "deal_id", "type", "occurred_at"],
+    "orders": ["contact_id", "ordered_at", "amount"],
+}
+CONTEXT_TABLES = {
+    "lead_scoring": ("users", "accounts", "contacts", "leads", "activities"),
+    "deal_health": ("users", "deals", "activities"),
+    "churn": ("contacts", "activities", "orders"),
+    "clv": ("contacts", "activities", "orders"),
+    "next_best_time": ("contacts",),
+}
+Tables = dict[str, pd.DataFrame]
+
 
 def _query(session: Session, sql: str, **params) -> pd.DataFrame:
     stmt = text(sql)
@@ -117,53 +146,86 @@ def _query(session: Session, sql: str, **params) -> pd.DataFrame:
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
 
-def _in(values: Sequence[str]) -> str:
-    return ", ".join(f"'{v}'" for v in values)  # constants above, never user input
+def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None = None) -> Tables:
+    """The CRM columns the rules of ``models`` read: from ``snapshot`` (the feature export's frames,
+    so model and rules see the same data) where it has them, else from the store. Users (owners'
+    managers) are not in the snapshot and always come from the store."""
+    from crm_store.repository import read_table
+
+    names = {t for m in models for t in CONTEXT_TABLES[m]}
+    out: Tables = {}
+    for name in sorted(names):
+        columns = CONTEXT_COLUMNS[name]
+        if snapshot is not None and name in snapshot:
+            out[name] = snapshot[name][columns]
+        else:
+            out[name] = read_table(session, name, columns)
+    return out
 
 
 def _days_before(at: datetime, stamps: pd.Series) -> pd.Series:
     return (pd.Timestamp(at) - pd.to_datetime(stamps, format="ISO8601")) / pd.Timedelta(days=1)
 
 
-def lead_context(session: Session, at: datetime) -> pd.DataFrame:
+def _stamp(series: pd.Series) -> pd.Series:
+    return series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, format="ISO8601")  # fmt: skip
+
+
+def _events(frame: pd.DataFrame, key: str, stamp: str, at: datetime) -> pd.DataFrame:
+    """Rows of an event table with ``key`` set and ``stamp`` at or before ``at``."""
+    frame = frame[frame[key].notna()]
+    when = _stamp(frame[stamp])
+    return frame[when <= pd.Timestamp(at)].assign(**{stamp: when})
+
+
+def _managers(tables: Tables, owners: pd.Series) -> np.ndarray:
+    users = tables["users"].set_index("id")["manager_id"]
+    return owners.map(users).to_numpy()
+
+
+def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
     """Per open lead: owner/manager, creation and first contact, rule points (90-day window) and
-    the last whitepaper download of the lead or its contact."""
-    leads = _query(
-        session,
-        """
-        SELECT l.id AS entity_id, l.contact_id, l.owner_id, u.manager_id, l.created_at,
-               l.first_contacted_at, l.region AS lead_region, ac.industry, c.is_decision_maker
-        FROM leads l
-        LEFT JOIN users u ON u.id = l.owner_id
-        LEFT JOIN accounts ac ON ac.id = l.account_id
-        LEFT JOIN contacts c ON c.id = l.contact_id
-        WHERE l.created_at <= :at AND (l.converted_at IS NULL OR l.converted_at > :at)
-        """,
-        at=at,
+    the last whitepaper download of the lead."""
+    stamp = pd.Timestamp(at)
+    leads = tables["leads"]
+    created, converted = _stamp(leads["created_at"]), _stamp(leads["converted_at"])
+    frame = leads[(created <= stamp) & ~(converted <= stamp)].rename(
+        columns={"id": "entity_id", "region": "lead_region"}
     )
-    acts = _query(
-        session,
-        f"""
-        SELECT lead_id,
-          SUM(CASE WHEN type IN ({_in(SITE_VISITS)}) AND occurred_at > :d90 THEN 1 ELSE 0 END) AS site_visits,
-          SUM(CASE WHEN type IN ({_in(PRICING_VIEWS)}) AND occurred_at > :d90 THEN 1 ELSE 0 END) AS pricing_views,
-          SUM(CASE WHEN type IN ({_in(WHITEPAPERS)}) AND occurred_at > :d90 THEN 1 ELSE 0 END) AS whitepapers,
-          SUM(CASE WHEN type IN ({_in(TRIALS)}) AND occurred_at > :d90 THEN 1 ELSE 0 END) AS trials,
-          MAX(occurred_at) AS last_interaction_at,
-          MAX(CASE WHEN type IN ({_in(WHITEPAPERS)}) THEN occurred_at END) AS last_whitepaper_at
-        FROM activities WHERE lead_id IS NOT NULL AND occurred_at <= :at GROUP BY lead_id
-        """,
-        at=at,
-        d90=at - timedelta(days=90),
-    ).rename(columns={"lead_id": "entity_id"})
-    frame = leads.merge(acts, on="entity_id", how="left")
-    for column in ("created_at", "first_contacted_at", "last_interaction_at", "last_whitepaper_at"):
-        frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+    frame = frame.merge(
+        tables["accounts"].rename(columns={"id": "account_id"}), on="account_id", how="left"
+    ).merge(
+        tables["contacts"][["id", "is_decision_maker"]].rename(columns={"id": "contact_id"}),
+        on="contact_id", how="left",
+    )  # fmt: skip
+    frame["manager_id"] = _managers(tables, frame["owner_id"])
+
+    acts = _events(tables["activities"], "lead_id", "occurred_at", at)
+    acts = acts[acts["lead_id"].isin(frame["entity_id"])]
+    kind = acts["type"].astype(str)
+    recent = acts["occurred_at"] > stamp - timedelta(days=90)
+    counts = pd.DataFrame({"lead_id": acts["lead_id"].astype("int64")})
+    for column, types in (
+        ("site_visits", SITE_VISITS), ("pricing_views", PRICING_VIEWS),
+        ("whitepapers", WHITEPAPERS), ("trials", TRIALS),
+    ):  # fmt: skip
+        counts[column] = (kind.isin(types) & recent).astype("int64")
+    counts["last_interaction_at"] = acts["occurred_at"]
+    counts["last_whitepaper_at"] = acts["occurred_at"].where(kind.isin(WHITEPAPERS))
+    per_lead = counts.groupby("lead_id").agg(
+        site_visits=("site_visits", "sum"), pricing_views=("pricing_views", "sum"),
+        whitepapers=("whitepapers", "sum"), trials=("trials", "sum"),
+        last_interaction_at=("last_interaction_at", "max"),
+        last_whitepaper_at=("last_whitepaper_at", "max"),
+    )  # fmt: skip
+    frame = frame.merge(per_lead, left_on="entity_id", right_index=True, how="left")
+    for column in ("created_at", "first_contacted_at"):
+        frame[column] = _stamp(frame[column])
     # As of ``at``: a first contact after it has not happened yet.
-    frame.loc[frame["first_contacted_at"] > pd.Timestamp(at), "first_contacted_at"] = pd.NaT
+    frame.loc[frame["first_contacted_at"] > stamp, "first_contacted_at"] = pd.NaT
     frame["rule_points"] = rule_based_lead_score(
         frame["industry"].astype(object),
-        frame["is_decision_maker"].astype(object),
+        as_flag(frame["is_decision_maker"]),
         frame["lead_region"].astype(object),
         frame["site_visits"].astype(float),
         frame["pricing_views"].astype(float),
@@ -175,90 +237,83 @@ def lead_context(session: Session, at: datetime) -> pd.DataFrame:
     return frame[keep + ["first_contacted_at", "last_whitepaper_at", "rule_points"]]
 
 
-def deal_context(session: Session, at: datetime) -> pd.DataFrame:
+def deal_context(tables: Tables, at: datetime) -> pd.DataFrame:
     """Per open deal: owner/manager, stage and days since its last activity (or its creation)."""
-    frame = _query(
-        session,
-        """
-        SELECT d.id AS entity_id, d.owner_id, u.manager_id, d.stage, d.created_at,
-               MAX(a.occurred_at) AS last_activity_at
-        FROM deals d
-        LEFT JOIN users u ON u.id = d.owner_id
-        LEFT JOIN activities a ON a.deal_id = d.id AND a.occurred_at <= :at
-        WHERE d.created_at <= :at AND (d.closed_at IS NULL OR d.closed_at > :at)
-        GROUP BY d.id, d.owner_id, u.manager_id, d.stage, d.created_at
-        """,
-        at=at,
-    )
-    last = pd.to_datetime(frame["last_activity_at"], format="ISO8601").fillna(
-        pd.to_datetime(frame["created_at"], format="ISO8601")
-    )
-    frame["days_idle"] = _days_before(at, last)
+    stamp = pd.Timestamp(at)
+    deals = tables["deals"]
+    created, closed = _stamp(deals["created_at"]), _stamp(deals["closed_at"])
+    frame = deals[(created <= stamp) & ~(closed <= stamp)].rename(columns={"id": "entity_id"})
+    frame = frame.assign(created_at=_stamp(frame["created_at"]))
+    frame["manager_id"] = _managers(tables, frame["owner_id"])
+    acts = _events(tables["activities"], "deal_id", "occurred_at", at)
+    last = acts.groupby(acts["deal_id"].astype("int64"))["occurred_at"].max()
+    frame["days_idle"] = _days_before(at, frame["entity_id"].map(last).fillna(frame["created_at"]))
     return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
 
 
-def customer_context(session: Session, at: datetime) -> pd.DataFrame:
+def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
     """Per customer (contact with orders by ``at``): owner, spend windows, RFM inputs, site visits in
     30 days and days inactive (exact below the warning threshold, at least it above)."""
-    orders = _query(
-        session,
-        """
-        SELECT contact_id AS entity_id, MAX(ordered_at) AS last_order_at, COUNT(*) AS frequency,
-          SUM(amount) AS monetary,
-          SUM(CASE WHEN ordered_at > :d365 THEN amount ELSE 0 END) AS yearly_spend,
-          SUM(CASE WHEN ordered_at > :d90 THEN amount ELSE 0 END) AS spend_last_3m,
-          SUM(CASE WHEN ordered_at > :d180 AND ordered_at <= :d90 THEN amount ELSE 0 END)
-            AS spend_prior_3m
-        FROM orders WHERE ordered_at <= :at GROUP BY contact_id
-        """,
-        at=at,
-        d90=at - timedelta(days=90),
-        d180=at - timedelta(days=180),
-        d365=at - timedelta(days=365),
+    stamp = pd.Timestamp(at)
+    orders = _events(tables["orders"], "contact_id", "ordered_at", at)
+    amount = orders["amount"].astype(float)
+    age = orders["ordered_at"]
+    spend = pd.DataFrame(
+        {
+            "entity_id": orders["contact_id"].astype("int64").to_numpy(),
+            "last_order_at": age.to_numpy(),
+            "monetary": amount.to_numpy(),
+            "yearly_spend": amount.where(age > stamp - timedelta(days=365), 0.0).to_numpy(),
+            "spend_last_3m": amount.where(age > stamp - timedelta(days=90), 0.0).to_numpy(),
+            "spend_prior_3m": amount.where(
+                (age > stamp - timedelta(days=180)) & (age <= stamp - timedelta(days=90)), 0.0
+            ).to_numpy(),
+        }
     )
+    frame = spend.groupby("entity_id", sort=True).agg(
+        last_order_at=("last_order_at", "max"), frequency=("monetary", "size"),
+        monetary=("monetary", "sum"), yearly_spend=("yearly_spend", "sum"),
+        spend_last_3m=("spend_last_3m", "sum"), spend_prior_3m=("spend_prior_3m", "sum"),
+    )  # fmt: skip
     window = RULES.churn.inactive_warning_days
-    recent = _query(
-        session,
-        f"""
-        SELECT contact_id AS entity_id, MAX(occurred_at) AS last_activity_at,
-          SUM(CASE WHEN type IN ({_in(SITE_VISITS)}) THEN 1 ELSE 0 END) AS visits_30d
-        FROM activities
-        WHERE occurred_at > :since AND occurred_at <= :at AND contact_id IS NOT NULL
-        GROUP BY contact_id
-        """,
-        at=at,
-        since=at - timedelta(days=max(window, 30)),
-    )
-    owners = _query(session, "SELECT id AS entity_id, owner_id FROM contacts")
-    frame = orders.merge(recent, on="entity_id", how="left").merge(
-        owners, on="entity_id", how="left"
-    )
+    acts = _events(tables["activities"], "contact_id", "occurred_at", at)
+    acts = acts[acts["occurred_at"] > stamp - timedelta(days=max(window, 30))]
+    contact = acts["contact_id"].astype("int64")
+    last_activity = acts.groupby(contact)["occurred_at"].max()
+    visits = acts["type"].astype(str).isin(SITE_VISITS).groupby(contact).sum()
+    owners = tables["contacts"].set_index("id")["owner_id"]
+
+    frame = frame.reset_index()
+    ids = frame["entity_id"]
+    frame["owner_id"] = ids.map(owners).to_numpy()
     frame["recency_days"] = _days_before(at, frame["last_order_at"])
     frame["days_inactive"] = np.fmin(
-        frame["recency_days"], _days_before(at, frame["last_activity_at"])
+        frame["recency_days"], _days_before(at, ids.map(last_activity))
     )
-    frame["visits_30d"] = frame["visits_30d"].fillna(0).astype(int)
-    for column in ("monetary", "yearly_spend", "spend_last_3m", "spend_prior_3m"):
-        frame[column] = frame[column].astype(float)
+    frame["visits_30d"] = ids.map(visits).fillna(0).astype(int).to_numpy()
     keep = ["entity_id", "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency"]
     return frame[keep + ["monetary", "visits_30d", "spend_last_3m", "spend_prior_3m"]]
 
 
-def contact_context(session: Session, at: datetime) -> pd.DataFrame:
-    return _query(session, "SELECT id AS entity_id, owner_id FROM contacts")
+def contact_context(tables: Tables, at: datetime) -> pd.DataFrame:
+    return tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
 
 
-def rule_context(session: Session, model_name: str, at: datetime) -> pd.DataFrame:
-    """The columns ``serving.writeback`` rules need for one model's entities, as of ``at``."""
-    if model_name == "lead_scoring":
-        return lead_context(session, at)
-    if model_name == "deal_health":
-        return deal_context(session, at)
-    if model_name in ("churn", "clv"):
-        return customer_context(session, at)
-    if model_name == "next_best_time":
-        return contact_context(session, at)
-    raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
+CONTEXTS: dict[str, Callable[[Tables, datetime], pd.DataFrame]] = {
+    "lead_scoring": lead_context,
+    "deal_health": deal_context,
+    "churn": customer_context,
+    "clv": customer_context,
+    "next_best_time": contact_context,
+}
+
+
+def rule_context(tables: Tables, model_name: str, at: datetime) -> pd.DataFrame:
+    """The columns ``serving.writeback`` rules need for one model's entities, as of ``at``, from
+    the CRM tables of ``crm_tables``."""
+    if model_name not in CONTEXTS:
+        raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
+    return CONTEXTS[model_name](tables, at)
 
 
 def changed_entities(session: Session, model_name: str, since: datetime) -> list[int]:
@@ -379,6 +434,7 @@ def run_batch(
     at = run.scored_at
     chunk_size = settings.batch_chunk_size
     summary = BatchSummary(batch_run_id=run.id, scored_at=at, resumed=resumed, models=[])
+    tables = None
     if scoring_frame is None:
         from features.export import export_snapshots, load_snapshots
         from features.scoring import scoring_frame as features_as_of
@@ -386,8 +442,13 @@ def run_batch(
         t = time.perf_counter()
         tables = export_snapshots(session, settings) if export else load_snapshots(settings)
         session.commit()  # end the export's read transaction
-        summary.seconds["export"] += time.perf_counter() - t
-        scoring_frame = partial(features_as_of, tables=tables)
+        summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t
+        scoring_frame = partial(features_as_of, tables=tables, cache={})
+    t = time.perf_counter()
+    crm = crm_tables(session, models, snapshot=tables)
+    session.commit()
+    contexts: dict[Callable, pd.DataFrame] = {}  # churn and CLV share the customer context
+    summary.seconds["context_tables"] += time.perf_counter() - t
 
     for name in models:
         n_done, last_id, model_run = _done_so_far(session, run.id, name)
@@ -407,7 +468,10 @@ def run_batch(
         seconds["features"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        context = rule_context(session, name, at)
+        build = CONTEXTS[name]
+        if build not in contexts:
+            contexts[build] = build(crm, at)
+        context = contexts[build].drop_duplicates("entity_id").set_index("entity_id")
         medians = None
         if name == "clv" and len(context):
             medians = rfm_medians(
@@ -422,7 +486,10 @@ def run_batch(
         for index, start in enumerate(range(0, len(todo), chunk_size), start=n_done):
             chunk = todo.iloc[start : start + chunk_size]
             t = time.perf_counter()
-            scored = score(loaded, chunk).merge(context, on="entity_id", how="left")
+            scored = score(loaded, chunk)
+            # Align the context to the chunk (the index's hash table is built once per model).
+            rows = context.reindex(scored["entity_id"].to_numpy())
+            scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
             seconds["score"] += time.perf_counter() - t
 
             t = time.perf_counter()

@@ -68,8 +68,17 @@ def score_command(
     since: str = typer.Option(None, help="Only entities changed since this ISO date/time."),
     at: str = typer.Option(None, help="Score as of this ISO date/time (default now, UTC)."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    export: bool = typer.Option(
+        True,
+        "--export/--no-export",
+        help="Export a fresh CRM snapshot first (default), or reuse the latest one "
+        "(`crm-predict features export`): much faster on a large store whose snapshot is recent.",
+    ),
 ) -> None:
-    """Score every active lead, open deal and customer with each champion; write tags and tasks."""
+    """Score every active lead, open deal and customer with each champion; write tags and tasks.
+
+    Features are computed as of ``--at`` from the CRM snapshot under the data dir; the rule context
+    (owners, idle days, spend windows) is always read live from the CRM store."""
     from mlflow import MlflowClient
 
     from crm_store.db import make_engine, session_factory, upgrade
@@ -94,7 +103,7 @@ def score_command(
             return lambda n: bars.advance(task, n)
 
         summary = run_batch(
-            session, client, settings, names, when, changed, progress=progress,
+            session, client, settings, names, when, changed, progress=progress, export=export,
         )  # fmt: skip
     engine.dispose()
     console.print(summary_table(summary))

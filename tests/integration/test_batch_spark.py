@@ -14,7 +14,7 @@ from crm_predict.rules import MODEL_NAMES
 from crm_predict.settings import Settings
 from crm_store.db import make_engine, session_factory, upgrade
 from crm_store.models import PredictionLog, Tag
-from serving.batch import rule_context, score
+from serving.batch import crm_tables, rule_context, score
 from serving.loader import load_model
 from serving.writeback import tag_frame
 
@@ -59,10 +59,11 @@ def test_spark_batch_matches_single_machine_scores_and_tags(spark, tmp_path, mlf
     features_dir.mkdir()
     contexts, expected_tags, expected_scores = {}, [], {}
     with session_factory(engine)() as session:
+        crm = crm_tables(session, MODEL_NAMES)
         for name in MODEL_NAMES:
             features = tiny_scoring_frame(settings, name, AT)
             features.to_parquet(features_dir / f"{name}.parquet", index=False)
-            contexts[name] = rule_context(session, name, AT)
+            contexts[name] = rule_context(crm, name, AT)
             loaded = load_model(mlflow_client, name)
             scored = score(loaded, features).merge(contexts[name], on="entity_id", how="left")
             expected_scores[name] = scored.set_index("entity_id")["score"].sort_index()
