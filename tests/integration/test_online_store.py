@@ -88,3 +88,81 @@ def test_redis_round_trip_offline_to_online(exported, redis_url):
         keys = list(client.scan_iter(match=f"*{project}"))
         if keys:
             client.delete(*keys)
+
+
+def _bulk_redis_view(tmp_path, name: str, schema: dict):
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+
+    entity = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        schema=[Field(name=k, dtype=t) for k, t in schema.items()],
+        source=FileSource(path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"),
+    )
+
+
+def test_redis_restore_path_writes_the_hashes_feast_writes(tmp_path, redis_url):
+    """RESTORE-created hashes equal, field for field, the ones Feast's own Redis store writes for
+    the same rows; a second view's bulk write (keys now exist) merges into the same hashes."""
+    import numpy as np
+    import pyarrow as pa
+    import redis
+    from feast import ValueType
+    from feast.infra.online_stores.redis import RedisOnlineStore
+    from feast.types import Float64, Int64, String
+    from feast.utils import _convert_arrow_to_proto
+
+    from features.online_store import BulkRedisOnlineStore
+    from features.store import repo_config
+
+    rng = np.random.default_rng(5)
+    n = 300
+    x = rng.normal(0, 1e3, n)
+    x[rng.random(n) < 0.2] = np.nan
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.permutation(np.arange(1, n + 1)) * 7919,
+            "event_timestamp": pd.Timestamp("2026-06-30 12:00", tz="UTC")
+            - pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"),
+            "x": x,
+            "k": rng.integers(-(2**40), 2**40, n),
+            "s": rng.choice(np.array(["a", "ü", "", "z" * 70, "y" * 300, None], dtype=object), n),
+        }
+    )
+    schema = {"x": Float64, "k": Int64, "s": String}
+    view = _bulk_redis_view(tmp_path, "restore_v", schema)
+    other = _bulk_redis_view(tmp_path, "restore_w", {"x": Float64})
+    settings = Settings(data_dir=tmp_path / "d", online_store="redis", redis_url=redis_url)
+    projects = {p: f"t{uuid.uuid4().hex[:10]}" for p in ("bulk", "stock")}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        bulk_config = repo_config(settings, projects["bulk"])
+        bulk = BulkRedisOnlineStore()
+        assert bulk._restore_supported(bulk._get_client(bulk_config.online_store))
+        assert bulk.bulk_write(bulk_config, view, frame, "customer_id", "event_timestamp") == n
+        before = client.info("commandstats").get("cmdstat_hset", {}).get("calls", 0)
+        bulk.bulk_write(bulk_config, other, frame, "customer_id", "event_timestamp")
+        merged = client.info("commandstats")["cmdstat_hset"]["calls"] - before
+        assert merged == n  # every key existed: each entity merged by HSET, none replaced
+
+        stock_config = repo_config(settings, projects["stock"], bulk=False)
+        rows = _convert_arrow_to_proto(
+            pa.Table.from_pandas(frame), view, {"customer_id": ValueType.INT64}
+        )
+        RedisOnlineStore().online_write_batch(stock_config, view, rows, None)
+        rows = _convert_arrow_to_proto(
+            pa.Table.from_pandas(frame), other, {"customer_id": ValueType.INT64}
+        )
+        RedisOnlineStore().online_write_batch(stock_config, other, rows, None)
+
+        bulk_keys = sorted(client.scan_iter(match=f"*{projects['bulk']}", count=1000))
+        assert len(bulk_keys) == n
+        for key in bulk_keys:
+            stock_key = key[: -len(projects["bulk"])] + projects["stock"].encode()
+            assert client.hgetall(key) == client.hgetall(stock_key)
+    finally:
+        for project in projects.values():
+            keys = list(client.scan_iter(match=f"*{project}"))
+            if keys:
+                client.delete(*keys)
