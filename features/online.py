@@ -1,12 +1,17 @@
-"""Online features for one entity or a batch, through Feast's ``get_online_features``."""
+"""Online features for one entity or a batch: Feast's ``get_online_features`` (``online_features``),
+and ``ServiceReader``, the same FeatureService read resolved once for the online API's hot path."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pandas as pd
-from feast import FeatureStore
+from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
 
 from crm_predict.errors import UserError
 from features.definitions import (
@@ -70,3 +75,80 @@ def online_features(
     features = [f for _, feats in SERVICES[model_name] for f in feats]
     frame = frame.rename(columns={key: "entity_id"})
     return frame[["entity_id", *features]]
+
+
+@dataclass
+class ServiceReader:
+    """A model's FeatureService resolved from the registry once, read without Feast's per-call
+    planning: each stored view through the provider's ``online_read`` (SQLite or Redis alike),
+    each on-demand view through its own registered transformation. Same rows as
+    ``online_features`` (checked in the tests) at a fraction of the cost for one entity.
+
+    The views carry no TTL (see ``features.definitions``), so no max-age filtering is applied.
+    """
+
+    store: FeatureStore
+    model_name: str
+    join_key: str
+    views: list[tuple[FeatureView, list[str]]]
+    on_demand: list[tuple[OnDemandFeatureView, list[str], list[str]]]  # (view, inputs, outputs)
+    features: list[str]
+
+    @classmethod
+    def open(cls, store: FeatureStore, model_name: str) -> ServiceReader:
+        check_model(model_name)
+        service = store.get_feature_service(service_name(model_name))
+        views, on_demand, features = [], [], []
+        for projection in service.feature_view_projections:
+            names = [f.name for f in projection.features]
+            features += names
+            if projection.name in {v.name for v in store.list_on_demand_feature_views()}:
+                odfv = store.get_on_demand_feature_view(projection.name)
+                inputs = [
+                    f.name
+                    for p in odfv.source_feature_view_projections.values()
+                    for f in p.features
+                ]
+                on_demand.append((odfv, inputs, names))
+            else:
+                views.append((store.get_feature_view(projection.name), names))
+        key = ENTITIES[ENTITY_OF_MODEL[model_name]]
+        return cls(store, model_name, key, views, on_demand, features)
+
+    def read(self, entity_ids: int | Iterable[int]) -> pd.DataFrame:
+        """``entity_id`` + the FeatureService features, one row per id in the given order."""
+        ids = _ids(entity_ids)
+        keys = [
+            EntityKeyProto(join_keys=[self.join_key], entity_values=[ValueProto(int64_val=i)])
+            for i in ids
+        ]
+        provider, config = self.store.provider, self.store.config
+        columns: dict[str, list] = {"entity_id": ids}
+        found = [False] * len(ids)
+        for view, names in self.views:
+            rows = provider.online_read(config, view, keys, names)
+            for name in names:
+                columns[name] = [None] * len(ids)
+            for row, (ts, values) in enumerate(rows):
+                if ts is None or not values:
+                    continue
+                # Redis answers a missing hash with empty values and a zero timestamp.
+                found[row] = found[row] or ts.timestamp() > 0
+                for name in names:
+                    value = values.get(name)
+                    if value is not None:
+                        columns[name][row] = feast_value_type_to_python_type(value)
+        unknown = [i for i, ok in zip(ids, found, strict=True) if not ok]
+        if unknown:
+            raise UnknownEntityError(self.model_name, unknown)
+        for odfv, inputs, outputs in self.on_demand:
+            given = {name: columns[name] for name in inputs}
+            if odfv.mode == "python":
+                result = odfv.feature_transformation.transform(given)
+            else:
+                result = odfv.feature_transformation.transform(pd.DataFrame(given))
+            for name in outputs:
+                columns[name] = (
+                    list(result[name]) if odfv.mode == "python" else result[name].to_numpy()
+                )
+        return pd.DataFrame({name: columns[name] for name in ["entity_id", *self.features]})

@@ -44,28 +44,38 @@ class UnavailableError(RuntimeError):
 
 
 class FeastOnline:
-    """Online feature reads through ``features.online`` (Feast), opened on first use."""
+    """Online feature reads through ``features.online.ServiceReader`` (one per model's
+    FeatureService, resolved on first use); the Feast store is opened on first use too."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._store = None
+        self._readers: dict[str, object] = {}
 
     def read(self, model_name: str, ids: list[int]) -> pd.DataFrame:
         """``entity_id`` + the model's FeatureService features, one row per id."""
         try:
-            from features.online import UnknownEntityError, online_features
+            from features.online import ServiceReader, UnknownEntityError
             from features.store import feature_store
         except ImportError as exc:
             raise UnavailableError(f"online store: features package incomplete ({exc})") from exc
         try:
             if self._store is None:
                 self._store = feature_store(self.settings)
-            return online_features(self._store, model_name, ids)
+            reader = self._readers.get(model_name)
+            if reader is None:
+                reader = self._readers[model_name] = ServiceReader.open(self._store, model_name)
+            return reader.read(ids)
         except UnknownEntityError as exc:
             raise UnknownIdsError(list(getattr(exc, "entity_ids", None) or ids)) from exc
         except Exception as exc:
-            self._store = None  # reopen next time (the store may come back)
+            self.reset()  # reopen next time (the store may come back)
             raise UnavailableError(f"online store: {type(exc).__name__}: {exc}") from exc
+
+    def reset(self) -> None:
+        """Forget the store and the resolved FeatureServices (re-read from the registry)."""
+        self._store = None
+        self._readers = {}
 
     def check(self) -> str | None:
         """None when the online store answers a read, else why not."""
@@ -211,6 +221,8 @@ class ModelHub:
                     outcome[name] = "error"
             if "clv" in self.models:
                 self.rfm_medians = self._load_rfm_medians()
+            if force and hasattr(self.online, "reset"):
+                self.online.reset()  # a forced reload also picks up a re-applied feature repo
         return outcome
 
     def _load_rfm_medians(self) -> tuple[float, float, float] | None:
@@ -319,7 +331,10 @@ class ModelHub:
             ]  # fmt: skip
             if not chosen:
                 continue
-            merged = pd.concat([frames[i] for i in chosen], ignore_index=True)
+            merged = (
+                frames[chosen[0]] if len(chosen) == 1
+                else pd.concat([frames[i] for i in chosen], ignore_index=True)
+            )  # fmt: skip
             try:
                 records = scoring.score(model, merged, explain, self.rfm_medians)
             except Exception as exc:
@@ -391,6 +406,8 @@ class ModelHub:
 
 def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
     """The rows of ``table`` for ``ids`` in request order (repeats kept)."""
+    if len(table) == len(ids) and table[scoring.ENTITY_ID].tolist() == ids:
+        return table  # read for exactly this request
     indexed = table.drop_duplicates(scoring.ENTITY_ID).set_index(scoring.ENTITY_ID)
     missing = [i for i in ids if i not in indexed.index]
     if missing:

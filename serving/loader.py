@@ -45,32 +45,48 @@ class Explainer:
     groups: list[str] | None
     method: str
 
+    def _folded(self, rows: pd.DataFrame, matrix=None) -> tuple[list[str], np.ndarray]:
+        """(raw feature names, contributions per row and raw feature)."""
+        x = self.transform(rows) if matrix is None else _dense(matrix)
+        values = np.asarray(self.contribs(x), dtype=float)
+        groups = self.groups
+        if groups is None or len(groups) != values.shape[1]:
+            groups = [f"component_{j}" for j in range(values.shape[1])]
+        names = list(dict.fromkeys(groups))
+        position = {name: k for k, name in enumerate(names)}
+        fold = np.zeros((len(groups), len(names)))
+        fold[np.arange(len(groups)), [position[g] for g in groups]] = 1.0
+        return names, values @ fold
+
     def contributions(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Contribution per raw feature (columns) for each row."""
-        matrix = np.asarray(self.contribs(self.transform(rows)), dtype=float)
-        groups = self.groups
-        if groups is None or len(groups) != matrix.shape[1]:
-            groups = [f"component_{j}" for j in range(matrix.shape[1])]
-        frame = pd.DataFrame(matrix, columns=groups)
-        return frame.T.groupby(level=0, sort=False).sum().T
+        names, values = self._folded(rows)
+        return pd.DataFrame(values, columns=names)
 
     def reasons(
-        self, rows: pd.DataFrame, top: int = TOP_REASONS
+        self, rows: pd.DataFrame, top: int = TOP_REASONS, matrix=None
     ) -> list[tuple[list[Reason], list[Reason]]]:
-        """Top positive and top negative reasons per row, with the row's raw feature values."""
-        table = self.contributions(rows)
+        """Top positive and top negative reasons per row, with the row's raw feature values;
+        ``matrix`` is the rows' transformed matrix when the caller already has it."""
+        names, values = self._folded(rows, matrix)
+        column = {name: j for j, name in enumerate(rows.columns)}
+        raw = rows.to_numpy(dtype=object)
         out = []
-        for i, (_, contrib) in enumerate(table.iterrows()):
-            ordered = contrib.sort_values()
-            raw = rows.iloc[i]
-            pos = [_reason(f, raw, c) for f, c in ordered[::-1].items() if c > 0][:top]
-            neg = [_reason(f, raw, c) for f, c in ordered.items() if c < 0][:top]
+        for i, contrib in enumerate(values):
+            order = np.argsort(contrib, kind="stable")
+            row = raw[i]
+
+            def reason(k: int, row=row, contrib=contrib) -> Reason:
+                j = column.get(names[k])
+                return _reason(names[k], None if j is None else row[j], contrib[k])
+
+            pos = [reason(k) for k in order[::-1][:top] if contrib[k] > 0]
+            neg = [reason(k) for k in order[:top] if contrib[k] < 0]
             out.append((pos, neg))
         return out
 
 
-def _reason(feature: str, raw: pd.Series, contribution: float) -> Reason:
-    value = raw.get(feature)
+def _reason(feature: str, value: object, contribution: float) -> Reason:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and np.isnan(value):
@@ -92,16 +108,102 @@ class LoadedModel:
     input_types: dict[str, str] = field(default_factory=dict)  # mlflow type name per column
     explainer: Explainer | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+    predictor: Predictor | None = None  # classifiers: the Pipeline taken apart for cheap calls
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(positive class) per row for classifiers."""
-        return np.asarray(self.model.predict_proba(frame[self.feature_names]))[:, 1]
+    def __post_init__(self) -> None:
+        if self.predictor is None and self.flavor == "sklearn":
+            self.predictor = Predictor.of(self.model, self.feature_names)
+
+    def matrix(self, frame: pd.DataFrame):
+        """The classifier's input for ``frame`` (every Pipeline step but the last)."""
+        return self.predictor.prepare(frame)
+
+    def predict_proba(self, frame: pd.DataFrame, matrix=None) -> np.ndarray:
+        """P(positive class) per row for classifiers (from ``matrix`` when given)."""
+        return self.predictor.proba(self.matrix(frame) if matrix is None else matrix)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc output frame (CLV, next-best-time)."""
         cols = [c for c in self.feature_names if c in frame.columns]
         result = self.model.predict(frame[cols] if cols else frame)
         return result if isinstance(result, pd.DataFrame) else pd.DataFrame(result)
+
+
+@dataclass
+class Predictor:
+    """A classifier Pipeline taken apart for cheap one-row calls, with the Pipeline's numbers.
+
+    ``prepare`` runs every step but the last (a step's ``transform_rows`` when it has one, see
+    ``TablePreprocessor``); ``proba`` is P(positive class) from the final estimator. A binary
+    ``CalibratedClassifierCV`` is called through its parts as its own ``predict_proba`` does (each
+    base's decision_function or predict_proba, its calibrator, the mean), without the per-call
+    validation that costs more than the model on one row.
+    """
+
+    prepare: Callable[[pd.DataFrame], object]
+    proba: Callable[[object], np.ndarray]
+
+    @classmethod
+    def of(cls, model: object, feature_names: list[str]) -> Predictor:
+        prep, final = _split(model)
+        return cls(_prepare_fn(prep, feature_names), _proba_fn(final))
+
+
+def _split(model: object) -> tuple[list[object], object]:
+    """(preprocessing steps, final estimator) of a Pipeline or a bare estimator."""
+    steps = getattr(model, "steps", None)
+    if not steps:
+        return [], model
+    prep = [step for _, step in steps[:-1] if step is not None and step != "passthrough"]
+    return prep, steps[-1][1]
+
+
+def _prepare_fn(prep: list[object], feature_names: list[str]) -> Callable[[pd.DataFrame], object]:
+    def prepare(rows: pd.DataFrame):
+        x = rows[feature_names]
+        for step in prep:
+            x = step.transform_rows(x) if hasattr(step, "transform_rows") else step.transform(x)
+        return x
+
+    return prepare
+
+
+def _proba_fn(final: object) -> Callable[[object], np.ndarray]:
+    calibrated = getattr(final, "calibrated_classifiers_", None)
+    classes = getattr(final, "classes_", None)
+    if (
+        calibrated and classes is not None and len(classes) == 2
+        and all(c.method in ("sigmoid", "isotonic") and len(c.calibrators) == 1 for c in calibrated)
+    ):  # fmt: skip
+        parts = [(_response_fn(_unfrozen(c.estimator)), c.calibrators[0]) for c in calibrated]
+
+        def calibrated_proba(x) -> np.ndarray:
+            total = np.zeros(x.shape[0])
+            for response, calibrator in parts:
+                total += calibrator.predict(response(x))
+            return total / len(parts)
+
+        return calibrated_proba
+    return lambda x: np.asarray(final.predict_proba(x))[:, 1]
+
+
+def _response_fn(estimator: object) -> Callable[[object], np.ndarray]:
+    """What ``CalibratedClassifierCV`` calibrates: decision_function, else P(classes_[1])."""
+    if hasattr(estimator, "decision_function"):
+        return lambda x: np.asarray(estimator.decision_function(x)).reshape(-1)
+    return lambda x: np.asarray(estimator.predict_proba(x))[:, 1]
+
+
+def single_threaded(model: object) -> None:
+    """Score on the calling thread: a thread pool costs more than it saves on a few rows, and the
+    service already runs one scoring thread per process on a shared machine."""
+    _, final = _split(model)
+    for base in _base_estimators(final):
+        params = base.get_params(deep=False) if hasattr(base, "get_params") else {}
+        if "n_jobs" in params:
+            base.set_params(n_jobs=1)
+        if hasattr(base, "get_booster"):
+            base.get_booster().set_param({"nthread": 1})
 
 
 def load_model(
@@ -125,6 +227,7 @@ def load_model(
     if "sklearn" in meta.flavors and name in CLASSIFIERS:
         model = mlflow.sklearn.load_model(local)
         flavor = "sklearn"
+        single_threaded(model)
         try:
             explainer = build_explainer(model, feature_names, exact=exact_shap)
         except Exception:  # a model that scores but cannot explain still serves its scores
@@ -162,29 +265,21 @@ def build_explainer(
 ) -> Explainer | None:
     """An explainer for a (Pipeline of) XGBoost, sklearn tree ensemble or linear classifier;
     ``None`` when the final estimator is of another kind."""
-    steps = getattr(model, "steps", None)
-    if steps:
-        prep = model[:-1] if len(steps) > 1 else None
-        final = steps[-1][1]
-    else:
-        prep, final = None, model
+    prep, final = _split(model)
     bases = _base_estimators(final)
     parts = [_contribs_fn(b, exact) for b in bases]
     if not parts or any(p is None for p in parts):
         return None
+    prepare = _prepare_fn(prep, feature_names)
 
     def transform(rows: pd.DataFrame) -> np.ndarray:
-        return (
-            _dense(prep.transform(rows[feature_names]))
-            if prep is not None
-            else _dense(rows[feature_names])
-        )
+        return _dense(prepare(rows))
 
     def contribs(matrix: np.ndarray) -> np.ndarray:
         # A calibrated ensemble averages its base estimators; calibration is monotonic per base.
         return np.mean([fn(matrix) for fn, _ in parts], axis=0)
 
-    groups = _feature_groups(prep, feature_names)
+    groups = _feature_groups(model[:-1] if prep else None, feature_names)
     return Explainer(transform, contribs, groups, method=parts[0][1])
 
 
@@ -208,7 +303,7 @@ def _contribs_fn(estimator: object, exact: bool) -> tuple[Callable, str] | None:
         booster = estimator.get_booster()
 
         def xgb_contribs(matrix: np.ndarray) -> np.ndarray:
-            dm = xgb.DMatrix(matrix, feature_names=booster.feature_names)
+            dm = xgb.DMatrix(matrix, feature_names=booster.feature_names, nthread=1)
             out = booster.predict(dm, pred_contribs=True, approx_contribs=not exact)
             return out[:, :-1]  # last column is the bias
 

@@ -79,7 +79,10 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
 
 def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> list[dict]:
     """Lead score, deal health or churn records for each row of ``frame``."""
-    p = model.predict_proba(frame)
+    if explain and model.explainer is None:
+        raise FeatureInputError("explain", f"model {model.name} cannot explain its scores")
+    matrix = model.matrix(frame)
+    p = model.predict_proba(frame, matrix)
     ids = _ids(frame)
     if model.name == "lead_scoring":
         score = rules.lead_score_1_99(p)
@@ -111,9 +114,8 @@ def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> 
     else:
         raise ValueError(f"{model.name} is not a classifier")
     if explain:
-        if model.explainer is None:
-            raise FeatureInputError("explain", f"model {model.name} cannot explain its scores")
-        for record, (pos, neg) in zip(records, model.explainer.reasons(frame), strict=True):
+        reasons = model.explainer.reasons(frame, matrix=matrix)
+        for record, (pos, neg) in zip(records, reasons, strict=True):
             record["reasons"] = {
                 "method": model.explainer.method,
                 "top_positive": [r.__dict__ for r in pos],

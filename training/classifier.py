@@ -76,6 +76,35 @@ def parse_numeric(series: pd.Series, min_share: float = 0.95) -> pd.Series | Non
     return None
 
 
+def _plain_numbers(values: np.ndarray) -> np.ndarray | None:
+    """Floats (NaN for missing or infinite) when every value is a plain int/float or None, which
+    ``parse_boolean``/``parse_numeric`` map to exactly that; else None (let them decide)."""
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = np.nan
+        elif isinstance(v, float) or (type(v) is int and abs(v) < 2**63):
+            out[i] = v
+        else:  # text, booleans, big or unusual numbers
+            return None
+    out[np.isinf(out)] = np.nan
+    return out
+
+
+def _plain_categories(values: np.ndarray) -> np.ndarray | None:
+    """``_text(...).fillna(MISSING_CATEGORY)`` of plain str/int/float/None values; else None."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v):
+            out[i] = MISSING_CATEGORY
+        elif isinstance(v, str | int | float):
+            text = str(v).strip()
+            out[i] = MISSING_CATEGORY if text.lower() in MISSING_TOKENS else text
+        else:
+            return None
+    return out
+
+
 class TablePreprocessor(TransformerMixin, BaseEstimator):
     """Make any clean-enough table model-ready: numbers, text numbers, text booleans, categories.
 
@@ -178,26 +207,63 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         for column in self.columns_:
             kind, series = self.kinds_[column], frame[column]
             if kind in ("numeric", "boolean"):
-                values = parse_boolean(series) if kind == "boolean" else None
-                if values is None:  # a boolean column may get numbers at predict time
-                    values = parse_numeric(series, min_share=0.0)
-                if values is None:
-                    values = pd.Series(np.nan, index=series.index)
-                raw = values.to_numpy(dtype=float)
-                blocks.append(np.where(np.isnan(raw), self.medians_[column], raw)[:, None])
-                if column in self.indicators_:
-                    blocks.append(np.isnan(raw).astype(float)[:, None])
+                blocks += self._number_blocks(column, self._parsed_numbers(kind, series))
             elif kind == "categorical":
                 text = _text(series).fillna(MISSING_CATEGORY).to_numpy()
-                categories = self.categories_[column]
-                if self.encoding == "onehot":
-                    blocks.append((text[:, None] == np.array(categories)[None, :]).astype(float))
-                else:
-                    codes = {value: i + 1 for i, value in enumerate(categories)}
-                    blocks.append(np.array([codes.get(v, 0) for v in text], dtype=float)[:, None])
+                blocks.append(self._category_block(column, text))
         if not blocks:
             return np.zeros((len(frame), 0))
         return np.hstack(blocks)
+
+    def transform_rows(self, X: Any) -> np.ndarray:
+        """``transform`` for a few rows (the online API's path), value by value instead of one
+        pandas pass per column; same output. A column holding anything but plain numbers (numeric
+        columns) or plain scalars (categorical ones) goes through ``transform``'s parsers."""
+        check_is_fitted(self, "kinds_")
+        names = getattr(self, "feature_names_in_", None)
+        if (
+            not isinstance(X, pd.DataFrame) or names is None or len(X) == 0
+            or list(X.columns) != list(names)
+        ):  # fmt: skip
+            return self.transform(X)
+        values = X.to_numpy(dtype=object)
+        blocks: list[np.ndarray] = []
+        for j, column in enumerate(self.columns_):
+            kind = self.kinds_[column]
+            if kind in ("numeric", "boolean"):
+                raw = _plain_numbers(values[:, j])
+                if raw is None:
+                    raw = self._parsed_numbers(kind, X.iloc[:, j])
+                blocks += self._number_blocks(column, raw)
+            elif kind == "categorical":
+                text = _plain_categories(values[:, j])
+                if text is None:
+                    text = _text(X.iloc[:, j]).fillna(MISSING_CATEGORY).to_numpy()
+                blocks.append(self._category_block(column, text))
+        if not blocks:
+            return np.zeros((len(X), 0))
+        return np.hstack(blocks)
+
+    def _parsed_numbers(self, kind: str, series: pd.Series) -> np.ndarray:
+        values = parse_boolean(series) if kind == "boolean" else None
+        if values is None:  # a boolean column may get numbers at predict time
+            values = parse_numeric(series, min_share=0.0)
+        if values is None:
+            return np.full(len(series), np.nan)
+        return values.to_numpy(dtype=float)
+
+    def _number_blocks(self, column: str, raw: np.ndarray) -> list[np.ndarray]:
+        blocks = [np.where(np.isnan(raw), self.medians_[column], raw)[:, None]]
+        if column in self.indicators_:
+            blocks.append(np.isnan(raw).astype(float)[:, None])
+        return blocks
+
+    def _category_block(self, column: str, text: np.ndarray) -> np.ndarray:
+        categories = self.categories_[column]
+        if self.encoding == "onehot":
+            return (text[:, None] == np.array(categories)[None, :]).astype(float)
+        codes = {value: i + 1 for i, value in enumerate(categories)}
+        return np.array([codes.get(v, 0) for v in text], dtype=float)[:, None]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")

@@ -1,0 +1,109 @@
+"""The online API's cheap calls give the Pipeline's own numbers: the preprocessor's row path equals
+its pandas path, and the taken-apart calibrated classifier equals ``predict_proba``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from serving_models import _classifier, lead_frame
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+from xgboost import XGBClassifier
+
+from serving.loader import Predictor, build_explainer, single_threaded
+from training.classifier import TablePreprocessor
+
+
+def messy(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Every kind of column the preprocessor types, with blanks, tokens and stray values."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "visits": rng.poisson(3, n),
+            "amount": np.where(rng.uniform(size=n) < 0.2, np.nan, rng.normal(100, 30, n)),
+            "tenure_text": rng.choice(["1", "5", " 12", "", "7"], n),
+            "paperless": rng.choice(["Yes", "no", "Y", "N", None], n),
+            "flag": rng.integers(0, 2, n),
+            "senior": rng.choice([True, False], n),
+            "plan": rng.choice(["basic", "pro", " Pro ", "N/A", None, "enterprise"], n),
+            "region": rng.choice(["north", "south", "east"], n),
+            "signed_up": pd.Timestamp("2025-01-01")
+            + pd.to_timedelta(rng.integers(0, 300, n), "D"),  # fmt: skip
+        }
+    )
+    return frame
+
+
+def new_rows(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """Rows as scoring sees them: plain, single, object columns of ints and None (an online read
+    with a missing entity), text and infinities where numbers were, unseen categories."""
+    one = frame.head(1)
+    sparse = frame.head(3).astype(object)
+    sparse.iloc[1, :] = None
+    odd = frame.head(4).astype(object)
+    odd["visits"] = ["3", "x", 2, None]
+    odd["amount"] = [np.inf, -np.inf, 5.5, "7"]
+    odd["flag"] = ["yes", 1, 0, None]
+    odd["plan"] = ["platinum", 3, 2.5, "null"]
+    odd["senior"] = [True, None, False, True]
+    big = frame.head(2).astype(object)
+    big["visits"] = [2**70, 1]
+    infinite = frame.head(3).assign(amount=[np.inf, 1.0, -np.inf])
+    unusual = frame.head(3).astype(object)
+    unusual["plan"] = [pd.NA, np.float32(1.5), np.int64(2)]
+    unusual["region"] = [pd.NaT, "north", " "]
+    return [frame, one, sparse, odd, big, infinite, unusual, frame.iloc[5:9]]
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "ordinal"])
+def test_row_path_equals_the_pandas_path(encoding):
+    train = messy(80)
+    prep = TablePreprocessor(encoding=encoding).fit(train)
+    assert {"numeric", "boolean", "categorical", "ignored"} <= set(prep.kinds_.values())
+    for rows in new_rows(messy(12, seed=1)):
+        np.testing.assert_array_equal(prep.transform_rows(rows), prep.transform(rows))
+
+
+def test_row_path_falls_back_for_what_it_does_not_handle():
+    prep = TablePreprocessor().fit(messy(30))
+    rows = messy(3, seed=2)
+    np.testing.assert_array_equal(prep.transform_rows(rows.to_numpy()), prep.transform(rows.to_numpy()))  # fmt: skip
+    with pytest.raises(ValueError):  # reordered columns are refused as transform refuses them
+        prep.transform_rows(rows[list(reversed(rows.columns))])
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "random_forest", "logistic"])
+def test_taken_apart_calibrated_classifier_gives_predict_proba(kind):
+    frame = lead_frame(200)
+    label = (frame["site_visits_30d"] + 2 * frame["is_decision_maker"] > 4).astype(int)
+    model = _classifier(frame, label.to_numpy(), kind)  # CalibratedClassifierCV(cv=3)
+    predictor = Predictor.of(model, list(frame.columns))
+    rows = lead_frame(30, seed=9)
+    for part in (rows, rows.head(1)):
+        np.testing.assert_array_equal(
+            predictor.proba(predictor.prepare(part)), model.predict_proba(part)[:, 1]
+        )
+
+
+def test_training_shaped_pipeline_scores_the_same_and_single_threaded():
+    """TablePreprocessor + a calibrated FrozenEstimator, as ``training.classifier`` logs it."""
+    frame = messy(300, seed=3)
+    label = ((frame["visits"] > 3) ^ (frame["region"] == "north")).astype(int)
+    prep = TablePreprocessor(encoding="ordinal").fit(frame)
+    booster = XGBClassifier(n_estimators=20, max_depth=3, n_jobs=2).fit(prep.transform(frame), label)  # fmt: skip
+    calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method="sigmoid")
+    model = Pipeline([("prepare", prep), ("classifier", calibrated.fit(prep.transform(frame), label))])  # fmt: skip
+    single_threaded(model)
+    assert booster.n_jobs == 1 and booster.get_booster().attr("nthread") is None
+    assert '"nthread":"1"' in booster.get_booster().save_config().replace(" ", "")
+    predictor = Predictor.of(model, list(frame.columns))
+    for rows in new_rows(messy(10, seed=4)):
+        np.testing.assert_array_equal(
+            predictor.proba(predictor.prepare(rows)), model.predict_proba(rows)[:, 1]
+        )
+    explainer = build_explainer(model, list(frame.columns))
+    rows = messy(5, seed=5)
+    matrix = predictor.prepare(rows)
+    assert explainer.reasons(rows, matrix=matrix) == explainer.reasons(rows)
