@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def main() -> dict[str, object]:
             results[name] = exc
         print(f"({name} took {time.perf_counter() - start:.0f} s)")
     rows = [(name, f) for name, result in results.items() for f in figures_of(name, result)]
-    print("\n== every figure beside its floor measured in the same run ==")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n== every figure beside its floor measured in the same run (load average {load}) ==")
     print(table(rows))
     failed = [name for name, result in results.items() if isinstance(result, Exception)]
     if failed:

@@ -21,6 +21,7 @@ class Figure:
     floor: float | None = None
     floor_name: str = ""
     better: str = "lower"  # "lower" (times) or "higher" (rates)
+    ceiling: float | None = None  # best attainable, when known (model quality: the oracle)
 
     def ratio(self) -> float | None:
         """How many times the floor the figure costs (≥ 1 means slower than the floor)."""
@@ -49,8 +50,17 @@ def serving_figures(r: dict) -> list[Figure]:
                         f"online {key} {label} {p}", value, "ms", _get(floor, f"{p}_ms"),
                         f"in-process read+predict {p}",
                     ))  # fmt: skip
-    rate = _get(r, "http_batch100", "predictions_per_s")
     single = _get(r, "floor_plain", "p50_ms")
+    for key in ("plain", "explain"):
+        for in_flight in (8, 32):
+            rate = _get(r, f"http_concurrent{in_flight}_{key}", "req_per_s")
+            p50 = _get(r, f"floor_{key}", "p50_ms")
+            if rate is not None:
+                rows.append(Figure(
+                    f"online {key} {in_flight} in flight", rate, "req/s",
+                    1000 / p50 if p50 else None, "in-process single-row req/s", "higher",
+                ))  # fmt: skip
+    rate = _get(r, "http_batch100", "predictions_per_s")
     if rate is not None:
         rows.append(Figure(
             "online batched (100/request)", rate, "pred/s", 1000 / single if single else None,
@@ -72,6 +82,8 @@ def batch_figures(r: dict) -> list[Figure]:
                 rows.append(Figure(f"nightly batch {backend} {model} {stage}", seconds, "s"))
         if run.get("wall_seconds") is not None:
             rows.append(Figure(f"nightly batch {backend} wall", run["wall_seconds"], "s"))
+        if run.get("peak_rss_mb") is not None:
+            rows.append(Figure(f"nightly batch {backend} peak RSS", run["peak_rss_mb"], "MB"))
     return rows
 
 
@@ -93,19 +105,24 @@ def features_figures(r: dict) -> list[Figure]:
 
 
 def store_figures(r: dict) -> list[Figure]:
+    """Every upsert pass (``<label>_s``) beside the same rows bulk-inserted; the demo generator."""
     rows = []
     for backend in ("sqlite", "postgresql"):
         m = _get(r, f"upsert_tags_{backend}")
         if not m:
             continue
         n = m.get("n_tags")
-        for label in ("first", "second"):
+        passes = [k.removesuffix("_s") for k in m if k.endswith("_s") and not k.startswith("floor")]
+        for label in passes:
             seconds = m[f"{label}_s"]
             rows.append(Figure(
                 f"tag upserts {backend} ({label} pass)", n / seconds if n else seconds,
                 "tags/s" if n else "s", m.get("floor_rows_per_s") if n else None,
                 "plain bulk insert of the same rows", "higher" if n else "lower",
             ))  # fmt: skip
+    gen = _get(r, "demo_generator_sqlite")
+    if gen and gen.get("wall_s"):
+        rows.append(Figure("demo-data generator sqlite", gen["rows"] / gen["wall_s"], "rows/s", better="higher"))  # fmt: skip
     return rows
 
 
@@ -125,17 +142,24 @@ def figures_of(module: str, result: Any) -> list[Figure]:
     return reader(result) if reader and isinstance(result, dict) else []
 
 
+def _number(x: float) -> str:
+    """Small figures (AUCs, hit rates, sub-10 ms) keep three decimals."""
+    return f"{x:,.3f}" if abs(x) < 10 else f"{x:,.2f}"
+
+
 def table(rows: list[tuple[str, Figure]]) -> str:
-    """The summary table: figure, value, floor/baseline measured in the same run, ratio."""
+    """The summary table: figure, value, floor/baseline measured in the same run, ratio (and the
+    oracle where one bounds the figure)."""
     lines = [
         f"{'benchmark':15} {'figure':48} {'value':>12} {'unit':10} {'floor (same run)':>16} "
         f"{'x floor':>8}  floor is",
     ]
     for module, f in rows:
-        floor = f"{f.floor:,.2f}" if f.floor is not None else "—"
+        floor = _number(f.floor) if f.floor is not None else "—"
         ratio = f.ratio()
         lines.append(
-            f"{module.removeprefix('bench_'):15} {f.name:48} {f.value:>12,.2f} {f.unit:10} "
+            f"{module.removeprefix('bench_'):15} {f.name:48} {_number(f.value):>12} {f.unit:10} "
             f"{floor:>16} {(f'{ratio:.2f}' if ratio is not None else '—'):>8}  {f.floor_name}"
+            + (f"; oracle {f.ceiling:,.3f}" if f.ceiling is not None else "")
         )
     return "\n".join(lines)

@@ -36,3 +36,34 @@ def test_every_bench_result_becomes_rows_beside_its_same_run_floor():
     text = table([(m, f) for m, fs in rows.items() for f in fs])
     assert len(text.splitlines()) == 1 + sum(len(fs) for fs in rows.values())
     assert "online plain sequential p99" in text and "—" in text
+
+
+def test_store_reader_takes_every_upsert_pass_and_the_generator():
+    store = {
+        "upsert_tags_postgresql": {"n_tags": 1e6, "floor_s": 1.0, "floor_rows_per_s": 1e6,
+                                   "first_s": 2.0, "second_s": 1.0, "third_s": 4.0},
+        "demo_generator_sqlite": {"wall_s": 10.0, "cpu_s": 9.0, "rows": 2e6},
+    }  # fmt: skip
+    by_name = {f.name: f for f in figures_of("bench_store", store)}
+    assert sorted(by_name) == [
+        "demo-data generator sqlite",
+        "tag upserts postgresql (first pass)",
+        "tag upserts postgresql (second pass)",
+        "tag upserts postgresql (third pass)",
+    ]
+    assert by_name["tag upserts postgresql (third pass)"].ratio() == 4.0
+    assert by_name["demo-data generator sqlite"].value == 200_000.0
+
+
+def test_model_quality_rows_sit_beside_baseline_with_the_oracle_shown():
+    from benchmarks.bench_quality import quality_figures
+
+    auc = quality_figures("deal_health", {"auc": 0.72, "baseline_auc": 0.64, "oracle_auc": 0.79}, "stage_win_rate")  # fmt: skip
+    mae = quality_figures("clv", {"mae_purchases": 1.0, "baseline_mae_purchases": 1.5}, "rate")
+    assert quality_figures("churn", {"brier": 0.2}, "x") == []  # nothing to compare
+    (auc,), (mae,) = auc, mae
+    assert (auc.value, auc.floor, auc.ceiling, auc.better) == (0.72, 0.64, 0.79, "higher")
+    assert auc.ratio() == 0.64 / 0.72  # below 1: better than the baseline
+    assert mae.better == "lower" and mae.ratio() == 1.0 / 1.5 and mae.ceiling is None
+    text = table([("bench_quality", auc), ("bench_quality", mae)])
+    assert "0.720" in text and "0.640" in text and "baseline: stage_win_rate; oracle 0.790" in text
