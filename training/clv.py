@@ -234,6 +234,24 @@ def _fitters(params: ClvParams):
     return bgf, ggf
 
 
+def discounted_clv(bgf, ggf, f, r, t, m, months: int, monthly_rate: float) -> np.ndarray:
+    """lifetimes' ``GammaGammaFitter.customer_lifetime_value(freq="W")``: expected spend per month
+    over ``months``, discounted monthly. lifetimes evaluates each month's cumulative expected
+    purchases twice (as the month's end and as the next month's start); this evaluates it once,
+    halving the hypergeometric evaluations that dominate batch scoring."""
+    spend = np.asarray(ggf.conditional_expected_average_profit(f, m), dtype=float)
+    f, r, t = (np.asarray(v, dtype=float) for v in (f, r, t))
+    total = np.zeros(len(f))
+    previous = None
+    for i in np.arange(1, months + 1) * WEEKS_PER_MONTH:
+        if previous is None:
+            previous = bgf.predict(i - WEEKS_PER_MONTH, f, r, t)
+        current = bgf.predict(i, f, r, t)
+        total += spend * (current - previous) / (1 + monthly_rate) ** (i / WEEKS_PER_MONTH)
+        previous = current
+    return total
+
+
 def predict_clv(params: ClvParams, customers: pd.DataFrame) -> pd.DataFrame:
     """``clv_3y`` (discounted, horizon from the rules), ``p_alive``, ``expected_purchases_90d``."""
     missing = [c for c in FEATURES if c not in customers.columns]
@@ -245,15 +263,8 @@ def predict_clv(params: ClvParams, customers: pd.DataFrame) -> pd.DataFrame:
     bgf, ggf = _fitters(params)
     f, r, t, m = x["frequency"], x["recency"], x["T"], x["monetary_value"]
     monthly_rate = (1 + params.annual_discount_rate) ** (1 / 12) - 1
-    clv = ggf.customer_lifetime_value(
-        bgf,
-        f,
-        r,
-        t,
-        m,
-        time=round(params.horizon_weeks / WEEKS_PER_MONTH),
-        discount_rate=monthly_rate,
-        freq="W",
+    clv = discounted_clv(
+        bgf, ggf, f, r, t, m, round(params.horizon_weeks / WEEKS_PER_MONTH), monthly_rate
     )
     return pd.DataFrame(
         {

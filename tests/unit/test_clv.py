@@ -158,3 +158,20 @@ def test_spend_fit_does_not_depend_on_the_currency_unit():
     assert cents.p == pytest.approx(dollars.p, rel=1e-3)
     assert cents.q == pytest.approx(dollars.q, rel=1e-3)
     assert cents.v == pytest.approx(100 * dollars.v, rel=1e-3)
+
+
+def test_discounted_clv_equals_lifetimes_customer_lifetime_value():
+    from training.clv import WEEKS_PER_MONTH, _fitters, discounted_clv
+
+    params = ClvParams(r=0.5, alpha=5.0, a=0.5, b=5.0, p=6.0, q=4.0, v=15.0)
+    rng = np.random.default_rng(0)
+    f = pd.Series(rng.integers(0, 20, 500).astype(float))
+    r = pd.Series(rng.uniform(0, 50, 500)) * (f > 0)
+    t = r + rng.uniform(0, 30, 500)
+    m = pd.Series(rng.uniform(5, 500, 500)) * (f > 0)
+    bgf, ggf = _fitters(params)
+    months = round(params.horizon_weeks / WEEKS_PER_MONTH)
+    rate = (1 + params.annual_discount_rate) ** (1 / 12) - 1
+    want = ggf.customer_lifetime_value(bgf, f, r, t, m, time=months, discount_rate=rate, freq="W")
+    got = discounted_clv(bgf, ggf, f, r, t, m, months, rate)
+    np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-9)
