@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.errors import UserError
+from crm_predict.metrics import classification_metrics
 from crm_predict.tracking import experiment_id
 from registry.evaluation import (
     KEY_COLUMNS,
     LABEL,
     VersionInfo,
     all_versions,
-    classification_metrics,
     get_version,
     is_classifier,
     key_metrics,

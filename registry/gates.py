@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.errors import UserError
+from crm_predict.metrics import classification_metrics
 from crm_predict.rules import RULES
 from registry.evaluation import (
     MODEL_CARD_ARTIFACT,
     TRAIN_COUNT_METRICS,
     VersionInfo,
     base_model_name,
-    classification_metrics,
     get_version,
     has_artifact,
     is_classifier,

@@ -24,7 +24,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from registry.evaluation import HOLDOUT_ARTIFACT, classification_metrics
+from crm_predict.metrics import classification_metrics
+from registry.evaluation import HOLDOUT_ARTIFACT
 
 FEATURES = ["activity", "recency", "region"]
 

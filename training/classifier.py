@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crm_predict.errors import UserError
+from crm_predict.metrics import holdout_metrics
 from crm_predict.rules import RULES
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
@@ -268,42 +269,6 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
         return self.feature_names_out_.copy()
-
-
-# --- Metrics ---------------------------------------------------------------------------------
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
-    """ECE with equal-width bins: the row-weighted gap between predicted and observed rates."""
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        mask = bins == b
-        total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
-    return float(total / len(y))
-
-
-def lift_at(y: np.ndarray, p: np.ndarray, fraction: float = 0.1) -> float:
-    """Positive rate among the top ``fraction`` of scores divided by the overall positive rate."""
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    top = max(1, math.ceil(len(y) * fraction))
-    order = np.argsort(-p, kind="stable")[:top]
-    return float(y[order].mean() / y.mean()) if y.mean() > 0 else float("nan")
-
-
-def holdout_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
-
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return {
-        "auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
-        "lift_at_10": lift_at(y, p, 0.1),
-    }
 
 
 # --- Model specs and results -----------------------------------------------------------------

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from crm_predict.errors import UserError
+from crm_predict.metrics import classification_metrics, expected_calibration_error, lift_at
 from registry.compare import holdout_rows
 from registry.drift import drift_table, psi
-from registry.evaluation import classification_metrics, expected_calibration_error, lift_at
 from registry.gates import (
     GateConfig,
     gate_disparate_impact,

@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from crm_predict.metrics import expected_calibration_error, lift_at
 from training.classifier import (
     TablePreprocessor,
-    expected_calibration_error,
-    lift_at,
     out_of_time_split,
     parse_boolean,
     parse_numeric,
