@@ -148,9 +148,19 @@ def best_slot_value(slots, channel) -> str:
 
 
 def next_best_time_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
-    channels = scored["best_channel"] if _has(scored, "best_channel") else [None] * len(scored)
-    values = [best_slot_value(s, c) for s, c in zip(scored["best_slots"], channels, strict=True)]
-    return {R.TAG_BEST_SLOT: np.array(values, dtype=object)}
+    """``best_slot_value`` of every row, built once per distinct (slot, channel) pair."""
+    slots = scored["best_slots"].to_numpy()
+    first = np.fromiter((s[0] for s in slots), dtype=np.int64, count=len(slots))
+    if _has(scored, "best_channel"):
+        codes, channels = pd.factorize(scored["best_channel"].astype(object))
+    else:
+        codes, channels = np.full(len(first), -1), pd.Index([])
+    pairs, inverse = np.unique(first * (len(channels) + 1) + codes + 1, return_inverse=True)
+    values = [
+        best_slot_value([pair // (len(channels) + 1)], channels[c - 1] if c else None)
+        for pair, c in zip(pairs, pairs % (len(channels) + 1), strict=True)
+    ]
+    return {R.TAG_BEST_SLOT: np.array(values, dtype=object)[inverse.reshape(-1)]}
 
 
 def tag_values(

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -226,3 +227,17 @@ def test_write_back_twice_creates_no_duplicate_tags_or_tasks(session):
     assert session.query(TagHistory).count() == 0  # same values: re-stamped, no history
     assert {t.model_version for t in session.query(Tag)} == {"4"}
     assert session.query(PredictionLog).count() == 4
+
+
+def test_best_slot_tags_vectorised_equal_the_row_by_row_label():
+    from serving.writeback import best_slot_value, next_best_time_tag_values
+
+    rng = np.random.default_rng(4)
+    slots = [list(rng.integers(0, 168, 3)) for _ in range(500)]
+    channels = rng.choice(np.array(["email", "phone", None], dtype=object), 500)
+    scored = pd.DataFrame({"best_slots": slots, "best_channel": channels})
+    got = next_best_time_tag_values(scored)["best_contact_slot"]
+    assert list(got) == [best_slot_value(s, c) for s, c in zip(slots, channels, strict=True)]
+    plain = next_best_time_tag_values(scored[["best_slots"]])["best_contact_slot"]
+    assert list(plain) == [best_slot_value(s, None) for s in slots]
+    assert len(next_best_time_tag_values(scored.iloc[:0])["best_contact_slot"]) == 0
