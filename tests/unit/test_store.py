@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from crm_predict.rules import TaskSpec, first_contact_task
 from crm_store.db import downgrade, upgrade
@@ -58,6 +58,30 @@ def test_tag_upsert_keeps_one_current_value_and_history(session):
     # An unchanged value is re-stamped, not copied to history.
     assert tag_history(session, "contact", 2, "churn_risk") == []
     assert session.query(TagHistory).count() == 2
+
+
+def test_rerun_of_the_same_tags_writes_nothing(session):
+    tags = _tags(["low", "high"]).assign(model_version=[None, "1"])  # NULLs compare as equal
+    upsert_tags(session, tags, NOW)
+    session.commit()
+    # xmin is the id of the transaction that last wrote a PostgreSQL row: unchanged means untouched.
+    stamp = "xmin::text" if session.get_bind().dialect.name == "postgresql" else "id"
+    before = session.execute(text(f"SELECT id, {stamp} FROM tags ORDER BY id")).all()
+    upsert_tags(session, tags, NOW + timedelta(days=1))
+    session.commit()
+    assert session.execute(text(f"SELECT id, {stamp} FROM tags ORDER BY id")).all() == before
+    assert session.query(TagHistory).count() == 0
+    assert current_tags(session, "contact", 1)["churn_risk"].model_version is None
+
+
+def test_changed_value_with_missing_model_fields_goes_to_history(session):
+    tags = _tags(["low"]).assign(model_name=None, model_version=None, run_id=None)
+    upsert_tags(session, tags, NOW)
+    later = NOW + timedelta(days=1)
+    upsert_tags(session, tags.assign(value="high", scored_at=later), later)
+    session.commit()
+    assert current_tags(session, "contact", 1)["churn_risk"].value == "high"
+    assert [h.value for h in tag_history(session, "contact", 1, "churn_risk")] == ["low"]
 
 
 def test_duplicate_keys_in_one_upsert_keep_the_last(session):
