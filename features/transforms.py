@@ -43,6 +43,14 @@ def behaviour_columns(windows: Sequence[int] = WINDOWS) -> list[str]:
 def _with_times(times: pd.DataFrame, events: pd.DataFrame, key: str, at: str) -> pd.DataFrame:
     """Each (entity, time) row paired with that entity's events at or before the time."""
     events = events.dropna(subset=[key, at])
+    stamps = times[TS].to_numpy()
+    if len(stamps) and (stamps == stamps[0]).all() and times[key].is_unique:
+        # One time for every entity (batch scoring at a date): a filter, not a join.
+        picked = events[events[key].isin(times[key]) & (events[at] <= stamps[0])]
+        picked = picked[[key, *(c for c in picked.columns if c != key)]]
+        picked[key] = picked[key].astype(times[key].dtype)
+        picked.insert(1, TS, np.repeat(stamps[:1], len(picked)))
+        return picked
     pairs = times[[key, TS]].merge(events, on=key, how="inner")
     return pairs[pairs[at] <= pairs[TS]]
 
