@@ -123,18 +123,50 @@ def rule_based_lead_score(
     days_since_last_interaction: pd.Series,
     rules: LeadRules = RULES.lead,
 ) -> pd.Series:
-    """The seed's points score: the baseline every ML model must beat, and a feature too."""
+    """The seed's points score: the baseline every ML model must beat, and a feature too.
+
+    Blank counts score nothing, a blank last interaction counts as inactive, text matches ignore
+    case. Computed on numpy arrays: the online API runs it (the on-demand feature) per request.
+    """
     score = (
-        industry.fillna("").str.lower().isin(rules.target_industries) * rules.points_target_industry
-        + is_decision_maker.fillna(False).astype(bool) * rules.points_decision_maker
-        + ~region.fillna("").str.lower().isin(rules.target_regions) * rules.points_outside_region
-        + site_visits.fillna(0) * rules.points_site_visit
-        + pricing_views.fillna(0) * rules.points_pricing_view
-        + whitepapers.fillna(0) * rules.points_whitepaper
-        + trial_requests.fillna(0) * rules.points_trial_request
-        + (days_since_last_interaction.fillna(np.inf) >= 30) * rules.points_inactive_30d
+        _lower_in(industry, rules.target_industries) * rules.points_target_industry
+        + _flag(is_decision_maker) * rules.points_decision_maker
+        + ~_lower_in(region, rules.target_regions) * rules.points_outside_region
+        + _count(site_visits) * rules.points_site_visit
+        + _count(pricing_views) * rules.points_pricing_view
+        + _count(whitepapers) * rules.points_whitepaper
+        + _count(trial_requests) * rules.points_trial_request
+        + (_numbers(days_since_last_interaction, missing=np.inf) >= 30) * rules.points_inactive_30d
     )
-    return score.astype(float)
+    return pd.Series(score.astype(float), index=industry.index)
+
+
+def _lower_in(values: pd.Series, allowed: tuple[str, ...]) -> np.ndarray:
+    """Case-insensitive membership; blanks and non-text values are not members."""
+    return np.fromiter(
+        (isinstance(v, str) and v.lower() in allowed for v in values), bool, len(values)
+    )
+
+
+def _numbers(values: pd.Series, missing: float) -> np.ndarray:
+    try:
+        x = values.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):  # text: what parses as a number counts
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isnan(x), missing, x)
+
+
+def _count(values: pd.Series) -> np.ndarray:
+    return _numbers(values, missing=0.0)
+
+
+def _flag(values: pd.Series) -> np.ndarray:
+    """Truthiness with blanks false (1/0 flags; text flags keep Python's truthiness)."""
+    try:
+        x = values.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        return values.fillna(False).astype(bool).to_numpy()
+    return np.where(np.isnan(x), 0.0, x) != 0
 
 
 def lead_score_1_99(probability: np.ndarray | pd.Series) -> np.ndarray:

@@ -107,3 +107,45 @@ def test_training_shaped_pipeline_scores_the_same_and_single_threaded():
     rows = messy(5, seed=5)
     matrix = predictor.prepare(rows)
     assert explainer.reasons(rows, matrix=matrix) == explainer.reasons(rows)
+
+
+def _pandas_rule_score(industry, dm, region, visits, pricing, papers, trials, days, rules):
+    """The rule score as first written, one pandas pass per term (the reference)."""
+    return (
+        industry.fillna("").str.lower().isin(rules.target_industries) * rules.points_target_industry
+        + dm.fillna(False).astype(bool) * rules.points_decision_maker
+        + ~region.fillna("").str.lower().isin(rules.target_regions) * rules.points_outside_region
+        + visits.fillna(0) * rules.points_site_visit
+        + pricing.fillna(0) * rules.points_pricing_view
+        + papers.fillna(0) * rules.points_whitepaper
+        + trials.fillna(0) * rules.points_trial_request
+        + (days.fillna(np.inf) >= 30) * rules.points_inactive_30d
+    ).astype(float)
+
+
+def test_rule_score_on_arrays_equals_the_pandas_expression():
+    """The on-demand rule score runs per request; its numpy form scores what pandas scored."""
+    import warnings
+
+    from crm_predict.rules import RULES, rule_based_lead_score
+
+    rng = np.random.default_rng(0)
+    n = 200
+    columns = [
+        pd.Series(rng.choice(["Software", "finance", " retail", None, "HEALTHCARE"], n)),
+        pd.Series(rng.choice([1, 0, None], n), dtype=object),
+        pd.Series(rng.choice(["north", "East", "south", None], n)),
+        pd.Series(rng.poisson(3, n)),
+        pd.Series(rng.choice([0, 1, 2, None], n), dtype=object),
+        pd.Series(np.where(rng.uniform(size=n) < 0.2, np.nan, rng.poisson(1, n))),
+        pd.Series(rng.integers(0, 2, n)),
+        pd.Series(np.where(rng.uniform(size=n) < 0.2, np.nan, rng.exponential(30, n))),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas' object fillna downcast notice
+        expected = _pandas_rule_score(*columns, RULES.lead)
+        for rows in (slice(None), slice(0, 1), slice(7, 9)):
+            part = [c.iloc[rows] for c in columns]
+            pd.testing.assert_series_equal(
+                rule_based_lead_score(*part), expected.iloc[rows], check_names=False
+            )
