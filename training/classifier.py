@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +23,7 @@ from crm_predict.errors import UserError
 from crm_predict.metrics import holdout_metrics
 from crm_predict.rules import RULES
 from crm_predict.settings import Settings
-from crm_predict.tracking import experiment_id
+from training.tracking import log_run, tracking_at
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
 N_JOBS = 2  # the machine is shared; never grab every core
@@ -633,21 +630,6 @@ def shap_summary(
 # --- MLflow ----------------------------------------------------------------------------------
 
 
-@contextmanager
-def tracking_at(client: Any) -> Iterator[None]:
-    """Point the fluent MLflow API at the client's stores for the duration of a run."""
-    import mlflow
-
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client._registry_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_tracking)
-        mlflow.set_registry_uri(old_registry)
-
-
 def public_settings(settings: Settings) -> dict[str, Any]:
     return settings.model_dump(mode="json", exclude=set(PRIVATE_SETTINGS))
 
@@ -806,12 +788,9 @@ def _log_run(
     features: list[str],
 ) -> TrainResult:
     """Log one finished training to MLflow and register it; a failure deletes the run."""
-    import matplotlib.pyplot as plt
     import mlflow
     import skops.io
     from mlflow.models import infer_signature
-
-    from registry.lifecycle import on_new_version
 
     example = train_features.head(5).copy()
     # Integer columns become doubles in the schema: a blank at scoring time arrives as NaN.
@@ -821,46 +800,25 @@ def _log_run(
     signature = infer_signature(example, pipeline.predict_proba(example))
     # skops refuses unknown types on load unless listed; these are exactly the types we saved.
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    run_id = None
-    version = None
-    with tracking_at(client):
-        try:
-            with mlflow.start_run(experiment_id=experiment_id(client, name)) as run:
-                run_id = run.info.run_id
-                mlflow.log_params(params)
-                mlflow.set_tags(tags)
-                mlflow.log_metrics(metrics)
-                for path, payload in dicts.items():
-                    mlflow.log_dict(payload, path)
-                for path, figure in figures.items():
-                    mlflow.log_figure(figure, path)
-                with tempfile.TemporaryDirectory() as tmp:
-                    local = Path(tmp) / "holdout.parquet"
-                    holdout_table.to_parquet(local, index=False)
-                    mlflow.log_artifact(str(local), artifact_path="holdout")
-                info = mlflow.sklearn.log_model(
-                    pipeline,
-                    name=name,
-                    signature=signature,
-                    input_example=example,
-                    registered_model_name=name,
-                    pyfunc_predict_fn="predict_proba",
-                    serialization_format="skops",
-                    skops_trusted_types=trusted,
-                    pip_requirements=model_requirements(),
-                )
-                version = int(info.registered_model_version)
-                on_new_version(client, name, str(version))
-        except BaseException:
-            if version is not None:
-                client.delete_model_version(name, str(version))
-            if run_id is not None:
-                client.delete_run(run_id)
-            raise
-        finally:
-            for figure in figures.values():
-                plt.close(figure)
-    return TrainResult(name, run_id, version, candidate, metrics, features)
+
+    def log_model() -> Any:
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name=name,
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=model_requirements(),
+        )
+
+    logged = log_run(
+        client, name, log_model, holdout=holdout_table, params=params, metrics=metrics,
+        tags=tags, dicts=dicts, figures=figures,
+    )  # fmt: skip
+    return TrainResult(name, logged.run_id, int(logged.version), candidate, metrics, features)
 
 
 # --- Scoring with a registered version -------------------------------------------------------

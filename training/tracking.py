@@ -1,9 +1,13 @@
-"""Logging a pyfunc model run (CLV, next best time): the same MLflow contract as the classifiers
-(``training.classifier``), with a ``mlflow.pyfunc.PythonModel`` instead of an sklearn pipeline."""
+"""Logging one finished training to MLflow: the contract every model shares (params, tags,
+metrics, dicts, figures, the holdout table, the model registered with alias ``challenger``), with
+the model itself logged in its own flavour (an sklearn pipeline, or a pyfunc for CLV and next best
+time)."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -13,7 +17,6 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from crm_predict.tracking import experiment_id
-from training.classifier import tracking_at
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,25 @@ class LoggedModel:
     version: str
 
 
-def log_pyfunc_run(
+@contextmanager
+def tracking_at(client: Any) -> Iterator[None]:
+    """Point the fluent MLflow API at the client's stores for the duration of a run."""
+    import mlflow
+
+    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client._registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_tracking)
+        mlflow.set_registry_uri(old_registry)
+
+
+def log_run(
     client: MlflowClient,
     name: str,
-    python_model: Any,
-    input_example: pd.DataFrame,
-    output_example: pd.DataFrame,
+    log_model: Callable[[], Any],
     *,
     holdout: pd.DataFrame,
     params: dict[str, Any],
@@ -35,18 +51,16 @@ def log_pyfunc_run(
     tags: dict[str, str],
     dicts: dict[str, Any] | None = None,
     figures: dict[str, Any] | None = None,
-    artifacts: dict[str, str] | None = None,
-    requirements: tuple[str, ...] = ("pandas", "numpy"),
     run_name: str | None = None,
 ) -> LoggedModel:
     """Log one finished training and register it as ``name`` (alias ``challenger``).
 
-    Everything is computed before this is called; a failure while logging deletes the run and the
-    version, so a broken run never reaches the registry.
+    ``log_model()`` logs the model inside the run with ``registered_model_name=name`` and returns
+    MLflow's ``ModelInfo``. Everything is computed before this is called; a failure while logging
+    deletes the run and the version, so a broken run never reaches the registry.
     """
     import matplotlib.pyplot as plt
     import mlflow
-    from mlflow.models import infer_signature
 
     from registry.lifecycle import on_new_version
 
@@ -69,17 +83,7 @@ def log_pyfunc_run(
                     local = Path(tmp) / "holdout.parquet"
                     holdout.to_parquet(local, index=False)
                     mlflow.log_artifact(str(local), artifact_path="holdout")
-                info = mlflow.pyfunc.log_model(
-                    name=name,
-                    python_model=python_model,
-                    artifacts=artifacts,
-                    signature=infer_signature(input_example, output_example),
-                    input_example=input_example,
-                    registered_model_name=name,
-                    # Listed, not inferred: inference re-imports the model in a subprocess (slow).
-                    pip_requirements=[f"{p}=={version(p)}" for p in ("mlflow", *requirements)],
-                )
-                model_version = str(info.registered_model_version)
+                model_version = str(log_model().registered_model_version)
                 on_new_version(client, name, model_version)
         except BaseException:
             if model_version is not None:
@@ -91,3 +95,33 @@ def log_pyfunc_run(
             for figure in figures.values():
                 plt.close(figure)
     return LoggedModel(run_id=run_id, version=model_version)
+
+
+def log_pyfunc_run(
+    client: MlflowClient,
+    name: str,
+    python_model: Any,
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+    *,
+    artifacts: dict[str, str] | None = None,
+    requirements: tuple[str, ...] = ("pandas", "numpy"),
+    **run: Any,
+) -> LoggedModel:
+    """:func:`log_run` with a ``mlflow.pyfunc.PythonModel`` (``run``: its keyword arguments)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    def log_model() -> Any:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=python_model,
+            artifacts=artifacts,
+            signature=infer_signature(input_example, output_example),
+            input_example=input_example,
+            registered_model_name=name,
+            # Listed, not inferred: inference re-imports the model in a subprocess (slow).
+            pip_requirements=[f"{p}=={version(p)}" for p in ("mlflow", *requirements)],
+        )
+
+    return log_run(client, name, log_model, **run)
