@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
 from crm_predict.errors import UserError
-from features.transforms import latest_per_entity
 
 EPOCH = datetime(1970, 1, 1)
 # (view name, entities in the view) before a view starts; then rows written so far.
@@ -37,25 +38,54 @@ def _views(store: FeatureStore, names: Sequence[str] | None) -> list[FeatureView
 
 
 def latest_rows(view: FeatureView, end: datetime, start: datetime | None = None) -> pd.DataFrame:
-    """The newest row per entity of a view's Parquet source with start < timestamp <= end."""
+    """The newest row per entity of a view's Parquet source with start <= timestamp <= end, as
+    Feast's materialization picks it (newest event timestamp, then created timestamp, then the
+    later row of the file), in entity-key order. Selected in arrow/numpy: only the kept rows are
+    converted to pandas."""
     source = view.batch_source
     path = Path(source.path)
     if not path.exists():
         raise UserError(f"missing source file {path}: run `crm-predict features export` first")
     ts_field = source.timestamp_field
-    keys = [e.name for e in view.entity_columns]
-    columns = [*keys, ts_field, *(f.name for f in view.features)]
-    table = pq.read_table(path, columns=columns)
-    stamps = table.column(ts_field)
-    if stamps.type.tz is not None:
-        stamps = pc.cast(stamps, "timestamp[us]")
-    mask = pc.less_equal(stamps, pd.Timestamp(end).to_datetime64())
+    created_field = source.created_timestamp_column or None
+    key = view.entity_columns[0].name
+    columns = [e.name for e in view.entity_columns] + [ts_field]
+    columns += [created_field] if created_field else []
+    columns += [f.name for f in view.features]
+    table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
+    stamps = _naive(table.column(ts_field))
+    mask = pc.less_equal(stamps, _bound(end, stamps.type))
     if start is not None:
-        mask = pc.and_(mask, pc.greater(stamps, pd.Timestamp(start).to_datetime64()))
-    frame = table.filter(mask).to_pandas()
-    return latest_per_entity(frame.rename(columns={ts_field: "event_timestamp"}), keys[0]).rename(
-        columns={"event_timestamp": ts_field}
-    )
+        mask = pc.and_(mask, pc.greater_equal(stamps, _bound(start, stamps.type)))
+    table = table.filter(mask)
+    ids = table.column(key).to_numpy()
+    if ids.dtype == object:
+        ids = pd.factorize(ids, sort=True)[0]
+    sort_by = [_naive(table.column(ts_field)).to_numpy().view("int64"), ids]
+    if created_field:
+        created = _naive(table.column(created_field)).to_numpy().view("int64")
+        sort_by.insert(0, created)
+    order = np.lexsort(sort_by)  # stable: equal stamps keep file order
+    ordered = ids[order]
+    last = np.ones(len(order), bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return table.take(pa.array(order[last])).to_pandas()
+
+
+def _bound(value: datetime, type_: pa.DataType) -> pa.Scalar:
+    """A window bound as a naive-UTC arrow scalar of the column's type."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return pa.scalar(stamp.to_pydatetime(), type_)
+
+
+def _naive(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps as naive UTC in their own unit (arrow stores tz-aware ones as UTC instants)."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is None:
+        return column
+    unit = column.type.unit if pa.types.is_timestamp(column.type) else "us"
+    return pc.cast(column, pa.timestamp(unit))
 
 
 def materialize(

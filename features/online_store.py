@@ -438,25 +438,54 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         join_key: str,
         timestamp_field: str,
         progress: Progress = None,
-        chunk_size: int = 200_000,
+        chunk_size: int = 100_000,
     ) -> int:
-        """Upsert one row per entity of ``frame`` (its latest values), in key order."""
+        """Upsert one row per entity of ``frame`` (its latest values), in key order, in one
+        transaction; a writer thread runs SQLite on one chunk while this one encodes the next."""
         conn = self._get_conn(config)
-        conn.execute("PRAGMA synchronous=NORMAL")
         layout = sqlite_layout(config, feature_view)
         dtypes = dict(layout.features)
-        frame = frame.iloc[_key_order(frame[join_key])]
+        order = _key_order(frame[join_key])
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            while (item := chunks.get()) is not None:
+                if failure:
+                    continue  # drain after an error so the producer never blocks
+                try:
+                    self._write(config, layout, *item)
+                except BaseException as exc:  # re-raised in the calling thread
+                    failure.append(exc)
+
+        (cache_size,) = conn.execute("PRAGMA cache_size").fetchone()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # A page cache that holds the whole upsert: a small one spills and rewrites pages mid-write.
+        conn.execute("PRAGMA cache_size=-524288")
         written = 0
-        with conn:
-            for start in range(0, len(frame), chunk_size):
-                part = frame.iloc[start : start + chunk_size]
-                keys = encode_entity_keys(part[join_key], join_key, config.entity_key_serialization_version)  # fmt: skip
-                columns = {name: encode_values(part[name], dtypes[name]) for name in dtypes}
-                stamps = _epoch_seconds(part[timestamp_field]).tolist()
-                self._write(config, layout, keys.tolist(), stamps, [None] * len(part), columns)
-                written += len(part)
-                if progress:
-                    progress(len(part))
+        try:
+            with conn:
+                writer = threading.Thread(target=write, name="sqlite-bulk-write", daemon=True)
+                writer.start()
+                try:
+                    for start in range(0, len(frame), chunk_size):
+                        if failure:
+                            break
+                        part = frame.iloc[order[start : start + chunk_size]]
+                        keys = encode_entity_keys(part[join_key], join_key, config.entity_key_serialization_version)  # fmt: skip
+                        columns = {name: encode_values(part[name], dtypes[name]) for name in dtypes}
+                        stamps = _epoch_seconds(part[timestamp_field]).tolist()
+                        chunks.put((keys.tolist(), stamps, [None] * len(part), columns))
+                        written += len(part)
+                        if progress:
+                            progress(len(part))
+                finally:
+                    chunks.put(None)
+                    writer.join()
+                if failure:
+                    raise failure[0]
+        finally:
+            conn.execute(f"PRAGMA cache_size={int(cache_size)}")
         return written
 
     def online_write_batch(
