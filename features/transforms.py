@@ -70,15 +70,24 @@ def behaviour_windows(
     """Counts of site visits, pricing views, whitepapers, trials, email opens/clicks over each
     window, and days since the last interaction of any type (NaN when there was none)."""
     type_to_group = {t: g for g, types in groups.items() for t in types}
+    # Map each distinct type once (a CRM has a handful of types and millions of activities).
+    codes, kinds = pd.factorize(activities["type"])
+    group_of = pd.Index(kinds).astype(str).str.lower().map(type_to_group).to_numpy(dtype=object)
     events = activities[[key, "type", "occurred_at"]].assign(
-        group=activities["type"].astype(str).str.lower().map(type_to_group)
+        group=np.append(group_of, np.nan)[codes]  # code -1 (missing type) → the NaN at the end
     )
     pairs = _with_times(times, events, key, "occurred_at")
     age_days = (pairs[TS] - pairs["occurred_at"]) / DAY
     out = times[[key, TS]].copy()
+    grouped = pairs["group"].notna()
+    # One group-by for every window: per (entity, time, group) the events younger than each.
+    within = pd.DataFrame(
+        {w: (age_days[grouped] < w).to_numpy() for w in windows}, index=pairs.index[grouped]
+    )
+    keys = [pairs.loc[grouped, key], pairs.loc[grouped, TS], pairs.loc[grouped, "group"]]
+    per_group = within.groupby(keys).sum()
     for w in windows:
-        recent = pairs[(age_days < w) & pairs["group"].notna()]
-        counts = recent.groupby([key, TS, "group"]).size().unstack("group")
+        counts = per_group[w].unstack("group")
         counts = counts.reindex(columns=list(groups), fill_value=0)
         counts.columns = [f"{g}_{w}d" for g in counts.columns]
         out = out.merge(counts.reset_index(), on=[key, TS], how="left")
