@@ -1,8 +1,10 @@
 """Nightly batch scoring: every active lead, open deal and customer scored by each model's champion,
 written back as tags, tasks and prediction-log rows in resumable chunks.
 
-Per model: features as of ``at`` (``features.scoring.scoring_frame``) + the rule context from the CRM
-(owners, idle days, spend windows, …) → chunks in entity-id order → score → ``serving.writeback``.
+Per model: features as of ``at`` (``features.scoring.scoring_frame``) + the rule context (owners,
+idle days, spend windows, …), both from the run's CRM snapshot (a fresh export, or the latest one
+with ``export=False``) so model and rules see the same data → chunks in entity-id order → score →
+``serving.writeback``. Views and contexts shared by several models are computed once per run.
 Each chunk's writes and its ``batch_checkpoints`` row commit in one transaction, so a killed run
 resumes after the last committed chunk and ends with exactly the rows a clean run writes.
 """
