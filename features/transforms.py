@@ -290,12 +290,13 @@ def contact_time_profile(
     hour = pairs["occurred_at"].dt.hour
     weekday = pairs["occurred_at"].dt.weekday
     grp = [pairs[key], pairs[TS]]
-    parts = {"responses_total": hour.groupby(grp).size()}
+    # Every count in one group-by: an indicator column per day part and weekday, summed.
+    parts = {"responses_total": np.ones(len(pairs), dtype="int64")}
     for name, (lo, hi) in DAY_PARTS.items():
-        parts[f"responses_{name}"] = ((hour >= lo) & (hour < hi)).groupby(grp).sum()
+        parts[f"responses_{name}"] = ((hour >= lo) & (hour < hi)).to_numpy(dtype="int64")
     for i, day in enumerate(WEEKDAYS):
-        parts[f"responses_{day}"] = (weekday == i).groupby(grp).sum()
-    agg = pd.DataFrame(parts)
+        parts[f"responses_{day}"] = (weekday == i).to_numpy(dtype="int64")
+    agg = pd.DataFrame(parts, index=pairs.index).groupby(grp).sum()
 
     slots = pairs[[key, TS]].assign(slot=(weekday * 24 + hour).to_numpy())
     slot_counts = slots.groupby([key, TS, "slot"]).size().rename("n").reset_index()
@@ -336,6 +337,9 @@ CUSTOMER_PROFILE_COLUMNS = ["region", "acquisition_source", "has_account", "gend
 
 def as_flag(series: pd.Series) -> pd.Series:
     """A yes/no column (bool, nullable boolean or object with None) as plain bool, missing = False."""
+    if series.dtype == object and set(pd.unique(series.to_numpy())) <= {True, False, None}:
+        # Python bools and None (a nullable column read from the store): no per-value coercion.
+        return pd.Series(series.to_numpy() == True, index=series.index, name=series.name)  # noqa: E712
     return series.astype("boolean").fillna(False).astype(bool)
 
 
