@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from crm_predict.errors import UserError
+from crm_predict.errors import UserError, print_error, user_errors_exit_2
 from crm_predict.settings import Settings
 from features.cli import app as features_app
 from registry.cli import app as registry_app
@@ -97,6 +96,7 @@ def report(
 
 
 @app.command("demo-data")
+@user_errors_exit_2
 def demo_data(
     ctx: typer.Context,
     customers: int = typer.Option(
@@ -116,40 +116,38 @@ def demo_data(
     settings = settings_from(ctx)
     engine = make_engine(settings.crm_url)
     upgrade(engine)
-    try:
-        with (
-            session_factory(engine)() as session,
-            Progress(
-                TextColumn("{task.description:<20}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar,
-        ):
-            if not store_is_empty(session):
-                if not replace:
-                    raise UserError(
-                        f"the CRM store at {settings.crm_url} is not empty; "
-                        "add --replace to delete its contents first"
-                    )
-                clear_store(session)
-            task = bar.add_task("demo data", total=1.0)
-            counts = generate_demo(
-                session,
-                settings,
-                customers,
-                as_of=as_of,
-                seed=seed,
-                progress=lambda step, done: bar.update(task, description=step, completed=done),
-            )
-            session.commit()
-    except UserError as exc:
-        _fail(exc)
+    with (
+        session_factory(engine)() as session,
+        Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+    ):
+        if not store_is_empty(session):
+            if not replace:
+                raise UserError(
+                    f"the CRM store at {settings.crm_url} is not empty; "
+                    "add --replace to delete its contents first"
+                )
+            clear_store(session)
+        task = bar.add_task("demo data", total=1.0)
+        counts = generate_demo(
+            session,
+            settings,
+            customers,
+            as_of=as_of,
+            seed=seed,
+            progress=lambda step, done: bar.update(task, description=step, completed=done),
+        )
+        session.commit()
     print_counts(counts)
     console.print(f"Ground truth in [bold]{settings.demo_truth_dir}[/]")
 
 
 @app.command("import")
+@user_errors_exit_2
 def import_file(
     ctx: typer.Context,
     entity: str = typer.Argument(
@@ -163,27 +161,13 @@ def import_file(
 
     engine = make_engine(settings_from(ctx).crm_url)
     upgrade(engine)
-    try:
-        with session_factory(engine)() as session:
-            result = import_csv(session, entity, file)
-            session.commit()
-    except UserError as exc:
-        _fail(exc)
+    with session_factory(engine)() as session:
+        result = import_csv(session, entity, file)
+        session.commit()
     console.print(
         f"{result.entity}: {result.rows:,} rows read, {result.inserted:,} inserted, "
         f"{result.updated:,} updated, {result.merged:,} merged as duplicates"
     )
-
-
-def print_error(exc: Exception) -> None:
-    """One unwrapped line a user (or a script grepping it) can read whole."""
-    console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-
-
-def _fail(exc: UserError) -> None:
-    """Print a user error the way ``main`` does and exit 2 (also under typer's test runner)."""
-    print_error(exc)
-    raise typer.Exit(2)
 
 
 def print_counts(table_counts: dict[str, int]) -> None:

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import typer
 
-from crm_predict.errors import UserError
+from crm_predict.errors import UserError, user_errors_exit_2
 
 app = typer.Typer(no_args_is_help=True)
 
 CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
-
-
-def user_errors_exit_2(command: Callable[..., None]) -> Callable[..., None]:
-    """Print a UserError the way ``crm_predict.cli.main`` does and exit 2 (also under CliRunner)."""
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except UserError as exc:
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return run
 
 
 def classifier_module(model: str) -> ModuleType:
