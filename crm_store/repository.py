@@ -43,9 +43,9 @@ def _stage(
 def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
     moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
-    history. Set-based: one bulk load into a staging table, one INSERT … SELECT into history and
-    one INSERT … ON CONFLICT DO UPDATE that skips rows equal to what is stored, so a rerun of the
-    same batch writes nothing. Returns the number of tags given (after de-duplication)."""
+    history, and a row equal to what is stored is not written at all (a rerun writes nothing).
+    Set-based: one bulk load into a staging table (COPY / executemany), then one statement on
+    PostgreSQL, two on SQLite. Returns the number of tags given (after de-duplication)."""
     if tags.empty:
         return 0
     tags = tags.drop_duplicates(["entity_type", "entity_id", "name"], keep="last")
@@ -81,39 +81,47 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     key = ", ".join(TAG_KEY)
     on_key = " AND ".join(f"t.{c} = s.{c}" for c in TAG_KEY)
     cols = ", ".join(TAG_COLUMNS)
-    session.execute(
-        text(
-            f"INSERT INTO {TagHistory.__tablename__} ({cols}, replaced_at) "
-            f"SELECT {', '.join('t.' + c for c in TAG_COLUMNS)}, :now "
-            f"FROM {Tag.__tablename__} t JOIN tag_stage s ON {on_key} WHERE t.value <> s.value"
-        ).bindparams(bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)),
-        {"now": now},
-    )
-    # Rows equal to what is stored are skipped (no write, no dead tuple, no index churn): that
-    # is what makes a rerun, or a night where few values change, cheap.
     payload = TAG_COLUMNS[3:]
-    sets = ", ".join(f"{c} = {source[c]}" for c in payload)
+    history_cols = f"{cols}, replaced_at"
+    now_bind = bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)
     if postgres:
-        # Hash joins: one UPDATE … FROM of the rows that differ and one anti-join INSERT of new
-        # keys beat INSERT … ON CONFLICT, which probes the unique index once per staged row.
-        stored = ", ".join(f"t.{c}" for c in payload)
-        incoming = ", ".join(source[c] for c in payload)
-        session.execute(
-            text(
-                f"UPDATE {Tag.__tablename__} AS t SET {sets} FROM tag_stage s "
-                f"WHERE {on_key} AND ({stored}) IS DISTINCT FROM ({incoming})"
-            ).bindparams(*binds),
-            params,
+        # One hash join of the staged rows with the stored ones feeds all three writes: history
+        # (old values that change), an UPDATE by id of the rows that differ in any column and an
+        # INSERT of new keys. Rows equal to what is stored are not written at all: no dead tuple,
+        # no WAL, so a rerun or a night where few values change is cheap.
+        incoming = ", ".join(f"{source[c]} AS {c}" for c in payload)
+        stored = ", ".join(f"t.{c} AS old_{c}" for c in payload)
+        differs = (
+            f"({', '.join('t.' + c for c in payload)}) IS DISTINCT FROM "
+            f"({', '.join(source[c] for c in payload)})"
         )
+        sets = ", ".join(f"{c} = j.{c}" for c in payload)
         session.execute(
             text(
-                f"INSERT INTO {Tag.__tablename__} ({cols}) "
-                f"SELECT {', '.join(source[c] for c in TAG_COLUMNS)} FROM tag_stage s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {Tag.__tablename__} t WHERE {on_key})"
-            ).bindparams(*binds),
-            params,
+                f"WITH j AS MATERIALIZED ("
+                f"SELECT s.entity_type, s.entity_id, s.name, {incoming}, t.id AS tag_id, {stored}, "
+                f"{differs} AS differs FROM tag_stage s LEFT JOIN {Tag.__tablename__} t ON {on_key}"
+                f"), history AS ("
+                f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
+                f"SELECT entity_type, entity_id, name, {', '.join('old_' + c for c in payload)}, :now "
+                f"FROM j WHERE tag_id IS NOT NULL AND old_value <> value"
+                f"), updated AS ("
+                f"UPDATE {Tag.__tablename__} AS t SET {sets} FROM j "
+                f"WHERE t.id = j.tag_id AND j.differs"
+                f") INSERT INTO {Tag.__tablename__} ({cols}) SELECT {cols} FROM j WHERE tag_id IS NULL"
+            ).bindparams(*binds, now_bind),
+            {**params, "now": now},
         )
     else:
+        session.execute(
+            text(
+                f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
+                f"SELECT {', '.join('t.' + c for c in TAG_COLUMNS)}, :now "
+                f"FROM {Tag.__tablename__} t JOIN tag_stage s ON {on_key} WHERE t.value <> s.value"
+            ).bindparams(now_bind),
+            {"now": now},
+        )
+        # Rows equal to what is stored are skipped, so a rerun writes nothing.
         stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
         incoming = ", ".join(f"excluded.{c}" for c in payload)
         session.execute(

@@ -41,6 +41,10 @@ def test_migrations_go_up_and_down(engine):
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
     assert "tag_history" in inspect(engine).get_table_names()
+    if engine.dialect.name == "postgresql":  # room on each page for HOT re-stamps (0003)
+        with engine.connect() as conn:
+            options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'tags'"))
+            assert options.scalar_one() == ["fillfactor=50"]
 
 
 def test_tag_upsert_keeps_one_current_value_and_history(session):
