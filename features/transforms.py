@@ -114,19 +114,25 @@ def transactions(
     group = [pairs[key], pairs[TS]]
     amount = pairs["amount"].astype(float)
 
-    agg = pd.DataFrame(
+    columns = pd.DataFrame(
         {
-            "rfm_recency_days": age_days.groupby(group).min(),
-            "rfm_frequency": amount.groupby(group).size(),
-            "rfm_monetary": amount.groupby(group).sum(),
-            "tenure_days": age_days.groupby(group).max(),
-            "orders_90d": (age_days < 90).groupby(group).sum(),
-            "spend_last_3m": amount.where(age_days < 90, 0.0).groupby(group).sum(),
-            "spend_prior_3m": amount.where((age_days >= 90) & (age_days < 180), 0.0)
-            .groupby(group)
-            .sum(),
-            "spend_12m": amount.where(age_days < 365, 0.0).groupby(group).sum(),
+            "age": age_days,
+            "amount": amount,
+            "recent": (age_days < 90),
+            "last_3m": amount.where(age_days < 90, 0.0),
+            "prior_3m": amount.where((age_days >= 90) & (age_days < 180), 0.0),
+            "last_12m": amount.where(age_days < 365, 0.0),
         }
+    )
+    agg = columns.groupby(group).agg(  # one group-by for every aggregate
+        rfm_recency_days=("age", "min"),
+        rfm_frequency=("amount", "size"),
+        rfm_monetary=("amount", "sum"),
+        tenure_days=("age", "max"),
+        orders_90d=("recent", "sum"),
+        spend_last_3m=("last_3m", "sum"),
+        spend_prior_3m=("prior_3m", "sum"),
+        spend_12m=("last_12m", "sum"),
     )
     agg["avg_order_value"] = agg["rfm_monetary"] / agg["rfm_frequency"]
     agg = agg.join(_lifetimes_summary(pairs, key))
