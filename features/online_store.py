@@ -194,12 +194,16 @@ def _key_order(ids: pd.Series) -> np.ndarray:
     return np.argsort(ids.astype(str).to_numpy(), kind="stable")
 
 
+def _utc_ns(ts: pd.Series) -> np.ndarray:
+    """Timestamps (naive = UTC) as int64 nanoseconds since the epoch."""
+    if not pd.api.types.is_datetime64_any_dtype(ts):
+        ts = pd.to_datetime(ts)
+    return ts.to_numpy(dtype="datetime64[ns]").view("int64")  # tz-aware: converted to UTC
+
+
 def _epoch_seconds(ts: pd.Series) -> np.ndarray:
     """Timestamps (naive = UTC) as Unix seconds, what Feast's SQLite adapter stores."""
-    ts = pd.to_datetime(ts)
-    if ts.dt.tz is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    return ts.to_numpy(dtype="datetime64[s]").astype("int64")
+    return _utc_ns(ts) // 1_000_000_000
 
 
 # --- SQLite ------------------------------------------------------------------------------------
@@ -833,10 +837,7 @@ def _from_encoded(enc: Encoded, field: bytes) -> list[bytes]:
 
 def _timestamp_values(ts: pd.Series) -> Encoded:
     """Serialized protobuf ``Timestamp`` per row (naive = UTC), encoded once per distinct time."""
-    ts = pd.to_datetime(ts)
-    if ts.dt.tz is not None:
-        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    codes, uniques = pd.factorize(ts.to_numpy(dtype="datetime64[ns]").view("int64"))
+    codes, uniques = pd.factorize(_utc_ns(ts))
     table = []
     for value in uniques.tolist():
         stamp = Timestamp()
