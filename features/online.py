@@ -137,7 +137,7 @@ class ServiceReader:
                 for name in names:
                     value = values.get(name)
                     if value is not None:
-                        columns[name][row] = feast_value_type_to_python_type(value)
+                        columns[name][row] = _python_value(value)
         unknown = [i for i, ok in zip(ids, found, strict=True) if not ok]
         if unknown:
             raise UnknownEntityError(self.model_name, unknown)
@@ -152,3 +152,16 @@ class ServiceReader:
                     list(result[name]) if odfv.mode == "python" else result[name].to_numpy()
                 )
         return pd.DataFrame({name: columns[name] for name in ["entity_id", *self.features]})
+
+
+_SCALARS = frozenset(
+    {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
+)
+
+
+def _python_value(value: ValueProto):
+    """``feast_value_type_to_python_type``, with its scalar cases (returned as stored) first."""
+    kind = value.WhichOneof("val")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    return feast_value_type_to_python_type(value)

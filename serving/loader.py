@@ -175,12 +175,15 @@ def _proba_fn(final: object) -> Callable[[object], np.ndarray]:
         calibrated and classes is not None and len(classes) == 2
         and all(c.method in ("sigmoid", "isotonic") and len(c.calibrators) == 1 for c in calibrated)
     ):  # fmt: skip
-        parts = [(_response_fn(_unfrozen(c.estimator)), c.calibrators[0]) for c in calibrated]
+        parts = [
+            (_response_fn(_unfrozen(c.estimator)), _calibrator_fn(c.calibrators[0]))
+            for c in calibrated
+        ]
 
         def calibrated_proba(x) -> np.ndarray:
             total = np.zeros(x.shape[0])
             for response, calibrator in parts:
-                total += calibrator.predict(response(x))
+                total += calibrator(response(x))
             return total / len(parts)
 
         return calibrated_proba
@@ -191,7 +194,34 @@ def _response_fn(estimator: object) -> Callable[[object], np.ndarray]:
     """What ``CalibratedClassifierCV`` calibrates: decision_function, else P(classes_[1])."""
     if hasattr(estimator, "decision_function"):
         return lambda x: np.asarray(estimator.decision_function(x)).reshape(-1)
+    if _plain_binary_xgboost(estimator):
+        # XGBClassifier.predict_proba's own call, without its per-call config context.
+        booster, missing = estimator.get_booster(), estimator.missing
+        try:
+            rounds = (0, estimator.best_iteration + 1)
+        except AttributeError:  # no early stopping: every tree
+            rounds = (0, 0)
+        return lambda x: booster.inplace_predict(x, iteration_range=rounds, missing=missing)
     return lambda x: np.asarray(estimator.predict_proba(x))[:, 1]
+
+
+def _plain_binary_xgboost(estimator: object) -> bool:
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_booster") else {}
+    return (
+        params.get("objective") == "binary:logistic"
+        and params.get("booster") in (None, "gbtree", "dart")
+        and len(getattr(estimator, "classes_", ())) == 2
+    )
+
+
+def _calibrator_fn(calibrator: object) -> Callable[[np.ndarray], np.ndarray]:
+    """The calibrator's predict; a sigmoid one computed directly (its predict's formula)."""
+    if type(calibrator).__name__ == "_SigmoidCalibration":
+        from scipy.special import expit
+
+        a, b = calibrator.a_, calibrator.b_
+        return lambda t: expit(-(a * np.ravel(t) + b))
+    return calibrator.predict
 
 
 def single_threaded(model: object) -> None:

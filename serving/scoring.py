@@ -220,4 +220,7 @@ def _ids(frame: pd.DataFrame) -> list[int | None]:
 def _rule_points(frame: pd.DataFrame) -> np.ndarray | None:
     if RULE_SCORE not in frame.columns:
         return None
-    return pd.to_numeric(frame[RULE_SCORE], errors="coerce").to_numpy(dtype=float)
+    points = frame[RULE_SCORE]
+    if pd.api.types.is_float_dtype(points):
+        return points.to_numpy()
+    return pd.to_numeric(points, errors="coerce").to_numpy(dtype=float)
