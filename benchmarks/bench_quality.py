@@ -69,7 +69,7 @@ def main(n_customers: int = 5000, optuna_trials: int = 3) -> list[Figure]:
     from mlflow import MlflowClient
 
     from crm_predict.settings import Settings
-    from crm_store.db import make_engine, session_factory, upgrade
+    from crm_store.db import store_session
     from crm_store.demo import generate_demo
     from features.export import export
     from features.store import apply
@@ -77,17 +77,14 @@ def main(n_customers: int = 5000, optuna_trials: int = 3) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
         settings = Settings(data_dir=Path(tmp) / "data", optuna_trials=optuna_trials, seed=42)
         settings.ensure_dirs()
-        engine = make_engine(settings.crm_url)
-        upgrade(engine)
         start = time.perf_counter()
-        with session_factory(engine)() as session:
+        with store_session(settings.crm_url) as session:
             as_of = datetime.fromisoformat(DEMO_AS_OF)
             generate_demo(session, settings, n_customers, as_of=as_of, seed=settings.seed)
             session.commit()
             export(session, settings)
-        engine.dispose()
         apply(settings)  # training reads each model's FeatureService from the Feast registry
-        print(f"demo CRM ({n_customers:,} customers) feature export and apply: "
+        print(f"demo CRM ({n_customers:,} customers), feature export and apply: "
               f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
         client = MlflowClient(
             tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri

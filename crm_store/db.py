@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -39,6 +41,19 @@ def make_engine(url: str) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def store_session(url: str) -> Iterator[Session]:
+    """A session on the CRM store at ``url``, schema upgraded first, engine disposed on exit: for
+    a job that reads or writes the store once and moves on."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        with session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def alembic_config(engine: Engine) -> Config:

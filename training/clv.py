@@ -504,15 +504,10 @@ def run_training(
     if transactions_csv is None:
         if any(columns.values()):
             raise UserError(f"{', '.join(columns)} go with --transactions CSV")
-        from crm_store.db import make_engine, session_factory, upgrade
+        from crm_store.db import store_session
 
-        engine = make_engine(settings.crm_url)
-        upgrade(engine)
-        try:
-            with session_factory(engine)() as session:
-                transactions = demo_transactions(session)
-        finally:
-            engine.dispose()
+        with store_session(settings.crm_url) as session:
+            transactions = demo_transactions(session)
         return train_clv(client, transactions, config, source="demo")
     missing = [flag for flag, value in columns.items() if not value]
     if missing:

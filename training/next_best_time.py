@@ -542,15 +542,10 @@ def run_training(
     if events_csv is None:
         if any(required.values()) or any(optional.values()):
             raise UserError(f"{', '.join([*required, *optional])} go with --events CSV")
-        from crm_store.db import make_engine, session_factory, upgrade
+        from crm_store.db import store_session
 
-        engine = make_engine(settings.crm_url)
-        upgrade(engine)
-        try:
-            with session_factory(engine)() as session:
-                events = demo_events(session)
-        finally:
-            engine.dispose()
+        with store_session(settings.crm_url) as session:
+            events = demo_events(session)
         truth_path = settings.demo_truth_dir / f"{MODEL_NAME}.parquet"
         truth = pd.read_parquet(truth_path, columns=["entity_id", "best_slots"]) if truth_path.exists() else None  # fmt: skip
         return train_next_best_time(client, events, config, truth=truth, source="demo")
