@@ -34,38 +34,61 @@ _ENTITY_TABLES_CHILD_FIRST = (
 CHUNK_ROWS = 200_000
 
 
+_US_PER_DAY = 86_400_000_000
+
+
+def _digits(out: np.ndarray, col: int, values: np.ndarray, width: int) -> None:
+    """Write ``values`` as zero-padded decimal ASCII into ``out[:, col:col + width]``."""
+    values = values.astype(np.int32)  # every field fits; 32-bit division is cheaper
+    for k in range(width):
+        out[:, col + width - 1 - k] = 48 + (values // 10**k) % 10
+
+
 def _sqlite_datetimes(values: pd.Series) -> list:
     """naive datetimes → 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite storage format, and
-    what PostgreSQL's COPY reads)."""
+    what PostgreSQL's COPY reads). Built as an ASCII byte matrix column by column: a third faster
+    than numpy's datetime_as_string, and this runs once per timestamp the generator writes."""
     arr = values.to_numpy(dtype="datetime64[us]")
-    text_arr = np.datetime_as_string(arr, unit="us")  # '2026-06-30T00:00:00.000000'
-    chars = text_arr.astype("U26").view(np.uint32).reshape(-1, 26)
-    chars[:, 10] = ord(" ")  # the 'T' separator; a view trick keeps this vectorised
-    out = chars.reshape(-1).view("U26").astype(object)
-    out[np.isnat(arr)] = None
-    return out.tolist()
+    micros = arr.view(np.int64)
+    days = np.floor_divide(micros, _US_PER_DAY)
+    day = days.astype("datetime64[D]")
+    month = day.astype("datetime64[M]")
+    seconds, fraction = np.divmod(micros - days * _US_PER_DAY, 1_000_000)
+    hours, rest = np.divmod(seconds, 3600)
+    out = np.empty((len(arr), 26), dtype=np.uint8)
+    out[:, [4, 7, 10, 13, 16, 19]] = np.frombuffer(b"-- ::.", dtype=np.uint8)
+    _digits(out, 0, day.astype("datetime64[Y]").astype(np.int64) + 1970, 4)
+    _digits(out, 5, month.astype(np.int64) % 12 + 1, 2)
+    _digits(out, 8, (day - month.astype("datetime64[D]")).astype(np.int64) + 1, 2)
+    _digits(out, 11, hours, 2)
+    _digits(out, 14, rest // 60, 2)
+    _digits(out, 17, rest % 60, 2)
+    _digits(out, 20, fraction, 6)
+    text = out.view("S26").ravel().astype("U26").astype(object)
+    text[np.isnat(arr)] = None
+    return text.tolist()
 
 
 def _sqlite_column(values: pd.Series) -> list:
     """One column as Python values sqlite3 binds directly (None for missing)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return _sqlite_datetimes(values)
+    missing = values.isna().to_numpy()
+    if missing.all():
+        return [None] * len(values)
     if isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "biu":
         # Nullable Int64/boolean: plain ints (sqlite3 refuses numpy scalars), None for NA.
-        data = values.to_numpy(dtype="int64", na_value=0).tolist()
-        return (
-            [None if m else v for v, m in zip(data, values.isna().tolist(), strict=True)]
-            if values.hasnans
-            else data
-        )
+        data = values.to_numpy(dtype="int64", na_value=0).astype(object)
+        data[missing] = None
+        return data.tolist()
     if values.dtype.kind == "b":
         return values.astype("int64").tolist()
-    if values.dtype.kind == "f" and values.hasnans:
+    if values.dtype.kind == "f" and missing.any():
         arr = values.to_numpy().astype(object)
-        arr[values.isna().to_numpy()] = None
+        arr[missing] = None
         return arr.tolist()
-    if values.dtype == object and values.hasnans:
-        return values.where(values.notna(), None).tolist()
+    if values.dtype == object and missing.any():
+        return values.where(~missing, None).tolist()
     return values.tolist()
 
 

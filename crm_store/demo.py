@@ -281,6 +281,13 @@ def _isin(values: np.ndarray, options) -> np.ndarray:
     return pd.Series(values, dtype=object).isin(options).to_numpy()
 
 
+def _missing(n: int, dtype: str = "Int64") -> pd.api.extensions.ExtensionArray:
+    """An all-NULL nullable column of length ``n`` (no Python list of None to convert)."""
+    kind = np.int64 if dtype == "Int64" else bool
+    cls = pd.arrays.IntegerArray if dtype == "Int64" else pd.arrays.BooleanArray
+    return cls(np.zeros(n, dtype=kind), np.ones(n, dtype=bool))
+
+
 def _optional_ids(values: np.ndarray, present: np.ndarray) -> pd.arrays.IntegerArray:
     """Nullable integer column: ``values`` where ``present``, NULL elsewhere."""
     out = pd.array(np.asarray(values, dtype=np.int64), dtype="Int64")
@@ -372,10 +379,14 @@ class ResponseParams:
         return np.minimum(self.base[idx] * shape, 0.95)
 
     def all_slots(self, idx: np.ndarray) -> np.ndarray:
-        """(len(idx), 168) response probabilities."""
-        slots = np.arange(168)
-        rows = np.repeat(idx, 168)
-        return self.p(rows, np.tile(slots, len(idx))).reshape(len(idx), 168)
+        """(len(idx), 168) response probabilities: ``p`` for every slot, with the own pattern
+        computed as (hour of day) x (day of week), 24 + 7 terms per contact instead of 168."""
+        angles = 2 * np.pi * (np.arange(24)[None, :] - self.fav_hour[idx, None]) / 24
+        hour = np.exp(self.kappa[idx, None] * np.cos(angles)) / self.hour_norm[idx, None]
+        own = (self.day_weights[idx, :, None] * hour[:, None, :]).reshape(len(idx), 168)
+        weight = self.weight[idx, None]
+        shape = (1 - weight) * SEGMENT_PATTERNS[self.segment[idx]] + weight * own
+        return np.minimum(self.base[idx, None] * shape, 0.95)
 
     def sample_slots(self, rng: np.random.Generator, idx: np.ndarray) -> np.ndarray:
         """Slots where contacts ``idx`` are active, drawn from their mixture pattern."""
@@ -445,21 +456,17 @@ def _activity_frame(
     return pd.DataFrame(
         {
             "id": ids.take("activities", n),
-            "contact_id": pd.array(contact_id, dtype="Int64")
-            if contact_id is not None
-            else pd.array([None] * n, dtype="Int64"),
-            "lead_id": pd.array(lead_id, dtype="Int64")
-            if lead_id is not None
-            else pd.array([None] * n, dtype="Int64"),
-            "deal_id": pd.array(deal_id, dtype="Int64")
-            if deal_id is not None
-            else pd.array([None] * n, dtype="Int64"),
+            "contact_id": _missing(n)
+            if contact_id is None
+            else pd.array(contact_id, dtype="Int64"),
+            "lead_id": _missing(n) if lead_id is None else pd.array(lead_id, dtype="Int64"),
+            "deal_id": _missing(n) if deal_id is None else pd.array(deal_id, dtype="Int64"),
             "type": type_,
             "channel": channel,
             "occurred_at": _timestamps(occurred),
-            "responded": pd.array(responded, dtype="boolean")
-            if responded is not None
-            else pd.array([None] * n, dtype="boolean"),
+            "responded": _missing(n, "boolean")
+            if responded is None
+            else pd.array(responded, dtype="boolean"),
             "created_at": _timestamps(np.maximum(created, occurred)),
         }
     )
@@ -1114,7 +1121,7 @@ def _ticket_frame(
     n = len(opened)
     closed = opened + rng.exponential(2.0, n)
     priority = np.where(sentiment < -0.5, rng.integers(2, 4, n), rng.integers(0, 3, n))
-    none = pd.array([None] * n, dtype="Int64")
+    none = _missing(n)
     return pd.DataFrame(
         {
             "id": ids.take("tickets", n),
