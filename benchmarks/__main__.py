@@ -30,6 +30,9 @@ def main() -> dict[str, object]:
     failed = [name for name, result in results.items() if isinstance(result, Exception)]
     if failed:
         print(f"failed benchmarks (no figures): {', '.join(failed)}")
+    unread = [n for n in results if n not in failed and not any(m == n for m, _ in rows)]
+    if unread:
+        print(f"no figures read from (add a reader in benchmarks/figures.py): {', '.join(unread)}")
     return results
 
 
