@@ -35,7 +35,7 @@ format: venv
 # Headless Chromium + its WebDriver for the review-page browser test (Debian packages, as root).
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
-		chromium --version; \
+		chromium --version 2>/dev/null; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	else \
