@@ -391,9 +391,12 @@ def lead_behaviour(
     activities: pd.DataFrame, leads: pd.DataFrame, times: pd.DataFrame
 ) -> pd.DataFrame:
     """Behaviour windows of each lead: its own activities plus its contact's untargeted ones."""
+    # Only the leads asked about (the batch scores a few open leads among many closed ones).
+    leads = leads[leads["id"].isin(times["lead_id"])]
     acts = activities[["lead_id", "contact_id", "type", "occurred_at"]]
-    own = acts.dropna(subset=["lead_id"])
-    via_contact = acts[acts["lead_id"].isna()].drop(columns="lead_id").merge(
+    own = acts[acts["lead_id"].isin(leads["id"])]
+    via_contact = acts[acts["lead_id"].isna() & acts["contact_id"].isin(leads["contact_id"])]
+    via_contact = via_contact.drop(columns="lead_id").merge(
         leads.rename(columns={"id": "lead_id"})[["lead_id", "contact_id"]].dropna(),
         on="contact_id",
     )  # fmt: skip
