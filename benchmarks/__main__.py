@@ -10,11 +10,12 @@ from pathlib import Path
 from benchmarks.figures import figures_of, table
 
 
-def main() -> dict[str, object]:
-    """Each benchmark's figures by module name; a failing benchmark is reported, not fatal."""
+def main(names: list[str] | None = None) -> dict[str, object]:
+    """Each benchmark's figures by module name (default every ``bench_*.py``); a failing
+    benchmark is reported, not fatal."""
     results: dict[str, object] = {}
-    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
-        name = path.stem
+    names = names or [p.stem for p in sorted(Path(__file__).parent.glob("bench_*.py"))]
+    for name in names:
         print(f"\n== {name} ==")
         start = time.perf_counter()
         try:

@@ -67,3 +67,32 @@ def test_model_quality_rows_sit_beside_baseline_with_the_oracle_shown():
     assert mae.better == "lower" and mae.ratio() == 1.0 / 1.5 and mae.ceiling is None
     text = table([("bench_quality", auc), ("bench_quality", mae)])
     assert "0.720" in text and "0.640" in text and "baseline: stage_win_rate; oracle 0.790" in text
+
+
+def test_make_bench_prints_one_table_and_names_failed_or_unread_benchmarks(monkeypatch, capsys):
+    import sys
+    import types
+
+    from benchmarks.__main__ import main
+
+    def module(name, run):
+        mod = types.ModuleType(f"benchmarks.{name}")
+        mod.main = run
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+        return name
+
+    def broken():
+        raise RuntimeError("no server")
+
+    names = [
+        module("bench_ok", lambda: [Figure("ok rate", 2.0, "x/s", 1.0, "floor", "higher")]),
+        module("bench_broken", broken),
+        module("bench_unread", lambda: {"no": "reader"}),
+    ]
+    results = main(names)
+    out = capsys.readouterr().out
+    table_part = out.split("== every figure beside its floor measured in the same run")[1]
+    assert "ok rate" in table_part and "0.50" in table_part
+    assert "failed benchmarks (no figures): bench_broken" in out
+    assert "no figures read from (add a reader in benchmarks/figures.py): bench_unread" in out
+    assert isinstance(results["bench_broken"], RuntimeError)
