@@ -631,7 +631,8 @@ def _put_lp_string(out, pos, src, start, n):  # pragma: no cover - compiled
         for b in range(4):
             out[pos + 1 + b] = (n >> (8 * b)) & 0xFF
     pos += h
-    out[pos : pos + n] = src[start : start + n]
+    for k in range(n):  # short values: a loop beats creating slice views
+        out[pos + k] = src[start + k]
     pos += n
     size = h + n
     w = _backlen_size(size)
@@ -689,17 +690,20 @@ def _restore_commands(
     out = np.empty(command.sum(), np.uint8)
     pos = 0
     for i in range(n):
-        out[pos : pos + len(head)] = head
+        for k in range(len(head)):
+            out[pos + k] = head[k]
         pos += len(head)
         out[pos] = 36  # $
         pos = _put_decimal(out, pos + 1, key_len[i])
         out[pos], out[pos + 1] = 13, 10
         pos += 2
-        out[pos : pos + key_len[i]] = key_buf[key_start[i] : key_start[i] + key_len[i]]
+        for k in range(key_len[i]):
+            out[pos + k] = key_buf[key_start[i] + k]
         pos += key_len[i]
         out[pos], out[pos + 1] = 13, 10
         pos += 2
-        out[pos : pos + len(ttl_arg)] = ttl_arg
+        for k in range(len(ttl_arg)):
+            out[pos + k] = ttl_arg[k]
         pos += len(ttl_arg)
         out[pos] = 36
         pos = _put_decimal(out, pos + 1, payload[i])
@@ -768,8 +772,9 @@ def _spans(enc: Encoded, suffix: bytes = b"") -> tuple[np.ndarray, np.ndarray, n
 def restore_payloads(
     keys: Encoded, fields: Sequence[bytes], values: Sequence[Encoded], key_suffix: bytes = b"",
     ttl_ms: int = 0,
-) -> bytes:  # fmt: skip
-    """Pipelined RESTORE commands creating, per row, the hash ``{field: value}`` under the key."""
+) -> memoryview:  # fmt: skip
+    """Pipelined RESTORE commands creating, per row, the hash ``{field: value}`` under the key
+    (a view of the encoded buffer: sent as is, no copy into ``bytes``)."""
     key_buf, key_start, key_len = _spans(keys, key_suffix)
     n = len(key_len)
     bufs, val_start, val_len, base = [], np.empty((len(values), n), np.int64), np.empty((len(values), n), np.int64), 0  # fmt: skip
@@ -788,7 +793,7 @@ def restore_payloads(
         np.frombuffer(_bulk_str(ttl), np.uint8), np.frombuffer(_RESTORE_HEAD, np.uint8),
         _RDB_VERSION, _crc64_tables(),
     )  # fmt: skip
-    return out.tobytes()
+    return memoryview(out)
 
 
 # --- Redis -------------------------------------------------------------------------------------

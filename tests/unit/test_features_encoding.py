@@ -118,4 +118,4 @@ def test_restore_payloads_follow_the_dump_format():
         expected += b"*4\r\n$7\r\nRESTORE\r\n$%d\r\n%sp\r\n$4\r\n5000\r\n$%d\r\n%s\r\n" % (
             len(key) + 1, key, len(payload), payload
         )  # fmt: skip
-    assert restore_payloads(keys, [b"f", b"g", b"h"], values, b"p", 5000) == expected
+    assert restore_payloads(keys, [b"f", b"g", b"h"], values, b"p", 5000).tobytes() == expected
