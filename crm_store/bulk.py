@@ -94,18 +94,25 @@ def _sqlite_column(values: pd.Series) -> list:
 
 @contextmanager
 def indexes_deferred(session: Session, tables: Iterable[str]) -> Iterator[None]:
-    """On SQLite, drop the secondary indexes of ``tables`` for a bulk load and rebuild them after
-    (building an index once over sorted data beats updating it row by row); a no-op elsewhere."""
+    """Drop the secondary indexes of ``tables`` for a bulk load and rebuild them after: building
+    an index once over the loaded rows beats updating it row by row (SQLite and PostgreSQL alike).
+    Indexes that back a constraint stay. Runs in the caller's transaction: a failed load rolls the
+    drops back too."""
     conn = session.connection()
-    if conn.dialect.name != "sqlite":
+    if conn.dialect.name not in ("sqlite", "postgresql"):
         yield
         return
     saved = []
     for name in tables:
         for index in inspect(conn).get_indexes(name):
+            if index.get("duplicates_constraint") or not index.get("column_names"):
+                continue
             saved.append((name, index))
             conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
     yield
+    if conn.dialect.name == "postgresql":
+        # Index builds sort in memory (the default 64 MB spills to disk at a million rows).
+        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
     for name, index in saved:
         unique = "UNIQUE " if index.get("unique") else ""
         cols = ", ".join(f'"{c}"' for c in index["column_names"])
