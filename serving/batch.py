@@ -343,7 +343,9 @@ def score(model, features: pd.DataFrame) -> pd.DataFrame:
     is ``clv_3y``, next-best-time's ``p_best`` (beside ``best_slots`` and ``best_channel``)."""
     out = pd.DataFrame({"entity_id": features["entity_id"].to_numpy(dtype=np.int64)})
     if model.flavor == "sklearn":
-        out["score"] = model.predict_proba(features)
+        # The whole Pipeline on the chunk: its column-wise transform, not the API's row path.
+        proba = model.model.predict_proba(features[model.feature_names])
+        out["score"] = np.asarray(proba)[:, 1]
         return out
     predicted = model.predict(features).reset_index(drop=True)
     for column in predicted.columns:

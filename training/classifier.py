@@ -53,6 +53,13 @@ def parse_boolean(series: pd.Series) -> pd.Series | None:
     """1.0/0.0/NaN when every present value is yes/no, true/false, y/n or 1/0; else None."""
     if pd.api.types.is_bool_dtype(series):
         return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        # What the text path gives for numbers ("1", "0.0" are tokens), without a string per value.
+        values = series.astype(float)
+        present = values.dropna().to_numpy()
+        if not len(present) or not np.isin(present, (0.0, 1.0)).all() or np.signbit(present).any():
+            return None
+        return values
     lowered = _text(series).str.lower()
     present = lowered.dropna()
     if present.empty or not present.isin(TRUE_TOKENS | FALSE_TOKENS).all():
