@@ -57,8 +57,10 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     dialect = session.get_bind().dialect
     postgres = dialect.name == "postgresql"
     if postgres:
-        # Hash joins of a million staged rows fit in memory instead of spilling to batches.
-        session.execute(text("SET LOCAL work_mem = '256MB'"))
+        # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
+        # caller's setting is back once the upsert is done.
+        caller_work_mem = session.execute(text("SHOW work_mem")).scalar_one()
+        session.execute(text("SELECT set_config('work_mem', '256MB', true)"))
     _stage(session, Tag.__table__, "tag_stage", tags, staged)
     params: dict = {}
     source = {c: f"s.{c}" for c in staged}
@@ -136,6 +138,8 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
             params,
         )
     session.connection().exec_driver_sql("DROP TABLE tag_stage")
+    if postgres:
+        session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": caller_work_mem})
     return len(tags)
 
 
