@@ -411,7 +411,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         layout: SqliteLayout,
         keys: list[bytes],
         stamps: list[int],
-        created: list[int | None],
+        created: list[int | None] | None,
         columns: dict[str, Encoded],
     ) -> None:
         """Upsert compact rows inside the caller's transaction."""
@@ -427,8 +427,17 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
             else:
                 blocks.append(_fixed_slot(enc, width))
         packed = Encoded(fixed=np.hstack(blocks)).tolist()
+        table = _quote_id(layout.compact)
+        if (
+            created is None
+        ):  # no created timestamps: replacing the whole row is the same upsert, cheaper
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {table} (entity_key, event_ts, f) VALUES (?, ?, ?)",
+                zip(keys, stamps, packed, strict=True),
+            )
+            return
         conn.executemany(
-            f"INSERT INTO {_quote_id(layout.compact)} (entity_key, event_ts, created_ts, f) "
+            f"INSERT INTO {table} (entity_key, event_ts, created_ts, f) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (entity_key) DO UPDATE SET "
             "event_ts = excluded.event_ts, created_ts = excluded.created_ts, f = excluded.f",
             zip(keys, stamps, created, packed, strict=True),
@@ -479,7 +488,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
                         keys = encode_entity_keys(part[join_key], join_key, config.entity_key_serialization_version)  # fmt: skip
                         columns = {name: encode_values(part[name], dtypes[name]) for name in dtypes}
                         stamps = _epoch_seconds(part[timestamp_field]).tolist()
-                        chunks.put((keys.tolist(), stamps, [None] * len(part), columns))
+                        chunks.put((keys.tolist(), stamps, None, columns))
                         written += len(part)
                         if progress:
                             progress(len(part))
