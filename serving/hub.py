@@ -322,19 +322,16 @@ class ModelHub:
             model = self.model(name)
         except UnavailableError as exc:
             return [exc] * len(jobs)
-        frames: list[pd.DataFrame | BaseException] = self._frames(name, jobs)
-        results: list[Scored | BaseException] = list(frames)
+        table, inputs = self._inputs(name, jobs)
+        results: list = [x if isinstance(x, BaseException) else None for x in inputs]
         for explain in (False, True):
             chosen = [
                 i for i, job in enumerate(jobs)
-                if job.explain == explain and not isinstance(frames[i], BaseException)
+                if job.explain == explain and not isinstance(inputs[i], BaseException)
             ]  # fmt: skip
             if not chosen:
                 continue
-            merged = (
-                frames[chosen[0]] if len(chosen) == 1
-                else pd.concat([frames[i] for i in chosen], ignore_index=True)
-            )  # fmt: skip
+            merged = _merged(table, [inputs[i] for i in chosen])
             try:
                 records = scoring.score(model, merged, explain, self.rfm_medians)
             except Exception as exc:
@@ -343,33 +340,42 @@ class ModelHub:
                 continue
             start = 0
             for i in chosen:
-                n = len(frames[i])
-                results[i] = Scored(model, records[start : start + n], frames[i])
+                n = len(inputs[i])
+                own = merged if len(chosen) == 1 else merged.iloc[start : start + n].reset_index(drop=True)  # fmt: skip
+                results[i] = Scored(model, records[start : start + n], own)
                 start += n
         return results
 
-    def _frames(self, name: str, jobs: list[Job]) -> list[pd.DataFrame | BaseException]:
+    def _inputs(
+        self, name: str, jobs: list[Job]
+    ) -> tuple[pd.DataFrame | None, list[pd.DataFrame | list[int] | BaseException]]:
+        """(one table read for every id of the batch, each job's input): a job's row positions
+        in that table, its raw rows, its own read, or the error that is its answer."""
         id_jobs = [job for job in jobs if job.ids is not None]
-        table = None
+        table, row_of = None, {}
         if id_jobs:
             wanted = list(dict.fromkeys(i for job in id_jobs for i in job.ids))
             try:
                 table = self._read(name, wanted)
+                row_of = {int(v): k for k, v in enumerate(table[scoring.ENTITY_ID].tolist())}
             except UnknownIdsError:
                 table = None  # some request has unknown ids: read per request to tell whose
             except UnavailableError as exc:
-                return [exc if job.ids is not None else job.frame for job in jobs]
-        frames: list[pd.DataFrame | BaseException] = []
+                return None, [exc if job.ids is not None else job.frame for job in jobs]
+            if table is not None and not set(wanted) <= set(row_of):
+                table = None
+        inputs: list[pd.DataFrame | list[int] | BaseException] = []
         for job in jobs:
             if job.ids is None:
-                frames.append(job.frame)
-                continue
-            try:
-                own = table if table is not None else self._read(name, job.ids)
-                frames.append(_rows_for(own, job.ids))
-            except (UnknownIdsError, UnavailableError) as exc:
-                frames.append(exc)
-        return frames
+                inputs.append(job.frame)
+            elif table is not None:
+                inputs.append([row_of[i] for i in job.ids])
+            else:
+                try:
+                    inputs.append(_rows_for(self._read(name, job.ids), job.ids))
+                except (UnknownIdsError, UnavailableError) as exc:
+                    inputs.append(exc)
+        return table, inputs
 
     def _read(self, name: str, ids: list[int]) -> pd.DataFrame:
         if name == "next_best_time":  # the pyfunc looks contacts up itself: ids are its input
@@ -402,6 +408,17 @@ class ModelHub:
             "tasks": result.tasks_created,
             "predictions_logged": result.predictions_logged,
         }
+
+
+def _merged(table: pd.DataFrame | None, parts: list[pd.DataFrame | list[int]]) -> pd.DataFrame:
+    """One frame of every part in order: row positions are taken from ``table`` in one go."""
+    if all(isinstance(part, list) for part in parts):
+        rows = [k for part in parts for k in part]
+        if rows == list(range(len(table))):
+            return table
+        return table.iloc[rows].reset_index(drop=True)
+    frames = [table.iloc[p].reset_index(drop=True) if isinstance(p, list) else p for p in parts]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:

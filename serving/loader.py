@@ -159,8 +159,13 @@ def _split(model: object) -> tuple[list[object], object]:
 
 
 def _prepare_fn(prep: list[object], feature_names: list[str]) -> Callable[[pd.DataFrame], object]:
+    width = len(feature_names)
+
     def prepare(rows: pd.DataFrame):
-        x = rows[feature_names]
+        # Online reads end with the model's features in order (entity_id first): a column
+        # slice is much cheaper than selecting by name.
+        tail = rows.columns[-width:] if width else rows.columns[:0]
+        x = rows.iloc[:, -width:] if width and list(tail) == feature_names else rows[feature_names]
         for step in prep:
             x = step.transform_rows(x) if hasattr(step, "transform_rows") else step.transform(x)
         return x

@@ -149,3 +149,44 @@ def test_rule_score_on_arrays_equals_the_pandas_expression():
             pd.testing.assert_series_equal(
                 rule_based_lead_score(*part), expected.iloc[rows], check_names=False
             )
+
+
+def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
+    """A micro-batch of id, repeated-id, explain, raw-row and unknown-id requests is read once and
+    scored per explain flag; every request gets exactly what it would get alone."""
+    from serving_models import LEAD_FEATURES, FakeOnline
+
+    from crm_predict.settings import Settings
+    from serving.hub import Job, ModelHub, UnknownIdsError
+    from serving.loader import LoadedModel
+
+    frame = lead_frame(200)
+    label = (frame["site_visits_30d"] + 2 * frame["is_decision_maker"] > 4).astype(int)
+    pipeline = _classifier(frame, label.to_numpy(), "xgboost")
+    model = LoadedModel(
+        name="lead_scoring", version="1", alias="champion", run_id="r", model=pipeline,
+        flavor="sklearn", feature_names=LEAD_FEATURES,
+        explainer=build_explainer(pipeline, LEAD_FEATURES),
+    )  # fmt: skip
+    online = FakeOnline()
+    hub = ModelHub(Settings(), online=online)
+    hub.models["lead_scoring"] = model
+    raw = lead_frame(2, seed=4)
+    jobs = [
+        Job(ids=[3, 1, 3]), Job(ids=[2], explain=True), Job(frame=raw), Job(ids=[1]),
+        Job(ids=[5, 4], explain=True),
+    ]  # fmt: skip
+    reads = online.reads
+    together = hub._score_jobs("lead_scoring", jobs)
+    assert online.reads == reads + 1
+    for job, result in zip(jobs, together, strict=True):
+        (alone,) = hub._score_jobs("lead_scoring", [job])
+        assert result.records == alone.records
+        pd.testing.assert_frame_equal(
+            result.features[LEAD_FEATURES], alone.features[LEAD_FEATURES], check_dtype=False
+        )
+    assert [r["lead_id"] for r in together[0].records] == [3, 1, 3]
+    with_unknown = hub._score_jobs("lead_scoring", [Job(ids=[2]), Job(ids=[7, 999])])
+    assert with_unknown[0].records == hub._score_jobs("lead_scoring", [Job(ids=[2])])[0].records
+    assert isinstance(with_unknown[1], UnknownIdsError) and with_unknown[1].ids == [999]
+    hub.close()
