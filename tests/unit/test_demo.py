@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sqlalchemy import inspect as sa_inspect
 
 from crm_predict.errors import UserError
 from crm_store.bulk import clear_store
-from crm_store.demo import AS_OF, generate_demo
+from crm_store.demo import AS_OF, BULK_TABLES, generate_demo
 from crm_store.importer import normalise_email
 from crm_store.models import ENTITY_MODELS
 from crm_store.repository import read_table
@@ -187,3 +188,17 @@ def test_churn_signal_is_learnable_from_the_stored_tables(sqlite_session, settin
     auc = roc_auc_score(truth["label"][test], model.predict_proba(features[test])[:, 1])
     oracle = roc_auc_score(truth["label"][test], truth["p"][test])
     assert auc >= 0.95 * oracle, (auc, oracle)
+
+
+def test_bulk_load_leaves_every_index_in_place(session, settings):
+    """Secondary indexes are dropped for the load and rebuilt after, on both backends."""
+
+    def indexes():
+        inspector = sa_inspect(session.connection())
+        return {t: sorted(i["name"] for i in inspector.get_indexes(t)) for t in BULK_TABLES}
+
+    before = indexes()
+    assert before["activities"], "the schema indexes activities"
+    generate_demo(session, settings, 20, seed=5)
+    session.commit()
+    assert indexes() == before
