@@ -112,6 +112,14 @@ class ServiceReader:
                 on_demand.append((odfv, inputs, names))
             else:
                 views.append((store.get_feature_view(projection.name), names))
+        # On-demand inputs the service does not list itself are read too (and not returned).
+        stored = {name for _, names in views for name in names}
+        for odfv, _, _ in on_demand:
+            for source in odfv.source_feature_view_projections.values():
+                hidden = [f.name for f in source.features if f.name not in stored]
+                if hidden:
+                    views.append((store.get_feature_view(source.name), hidden))
+                    stored.update(hidden)
         key = ENTITIES[ENTITY_OF_MODEL[model_name]]
         return cls(store, model_name, key, views, on_demand, features)
 
