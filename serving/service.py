@@ -45,11 +45,14 @@ class ApiError(Exception):
 
 
 def check_token(authorization: str | None, token: str) -> None:
-    """401 without a bearer token, 403 with a wrong one."""
+    """401 without a bearer token, 403 with a wrong one (an empty configured token matches
+    nothing, so a misconfigured service refuses every write rather than accepting ``Bearer ``)."""
     if not authorization or not authorization.lower().startswith("bearer "):
         raise ApiError(401, "bearer token required", "Authorization")
     given = authorization.split(" ", 1)[1].strip()
-    if not secrets.compare_digest(given.encode(), token.encode()):
+    if not given:
+        raise ApiError(401, "bearer token required", "Authorization")
+    if not token or not secrets.compare_digest(given.encode(), token.encode()):
         raise ApiError(403, "invalid bearer token", "Authorization")
 
 
@@ -59,7 +62,9 @@ class CrmPredict:
     """CRM predictions: lead score, deal health, churn, CLV and next best time to contact."""
 
     def __init__(self) -> None:
-        self.settings = Settings()
+        settings = Settings()
+        # A bare `bentoml serve` must refuse a missing token as `crm-predict serve` does.
+        self.settings = settings.model_copy(update={"api_token": settings.serving_token()})
         self.hub = ModelHub(self.settings)
         self.hub.reload(force=True)
         self.hub.start_polling(self.settings.reload_interval_seconds)

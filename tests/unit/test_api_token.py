@@ -55,3 +55,24 @@ def test_cli_serve_without_token_is_a_clear_error_and_starts_nothing(tmp_path, m
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "serve"])
     assert result.exit_code == 0, result.output
     assert "this run's token is" in result.output and len(started) == 1
+
+
+def test_the_service_itself_refuses_to_start_without_a_token(tmp_path, monkeypatch):
+    """A bare ``bentoml serve`` (not through ``crm-predict serve``) refuses too."""
+    from serving.service import CrmPredict
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRM_PREDICT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CRM_PREDICT_API_TOKEN", "")
+    with pytest.raises(UserError, match="CRM_PREDICT_API_TOKEN"):
+        CrmPredict.inner()
+
+
+@pytest.mark.parametrize("configured", ["", "s3cret-token"])
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer    ", "bearer"])
+def test_an_empty_bearer_never_passes(configured, header):
+    from serving.service import ApiError, check_token
+
+    with pytest.raises(ApiError) as refused:
+        check_token(header, configured)
+    assert refused.value.status == 401
