@@ -129,6 +129,7 @@ def train_champions(settings: Settings, n_customers: int) -> float:
     os.environ.setdefault("CRM_PREDICT_OPTUNA_TRIALS", "3")  # setup, not the measured job
     prepare_store(settings, n_customers)
     invoke(["features", "export"])
+    invoke(["features", "apply"])  # training reads each model's FeatureService from the registry
     console = Console(stderr=True)
     for name in missing:
         invoke(["train", name])

@@ -120,7 +120,7 @@ def main(max_examples: int = 60) -> list:
     from crm_predict.settings import Settings
     from crm_store.db import make_engine, upgrade
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from serving_models import register_models
 
     token = "bench-fuzz-token"
