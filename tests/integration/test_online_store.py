@@ -1,9 +1,11 @@
 """Offline → online round trip through the bulk write path, on SQLite and on real Redis: what Feast's
-``get_online_features`` returns equals the features the batch job computes for the same time."""
+``get_online_features`` returns equals the features the batch job computes for the same time, and
+the online API's own FeatureService reader returns exactly what Feast returns."""
 
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from crm_predict.settings import Settings
 from crm_store.db import make_engine, session_factory, upgrade
 from features.export import export, export_as_of
 from features.materialize import materialize
-from features.online import UnknownEntityError, online_features
+from features.online import ServiceReader, UnknownEntityError, online_features
 from features.scoring import scoring_frame
 from features.store import apply
 
@@ -72,7 +74,9 @@ def test_feast_stock_write_path_round_trips_into_the_compact_layout(exported, sq
     pd.testing.assert_frame_equal(online_features(store, "deal_health", [2]), before)
 
 
-def test_redis_round_trip_offline_to_online(exported, redis_url):
+@contextmanager
+def _redis_store(exported: Settings, redis_url: str):
+    """The exported features applied under a fresh project and materialized into real Redis."""
     import redis
 
     settings = exported.model_copy(update={"online_store": "redis", "redis_url": redis_url})
@@ -80,14 +84,46 @@ def test_redis_round_trip_offline_to_online(exported, redis_url):
     store = apply(settings, project=project)
     try:
         materialize(store, export_as_of(settings))
-        _assert_round_trip(settings, store)
-        with pytest.raises(UnknownEntityError, match="999"):
-            online_features(store, "next_best_time", [999])
+        yield settings, store
     finally:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"*{project}"))
         if keys:
             client.delete(*keys)
+
+
+def test_redis_round_trip_offline_to_online(exported, redis_url):
+    with _redis_store(exported, redis_url) as (settings, store):
+        _assert_round_trip(settings, store)
+        with pytest.raises(UnknownEntityError, match="999"):
+            online_features(store, "next_best_time", [999])
+
+
+# --- the online API's FeatureService reader equals Feast's get_online_features --------------------
+
+
+def _assert_reader_equals_feast(settings: Settings, store) -> None:
+    """Stored views and the on-demand rule score, values and dtypes, in any order and repeated."""
+    as_of = export_as_of(settings)
+    for model in MODEL_NAMES:
+        reader = ServiceReader.open(store, model)
+        ids = scoring_frame(settings, model, as_of)["entity_id"].tolist()
+        for wanted in (ids, ids[:1], list(reversed(ids)) + ids[:1]):
+            pd.testing.assert_frame_equal(
+                reader.read(wanted), online_features(store, model, wanted), obj=model
+            )
+        with pytest.raises(UnknownEntityError, match="987654") as caught:
+            reader.read([ids[0], 987654])
+        assert caught.value.entity_ids == [987654]
+
+
+def test_reader_equals_feast_on_sqlite(exported, sqlite_store):
+    _assert_reader_equals_feast(exported, sqlite_store[0])
+
+
+def test_reader_equals_feast_on_redis(exported, redis_url):
+    with _redis_store(exported, redis_url) as (settings, store):
+        _assert_reader_equals_feast(settings, store)
 
 
 def _bulk_redis_view(tmp_path, name: str, schema: dict):
