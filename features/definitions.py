@@ -11,7 +11,6 @@ import inspect
 from dataclasses import dataclass
 from datetime import timedelta
 
-import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import FeastType, Float64, Int64, String
@@ -245,17 +244,20 @@ def feature_views(settings: Settings) -> dict[str, FeatureView]:
     return views
 
 
-def rule_score_udf(inputs: pd.DataFrame) -> pd.DataFrame:
-    """ODFV transformation: the rule-based lead score from the profile and behaviour inputs."""
+def rule_score_udf(inputs: dict) -> dict:
+    """ODFV transformation: the rule-based lead score from the profile and behaviour inputs.
+
+    Python mode (columns as lists, no DataFrames): the online API runs it per request on a
+    handful of rows, where building frames cost more than the score itself.
+    """
     # Feast 0.67 stores a UDF as source text and re-executes it with only pandas/numpy in scope,
     # so the function imports what it needs itself.
-    import pandas as pd
-
     from features.transforms import RULE_SCORE_INPUTS, rule_score
 
     # Feast may hand over prefixed column names (view__feature); accept both.
-    columns = {c.split("__")[-1]: c for c in inputs.columns}
-    return rule_score(pd.DataFrame({name: inputs[columns[name]] for name in RULE_SCORE_INPUTS}))
+    columns = {c.split("__")[-1]: c for c in inputs}
+    scores = rule_score({name: inputs[columns[name]] for name in RULE_SCORE_INPUTS})
+    return {"rule_score": scores["rule_score"].tolist()}
 
 
 class DescribedOnDemandFeatureView(OnDemandFeatureView):
@@ -288,7 +290,7 @@ def rule_score_view(views: dict[str, FeatureView]) -> OnDemandFeatureView:
         ],
         udf=rule_score_udf,
         udf_string=inspect.getsource(rule_score_udf),
-        mode="pandas",
+        mode="python",
         description="Rule-based lead score (the baseline every model must beat), on demand",
     )
 

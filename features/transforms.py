@@ -411,23 +411,14 @@ RULE_SCORE_INPUTS = (
 )  # fmt: skip
 
 
-def rule_score(inputs: pd.DataFrame) -> pd.DataFrame:
-    """The design notes' points score over the 90-day behaviour window (on-demand feature)."""
-    return pd.DataFrame(
-        {
-            "rule_score": rule_based_lead_score(
-                inputs["industry"],
-                inputs["is_decision_maker"],
-                inputs["lead_region"],
-                inputs["site_visits_90d"],
-                inputs["pricing_views_90d"],
-                inputs["whitepapers_90d"],
-                inputs["trials_90d"],
-                inputs["days_since_last_interaction"],
-            ).to_numpy()
-        },
-        index=inputs.index,
-    )
+def rule_score(inputs: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
+    """The design notes' points score over the 90-day behaviour window (on-demand feature).
+
+    ``inputs`` maps each of ``RULE_SCORE_INPUTS`` to a column (a Series, array or list), so the
+    same function serves a DataFrame and the on-demand view's lists.
+    """
+    columns = (pd.Series(inputs[name]) for name in RULE_SCORE_INPUTS)
+    return {"rule_score": rule_based_lead_score(*columns).to_numpy()}
 
 
 def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
