@@ -7,9 +7,10 @@ rows read back through the ORM look the same as rows written by it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,25 +137,82 @@ def _naive_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**out) if out else frame
 
 
-def insert_frame(session: Session, table: TableClause, frame: pd.DataFrame) -> int:
-    """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction."""
+def constant_columns(frame: pd.DataFrame, candidates: Sequence[str]) -> dict[str, Any]:
+    """The columns of ``candidates`` holding one value in every row of a non-empty ``frame``
+    (missing counts as a value), with that value: a batch's model, version, source, timestamp."""
+    out = {}
+    for name in candidates:
+        values = frame[name]
+        first = values.iloc[0]
+        if pd.isna(first) and values.isna().all():
+            out[name] = None
+        elif not pd.isna(first) and (values == first).all():
+            out[name] = first
+    return out
+
+
+def _sql_literal(value: Any) -> str:
+    """A value from ``_sqlite_column`` (None, int, float or str) as an SQLite literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, int | float) and np.isfinite(value):
+        return repr(value)
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def insert_frame(
+    session: Session,
+    table: TableClause,
+    frame: pd.DataFrame,
+    constants: Mapping[str, Any] | None = None,
+) -> int:
+    """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction.
+    ``constants`` are further columns with one value for every row: they are written once into
+    the statement (SQLite) or the end of each COPY line (PostgreSQL) instead of once per row;
+    ``frame`` keeps at least one column, which gives the row count."""
     if frame.empty:
         return 0
     frame = _naive_datetimes(frame)
     conn = session.connection()
+    dialect = conn.dialect.name
+    shared = _naive_datetimes(pd.DataFrame({c: [v] for c, v in (constants or {}).items()}))
+    literals = {}
+    try:
+        literals = {c: _sql_literal(_sqlite_column(shared[c])[0]) for c in shared.columns}
+    except TypeError:
+        fold = True
+    else:
+        fold = dialect not in ("sqlite", "postgresql") or (
+            # A CSV field of text may hold a quoted line break: only plain values end at one.
+            dialect == "postgresql" and not all(_plain(frame[c]) for c in frame.columns)
+        )
+    if constants and fold:  # every value goes through the rows after all
+        frame = _naive_datetimes(frame.assign(**dict(constants)))
+        shared, literals = pd.DataFrame(), {}
     cols = list(frame.columns)
+    all_cols = ", ".join(cols + list(shared.columns))
     dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        sql = f"COPY {table.name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)"
+    if dialect == "postgresql":
+        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv)"
+        suffix = ""
+        if len(shared.columns):
+            line = shared.assign(
+                **{c: _sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)}
+            )
+            suffix = "," + line.to_csv(index=False, header=False, lineterminator="\n")[:-1]
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
             for start in range(0, len(frame), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
                 # numpy formats datetimes far faster than to_csv's per-value strftime.
-                stamps = [c for c in cols if pd.api.types.is_datetime64_any_dtype(chunk[c])]
+                stamps = _datetime_columns(chunk)
                 chunk = chunk.assign(**{c: _sqlite_datetimes(chunk[c]) for c in stamps})
-                copy.write(chunk.to_csv(index=False, header=False))
-    elif conn.dialect.name == "sqlite":
-        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                body = chunk.to_csv(index=False, header=False, lineterminator="\n")
+                copy.write(body.replace("\n", suffix + "\n") if suffix else body)
+    elif dialect == "sqlite":
+        values = ["?"] * len(cols) + list(literals.values())
+        sql = f"INSERT INTO {table.name} ({all_cols}) VALUES ({', '.join(values)})"
         cur = dbapi.cursor()
         try:
             for start in range(0, len(frame), CHUNK_ROWS):
@@ -170,6 +228,15 @@ def insert_frame(session: Session, table: TableClause, frame: pd.DataFrame) -> i
             chunk = chunk.where(chunk.notna(), None)
             conn.execute(table.insert(), chunk.to_dict("records"))
     return len(frame)
+
+
+def _datetime_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+
+
+def _plain(values: pd.Series) -> bool:
+    """Numbers, booleans or datetimes: values whose CSV text never holds a line break."""
+    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)
 
 
 def reset_id_sequences(session: Session) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from crm_predict.rules import TaskSpec
-from crm_store.bulk import insert_frame
+from crm_store.bulk import constant_columns, insert_frame
 from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
 
 TAG_KEY = ["entity_type", "entity_id", "name"]
@@ -174,8 +174,12 @@ def log_predictions(session: Session, predictions: pd.DataFrame) -> int:
     request_id, predicted_at)."""
     if predictions.empty:
         return 0
+    predictions = predictions.reindex(columns=PREDICTION_COLUMNS)
+    # A batch shares its entity type, model, version, source and timestamp: written once, not per
+    # row (the bulk write sends entity ids and scores alone).
+    shared = constant_columns(predictions, [c for c in PREDICTION_COLUMNS if c != "entity_id"])
     return insert_frame(
-        session, PredictionLog.__table__, predictions.reindex(columns=PREDICTION_COLUMNS)
+        session, PredictionLog.__table__, predictions.drop(columns=list(shared)), shared
     )
 
 
