@@ -3,11 +3,11 @@
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from crm_predict.rules import TaskSpec, first_contact_task
 from crm_store.db import downgrade, upgrade
-from crm_store.models import Tag, TagHistory, Task
+from crm_store.models import PredictionLog, Tag, TagHistory, Task
 from crm_store.repository import (
     changed_since,
     create_tasks,
@@ -115,6 +115,12 @@ def test_dedup_key_separates_periods_and_levels():
     assert a.dedup_key == TaskSpec("escalation", "deal", 1, 9, NOW, 1, "x", 1, "proposal").dedup_key
 
 
+def _logged(session):
+    rows = session.scalars(select(PredictionLog).order_by(PredictionLog.id))
+    return [(r.entity_type, r.entity_id, r.model_name, r.model_version, r.score, r.source,
+             r.request_id, r.predicted_at) for r in rows]  # fmt: skip
+
+
 def test_prediction_log_appends(session):
     frame = pd.DataFrame(
         {"entity_type": "lead", "entity_id": [1, 2], "model_name": "lead_scoring",
@@ -122,6 +128,50 @@ def test_prediction_log_appends(session):
     )  # fmt: skip
     assert log_predictions(session, frame) == 2
     session.commit()
+    assert _logged(session) == [
+        ("lead", 1, "lead_scoring", "3", 0.2, "batch", None, NOW),
+        ("lead", 2, "lead_scoring", "3", 0.9, "batch", None, NOW),
+    ]
+
+
+def test_prediction_log_round_trips_shared_and_varying_columns(session):
+    """A batch's shared columns are written once per statement, not per row: every value still
+    reads back exactly, quotes and line breaks included, whether a column is shared or not."""
+    later = NOW + timedelta(hours=1)
+    shared = pd.DataFrame(
+        {"entity_type": "deal", "entity_id": [5, 6, 7], "model_name": "o'brien\nmodel",
+         "model_version": 'v"2', "score": [1 / 3, -0.0, 1e-300], "source": "api",
+         "request_id": "r,1", "predicted_at": pd.Timestamp(later, tz="UTC")}
+    )  # fmt: skip
+    varying = pd.DataFrame(
+        {"entity_type": ["lead", "deal"], "entity_id": [8, 9], "model_name": "m",
+         "model_version": None, "score": [0.5, 0.25], "source": ["a\nb", "it's"],
+         "request_id": ["x", None], "predicted_at": [NOW, later]}
+    )  # fmt: skip
+    one = shared.iloc[:1].assign(entity_id=10)
+    assert log_predictions(session, shared) == 3
+    assert log_predictions(session, varying) == 2
+    assert log_predictions(session, one) == 1
+    session.commit()
+    assert _logged(session) == [
+        ("deal", 5, "o'brien\nmodel", 'v"2', 1 / 3, "api", "r,1", later),
+        ("deal", 6, "o'brien\nmodel", 'v"2', -0.0, "api", "r,1", later),
+        ("deal", 7, "o'brien\nmodel", 'v"2', 1e-300, "api", "r,1", later),
+        ("lead", 8, "m", None, 0.5, "a\nb", "x", NOW),
+        ("deal", 9, "m", None, 0.25, "it's", None, later),
+        ("deal", 10, "o'brien\nmodel", 'v"2', 1 / 3, "api", "r,1", later),
+    ]
+
+
+def test_prediction_log_survives_feasts_global_sqlite_datetime_adapter(sqlite_session):
+    import feast.infra.online_stores.sqlite  # noqa: F401 - registers the adapter
+
+    frame = pd.DataFrame({"entity_type": "lead", "entity_id": [1, 2], "model_name": "m",
+                          "score": [0.1, 0.2], "source": "batch", "predicted_at": NOW})  # fmt: skip
+    log_predictions(sqlite_session, frame)
+    log_predictions(sqlite_session, frame.assign(predicted_at=[NOW, NOW + timedelta(days=1)]))
+    sqlite_session.commit()
+    assert [row[-1] for row in _logged(sqlite_session)] == [NOW, NOW, NOW, NOW + timedelta(days=1)]
 
 
 def test_changed_since_reads_only_newer_rows(session):
