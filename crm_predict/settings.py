@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     reload_interval_seconds: float = Field(
         0, description="Poll the registry for a new champion every N s (0: only POST /admin/reload)"
     )
+    access_log: bool = Field(
+        True, description="BentoML's per-request access log; off saves CPU at high request rates."
+    )
 
     # Columns that must never reach a model (fairness and privacy guard).
     excluded_features: list[str] = ["gender", "age_band"]

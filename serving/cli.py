@@ -10,11 +10,13 @@ from pathlib import Path
 
 import typer
 
+from crm_predict.errors import UserError
 from crm_predict.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 
 SERVICE_IMPORT = "serving.service:CrmPredict"
+SERVICE_NAME = "crm_predict"  # serving.service.SERVICE_NAME, without importing BentoML here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +45,25 @@ def serve_command(
         **os.environ, **settings_env(settings),
         "CRM_PREDICT_API_TOKEN": token, "BENTOML_DO_NOT_TRACK": "True",
     }  # fmt: skip
+    if not settings.access_log:
+        env[OVERRIDES_VAR] = json.dumps(_without_access_log(env.get(OVERRIDES_VAR)))
     return argv, env
+
+
+OVERRIDES_VAR = "BENTOML_CONFIG_OVERRIDES"  # BentoML's JSON config overrides, applied last
+
+
+def _without_access_log(overrides: str | None) -> dict:
+    """The caller's BentoML JSON overrides (kept) with this service's access log turned off."""
+    try:
+        config = json.loads(overrides) if overrides else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{OVERRIDES_VAR} is not valid JSON: {exc}") from None
+    node = config
+    for key in ("services", SERVICE_NAME, "logging", "access"):
+        node = node.setdefault(key, {})
+    node["enabled"] = False
+    return config
 
 
 @app.command("serve")

@@ -1,0 +1,44 @@
+"""``CRM_PREDICT_ACCESS_LOG=false`` turns BentoML's access log off through its JSON overrides,
+keeping any overrides the caller already set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crm_predict.errors import UserError
+from crm_predict.settings import Settings
+from serving.cli import SERVICE_NAME, serve_command
+
+TOKEN = "t" * 32
+
+
+def test_access_log_is_left_to_bentoml_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENTOML_CONFIG_OVERRIDES", raising=False)
+    _, env = serve_command(Settings(data_dir=tmp_path, api_token=TOKEN))
+    assert "BENTOML_CONFIG_OVERRIDES" not in env
+
+
+def test_access_log_off_merges_into_the_callers_overrides(tmp_path, monkeypatch):
+    mine = {"services": {SERVICE_NAME: {"traffic": {"timeout": 7}}}, "other": 1}
+    monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps(mine))
+    _, env = serve_command(Settings(data_dir=tmp_path, api_token=TOKEN, access_log=False))
+    config = json.loads(env["BENTOML_CONFIG_OVERRIDES"])
+    assert config["services"][SERVICE_NAME] == {
+        "traffic": {"timeout": 7},
+        "logging": {"access": {"enabled": False}},
+    }
+    assert config["other"] == 1
+
+
+def test_bad_overrides_are_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", "{nope")
+    with pytest.raises(UserError, match="BENTOML_CONFIG_OVERRIDES"):
+        serve_command(Settings(data_dir=tmp_path, api_token=TOKEN, access_log=False))
+
+
+def test_the_overrides_name_the_served_service():
+    from serving.service import SERVICE_NAME as served
+
+    assert served == SERVICE_NAME
