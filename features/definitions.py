@@ -252,12 +252,12 @@ def rule_score_udf(inputs: dict) -> dict:
     """
     # Feast 0.67 stores a UDF as source text and re-executes it with only pandas/numpy in scope,
     # so the function imports what it needs itself.
-    from features.transforms import RULE_SCORE_INPUTS, rule_score
+    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
 
     # Feast may hand over prefixed column names (view__feature); accept both.
     columns = {c.split("__")[-1]: c for c in inputs}
-    scores = rule_score({name: inputs[columns[name]] for name in RULE_SCORE_INPUTS})
-    return {"rule_score": scores["rule_score"].tolist()}
+    scores = rule_score_values({name: inputs[columns[name]] for name in RULE_SCORE_INPUTS})
+    return {"rule_score": scores.tolist()}
 
 
 class DescribedOnDemandFeatureView(OnDemandFeatureView):

@@ -411,14 +411,18 @@ RULE_SCORE_INPUTS = (
 )  # fmt: skip
 
 
-def rule_score(inputs: Mapping[str, Sequence]) -> dict[str, np.ndarray]:
-    """The design notes' points score over the 90-day behaviour window (on-demand feature).
+def rule_score_values(columns: Mapping[str, Sequence]) -> np.ndarray:
+    """The design notes' points score over the 90-day behaviour window, from each of
+    ``RULE_SCORE_INPUTS`` as a column (Series, array or list): the on-demand view's body."""
+    return rule_based_lead_score(
+        *(pd.Series(columns[name]) for name in RULE_SCORE_INPUTS)
+    ).to_numpy()
 
-    ``inputs`` maps each of ``RULE_SCORE_INPUTS`` to a column (a Series, array or list), so the
-    same function serves a DataFrame and the on-demand view's lists.
-    """
-    columns = (pd.Series(inputs[name]) for name in RULE_SCORE_INPUTS)
-    return {"rule_score": rule_based_lead_score(*columns).to_numpy()}
+
+def rule_score(inputs: pd.DataFrame) -> pd.DataFrame:
+    """``rule_score_values`` as a frame (kept: registries applied before the view's python mode
+    re-execute a transformation that calls it)."""
+    return pd.DataFrame({"rule_score": rule_score_values(inputs)}, index=inputs.index)
 
 
 def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
