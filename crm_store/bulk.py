@@ -147,7 +147,8 @@ def constant_columns(frame: pd.DataFrame, candidates: Sequence[str]) -> dict[str
         if pd.isna(first) and values.isna().all():
             out[name] = None
         elif not pd.isna(first) and (values == first).all():
-            out[name] = first
+            # Plain Python scalars: drivers bind them, not numpy's.
+            out[name] = first.item() if isinstance(first, np.generic) else first
     return out
 
 

@@ -40,6 +40,29 @@ def _stage(
     insert_frame(session, table_clause(stage, *(column(c) for c in columns)), frame[list(columns)])
 
 
+def _bound_constants(
+    session: Session, table: Table, frame: pd.DataFrame, candidates: Sequence[str]
+) -> tuple[list[str], dict[str, str], dict, list]:
+    """Split ``frame``'s columns into those to stage and those with one value for the whole batch
+    (model, version, run, timestamps: the usual case), which travel as typed bound parameters
+    instead of through the staging table. Returns (staged columns, SQL expression per column
+    reading ``s.<column>`` or the parameter, parameters, bindparams)."""
+    dialect = session.get_bind().dialect
+    shared = constant_columns(frame, candidates)
+    staged = [c for c in frame.columns if c not in shared]
+    source = {c: f"s.{c}" for c in staged}
+    params: dict = {}
+    for c, value in shared.items():
+        params[f"p_{c}"] = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+        # PostgreSQL cannot infer a bare parameter's type in a SELECT list: cast it there.
+        kind = table.c[c].type.compile(dialect=dialect)
+        source[c] = f"CAST(:p_{c} AS {kind})" if dialect.name == "postgresql" else f":p_{c}"
+    # Typed binds, so datetimes reach SQLite in SQLAlchemy's storage format (not through a
+    # globally registered sqlite3 adapter such as Feast's).
+    binds = [bindparam(f"p_{c}", type_=table.c[c].type) for c in shared]
+    return staged, source, params, binds
+
+
 def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
     moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
@@ -50,10 +73,6 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
         return 0
     tags = tags.drop_duplicates(["entity_type", "entity_id", "name"], keep="last")
     tags = tags.assign(value=tags["value"].astype(str))
-    # Columns with one value for the whole batch (model, version, run, scored_at: the usual case)
-    # travel as bound parameters instead of through the staging table: a third of the bytes.
-    shared = [c for c in TAG_COLUMNS[3:] if c != "value" and tags[c].nunique(dropna=False) == 1]
-    staged = [c for c in TAG_COLUMNS if c not in shared]
     dialect = session.get_bind().dialect
     postgres = dialect.name == "postgresql"
     if postgres:
@@ -61,19 +80,10 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
         # caller's setting is back once the upsert is done.
         caller_work_mem = session.execute(text("SHOW work_mem")).scalar_one()
         session.execute(text("SELECT set_config('work_mem', '256MB', true)"))
+    staged, source, params, binds = _bound_constants(
+        session, Tag.__table__, tags[TAG_COLUMNS], [c for c in TAG_COLUMNS[3:] if c != "value"]
+    )
     _stage(session, Tag.__table__, "tag_stage", tags, staged)
-    params: dict = {}
-    source = {c: f"s.{c}" for c in staged}
-    for c in shared:
-        value = tags[c].iloc[0]
-        params[f"p_{c}"] = None if pd.isna(value) else (
-            value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
-        )  # fmt: skip
-        # PostgreSQL cannot infer a bare parameter's type in a SELECT list: cast it there.
-        kind = Tag.__table__.c[c].type.compile(dialect=dialect)
-        source[c] = f"CAST(:p_{c} AS {kind})" if postgres else f":p_{c}"
-    # Typed binds, so datetimes reach SQLite in SQLAlchemy's storage format.
-    binds = [bindparam(f"p_{c}", type_=Tag.__table__.c[c].type) for c in shared]
     if postgres:
         session.connection().exec_driver_sql("ANALYZE tag_stage")  # temp tables get no stats
         # Concurrent writers would both move the same old value to history: tag upserts take
@@ -145,25 +155,25 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
 
 def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> int:
     """Create each task unless one with its dedup key exists; returns how many were new."""
-    rows = [
-        {
-            "dedup_key": s.dedup_key, "type": s.type, "entity_type": s.entity_type,
-            "entity_id": s.entity_id, "owner_id": s.owner_id, "due_at": s.due_at,
-            "sla_hours": s.sla_hours, "status": "open", "escalation_level": s.escalation_level,
-            "reason": s.reason, "created_at": now, "updated_at": now,
-        }
-        for s in specs
-    ]  # fmt: skip
-    if not rows:
+    specs = list(specs)
+    if not specs:
         return 0
-    frame = pd.DataFrame(rows).drop_duplicates("dedup_key")
-    _stage(session, Task.__table__, "task_stage", frame, TASK_COLUMNS)
-    cols = ", ".join(TASK_COLUMNS)
+    # Column by column: a frame from one dict per task costs more than building the rows.
+    stamps = {"status": "open", "created_at": now, "updated_at": now}
+    values = {c: [getattr(s, c) for s in specs] for c in TASK_COLUMNS if c not in stamps}
+    frame = pd.DataFrame({**values, **stamps})
+    frame = frame[TASK_COLUMNS].drop_duplicates("dedup_key")
+    staged, source, params, binds = _bound_constants(
+        session, Task.__table__, frame, [c for c in TASK_COLUMNS if c != "dedup_key"]
+    )
+    _stage(session, Task.__table__, "task_stage", frame, staged)
     result = session.execute(
         text(
-            f"INSERT INTO {Task.__tablename__} ({cols}) SELECT {cols} FROM task_stage WHERE true "
+            f"INSERT INTO {Task.__tablename__} ({', '.join(TASK_COLUMNS)}) "
+            f"SELECT {', '.join(source[c] for c in TASK_COLUMNS)} FROM task_stage s WHERE true "
             "ON CONFLICT (dedup_key) DO NOTHING"
-        )
+        ).bindparams(*binds),
+        params,
     )
     session.connection().exec_driver_sql("DROP TABLE task_stage")
     return result.rowcount
