@@ -200,3 +200,20 @@ def test_tag_history_survives_feasts_global_sqlite_datetime_adapter(sqlite_sessi
     assert [h.replaced_at for h in tag_history(sqlite_session, "contact", 1, "churn_risk")] == [
         later
     ]
+
+
+def test_tasks_sharing_every_column_but_the_entity_read_back_whole(session):
+    """A batch's shared task columns (type, SLA, level, reason, stamps) are bound once, not
+    staged per row: each still reads back, ints as ints, and a rerun creates nothing."""
+    specs = [TaskSpec("retention", "customer", i, None, NOW + timedelta(hours=i), 48, "it's")
+             for i in (1, 2, 3)]  # fmt: skip
+    assert create_tasks(session, iter(specs), NOW) == 3
+    assert create_tasks(session, specs, NOW) == 0
+    session.commit()
+    rows = session.query(Task).order_by(Task.entity_id).all()
+    assert [(t.type, t.entity_type, t.entity_id, t.owner_id, t.due_at, t.sla_hours, t.status,
+             t.escalation_level, t.reason, t.created_at, t.updated_at) for t in rows] == [
+        ("retention", "customer", i, None, NOW + timedelta(hours=i), 48, "open", 0, "it's", NOW, NOW)
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    assert {t.dedup_key for t in rows} == {s.dedup_key for s in specs}
