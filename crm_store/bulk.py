@@ -7,6 +7,7 @@ rows read back through the ORM look the same as rows written by it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -152,12 +153,20 @@ def constant_columns(frame: pd.DataFrame, candidates: Sequence[str]) -> dict[str
     return out
 
 
+# Characters a batch's shared values use; no quote, backslash or control character.
+_LITERAL_SAFE = re.compile(r"[\w .:+\-/@]*", re.ASCII)
+
+
 def _sql_literal(value: Any) -> str:
-    """A value from ``_sqlite_column`` (None, int, float or str) as an SQLite literal."""
+    """A value from ``_sqlite_column`` (None, int, float or str) as an SQLite literal. Only text
+    that cannot end or escape a literal (names, versions, ISO timestamps) qualifies; anything else
+    raises TypeError and is bound per row like every other value."""
     if value is None:
         return "NULL"
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        if not _LITERAL_SAFE.fullmatch(value):
+            raise TypeError(f"text {value!r} is bound, not inlined")
+        return f"'{value}'"
     if isinstance(value, int | float) and np.isfinite(value):
         return repr(value)
     raise TypeError(f"no SQL literal for {value!r}")
