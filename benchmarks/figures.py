@@ -80,6 +80,11 @@ def batch_figures(r: dict) -> list[Figure]:
         for model, m in (run.get("models") or {}).items():
             for stage, seconds in (m.get("seconds") or {}).items():
                 rows.append(Figure(f"nightly batch {backend} {model} {stage}", seconds, "s"))
+        if run.get("seconds_total") is not None:
+            rows.append(Figure(
+                f"nightly batch {backend} job", run["seconds_total"], "s",
+                _get(run, "floor", "seconds"), "XGBoost predict + bulk insert of the same rows",
+            ))  # fmt: skip
         if run.get("wall_seconds") is not None:
             rows.append(Figure(f"nightly batch {backend} wall", run["wall_seconds"], "s"))
         if run.get("peak_rss_mb") is not None:

@@ -16,7 +16,8 @@ def test_every_bench_result_becomes_rows_beside_its_same_run_floor():
                            "read100_p50_ms": 9.0, "stock_read100_p50_ms": 18.0}}  # fmt: skip
     store = {"upsert_tags_sqlite": {"first_s": 2.0, "second_s": 4.0, "n_tags": 1e6,
                                     "floor_rows_per_s": 1e6, "history_rows": 5e5}}  # fmt: skip
-    batch = {"sqlite": {"seconds": {"load": 1.5}, "wall_seconds": 9.0,
+    batch = {"sqlite": {"seconds": {"load": 1.5}, "wall_seconds": 9.0, "seconds_total": 8.0,
+                        "floor": {"seconds": 2.0},
                         "models": {"churn": {"seconds": {"score": 2.0}}}}, "setup": {}}  # fmt: skip
     rows = {
         name: figures_of(name, result)
@@ -30,6 +31,7 @@ def test_every_bench_result_becomes_rows_beside_its_same_run_floor():
     assert by_name["tag upserts sqlite (second pass)"].value == 250_000.0
     assert by_name["tag upserts sqlite (second pass)"].ratio() == 4.0
     assert by_name["nightly batch sqlite churn score"].floor is None
+    assert by_name["nightly batch sqlite job"].ratio() == 4.0
     assert figures_of("bench_store", RuntimeError("broke")) == []
     given = [Figure("x", 1.0, "s", 0.5, "y")]
     assert figures_of("bench_new", given) == given
