@@ -36,20 +36,13 @@ from sqlalchemy import text
 from crm_predict.rules import MODEL_NAMES
 from crm_predict.settings import Settings
 from crm_store.db import make_engine, session_factory, upgrade
+from serving.batch import OUTPUT_TABLES
 
 PG_ADMIN_URL = os.environ.get(
     "CRM_PREDICT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 AS_OF = datetime(2026, 6, 30)
 AT = datetime(2026, 6, 30, 2, 0)
-OUTPUT_TABLES = (
-    "batch_checkpoints",
-    "batch_runs",
-    "prediction_log",
-    "tag_history",
-    "tags",
-    "tasks",
-)
 TARGET_SECONDS = 60.0  # issue #8: 1M customers, five models, tags and tasks written
 
 

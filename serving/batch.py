@@ -34,6 +34,15 @@ from features.transforms import as_flag
 from serving.writeback import WriteBackResult, write_back
 
 EXPERIMENT = "batch_scoring"
+# Every table a run writes: its run and checkpoint rows and the write-back (for a clean rerun).
+OUTPUT_TABLES = (
+    "batch_checkpoints",
+    "batch_runs",
+    "prediction_log",
+    "tag_history",
+    "tags",
+    "tasks",
+)
 RESUME_WITHIN = timedelta(hours=24)  # an unfinished run younger than this is resumed, not restarted
 
 # Activity types per behaviour group, as the feature pipeline reads them.

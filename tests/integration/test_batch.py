@@ -22,18 +22,10 @@ from crm_predict.rules import MODEL_NAMES, SCORE_TAGS
 from crm_predict.settings import Settings
 from crm_store.db import session_factory
 from crm_store.models import BatchCheckpoint, BatchRun
-from serving.batch import run_batch
+from serving.batch import OUTPUT_TABLES, run_batch
 from serving.batch_cli import batch_app, parse_models
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUT_TABLES = (
-    "batch_checkpoints",
-    "batch_runs",
-    "prediction_log",
-    "tag_history",
-    "tags",
-    "tasks",
-)
 
 
 @pytest.fixture
