@@ -12,17 +12,19 @@ Layout under ``settings.feature_dir``:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
 from crm_predict.settings import Settings
+from crm_store.arrow_io import read_tables, to_frame
 from crm_store.models import ENTITY_MODELS
-from crm_store.repository import read_table
 from features import labels as lb
 from features import transforms as tf
 from features.definitions import ENTITIES, ENTITY_OF_MODEL, VIEWS
@@ -41,6 +43,8 @@ EVENT_TIME = {
     "tickets": "opened_at",
 }
 MODEL_TABLES = tuple(t for t in ENTITY_MODELS if t != "users")
+SNAPSHOT_COMPRESSION = "zstd"
+SNAPSHOT_STRINGS = ("object", "category", "arrow")
 Progress = Callable[[str], object] | None
 
 
@@ -65,31 +69,62 @@ def _latest_event(tables: dict[str, pd.DataFrame]) -> datetime:
 
 
 def export_snapshots(session: Session, settings: Settings) -> dict[str, pd.DataFrame]:
-    """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames."""
+    """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames (as
+    ``load_snapshots`` gives them back). The tables are read into Arrow in one consistent pass
+    (``crm_store.arrow_io``) and written from Arrow as they are."""
     out_dir = snapshot_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
+    arrow = read_tables(session, dict.fromkeys(MODEL_TABLES))
     tables = {}
     for name in MODEL_TABLES:
-        frame = read_table(session, name)
+        table = arrow.pop(name)
         column = EVENT_TIME[name]
-        for col in frame.columns:
-            if col.endswith("_at") and not pd.api.types.is_datetime64_any_dtype(frame[col]):
-                frame[col] = pd.to_datetime(frame[col])
-        frame[TS] = frame[column] if column else pd.NaT
-        frame.to_parquet(out_dir / f"{name}.parquet", index=False)
-        tables[name] = frame
+        stamps = table[column] if column else pa.nulls(len(table), pa.timestamp("ns"))
+        table = table.append_column(TS, stamps)
+        # Written aside and renamed, so a job reading the last snapshot never sees half a file.
+        part = out_dir / f".{name}.parquet.part"
+        pq.write_table(table, part, compression=SNAPSHOT_COMPRESSION)
+        part.replace(out_dir / f"{name}.parquet")
+        tables[name] = to_frame(table)
     return tables
 
 
-def load_snapshots(settings: Settings) -> dict[str, pd.DataFrame]:
-    """The exported CRM tables; a missing file is a user error naming the command to run."""
+def load_snapshots(
+    settings: Settings,
+    columns: Mapping[str, Sequence[str] | None] | None = None,
+    strings: str = "object",
+) -> dict[str, pd.DataFrame]:
+    """The exported CRM tables; a missing file is a user error naming the command to run.
+
+    ``columns`` maps the tables to load to the columns wanted (None: all), for a caller that
+    needs fewer than every column of every table. ``strings``: "object" (as exported),
+    "category" (pandas categoricals from the Parquet dictionaries: no Python string per row) or
+    "arrow" (``pd.ArrowDtype`` strings)."""
+    if strings not in SNAPSHOT_STRINGS:
+        raise ValueError(f"strings must be one of {', '.join(SNAPSHOT_STRINGS)}, not {strings!r}")
+    wanted = dict.fromkeys(MODEL_TABLES) if columns is None else dict(columns)
     tables = {}
-    for name in MODEL_TABLES:
+    for name, cols in wanted.items():
         path = snapshot_dir(settings) / f"{name}.parquet"
         if not path.exists():
             raise UserError(f"missing source file {path}: run `crm-predict features export` first")
-        tables[name] = pd.read_parquet(path)
+        tables[name] = _read_snapshot(path, cols, strings)
     return tables
+
+
+def _read_snapshot(path: Path, columns: Sequence[str] | None, strings: str) -> pd.DataFrame:
+    schema = pq.read_schema(path)
+    names = schema.names if columns is None else list(columns)
+    if strings == "category":
+        text = [n for n in names if pa.types.is_string(schema.field(n).type)]
+        return to_frame(pq.read_table(path, columns=names, read_dictionary=text))
+    table = pq.read_table(path, columns=names)
+    if strings == "arrow":
+        return table.to_pandas(
+            coerce_temporal_nanoseconds=True,
+            types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get,
+        )
+    return to_frame(table)
 
 
 def export_as_of(settings: Settings) -> datetime:
