@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -172,84 +173,167 @@ def server_cpu_seconds(pid: int | None) -> float:
         return float("nan")
 
 
-def sequential(base: str, ids: list[int], explain: bool, n: int = 300) -> dict:
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (JSON POSTs, Content-Length or
+    chunked answers): the load client shares the 2 cores with the server, and httpx costs several
+    times the server's own CPU per request. ``cpu`` (this process's CPU seconds) is reported
+    beside every load so the figures say what the client took."""
+
+    def __init__(self, base: str, max_connections: int = 64):
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(max_connections)
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        async with self.slots:
+            if self.idle:
+                reader, writer = self.idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(head + body)
+            status, answer, keep = await self._answer(reader)
+            if keep:
+                self.idle.append((reader, writer))
+            else:
+                writer.close()
+        return status, answer
+
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = dict(
+            (k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines[1:] if h)
+        )  # fmt: skip
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while size := int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
+                parts.append((await reader.readexactly(size + 2))[:-2])
+            await reader.readuntil(b"\r\n")
+            answer = b"".join(parts)
+        else:
+            answer = await reader.readexactly(int(headers.get("content-length", 0)))
+        return status, answer, headers.get("connection", "").lower() != "close"
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+def _checked(status: int, answer: bytes) -> None:
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {answer[:300]!r}")
+
+
+class _Cpu:
+    """Server (process tree) and client (this process) CPU over one load, per request."""
+
+    def __init__(self, base: str):
+        self.pid = SERVER_PIDS.get(base)
+        self.server, self.client = server_cpu_seconds(self.pid), time.process_time()
+
+    def per_request(self, n: int) -> dict[str, float]:
+        return {
+            "server_cpu_ms_per_req": (server_cpu_seconds(self.pid) - self.server) / n * 1e3,
+            "client_cpu_ms_per_req": (time.process_time() - self.client) / n * 1e3,
+        }
+
+
+def _single(ids: list[int], i: int, explain: bool) -> dict:
+    return {"lead_id": ids[i % len(ids)], "explain": explain}
+
+
+async def sequential(base: str, ids: list[int], explain: bool, n: int = 300) -> dict:
     latencies = []
-    with httpx.Client(base_url=base, timeout=120) as http:
-        for i in range(20):  # warm-up (the first read opens the Feast registry and store)
-            http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
-        cpu = server_cpu_seconds(SERVER_PIDS.get(base))
-        for i in range(n):
-            started = time.perf_counter()
-            r = http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
-            latencies.append((time.perf_counter() - started) * 1e3)
-            r.raise_for_status()
-        cpu = server_cpu_seconds(SERVER_PIDS.get(base)) - cpu
-    return percentiles(latencies) | {"server_cpu_ms_per_req": cpu / n * 1e3}
+    http = RawHttp(base, 1)
+    for i in range(20):  # warm-up (the first read opens the Feast registry and store)
+        _checked(*await http.post(ROUTE, _single(ids, i, explain)))
+    cpu = _Cpu(base)
+    for i in range(n):
+        started = time.perf_counter()
+        status, answer = await http.post(ROUTE, _single(ids, i, explain))
+        latencies.append((time.perf_counter() - started) * 1e3)
+        _checked(status, answer)
+    figures = percentiles(latencies) | cpu.per_request(n)
+    await http.close()
+    return figures
 
 
 async def _closed_loop(base: str, ids: list[int], explain: bool, in_flight: int, n: int) -> dict:
     latencies: list[float] = []
     counter = iter(range(n))
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+    http = RawHttp(base, in_flight)
 
-        async def worker() -> None:
-            for i in counter:
-                started = time.perf_counter()
-                r = await http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
-                latencies.append((time.perf_counter() - started) * 1e3)
-                r.raise_for_status()
+    async def worker() -> None:
+        for i in counter:
+            started = time.perf_counter()
+            status, answer = await http.post(ROUTE, _single(ids, i, explain))
+            latencies.append((time.perf_counter() - started) * 1e3)
+            _checked(status, answer)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        elapsed = time.perf_counter() - started
-    return percentiles(latencies) | {"req_per_s": n / elapsed, "in_flight": in_flight}
+    cpu = _Cpu(base)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    figures = percentiles(latencies) | {"req_per_s": n / elapsed, "in_flight": in_flight}
+    await http.close()
+    return figures | cpu.per_request(n)
 
 
 async def _paced(base: str, ids: list[int], explain: bool, rate: float, seconds: float) -> dict:
     """Open loop: a request every 1/rate s whatever the answers do (latency includes queueing)."""
     latencies: list[float] = []
     n = int(rate * seconds)
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+    http = RawHttp(base, 64)
 
-        async def one(i: int) -> None:
-            started = time.perf_counter()
-            r = await http.post(ROUTE, json={"lead_id": ids[i % len(ids)], "explain": explain})
-            latencies.append((time.perf_counter() - started) * 1e3)
-            r.raise_for_status()
+    async def one(i: int) -> None:
+        started = time.perf_counter()
+        status, answer = await http.post(ROUTE, _single(ids, i, explain))
+        latencies.append((time.perf_counter() - started) * 1e3)
+        _checked(status, answer)
 
-        for i in range(20):
-            await one(i)
-        latencies.clear()
-        start = time.perf_counter()
-        tasks = []
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        achieved = n / (time.perf_counter() - start)
-    return percentiles(latencies) | {"target_rps": rate, "achieved_rps": achieved}
+    for i in range(20):
+        await one(i)
+    latencies.clear()
+    cpu = _Cpu(base)
+    start = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    achieved = n / (time.perf_counter() - start)
+    figures = percentiles(latencies) | {"target_rps": rate, "achieved_rps": achieved}
+    await http.close()
+    return figures | cpu.per_request(n)
 
 
 async def _batches(base: str, ids: list[int], size: int, in_flight: int, n: int) -> dict:
     counter = iter(range(n))
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+    http = RawHttp(base, in_flight)
 
-        async def worker() -> None:
-            for i in counter:
-                chunk = [ids[(i * size + j) % len(ids)] for j in range(size)]
-                started = time.perf_counter()
-                r = await http.post(f"{ROUTE}/batch", json={"lead_ids": chunk})
-                latencies.append((time.perf_counter() - started) * 1e3)
-                r.raise_for_status()
+    async def worker() -> None:
+        for i in counter:
+            chunk = [ids[(i * size + j) % len(ids)] for j in range(size)]
+            started = time.perf_counter()
+            status, answer = await http.post(f"{ROUTE}/batch", {"lead_ids": chunk})
+            latencies.append((time.perf_counter() - started) * 1e3)
+            _checked(status, answer)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    await http.close()
     return percentiles(latencies) | {"predictions_per_s": n * size / elapsed, "batch": size}
 
 
@@ -307,9 +391,11 @@ def print_table(results: dict[str, dict]) -> None:
             else f"{r['achieved_rps']:.0f} req/s (target {r['target_rps']:.0f})" if "achieved_rps" in r
             else f"{r['predictions_per_s']:.0f} predictions/s" if "predictions_per_s" in r
             else f"read p50 {r['feast_read_p50_ms']:.2f} ms, CPU {r['cpu_ms_per_prediction']:.2f} ms/prediction" if "feast_read_p50_ms" in r
-            else f"server CPU {r['server_cpu_ms_per_req']:.2f} ms/req" if "server_cpu_ms_per_req" in r
             else ""
         )  # fmt: skip
+        if "server_cpu_ms_per_req" in r:
+            cpu = f"CPU/req server {r['server_cpu_ms_per_req']:.2f} ms, client {r['client_cpu_ms_per_req']:.2f} ms"  # fmt: skip
+            rate = f"{rate}; {cpu}" if rate else cpu
         print(f"{case:32s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}  {rate}")
 
     def figure(case: str, key: str) -> float:

@@ -7,6 +7,7 @@ score can always be traced back to the rules that produced its tags and tasks.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -113,20 +114,22 @@ RFM_SEGMENTS = {
 
 
 def rule_based_lead_score(
-    industry: pd.Series,
-    is_decision_maker: pd.Series,
-    region: pd.Series,
-    site_visits: pd.Series,
-    pricing_views: pd.Series,
-    whitepapers: pd.Series,
-    trial_requests: pd.Series,
-    days_since_last_interaction: pd.Series,
+    industry: pd.Series | Sequence,
+    is_decision_maker: pd.Series | Sequence,
+    region: pd.Series | Sequence,
+    site_visits: pd.Series | Sequence,
+    pricing_views: pd.Series | Sequence,
+    whitepapers: pd.Series | Sequence,
+    trial_requests: pd.Series | Sequence,
+    days_since_last_interaction: pd.Series | Sequence,
     rules: LeadRules = RULES.lead,
-) -> pd.Series:
+) -> pd.Series | np.ndarray:
     """The seed's points score: the baseline every ML model must beat, and a feature too.
 
     Blank counts score nothing, a blank last interaction counts as inactive, text matches ignore
-    case. Computed on numpy arrays: the online API runs it (the on-demand feature) per request.
+    case. Columns are Series (a Series on ``industry``'s index comes back) or arrays/lists (a
+    float array comes back). Computed on numpy arrays: the online API runs it (the on-demand
+    feature) per request, where a pandas call per column costs more than the rule.
     """
     score = (
         _lower_in(industry, rules.target_industries) * rules.points_target_industry
@@ -137,35 +140,61 @@ def rule_based_lead_score(
         + _count(whitepapers) * rules.points_whitepaper
         + _count(trial_requests) * rules.points_trial_request
         + (_numbers(days_since_last_interaction, missing=np.inf) >= 30) * rules.points_inactive_30d
-    )
-    return pd.Series(score.astype(float), index=industry.index)
+    ).astype(float)
+    if isinstance(industry, pd.Series):
+        return pd.Series(score, index=industry.index)
+    return score
 
 
-def _lower_in(values: pd.Series, allowed: tuple[str, ...]) -> np.ndarray:
+def _values(values: pd.Series | Sequence) -> np.ndarray:
+    """A column's values as a numpy array (object for text, blanks and extension dtypes)."""
+    if isinstance(values, pd.Series | pd.Index):
+        return values.to_numpy()
+    if isinstance(values, np.ndarray):
+        return values
+    return np.array(values, dtype=object)
+
+
+def _lower_in(values: pd.Series | Sequence, allowed: tuple[str, ...]) -> np.ndarray:
     """Case-insensitive membership; blanks and non-text values are not members."""
     return np.fromiter(
         (isinstance(v, str) and v.lower() in allowed for v in values), bool, len(values)
     )
 
 
-def _numbers(values: pd.Series, missing: float) -> np.ndarray:
+def _floats(values: pd.Series | Sequence) -> np.ndarray:
+    """``Series.to_numpy(dtype=float, na_value=nan)`` on any column: blanks (None, NaN, NA, NaT)
+    become NaN; raises TypeError/ValueError for text that is not a number."""
+    x = _values(values)
+    if x.dtype.kind in "biuf":
+        return x.astype(float)
+    if x.dtype.kind != "O":  # datetimes, fixed-width text: pandas' own conversion
+        return pd.Series(x).to_numpy(dtype=float, na_value=np.nan)
+    x = x.copy()
+    x[pd.isna(x)] = np.nan
+    return x.astype(float)
+
+
+def _numbers(values: pd.Series | Sequence, missing: float) -> np.ndarray:
     try:
-        x = values.to_numpy(dtype=float, na_value=np.nan)
+        x = _floats(values)
     except (TypeError, ValueError):  # text: what parses as a number counts
-        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        x = pd.to_numeric(pd.Series(_values(values)), errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
     return np.where(np.isnan(x), missing, x)
 
 
-def _count(values: pd.Series) -> np.ndarray:
+def _count(values: pd.Series | Sequence) -> np.ndarray:
     return _numbers(values, missing=0.0)
 
 
-def _flag(values: pd.Series) -> np.ndarray:
+def _flag(values: pd.Series | Sequence) -> np.ndarray:
     """Truthiness with blanks false (1/0 flags; text flags keep Python's truthiness)."""
     try:
-        x = values.to_numpy(dtype=float, na_value=np.nan)
+        x = _floats(values)
     except (TypeError, ValueError):
-        return values.fillna(False).astype(bool).to_numpy()
+        return pd.Series(_values(values)).fillna(False).astype(bool).to_numpy()
     return np.where(np.isnan(x), 0.0, x) != 0
 
 

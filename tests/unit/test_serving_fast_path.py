@@ -149,6 +149,75 @@ def test_rule_score_on_arrays_equals_the_pandas_expression():
             pd.testing.assert_series_equal(
                 rule_based_lead_score(*part), expected.iloc[rows], check_names=False
             )
+            # Lists and arrays (the on-demand view's python mode) score the same, as an array.
+            for form in (list, lambda c: c.to_numpy()):
+                got = rule_based_lead_score(*(form(c) for c in part))
+                assert isinstance(got, np.ndarray)
+                np.testing.assert_array_equal(got, expected.iloc[rows].to_numpy())
+
+
+def _series_rule_score(industry, dm, region, visits, pricing, papers, trials, days, rules):
+    """The Series-only rule score as it was before the array path (the reference)."""
+
+    def lower_in(values, allowed):
+        return np.fromiter((isinstance(v, str) and v.lower() in allowed for v in values), bool, len(values))  # fmt: skip
+
+    def numbers(values, missing):
+        try:
+            x = values.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return np.where(np.isnan(x), missing, x)
+
+    def flag(values):
+        try:
+            x = values.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            return values.fillna(False).astype(bool).to_numpy()
+        return np.where(np.isnan(x), 0.0, x) != 0
+
+    score = (
+        lower_in(industry, rules.target_industries) * rules.points_target_industry
+        + flag(dm) * rules.points_decision_maker
+        + ~lower_in(region, rules.target_regions) * rules.points_outside_region
+        + numbers(visits, 0.0) * rules.points_site_visit
+        + numbers(pricing, 0.0) * rules.points_pricing_view
+        + numbers(papers, 0.0) * rules.points_whitepaper
+        + numbers(trials, 0.0) * rules.points_trial_request
+        + (numbers(days, np.inf) >= 30) * rules.points_inactive_30d
+    )
+    return pd.Series(score.astype(float), index=industry.index)
+
+
+def test_rule_score_takes_any_column_kind_as_the_series_path_did():
+    """Extension dtypes, text numbers and flags, datetimes, odd scalars: Series, lists and arrays
+    all score what the Series-only implementation scored."""
+    import warnings
+
+    from crm_predict.rules import RULES, rule_based_lead_score
+
+    kinds = [
+        pd.Series([1, None, 3, 0, 2, None], dtype="Int64"),
+        pd.Series([1.5, None, np.nan, 0.0, 2.0, 40.0], dtype="Float64"),
+        pd.Series(["3", "x", None, " 2", "1e1", ""], dtype=object),
+        pd.Series(["3", None, "40", "5", "0", "1"], dtype="string"),
+        pd.Series([True, False, None, True, pd.NA, False], dtype="boolean"),
+        pd.Series([np.int64(2), 2**70, pd.NA, pd.NaT, np.float32(1.5), True], dtype=object),
+        pd.Series(pd.to_datetime(["2026-01-01", None, "2026-02-01", None, "2026-03-01", None])),
+        pd.Series([0, 1, 2, 3, 4, 50], index=[9, 8, 7, 6, 5, 4]),
+    ]
+    text = pd.Series(["Software", None, "finance", 3, "HEALTHCARE", "retail"])
+    region = pd.Series(["north", "EAST", None, "south", np.nan, "north"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas' object fillna downcast notice
+        for column in kinds:
+            index = column.index
+            args = [text.set_axis(index), column, region.set_axis(index), *[column] * 5]
+            expected = _series_rule_score(*args, RULES.lead)
+            pd.testing.assert_series_equal(rule_based_lead_score(*args), expected)
+            for form in (list, lambda c: c.to_numpy()):
+                got = rule_based_lead_score(*(form(c) for c in args))
+                np.testing.assert_array_equal(got, expected.to_numpy())
 
 
 def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
