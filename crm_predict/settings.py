@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     auto_promote: bool = Field(
         False, description="retrain promotes a challenger that passes every gate to champion."
     )
+    # Issue #7 (p99 ≤ 10 ms a prediction, ≤ 20 ms with reasons): the model's share, per row.
+    predict_latency_budget_ms: float = Field(
+        5.0, description="Single-row score p99 (CPU ms) a model must meet: search + gate; 0 = off."
+    )
+    explain_latency_budget_ms: float = Field(
+        10.0, description="Single-row score-with-reasons p99 (CPU ms) for the gate; 0 = off."
+    )
 
     # Serving.
     api_token: str = Field(

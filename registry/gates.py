@@ -35,6 +35,7 @@ from registry.evaluation import (
     load_holdout,
     predict_positive,
 )
+from registry.latency import Latency, measure_serving_latency
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -53,6 +54,7 @@ GATE_NAMES = (
     "disparate_impact",
     "proxy_features",
     "protected_not_a_feature",
+    "predict_latency",
     "model_card",
 )
 
@@ -81,6 +83,14 @@ class GateConfig:
     )
     # Drift: a feature whose PSI exceeds this is flagged.
     psi_threshold: float = 0.2
+    # Predict latency: single-row p99 in CPU ms as the service scores (0 = not gated), and how
+    # much to time: seeded holdout rows × repeats (median of repeats) after warm-up calls.
+    predict_latency_budget_ms: float = 5.0
+    explain_latency_budget_ms: float = 10.0
+    latency_rows: int = 100
+    latency_repeats: int = 3
+    latency_warmup: int = 10
+    latency_seed: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GateConfig:
@@ -90,6 +100,9 @@ class GateConfig:
             min_class_count=settings.min_class_count,
             protected_attribute=settings.protected_attribute,
             excluded_features=tuple(settings.excluded_features),
+            predict_latency_budget_ms=settings.predict_latency_budget_ms,
+            explain_latency_budget_ms=settings.explain_latency_budget_ms,
+            latency_seed=settings.seed,
         )
 
     def decision_threshold(self, info: VersionInfo) -> tuple[float, str]:
@@ -299,6 +312,37 @@ def gate_protected_not_a_feature(features: Sequence[str], config: GateConfig) ->
     return GateResult(name, True, f"none of {', '.join(sorted(banned))} among the features")
 
 
+def gate_predict_latency(
+    predict: Latency | None,
+    explain: Latency | None,
+    config: GateConfig,
+    explain_method: str | None = None,
+) -> GateResult:
+    """Single-row scoring p99 (without and with reasons) within the service's budgets; a model
+    that cannot explain is timed on scores only (the service refuses it reasons)."""
+    name = "predict_latency"
+    budgets = (config.predict_latency_budget_ms, config.explain_latency_budget_ms)
+    if max(budgets) <= 0:
+        return GateResult(name, True, "not checked: no latency budget set")
+    if predict is None:
+        return GateResult(name, False, "not measured: no holdout rows to time on")
+    problems, seen = [], []
+    explain_label = f"explain ({explain_method})" if explain_method else "explain"
+    checks = [("predict", predict, budgets[0]), (explain_label, explain, budgets[1])]
+    for label, figures, budget in checks:
+        if budget <= 0:
+            continue
+        if figures is None:  # explainability is not this gate's concern, only its latency
+            seen.append(f"{label}: not timed, the model cannot explain its scores")
+            continue
+        ok = figures.p99_ms <= budget
+        (seen if ok else problems).append(
+            f"{label} {figures.describe()} {'≤' if ok else '>'} budget {budget:g} ms"
+        )
+    rows = f"{predict.calls} holdout rows × {predict.repeats}, median of repeats"
+    return GateResult(name, not problems, "; ".join(problems + seen) + f" ({rows})")
+
+
 def gate_model_card(exists: bool) -> GateResult:
     """Gate 4: a model card is logged with the version's run."""
     if exists:
@@ -368,6 +412,32 @@ def _champion_gate(
     return gate_not_worse_classifier(mine, theirs, config)
 
 
+def _latency_gate(
+    client: MlflowClient, info: VersionInfo, holdout: pd.DataFrame | None, config: GateConfig
+) -> GateResult:
+    """Predict latency of a classifier version, loaded and scored as the service does."""
+    if not is_classifier(info.name):
+        return GateResult(
+            "predict_latency", True, "not applicable: pyfunc models (CLV, next-best-time)"
+        )
+    if (
+        holdout is None
+        or max(config.predict_latency_budget_ms, config.explain_latency_budget_ms) <= 0
+    ):
+        return gate_predict_latency(None, None, config)
+    measured = measure_serving_latency(
+        client,
+        info.name,
+        info.version,
+        holdout,
+        rows=config.latency_rows,
+        repeats=config.latency_repeats,
+        warmup=config.latency_warmup,
+        seed=config.latency_seed,
+    )
+    return gate_predict_latency(measured.predict, measured.explain, config, measured.explain_method)
+
+
 def check_gates(
     client: MlflowClient, name: str, version: str | int, config: GateConfig
 ) -> GateReport:
@@ -401,5 +471,6 @@ def check_gates(
         results.append(GateResult("minimum_data", True, "not applicable: no binary label"))
     results += fairness_results(info, holdout, p, config)
     results.append(gate_protected_not_a_feature(info.feature_names, config))
+    results.append(_latency_gate(client, info, holdout, config))
     results.append(gate_model_card(has_artifact(client, info.run_id, MODEL_CARD_ARTIFACT)))
     return GateReport(name, info.version, None if champion is None else champion.version, results)

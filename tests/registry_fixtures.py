@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import skops.io
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
@@ -160,9 +161,12 @@ def log_classifier_version(
             }
         )
         signature = infer_signature(holdout[features], p)
+        # Tree models hold types skops loads only when listed, as training lists them.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
         info = mlflow.sklearn.log_model(
-            model, name="model", signature=signature, pip_requirements=["scikit-learn"]
-        )
+            model, name="model", signature=signature, pip_requirements=["scikit-learn"],
+            serialization_format="skops", skops_trusted_types=trusted,
+        )  # fmt: skip
     tmp = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / f"holdout-{run_id}"
     tmp.mkdir()
     holdout.to_parquet(tmp / "holdout.parquet", index=False)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ TRUE_TOKENS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 FALSE_TOKENS = frozenset({"no", "n", "false", "f", "0", "0.0"})
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
 MISSING_CATEGORY = "(missing)"
+# Per-trial single-row latency: rows × passes timed (the registry gate times the served pipeline
+# more thoroughly); a family whose first trials all miss the budget is not searched further.
+LATENCY_ROWS, LATENCY_REPEATS, LATENCY_WARMUP = 10, 3, 3
+GIVE_UP_AFTER = 3
 # Settings that may hold secrets or hosts never go into a run.
 PRIVATE_SETTINGS = frozenset({"api_token", "database_url", "redis_url", "mlflow_tracking_uri"})
 
@@ -516,6 +521,41 @@ class Selection:
     preprocessor: TablePreprocessor
     estimator: BaseEstimator
     validation_auc: dict[str, float]
+    # Every trial: candidate, number, params, val_auc, predict_p50_ms / p99_ms, within_budget.
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def _one_thread(model: Any) -> Iterator[None]:
+    """Predict on the calling thread while timing, as the service scores (a fitted model keeps
+    its training thread count for batch use afterwards)."""
+    n_jobs = model.get_params(deep=False).get("n_jobs") if hasattr(model, "get_params") else None
+    if n_jobs is None:
+        yield
+        return
+    booster = model.get_booster() if hasattr(model, "get_booster") else None
+    model.set_params(n_jobs=1)
+    if booster is not None:
+        booster.set_param({"nthread": 1})
+    try:
+        yield
+    finally:
+        model.set_params(n_jobs=n_jobs)
+        if booster is not None:
+            booster.set_param({"nthread": n_jobs})
+
+
+def single_row_latency(model: Any, x: np.ndarray) -> tuple[float, float]:
+    """(p50, p99) CPU ms of ``predict_proba`` on one preprocessed row, single-threaded: the
+    estimator's share of an online prediction."""
+    from registry.latency import time_calls
+
+    rows = [x[i : i + 1] for i in range(min(LATENCY_ROWS, len(x)))]
+    with _one_thread(model):
+        figures = time_calls(
+            model.predict_proba, rows, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS
+        )
+    return figures.p50_ms, figures.p99_ms
 
 
 def select_model(
@@ -525,10 +565,13 @@ def select_model(
     n_trials: int,
     seed: int,
     candidates: tuple[Candidate, ...] = CANDIDATES,
+    latency_budget_ms: float = 0.0,
 ) -> Selection:
     """Tune every candidate with Optuna on the validation split and keep the best by AUC.
 
     Only the training and validation rows come in here: the holdout cannot influence the choice.
+    With ``latency_budget_ms`` > 0 a trial whose single-row predict p99 exceeds it is pruned (never
+    kept), and a family whose first ``GIVE_UP_AFTER`` trials all exceed it is not searched on.
     """
     import optuna
     from sklearn.metrics import roc_auc_score
@@ -546,6 +589,7 @@ def select_model(
     best: Selection | None = None
     best_auc = -np.inf
     scores: dict[str, float] = {}
+    trials: list[dict[str, Any]] = []
     for candidate in candidates:
         prep, x_train, x_val = prepared[candidate.encoding]
         kept: dict[str, Any] = {}
@@ -553,20 +597,57 @@ def select_model(
         def objective(trial, candidate=candidate, x_train=x_train, x_val=x_val, kept=kept):
             model = candidate.build(trial, seed, n_jobs).fit(x_train, y_train)
             auc = float(roc_auc_score(y_val, model.predict_proba(x_val)[:, 1]))
+            p50, p99 = single_row_latency(model, x_val)
+            fits = latency_budget_ms <= 0 or p99 <= latency_budget_ms
+            trials.append(
+                {"candidate": candidate.name, "trial": trial.number, "params": dict(trial.params),
+                 "val_auc": auc, "predict_p50_ms": p50, "predict_p99_ms": p99,
+                 "within_budget": fits}
+            )  # fmt: skip
+            if not fits:
+                raise optuna.TrialPruned(f"predict p99 {p99:.2f} ms > {latency_budget_ms:g} ms")
             if auc > kept.get("auc", -np.inf):  # keep the fitted best instead of refitting
                 kept.update(auc=auc, model=model, params=dict(trial.params))
             return auc
 
+        def give_up(study, trial, kept=kept):
+            if not kept and len(study.trials) >= GIVE_UP_AFTER:
+                study.stop()
+
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
         )
-        study.optimize(objective, n_trials=n_trials)
+        study.optimize(objective, n_trials=n_trials, callbacks=[give_up])
+        if not kept:  # no trial of this family meets the latency budget
+            continue
         scores[candidate.name] = kept["auc"]
         if kept["auc"] > best_auc:
             best_auc = kept["auc"]
             best = Selection(candidate.name, kept["params"], prep, kept["model"], scores)
-    assert best is not None
+    if best is None:
+        raise UserError(
+            f"no candidate ({', '.join(c.name for c in candidates)}) predicts one row within "
+            f"the latency budget of {latency_budget_ms:g} ms (CRM_PREDICT_PREDICT_LATENCY_BUDGET_MS; "
+            "0 turns the limit off)"
+        )
+    best.trials = trials
     return best
+
+
+def latency_metrics(selection: Selection) -> dict[str, float]:
+    """Single-row predict p99 of the chosen trial (``predict_p99_ms``) and of each family's fastest
+    trial (``predict_p99_ms_<candidate>``): what each family costs, also the ones left out."""
+    out: dict[str, float] = {}
+    for trial in selection.trials:
+        key = f"predict_p99_ms_{trial['candidate']}"
+        out[key] = min(out.get(key, math.inf), trial["predict_p99_ms"])
+        chosen = trial["candidate"] == selection.candidate and trial["params"] == selection.params
+        if chosen:
+            out |= {
+                "predict_p50_ms": trial["predict_p50_ms"],
+                "predict_p99_ms": trial["predict_p99_ms"],
+            }
+    return out
 
 
 def calibrated_pipeline(
@@ -695,6 +776,7 @@ def train_classifier(
         n_trials=settings.optuna_trials,
         seed=settings.seed,
         candidates=candidates,
+        latency_budget_ms=settings.predict_latency_budget_ms,
     )
     pipeline = calibrated_pipeline(selection, prepared.validation, features, calibration)
 
@@ -706,6 +788,7 @@ def train_classifier(
     before = holdout_metrics(y, p_before)
     metrics |= {"brier_uncalibrated": before["brier"], "ece_uncalibrated": before["ece"]}
     metrics |= {f"val_auc_{name}": auc for name, auc in selection.validation_auc.items()}
+    metrics |= latency_metrics(selection)
 
     older = pd.concat([prepared.train, prepared.validation])
     baseline = spec.baseline(older, holdout)
@@ -751,6 +834,7 @@ def train_classifier(
         "holdout_fraction": settings.holdout_fraction,
         "seed": settings.seed,
         "n_features": len(features),
+        "predict_latency_budget_ms": settings.predict_latency_budget_ms,
     } | {f"model.{key}": value for key, value in selection.params.items()}
     return _log_run(
         client,
@@ -765,6 +849,7 @@ def train_classifier(
             "config/settings.json": public_settings(settings),
             "config/rules.json": RULES.as_dict(),
             "selection/validation_auc.json": selection.validation_auc,
+            "selection/trials.json": selection.trials,
             "shap/importance.json": importance,
         },
         figures={"plots/calibration.png": calibration_fig, "plots/shap_summary.png": shap_fig},

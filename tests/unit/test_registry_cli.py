@@ -27,6 +27,9 @@ def client(mlflow_db_template, tmp_path, monkeypatch, request):
     client = request.getfixturevalue("mlflow_client")
     monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", client.tracking_uri)
     monkeypatch.setenv("CRM_PREDICT_OPTUNA_TRIALS", "1")
+    # The fixture pipeline costs ~4 ms a row (ColumnTransformer): near the default budget.
+    monkeypatch.setenv("CRM_PREDICT_PREDICT_LATENCY_BUDGET_MS", "0")
+    monkeypatch.setenv("CRM_PREDICT_EXPLAIN_LATENCY_BUDGET_MS", "0")
     return client
 
 
@@ -48,7 +51,8 @@ def test_registry_commands_end_to_end(client, tmp_path):
     assert "auc" in ok(tmp_path, "registry", "list")
     ok(tmp_path, "registry", "challenger", NAME, v2)
     assert version_for_alias(client, NAME, CHALLENGER) == v2
-    assert "FAIL" in ok(tmp_path, "registry", "gates", NAME, v2)  # no card yet
+    gates = ok(tmp_path, "registry", "gates", NAME, v2)
+    assert "FAIL" in gates and "predict_latency" in gates  # no card yet; no latency budget
     card = tmp_path / "card.md"
     ok(tmp_path, "registry", "card", NAME, v2, "--out", str(card))
     assert card.read_text().startswith(f"# Model card: {NAME} v{v2}")
@@ -94,10 +98,12 @@ def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path
     only_lr = (CANDIDATES[0],)  # one cheap candidate: the gates, not the search, are under test
     settings = Settings(
         data_dir=tmp_path / "data", mlflow_tracking_uri=client.tracking_uri, optuna_trials=1,
-        auto_promote=True,
+        auto_promote=True, predict_latency_budget_ms=5.0, explain_latency_budget_ms=10.0,
     )  # fmt: skip
     result = retrain(settings, client, NAME, data=data, candidates=only_lr)
     assert result.report.passed, result.report.failure_message()
+    latency = {r.name: r.detail for r in result.report.results}["predict_latency"]
+    assert "≤ budget 5 ms" in latency  # the trained pipeline, loaded as the service loads it
     assert result.promoted is not None and result.promoted.by == "retrain"
     assert version_for_alias(client, NAME, CHAMPION) == result.version
 

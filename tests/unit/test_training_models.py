@@ -60,6 +60,9 @@ def test_model_beats_its_baseline_and_is_registered(name, small, mlflow_client):
     assert "oracle_p" not in holdout.columns
     artifacts = {a.path for a in mlflow_client.list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/calibration.png", "plots/shap_summary.png"}
+    trials = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/selection/trials.json")
+    assert {t["candidate"] for t in trials} == {c.name for c in classifier.CANDIDATES}
+    assert metrics["predict_p99_ms"] <= small.predict_latency_budget_ms
 
     with classifier.tracking_at(mlflow_client):
         model = mlflow.sklearn.load_model(f"models:/{name}/1")
@@ -178,3 +181,46 @@ def assert_nothing_logged(client, name: str) -> None:
     if experiment is not None:
         assert client.search_runs([experiment.experiment_id]) == []
     assert client.search_model_versions(f"name = '{name}'") == []
+
+
+def _split(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["label"] = (x[:, 0] - x[:, 1] + rng.normal(size=n) > 0).astype(int)
+    return frame.iloc[:400], frame.iloc[400:], ["a", "b", "c"]
+
+
+def test_search_leaves_out_a_family_too_slow_for_the_latency_budget(monkeypatch):
+    monkeypatch.setattr(classifier, "GIVE_UP_AFTER", 2)  # fewer slow fits in a unit test
+    from sklearn.ensemble import RandomForestClassifier
+
+    def small_forest(trial, seed, n_jobs):  # the search space's smallest forests, shallow
+        trees = trial.suggest_int("n_estimators", 100, 120)
+        return RandomForestClassifier(trees, max_depth=3, n_jobs=n_jobs, random_state=seed)
+
+    train, validation, features = _split()
+    lr_rf = (
+        classifier.CANDIDATES[0],
+        classifier.Candidate("random_forest", "ordinal", small_forest),
+    )
+    # ~0.1 ms a tree and row: 100 trees are over a 3 ms budget.
+    chosen = classifier.select_model(
+        train, validation, features, n_trials=4, seed=0, candidates=lr_rf, latency_budget_ms=3.0
+    )
+    assert chosen.candidate == "logistic_regression"
+    assert set(chosen.validation_auc) == {"logistic_regression"}
+    forests = [t for t in chosen.trials if t["candidate"] == "random_forest"]
+    assert len(forests) == 2  # stopped once it showed it cannot fit
+    assert all(not t["within_budget"] and t["predict_p99_ms"] > 3.0 for t in forests)
+    metrics = classifier.latency_metrics(chosen)
+    assert metrics["predict_p99_ms"] <= 3.0 < metrics["predict_p99_ms_random_forest"]
+
+
+def test_no_candidate_within_the_latency_budget_is_a_user_error():
+    train, validation, features = _split()
+    with pytest.raises(UserError, match="latency budget of 1e-06 ms"):
+        classifier.select_model(
+            train, validation, features, n_trials=1, seed=0,
+            candidates=classifier.CANDIDATES[:1], latency_budget_ms=1e-6,
+        )  # fmt: skip
