@@ -113,27 +113,16 @@ def main(max_examples: int = 60) -> list:
     import tempfile
     from pathlib import Path
 
-    from mlflow import MlflowClient
-
     from benchmarks.bench_serving import server
     from benchmarks.figures import Figure
-    from crm_predict.settings import Settings
-    from crm_store.db import make_engine, upgrade
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from serving_models import register_models
+    from serving_models import serving_world
 
     token = "bench-fuzz-token"
     with tempfile.TemporaryDirectory(prefix="bench_fuzz_") as tmp:
         root = Path(tmp)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        register_models(MlflowClient(tracking_uri=uri, registry_uri=uri))
-        crm = f"sqlite:///{root / 'crm.db'}"
-        upgrade(make_engine(crm))
-        settings = Settings(
-            data_dir=root / "data", mlflow_tracking_uri=uri, database_url=crm, api_token=token
-        )
-        settings.ensure_dirs()
+        settings = serving_world(root, token)
         with server(settings, root / "server.log") as base:
             report = fuzz(base, max_examples=max_examples, token=token, seconds_per_operation=120)
     print(f"fuzz: {report.cases} cases over {len(report.by_operation)} operations in "

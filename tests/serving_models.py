@@ -4,6 +4,7 @@ store, for the serving tests and benchmark (the real trainers and Feast are test
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,6 +20,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
+from crm_predict.settings import Settings
+from crm_store.db import make_engine, upgrade
 from serving.hub import UnknownIdsError
 
 N_ROWS = 300
@@ -220,6 +223,20 @@ def register_models(
         ["entity_id"],
     )
     return versions
+
+
+def serving_world(root: Path, token: str) -> Settings:
+    """The toy champions in an MLflow sqlite store, an empty migrated CRM and settings pointing at
+    both under ``root``: what a real ``bentoml serve`` needs (API fuzz test and benchmark)."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    register_models(MlflowClient(tracking_uri=uri, registry_uri=uri))
+    crm = f"sqlite:///{root / 'crm.db'}"
+    upgrade(make_engine(crm))
+    settings = Settings(
+        data_dir=root / "data", mlflow_tracking_uri=uri, database_url=crm, api_token=token
+    )
+    settings.ensure_dirs()
+    return settings
 
 
 class FakeOnline:

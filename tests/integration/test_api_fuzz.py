@@ -5,25 +5,16 @@ operation here; ``benchmarks/bench_fuzz.py`` runs hundreds)."""
 from __future__ import annotations
 
 import pytest
-from mlflow import MlflowClient
-from serving_models import register_models
+from serving_models import serving_world
 from test_serving_http import TOKEN, running_server
 
 from benchmarks.bench_fuzz import fuzz
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, upgrade
 
 pytestmark = pytest.mark.integration
 
 
 def test_generated_requests_to_every_operation_get_no_5xx_and_match_the_schema(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    register_models(MlflowClient(tracking_uri=uri, registry_uri=uri))
-    crm = f"sqlite:///{tmp_path / 'crm.db'}"
-    upgrade(make_engine(crm))
-    settings = Settings(
-        data_dir=tmp_path / "data", mlflow_tracking_uri=uri, database_url=crm, api_token=TOKEN
-    )
+    settings = serving_world(tmp_path, TOKEN)
     with running_server(settings, tmp_path / "server.log") as base:
         report = fuzz(base, max_examples=8, token=TOKEN, seconds_per_operation=10)
     assert len(report.by_operation) >= 10, report.by_operation

@@ -7,14 +7,18 @@ tests/unit/test_serving_service.py's readiness tests.)"""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import event, text
+from batch_world import AT, tiny_scoring_frame
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 from test_batch import _clear_outputs, _outputs, _run, world  # noqa: F401 - shared fixtures
 
 from crm_store.db import make_engine, session_factory
 from crm_store.models import BatchCheckpoint, BatchRun
+from serving.batch import run_batch
 
 # The tag upsert's shape changes with its optimisation; any statement writing the tags table counts.
 TAG_WRITE = re.compile(r"\b(?:UPDATE|INSERT INTO) tags\b")
@@ -31,18 +35,34 @@ def _terminate(admin_url: str, pid: int) -> None:
         admin.dispose()
 
 
+@dataclass
+class FaultedJob:
+    """A clean run's outputs (cleared again) and the faulted job's own engine on the same store."""
+
+    expected: object
+    url: str
+    engine: Engine
+
+
+@pytest.fixture
+def faulted_job(engine, world, mlflow_client) -> Iterator[FaultedJob]:  # noqa: F811
+    _run(engine, mlflow_client, world, log_to_mlflow=False)
+    expected = _outputs(engine)
+    _clear_outputs(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    job_engine = make_engine(url)  # pool_pre_ping: a dead pooled connection is replaced
+    yield FaultedJob(expected, url, job_engine)
+    job_engine.dispose()
+
+
 @POSTGRESQL
 def test_connection_killed_mid_chunk_fails_cleanly_and_a_rerun_equals_a_clean_run(
     engine,
     world,  # noqa: F811
     mlflow_client,
+    faulted_job,
 ):
-    _run(engine, mlflow_client, world, log_to_mlflow=False)
-    expected = _outputs(engine)
-    _clear_outputs(engine)
-    url = engine.url.render_as_string(hide_password=False)
-
-    job_engine = make_engine(url)
+    job_engine, url = faulted_job.engine, faulted_job.url
     writes = {"tags": 0, "killed": False}
 
     @event.listens_for(job_engine, "after_cursor_execute")
@@ -56,10 +76,6 @@ def test_connection_killed_mid_chunk_fails_cleanly_and_a_rerun_equals_a_clean_ru
                 _terminate(url, pid)
 
     with session_factory(job_engine)() as session, pytest.raises(DBAPIError) as err:
-        from batch_world import AT, tiny_scoring_frame
-
-        from serving.batch import run_batch
-
         run_batch(
             session, mlflow_client, world, at=AT, scoring_frame=tiny_scoring_frame,
             log_to_mlflow=False,
@@ -73,7 +89,7 @@ def test_connection_killed_mid_chunk_fails_cleanly_and_a_rerun_equals_a_clean_ru
 
     rerun = _run(engine, mlflow_client, world, log_to_mlflow=False)
     assert rerun.resumed
-    assert _outputs(engine) == expected  # no duplicate, no missing tag, task or log row
+    assert _outputs(engine) == faulted_job.expected  # no duplicate, no missing tag, task or log row
     with session_factory(engine)() as session:
         assert [r.status for r in session.query(BatchRun)] == ["done"]
 
@@ -83,12 +99,9 @@ def test_connection_killed_between_chunks_is_reconnected_and_the_run_completes(
     engine,
     world,  # noqa: F811
     mlflow_client,
+    faulted_job,
 ):
-    _run(engine, mlflow_client, world, log_to_mlflow=False)
-    expected = _outputs(engine)
-    _clear_outputs(engine)
-    url = engine.url.render_as_string(hide_password=False)
-    job_engine = make_engine(url)  # pool_pre_ping: a dead pooled connection is replaced
+    job_engine, url = faulted_job.engine, faulted_job.url
     pids: list[int] = []
 
     @event.listens_for(job_engine, "connect")
@@ -105,10 +118,6 @@ def test_connection_killed_between_chunks_is_reconnected_and_the_run_completes(
 
         return advance
 
-    from batch_world import AT, tiny_scoring_frame
-
-    from serving.batch import run_batch
-
     with session_factory(job_engine)() as session:
         summary = run_batch(
             session, mlflow_client, world, at=AT, scoring_frame=tiny_scoring_frame,
@@ -117,4 +126,4 @@ def test_connection_killed_between_chunks_is_reconnected_and_the_run_completes(
     job_engine.dispose()
     assert len(pids) >= 3  # the first connection, the kill marker, a fresh connection
     assert not summary.resumed
-    assert _outputs(engine) == expected
+    assert _outputs(engine) == faulted_job.expected
