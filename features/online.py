@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore, FeatureView, OnDemandFeatureView
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
@@ -123,9 +125,29 @@ class ServiceReader:
         key = ENTITIES[ENTITY_OF_MODEL[model_name]]
         return cls(store, model_name, key, views, on_demand, features)
 
-    def read(self, entity_ids: int | Iterable[int]) -> pd.DataFrame:
-        """``entity_id`` + the FeatureService features, one row per id in the given order."""
+    def read(self, entity_ids: int | Iterable[int], typed: bool = True) -> pd.DataFrame:
+        """``entity_id`` + the FeatureService features, one row per id in the given order.
+
+        ``typed=False`` gives the same values in one object block, without pandas inferring a
+        dtype per column (a tenth of the cost for one row; the online API's single-id path):
+        each value as Feast gives it (Python int, float, str, bool or None). A read holding a
+        value of another kind (lists, timestamps) comes back typed anyway."""
         ids = _ids(entity_ids)
+        columns, plain = self._columns(ids)
+        names = self._names
+        if typed or not plain:
+            return pd.DataFrame({name: columns[name] for name in names})
+        block = np.empty((len(ids), len(names)), dtype=object)
+        for j, name in enumerate(names):
+            block[:, j] = columns[name]
+        return pd.DataFrame(block, columns=names, dtype=object, copy=False)
+
+    @cached_property
+    def _names(self) -> pd.Index:
+        return pd.Index(["entity_id", *self.features])
+
+    def _columns(self, ids: list[int]) -> tuple[dict[str, list], bool]:
+        """(values per column, whether every value is a plain scalar or None)."""
         keys = [
             EntityKeyProto(join_keys=[self.join_key], entity_values=[ValueProto(int64_val=i)])
             for i in ids
@@ -133,6 +155,7 @@ class ServiceReader:
         provider, config = self.store.provider, self.store.config
         columns: dict[str, list] = {"entity_id": ids}
         found = [False] * len(ids)
+        plain = True
         for view, names in self.views:
             rows = provider.online_read(config, view, keys, names)
             for name in names:
@@ -145,7 +168,12 @@ class ServiceReader:
                 for name in names:
                     value = values.get(name)
                     if value is not None:
-                        columns[name][row] = _python_value(value)
+                        kind = value.WhichOneof("val")
+                        if kind in _SCALARS:  # as stored (feast_value_type_to_python_type's own)
+                            columns[name][row] = getattr(value, kind)
+                        else:
+                            columns[name][row] = feast_value_type_to_python_type(value)
+                            plain = plain and kind is None  # unset: None
         unknown = [i for i, ok in zip(ids, found, strict=True) if not ok]
         if unknown:
             raise UnknownEntityError(self.model_name, unknown)
@@ -153,13 +181,15 @@ class ServiceReader:
             given = {name: columns[name] for name in inputs}
             if odfv.mode == "python":
                 result = odfv.feature_transformation.transform(given)
+                for name in outputs:
+                    columns[name] = list(result[name])
+                    plain = plain and all(_is_plain(v) for v in columns[name])
             else:
                 result = odfv.feature_transformation.transform(pd.DataFrame(given))
-            for name in outputs:
-                columns[name] = (
-                    list(result[name]) if odfv.mode == "python" else result[name].to_numpy()
-                )
-        return pd.DataFrame({name: columns[name] for name in ["entity_id", *self.features]})
+                for name in outputs:
+                    columns[name] = result[name].to_numpy()
+                    plain = False
+        return columns, plain
 
 
 _SCALARS = frozenset(
@@ -167,9 +197,5 @@ _SCALARS = frozenset(
 )
 
 
-def _python_value(value: ValueProto):
-    """``feast_value_type_to_python_type``, with its scalar cases (returned as stored) first."""
-    kind = value.WhichOneof("val")
-    if kind in _SCALARS:
-        return getattr(value, kind)
-    return feast_value_type_to_python_type(value)
+def _is_plain(value) -> bool:
+    return value is None or type(value) in (int, float, str, bool)

@@ -65,7 +65,8 @@ class FeastOnline:
             reader = self._readers.get(model_name)
             if reader is None:
                 reader = self._readers[model_name] = ServiceReader.open(self._store, model_name)
-            return reader.read(ids)
+            # One id: the object-block frame, same values (see ServiceReader.read).
+            return reader.read(ids, typed=len(ids) > 1)
         except UnknownEntityError as exc:
             raise UnknownIdsError(list(getattr(exc, "entity_ids", None) or ids)) from exc
         except Exception as exc:
@@ -435,6 +436,8 @@ def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
 def scored_frame(name: str, scored: Scored) -> pd.DataFrame:
     """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry."""
     records, features = scored.records, scored.features.reset_index(drop=True)
+    if len(features) == 1:  # a single-id read is one object block: the dtypes pandas would give
+        features = features.infer_objects()
     id_key = scoring.ID_FIELD[name]
     frame = pd.DataFrame(
         {

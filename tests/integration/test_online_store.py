@@ -109,12 +109,27 @@ def _assert_reader_equals_feast(settings: Settings, store) -> None:
         reader = ServiceReader.open(store, model)
         ids = scoring_frame(settings, model, as_of)["entity_id"].tolist()
         for wanted in (ids, ids[:1], list(reversed(ids)) + ids[:1]):
+            typed = reader.read(wanted)
+            pd.testing.assert_frame_equal(typed, online_features(store, model, wanted), obj=model)
+            # The object-block frame holds the same values (types as Feast gives them); one row
+            # of it is the typed frame once pandas infers the dtypes.
+            objects = reader.read(wanted, typed=False)
+            assert objects._mgr.nblocks == 1 and all(d.kind == "O" for d in objects.dtypes)
+            assert objects.to_numpy(dtype=object).tolist() == _plain(typed)
+            if len(wanted) == 1:
+                pd.testing.assert_frame_equal(objects.infer_objects(), typed, obj=model)
+        for i in ids:
             pd.testing.assert_frame_equal(
-                reader.read(wanted), online_features(store, model, wanted), obj=model
+                reader.read([i], typed=False).infer_objects(), reader.read([i]), obj=model
             )
         with pytest.raises(UnknownEntityError, match="987654") as caught:
             reader.read([ids[0], 987654])
         assert caught.value.entity_ids == [987654]
+
+
+def _plain(frame: pd.DataFrame) -> list[list]:
+    """Rows as Python values, blanks (NaN from pandas' numeric inference) as None."""
+    return [[None if pd.isna(v) else v for v in row] for row in frame.to_numpy(dtype=object).tolist()]  # fmt: skip
 
 
 def test_reader_equals_feast_on_sqlite(exported, sqlite_store):

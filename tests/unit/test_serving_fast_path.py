@@ -259,3 +259,40 @@ def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
     assert with_unknown[0].records == hub._score_jobs("lead_scoring", [Job(ids=[2])])[0].records
     assert isinstance(with_unknown[1], UnknownIdsError) and with_unknown[1].ids == [999]
     hub.close()
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "ordinal"])
+def test_one_row_object_frame_scores_and_explains_like_the_typed_frame(encoding):
+    """The online read's single-id frame (one object block of Python values, ``typed=False``)
+    gives the same scores, grades and reasons as the frame pandas types column by column."""
+    from serving import scoring
+    from serving.loader import LoadedModel
+
+    frame = messy(300, seed=6).drop(columns="signed_up")
+    frame["rule_score"] = (frame["visits"] * 5.0).astype(float)
+    label = ((frame["visits"] > 3) ^ (frame["region"] == "north")).astype(int)
+    prep = TablePreprocessor(encoding=encoding).fit(frame)
+    booster = XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1).fit(prep.transform(frame), label)  # fmt: skip
+    calibrated = CalibratedClassifierCV(FrozenEstimator(booster), method="sigmoid")
+    pipeline = Pipeline([("prepare", prep), ("classifier", calibrated.fit(prep.transform(frame), label))])  # fmt: skip
+    features = list(frame.columns)
+    model = LoadedModel(
+        name="lead_scoring", version="1", alias="champion", run_id="r", model=pipeline,
+        flavor="sklearn", feature_names=features,
+        explainer=build_explainer(pipeline, features),
+    )  # fmt: skip
+    names = ["entity_id", *features]
+    rows = messy(12, seed=7).drop(columns="signed_up").astype(object)
+    rows["rule_score"] = [None, 5.0, 0.0, 35.5, *[float(k) for k in range(8)]]
+    rows.iloc[3, :] = None  # nothing stored for the row's views
+    rows.iloc[4, 1] = "7"  # text where a number was
+    rows.insert(0, "entity_id", range(100, 112))
+    for row in rows.to_numpy(dtype=object).tolist():
+        row = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in row]
+        row = [v.item() if isinstance(v, np.generic) else v for v in row]  # as Feast gives them
+        typed = pd.DataFrame({name: [v] for name, v in zip(names, row, strict=True)})
+        block = np.empty((1, len(names)), dtype=object)
+        block[0, :] = row
+        objects = pd.DataFrame(block, columns=names, dtype=object)
+        for explain in (False, True):
+            assert scoring.score(model, objects, explain) == scoring.score(model, typed, explain)
