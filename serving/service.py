@@ -18,7 +18,7 @@ import anyio.to_thread
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from crm_predict.settings import Settings
@@ -28,6 +28,7 @@ from serving.hub import Job, ModelHub, UnavailableError, UnknownIdsError
 from serving.scoring import FeatureInputError, check_rows
 
 SERVICE_NAME = "crm_predict"
+JSON = "application/json"
 Answer = TypeVar("Answer", bound=S.Single | S.Batch)
 
 
@@ -75,8 +76,12 @@ class CrmPredict:
 
     async def _answer(
         self, ctx: bentoml.Context, name: str, request: S.ScoreRequest, answer: type[Answer]
-    ) -> Answer | JSONResponse:
-        """Authorize, score (ids through the online store, or raw rows), write back if asked."""
+    ) -> Response:
+        """Authorize, score (ids through the online store, or raw rows), write back if asked.
+
+        The validated answer goes out as the bytes BentoML would send (its JSON serde is the
+        model's ``model_dump_json``), in one body with a Content-Length rather than BentoML's
+        chunked iterable response: fewer writes per request for the same JSON."""
         batch = issubclass(answer, S.Batch)
         try:
             headers = ctx.request.headers
@@ -106,7 +111,7 @@ class CrmPredict:
             body["predictions"] = scored.records
         else:
             body["prediction"] = scored.records[0]
-        return answer.model_validate(body)
+        return Response(answer.model_validate(body).model_dump_json(), media_type=JSON)
 
     def _job(self, name: str, request: S.ScoreRequest, batch: bool) -> Job:
         explain = bool(getattr(request, "explain", False))

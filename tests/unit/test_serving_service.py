@@ -81,6 +81,12 @@ def test_lead_score_by_id_gives_score_grade_mql_and_model_identity(api, env):
     assert body["model"]["alias"] == "champion"
     assert body["model"]["version"] == str(env["versions"]["lead_scoring"])
     assert len(body["request_id"]) >= 16
+    # The bytes BentoML's JSON serde sends for the declared output model, in one sized body.
+    from serving import schemas as S
+
+    assert r.content == S.Single[S.LeadScore].model_validate(body).model_dump_json().encode()
+    assert r.headers["content-length"] == str(len(r.content))
+    assert r.headers["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize(
