@@ -16,8 +16,8 @@ in-memory SQLite database, another dialect).
 from __future__ import annotations
 
 import queue
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import pairwise
 
@@ -73,38 +73,50 @@ def read_tables(
 ) -> dict[str, pa.Table]:
     """CRM tables as Arrow, typed as the models declare: ``tables`` maps each table to the
     columns to read (None: all)."""
+    return dict(iter_tables(session, tables))
+
+
+def iter_tables(
+    session: Session, tables: Mapping[str, Sequence[str] | None]
+) -> Iterator[tuple[str, pa.Table]]:
+    """``read_tables`` one table at a time, in the order given, each as soon as it is read: the
+    readers go on with the next tables while the caller writes or converts this one."""
     conn = session.connection()
     selects = {name: select(*_columns(name, cols)) for name, cols in tables.items()}
     schemas = {name: arrow_schema(name, cols) for name, cols in tables.items()}
     spans = {name: _id_span(conn, name) for name in tables}
     connect = None if sum(n for _, n in spans.values()) < SMALL_ROWS else _connector(conn)
     if connect is None:
-        return {name: _read_rows(conn, stmt, schemas[name]) for name, stmt in selects.items()}
+        for name, stmt in selects.items():
+            yield name, _read_rows(conn, stmt, schemas[name])
+        return
     dialect = conn.dialect
-    tasks: list[tuple[str, str]] = []
+    tasks: list[tuple[str, pa.Schema]] = []
+    counts = {}
     for name, stmt in selects.items():
-        for piece in _id_ranges(ENTITY_MODELS[name].__table__.c.id, stmt, *spans[name]):
+        pieces = _id_ranges(ENTITY_MODELS[name].__table__.c.id, stmt, *spans[name])
+        counts[name] = len(pieces)
+        for piece in pieces:
             sql = str(piece.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-            tasks.append((name, sql))
+            tasks.append((sql, schemas[name]))
     # SQLite's driver infers types from a result's first batch (an all-NULL start would fix a
     # text column as integer): one batch per chunk, inferred with every value seen.
     options = {SQLITE_BATCH_ROWS: str(1 << 30)} if dialect.name == "sqlite" else {}
-    parts = _run(connect, tasks, min(WORKERS, len(tasks)), options)
-    out = {}
-    for name in tables:
-        pieces = [
-            _conform(part, schemas[name])
-            for (n, _), part in zip(tasks, parts, strict=True)
-            if n == name
-        ]
-        out[name] = pa.concat_tables(pieces)
-    return out
+    parts = _read_parallel(connect, tasks, min(WORKERS, len(tasks)), options)
+    try:
+        for name, n in counts.items():
+            yield name, pa.concat_tables([next(parts) for _ in range(n)])
+    finally:
+        parts.close()
 
 
 def _id_span(conn: Connection, table: str) -> tuple[int, int]:
     """(lowest id, number of ids up to the highest): the size a read is planned by."""
     key = ENTITY_MODELS[table].__table__.c.id
-    low, high = conn.execute(select(func.min(key), func.max(key))).one()
+    # Two subqueries: SQLite answers a lone min() or max() from the index, both at once by a scan.
+    low, high = conn.execute(
+        select(select(func.min(key)).scalar_subquery(), select(func.max(key)).scalar_subquery())
+    ).one()
     return (0, 0) if low is None else (low, high - low + 1)
 
 
@@ -119,38 +131,56 @@ def _id_ranges(key: Column, stmt: Select, low: int, span: int) -> list[Select]:
     return [*pieces, stmt.where(key >= edges[-1])]
 
 
-def _run(
-    connect, tasks: list[tuple[str, str]], workers: int, options: dict[str, str]
-) -> list[pa.Table]:
-    """Each task's result, read by ``workers`` threads with a connection each (ADBC releases the
-    GIL while it reads, so they run on as many cores)."""
+def _read_parallel(
+    connect, tasks: list[tuple[str, pa.Schema]], workers: int, options: dict[str, str]
+) -> Iterator[pa.Table]:
+    """Each task's result (its query's rows cast to its schema) in task order, read by
+    ``workers`` threads with a connection each: ADBC and Arrow's casts release the GIL, so they
+    run on as many cores while the caller works on the results already yielded."""
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(len(tasks)):
         todo.put(i)
-    results: list[pa.Table | None] = [None] * len(tasks)
-    # Connections are opened (and their snapshot taken) before any table is read.
-    connections = [connect() for _ in range(workers)]
+    done: queue.SimpleQueue[tuple[int, pa.Table | BaseException]] = queue.SimpleQueue()
+    stop = threading.Event()
 
     def drain(adbc) -> None:
-        while True:
-            try:
-                i = todo.get_nowait()
-            except queue.Empty:
-                return
-            with adbc.cursor() as cur:
-                if options:
-                    cur.adbc_statement.set_options(**options)
-                cur.execute(tasks[i][1])
-                results[i] = cur.fetch_arrow_table()
+        try:
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                sql, schema = tasks[i]
+                with adbc.cursor() as cur:
+                    if options:
+                        cur.adbc_statement.set_options(**options)
+                    cur.execute(sql)
+                    done.put((i, _conform(cur.fetch_arrow_table(), schema)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            done.put((-1, exc))
 
+    connections = []
+    threads = []
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            for done in [pool.submit(drain, c) for c in connections]:
-                done.result()
+        # Every connection is open (its snapshot taken) before any table is read.
+        connections.extend(connect() for _ in range(workers))
+        threads.extend(threading.Thread(target=drain, args=(c,)) for c in connections)
+        for thread in threads:
+            thread.start()
+        ready: dict[int, pa.Table] = {}
+        for i in range(len(tasks)):
+            while i not in ready:
+                j, result = done.get()
+                if isinstance(result, BaseException):
+                    raise result
+                ready[j] = result
+            yield ready.pop(i)
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
         for adbc in connections:
             adbc.close()
-    return results  # type: ignore[return-value]
 
 
 def _connector(conn: Connection):

@@ -28,13 +28,13 @@ def adbc(monkeypatch):
     """Every read through ADBC, in id ranges of 500 rows (the demo's tables span several)."""
     monkeypatch.setattr(arrow_io, "SMALL_ROWS", 0)
     monkeypatch.setattr(arrow_io, "CHUNK_ROWS", 500)
-    run, queries = arrow_io._run, []
+    run, queries = arrow_io._read_parallel, []
 
     def counted(connect, tasks, workers, options):
-        queries.extend(sql for _, sql in tasks)
+        queries.extend(sql for sql, _ in tasks)
         return run(connect, tasks, workers, options)
 
-    monkeypatch.setattr(arrow_io, "_run", counted)
+    monkeypatch.setattr(arrow_io, "_read_parallel", counted)
     yield queries
     assert any(" >= " in sql for sql in queries)  # ADBC read, in more than one range
 
@@ -115,6 +115,24 @@ def test_all_readers_see_the_sessions_snapshot(demo, request):
     assert len(read_table(demo, "activities")) < before
 
 
+def test_a_reader_that_fails_fails_the_read_and_lets_the_session_go_on(demo, adbc, monkeypatch):
+    conform = arrow_io._conform
+
+    def broken(table, schema):
+        if "lead_id" in schema.names:
+            raise RuntimeError("disk gone")
+        return conform(table, schema)
+
+    monkeypatch.setattr(arrow_io, "_conform", broken)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        arrow_io.read_tables(demo, {"orders": None, "activities": None})
+    monkeypatch.setattr(arrow_io, "_conform", conform)
+    assert (
+        len(read_table(demo, "activities"))
+        == demo.execute(text("SELECT COUNT(*) FROM activities")).scalar_one()
+    )
+
+
 def test_datetime_text_arrow_cannot_parse_keeps_its_wall_time():
     import pyarrow as pa
 
@@ -135,7 +153,7 @@ def test_snapshot_export_round_trips_the_old_frames(demo, settings, adbc):
         pd.testing.assert_frame_equal(frame, old, check_exact=True)
         pd.testing.assert_frame_equal(loaded[name], old, check_exact=True)
         path = fx.snapshot_dir(settings) / f"{name}.parquet"
-        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "SNAPPY"
     assert not list(fx.snapshot_dir(settings).glob(".*"))  # no part file left behind
 
 
