@@ -162,9 +162,7 @@ def compute_views(
         "customer_profile": ("customer", lambda t: tf.customer_profile(tables["contacts"])),
         "customer_behaviour": (
             "customer",
-            lambda t: tf.behaviour_windows(
-                acts.rename(columns={"contact_id": "customer_id"}), t, "customer_id"
-            ),
+            lambda t: tf.behaviour_windows(acts, t, "customer_id", event_key="contact_id"),
         ),  # fmt: skip
         "customer_transactions": ("customer", lambda t: tf.transactions(tables["orders"], t)),
         "deal_activity": (
@@ -183,19 +181,26 @@ def compute_views(
 
 
 def conform(view: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Columns and dtypes exactly as the view declares (join key, timestamp, features)."""
+    """Columns and dtypes exactly as the view declares (join key, timestamp, features), sorted by
+    key and time; columns already of their dtype are taken as they are."""
     spec = VIEWS[view]
-    out = frame[[spec.join_key, TS, *spec.feature_names]].copy()
-    out[spec.join_key] = out[spec.join_key].astype("int64")
-    out[TS] = pd.to_datetime(out[TS]).astype("datetime64[ns]")
+    columns = {
+        spec.join_key: frame[spec.join_key].astype("int64"),
+        TS: pd.to_datetime(frame[TS]).astype("datetime64[ns]"),
+    }
     for name, dtype, _ in spec.fields:
         kind = str(dtype)
         if "Float" in kind:
-            out[name] = pd.to_numeric(out[name], errors="coerce").astype(float)
+            columns[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
         elif "Int" in kind:
-            out[name] = pd.to_numeric(out[name], errors="coerce").fillna(0).astype("int64")
+            columns[name] = pd.to_numeric(frame[name], errors="coerce").fillna(0).astype("int64")
         else:
-            out[name] = out[name].astype(object).where(out[name].notna(), "unknown").astype(str)
+            columns[name] = tf.as_text(frame[name])
+    out = pd.DataFrame(columns).reset_index(drop=True)
+    keys, stamps = out[spec.join_key].to_numpy(), out[TS].to_numpy()
+    same = keys[1:] == keys[:-1]
+    if ((keys[1:] > keys[:-1]) | (same & (stamps[1:] >= stamps[:-1]))).all():
+        return out  # in order already (the rows of ``times`` usually are)
     return out.sort_values([spec.join_key, TS], ignore_index=True)
 
 

@@ -70,12 +70,15 @@ def scoring_frame(
         # Profile views are stamped at creation: take each entity's latest row at or before ``at``.
         return tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
 
-    frame = rows.rename(columns={"entity_id": key})[[key]]
+    ids = rows["entity_id"].to_numpy()
+    parts = [pd.DataFrame({key: ids})]
     for view, feats in SERVICES[model_name]:
         if view == RULE_SCORE_VIEW:
             continue
         table = _cached(cache, ("view", id(tables), view, at), partial(view_at, view))
-        frame = frame.merge(table[[key, *feats]], on=key, how="left")
+        # A left join on the (unique) key: missing entities get NaN, filled below.
+        parts.append(table.set_index(key)[list(feats)].reindex(ids).reset_index(drop=True))
+    frame = pd.concat(parts, axis=1)
     if any(view == RULE_SCORE_VIEW for view, _ in SERVICES[model_name]):
         frame["rule_score"] = tf.rule_score(frame[list(tf.RULE_SCORE_INPUTS)])["rule_score"]
     frame = _fill_missing(frame, model_name)

@@ -3,8 +3,12 @@
 Every function takes ``times``, a frame of ``<key>, event_timestamp`` rows (the label snapshot times
 and the scoring time), and uses only events at or before each row's timestamp, so the row is what
 was observable then. Point-in-time correctness of training sets rests on this, and on Feast's join
-picking the latest row stamped at or before the prediction time. All work is vectorised (merges and
-group-bys), never a Python loop over entities.
+picking the latest row stamped at or before the prediction time. All work is vectorised, never a
+Python loop over entities: events are paired with the rows of ``times`` by integer positions
+(``events_at``) and reduced per row with numpy (counts, latest/earliest stamps) or one pandas
+group-by on the row codes where a float sum must keep pandas' compensated summation. Training
+sources (many times per entity) and the nightly batch (one time, millions of entities) run the same
+reductions; only the pairing differs (a join vs a lookup).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ TS = "event_timestamp"
 DAY = pd.Timedelta(days=1)
 WEEK = pd.Timedelta(weeks=1)
 WINDOWS = (7, 30, 90)
+NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
 
 # Activity types per behaviour group; lower-case, several spellings so any CRM's export fits.
 ACTIVITY_GROUPS: dict[str, tuple[str, ...]] = {
@@ -40,19 +47,157 @@ def behaviour_columns(windows: Sequence[int] = WINDOWS) -> list[str]:
     return [*cols, "days_since_last_interaction"]
 
 
+# --- Events paired with entity rows by integer positions -------------------------------------
+
+
+def nanoseconds(stamps: pd.Series | np.ndarray) -> np.ndarray:
+    """Timestamps as int64 nanoseconds (``NAT`` where missing); text is read as ISO 8601 (CRM
+    tables read from the store rather than a snapshot may hold strings)."""
+    values = stamps if isinstance(stamps, pd.Series) else pd.Series(stamps)
+    if not pd.api.types.is_datetime64_any_dtype(values.dtype):
+        values = pd.to_datetime(values, format="ISO8601")
+    return np.asarray(values.to_numpy(dtype="datetime64[ns]")).view(np.int64)
+
+
+def ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An id column (int, nullable int or float with NaN) as int64 ids and where they are set."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if series.dtype.kind in "iu":
+        return series.to_numpy(dtype=np.int64), np.ones(len(series), dtype=bool)
+    present = series.notna().to_numpy()
+    return series.to_numpy(dtype=np.int64, na_value=0), present
+
+
+def positions(keys: pd.Series | np.ndarray, values: pd.Series | np.ndarray) -> np.ndarray:
+    """Position of each of ``values`` among the unique integer ``keys``, -1 where absent or
+    missing: a lookup table when the ids are compact (CRM ids usually are), else a hash index."""
+    keys = ids(keys)[0]
+    found, present = ids(values)
+    out = np.full(len(found), -1, dtype=np.int64)
+    if not len(keys) or not len(found):
+        return out
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < 8 * len(keys) + (1 << 20):
+        table = np.full(high - low + 1, -1, dtype=np.int64)
+        table[keys - low] = np.arange(len(keys))
+        inside = present & (found >= low) & (found <= high)
+        out[inside] = table[found[inside] - low]
+        return out
+    hit = pd.Index(keys).get_indexer(found)
+    return np.where(present, hit, -1)
+
+
+def events_at(
+    times: pd.DataFrame,
+    events: pd.DataFrame,
+    key: str,
+    at: str,
+    event_key: str | None = None,
+    where: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each event paired with every row of ``times`` for its entity (``events[event_key or key]``
+    equal to ``times[key]``) stamped at or after the event's ``at``: (positions in ``times``,
+    positions in ``events``). ``where`` (a bool per event) limits the events considered."""
+    column = events[event_key or key]
+    stamps = nanoseconds(events[at])
+    usable = stamps != NAT
+    if where is not None:
+        usable &= np.asarray(where, dtype=bool)
+    ts = nanoseconds(times[TS])
+    if len(ts) and (ts == ts[0]).all() and times[key].is_unique:
+        # One time for every entity (batch scoring at a date): a lookup and a filter, not a join.
+        row = positions(times[key], column)
+        take = np.flatnonzero(usable & (row >= 0) & (stamps <= ts[0]))
+        return row[take], take
+    found, present = ids(column)
+    take = np.flatnonzero(usable & present)
+    rows = pd.DataFrame({"key": ids(times[key])[0], "row": np.arange(len(times))})
+    pairs = rows.merge(pd.DataFrame({"key": found[take], "take": take}), on="key")
+    row, take = pairs["row"].to_numpy(), pairs["take"].to_numpy()
+    keep = stamps[take] <= ts[row]
+    return row[keep], take[keep]
+
+
+def latest_per_row(row: np.ndarray, n: int, stamps: np.ndarray) -> np.ndarray:
+    """The newest of each row's stamps (int64 ns; ``NAT`` for a row without events)."""
+    out = np.full(n, NAT, dtype=np.int64)
+    np.maximum.at(out, row, stamps)
+    return out
+
+
+def earliest_per_row(row: np.ndarray, n: int, stamps: np.ndarray) -> np.ndarray:
+    """The oldest of each row's stamps (int64 ns; ``NAT`` for a row without events)."""
+    never = np.iinfo(np.int64).max
+    out = np.full(n, never, dtype=np.int64)
+    np.minimum.at(out, row, stamps)
+    out[out == never] = NAT
+    return out
+
+
+def totals_per_row(
+    row: np.ndarray, n: int, columns: Mapping[str, np.ndarray], how: str = "sum"
+) -> pd.DataFrame:
+    """Per-row sums (or means) of float columns, NaN skipped, in event order with pandas'
+    compensated summation: bit for bit what a group-by on the entity gives. Rows without events
+    sum to 0 (mean NaN)."""
+    groups = pd.Categorical.from_codes(row, categories=pd.RangeIndex(n))
+    grouped = pd.DataFrame(dict(columns)).groupby(groups, observed=False)
+    return getattr(grouped, how)().reset_index(drop=True)
+
+
+def days_between(later: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """``later - earlier`` (int64 ns) in days as pandas divides a timedelta by a day; NaN where
+    either is missing."""
+    with np.errstate(over="ignore"):
+        out = (later - earlier).astype(np.float64) / DAY_NS
+    out[(later == NAT) | (earlier == NAT)] = np.nan
+    return out
+
+
+def most_frequent(
+    row: np.ndarray, n: int, values: np.ndarray, n_values: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the value in ``0..n_values-1`` seen most often and its count; ties go to the
+    smallest value (-1 and 0 for a row without events)."""
+    cells, counts = np.unique(row.astype(np.int64) * n_values + values, return_counts=True)
+    cell_row = cells // n_values
+    best = np.zeros(n, dtype=np.int64)
+    np.maximum.at(best, cell_row, counts)
+    winners = counts == best[cell_row]
+    win_row, win_value = cell_row[winners], cells[winners] % n_values
+    first = np.ones(len(win_row), dtype=bool)
+    first[1:] = win_row[1:] != win_row[:-1]  # cells are sorted: the smallest value comes first
+    value = np.full(n, -1, dtype=np.int64)
+    value[win_row[first]] = win_value[first]
+    return value, best
+
+
+def type_groups(types: pd.Series, groups: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """Index into ``groups`` of each activity type (case-insensitive), -1 for none or missing."""
+    type_to_group = {t: i for i, members in enumerate(groups.values()) for t in members}
+    # Map each distinct type once (a CRM has a handful of types and millions of activities).
+    codes, kinds = pd.factorize(types)
+    group_of = [type_to_group.get(str(kind).lower(), -1) for kind in kinds]
+    return np.array([*group_of, -1], dtype=np.int64)[codes]  # code -1 (missing) → the last
+
+
+def text_codes(values: pd.Series, missing: str = "unknown") -> tuple[np.ndarray, np.ndarray]:
+    """Codes of a text column in the sorted order of its values (``missing`` standing for blanks),
+    and those values: ties broken by code are broken alphabetically."""
+    codes, uniques = pd.factorize(values)
+    labels = np.array([*uniques, missing], dtype=object)
+    names, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(-1)[codes], names
+
+
 def _with_times(times: pd.DataFrame, events: pd.DataFrame, key: str, at: str) -> pd.DataFrame:
-    """Each (entity, time) row paired with that entity's events at or before the time."""
-    events = events.dropna(subset=[key, at])
-    stamps = times[TS].to_numpy()
-    if len(stamps) and (stamps == stamps[0]).all() and times[key].is_unique:
-        # One time for every entity (batch scoring at a date): a filter, not a join.
-        picked = events[events[key].isin(times[key]) & (events[at] <= stamps[0])]
-        picked = picked[[key, *(c for c in picked.columns if c != key)]]
-        picked[key] = picked[key].astype(times[key].dtype)
-        picked.insert(1, TS, np.repeat(stamps[:1], len(picked)))
-        return picked
-    pairs = times[[key, TS]].merge(events, on=key, how="inner")
-    return pairs[pairs[at] <= pairs[TS]]
+    """Each (entity, time) row paired with that entity's events at or before the time, as a frame
+    (for the small tables whose reductions stay pandas group-bys)."""
+    row, take = events_at(times, events, key, at)
+    pairs = events.iloc[take].reset_index(drop=True)
+    pairs[key] = times[key].to_numpy()[row]
+    pairs.insert(1, TS, times[TS].to_numpy()[row])
+    return pairs[[key, TS, *(c for c in events.columns if c != key)]]
 
 
 def _attach(times: pd.DataFrame, key: str, values: pd.DataFrame | pd.Series) -> pd.DataFrame:
@@ -66,41 +211,28 @@ def behaviour_windows(
     key: str,
     windows: Sequence[int] = WINDOWS,
     groups: Mapping[str, Sequence[str]] = ACTIVITY_GROUPS,
+    event_key: str | None = None,
 ) -> pd.DataFrame:
     """Counts of site visits, pricing views, whitepapers, trials, email opens/clicks over each
-    window, and days since the last interaction of any type (NaN when there was none)."""
-    type_to_group = {t: g for g, types in groups.items() for t in types}
-    # Map each distinct type once (a CRM has a handful of types and millions of activities).
-    codes, kinds = pd.factorize(activities["type"])
-    group_of = pd.Index(kinds).astype(str).str.lower().map(type_to_group).to_numpy(dtype=object)
-    events = activities[[key, "type", "occurred_at"]].assign(
-        group=np.append(group_of, np.nan)[codes]  # code -1 (missing type) → the NaN at the end
-    )
-    pairs = _with_times(times, events, key, "occurred_at")
-    age_days = (pairs[TS] - pairs["occurred_at"]) / DAY
-    out = times[[key, TS]].copy()
-    grouped = pairs["group"].notna()
-    # One group-by for every window: per (entity, time, group) the events younger than each.
-    within = pd.DataFrame(
-        {w: (age_days[grouped] < w).to_numpy() for w in windows}, index=pairs.index[grouped]
-    )
-    keys = [pairs.loc[grouped, key], pairs.loc[grouped, TS], pairs.loc[grouped, "group"]]
-    per_group = within.groupby(keys).sum()
-    for w in windows:
-        counts = per_group[w].unstack("group")
-        counts = counts.reindex(columns=list(groups), fill_value=0)
-        counts.columns = [f"{g}_{w}d" for g in counts.columns]
-        out = out.merge(counts.reset_index(), on=[key, TS], how="left")
-    out = out.merge(
-        age_days.groupby([pairs[key], pairs[TS]]).min().rename("days_since_last_interaction"),
-        left_on=[key, TS],
-        right_index=True,
-        how="left",
-    )
-    counts_cols = [c for c in behaviour_columns(windows) if c != "days_since_last_interaction"]
-    out[counts_cols] = out[counts_cols].fillna(0).astype("int64")
-    out["days_since_last_interaction"] = out["days_since_last_interaction"].astype(float)
-    return out[[key, TS, *behaviour_columns(windows)]]
+    window, and days since the last interaction of any type (NaN when there was none).
+    ``event_key`` names the activities' entity column when it is not ``key``."""
+    row, take = events_at(times, activities, key, "occurred_at", event_key)
+    n, n_groups = len(times), len(groups)
+    ts = nanoseconds(times[TS])
+    stamps = nanoseconds(activities["occurred_at"])[take]
+    group = type_groups(activities["type"], groups)[take]
+    age_days = days_between(ts[row], stamps)
+    grouped = group >= 0
+    columns = {}
+    for w in windows:  # per window, one count per (row, group)
+        within = grouped & (age_days < w)
+        cells = row[within] * n_groups + group[within]
+        counts = np.bincount(cells, minlength=n * n_groups).reshape(n, n_groups)
+        for j, name in enumerate(groups):
+            columns[f"{name}_{w}d"] = np.ascontiguousarray(counts[:, j])
+    columns["days_since_last_interaction"] = days_between(ts, latest_per_row(row, n, stamps))
+    out = times[[key, TS]].reset_index(drop=True)
+    return out.assign(**{c: columns[c] for c in behaviour_columns(windows)})
 
 
 def transactions(
@@ -108,71 +240,79 @@ def transactions(
 ) -> pd.DataFrame:
     """RFM, tenure, spend trends and lifetimes-style (frequency, recency, T, monetary_value) in
     weeks for each (customer, time); rows without any order by then are dropped (not a customer)."""
-    events = orders.rename(columns={"contact_id": key})[[key, "ordered_at", "amount"]]
-    pairs = _with_times(times, events, key, "ordered_at")
-    age_days = (pairs[TS] - pairs["ordered_at"]) / DAY
-    group = [pairs[key], pairs[TS]]
-    amount = pairs["amount"].astype(float)
-
-    columns = pd.DataFrame(
+    row, take = events_at(times, orders, key, "ordered_at", event_key="contact_id")
+    n = len(times)
+    ts = nanoseconds(times[TS])
+    stamps = nanoseconds(orders["ordered_at"])[take]
+    amount = orders["amount"].astype(float).to_numpy()[take]
+    age_days = days_between(ts[row], stamps)
+    sums = totals_per_row(  # one group-by for every sum
+        row,
+        n,
         {
-            "age": age_days,
-            "amount": amount,
-            "recent": (age_days < 90),
-            "last_3m": amount.where(age_days < 90, 0.0),
-            "prior_3m": amount.where((age_days >= 90) & (age_days < 180), 0.0),
-            "last_12m": amount.where(age_days < 365, 0.0),
+            "rfm_monetary": amount,
+            "spend_last_3m": np.where(age_days < 90, amount, 0.0),
+            "spend_prior_3m": np.where((age_days >= 90) & (age_days < 180), amount, 0.0),
+            "spend_12m": np.where(age_days < 365, amount, 0.0),
+        },
+    )
+    agg = pd.DataFrame(
+        {
+            "rfm_recency_days": days_between(ts, latest_per_row(row, n, stamps)),
+            "rfm_frequency": np.bincount(row, minlength=n),
+            "rfm_monetary": sums["rfm_monetary"].to_numpy(),
+            "tenure_days": days_between(ts, earliest_per_row(row, n, stamps)),
+            "orders_90d": np.bincount(row[age_days < 90], minlength=n),
+            "spend_last_3m": sums["spend_last_3m"].to_numpy(),
+            "spend_prior_3m": sums["spend_prior_3m"].to_numpy(),
+            "spend_12m": sums["spend_12m"].to_numpy(),
         }
     )
-    agg = columns.groupby(group).agg(  # one group-by for every aggregate
-        rfm_recency_days=("age", "min"),
-        rfm_frequency=("amount", "size"),
-        rfm_monetary=("amount", "sum"),
-        tenure_days=("age", "max"),
-        orders_90d=("recent", "sum"),
-        spend_last_3m=("last_3m", "sum"),
-        spend_prior_3m=("prior_3m", "sum"),
-        spend_12m=("last_12m", "sum"),
-    )
+    customers = agg["rfm_frequency"].to_numpy() > 0
+    agg = agg[customers].reset_index(drop=True)
     agg["avg_order_value"] = agg["rfm_monetary"] / agg["rfm_frequency"]
-    agg = agg.join(_lifetimes_summary(pairs, key))
-    out = times[[key, TS]].merge(agg.reset_index(), on=[key, TS], how="inner")
-    out["rfm_frequency"] = out["rfm_frequency"].astype("int64")
-    out["orders_90d"] = out["orders_90d"].astype("int64")
-    return out
+    lifetimes = _lifetimes_summary(row, n, stamps, ts, amount)[customers].reset_index(drop=True)
+    out = times[[key, TS]][customers].reset_index(drop=True)
+    return pd.concat([out, agg, lifetimes], axis=1)
 
 
-def _lifetimes_summary(pairs: pd.DataFrame, key: str) -> pd.DataFrame:
+def _lifetimes_summary(
+    row: np.ndarray, n: int, stamps: np.ndarray, ts: np.ndarray, amount: np.ndarray
+) -> pd.DataFrame:
     """lifetimes' ``summary_data_from_transaction_data(freq="W")`` at each row's own end time:
     purchases bucketed into calendar weeks; frequency = repeat weeks, recency = weeks from first to
     last, T = weeks from first to the end time, monetary_value = mean spend of the repeat weeks."""
-    week = pairs["ordered_at"].dt.to_period("W").array.asi8
-    end_week = pairs[TS].dt.to_period("W").array.asi8
-    per_week = (
-        pd.DataFrame(
-            {key: pairs[key].to_numpy(), TS: pairs[TS].to_numpy(), "week": week, "end": end_week}
-        )
-        .assign(amount=pairs["amount"].astype(float).to_numpy())
-        .groupby([key, TS, "week"], sort=True)
-        .agg(amount=("amount", "sum"), end=("end", "first"))
-        .reset_index()
-    )
-    first = per_week.groupby([key, TS])["week"].transform("min")
-    repeat = per_week[per_week["week"] > first]
-    summary = per_week.groupby([key, TS]).agg(
-        first=("week", "min"), last=("week", "max"), n=("week", "size"), end=("end", "first")
-    )
+    week, end = _week(stamps), _week(ts)
+    low = int(week.min()) if len(week) else 0
+    span = (int(week.max()) - low + 1) if len(week) else 1
+    # One cell per (row, week) with a purchase, sorted by row then week.
+    cells, inverse = np.unique(row.astype(np.int64) * span + (week - low), return_inverse=True)
+    weekly = totals_per_row(inverse.reshape(-1), len(cells), {"amount": amount})["amount"]
+    cell_row, cell_week = cells // span, cells % span + low
+    first_cell = np.ones(len(cells), dtype=bool)
+    first_cell[1:] = cell_row[1:] != cell_row[:-1]
+    last_cell = np.ones(len(cells), dtype=bool)
+    last_cell[:-1] = first_cell[1:]
+    first = np.zeros(n, dtype=np.int64)
+    first[cell_row[first_cell]] = cell_week[first_cell]
+    last = np.zeros(n, dtype=np.int64)
+    last[cell_row[last_cell]] = cell_week[last_cell]
+    repeat = ~first_cell
+    spend = {"amount": weekly.to_numpy()[repeat]}
+    monetary = totals_per_row(cell_row[repeat], n, spend, how="mean")["amount"].fillna(0.0)
     return pd.DataFrame(
         {
-            "frequency": (summary["n"] - 1).astype(float),
-            "recency": (summary["last"] - summary["first"]).astype(float),
-            "T": (summary["end"] - summary["first"]).astype(float),
-            "monetary_value": repeat.groupby([key, TS])["amount"]
-            .mean()
-            .reindex(summary.index)
-            .fillna(0.0),
+            "frequency": (np.bincount(cell_row, minlength=n) - 1).astype(float),
+            "recency": (last - first).astype(float),
+            "T": (end - first).astype(float),
+            "monetary_value": monetary.to_numpy(),
         }
     )
+
+
+def _week(stamps: np.ndarray) -> np.ndarray:
+    """Calendar week number (Monday to Sunday, pandas' "W" periods) of int64-ns stamps."""
+    return (np.floor_divide(stamps, DAY_NS) + 3) // 7  # 1970-01-01 was a Thursday
 
 
 def deal_activity(
@@ -201,7 +341,9 @@ def deal_activity(
     hist = hist.rename(columns={"stage": "hist_stage", "entered_at": "hist_entered"})
     base = base.merge(hist[["hist_stage", "hist_entered"]].reset_index(), on=[key, TS], how="left")
     own = base["stage_entered_at"] <= base[TS]
-    stage = base["hist_stage"].where(base["hist_stage"].notna(), base["stage"].where(own))
+    # As plain objects: categorical stages of the two tables need not share their categories.
+    hist_stage, own_stage = base["hist_stage"].astype(object), base["stage"].astype(object)
+    stage = hist_stage.where(hist_stage.notna(), own_stage.where(own))
     entered = base["hist_entered"].where(base["hist_entered"].notna(), base["stage_entered_at"])
     entered = entered.where(stage.notna(), base["created_at"])
     base["stage"] = stage.fillna("unknown").astype(str)
@@ -211,17 +353,14 @@ def deal_activity(
     base = base.merge(_close_date_slips(history, base[[key, TS]], key), on=[key, TS], how="left")
     base["close_date_slips"] = base["close_date_slips"].fillna(0).astype("int64")
 
-    acts = activities.rename(columns={"deal_id": key})[[key, "occurred_at"]]
-    pairs = _with_times(base, acts, key, "occurred_at")
-    age = (pairs[TS] - pairs["occurred_at"]) / DAY
-    grp = [pairs[key], pairs[TS]]
-    recent = pd.DataFrame(
-        {"days_idle": age.groupby(grp).min(), "activities_30d": (age < 30).groupby(grp).sum()}
-    )
-    base = base.merge(recent.reset_index(), on=[key, TS], how="left")
+    row, take = events_at(base, activities, key, "occurred_at", event_key="deal_id")
+    ts = nanoseconds(base[TS])
+    stamps = nanoseconds(activities["occurred_at"])[take]
+    idle = days_between(ts, latest_per_row(row, len(base), stamps))
     # Idle since creation when nothing has happened on the deal yet.
-    base["days_idle"] = base["days_idle"].fillna(base["deal_age_days"])
-    base["activities_30d"] = base["activities_30d"].fillna(0).astype("int64")
+    base["days_idle"] = np.where(np.isnan(idle), base["deal_age_days"].to_numpy(), idle)
+    recent = days_between(ts[row], stamps) < 30
+    base["activities_30d"] = np.bincount(row[recent], minlength=len(base))
 
     base = base.merge(_account_history(deal, base[[key, TS, "account_id"]], key), on=[key, TS], how="left")  # fmt: skip
     base["account_prior_deals"] = base["account_prior_deals"].fillna(0).astype("int64")
@@ -291,38 +430,31 @@ def contact_time_profile(
 ) -> pd.DataFrame:
     """A compact encoding of when a contact responds: counts per day-part and weekday, the best
     historical hour-of-week slot (0 = Monday 00:00, -1 without history), its share, best channel."""
-    responses = activities[as_flag(activities["responded"])]
-    pairs = _with_times(times, responses[[key, "occurred_at", "channel"]], key, "occurred_at")
-    hour = pairs["occurred_at"].dt.hour
-    weekday = pairs["occurred_at"].dt.weekday
-    grp = [pairs[key], pairs[TS]]
-    # Every count in one group-by: an indicator column per day part and weekday, summed.
-    parts = {"responses_total": np.ones(len(pairs), dtype="int64")}
+    responded = as_flag(activities["responded"]).to_numpy()
+    row, take = events_at(times, activities, key, "occurred_at", where=responded)
+    n = len(times)
+    stamps = nanoseconds(activities["occurred_at"])[take]
+    hour = np.floor_divide(stamps, HOUR_NS) % 24
+    weekday = (np.floor_divide(stamps, DAY_NS) + 3) % 7  # Monday = 0; 1970-01-01 was a Thursday
+    total = np.bincount(row, minlength=n)
+    columns = {"responses_total": total}
     for name, (lo, hi) in DAY_PARTS.items():
-        parts[f"responses_{name}"] = ((hour >= lo) & (hour < hi)).to_numpy(dtype="int64")
+        columns[f"responses_{name}"] = np.bincount(row[(hour >= lo) & (hour < hi)], minlength=n)
+    per_day = np.bincount(row * 7 + weekday, minlength=7 * n).reshape(n, 7)
     for i, day in enumerate(WEEKDAYS):
-        parts[f"responses_{day}"] = (weekday == i).to_numpy(dtype="int64")
-    agg = pd.DataFrame(parts, index=pairs.index).groupby(grp).sum()
-
-    slots = pairs[[key, TS]].assign(slot=(weekday * 24 + hour).to_numpy())
-    slot_counts = slots.groupby([key, TS, "slot"]).size().rename("n").reset_index()
+        columns[f"responses_{day}"] = np.ascontiguousarray(per_day[:, i])
     # Most responses wins; ties go to the earliest slot of the week (deterministic).
-    best = slot_counts.sort_values([key, TS, "n", "slot"], ascending=[True, True, False, True])
-    best = best.drop_duplicates([key, TS]).set_index([key, TS])
-    agg["best_slot"] = best["slot"]
-    agg["best_slot_share"] = best["n"] / agg["responses_total"]
-    channels = pairs.assign(channel=pairs["channel"].fillna("unknown"))
-    channel_counts = channels.groupby([key, TS, "channel"]).size().rename("n").reset_index()
-    top = channel_counts.sort_values([key, TS, "n", "channel"], ascending=[True, True, False, True])
-    agg["best_channel"] = top.drop_duplicates([key, TS]).set_index([key, TS])["channel"]
-
-    out = _attach(times, key, agg)
-    counts = [c for c in CONTACT_TIME_COLUMNS if c.startswith("responses_")]
-    out[counts] = out[counts].fillna(0).astype("int64")
-    out["best_slot"] = out["best_slot"].fillna(-1).astype("int64")
-    out["best_slot_share"] = out["best_slot_share"].fillna(0.0).astype(float)
-    out["best_channel"] = out["best_channel"].fillna("none").astype(str)
-    return out[[key, TS, *CONTACT_TIME_COLUMNS]]
+    slot, slot_count = most_frequent(row, n, weekday * 24 + hour, 7 * 24)
+    columns["best_slot"] = slot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns["best_slot_share"] = np.where(total > 0, slot_count / total, 0.0)
+    # The most used channel; ties go to the first name alphabetically.
+    codes, names = text_codes(activities["channel"].iloc[take])
+    channel, _ = most_frequent(row, n, codes, len(names))
+    columns["best_channel"] = np.append(names, "none").astype(object)[channel]  # -1 → "none"
+    return (
+        times[[key, TS]].reset_index(drop=True).assign(**columns)[[key, TS, *CONTACT_TIME_COLUMNS]]
+    )
 
 
 CONTACT_TIME_COLUMNS = [
@@ -349,8 +481,12 @@ def as_flag(series: pd.Series) -> pd.Series:
     return series.astype("boolean").fillna(False).astype(bool)
 
 
-def _text(series: pd.Series) -> pd.Series:
-    return series.astype(object).where(series.notna(), "unknown").astype(str)
+def as_text(series: pd.Series, missing: str = "unknown") -> pd.Series:
+    """A text column as Python strings with ``missing`` for blanks (clean text is returned as it
+    is: no per-value conversion of a million names)."""
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "string":
+        return series
+    return series.astype(object).where(series.notna(), missing).astype(str)
 
 
 def lead_profile(
@@ -358,31 +494,30 @@ def lead_profile(
 ) -> pd.DataFrame:
     """Firmographics and demographics of each lead, stamped when the lead was created (attributes
     treated as known from then on)."""
-    frame = leads.rename(
+    frame = leads[["id", "contact_id", "account_id", "created_at", "source", "region"]].rename(
         columns={"id": "lead_id", "source": "lead_source", "region": "lead_region"}
     )
-    contact = contacts.rename(columns={"id": "contact_id"})[
-        ["contact_id", "role", "is_decision_maker", "gender", "age_band", "account_id"]
-    ].rename(columns={"account_id": "contact_account_id"})
-    account = accounts.rename(columns={"id": "account_id"})[
-        ["account_id", "industry", "size_band", "annual_revenue_band"]
-    ]
+    contact = contacts[["id", "role", "is_decision_maker", "gender", "age_band", "account_id"]]
+    contact = contact.rename(columns={"id": "contact_id", "account_id": "contact_account_id"})
+    account = accounts[["id", "industry", "size_band", "annual_revenue_band"]]
+    account = account.rename(columns={"id": "account_id"})
     frame = frame.merge(contact, on="contact_id", how="left")
     frame["account_id"] = frame["account_id"].fillna(frame["contact_account_id"])
     frame = frame.merge(account, on="account_id", how="left")
     out = pd.DataFrame({"lead_id": frame["lead_id"], TS: frame["created_at"]})
     for col in LEAD_PROFILE_COLUMNS:
-        out[col] = _text(frame[col]) if col != "is_decision_maker" else None
+        out[col] = as_text(frame[col]) if col != "is_decision_maker" else None
     out["is_decision_maker"] = as_flag(frame["is_decision_maker"]).astype("int64")
     return out
 
 
 def customer_profile(contacts: pd.DataFrame, key: str = "customer_id") -> pd.DataFrame:
     """Demographics of each contact as a customer, stamped at creation."""
-    frame = contacts.rename(columns={"id": key, "source": "acquisition_source"})
+    columns = ["id", "created_at", "region", "source", "gender", "age_band", "account_id"]
+    frame = contacts[columns].rename(columns={"id": key, "source": "acquisition_source"})
     out = pd.DataFrame({key: frame[key], TS: frame["created_at"]})
     for col in ("region", "acquisition_source", "gender", "age_band"):
-        out[col] = _text(frame[col])
+        out[col] = as_text(frame[col])
     out["has_account"] = frame["account_id"].notna().astype("int64")
     return out[[key, TS, *CUSTOMER_PROFILE_COLUMNS]]
 
@@ -393,15 +528,23 @@ def lead_behaviour(
     """Behaviour windows of each lead: its own activities plus its contact's untargeted ones."""
     # Only the leads asked about (the batch scores a few open leads among many closed ones).
     leads = leads[leads["id"].isin(times["lead_id"])]
-    acts = activities[["lead_id", "contact_id", "type", "occurred_at"]]
-    own = acts[acts["lead_id"].isin(leads["id"])]
-    via_contact = acts[acts["lead_id"].isna() & acts["contact_id"].isin(leads["contact_id"])]
-    via_contact = via_contact.drop(columns="lead_id").merge(
-        leads.rename(columns={"id": "lead_id"})[["lead_id", "contact_id"]].dropna(),
+    own = np.flatnonzero(positions(leads["id"], activities["lead_id"]) >= 0)
+    contacts = leads[["id", "contact_id"]].dropna()
+    contact_ids = np.unique(ids(contacts["contact_id"])[0])
+    untargeted = activities["lead_id"].isna().to_numpy()
+    via = np.flatnonzero(untargeted & (positions(contact_ids, activities["contact_id"]) >= 0))
+    via_lead = pd.DataFrame({"contact_id": ids(activities["contact_id"])[0][via], "at": via}).merge(
+        pd.DataFrame({"contact_id": ids(contacts["contact_id"])[0], "lead_id": ids(contacts["id"])[0]}),
         on="contact_id",
     )  # fmt: skip
-    events = pd.concat([own, via_contact], ignore_index=True)
-    events["lead_id"] = events["lead_id"].astype("int64")
+    at = np.concatenate([own, via_lead["at"].to_numpy()])
+    events = pd.DataFrame(
+        {
+            "lead_id": np.concatenate([ids(activities["lead_id"])[0][own], via_lead["lead_id"]]),
+            "type": activities["type"].iloc[at].reset_index(drop=True),
+            "occurred_at": activities["occurred_at"].iloc[at].reset_index(drop=True),
+        }
+    )
     return behaviour_windows(events, times, "lead_id")
 
 
@@ -435,6 +578,9 @@ def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def latest_per_entity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     """The last row per entity by event timestamp (what an online store holds)."""
+    keys = frame[key].to_numpy()
+    if (keys[1:] > keys[:-1]).all():
+        return frame  # one row per entity, in key order already (a view computed at one time)
     order = np.lexsort((frame[TS].to_numpy(), frame[key].to_numpy()))
     ordered = frame.iloc[order]
     return ordered[~ordered[key].duplicated(keep="last")]

@@ -30,7 +30,18 @@ from crm_predict.rules import MODEL_NAMES, RULES, rfm_medians, rule_based_lead_s
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
 from crm_store.models import BatchCheckpoint, BatchRun
-from features.transforms import as_flag
+from features.transforms import (
+    NAT,
+    TS,
+    as_flag,
+    days_between,
+    events_at,
+    ids,
+    latest_per_row,
+    nanoseconds,
+    positions,
+    totals_per_row,
+)
 from serving.writeback import WriteBackResult, write_back
 
 EXPERIMENT = "batch_scoring"
@@ -168,25 +179,38 @@ def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None 
     for name in sorted(names):
         columns = CONTEXT_COLUMNS[name]
         if snapshot is not None and name in snapshot:
-            out[name] = snapshot[name][columns]
+            # The snapshot's own columns, not a copy (activities are tens of millions of rows).
+            out[name] = pd.DataFrame({c: snapshot[name][c] for c in columns}, copy=False)
         else:
             out[name] = read_table(session, name, columns)
     return out
-
-
-def _days_before(at: datetime, stamps: pd.Series) -> pd.Series:
-    return (pd.Timestamp(at) - pd.to_datetime(stamps, format="ISO8601")) / pd.Timedelta(days=1)
 
 
 def _stamp(series: pd.Series) -> pd.Series:
     return series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, format="ISO8601")  # fmt: skip
 
 
-def _events(frame: pd.DataFrame, key: str, stamp: str, at: datetime) -> pd.DataFrame:
-    """Rows of an event table with ``key`` set and ``stamp`` at or before ``at``."""
-    frame = frame[frame[key].notna()]
-    when = _stamp(frame[stamp])
-    return frame[when <= pd.Timestamp(at)].assign(**{stamp: when})
+def _activities_of(
+    activities: pd.DataFrame, key: str, entities: pd.Series, at: datetime
+) -> tuple[np.ndarray, np.ndarray]:
+    """Activities on the given entities (by ``key``) at or before ``at``: (position of the entity,
+    position of the activity), found by integer lookups rather than copies of the table."""
+    times = pd.DataFrame({"entity_id": ids(entities)[0], TS: pd.Timestamp(at)})
+    return events_at(times, activities, "entity_id", "occurred_at", event_key=key)
+
+
+def _is_type(types: pd.Series, members: Sequence[str]) -> np.ndarray:
+    """Whether each activity's type is one of ``members`` (exact text; missing is not)."""
+    codes, kinds = pd.factorize(types)
+    return np.array([*(str(k) in members for k in kinds), False])[codes]
+
+
+def _ns(at: datetime) -> int:
+    return pd.Timestamp(at).value
+
+
+def _datetimes(stamps: np.ndarray) -> np.ndarray:
+    return stamps.view("datetime64[ns]")
 
 
 def _managers(tables: Tables, owners: pd.Series) -> np.ndarray:
@@ -211,25 +235,21 @@ def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
     )  # fmt: skip
     frame["manager_id"] = _managers(tables, frame["owner_id"])
 
-    acts = _events(tables["activities"], "lead_id", "occurred_at", at)
-    acts = acts[acts["lead_id"].isin(frame["entity_id"])]
-    kind = acts["type"].astype(str)
-    recent = acts["occurred_at"] > stamp - timedelta(days=90)
-    counts = pd.DataFrame({"lead_id": acts["lead_id"].astype("int64")})
+    acts = tables["activities"]
+    row, take = _activities_of(acts, "lead_id", frame["entity_id"], at)
+    n = len(frame)
+    when = nanoseconds(acts["occurred_at"])[take]
+    kind = acts["type"].iloc[take]
+    recent = when > _ns(stamp - timedelta(days=90))
+    counts = {}
     for column, types in (
         ("site_visits", SITE_VISITS), ("pricing_views", PRICING_VIEWS),
         ("whitepapers", WHITEPAPERS), ("trials", TRIALS),
     ):  # fmt: skip
-        counts[column] = (kind.isin(types) & recent).astype("int64")
-    counts["last_interaction_at"] = acts["occurred_at"]
-    counts["last_whitepaper_at"] = acts["occurred_at"].where(kind.isin(WHITEPAPERS))
-    per_lead = counts.groupby("lead_id").agg(
-        site_visits=("site_visits", "sum"), pricing_views=("pricing_views", "sum"),
-        whitepapers=("whitepapers", "sum"), trials=("trials", "sum"),
-        last_interaction_at=("last_interaction_at", "max"),
-        last_whitepaper_at=("last_whitepaper_at", "max"),
-    )  # fmt: skip
-    frame = frame.merge(per_lead, left_on="entity_id", right_index=True, how="left")
+        counts[column] = np.bincount(row[_is_type(kind, types) & recent], minlength=n)
+    whitepaper = _is_type(kind, WHITEPAPERS)
+    last_interaction = latest_per_row(row, n, when)
+    frame["last_whitepaper_at"] = _datetimes(latest_per_row(row[whitepaper], n, when[whitepaper]))
     for column in ("created_at", "first_contacted_at"):
         frame[column] = _stamp(frame[column])
     # As of ``at``: a first contact after it has not happened yet.
@@ -238,11 +258,8 @@ def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
         frame["industry"].astype(object),
         as_flag(frame["is_decision_maker"]),
         frame["lead_region"].astype(object),
-        frame["site_visits"].astype(float),
-        frame["pricing_views"].astype(float),
-        frame["whitepapers"].astype(float),
-        frame["trials"].astype(float),
-        _days_before(at, frame["last_interaction_at"]),
+        *(pd.Series(counts[c], index=frame.index, dtype=float) for c in counts),
+        pd.Series(days_between(np.full(n, _ns(at)), last_interaction), index=frame.index),
     )
     keep = ["entity_id", "contact_id", "owner_id", "manager_id", "created_at"]
     return frame[keep + ["first_contacted_at", "last_whitepaper_at", "rule_points"]]
@@ -256,54 +273,64 @@ def deal_context(tables: Tables, at: datetime) -> pd.DataFrame:
     frame = deals[(created <= stamp) & ~(closed <= stamp)].rename(columns={"id": "entity_id"})
     frame = frame.assign(created_at=_stamp(frame["created_at"]))
     frame["manager_id"] = _managers(tables, frame["owner_id"])
-    acts = _events(tables["activities"], "deal_id", "occurred_at", at)
-    last = acts.groupby(acts["deal_id"].astype("int64"))["occurred_at"].max()
-    frame["days_idle"] = _days_before(at, frame["entity_id"].map(last).fillna(frame["created_at"]))
+    acts = tables["activities"]
+    row, take = _activities_of(acts, "deal_id", frame["entity_id"], at)
+    last = latest_per_row(row, len(frame), nanoseconds(acts["occurred_at"])[take])
+    last = np.where(last == NAT, nanoseconds(frame["created_at"]), last)
+    frame["days_idle"] = days_between(np.full(len(frame), _ns(at)), last)
     return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
 
 
 def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
     """Per customer (contact with orders by ``at``): owner, spend windows, RFM inputs, site visits in
     30 days and days inactive (exact below the warning threshold, at least it above)."""
-    stamp = pd.Timestamp(at)
-    orders = _events(tables["orders"], "contact_id", "ordered_at", at)
-    amount = orders["amount"].astype(float)
-    age = orders["ordered_at"]
-    spend = pd.DataFrame(
+    stamp, now = pd.Timestamp(at), _ns(at)
+    orders = tables["orders"]
+    contact, present = ids(orders["contact_id"])
+    when = nanoseconds(orders["ordered_at"])
+    take = np.flatnonzero(present & (when != NAT) & (when <= now))
+    customers = np.sort(pd.unique(contact[take]))
+    n = len(customers)
+    row, when = positions(customers, contact[take]), when[take]
+    amount = orders["amount"].astype(float).to_numpy()[take]
+    after = {days: when > _ns(stamp - timedelta(days=days)) for days in (90, 180, 365)}
+    spend = totals_per_row(  # one group-by for every sum
+        row,
+        n,
         {
-            "entity_id": orders["contact_id"].astype("int64").to_numpy(),
-            "last_order_at": age.to_numpy(),
-            "monetary": amount.to_numpy(),
-            "yearly_spend": amount.where(age > stamp - timedelta(days=365), 0.0).to_numpy(),
-            "spend_last_3m": amount.where(age > stamp - timedelta(days=90), 0.0).to_numpy(),
-            "spend_prior_3m": amount.where(
-                (age > stamp - timedelta(days=180)) & (age <= stamp - timedelta(days=90)), 0.0
-            ).to_numpy(),
-        }
+            "monetary": amount,
+            "yearly_spend": np.where(after[365], amount, 0.0),
+            "spend_last_3m": np.where(after[90], amount, 0.0),
+            "spend_prior_3m": np.where(after[180] & ~after[90], amount, 0.0),
+        },
     )
-    frame = spend.groupby("entity_id", sort=True).agg(
-        last_order_at=("last_order_at", "max"), frequency=("monetary", "size"),
-        monetary=("monetary", "sum"), yearly_spend=("yearly_spend", "sum"),
-        spend_last_3m=("spend_last_3m", "sum"), spend_prior_3m=("spend_prior_3m", "sum"),
-    )  # fmt: skip
+    recency_days = days_between(np.full(n, now), latest_per_row(row, n, when))
+
     window = RULES.churn.inactive_warning_days
-    acts = _events(tables["activities"], "contact_id", "occurred_at", at)
-    acts = acts[acts["occurred_at"] > stamp - timedelta(days=max(window, 30))]
-    contact = acts["contact_id"].astype("int64")
-    last_activity = acts.groupby(contact)["occurred_at"].max()
-    visits = acts["type"].astype(str).isin(SITE_VISITS).groupby(contact).sum()
+    acts = tables["activities"]
+    occurred = nanoseconds(acts["occurred_at"])
+    # Only the recent activities are looked up (a window of days among years of history).
+    recent = np.flatnonzero(
+        (occurred > _ns(stamp - timedelta(days=max(window, 30)))) & (occurred <= now)
+    )
+    act_row = positions(customers, acts["contact_id"].iloc[recent])
+    found = act_row >= 0
+    act_row, recent = act_row[found], recent[found]
+    last_activity = latest_per_row(act_row, n, occurred[recent])
+    visit = _is_type(acts["type"].iloc[recent], SITE_VISITS)
     owners = tables["contacts"].set_index("id")["owner_id"]
 
-    frame = frame.reset_index()
-    ids = frame["entity_id"]
-    frame["owner_id"] = ids.map(owners).to_numpy()
-    frame["recency_days"] = _days_before(at, frame["last_order_at"])
-    frame["days_inactive"] = np.fmin(
-        frame["recency_days"], _days_before(at, ids.map(last_activity))
-    )
-    frame["visits_30d"] = ids.map(visits).fillna(0).astype(int).to_numpy()
-    keep = ["entity_id", "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency"]
-    return frame[keep + ["monetary", "visits_30d", "spend_last_3m", "spend_prior_3m"]]
+    frame = pd.DataFrame({"entity_id": customers})
+    frame["owner_id"] = frame["entity_id"].map(owners).to_numpy()
+    frame["days_inactive"] = np.fmin(recency_days, days_between(np.full(n, now), last_activity))
+    frame["yearly_spend"] = spend["yearly_spend"].to_numpy()
+    frame["recency_days"] = recency_days
+    frame["frequency"] = np.bincount(row, minlength=n)
+    frame["monetary"] = spend["monetary"].to_numpy()
+    frame["visits_30d"] = np.bincount(act_row[visit], minlength=n)
+    frame["spend_last_3m"] = spend["spend_last_3m"].to_numpy()
+    frame["spend_prior_3m"] = spend["spend_prior_3m"].to_numpy()
+    return frame
 
 
 def contact_context(tables: Tables, at: datetime) -> pd.DataFrame:
