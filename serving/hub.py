@@ -31,6 +31,12 @@ ALIAS = "champion"
 PROBE_ENTITY_ID = -1  # an id no CRM row has: a read that says "unknown" proves the store answers
 
 
+def load_for_serving(client: MlflowClient, name: str, alias: str = ALIAS) -> LoadedModel:
+    """``load_model`` as the online API wants it: a classifier scores on the calling thread (a
+    thread pool costs more than it saves on a few rows; one scoring thread per process)."""
+    return load_model(client, name, alias, single_thread=True)
+
+
 class UnknownIdsError(LookupError):
     """Entity ids the online store has no features for."""
 
@@ -170,7 +176,7 @@ class ModelHub:
         self,
         settings: Settings,
         online: FeastOnline | None = None,
-        loader: Callable[[MlflowClient, str, str], LoadedModel] = load_model,
+        loader: Callable[[MlflowClient, str, str], LoadedModel] = load_for_serving,
     ):
         self.settings = settings
         self.online = online or FeastOnline(settings)

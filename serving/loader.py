@@ -242,12 +242,18 @@ def single_threaded(model: object) -> None:
 
 
 def load_model(
-    client: MlflowClient, name: str, alias: str = "champion", exact_shap: bool = False
+    client: MlflowClient,
+    name: str,
+    alias: str = "champion",
+    exact_shap: bool = False,
+    single_thread: bool = False,
 ) -> LoadedModel:
     """Resolve ``name@alias`` through ``client`` and load the native model with its explainer.
 
     ``exact_shap`` switches XGBoost reasons from Saabas (``approx_contribs``, ≈0.2 ms a row) to
-    exact TreeSHAP (≈4 ms a row).
+    exact TreeSHAP (≈4 ms a row). ``single_thread`` makes the classifier score on the calling
+    thread (``single_threaded``: the online API's choice); by default the model keeps the
+    threading it was logged with (the nightly batch's large predicts use every core).
     """
     version = client.get_model_version_by_alias(name, alias)
     run = client.get_run(version.run_id)
@@ -262,7 +268,8 @@ def load_model(
     if "sklearn" in meta.flavors and name in CLASSIFIERS:
         model = mlflow.sklearn.load_model(local)
         flavor = "sklearn"
-        single_threaded(model)
+        if single_thread:
+            single_threaded(model)
         try:
             explainer = build_explainer(model, feature_names, exact=exact_shap)
         except Exception:  # a model that scores but cannot explain still serves its scores

@@ -296,3 +296,30 @@ def test_one_row_object_frame_scores_and_explains_like_the_typed_frame(encoding)
         objects = pd.DataFrame(block, columns=names, dtype=object)
         for explain in (False, True):
             assert scoring.score(model, objects, explain) == scoring.score(model, typed, explain)
+
+
+def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
+    """The nightly batch loads champions as logged (its predicts may use every core); the online
+    API's loader makes them score on the calling thread. Same numbers either way."""
+    from mlflow import MlflowClient
+    from serving_models import churn_frame, register_models
+
+    from serving.hub import ModelHub, load_for_serving
+    from serving.loader import _base_estimators, _split, load_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    register_models(client, only=("churn",))  # a calibrated LogisticRegression, n_jobs=None
+
+    def n_jobs(loaded) -> set:
+        return {b.get_params()["n_jobs"] for b in _base_estimators(_split(loaded.model)[1])}
+
+    as_logged = load_model(client, "churn")
+    serving = load_model(client, "churn", single_thread=True)
+    assert n_jobs(as_logged) == {None} and n_jobs(serving) == {1}
+    assert n_jobs(load_for_serving(client, "churn", "champion")) == {1}
+    from crm_predict.settings import Settings
+
+    assert ModelHub(Settings(data_dir=tmp_path / "d")).loader is load_for_serving
+    rows = churn_frame(20, seed=9)
+    np.testing.assert_array_equal(as_logged.predict_proba(rows), serving.predict_proba(rows))
