@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         True, description="BentoML's per-request access log; off saves CPU at high request rates."
     )
+    request_metrics: bool = Field(True, description="BentoML's Prometheus request metrics.")
+    request_tracing: bool = Field(True, description="OpenTelemetry spans for the API routes.")
+    serving_workers: int = Field(1, ge=1, description="BentoML worker processes of `serve`.")
 
     # Columns that must never reach a model (fairness and privacy guard).
     excluded_features: list[str] = ["gender", "age_band"]

@@ -45,24 +45,42 @@ def serve_command(
         **os.environ, **settings_env(settings),
         "CRM_PREDICT_API_TOKEN": token, "BENTOML_DO_NOT_TRACK": "True",
     }  # fmt: skip
-    if not settings.access_log:
-        env[OVERRIDES_VAR] = json.dumps(_without_access_log(env.get(OVERRIDES_VAR)))
+    ours = service_overrides(settings)
+    if ours:
+        env[OVERRIDES_VAR] = json.dumps(_merged(env.get(OVERRIDES_VAR), ours))
     return argv, env
 
 
 OVERRIDES_VAR = "BENTOML_CONFIG_OVERRIDES"  # BentoML's JSON config overrides, applied last
 
 
-def _without_access_log(overrides: str | None) -> dict:
-    """The caller's BentoML JSON overrides (kept) with this service's access log turned off."""
+def service_overrides(settings: Settings) -> dict[tuple[str, ...], object]:
+    """This service's BentoML config (key path under ``services.crm_predict`` → value) where the
+    settings differ from BentoML's defaults: per-request work a busy API may drop (access log,
+    Prometheus metrics, OpenTelemetry spans) and the number of worker processes."""
+    ours: dict[tuple[str, ...], object] = {}
+    if not settings.access_log:
+        ours["logging", "access", "enabled"] = False
+    if not settings.request_metrics:
+        ours["metrics", "enabled"] = False
+    if not settings.request_tracing:
+        ours["tracing", "excluded_urls"] = [".*"]  # OpenTelemetry's middleware passes through
+    if settings.serving_workers != 1:
+        ours[("workers",)] = settings.serving_workers
+    return ours
+
+
+def _merged(overrides: str | None, ours: dict[tuple[str, ...], object]) -> dict:
+    """The caller's BentoML JSON overrides (kept) with this service's own settings set."""
     try:
         config = json.loads(overrides) if overrides else {}
     except json.JSONDecodeError as exc:
         raise UserError(f"{OVERRIDES_VAR} is not valid JSON: {exc}") from None
-    node = config
-    for key in ("services", SERVICE_NAME, "logging", "access"):
-        node = node.setdefault(key, {})
-    node["enabled"] = False
+    for path, value in ours.items():
+        node = config.setdefault("services", {}).setdefault(SERVICE_NAME, {})
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
     return config
 
 

@@ -1,5 +1,5 @@
-"""``CRM_PREDICT_ACCESS_LOG=false`` turns BentoML's access log off through its JSON overrides,
-keeping any overrides the caller already set."""
+"""``CRM_PREDICT_ACCESS_LOG=false`` and the metrics, tracing and workers settings reach BentoML
+through its JSON overrides, keeping any overrides the caller already set."""
 
 from __future__ import annotations
 
@@ -42,3 +42,22 @@ def test_the_overrides_name_the_served_service():
     from serving.service import SERVICE_NAME as served
 
     assert served == SERVICE_NAME
+
+
+def test_metrics_tracing_and_workers_settings_reach_bentoml(tmp_path, monkeypatch):
+    """Each serving setting becomes its key under ``services.crm_predict``, beside the caller's."""
+    monkeypatch.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps({"services": {SERVICE_NAME: {"threads": 1}}}))  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path, api_token=TOKEN, request_metrics=False, request_tracing=False,
+        serving_workers=2,
+    )  # fmt: skip
+    _, env = serve_command(settings)
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"])["services"][SERVICE_NAME] == {
+        "threads": 1,
+        "metrics": {"enabled": False},
+        "tracing": {"excluded_urls": [".*"]},
+        "workers": 2,
+    }
+    monkeypatch.delenv("BENTOML_CONFIG_OVERRIDES")
+    _, env = serve_command(Settings(data_dir=tmp_path, api_token=TOKEN, serving_workers=1))
+    assert "BENTOML_CONFIG_OVERRIDES" not in env
