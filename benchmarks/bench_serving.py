@@ -11,7 +11,9 @@ shared machine, latency figures move with it (the server CPU per request much le
 Run: ``python -m benchmarks.bench_serving [customers [data_dir]]`` (or ``make bench``); a
 ``data_dir`` that already holds such a world is reused.
 Targets: p99 ≤ 10 ms at 200 req/s without explain, ≤ 20 ms with explain, ≥ 1,000 predictions/s
-with batching.
+with batching. The server runs with the settings of the environment: e.g.
+``CRM_PREDICT_ACCESS_LOG=false CRM_PREDICT_REQUEST_METRICS=false CRM_PREDICT_REQUEST_TRACING=false``
+measures the lean configuration, ``CRM_PREDICT_SERVING_WORKERS=2`` two worker processes.
 """
 
 from __future__ import annotations
@@ -363,6 +365,10 @@ def main(customers: int = 1500, data_dir: str | None = None) -> dict:
         ids = lead_ids(settings)
         print(f"  {len(ids)} lead ids in the online store", flush=True)
         results["machine"] = {"load_average_1m": os.getloadavg()[0], "cpus": os.cpu_count()}
+        # The per-request BentoML work the server ran with (CRM_PREDICT_* variables set them).
+        results["server"] = settings.model_dump(
+            include={"access_log", "request_metrics", "request_tracing", "serving_workers"}
+        )
         results |= in_process_floor(settings, ids)
         with server(settings, Path(tmp) / "server.log") as base:
             for explain in (False, True):
