@@ -34,6 +34,11 @@ _ENTITY_TABLES_CHILD_FIRST = (
     "users",
 )
 CHUNK_ROWS = 200_000
+# SQLite: a statement inserts many rows (``VALUES (…), (…), …``), so executemany's per-row cost
+# (a step, a reset and a Python tuple per row: most of the time at a few columns) is paid once per
+# this many rows; bound values stay within the smallest SQLITE_MAX_VARIABLE_NUMBER (999).
+SQLITE_ROWS_PER_STATEMENT = 256
+SQLITE_MAX_PARAMS = 999
 
 
 _US_PER_DAY = 86_400_000_000
@@ -46,7 +51,7 @@ def _digits(out: np.ndarray, col: int, values: np.ndarray, width: int) -> None:
         out[:, col + width - 1 - k] = 48 + (values // 10**k) % 10
 
 
-def _sqlite_datetimes(values: pd.Series) -> list:
+def sqlite_datetimes(values: pd.Series) -> list:
     """naive datetimes → 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's SQLite storage format, and
     what PostgreSQL's COPY reads). Built as an ASCII byte matrix column by column: a third faster
     than numpy's datetime_as_string, and this runs once per timestamp the generator writes."""
@@ -74,7 +79,7 @@ def _sqlite_datetimes(values: pd.Series) -> list:
 def _sqlite_column(values: pd.Series) -> list:
     """One column as Python values sqlite3 binds directly (None for missing)."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return _sqlite_datetimes(values)
+        return sqlite_datetimes(values)
     missing = values.isna().to_numpy()
     if missing.all():
         return [None] * len(values)
@@ -177,13 +182,17 @@ def insert_frame(
     table: TableClause,
     frame: pd.DataFrame,
     constants: Mapping[str, Any] | None = None,
+    on_conflict: str = "",
 ) -> int:
     """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction.
     ``constants`` are further columns with one value for every row: they are written once into
     the statement (SQLite) or the end of each COPY line (PostgreSQL) instead of once per row;
-    ``frame`` keeps at least one column, which gives the row count."""
+    ``frame`` keeps at least one column, which gives the row count. ``on_conflict`` (SQLite only:
+    COPY has none) ends each row's INSERT, e.g. an upsert's ``ON CONFLICT … DO UPDATE``."""
     if frame.empty:
         return 0
+    if on_conflict and session.get_bind().dialect.name != "sqlite":
+        raise ValueError("on_conflict is for SQLite; COPY appends only")
     frame = _naive_datetimes(frame)
     conn = session.connection()
     dialect = conn.dialect.name
@@ -209,7 +218,7 @@ def insert_frame(
         suffix = ""
         if len(shared.columns):
             line = shared.assign(
-                **{c: _sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)}
+                **{c: sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)}
             )
             suffix = "," + line.to_csv(index=False, header=False, lineterminator="\n")[:-1]
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
@@ -217,19 +226,26 @@ def insert_frame(
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
                 # numpy formats datetimes far faster than to_csv's per-value strftime.
                 stamps = _datetime_columns(chunk)
-                chunk = chunk.assign(**{c: _sqlite_datetimes(chunk[c]) for c in stamps})
+                chunk = chunk.assign(**{c: sqlite_datetimes(chunk[c]) for c in stamps})
                 body = chunk.to_csv(index=False, header=False, lineterminator="\n")
                 copy.write(body.replace("\n", suffix + "\n") if suffix else body)
     elif dialect == "sqlite":
-        values = ["?"] * len(cols) + list(literals.values())
-        sql = f"INSERT INTO {table.name} ({all_cols}) VALUES ({', '.join(values)})"
+        row = f"({', '.join(['?'] * len(cols) + list(literals.values()))})"
+        per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
+        insert = f"INSERT INTO {table.name} ({all_cols}) VALUES "
+        many_rows = insert + ", ".join([row] * per_statement) + f" {on_conflict}"
         cur = dbapi.cursor()
         try:
             for start in range(0, len(frame), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
-                cur.executemany(
-                    sql, list(zip(*(_sqlite_column(chunk[c]) for c in cols), strict=True))
-                )
+                rows = np.empty((len(chunk), len(cols)), dtype=object)
+                for i, c in enumerate(cols):
+                    rows[:, i] = np.array(_sqlite_column(chunk[c]), dtype=object)
+                whole = len(rows) - len(rows) % per_statement
+                if whole:
+                    cur.executemany(many_rows, rows[:whole].reshape(-1, len(cols) * per_statement).tolist())  # fmt: skip
+                if whole < len(rows):
+                    cur.executemany(f"{insert}{row} {on_conflict}", rows[whole:].tolist())
         finally:
             cur.close()
     else:  # any other backend: SQLAlchemy Core executemany in big chunks

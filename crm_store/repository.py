@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Table, bindparam, column, select, text
 from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from crm_predict.rules import TaskSpec
-from crm_store.bulk import constant_columns, insert_frame
+from crm_store.bulk import constant_columns, insert_frame, sqlite_datetimes
 from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
 
 TAG_KEY = ["entity_type", "entity_id", "name"]
@@ -23,6 +24,7 @@ TASK_COLUMNS = [
 ]  # fmt: skip
 # pg_advisory_xact_lock key that serialises tag upserts on PostgreSQL (any constant bigint).
 TAG_UPSERT_LOCK = 0x7A65_7461_6773  # "tags"
+HISTORY_TRIGGER = "tag_history_on_change"  # SQLite: the temporary trigger of ``upsert_tags``
 PREDICTION_COLUMNS = ["entity_type", "entity_id", "model_name", "model_version", "score", "source", "request_id", "predicted_at"]  # fmt: skip
 
 
@@ -67,90 +69,110 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
     moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
     history, and a row equal to what is stored is not written at all (a rerun writes nothing).
-    Set-based: one bulk load into a staging table (COPY / executemany), then one statement on
-    PostgreSQL, two on SQLite. Returns the number of tags given (after de-duplication)."""
+    Set-based on PostgreSQL (a COPY into a staging table, then one statement); on SQLite one
+    executemany of an upsert, history written by a trigger on changed values. Returns the number
+    of tags given (after de-duplication)."""
     if tags.empty:
         return 0
-    tags = tags.drop_duplicates(["entity_type", "entity_id", "name"], keep="last")
+    key = tags.duplicated(TAG_KEY, keep="last").to_numpy()
+    if key.any():
+        tags = tags[~key]
     tags = tags.assign(value=tags["value"].astype(str))
-    dialect = session.get_bind().dialect
-    postgres = dialect.name == "postgresql"
-    if postgres:
-        # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
-        # caller's setting is back once the upsert is done.
-        caller_work_mem = session.execute(text("SHOW work_mem")).scalar_one()
-        session.execute(text("SELECT set_config('work_mem', '256MB', true)"))
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_tags_postgres(session, tags, now)
+    else:
+        _upsert_tags_sqlite(session, tags, now)
+    return len(tags)
+
+
+def _upsert_tags_sqlite(session: Session, tags: pd.DataFrame, now: datetime) -> None:
+    """One pass over the incoming rows: each row's unique-index probe finds the stored tag, and the
+    upsert inserts, re-stamps or skips it. History comes from a temporary trigger on the update
+    of a changed value (the old row, stamped ``now``), not from a second join with a staging
+    table. The trigger lives only on this connection and for this call."""
+    payload = TAG_COLUMNS[3:]
+    stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
+    incoming = ", ".join(f"excluded.{c}" for c in payload)
+    upsert = (
+        f"ON CONFLICT ({', '.join(TAG_KEY)}) DO UPDATE SET "
+        f"{', '.join(f'{c} = excluded.{c}' for c in payload)} WHERE ({stored}) IS NOT ({incoming})"
+    )
+    replaced_at = sqlite_datetimes(pd.Series([pd.Timestamp(now)]))[0]
+    conn = session.connection()
+    if not conn.connection.driver_connection.in_transaction:
+        # sqlite3 opens a transaction at the first INSERT: opened here, the trigger's creation is
+        # part of the caller's transaction and a rollback takes it away too.
+        conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{HISTORY_TRIGGER}")
+    conn.exec_driver_sql(
+        f"CREATE TEMP TRIGGER {HISTORY_TRIGGER} AFTER UPDATE OF value ON {Tag.__tablename__} "
+        "WHEN OLD.value <> NEW.value BEGIN "
+        f"INSERT INTO {TagHistory.__tablename__} ({', '.join(TAG_COLUMNS)}, replaced_at) "
+        f"VALUES ({', '.join('OLD.' + c for c in TAG_COLUMNS)}, '{replaced_at}'); END"
+    )
+    try:
+        # Entity-major order walks the unique index once instead of once per tag name.
+        names = pd.factorize(tags["name"], sort=True)[0]
+        order = np.lexsort((names, tags["entity_id"].to_numpy()))
+        tags = tags.iloc[order]
+        shared = constant_columns(
+            tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
+        )
+        insert_frame(
+            session, Tag.__table__, tags[[c for c in TAG_COLUMNS if c not in shared]], shared,
+            on_conflict=upsert,
+        )  # fmt: skip
+    finally:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{HISTORY_TRIGGER}")
+
+
+def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -> None:
+    """A COPY into a staging table, then one statement: one hash join of the staged rows with the
+    stored ones feeds history (old values that change), an UPDATE by id of the rows that differ in
+    any column and an INSERT of new keys. Rows equal to what is stored are not written at all: no
+    dead tuple, no WAL, so a rerun or a night where few values change is cheap."""
+    # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
+    # caller's setting is back once the upsert is done.
+    caller_work_mem = session.execute(text("SHOW work_mem")).scalar_one()
+    session.execute(text("SELECT set_config('work_mem', '256MB', true)"))
     staged, source, params, binds = _bound_constants(
         session, Tag.__table__, tags[TAG_COLUMNS], [c for c in TAG_COLUMNS[3:] if c != "value"]
     )
     _stage(session, Tag.__table__, "tag_stage", tags, staged)
-    if postgres:
-        session.connection().exec_driver_sql("ANALYZE tag_stage")  # temp tables get no stats
-        # Concurrent writers would both move the same old value to history: tag upserts take
-        # turns, until the caller's transaction ends. (SQLite's single writer lock already
-        # serialises them.)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
-    key = ", ".join(TAG_KEY)
+    session.connection().exec_driver_sql("ANALYZE tag_stage")  # temp tables get no stats
+    # Concurrent writers would both move the same old value to history: tag upserts take turns,
+    # until the caller's transaction ends. (SQLite's single writer lock already serialises them.)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
     on_key = " AND ".join(f"t.{c} = s.{c}" for c in TAG_KEY)
     cols = ", ".join(TAG_COLUMNS)
     payload = TAG_COLUMNS[3:]
     history_cols = f"{cols}, replaced_at"
     now_bind = bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)
-    if postgres:
-        # One hash join of the staged rows with the stored ones feeds all three writes: history
-        # (old values that change), an UPDATE by id of the rows that differ in any column and an
-        # INSERT of new keys. Rows equal to what is stored are not written at all: no dead tuple,
-        # no WAL, so a rerun or a night where few values change is cheap.
-        incoming = ", ".join(f"{source[c]} AS {c}" for c in payload)
-        stored = ", ".join(f"t.{c} AS old_{c}" for c in payload)
-        differs = (
-            f"({', '.join('t.' + c for c in payload)}) IS DISTINCT FROM "
-            f"({', '.join(source[c] for c in payload)})"
-        )
-        sets = ", ".join(f"{c} = j.{c}" for c in payload)
-        session.execute(
-            text(
-                f"WITH j AS MATERIALIZED ("
-                f"SELECT s.entity_type, s.entity_id, s.name, {incoming}, t.id AS tag_id, {stored}, "
-                f"{differs} AS differs FROM tag_stage s LEFT JOIN {Tag.__tablename__} t ON {on_key}"
-                f"), history AS ("
-                f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
-                f"SELECT entity_type, entity_id, name, {', '.join('old_' + c for c in payload)}, :now "
-                f"FROM j WHERE tag_id IS NOT NULL AND old_value <> value"
-                f"), updated AS ("
-                f"UPDATE {Tag.__tablename__} AS t SET {sets} FROM j "
-                f"WHERE t.id = j.tag_id AND j.differs"
-                f") INSERT INTO {Tag.__tablename__} ({cols}) SELECT {cols} FROM j WHERE tag_id IS NULL"
-            ).bindparams(*binds, now_bind),
-            {**params, "now": now},
-        )
-    else:
-        session.execute(
-            text(
-                f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
-                f"SELECT {', '.join('t.' + c for c in TAG_COLUMNS)}, :now "
-                f"FROM {Tag.__tablename__} t JOIN tag_stage s ON {on_key} WHERE t.value <> s.value"
-            ).bindparams(now_bind),
-            {"now": now},
-        )
-        # Rows equal to what is stored are skipped, so a rerun writes nothing.
-        stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
-        incoming = ", ".join(f"excluded.{c}" for c in payload)
-        session.execute(
-            text(
-                f"INSERT INTO {Tag.__tablename__} ({cols}) "
-                # WHERE true: SQLite would otherwise read ON CONFLICT as a join constraint.
-                f"SELECT {', '.join(source[c] for c in TAG_COLUMNS)} FROM tag_stage s WHERE true "
-                f"ON CONFLICT ({key}) DO UPDATE SET "
-                f"{', '.join(f'{c} = excluded.{c}' for c in payload)} "
-                f"WHERE ({stored}) IS NOT ({incoming})"
-            ).bindparams(*binds),
-            params,
-        )
+    incoming = ", ".join(f"{source[c]} AS {c}" for c in payload)
+    stored = ", ".join(f"t.{c} AS old_{c}" for c in payload)
+    differs = (
+        f"({', '.join('t.' + c for c in payload)}) IS DISTINCT FROM "
+        f"({', '.join(source[c] for c in payload)})"
+    )
+    sets = ", ".join(f"{c} = j.{c}" for c in payload)
+    session.execute(
+        text(
+            f"WITH j AS MATERIALIZED ("
+            f"SELECT s.entity_type, s.entity_id, s.name, {incoming}, t.id AS tag_id, {stored}, "
+            f"{differs} AS differs FROM tag_stage s LEFT JOIN {Tag.__tablename__} t ON {on_key}"
+            f"), history AS ("
+            f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
+            f"SELECT entity_type, entity_id, name, {', '.join('old_' + c for c in payload)}, :now "
+            f"FROM j WHERE tag_id IS NOT NULL AND old_value <> value"
+            f"), updated AS ("
+            f"UPDATE {Tag.__tablename__} AS t SET {sets} FROM j "
+            f"WHERE t.id = j.tag_id AND j.differs"
+            f") INSERT INTO {Tag.__tablename__} ({cols}) SELECT {cols} FROM j WHERE tag_id IS NULL"
+        ).bindparams(*binds, now_bind),
+        {**params, "now": now},
+    )
     session.connection().exec_driver_sql("DROP TABLE tag_stage")
-    if postgres:
-        session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": caller_work_mem})
-    return len(tags)
+    session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": caller_work_mem})
 
 
 def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> int:

@@ -234,22 +234,91 @@ def _fitters(params: ClvParams):
     return bgf, ggf
 
 
-def discounted_clv(bgf, ggf, f, r, t, m, months: int, monthly_rate: float) -> np.ndarray:
+def _distinct_pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(code per row, frequency per pair, T per pair) of the distinct (frequency, T) pairs: in
+    weeks they are a few thousand however many customers there are."""
+    cx, ux = pd.factorize(x)
+    ct, ut = pd.factorize(T)
+    codes, pairs = pd.factorize(cx.astype(np.int64) * len(ut) + ct)
+    return codes, ux[pairs // len(ut)], ut[pairs % len(ut)]
+
+
+def _purchases_numerator(params: ClvParams, x: np.ndarray, T: np.ndarray, t) -> np.ndarray:
+    """The numerator of lifetimes' ``conditional_expected_number_of_purchases_up_to_time`` (the
+    same expressions in the same order, so the same numbers), on arrays that broadcast. It reads
+    only (frequency, T, t): the Gauss hypergeometric terms are evaluated once per distinct pair."""
+    from scipy.special import hyp2f1
+
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    _a, _b, _c = r + x, b + x, a + b + x - 1
+    _z = t / (alpha + T + t)
+    _a, _b, _c, _z = np.broadcast_arrays(_a, _b, _c, _z)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ln_hyp = np.log(hyp2f1(_a, _b, _c, _z))
+        # lifetimes' equivalent form where the first overflows, evaluated only there.
+        bad = np.isinf(ln_hyp)
+        if bad.any():
+            a_, b_, c_, z_ = _a[bad], _b[bad], _c[bad], _z[bad]
+            ln_hyp[bad] = np.log(hyp2f1(c_ - a_, c_ - b_, c_, z_)) + (c_ - a_ - b_) * np.log(1 - z_)
+        first = (a + b + x - 1) / (a - 1)
+        second = 1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T)))
+    return first * second
+
+
+def _alive_denominator(params: ClvParams, x: np.ndarray, recency: np.ndarray, T: np.ndarray):
+    """The denominator of lifetimes' expected purchases (the customer's "still alive" odds)."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + T) / (alpha + recency)) ** (r + x)
+
+
+def expected_purchases(params: ClvParams, t: float, x, recency, T) -> np.ndarray:
+    """lifetimes' ``BetaGeoFitter.conditional_expected_number_of_purchases_up_to_time(t, …)``,
+    its hypergeometric part evaluated once per distinct (frequency, T)."""
+    x, recency, T = (np.asarray(v, dtype=float) for v in (x, recency, T))
+    codes, px, pt = _distinct_pairs(x, T)
+    numerator = _purchases_numerator(params, px, pt, float(t))[codes]
+    return numerator / _alive_denominator(params, x, recency, T)
+
+
+def probability_alive(params: ClvParams, x, recency, T) -> np.ndarray:
+    """lifetimes' ``BetaGeoFitter.conditional_probability_alive``."""
+    from scipy.special import expit
+
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    x, recency, T = (np.asarray(v, dtype=float) for v in (x, recency, T))
+    log_div = (r + x) * np.log((alpha + T) / (alpha + recency)) + np.log(
+        a / (b + np.maximum(x, 1) - 1)
+    )
+    return np.where(x == 0, 1.0, expit(-log_div))
+
+
+def expected_spend(params: ClvParams, x, monetary) -> np.ndarray:
+    """lifetimes' ``GammaGammaFitter.conditional_expected_average_profit``."""
+    p, q, v = params.p, params.q, params.v
+    x, monetary = np.asarray(x, dtype=float), np.asarray(monetary, dtype=float)
+    individual_weight = p * x / (p * x + q - 1)
+    population_mean = v * p / (q - 1)
+    return (1 - individual_weight) * population_mean + individual_weight * monetary
+
+
+def discounted_clv(
+    params: ClvParams, x, recency, T, monetary, months: int, monthly_rate: float
+) -> np.ndarray:
     """lifetimes' ``GammaGammaFitter.customer_lifetime_value(freq="W")``: expected spend per month
-    over ``months``, discounted monthly. lifetimes evaluates each month's cumulative expected
-    purchases twice (as the month's end and as the next month's start); this evaluates it once,
-    halving the hypergeometric evaluations that dominate batch scoring."""
-    spend = np.asarray(ggf.conditional_expected_average_profit(f, m), dtype=float)
-    f, r, t = (np.asarray(v, dtype=float) for v in (f, r, t))
-    total = np.zeros(len(f))
-    previous = None
-    for i in np.arange(1, months + 1) * WEEKS_PER_MONTH:
-        if previous is None:
-            previous = bgf.predict(i - WEEKS_PER_MONTH, f, r, t)
-        current = bgf.predict(i, f, r, t)
-        total += spend * (current - previous) / (1 + monthly_rate) ** (i / WEEKS_PER_MONTH)
-        previous = current
-    return total
+    over ``months``, discounted monthly. A month's expected purchases are the difference of two
+    cumulative expectations sharing the customer's denominator, so the discounted sum of the
+    numerators' differences is taken once per distinct (frequency, T) and divided per customer."""
+    x, recency, T = (np.asarray(v, dtype=float) for v in (x, recency, T))
+    codes, px, pt = _distinct_pairs(x, T)
+    ends = np.arange(1, months + 1) * WEEKS_PER_MONTH
+    times = np.concatenate([[0.0], ends])
+    numerators = _purchases_numerator(params, px[:, None], pt[:, None], times[None, :])
+    discount = (1 + monthly_rate) ** (ends / WEEKS_PER_MONTH)
+    spend = expected_spend(params, x, monetary)
+    with np.errstate(invalid="ignore"):  # NaN where lifetimes gives NaN (overflowing inputs)
+        per_pair = (np.diff(numerators, axis=1) / discount).sum(axis=1)
+        return spend * per_pair[codes] / _alive_denominator(params, x, recency, T)
 
 
 def predict_clv(params: ClvParams, customers: pd.DataFrame) -> pd.DataFrame:
@@ -257,23 +326,17 @@ def predict_clv(params: ClvParams, customers: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in FEATURES if c not in customers.columns]
     if missing:
         raise UserError(f"CLV input needs columns {FEATURES}; missing {missing}")
-    x = customers[FEATURES].astype(float).reset_index(drop=True)
-    if x.isna().any().any() or (x < 0).any().any():
-        raise UserError("CLV input must be non-negative numbers without gaps")
-    bgf, ggf = _fitters(params)
-    f, r, t, m = x["frequency"], x["recency"], x["T"], x["monetary_value"]
+    f, r, t, m = (customers[c].to_numpy(dtype=float, na_value=np.nan) for c in FEATURES)
+    for column in (f, r, t, m):
+        if np.isnan(column).any() or (column < 0).any():
+            raise UserError("CLV input must be non-negative numbers without gaps")
     monthly_rate = (1 + params.annual_discount_rate) ** (1 / 12) - 1
-    clv = discounted_clv(
-        bgf, ggf, f, r, t, m, round(params.horizon_weeks / WEEKS_PER_MONTH), monthly_rate
-    )
+    months = round(params.horizon_weeks / WEEKS_PER_MONTH)
     return pd.DataFrame(
         {
-            "clv_3y": np.asarray(clv, dtype=float),
-            "p_alive": np.asarray(bgf.conditional_probability_alive(f, r, t), dtype=float),
-            "expected_purchases_90d": np.asarray(
-                bgf.conditional_expected_number_of_purchases_up_to_time(WEEKS_90_DAYS, f, r, t),
-                dtype=float,
-            ),
+            "clv_3y": discounted_clv(params, f, r, t, m, months, monthly_rate),
+            "p_alive": probability_alive(params, f, r, t),
+            "expected_purchases_90d": expected_purchases(params, WEEKS_90_DAYS, f, r, t),
         },
         index=customers.index,
     )

@@ -312,31 +312,83 @@ def recommendation_table(model: SlotModel, top_k: int = TOP_K) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+LEVELS = np.array(["contact", "segment", "global"], dtype=object)
+
+
+@dataclass(frozen=True)
+class RecommendationLookup:
+    """A recommendation table indexed for lookups: row positions per contact key and per
+    segment, and the global row. Integer contact ids are matched without formatting each as
+    text when every key that could match one is a plain integer."""
+
+    table: pd.DataFrame
+    contact_keys: pd.Index  # text keys → contact_rows
+    contact_rows: np.ndarray
+    contact_ids: pd.Index  # the same keys as integers, where they are plain integers
+    contact_id_rows: np.ndarray
+    segment_keys: pd.Index
+    segment_rows: np.ndarray
+    global_row: int
+
+    @classmethod
+    def of(cls, table: pd.DataFrame) -> RecommendationLookup:
+        table = table.reset_index(drop=True)
+        level = table["level"].to_numpy()
+        keys = table["key"].astype(str)
+        contact = np.flatnonzero(level == "contact")
+        segment = np.flatnonzero(level == "segment")
+        contact_keys = pd.Index(keys.iloc[contact].to_numpy())
+        # "12" is the text of the contact 12; "012" or "12.0" is no integer's text.
+        plain = np.asarray(contact_keys.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})"), dtype=bool)
+        ids = contact_keys[plain].astype("int64")
+        return cls(
+            table=table,
+            contact_keys=contact_keys,
+            contact_rows=contact,
+            contact_ids=ids,
+            contact_id_rows=contact[plain],
+            segment_keys=pd.Index(keys.iloc[segment].to_numpy()),
+            segment_rows=segment,
+            global_row=int(np.flatnonzero((level == "global") & (keys == GLOBAL).to_numpy())[0]),
+        )
+
+    def _contact_rows(self, contacts: pd.Series) -> np.ndarray:
+        """Row position of each contact's own recommendation, -1 where it has none."""
+        if pd.api.types.is_integer_dtype(contacts.dtype) and contacts.notna().all():
+            found = self.contact_ids.get_indexer(contacts.to_numpy(dtype=np.int64))
+            rows = self.contact_id_rows
+        else:
+            found = self.contact_keys.get_indexer(contacts.astype(str).to_numpy())
+            rows = self.contact_rows
+        return np.where(found >= 0, rows[found], -1)
+
+    def recommend(self, contacts: pd.Series, segments: pd.Series | None = None) -> pd.DataFrame:
+        """Each contact's row; unknown contacts get their segment's row, then the global row."""
+        own = self._contact_rows(contacts)
+        if segments is None:
+            by_segment = np.full(len(own), -1)
+        else:
+            seg = pd.Series(segments.to_numpy()).astype("string").fillna(GLOBAL).to_numpy(str)
+            found = self.segment_keys.get_indexer(seg)
+            by_segment = np.where(found >= 0, self.segment_rows[found], -1)
+        rows = np.where(own >= 0, own, np.where(by_segment >= 0, by_segment, self.global_row))
+        level = LEVELS[np.where(own >= 0, 0, np.where(by_segment >= 0, 1, 2))]
+        return pd.DataFrame(
+            {
+                "best_slots": self.table["best_slots"].to_numpy()[rows],
+                "best_channel": self.table["best_channel"].to_numpy()[rows],
+                "p_best": self.table["p_best"].to_numpy(float)[rows],
+                "level": level,
+            },
+            index=contacts.index,
+        )
+
+
 def recommend(
     table: pd.DataFrame, contacts: pd.Series, segments: pd.Series | None = None
 ) -> pd.DataFrame:
     """Look up each contact; unknown contacts get their segment's row, then the global row."""
-    keyed = {level: part.set_index("key") for level, part in table.groupby("level")}
-    ids = contacts.astype(str).to_numpy()
-    seg = (
-        pd.Series(GLOBAL, index=range(len(ids)))
-        if segments is None
-        else pd.Series(segments.to_numpy(), index=range(len(ids))).astype("string").fillna(GLOBAL)
-    )
-    known = pd.Series(ids).isin(keyed["contact"].index).to_numpy()
-    seg_known = seg.isin(keyed["segment"].index).to_numpy()
-    level = np.where(known, "contact", np.where(seg_known, "segment", "global"))
-    key = np.where(known, ids, np.where(seg_known, seg.to_numpy(str), GLOBAL))
-    rows = table.set_index(["level", "key"]).loc[list(zip(level, key, strict=True))]
-    return pd.DataFrame(
-        {
-            "best_slots": rows["best_slots"].to_numpy(),
-            "best_channel": rows["best_channel"].to_numpy(),
-            "p_best": rows["p_best"].to_numpy(float),
-            "level": level,
-        },
-        index=contacts.index,
-    )
+    return RecommendationLookup.of(table).recommend(contacts, segments)
 
 
 class NextBestTimeModel(mlflow.pyfunc.PythonModel):
@@ -348,13 +400,18 @@ class NextBestTimeModel(mlflow.pyfunc.PythonModel):
         # Parquet gives numpy arrays back; plain int lists serialise to JSON as they are.
         table["best_slots"] = table["best_slots"].map(lambda slots: [int(s) for s in slots])
         self.table = table
+        self.lookup = RecommendationLookup.of(table)  # indexed once per load, not per call
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
         if "entity_id" not in frame.columns:
             raise UserError("next-best-time input needs an entity_id column")
         segments = frame["segment"] if "segment" in frame.columns else None
-        return recommend(self.table, frame["entity_id"], segments).reset_index(drop=True)
+        # Training predicts its output example before any load: no lookup yet.
+        lookup = getattr(self, "lookup", None) or RecommendationLookup.of(self.table)
+        out = lookup.recommend(frame["entity_id"], segments)
+        out.index = pd.RangeIndex(len(out))  # in place: reset_index would copy every column
+        return out
 
 
 # --- Evaluation and training -----------------------------------------------------------------

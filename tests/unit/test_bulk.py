@@ -3,10 +3,11 @@
 from datetime import datetime
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 
-from crm_store.bulk import clear_store, insert_frame, store_is_empty
-from crm_store.models import Activity, Contact, Tag
+from crm_store.bulk import SQLITE_ROWS_PER_STATEMENT, clear_store, insert_frame, store_is_empty
+from crm_store.models import Activity, Contact, PredictionLog, Tag
 from crm_store.repository import current_tags, upsert_tags
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891011)
@@ -47,6 +48,44 @@ def test_tag_timestamps_survive_the_staged_upsert(session):
     session.commit()
     assert current_tags(session, "contact", 1)["churn_risk"].scored_at == NOW
     assert session.scalars(select(Tag.id).where(Tag.scored_at == NOW)).all() == [1]
+
+
+def test_many_rows_per_statement_keep_every_row_in_order(session):
+    """More rows than one SQLite statement carries, and not a multiple of it: each row once, in
+    order, shared columns and missing values included."""
+    n = 3 * SQLITE_ROWS_PER_STATEMENT + 7
+    frame = pd.DataFrame(
+        {"entity_id": range(n), "score": [i / 7 for i in range(n)],
+         "request_id": [f"r{i}" if i % 5 else None for i in range(n)]}
+    )  # fmt: skip
+    shared = {"entity_type": "contact", "model_name": "churn", "model_version": "1",
+              "source": "api", "predicted_at": NOW}  # fmt: skip
+    assert insert_frame(session, PredictionLog.__table__, frame, shared) == n
+    session.commit()
+    rows = session.execute(
+        select(PredictionLog.entity_id, PredictionLog.score, PredictionLog.request_id,
+               PredictionLog.predicted_at).order_by(PredictionLog.id)
+    ).all()  # fmt: skip
+    assert [tuple(r[:3]) for r in rows] == list(
+        zip(frame["entity_id"], frame["score"], frame["request_id"], strict=True)
+    )
+    assert {r.predicted_at for r in rows} == {NOW}
+
+
+def test_on_conflict_is_sqlite_only(session):
+    tags = pd.DataFrame(
+        {"entity_type": "contact", "entity_id": [1], "name": "churn_risk", "value": "high",
+         "model_name": "churn", "model_version": "1", "run_id": "r", "scored_at": [NOW]}
+    )  # fmt: skip
+    update = "ON CONFLICT (entity_type, entity_id, name) DO UPDATE SET value = excluded.value"
+    if session.get_bind().dialect.name != "sqlite":
+        with pytest.raises(ValueError, match="SQLite"):
+            insert_frame(session, Tag.__table__, tags, on_conflict=update)
+        return
+    insert_frame(session, Tag.__table__, tags)
+    insert_frame(session, Tag.__table__, tags.assign(value="low"), on_conflict=update)
+    session.commit()
+    assert current_tags(session, "contact", 1)["churn_risk"].value == "low"
 
 
 def test_clear_store_empties_everything_and_restarts_ids(session):

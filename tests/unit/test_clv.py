@@ -160,18 +160,55 @@ def test_spend_fit_does_not_depend_on_the_currency_unit():
     assert cents.v == pytest.approx(100 * dollars.v, rel=1e-3)
 
 
+def _histories(n: int = 500, seed: int = 0) -> tuple[pd.Series, ...]:
+    """(frequency, recency, T, monetary) in whole weeks as the feature pipeline gives them, many
+    customers sharing a (frequency, T), plus a few whose hypergeometric term overflows (lifetimes'
+    alternative form) or gives NaN."""
+    rng = np.random.default_rng(seed)
+    f = rng.integers(0, 20, n).astype(float)
+    r = rng.integers(0, 50, n) * (f > 0).astype(float)
+    t = r + rng.integers(0, 30, n)
+    f[:3], r[:3], t[:3] = [100.0, 120.0, 400.0], [2.0, 5.0, 10.0], [3.0, 6.0, 12.0]
+    m = rng.uniform(5, 500, n) * (f > 0)
+    return pd.Series(f), pd.Series(r), pd.Series(t), pd.Series(m)
+
+
+CLV_PARAMS = ClvParams(r=0.5, alpha=5.0, a=0.5, b=5.0, p=6.0, q=4.0, v=15.0)
+
+
 def test_discounted_clv_equals_lifetimes_customer_lifetime_value():
     from training.clv import WEEKS_PER_MONTH, _fitters, discounted_clv
 
-    params = ClvParams(r=0.5, alpha=5.0, a=0.5, b=5.0, p=6.0, q=4.0, v=15.0)
-    rng = np.random.default_rng(0)
-    f = pd.Series(rng.integers(0, 20, 500).astype(float))
-    r = pd.Series(rng.uniform(0, 50, 500)) * (f > 0)
-    t = r + rng.uniform(0, 30, 500)
-    m = pd.Series(rng.uniform(5, 500, 500)) * (f > 0)
+    params = CLV_PARAMS
+    f, r, t, m = _histories()
     bgf, ggf = _fitters(params)
     months = round(params.horizon_weeks / WEEKS_PER_MONTH)
     rate = (1 + params.annual_discount_rate) ** (1 / 12) - 1
     want = ggf.customer_lifetime_value(bgf, f, r, t, m, time=months, discount_rate=rate, freq="W")
-    got = discounted_clv(bgf, ggf, f, r, t, m, months, rate)
+    got = discounted_clv(params, f, r, t, m, months, rate)
     np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-9)
+    assert np.isnan(got).sum() == np.isnan(want.to_numpy()).sum() > 0  # lifetimes' own NaNs kept
+
+
+@pytest.mark.parametrize("weeks", [0.0, 90 / 7, 52.0, 156.0])
+def test_expected_purchases_and_p_alive_equal_lifetimes(weeks):
+    from training.clv import _fitters, expected_purchases, probability_alive
+
+    f, r, t, _ = _histories(seed=1)
+    bgf, _ = _fitters(CLV_PARAMS)
+    want = bgf.conditional_expected_number_of_purchases_up_to_time(weeks, f, r, t).to_numpy()
+    np.testing.assert_allclose(expected_purchases(CLV_PARAMS, weeks, f, r, t), want, rtol=1e-9)
+    alive = bgf.conditional_probability_alive(f, r, t)
+    np.testing.assert_allclose(probability_alive(CLV_PARAMS, f, r, t), alive, rtol=1e-9)
+
+
+def test_predict_clv_outputs_follow_row_order_and_index():
+    """The per-pair evaluation maps back to each customer in order, whatever the index."""
+    f, r, t, m = _histories(n=50, seed=2)
+    customers = pd.DataFrame({"frequency": f, "recency": r, "T": t, "monetary_value": m}).set_index(
+        pd.Index(np.arange(50)[::-1] * 7)
+    )
+    out = predict_clv(CLV_PARAMS, customers)
+    assert out.index.equals(customers.index)
+    one_by_one = pd.concat([predict_clv(CLV_PARAMS, customers.iloc[[i]]) for i in range(50)])
+    pd.testing.assert_frame_equal(out, one_by_one, rtol=1e-12)

@@ -74,6 +74,24 @@ def test_unknown_contacts_fall_back_to_segment_then_global():
     assert out["best_slots"].iloc[1][0] == TUE_09  # the largest segment's slot wins globally
 
 
+def test_lookup_matches_contacts_by_their_id_text_whatever_the_id_type():
+    """Integer ids are matched without formatting them as text, with the same answer: a key
+    "12" is the contact 12, a key "012" is nobody's integer id."""
+    _, table = fitted_table()
+    rows = table[table["level"] == "contact"].iloc[:2]
+    odd = rows.iloc[[0]].assign(key="0" + rows["key"].iloc[0], best_channel="odd")
+    table = pd.concat([table, odd], ignore_index=True)
+    ids = [int(rows["key"].iloc[0]), int(rows["key"].iloc[1]), 987654]
+    as_int = recommend(table, pd.Series(ids), pd.Series(["weekend", None, "weekend"]))
+    as_text = recommend(table, pd.Series([str(i) for i in ids]), pd.Series(["weekend", None, "weekend"]))  # fmt: skip
+    pd.testing.assert_frame_equal(as_int, as_text)
+    assert list(as_int["level"]) == ["contact", "contact", "segment"]
+    assert "odd" not in set(as_int["best_channel"])
+    assert recommend(table, pd.Series([odd["key"].iloc[0]]))["best_channel"].iloc[0] == "odd"
+    assert recommend(table, pd.Series([ids[0]]), pd.Series(["nope"]))["level"].iloc[0] == "contact"
+    assert recommend(table, pd.Series([], dtype="int64")).empty
+
+
 def test_beats_the_global_best_hour_on_a_time_holdout():
     events = events_frame(planted_events(), "who", "at", "answered", "via", "seg")
     metrics, holdout = evaluate_holdout(events)

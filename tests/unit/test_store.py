@@ -217,3 +217,43 @@ def test_tasks_sharing_every_column_but_the_entity_read_back_whole(session):
         for i in (1, 2, 3)
     ]  # fmt: skip
     assert {t.dedup_key for t in rows} == {s.dedup_key for s in specs}
+
+
+def test_tag_upsert_leaves_no_history_trigger_on_the_connection(session):
+    """SQLite writes history with a temporary trigger: gone after the upsert, failed or not, so a
+    later update of a tag on the same connection writes no history of its own."""
+    upsert_tags(session, _tags(["low", "high"]), NOW)
+    session.commit()
+    broken = _tags(["high", "low"]).assign(entity_type=None)  # NOT NULL: the upsert fails
+    try:
+        upsert_tags(session, broken, NOW)
+    except Exception:  # noqa: BLE001 - the driver's IntegrityError, either backend
+        session.rollback()
+    session.execute(text("UPDATE tags SET value = 'medium'"))
+    session.commit()
+    assert session.query(TagHistory).count() == 0
+    assert {t.value for t in session.query(Tag)} == {"medium"}
+
+
+def test_tag_upsert_of_many_entities_and_names_matches_row_by_row_semantics(session):
+    """A chunk the size of the batch's statements (several tag names per entity, name-major as the
+    write-back builds it, some keys repeated): current values, history and counts."""
+    ids = list(range(1, 701))
+    first = pd.concat(
+        [_tags(["a"] * 700).assign(entity_id=ids, name=name) for name in ("x_tag", "a_tag")]
+    )
+    assert upsert_tags(session, first, NOW) == 1400
+    session.commit()
+    later = NOW + timedelta(days=1)
+    changed = first.assign(scored_at=later, value=["b" if i % 3 == 0 else "a" for i in ids] * 2)
+    repeated = changed.iloc[:5].assign(value="c")  # the last of a repeated key wins
+    assert upsert_tags(session, pd.concat([changed, repeated]), later) == 1400
+    session.commit()
+    assert session.query(Tag).count() == 1400
+    assert current_tags(session, "contact", 3)["x_tag"].value == "c"
+    assert current_tags(session, "contact", 3)["a_tag"].value == "b"
+    assert current_tags(session, "contact", 4)["a_tag"].scored_at == later
+    assert [h.value for h in tag_history(session, "contact", 3, "x_tag")] == ["a"]
+    assert tag_history(session, "contact", 6, "x_tag")[0].replaced_at == later
+    changed_keys = 2 * (700 // 3) + sum(1 for i in range(1, 6) if i % 3 != 0)
+    assert session.query(TagHistory).count() == changed_keys
