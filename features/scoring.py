@@ -30,6 +30,54 @@ from features.labels import active_rows
 from features.online import UnknownEntityError
 
 TS = tf.TS
+# The snapshot columns each view's transform (``compute_views``) and each entity's active rows
+# (``active_rows``) read: a batch loads only these.
+VIEW_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "lead_profile": {
+        "leads": ("id", "contact_id", "account_id", "created_at", "source", "region"),
+        "contacts": ("id", "role", "is_decision_maker", "gender", "age_band", "account_id"),
+        "accounts": ("id", "industry", "size_band", "annual_revenue_band"),
+    },
+    "lead_behaviour": {
+        "leads": ("id", "contact_id"),
+        "activities": ("lead_id", "contact_id", "type", "occurred_at"),
+    },
+    "customer_profile": {
+        "contacts": ("id", "created_at", "region", "source", "gender", "age_band", "account_id"),
+    },
+    "customer_behaviour": {"activities": ("contact_id", "type", "occurred_at")},
+    "customer_transactions": {"orders": ("contact_id", "ordered_at", "amount")},
+    "deal_activity": {
+        "deals": (
+            "id", "account_id", "amount", "created_at", "stage", "stage_entered_at", "closed_at",
+            "outcome",
+        ),
+        "deal_stage_history": ("deal_id", "stage", "entered_at", "expected_close_at"),
+        "activities": ("deal_id", "occurred_at"),
+        "tickets": ("deal_id", "account_id", "opened_at", "sentiment"),
+    },
+    "contact_time": {"activities": ("contact_id", "occurred_at", "responded", "channel")},
+}  # fmt: skip
+ACTIVE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "lead": {"leads": ("id", "status", "created_at", "updated_at", "converted_at")},
+    "deal": {"deals": ("id", "created_at", "closed_at")},
+    "customer": {"orders": ("contact_id", "ordered_at")},
+    "contact": {"contacts": ("id", "created_at")},
+}
+
+
+def snapshot_columns(models: Iterable[str]) -> dict[str, list[str]]:
+    """Per snapshot table, the columns ``scoring_frame`` reads for ``models``."""
+    needs = []
+    for model in models:
+        needs.append(ACTIVE_COLUMNS[ENTITY_OF_MODEL[model]])
+        needs.extend(VIEW_COLUMNS[view] for view, _ in SERVICES[model] if view in VIEW_COLUMNS)
+    out: dict[str, list[str]] = {}
+    for need in needs:
+        for table, columns in need.items():
+            out.setdefault(table, [])
+            out[table].extend(c for c in columns if c not in out[table])
+    return out
 
 
 def scoring_frame(

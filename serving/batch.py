@@ -190,6 +190,18 @@ def _stamp(series: pd.Series) -> pd.Series:
     return series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, format="ISO8601")  # fmt: skip
 
 
+def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
+    """Per snapshot table, the columns a run of ``models`` reads: their features' and their
+    rules' (users come from the store)."""
+    from features.scoring import snapshot_columns as feature_columns
+
+    out = feature_columns(models)
+    for table in sorted({t for m in models for t in CONTEXT_TABLES[m]} - {"users"}):
+        out.setdefault(table, [])
+        out[table].extend(c for c in CONTEXT_COLUMNS[table] if c not in out[table])
+    return out
+
+
 def _activities_of(
     activities: pd.DataFrame, key: str, entities: pd.Series, at: datetime
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +290,9 @@ def deal_context(tables: Tables, at: datetime) -> pd.DataFrame:
     last = latest_per_row(row, len(frame), nanoseconds(acts["occurred_at"])[take])
     last = np.where(last == NAT, nanoseconds(frame["created_at"]), last)
     frame["days_idle"] = days_between(np.full(len(frame), _ns(at)), last)
+    # Text with None for a blank, whether the snapshot held objects or categoricals (NaN).
+    stage = frame["stage"].astype(object)
+    frame["stage"] = stage.where(stage.notna(), None)
     return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
 
 
@@ -480,7 +495,11 @@ def run_batch(
         from features.scoring import scoring_frame as features_as_of
 
         t = time.perf_counter()
-        tables = export_snapshots(session, settings) if export else load_snapshots(settings)
+        if export:
+            tables = export_snapshots(session, settings)
+        else:  # only the columns this run reads, text as categoricals (no string per row)
+            columns = snapshot_columns(models)
+            tables = load_snapshots(settings, columns=columns, strings="category")
         session.commit()  # end the export's read transaction
         summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t
         scoring_frame = partial(features_as_of, tables=tables, cache={})
