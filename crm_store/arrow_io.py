@@ -15,6 +15,7 @@ in-memory SQLite database, another dialect).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,10 +31,11 @@ from sqlalchemy.orm import Session
 
 from crm_store.models import ENTITY_MODELS
 
-# Rows per query: bounds one Arrow string buffer and SQLite's type inference (see _sqlite) and
-# gives the workers pieces to share.
+# Rows per query: bounds one Arrow string buffer and SQLite's type inference (see iter_tables)
+# and gives the workers pieces to share.
 CHUNK_ROWS = 1_000_000
-WORKERS = 2
+# Reader connections (threads): as many as cores, up to four.
+WORKERS = min(4, os.cpu_count() or 1)
 # Below this many rows in all, the session's own connection reads: opening reader connections
 # (ADBC's PostgreSQL driver loads the type catalogue) costs more than it saves.
 SMALL_ROWS = 20_000
@@ -195,9 +197,9 @@ def _connector(conn: Connection):
 
 def _sqlite(conn: Connection):
     path = conn.engine.url.database
-    # pysqlite opens a transaction only to write: one open means uncommitted writes.
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
+    # pysqlite opens a transaction only to write: one open means uncommitted writes.
     if conn.connection.dbapi_connection.in_transaction:
         return None
 
