@@ -1,9 +1,11 @@
 """The nightly batch's input: every active entity's features as of a time, computed in bulk.
 
 Features come from the same functions that built the training sources (``features.transforms``),
-evaluated once at ``at`` over the exported CRM snapshot with vectorised pandas, so a million
-customers cost a few group-bys rather than a million online lookups. The column list is the model's
-FeatureService declaration (``features.definitions.SERVICES``).
+evaluated once at ``at`` over the exported CRM snapshot: with one time for every entity, events are
+matched to entities by an id lookup and reduced with numpy, so a million customers cost a few
+passes over the activities rather than a million online lookups. The column list is the model's
+FeatureService declaration (``features.definitions.SERVICES``); ``snapshot_columns`` says which
+snapshot columns that reads.
 """
 
 from __future__ import annotations
