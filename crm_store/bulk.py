@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import TableClause, inspect, text
+from sqlalchemy import BigInteger, DateTime, Float, String, Table, TableClause, inspect, text
 from sqlalchemy.orm import Session
 
 from crm_store.models import ENTITY_MODELS
@@ -213,7 +213,15 @@ def insert_frame(
     cols = list(frame.columns)
     all_cols = ", ".join(cols + list(shared.columns))
     dbapi = conn.connection.driver_connection
-    if dialect == "postgresql":
+    binary = _copy_binary_rows(table, frame, shared) if dialect == "postgresql" else None
+    if binary is not None:
+        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)"
+        with dbapi.cursor() as cur, cur.copy(sql) as copy:
+            copy.write(_PGCOPY_HEADER)
+            for start in range(0, len(binary), CHUNK_ROWS):
+                copy.write(binary[start : start + CHUNK_ROWS].tobytes())
+            copy.write(_PGCOPY_TRAILER)
+    elif dialect == "postgresql":
         sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv)"
         suffix = ""
         if len(shared.columns):
@@ -254,6 +262,70 @@ def insert_frame(
             chunk = chunk.where(chunk.notna(), None)
             conn.execute(table.insert(), chunk.to_dict("records"))
     return len(frame)
+
+
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_PGCOPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+
+
+def _double(kind: Any) -> bool:
+    """A float column stored as double precision (FLOAT(p ≤ 24) would be a 4-byte real)."""
+    return isinstance(kind, Float) and (kind.precision is None or kind.precision > 24)
+
+
+def _binary_field(kind: Any, value: Any) -> bytes | None:
+    """One shared value as a binary COPY field (length + big-endian data), None if unsupported."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return (-1).to_bytes(4, "big", signed=True)
+    if isinstance(kind, String) and isinstance(value, str):
+        data = value.encode()
+    elif isinstance(kind, DateTime) and not kind.timezone and isinstance(value, datetime):
+        micros = (np.datetime64(value, "us") - _PG_EPOCH).astype(np.int64)
+        data = int(micros).to_bytes(8, "big", signed=True)
+    elif isinstance(kind, BigInteger) and isinstance(value, int | np.integer):
+        data = int(value).to_bytes(8, "big", signed=True)
+    elif _double(kind) and isinstance(value, float | np.floating):
+        data = np.array([value], dtype=">f8").tobytes()
+    else:
+        return None
+    return len(data).to_bytes(4, "big") + data
+
+
+def _copy_binary_rows(
+    table: TableClause, frame: pd.DataFrame, shared: pd.DataFrame
+) -> np.ndarray | None:
+    """PostgreSQL binary COPY rows built as one numpy record array: fixed-width columns (BIGINT
+    from int64, double precision from float64 without NaN) then the shared values' constant bytes.
+    No text to format on our side nor to parse on the server's; None when a column does not fit
+    (the caller writes CSV)."""
+    if not isinstance(table, Table):
+        return None
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    for name in frame.columns:
+        kind, values = table.c[name].type, frame[name]
+        if isinstance(kind, BigInteger) and values.dtype == np.int64:
+            fields += [(f"{name}_len", ">i4"), (name, ">i8")]
+        elif _double(kind) and values.dtype == np.float64 and not values.isna().any():
+            fields += [(f"{name}_len", ">i4"), (name, ">f8")]
+        else:
+            return None
+    suffix = b""
+    for name in shared.columns:
+        field = _binary_field(table.c[name].type, shared[name].iloc[0])
+        if field is None:
+            return None
+        suffix += field
+    if suffix:
+        fields.append(("shared", f"V{len(suffix)}"))
+    rows = np.empty(len(frame), dtype=np.dtype(fields))
+    rows["count"] = len(frame.columns) + len(shared.columns)
+    for name in frame.columns:
+        rows[f"{name}_len"] = 8
+        rows[name] = frame[name].to_numpy()
+    if suffix:
+        rows["shared"] = np.frombuffer(suffix, dtype=f"V{len(suffix)}")[0]
+    return rows
 
 
 def _datetime_columns(frame: pd.DataFrame) -> list[str]:

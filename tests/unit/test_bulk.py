@@ -101,3 +101,26 @@ def test_clear_store_empties_everything_and_restarts_ids(session):
     session.add(Contact(email="b@x.example", created_at=NOW, updated_at=NOW))
     session.commit()
     assert session.scalar(select(Contact.id)) == 1
+
+
+def test_batch_prediction_log_rows_round_trip_through_binary_copy(session):
+    """A batch's log (ids and scores varying, the rest shared) goes as binary COPY rows on
+    PostgreSQL; the rows read back exactly on both backends, extreme floats and ids included."""
+    from crm_store.bulk import _copy_binary_rows
+
+    scores = [0.1 + 0.2, 1e-300, 123456789.123456789, -0.0, 1 / 3]
+    frame = pd.DataFrame({"entity_id": [1, 2**40, 3, 4, 5], "score": scores})
+    shared = {"entity_type": "contact", "model_name": "clv", "model_version": "7",
+              "source": "batch", "request_id": None, "predicted_at": NOW}  # fmt: skip
+    shared_frame = pd.DataFrame({c: [v] for c, v in shared.items()}).assign(predicted_at=[NOW])
+    assert _copy_binary_rows(PredictionLog.__table__, frame, shared_frame) is not None
+    with_gap = frame.assign(score=[1.0, None, 2.0, 3.0, 4.0])
+    assert _copy_binary_rows(PredictionLog.__table__, with_gap, shared_frame) is None  # CSV
+    assert insert_frame(session, PredictionLog.__table__, frame, shared) == 5
+    session.commit()
+    rows = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
+    assert [(r.entity_id, r.score) for r in rows] == list(
+        zip(frame["entity_id"], scores, strict=True)
+    )
+    assert {(r.entity_type, r.model_name, r.model_version, r.source, r.request_id, r.predicted_at)
+            for r in rows} == {("contact", "clv", "7", "batch", None, NOW)}  # fmt: skip
