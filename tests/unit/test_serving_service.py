@@ -394,3 +394,14 @@ def test_review_pages_are_mounted_in_the_service(api):
     response = api.get("/review/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_the_service_keeps_its_loaded_heap_out_of_full_collections(api, env):
+    """After start and after a reload the loaded objects sit in the permanent generation."""
+    import gc
+
+    assert gc.get_freeze_count() > 10_000
+    before = gc.get_freeze_count()
+    r = api.post("/admin/reload?force=true", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert gc.get_freeze_count() >= before
