@@ -486,6 +486,10 @@ def as_text(series: pd.Series, missing: str = "unknown") -> pd.Series:
     is: no per-value conversion of a million names)."""
     if series.dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "string":
         return series
+    if isinstance(series.dtype, pd.CategoricalDtype):  # each category converted once
+        names = [str(c) for c in series.cat.categories]
+        values = np.array([*names, missing], dtype=object)[series.cat.codes.to_numpy()]
+        return pd.Series(values, index=series.index, name=series.name)
     return series.astype(object).where(series.notna(), missing).astype(str)
 
 
