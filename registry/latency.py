@@ -120,7 +120,9 @@ def measure_serving_latency(
     from serving.scoring import score
 
     base = base_model_name(name)
-    model = load_model(PinnedVersion(client, name, version), base, alias="candidate")
+    model = load_model(
+        PinnedVersion(client, name, version), base, alias="candidate", single_thread=True
+    )
     frames = single_rows(holdout, model.feature_names, rows, seed)
     predict = time_calls(lambda f: score(model, f), frames, warmup=warmup, repeats=repeats)
     if model.explainer is None:

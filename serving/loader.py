@@ -339,6 +339,22 @@ def _unfrozen(estimator: object) -> object:
 
 
 def _contribs_fn(estimator: object, exact: bool) -> tuple[Callable, str] | None:
+    inner_prep, estimator = _split(estimator)
+    if inner_prep:
+        # A base estimator that is itself a pipeline (a scaler before a logistic regression,
+        # calibrated as one): its steps map columns one to one, so contributions of the
+        # transformed columns still belong to the outer columns.
+        found = _contribs_fn(estimator, exact)
+        if found is None:
+            return None
+        fn, method = found
+
+        def through_steps(matrix: np.ndarray) -> np.ndarray:
+            for step in inner_prep:
+                matrix = _dense(step.transform(matrix))
+            return fn(matrix)
+
+        return through_steps, method
     if hasattr(estimator, "get_booster"):
         import xgboost as xgb
 

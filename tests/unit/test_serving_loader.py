@@ -136,3 +136,29 @@ def test_calibrated_frozen_estimator_is_explained_through_its_base(xgb_pipeline)
         explainer.contributions(frame.head(4)).to_numpy(),
         plain.contributions(frame.head(4)).to_numpy(),
     )
+
+
+def test_calibrated_scaled_logistic_regression_is_explained_in_scaled_space(xgb_pipeline):
+    """Training's logistic regression is a scaler + logreg pipeline inside the calibrator: its
+    reasons are coefficient × scaled value, adding up to the base model's margin."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    model, frame = xgb_pipeline
+    prep = model[:-1]
+    x = prep.transform(frame)
+    label = (frame["site_visits_30d"] + 2 * frame["is_decision_maker"] > 3).astype(int)
+    base = Pipeline([("scale", StandardScaler(with_mean=False)), ("logreg", LogisticRegression())])
+    base.fit(x, label)
+    calibrated = CalibratedClassifierCV(FrozenEstimator(base)).fit(x, label)
+    explainer = build_explainer(
+        Pipeline([("prep", prep), ("clf", calibrated)]), list(frame.columns)
+    )
+    assert explainer is not None and explainer.method == "linear"
+    rows = frame.head(5)
+    contributions = explainer.contributions(rows)
+    assert set(contributions.columns) == set(frame.columns)
+    margin = base.decision_function(prep.transform(rows)) - base[-1].intercept_[0]
+    np.testing.assert_allclose(contributions.sum(axis=1), margin, rtol=1e-9, atol=1e-9)
