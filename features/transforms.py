@@ -561,9 +561,10 @@ RULE_SCORE_INPUTS = (
 def rule_score_values(columns: Mapping[str, Sequence]) -> np.ndarray:
     """The design notes' points score over the 90-day behaviour window, from each of
     ``RULE_SCORE_INPUTS`` as a column (Series, array or list): the on-demand view's body."""
-    return rule_based_lead_score(
-        *(pd.Series(columns[name]) for name in RULE_SCORE_INPUTS)
-    ).to_numpy()
+    # Columns go in as given (no Series per column): the online API runs this per request.
+    return np.asarray(
+        rule_based_lead_score(*(columns[name] for name in RULE_SCORE_INPUTS)), dtype=float
+    )
 
 
 def rule_score(inputs: pd.DataFrame) -> pd.DataFrame:
