@@ -143,7 +143,18 @@ def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -
     # Concurrent writers would both move the same old value to history: tag upserts take turns,
     # until the caller's transaction ends. (SQLite's single writer lock already serialises them.)
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
-    on_key = " AND ".join(f"t.{c} = s.{c}" for c in TAG_KEY)
+    # The staged rows' entity range, spelled out: a chunk of a batch covers a narrow id range,
+    # and the stored tags' statistics lag a big run (autovacuum has not analysed the rows just
+    # written), so without it the planner hashes the whole tags table for every chunk.
+    on_key = " AND ".join(f"t.{c} = s.{c}" for c in TAG_KEY) + (
+        " AND t.entity_type = ANY(:b_types) AND t.entity_id BETWEEN :b_low AND :b_high"
+    )
+    params = {
+        **params,
+        "b_types": sorted(tags["entity_type"].unique().tolist()),
+        "b_low": int(tags["entity_id"].min()),
+        "b_high": int(tags["entity_id"].max()),
+    }
     cols = ", ".join(TAG_COLUMNS)
     payload = TAG_COLUMNS[3:]
     history_cols = f"{cols}, replaced_at"
