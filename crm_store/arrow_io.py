@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import pairwise
 
 import pandas as pd
@@ -160,15 +161,16 @@ def _read_parallel(
     connect, tasks: list[tuple[str, pa.Schema]], workers: int, options: dict[str, str]
 ) -> Iterator[pa.Table]:
     """Each task's result (its query's rows cast to its schema) in task order, read by
-    ``workers`` threads with a connection each: ADBC and Arrow's casts release the GIL, so they
-    run on as many cores while the caller works on the results already yielded."""
+    ``workers`` threads with a reader each (``connect()``: ``read(sql, options)`` → Arrow,
+    ``close()``): ADBC and Arrow's casts release the GIL, so they run on as many cores while the
+    caller works on the results already yielded."""
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for i in range(len(tasks)):
         todo.put(i)
     done: queue.SimpleQueue[tuple[int, pa.Table | BaseException]] = queue.SimpleQueue()
     stop = threading.Event()
 
-    def drain(adbc) -> None:
+    def drain(reader) -> None:
         try:
             while not stop.is_set():
                 try:
@@ -176,18 +178,14 @@ def _read_parallel(
                 except queue.Empty:
                     return
                 sql, schema = tasks[i]
-                with adbc.cursor() as cur:
-                    if options:
-                        cur.adbc_statement.set_options(**options)
-                    cur.execute(sql)
-                    done.put((i, _conform(cur.fetch_arrow_table(), schema)))
+                done.put((i, _conform(reader.read(sql, options), schema)))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             done.put((-1, exc))
 
     connections = []
     threads = []
     try:
-        # Every connection is open (its snapshot taken) before any table is read.
+        # Every reader is open (on PostgreSQL, in the shared snapshot) before any table is read.
         connections.extend(connect() for _ in range(workers))
         threads.extend(threading.Thread(target=drain, args=(c,)) for c in connections)
         for thread in threads:
@@ -204,8 +202,8 @@ def _read_parallel(
         stop.set()
         for thread in threads:
             thread.join()
-        for adbc in connections:
-            adbc.close()
+        for reader in connections:
+            reader.close()
 
 
 def _connector(conn: Connection):
@@ -226,18 +224,7 @@ def _sqlite(conn: Connection):
     if conn.connection.dbapi_connection.in_transaction:
         return None
 
-    def connect():
-        import adbc_driver_sqlite.dbapi
-
-        adbc = adbc_driver_sqlite.dbapi.connect(path)
-        with adbc.cursor() as cur:
-            # The read transaction (autocommit is off) starts its WAL snapshot here, before any
-            # table is read, as the other worker's does.
-            cur.execute("SELECT count(*) FROM sqlite_master")
-            cur.fetchall()
-        return adbc
-
-    return connect
+    return partial(_SqliteProcessReader, path)
 
 
 def _postgresql(conn: Connection):
@@ -260,9 +247,59 @@ def _postgresql(conn: Connection):
             # cores, and no JIT compilation for a plain scan repeated per range.
             cur.execute("SET max_parallel_workers_per_gather = 0")
             cur.execute("SET jit = off")
-        return adbc
+        return _AdbcReader(adbc)
 
     return connect
+
+
+class _AdbcReader:
+    """One ADBC connection reading queries into Arrow."""
+
+    def __init__(self, adbc):
+        self.adbc = adbc
+
+    def read(self, sql: str, options: dict[str, str]) -> pa.Table:
+        with self.adbc.cursor() as cur:
+            if options:
+                cur.adbc_statement.set_options(**options)
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    def close(self) -> None:
+        self.adbc.close()
+
+
+class _SqliteProcessReader:
+    """SQLite queries read by ADBC in a process of their own. ADBC links its own copy of SQLite:
+    in this process, closing its file would drop the POSIX locks the store's connections hold,
+    and, seeing no other connection, it would checkpoint and delete the WAL under them, which
+    corrupts the store (sqlite.org/howtocorrupt.html, "multiple copies of SQLite"). Another
+    process's locks are seen for what they are."""
+
+    def __init__(self, path: str):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.path = path
+        # Spawned, not forked: a child must not inherit the store's open SQLite connections.
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def read(self, sql: str, options: dict[str, str]) -> pa.Table:
+        return self.pool.submit(_sqlite_query, self.path, sql, options).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def _sqlite_query(path: str, sql: str, options: dict[str, str]) -> pa.Table:
+    """(In a reader process.) ``sql``'s rows from the SQLite file at ``path``, as Arrow."""
+    import adbc_driver_sqlite.dbapi
+
+    adbc = adbc_driver_sqlite.dbapi.connect(path)
+    try:
+        return _AdbcReader(adbc).read(sql, options)
+    finally:
+        adbc.close()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -173,3 +173,23 @@ def test_load_snapshots_reads_only_the_columns_asked_for(demo, settings):
     assert arrow["activities"]["type"].astype(object).equals(full["activities"]["type"])
     with pytest.raises(ValueError, match="strings must be one of"):
         fx.load_snapshots(settings, strings="bytes")
+
+
+def test_a_sqlite_read_leaves_the_store_connections_wal_alone(demo, request):
+    """ADBC's own copy of SQLite reads in another process: in this one, closing it would drop the
+    store connection's locks and delete the WAL under it (a corrupt store, seen in CI)."""
+    from pathlib import Path
+
+    if demo.get_bind().dialect.name != "sqlite":
+        pytest.skip("SQLite's WAL and POSIX locks only")
+    request.getfixturevalue("adbc")
+    demo.execute(text("UPDATE contacts SET first_name = first_name || ''"))
+    demo.commit()
+    wal = Path(demo.get_bind().url.database + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    frames = arrow_io.read_tables(demo, {"contacts": None, "activities": None})
+    assert len(frames["activities"]) > 0
+    assert wal.exists()  # the store's connection still owns its WAL
+    demo.execute(text("UPDATE contacts SET first_name = first_name || ''"))
+    demo.commit()
+    assert demo.execute(text("PRAGMA integrity_check")).scalar_one() == "ok"
