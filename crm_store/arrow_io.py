@@ -15,8 +15,11 @@ in-memory SQLite database, another dialect).
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -270,36 +273,24 @@ class _AdbcReader:
 
 
 class _SqliteProcessReader:
-    """SQLite queries read by ADBC in a process of their own. ADBC links its own copy of SQLite:
-    in this process, closing its file would drop the POSIX locks the store's connections hold,
-    and, seeing no other connection, it would checkpoint and delete the WAL under them, which
-    corrupts the store (sqlite.org/howtocorrupt.html, "multiple copies of SQLite"). Another
-    process's locks are seen for what they are."""
+    """SQLite queries read by ADBC in a process each (``crm_store.sqlite_reader``: ADBC's own
+    copy of SQLite must not open the store in the store's process)."""
 
     def __init__(self, path: str):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         self.path = path
-        # Spawned, not forked: a child must not inherit the store's open SQLite connections.
-        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
     def read(self, sql: str, options: dict[str, str]) -> pa.Table:
-        return self.pool.submit(_sqlite_query, self.path, sql, options).result()
+        done = subprocess.run(
+            [sys.executable, "-m", "crm_store.sqlite_reader", self.path, json.dumps(options)],
+            input=sql.encode(),
+            capture_output=True,
+        )
+        if done.returncode:
+            raise RuntimeError(f"SQLite reader failed: {done.stderr.decode()[-2000:]}")
+        return pa.ipc.open_stream(done.stdout).read_all()
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
-
-
-def _sqlite_query(path: str, sql: str, options: dict[str, str]) -> pa.Table:
-    """(In a reader process.) ``sql``'s rows from the SQLite file at ``path``, as Arrow."""
-    import adbc_driver_sqlite.dbapi
-
-    adbc = adbc_driver_sqlite.dbapi.connect(path)
-    try:
-        return _AdbcReader(adbc).read(sql, options)
-    finally:
-        adbc.close()
+        pass
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
