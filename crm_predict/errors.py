@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
 class UserError(Exception):
     """Bad input from a user (CLI argument, CSV, request): shown as one message, nothing written."""
+
+
+def read_user_csv(path: Path, label: str = "file") -> Any:
+    """A user's CSV as a DataFrame; a missing, unreadable, empty or header-only file is a
+    UserError naming it (``label``: what the file should hold, for the message)."""
+    import pandas as pd
+
+    if not path.exists():
+        raise UserError(f"{label} {str(path)!r} does not exist")
+    if not path.is_file():
+        raise UserError(f"{label} {str(path)!r} is not a file")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"cannot read {str(path)!r} as CSV: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r} as CSV: {exc}") from None
+    if frame.empty:
+        raise UserError(f"{str(path)!r} has a header but no rows")
+    return frame
 
 
 def print_error(exc: Exception) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from crm_predict.errors import UserError, user_errors_exit_2
+from crm_predict.errors import UserError, read_user_csv, user_errors_exit_2
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -27,25 +27,6 @@ def tracking_client(settings: Any) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-
-
-def read_csv(path: Path) -> Any:
-    """A user's CSV as a DataFrame; unreadable, empty or missing files are user errors."""
-    import pandas as pd
-
-    if not path.exists():
-        raise UserError(f"file not found: {path}")
-    if not path.is_file():
-        raise UserError(f"not a file: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path} as CSV: {exc}") from None
-    if frame.empty:
-        raise UserError(f"{path} has a header but no rows")
-    return frame
 
 
 def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
@@ -167,7 +148,7 @@ def train(
     else:
         if target is None or id_column is None:
             raise UserError("--csv needs --target COLUMN and --id COLUMN")
-        frame = read_csv(csv)
+        frame = read_user_csv(csv)
         options |= {
             "target": target,
             "id_column": id_column,
@@ -201,7 +182,7 @@ def predict(
 
     settings = ctx.obj
     module = classifier_module(model)
-    frame = read_csv(csv)
+    frame = read_user_csv(csv)
     scores, used = score_table(tracking_client(settings), model, frame, version, alias)
     table = pd.concat([scores, module.outputs(scores["score"])], axis=1)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from crm_predict.errors import UserError
+from crm_predict.errors import UserError, read_user_csv
 from crm_predict.rules import RULES, Rules, rfm_segment, value_tier
 from crm_predict.settings import Settings
 from training.tracking import log_pyfunc_run
@@ -126,12 +126,7 @@ def read_transactions_csv(
     path: Path, customer_col: str, date_col: str, amount_col: str
 ) -> pd.DataFrame:
     """A user's transaction CSV, validated (see ``transactions_frame``)."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"transactions file {str(path)!r} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r} as CSV: {exc}") from None
+    frame = read_user_csv(path, "transactions file")
     return transactions_frame(frame, customer_col, date_col, amount_col)
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from scipy.special import betaln
 
-from crm_predict.errors import UserError
+from crm_predict.errors import UserError, read_user_csv
 from crm_predict.rules import RULES, Rules, slot_label
 from crm_predict.settings import Settings
 from training.classifier import parse_boolean
@@ -157,12 +157,7 @@ def read_events_csv(
     segment_col: str | None = None,
 ) -> pd.DataFrame:
     """A user's event CSV, validated (see ``events_frame``)."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"events file {str(path)!r} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {str(path)!r} as CSV: {exc}") from None
+    frame = read_user_csv(path, "events file")
     return events_frame(frame, contact_col, time_col, responded_col, channel_col, segment_col)
 
 

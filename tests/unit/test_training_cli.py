@@ -97,7 +97,7 @@ def write(path, text: str):
         (["train", "churn", "--csv", "{header}", "--target", "Churn", "--id", "customerID"],
          "no rows"),
         (["train", "churn", "--csv", "{missing}", "--target", "Churn", "--id", "customerID"],
-         "file not found"),
+         "does not exist"),
         (["train", "upsell", "--csv", "{good}", "--target", "Churn", "--id", "customerID"],
          "unknown model 'upsell'"),
         (["train", "churn", "--csv", "{good}", "--id", "customerID"], "--target"),
