@@ -123,18 +123,28 @@ class MicroBatcher(Generic[T, R]):
 
     Idle: an item runs at once, alone (no batching window, no added latency). Busy: items queue
     and go together as the next batch, up to ``max_items``. ``run`` returns one result or
-    exception per item, so one bad request never fails its neighbours."""
+    exception per item, so one bad request never fails its neighbours.
+
+    A batch that ``inline`` calls small runs on the event loop itself when ``lock`` is free (no
+    other batch running): handing one request to a thread and back costs more than scoring it,
+    and the two threads then queue for the GIL behind each other. Requests that arrive while it
+    runs wait in their sockets and are queued together once it is done, so concurrent requests
+    are still coalesced. ``lock`` is held around every ``run``, on the loop or ``executor``."""
 
     def __init__(
         self,
         run: Callable[[list[T]], list[R | BaseException]],
         executor: ThreadPoolExecutor,
         max_items: int = 64,
+        inline: Callable[[list[T]], bool] | None = None,
+        lock: threading.Lock | None = None,
     ):
         self.run, self.executor, self.max_items = run, executor, max_items
+        self.inline, self.lock = inline, lock or threading.Lock()
         self._queue: list[tuple[T, asyncio.Future]] = []
         self._draining = False
         self.batch_sizes: list[int] = []  # observed, for tests and the benchmark
+        self.inline_batches = 0  # how many of them ran on the event loop
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
@@ -152,10 +162,16 @@ class MicroBatcher(Generic[T, R]):
                 batch = self._queue[: self.max_items]
                 del self._queue[: self.max_items]
                 self.batch_sizes.append(len(batch))
+                items = [item for item, _ in batch]
                 try:
-                    results = await loop.run_in_executor(
-                        self.executor, self.run, [item for item, _ in batch]
-                    )
+                    if self.inline is not None and self.inline(items) and self.lock.acquire(False):
+                        self.inline_batches += 1
+                        try:
+                            results = self.run(items)
+                        finally:
+                            self.lock.release()
+                    else:
+                        results = await loop.run_in_executor(self.executor, self._locked, items)
                 except Exception as exc:  # run itself broke: every item gets the error
                     results = [exc] * len(batch)
                 for (_, future), result in zip(batch, results, strict=True):
@@ -167,6 +183,10 @@ class MicroBatcher(Generic[T, R]):
                         future.set_result(result)
         finally:
             self._draining = False
+
+    def _locked(self, items: list[T]) -> list[R | BaseException]:
+        with self.lock:
+            return self.run(items)
 
 
 class ModelHub:
@@ -185,8 +205,16 @@ class ModelHub:
         self.errors: dict[str, str] = {name: "not loaded yet" for name in MODEL_NAMES}
         self.rfm_medians: tuple[float, float, float] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        # One scoring at a time, on the loop or the executor (one Feast store connection).
+        self.scoring_lock = threading.Lock()
         self.batchers = {
-            name: MicroBatcher(self._batch_runner(name), self.executor, max_items=64)
+            name: MicroBatcher(
+                self._batch_runner(name),
+                self.executor,
+                max_items=64,
+                inline=_small,
+                lock=self.scoring_lock,
+            )
             for name in MODEL_NAMES
         }
         self._reload_lock = threading.Lock()
@@ -300,10 +328,14 @@ class ModelHub:
     def readiness(self) -> dict:
         """Which models are loaded and whether the online store answers (runs a probe read)."""
         models = self.model_status()
-        store_error = self.executor.submit(self.online.check).result(timeout=30)
+        store_error = self.executor.submit(self._locked_check).result(timeout=30)
         online = {"status": "reachable"} if store_error is None else {"status": "unreachable", "error": store_error}  # fmt: skip
         ready = store_error is None and all(m["status"] == "ready" for m in models.values())
         return {"ready": ready, "models": models, "online_store": online}
+
+    def _locked_check(self) -> str | None:
+        with self.scoring_lock:
+            return self.online.check()
 
     # --- scoring -------------------------------------------------------------------------------
 
@@ -415,6 +447,17 @@ class ModelHub:
             "tasks": result.tasks_created,
             "predictions_logged": result.predictions_logged,
         }
+
+
+INLINE_ROWS = 32  # a coalesced batch of at most this many rows is scored on the event loop
+
+
+def _small(jobs: list[Job]) -> bool:
+    """Whether ``jobs`` are few enough rows to score on the event loop (a millisecond or two)."""
+    rows = 0
+    for job in jobs:
+        rows += len(job.ids) if job.ids is not None else len(job.frame)
+    return rows <= INLINE_ROWS
 
 
 def _merged(table: pd.DataFrame | None, parts: list[pd.DataFrame | list[int]]) -> pd.DataFrame:

@@ -162,3 +162,35 @@ def test_calibrated_scaled_logistic_regression_is_explained_in_scaled_space(xgb_
     assert set(contributions.columns) == set(frame.columns)
     margin = base.decision_function(prep.transform(rows)) - base[-1].intercept_[0]
     np.testing.assert_allclose(contributions.sum(axis=1), margin, rtol=1e-9, atol=1e-9)
+
+
+def test_micro_batcher_scores_small_batches_on_the_loop_and_keeps_coalescing():
+    """Small batches run on the event loop (no thread hand-off); concurrent requests are still
+    one batch; a big batch, or one while another holds the scoring lock, goes to the executor."""
+    executor = ThreadPoolExecutor(1)
+    lock = threading.Lock()
+    calls: list[tuple[bool, list[int]]] = []
+
+    def run(items: list[int]) -> list[int]:
+        assert lock.locked()  # every run holds the scoring lock
+        calls.append((threading.get_ident() == loop_thread, list(items)))
+        return [i * 10 for i in items]
+
+    async def scenario():
+        batcher = MicroBatcher(run, executor, inline=lambda items: sum(items) <= 10, lock=lock)
+        one = await batcher.submit(1)
+        many = await asyncio.gather(*(batcher.submit(i) for i in (2, 3, 4)))
+        big = await batcher.submit(50)
+        lock.acquire()  # another batch (or a readiness probe) is scoring
+        held = asyncio.ensure_future(batcher.submit(5))
+        await asyncio.sleep(0.05)
+        assert not held.done()
+        lock.release()
+        return one, many, big, await held, batcher
+
+    loop_thread = threading.get_ident()
+    one, many, big, held, batcher = asyncio.run(scenario())
+    executor.shutdown()
+    assert (one, many, big, held) == (10, [20, 30, 40], 500, 50)
+    assert calls == [(True, [1]), (True, [2, 3, 4]), (False, [50]), (False, [5])]
+    assert batcher.batch_sizes == [1, 3, 1, 1] and batcher.inline_batches == 2
