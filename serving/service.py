@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import secrets
 import uuid
+import warnings
 from typing import TypeVar
 
 import anyio.to_thread
@@ -54,6 +55,22 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def quiet_bentoml_deprecation() -> None:
+    """Ignore the deprecation warning BentoML 1.4's endpoint raises on every request (it reads
+    ``model_fields`` off the request instance, deprecated in pydantic 2.11). A ``catch_warnings``
+    in a library on the request path resets Python's once-per-location registry, so it was
+    printed to the log again and again (a formatted traceback line per request). Feast is
+    imported first: its import puts a filter for every DeprecationWarning ahead of ours."""
+    from pydantic.warnings import PydanticDeprecatedSince211
+
+    import features.online  # noqa: F401 - see above
+
+    warnings.filterwarnings(
+        "ignore", message="Accessing the 'model_fields' attribute on the instance",
+        category=PydanticDeprecatedSince211,
+    )  # fmt: skip
+
+
 def check_token(authorization: str | None, token: str) -> None:
     """401 without a bearer token, 403 with a wrong one (an empty configured token matches
     nothing, so a misconfigured service refuses every write rather than accepting ``Bearer ``)."""
@@ -72,6 +89,7 @@ class CrmPredict:
     """CRM predictions: lead score, deal health, churn, CLV and next best time to contact."""
 
     def __init__(self) -> None:
+        quiet_bentoml_deprecation()
         settings = Settings()
         # A bare `bentoml serve` must refuse a missing token as `crm-predict serve` does.
         self.settings = settings.model_copy(update={"api_token": settings.serving_token()})
