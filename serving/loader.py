@@ -206,8 +206,58 @@ def _response_fn(estimator: object) -> Callable[[object], np.ndarray]:
             rounds = (0, estimator.best_iteration + 1)
         except AttributeError:  # no early stopping: every tree
             rounds = (0, 0)
-        return lambda x: booster.inplace_predict(x, iteration_range=rounds, missing=missing)
+        return _dense_predict_fn(booster, rounds, missing)
     return lambda x: np.asarray(estimator.predict_proba(x))[:, 1]
+
+
+def _dense_predict_fn(
+    booster: object, rounds: tuple[int, int], missing: float
+) -> Callable[[object], np.ndarray]:
+    """``booster.inplace_predict(x, iteration_range=rounds, missing=missing)``: for a float
+    matrix, the C call it makes (``XGBoosterPredictFromDense``) with its JSON arguments built
+    once. Same numbers; ~0.15 ms less Python per call (inplace_predict re-imports its data
+    adapters, re-serializes its arguments and defines a class per call), which is most of a
+    one-row predict. Anything else, or an XGBoost without that call, goes through
+    ``inplace_predict``."""
+
+    def inplace(x) -> np.ndarray:
+        return booster.inplace_predict(x, iteration_range=rounds, missing=missing)
+
+    try:
+        import ctypes
+
+        from xgboost.core import _LIB, _check_call, c_bst_ulong, make_jcargs
+
+        predict_from_dense = _LIB.XGBoosterPredictFromDense
+    except (ImportError, AttributeError):
+        return inplace
+    args = make_jcargs(
+        type=0, training=False, iteration_begin=int(rounds[0]), iteration_end=int(rounds[1]),
+        missing=missing, strict_shape=False, cache_id=0,
+    )  # fmt: skip
+    width = booster.num_features()
+
+    def dense(x) -> np.ndarray:
+        if not (
+            type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == width
+            and x.dtype in (np.float64, np.float32)
+        ):  # fmt: skip
+            return inplace(x)
+        shape, dims = ctypes.POINTER(c_bst_ulong)(), c_bst_ulong()
+        preds = ctypes.POINTER(ctypes.c_float)()
+        interface = json.dumps(x.__array_interface__).encode()
+        _check_call(
+            predict_from_dense(
+                booster.handle, interface, args, ctypes.c_void_p(),
+                ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds),
+            )
+        )  # fmt: skip
+        size = 1
+        for k in range(dims.value):
+            size *= shape[k]
+        return np.ctypeslib.as_array(preds, shape=(size,)).copy()
+
+    return dense
 
 
 def _plain_binary_xgboost(estimator: object) -> bool:

@@ -12,7 +12,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from serving.loader import Predictor, build_explainer, single_threaded
+from serving.loader import Predictor, _dense_predict_fn, build_explainer, single_threaded
 from training.classifier import TablePreprocessor
 
 
@@ -323,3 +323,22 @@ def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
     assert ModelHub(Settings(data_dir=tmp_path / "d")).loader is load_for_serving
     rows = churn_frame(20, seed=9)
     np.testing.assert_array_equal(as_logged.predict_proba(rows), serving.predict_proba(rows))
+
+
+def test_dense_predict_gives_inplace_predict_bit_for_bit():
+    """The classifier's C-call predict equals ``Booster.inplace_predict`` on one row, many rows,
+    missing values, float32, a strided view and a limited iteration range."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    label = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 3]) > 0).astype(int)
+    booster = XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1).fit(x, label).get_booster()
+    for rounds in ((0, 0), (0, 10)):
+        predict = _dense_predict_fn(booster, rounds, np.nan)
+        for rows in (x[:1], x[:7], x, x.astype(np.float32), x[::3], pd.DataFrame(x[:4])):
+            got = predict(rows)
+            expected = booster.inplace_predict(rows, iteration_range=rounds, missing=np.nan)
+            assert got.dtype == expected.dtype == np.float32
+            np.testing.assert_array_equal(got, expected)
+    every_tree, ten_trees = (_dense_predict_fn(booster, r, np.nan)(x) for r in ((0, 0), (0, 10)))
+    assert not np.array_equal(every_tree, ten_trees)  # the range is passed on
