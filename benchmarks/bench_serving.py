@@ -11,9 +11,10 @@ shared machine, latency figures move with it (the server CPU per request much le
 Run: ``python -m benchmarks.bench_serving [customers [data_dir]]`` (or ``make bench``); a
 ``data_dir`` that already holds such a world is reused (else it is built there).
 Targets: p99 ≤ 10 ms at 200 req/s without explain, ≤ 20 ms with explain, ≥ 1,000 predictions/s
-with batching. The server runs with the settings of the environment: e.g.
-``CRM_PREDICT_ACCESS_LOG=false CRM_PREDICT_REQUEST_METRICS=false CRM_PREDICT_REQUEST_TRACING=false``
-measures the lean configuration, ``CRM_PREDICT_SERVING_WORKERS=2`` two worker processes.
+with batching. The server runs with the settings of the environment: by default without BentoML's
+per-request access log, metrics and tracing; ``CRM_PREDICT_ACCESS_LOG=true
+CRM_PREDICT_REQUEST_METRICS=true CRM_PREDICT_REQUEST_TRACING=true`` measures them on,
+``CRM_PREDICT_SERVING_WORKERS=2`` two worker processes.
 """
 
 from __future__ import annotations
