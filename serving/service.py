@@ -95,6 +95,7 @@ class CrmPredict:
         self.settings = settings.model_copy(update={"api_token": settings.serving_token()})
         self.hub = ModelHub(self.settings)
         self.hub.reload(force=True)
+        self.hub.warm()
         freeze_heap()
         self.hub.start_polling(self.settings.reload_interval_seconds)
 
@@ -285,6 +286,7 @@ async def admin_reload(request: Request) -> JSONResponse:
         return exc.response()
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     outcome = await anyio.to_thread.run_sync(lambda: svc.hub.reload(force=force))
+    await anyio.to_thread.run_sync(svc.hub.warm)  # a forced reload reopens the online store
     freeze_heap()  # the new champions too
     return JSONResponse({"reloaded": outcome, "models": svc.hub.model_status()})
 

@@ -405,3 +405,21 @@ def test_the_service_keeps_its_loaded_heap_out_of_full_collections(api, env):
     r = api.post("/admin/reload?force=true", headers=AUTH)
     assert r.status_code == 200, r.text
     assert gc.get_freeze_count() >= before
+
+
+def test_warm_reads_each_loaded_models_features_once_and_never_raises(env):
+    """The service opens the online store before freezing its heap (``ModelHub.warm``): one
+    probe read per model that reads features; an unreachable store is left to readiness."""
+    from serving.hub import ModelHub
+
+    settings = Settings(data_dir=env["root"] / "data", mlflow_tracking_uri=env["env"]["CRM_PREDICT_MLFLOW_TRACKING_URI"])  # fmt: skip
+    online = FakeOnline()
+    hub = ModelHub(settings, online=online)
+    try:
+        hub.reload(force=True)
+        hub.warm()
+        assert online.reads == len([n for n in hub.models if n != "next_best_time"]) > 0
+        online.reachable = False
+        hub.warm()
+    finally:
+        hub.close()
