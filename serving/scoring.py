@@ -223,4 +223,7 @@ def _rule_points(frame: pd.DataFrame) -> np.ndarray | None:
     points = frame[RULE_SCORE]
     if pd.api.types.is_float_dtype(points):
         return points.to_numpy()
+    values = points.to_numpy()
+    if all(v is None or type(v) in (int, float) for v in values):  # a single-id read's objects
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
     return pd.to_numeric(points, errors="coerce").to_numpy(dtype=float)

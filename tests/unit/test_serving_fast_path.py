@@ -342,3 +342,19 @@ def test_dense_predict_gives_inplace_predict_bit_for_bit():
             np.testing.assert_array_equal(got, expected)
     every_tree, ten_trees = (_dense_predict_fn(booster, r, np.nan)(x) for r in ((0, 0), (0, 10)))
     assert not np.array_equal(every_tree, ten_trees)  # the range is passed on
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[3, None, 2.5, float("nan"), 10**20], ["4", None, "x", 1], [True, None, 2], [None, None]],
+)
+def test_rule_points_of_object_values_are_to_numerics(values):
+    """A single-id read hands the rule score over as Python objects: plain numbers take a
+    short path, anything else pandas' coercion; the same floats either way."""
+    from serving.scoring import RULE_SCORE, _rule_points
+
+    frame = pd.DataFrame({RULE_SCORE: pd.Series(values, dtype=object)})
+    expected = pd.to_numeric(frame[RULE_SCORE], errors="coerce").to_numpy(dtype=float)
+    got = _rule_points(frame)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, expected)
