@@ -7,14 +7,24 @@ with ``export=False``) so model and rules see the same data → chunks in entity
 ``serving.writeback``. Views and contexts shared by several models are computed once per run.
 Each chunk's writes and its ``batch_checkpoints`` row commit in one transaction, so a killed run
 resumes after the last committed chunk and ends with exactly the rows a clean run writes.
+
+The database writes run on a writer thread (``_ChunkWriter``) fed through a bounded queue, while
+the calling thread scores the next chunks and computes the next model's features and context; the
+champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
+loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts)
+and ``write_wait`` are the calling thread's; ``write`` is the writer thread's busy time and
+overlaps them; ``write_drain`` (run level) is the wait for the last commits.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -42,7 +52,7 @@ from features.transforms import (
     positions,
     totals_per_row,
 )
-from serving.writeback import WriteBackResult, write_back
+from serving.writeback import PreparedWrite, WriteBackResult, apply_write, prepare_write
 
 EXPERIMENT = "batch_scoring"
 # Every table a run writes: its run and checkpoint rows and the write-back (for a clean rerun).
@@ -55,6 +65,9 @@ OUTPUT_TABLES = (
     "tasks",
 )
 RESUME_WITHIN = timedelta(hours=24)  # an unfinished run younger than this is resumed, not restarted
+# Prepared chunks waiting for the writer thread: enough to keep it busy while the next model's
+# features and context are computed, few enough to bound the memory (a chunk's tag frame).
+WRITE_QUEUE_CHUNKS = 6
 
 # Activity types per behaviour group, as the feature pipeline reads them.
 SITE_VISITS = ("site_visit", "app_visit", "web_visit", "visit")
@@ -409,6 +422,92 @@ def score(model, features: pd.DataFrame) -> pd.DataFrame:
 # --- The run ----------------------------------------------------------------------------------
 
 
+@dataclass
+class _Chunk:
+    """One chunk's prepared write-back and the checkpoint row that commits with it."""
+
+    model_run: ModelRun
+    prepared: PreparedWrite
+    checkpoint: dict
+    advance: Callable[[int], None] | None
+
+
+class _ChunkWriter:
+    """The run's database writes on one thread: each queued chunk's tags, tasks, prediction log
+    and checkpoint in one transaction, in queue order, while the caller's thread computes the next
+    chunks (sqlite3 and psycopg release the GIL while the database works). The session belongs to
+    this thread from ``start`` to ``close``. A write error stops the writer; the caller's next
+    ``put`` or ``close`` raises it. The queue is bounded: a caller ahead of the writer waits."""
+
+    def __init__(self, session: Session, depth: int = WRITE_QUEUE_CHUNKS):
+        self.session = session
+        self.queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()  # the caller failed: drop what is still queued
+        self.waited = 0.0  # seconds the caller spent waiting for room in the queue
+        self.thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: _Chunk) -> None:
+        t = time.perf_counter()
+        while True:
+            self._raise_error()
+            try:
+                self.queue.put(chunk, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.waited += time.perf_counter() - t
+
+    def close(self, failed: bool = False) -> None:
+        """Wait until every queued chunk is committed (or, ``failed``, dropped); raise a write
+        error."""
+        if failed:
+            self.stopping.set()
+        while self.thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+        if not failed:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.stopping.is_set() or self.error is not None:
+                continue
+            try:
+                self._write(chunk)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self.error = exc
+
+    def _write(self, chunk: _Chunk) -> None:
+        t = time.perf_counter()
+        result = apply_write(self.session, chunk.prepared)
+        self.session.add(
+            BatchCheckpoint(
+                **chunk.checkpoint, tags_written=result.tags_written,
+                tasks_created=result.tasks_created,
+                counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts}),
+                committed_at=_utcnow(),
+            )
+        )  # fmt: skip
+        self.session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
+        run = chunk.model_run
+        run.seconds["write"] += time.perf_counter() - t
+        run.result.add(result)
+        run.entities += chunk.checkpoint["entities"]
+        run.chunks += 1
+        if chunk.advance:
+            chunk.advance(chunk.checkpoint["entities"])
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -486,90 +585,55 @@ def run_batch(
     started = time.perf_counter()
     now = _utcnow().replace(microsecond=0)
     run, resumed = _start_or_resume(session, list(models), at, now)
-    at = run.scored_at
-    chunk_size = settings.batch_chunk_size
-    summary = BatchSummary(batch_run_id=run.id, scored_at=at, resumed=resumed, models=[])
-    tables = None
-    if scoring_frame is None:
-        from features.export import export_snapshots, load_snapshots
-        from features.scoring import scoring_frame as features_as_of
-
-        t = time.perf_counter()
-        if export:
-            tables = export_snapshots(session, settings)
-        else:  # only the columns this run reads, text as categoricals (no string per row)
-            columns = snapshot_columns(models)
-            tables = load_snapshots(settings, columns=columns, strings="category")
-        session.commit()  # end the export's read transaction
-        summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t
-        scoring_frame = partial(features_as_of, tables=tables, cache={})
-    t = time.perf_counter()
-    crm = crm_tables(session, models, snapshot=tables)
-    session.commit()
-    contexts: dict[Callable, pd.DataFrame] = {}  # churn and CLV share the customer context
-    summary.seconds["context_tables"] += time.perf_counter() - t
-
-    for name in models:
-        n_done, last_id, model_run = _done_so_far(session, run.id, name)
-        summary.models.append(model_run)
-        seconds = model_run.seconds
-
-        t = time.perf_counter()
-        loaded = load_model(client, name, alias="champion")
-        model_run.version = str(loaded.version)
-        seconds["load"] += time.perf_counter() - t
-
-        t = time.perf_counter()
-        features = scoring_frame(settings, name, at)
-        if since is not None:
-            features = features[features["entity_id"].isin(changed_entities(session, name, since))]
-        features = features.sort_values("entity_id", kind="stable").reset_index(drop=True)
-        seconds["features"] += time.perf_counter() - t
-
-        t = time.perf_counter()
-        build = CONTEXTS[name]
-        if build not in contexts:
-            contexts[build] = build(crm, at)
-        context = contexts[build].drop_duplicates("entity_id").set_index("entity_id")
-        medians = None
-        if name == "clv" and len(context):
-            medians = rfm_medians(
-                context["recency_days"], context["frequency"], context["monetary"]
-            )
-        seconds["context"] += time.perf_counter() - t
-
-        todo = features if last_id is None else features[features["entity_id"] > last_id]
-        advance = progress(name, len(features)) if progress else None
-        if advance and len(features) > len(todo):
-            advance(len(features) - len(todo))
-        for index, start in enumerate(range(0, len(todo), chunk_size), start=n_done):
-            chunk = todo.iloc[start : start + chunk_size]
-            t = time.perf_counter()
-            scored = score(loaded, chunk)
-            # Align the context to the chunk (the index's hash table is built once per model).
-            rows = context.reindex(scored["entity_id"].to_numpy())
-            scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
-            seconds["score"] += time.perf_counter() - t
+    at, run_id = run.scored_at, run.id
+    summary = BatchSummary(batch_run_id=run_id, scored_at=at, resumed=resumed, models=[])
+    # The champions load on a thread of their own while the snapshot is read and the first
+    # features computed (imports and unpickling beside Arrow reads and numpy work).
+    loader = ThreadPoolExecutor(1, thread_name_prefix="batch-model-load")
+    champions = {name: loader.submit(load_model, client, name, alias="champion") for name in models}
+    try:
+        if scoring_frame is None:
+            from features.export import export_snapshots, load_snapshots
+            from features.scoring import scoring_frame as features_as_of
 
             t = time.perf_counter()
-            result = write_back(session, loaded, scored, at, rfm_medians=medians)
-            session.add(
-                BatchCheckpoint(
-                    batch_run_id=run.id, model_name=name, model_version=model_run.version,
-                    chunk=index, last_entity_id=int(chunk["entity_id"].iloc[-1]),
-                    entities=len(chunk), tags_written=result.tags_written,
-                    tasks_created=result.tasks_created,
-                    counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts}),
-                    committed_at=_utcnow(),
-                )
-            )  # fmt: skip
-            session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
-            seconds["write"] += time.perf_counter() - t
-            model_run.result.add(result)
-            model_run.entities += len(chunk)
-            model_run.chunks += 1
-            if advance:
-                advance(len(chunk))
+            if export:
+                tables = export_snapshots(session, settings)
+            else:  # only the columns this run reads, text as categoricals (no string per row)
+                columns = snapshot_columns(models)
+                tables = load_snapshots(settings, columns=columns, strings="category")
+            session.commit()  # end the export's read transaction
+            summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t
+            scoring_frame = partial(features_as_of, tables=tables, cache={})
+        else:
+            tables = None
+        t = time.perf_counter()
+        crm = crm_tables(session, models, snapshot=tables)
+        summary.seconds["context_tables"] += time.perf_counter() - t
+        # The session's reads happen now: from here on it is the writer thread's.
+        t = time.perf_counter()
+        done = {name: _done_so_far(session, run_id, name) for name in models}
+        changed = {m: changed_entities(session, m, since) for m in models} if since else None
+        session.commit()
+        summary.seconds["resume_state"] += time.perf_counter() - t
+        summary.models = [done[name][2] for name in models]
+        inputs = _Inputs(settings, at, run_id, scoring_frame, crm, progress)
+
+        writer = _ChunkWriter(session)
+        try:
+            for name in models:
+                _score_model(
+                    inputs, writer, name, champions[name], done[name],
+                    changed[name] if changed is not None else None,
+                )  # fmt: skip
+        except BaseException:
+            writer.close(failed=True)
+            raise
+        t = time.perf_counter()
+        writer.close()  # the last chunks' commits
+        summary.seconds["write_drain"] += time.perf_counter() - t
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
 
     summary.seconds_total = time.perf_counter() - started
     if log_to_mlflow:
@@ -578,6 +642,82 @@ def run_batch(
     run.summary, run.mlflow_run_id = json.dumps(summary.as_dict()), summary.mlflow_run_id
     session.commit()
     return summary
+
+
+@dataclass
+class _Inputs:
+    """What every model's part of a run reads."""
+
+    settings: Settings
+    at: datetime
+    run_id: int
+    scoring_frame: ScoringFrame
+    crm: Tables
+    progress: Callable[[str, int], Callable[[int], None]] | None
+    contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
+
+
+def _score_model(
+    inputs: _Inputs,
+    writer: _ChunkWriter,
+    name: str,
+    champion: Future,
+    done: tuple[int, int | None, ModelRun],
+    changed: list[int] | None,
+) -> None:
+    """One model's part of a run on the caller's thread: features, rule context, then per chunk
+    the score and the prepared write-back, handed to ``writer`` (which commits it)."""
+    settings, at, progress = inputs.settings, inputs.at, inputs.progress
+    n_done, last_id, model_run = done
+    seconds = model_run.seconds
+    t = time.perf_counter()
+    loaded = champion.result()
+    model_run.version = str(loaded.version)
+    seconds["load"] += time.perf_counter() - t  # what the loading thread had not done yet
+
+    t = time.perf_counter()
+    features = inputs.scoring_frame(settings, name, at)
+    if changed is not None:
+        features = features[features["entity_id"].isin(changed)]
+    if not features["entity_id"].is_monotonic_increasing:
+        features = features.sort_values("entity_id", kind="stable")
+    features = features.reset_index(drop=True)
+    seconds["features"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    build = CONTEXTS[name]
+    if build not in inputs.contexts:
+        inputs.contexts[build] = build(inputs.crm, at)
+    context = inputs.contexts[build].drop_duplicates("entity_id").set_index("entity_id")
+    medians = None
+    if name == "clv" and len(context):
+        medians = rfm_medians(context["recency_days"], context["frequency"], context["monetary"])
+    seconds["context"] += time.perf_counter() - t
+
+    todo = features if last_id is None else features[features["entity_id"] > last_id]
+    advance = progress(name, len(features)) if progress else None
+    if advance and len(features) > len(todo):
+        advance(len(features) - len(todo))
+    chunk_size = settings.batch_chunk_size
+    for index, start in enumerate(range(0, len(todo), chunk_size), start=n_done):
+        chunk = todo.iloc[start : start + chunk_size]
+        t = time.perf_counter()
+        scored = score(loaded, chunk)
+        # Align the context to the chunk (the index's hash table is built once per model).
+        rows = context.reindex(scored["entity_id"].to_numpy())
+        scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
+        seconds["score"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        prepared = prepare_write(loaded, scored, at, rfm_medians=medians)
+        checkpoint = dict(
+            batch_run_id=inputs.run_id, model_name=name, model_version=model_run.version, chunk=index,
+            last_entity_id=int(chunk["entity_id"].iloc[-1]), entities=len(chunk),
+        )  # fmt: skip
+        seconds["prepare"] += time.perf_counter() - t
+        waited = writer.waited
+        writer.put(_Chunk(model_run, prepared, checkpoint, advance))
+        seconds["write_wait"] += writer.waited - waited
 
 
 def log_summary(client: MlflowClient, summary: BatchSummary) -> str:

@@ -317,6 +317,65 @@ def prediction_frame(
     )
 
 
+@dataclass
+class PreparedWrite:
+    """One scored frame's write-back, computed and not yet written: the tag rows, the task specs,
+    the prediction-log rows and the counts the summary reports (``prepare_write``). Building it is
+    the CPU part of a write-back; ``apply_write`` is the database part, so a batch can do the two
+    on different threads."""
+
+    tags: pd.DataFrame
+    tasks: list[TaskSpec]
+    predictions: pd.DataFrame
+    now: datetime
+    tag_counts: Counter = field(default_factory=Counter)
+    task_counts: Counter = field(default_factory=Counter)
+
+
+def prepare_write(
+    model: ModelRef,
+    scored: pd.DataFrame,
+    now: datetime,
+    *,
+    source: str = "batch",
+    request_id: str | None = None,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> PreparedWrite:
+    """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O)."""
+    tags = tag_frame(model, scored, now, rfm_medians)
+    tasks = task_specs(model.name, scored, now)
+    prepared = PreparedWrite(
+        tags, tasks, prediction_frame(model, scored, now, source, request_id), now
+    )
+    if len(tags):
+        # Counts per (name, value) on integer codes, as a group-by would (a missing value is not
+        # counted); numeric scores count as "*".
+        names, name_keys = pd.factorize(tags["name"])
+        values, value_keys = pd.factorize(tags["value"])
+        shown = [*value_keys, "*"]
+        values = np.where(np.asarray(name_keys.isin(SCORE_TAGS))[names], len(value_keys), values)
+        keep = values >= 0
+        pairs, n = np.unique(names[keep] * len(shown) + values[keep], return_counts=True)
+        for pair, count in zip(pairs.tolist(), n.tolist(), strict=True):
+            prepared.tag_counts[f"{name_keys[pair // len(shown)]}={shown[pair % len(shown)]}"] += (
+                count
+            )
+    prepared.task_counts.update(Counter(t.type for t in tasks))
+    return prepared
+
+
+def apply_write(session: Session, prepared: PreparedWrite) -> WriteBackResult:
+    """Write a prepared write-back: tags (previous values to history), new tasks (dedup by key),
+    the prediction log. Leaves the commit to the caller."""
+    result = WriteBackResult()
+    result.tags_written = upsert_tags(session, prepared.tags, prepared.now)
+    result.tasks_created = create_tasks(session, prepared.tasks, prepared.now)
+    result.predictions_logged = log_predictions(session, prepared.predictions)
+    result.tag_counts.update(prepared.tag_counts)
+    result.task_counts.update(prepared.task_counts)
+    return result
+
+
 def write_back(
     session: Session,
     model: ModelRef,
@@ -329,17 +388,7 @@ def write_back(
 ) -> WriteBackResult:
     """Write tags (previous values to history), new tasks (dedup by key) and the prediction log for
     one model's scored frame. Leaves the commit to the caller (one transaction per call site)."""
-    tags = tag_frame(model, scored, now, rfm_medians)
-    tasks = task_specs(model.name, scored, now)
-    result = WriteBackResult()
-    result.tags_written = upsert_tags(session, tags, now)
-    result.tasks_created = create_tasks(session, tasks, now)
-    result.predictions_logged = log_predictions(
-        session, prediction_frame(model, scored, now, source, request_id)
+    prepared = prepare_write(
+        model, scored, now, source=source, request_id=request_id, rfm_medians=rfm_medians
     )
-    values = tags["value"].where(~tags["name"].isin(SCORE_TAGS), "*")
-    result.tag_counts.update(
-        {f"{n}={v}": c for (n, v), c in tags.groupby(["name", values]).size().items()}
-    )
-    result.task_counts.update(Counter(t.type for t in tasks))
-    return result
+    return apply_write(session, prepared)
