@@ -203,10 +203,7 @@ def insert_frame(
     except TypeError:
         fold = True
     else:
-        fold = dialect not in ("sqlite", "postgresql") or (
-            # A CSV field of text may hold a quoted line break: only plain values end at one.
-            dialect == "postgresql" and not all(_plain(frame[c]) for c in frame.columns)
-        )
+        fold = dialect not in ("sqlite", "postgresql")
     if constants and fold:  # every value goes through the rows after all
         frame = _naive_datetimes(frame.assign(**dict(constants)))
         shared, literals = pd.DataFrame(), {}
@@ -222,21 +219,28 @@ def insert_frame(
                 copy.write(binary[start : start + CHUNK_ROWS].tobytes())
             copy.write(_PGCOPY_TRAILER)
     elif dialect == "postgresql":
-        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv)"
+        null = _csv_null(frame, shared)
+        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv, NULL '{null}')"
+        csv = {"index": False, "header": False, "lineterminator": "\n", "na_rep": null}
         suffix = ""
+        line = shared.assign(**{c: sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)})
         if len(shared.columns):
-            line = shared.assign(
-                **{c: sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)}
-            )
-            suffix = "," + line.to_csv(index=False, header=False, lineterminator="\n")[:-1]
+            suffix = "," + line.to_csv(**csv)[:-1]
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
             for start in range(0, len(frame), CHUNK_ROWS):
                 chunk = frame.iloc[start : start + CHUNK_ROWS]
                 # numpy formats datetimes far faster than to_csv's per-value strftime.
                 stamps = _datetime_columns(chunk)
                 chunk = chunk.assign(**{c: sqlite_datetimes(chunk[c]) for c in stamps})
-                body = chunk.to_csv(index=False, header=False, lineterminator="\n")
-                copy.write(body.replace("\n", suffix + "\n") if suffix else body)
+                body = chunk.to_csv(**csv)
+                if not suffix:
+                    copy.write(body)
+                elif body.count("\n") == len(chunk):  # every line break ends a row
+                    copy.write(body.replace("\n", suffix + "\n"))
+                else:  # a quoted text value holds one: the shared values go into each row
+                    copy.write(
+                        chunk.assign(**{c: line[c].iloc[0] for c in line.columns}).to_csv(**csv)
+                    )
     elif dialect == "sqlite":
         row = f"({', '.join(['?'] * len(cols) + list(literals.values()))})"
         per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
@@ -328,13 +332,24 @@ def _copy_binary_rows(
     return rows
 
 
+def _csv_null(frame: pd.DataFrame, shared: pd.DataFrame) -> str:
+    """What a CSV COPY reads as NULL: an unquoted empty field (pandas writes missing values so),
+    unless a text value is the empty string, which pandas does not quote either; then a marker
+    no text value equals."""
+    texts = [
+        values for f in (frame, shared) for _, values in f.items()
+        if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
+    ]  # fmt: skip
+    if not any((values == "").any() for values in texts):
+        return ""
+    marker = r"\N"
+    while any((values == marker).any() for values in texts):
+        marker += "N"
+    return marker
+
+
 def _datetime_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
-
-
-def _plain(values: pd.Series) -> bool:
-    """Numbers, booleans or datetimes: values whose CSV text never holds a line break."""
-    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)
 
 
 def reset_id_sequences(session: Session) -> None:
