@@ -166,13 +166,10 @@ class Tag(Base):
     """The current value of one tag on one entity; older values move to ``tag_history``."""
 
     __tablename__ = "tags"
-    __table_args__ = (
-        UniqueConstraint("entity_type", "entity_id", "name", name="uq_tags_entity_name"),
-    )
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    entity_type: Mapped[str] = mapped_column(String(20))
-    entity_id: Mapped[int] = mapped_column(BigInteger)
-    name: Mapped[str] = mapped_column(String(100))
+    # The natural key is the primary key: a surrogate id was one more index on every tag write.
+    entity_type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    entity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
     model_name: Mapped[str | None] = mapped_column(String(100))
     model_version: Mapped[str | None] = mapped_column(String(50))
@@ -214,7 +211,7 @@ class Task(Base):
 
 class PredictionLog(Base):
     __tablename__ = "prediction_log"
-    __table_args__ = (Index("ix_prediction_log_entity", "entity_type", "entity_id", "model_name"),)
+    __table_args__ = (Index("ix_prediction_log_model_time", "model_name", "predicted_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(20))
     entity_id: Mapped[int] = mapped_column(BigInteger)

@@ -130,7 +130,7 @@ def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -
     """When no stored tag shares a key with ``tags`` (a first run), a COPY straight into tags.
     Otherwise a COPY into a staging table, then one statement: one join of the staged rows with the
     stored ones keeps the rows to write, which feed history (old values that change), an UPDATE by
-    id of the rows that differ in any column and an INSERT of new keys. Rows equal to what is
+    key of the rows that differ in any column and an INSERT of new keys. Rows equal to what is
     stored are not written at all: no dead tuple, no WAL, so a rerun or a night where few values
     change is cheap."""
     # Concurrent writers would both move the same old value to history, or both find a key new:
@@ -188,22 +188,23 @@ def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -
         f"({', '.join(source[c] for c in payload)})"
     )
     sets = ", ".join(f"{c} = j.{c}" for c in payload)
+    key_match = " AND ".join(f"t.{c} = j.{c}" for c in TAG_KEY)
     session.execute(
         text(
             f"WITH j AS MATERIALIZED ("
-            f"SELECT s.entity_type, s.entity_id, s.name, {incoming}, t.id AS tag_id, "
+            f"SELECT s.entity_type, s.entity_id, s.name, {incoming}, t.entity_id IS NOT NULL AS stored, "
             f"{stored_cols} FROM tag_stage s LEFT JOIN {Tag.__tablename__} t ON {on_key} "
             # Only rows to write are kept: a rerun's equal rows end here.
-            f"WHERE t.id IS NULL OR {differs}"
+            f"WHERE t.entity_id IS NULL OR {differs}"
             f"), history AS ("
             f"INSERT INTO {TagHistory.__tablename__} ({history_cols}) "
             f"SELECT entity_type, entity_id, name, {', '.join('old_' + c for c in payload)}, :now "
-            f"FROM j WHERE tag_id IS NOT NULL AND old_value <> value"
+            f"FROM j WHERE stored AND old_value <> value"
             f"), updated AS ("
             # The range again: the tags to update are read by index, not by a scan of them all.
             f"UPDATE {Tag.__tablename__} AS t SET {sets} FROM j "
-            f"WHERE t.id = j.tag_id AND {in_range}"
-            f") INSERT INTO {Tag.__tablename__} ({cols}) SELECT {cols} FROM j WHERE tag_id IS NULL"
+            f"WHERE j.stored AND {key_match} AND {in_range}"
+            f") INSERT INTO {Tag.__tablename__} ({cols}) SELECT {cols} FROM j WHERE NOT stored"
         ).bindparams(*binds, now_bind),
         {**params, **bounds, "now": now},
     )

@@ -47,7 +47,7 @@ def test_tag_timestamps_survive_the_staged_upsert(session):
     upsert_tags(session, tags, NOW)
     session.commit()
     assert current_tags(session, "contact", 1)["churn_risk"].scored_at == NOW
-    assert session.scalars(select(Tag.id).where(Tag.scored_at == NOW)).all() == [1]
+    assert session.scalars(select(Tag.entity_id).where(Tag.scored_at == NOW)).all() == [1]
 
 
 def test_many_rows_per_statement_keep_every_row_in_order(session):

@@ -69,11 +69,12 @@ def test_rerun_of_the_same_tags_writes_nothing(session):
     upsert_tags(session, tags, NOW)
     session.commit()
     # xmin is the id of the transaction that last wrote a PostgreSQL row: unchanged means untouched.
-    stamp = "xmin::text" if session.get_bind().dialect.name == "postgresql" else "id"
-    before = session.execute(text(f"SELECT id, {stamp} FROM tags ORDER BY id")).all()
+    stamp = ", xmin::text" if session.get_bind().dialect.name == "postgresql" else ""
+    rows = f"SELECT *{stamp} FROM tags ORDER BY entity_type, entity_id, name"
+    before = session.execute(text(rows)).all()
     upsert_tags(session, tags, NOW + timedelta(days=1))
     session.commit()
-    assert session.execute(text(f"SELECT id, {stamp} FROM tags ORDER BY id")).all() == before
+    assert session.execute(text(rows)).all() == before  # scored_at too: not re-stamped
     assert session.query(TagHistory).count() == 0
     assert current_tags(session, "contact", 1)["churn_risk"].model_version is None
 
