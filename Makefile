@@ -12,7 +12,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(BIN)/pip install --quiet uv
-	$(UV) pip install --python $(BIN)/python -r requirements.lock
+	# Bytecode compiled once here: imports read it even where PYTHONDONTWRITEBYTECODE is set, and
+	# without it every CLI call compiled Feast, MLflow & co. again (a batch job's imports 20 → 11 s).
+	$(UV) pip install --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
