@@ -4,7 +4,9 @@ commit to the caller, so a job decides what is one transaction."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,15 +45,14 @@ def _stage(
 
 
 def _bound_constants(
-    session: Session, table: Table, frame: pd.DataFrame, candidates: Sequence[str]
+    session: Session, table: Table, columns: Sequence[str], shared: dict[str, Any]
 ) -> tuple[list[str], dict[str, str], dict, list]:
-    """Split ``frame``'s columns into those to stage and those with one value for the whole batch
-    (model, version, run, timestamps: the usual case), which travel as typed bound parameters
-    instead of through the staging table. Returns (staged columns, SQL expression per column
-    reading ``s.<column>`` or the parameter, parameters, bindparams)."""
+    """Split ``columns`` into those to stage and the ``shared`` ones (one value for the whole
+    batch: model, version, run, timestamps, the usual case), which travel as typed bound
+    parameters instead of through the staging table. Returns (staged columns, SQL expression per
+    column reading ``s.<column>`` or the parameter, parameters, bindparams)."""
     dialect = session.get_bind().dialect
-    shared = constant_columns(frame, candidates)
-    staged = [c for c in frame.columns if c not in shared]
+    staged = [c for c in columns if c not in shared]
     source = {c: f"s.{c}" for c in staged}
     params: dict = {}
     for c, value in shared.items():
@@ -65,19 +66,51 @@ def _bound_constants(
     return staged, source, params, binds
 
 
-def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
+@dataclass(frozen=True)
+class TagRows:
+    """Tags ready to write (``prepare_tags``): one row per key in entity-major order, text values,
+    and the columns with one value for every row (entity type, model, version, run, scored_at)
+    split off into ``shared``, so the write sends them once."""
+
+    rows: pd.DataFrame  # TAG_COLUMNS not in shared
+    shared: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> pd.Series:
+        values = self.rows.get(name)
+        return pd.Series(self.shared[name], index=self.rows.index) if values is None else values
+
+
+def prepare_tags(tags: pd.DataFrame) -> TagRows:
+    """The CPU part of ``upsert_tags`` (no database), so a batch can do it on another thread than
+    the write: the last row of a repeated key wins; entity-major order, because the key's index
+    then takes each chunk's keys on the same few leaf pages one after the other, instead of one
+    pass over the chunk's range per tag name."""
+    if tags.empty:
+        return TagRows(pd.DataFrame(columns=TAG_COLUMNS), {})
+    repeated = tags.duplicated(TAG_KEY, keep="last").to_numpy()
+    if repeated.any():
+        tags = tags[~repeated]
+    names = pd.factorize(tags["name"], sort=True)[0]
+    tags = tags.iloc[np.lexsort((names, tags["entity_id"].to_numpy()))]
+    tags = tags.assign(value=tags["value"].astype(str))
+    shared = constant_columns(tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")])  # fmt: skip
+    return TagRows(tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True), shared)
+
+
+def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -> int:
     """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
     moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
     history, and a row equal to what is stored is not written at all (a rerun writes nothing).
-    Set-based on PostgreSQL (a COPY into a staging table, then one statement); on SQLite one
-    executemany of an upsert, history written by a trigger on changed values. Returns the number
-    of tags given (after de-duplication)."""
-    if tags.empty:
+    Set-based on PostgreSQL (a COPY, into tags or a staging table, then one statement); on SQLite
+    one executemany of an upsert, history written by a trigger on changed values. ``tags`` may
+    come prepared (``prepare_tags``). Returns the number of tags written or left as they were."""
+    if not isinstance(tags, TagRows):
+        tags = prepare_tags(tags)
+    if not len(tags):
         return 0
-    key = tags.duplicated(TAG_KEY, keep="last").to_numpy()
-    if key.any():
-        tags = tags[~key]
-    tags = tags.assign(value=tags["value"].astype(str))
     if session.get_bind().dialect.name == "postgresql":
         _upsert_tags_postgres(session, tags, now)
     else:
@@ -85,7 +118,7 @@ def upsert_tags(session: Session, tags: pd.DataFrame, now: datetime) -> int:
     return len(tags)
 
 
-def _upsert_tags_sqlite(session: Session, tags: pd.DataFrame, now: datetime) -> None:
+def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
     """One pass over the incoming rows: each row's unique-index probe finds the stored tag, and the
     upsert inserts, re-stamps or skips it. History comes from a temporary trigger on the update
     of a changed value (the old row, stamped ``now``), not from a second join with a staging
@@ -111,22 +144,12 @@ def _upsert_tags_sqlite(session: Session, tags: pd.DataFrame, now: datetime) -> 
         f"VALUES ({', '.join('OLD.' + c for c in TAG_COLUMNS)}, '{replaced_at}'); END"
     )
     try:
-        # Entity-major order walks the unique index once instead of once per tag name.
-        names = pd.factorize(tags["name"], sort=True)[0]
-        order = np.lexsort((names, tags["entity_id"].to_numpy()))
-        tags = tags.iloc[order]
-        shared = constant_columns(
-            tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
-        )
-        insert_frame(
-            session, Tag.__table__, tags[[c for c in TAG_COLUMNS if c not in shared]], shared,
-            on_conflict=upsert,
-        )  # fmt: skip
+        insert_frame(session, Tag.__table__, tags.rows, tags.shared, on_conflict=upsert)
     finally:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{HISTORY_TRIGGER}")
 
 
-def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -> None:
+def _upsert_tags_postgres(session: Session, tags: TagRows, now: datetime) -> None:
     """When no stored tag shares a key with ``tags`` (a first run), a COPY straight into tags.
     Otherwise a COPY into a staging table, then one statement: one join of the staged rows with the
     stored ones keeps the rows to write, which feed history (old values that change), an UPDATE by
@@ -137,44 +160,37 @@ def _upsert_tags_postgres(session: Session, tags: pd.DataFrame, now: datetime) -
     # tag upserts take turns, until the caller's transaction ends. (SQLite's single writer lock
     # already serialises them.)
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
-    # Entity-major order: the unique index takes each chunk's keys in its own order, on the same
-    # few leaf pages one after the other, instead of one pass over the chunk's range per tag name.
-    names = pd.factorize(tags["name"], sort=True)[0]
-    tags = tags.iloc[np.lexsort((names, tags["entity_id"].to_numpy()))]
-    # The staged rows' entity range, spelled out: a chunk of a batch covers a narrow id range,
-    # and the stored tags' statistics lag a big run (autovacuum has not analysed the rows just
-    # written), so without it the planner reads the whole tags table for every chunk.
-    # The names too: the range also holds the other models' tags of the same entities.
+    # The rows' entity range, spelled out: a chunk of a batch covers a narrow id range, and the
+    # stored tags' statistics lag a big run (autovacuum has not analysed the rows just written),
+    # so without it the planner reads the whole tags table for every chunk. The names too: the
+    # range also holds the other models' tags of the same entities.
     in_range = (
         "t.entity_type = ANY(:b_types) AND t.entity_id BETWEEN :b_low AND :b_high "
         "AND t.name = ANY(:b_names)"
     )
+    entity_ids = tags.rows["entity_id"]
     bounds = {
-        "b_types": sorted(tags["entity_type"].unique().tolist()),
-        "b_low": int(tags["entity_id"].min()),
-        "b_high": int(tags["entity_id"].max()),
-        "b_names": sorted(tags["name"].unique().tolist()),
+        "b_types": sorted(tags.column("entity_type").unique().tolist()),
+        "b_low": int(entity_ids.min()),
+        "b_high": int(entity_ids.max()),
+        "b_names": sorted(tags.column("name").unique().tolist()),
     }
     # Exact: no stored tag in the range with one of these names means every key is new.
     stored = session.execute(
         text(f"SELECT EXISTS (SELECT FROM {Tag.__tablename__} t WHERE {in_range})"), bounds
     ).scalar_one()
     if not stored:
-        shared = constant_columns(
-            tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
-        )
-        insert_frame(
-            session, Tag.__table__, tags[[c for c in TAG_COLUMNS if c not in shared]], shared
-        )
+        insert_frame(session, Tag.__table__, tags.rows, tags.shared)
         return
     # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
     # caller's setting is back once the upsert is done.
     caller_work_mem = session.execute(text("SHOW work_mem")).scalar_one()
     session.execute(text("SELECT set_config('work_mem', '256MB', true)"))
-    staged, source, params, binds = _bound_constants(
-        session, Tag.__table__, tags[TAG_COLUMNS], [c for c in TAG_COLUMNS[3:] if c != "value"]
-    )
-    _stage(session, Tag.__table__, "tag_stage", tags, staged)
+    # The key and the value are staged; the shared payload columns travel as parameters.
+    bound = {c: v for c, v in tags.shared.items() if c in TAG_COLUMNS[3:] and c != "value"}
+    staged, source, params, binds = _bound_constants(session, Tag.__table__, TAG_COLUMNS, bound)
+    frame = tags.rows.assign(**{c: tags.column(c) for c in staged if c not in tags.rows})
+    _stage(session, Tag.__table__, "tag_stage", frame, staged)
     session.connection().exec_driver_sql("ANALYZE tag_stage")  # temp tables get no stats
     on_key = " AND ".join(f"t.{c} = s.{c}" for c in TAG_KEY) + f" AND {in_range}"
     cols = ", ".join(TAG_COLUMNS)
@@ -222,9 +238,8 @@ def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> 
     values = {c: [getattr(s, c) for s in specs] for c in TASK_COLUMNS if c not in stamps}
     frame = pd.DataFrame({**values, **stamps})
     frame = frame[TASK_COLUMNS].drop_duplicates("dedup_key")
-    staged, source, params, binds = _bound_constants(
-        session, Task.__table__, frame, [c for c in TASK_COLUMNS if c != "dedup_key"]
-    )
+    shared = constant_columns(frame, [c for c in TASK_COLUMNS if c != "dedup_key"])
+    staged, source, params, binds = _bound_constants(session, Task.__table__, TASK_COLUMNS, shared)
     _stage(session, Task.__table__, "task_stage", frame, staged)
     result = session.execute(
         text(

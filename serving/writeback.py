@@ -28,7 +28,14 @@ from sqlalchemy.orm import Session
 
 from crm_predict import rules as R
 from crm_predict.rules import SCORE_TAGS, TaskSpec
-from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
+from crm_store.repository import (
+    TAG_COLUMNS,
+    TagRows,
+    create_tasks,
+    log_predictions,
+    prepare_tags,
+    upsert_tags,
+)
 
 ENTITY_TYPES = {
     "lead_scoring": "lead",
@@ -324,7 +331,7 @@ class PreparedWrite:
     the CPU part of a write-back; ``apply_write`` is the database part, so a batch can do the two
     on different threads."""
 
-    tags: pd.DataFrame
+    tags: TagRows
     tasks: list[TaskSpec]
     predictions: pd.DataFrame
     now: datetime
@@ -345,7 +352,7 @@ def prepare_write(
     tags = tag_frame(model, scored, now, rfm_medians)
     tasks = task_specs(model.name, scored, now)
     prepared = PreparedWrite(
-        tags, tasks, prediction_frame(model, scored, now, source, request_id), now
+        prepare_tags(tags), tasks, prediction_frame(model, scored, now, source, request_id), now
     )
     if len(tags):
         # Counts per (name, value) on integer codes, as a group-by would (a missing value is not
