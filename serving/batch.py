@@ -489,6 +489,10 @@ class _ChunkWriter:
 
     def _write(self, chunk: _Chunk) -> None:
         t = time.perf_counter()
+        if self.session.get_bind().dialect.name == "postgresql":
+            # No wait for each commit's WAL flush: a commit lost to a server crash is a chunk the
+            # rerun writes again (its checkpoint row is in the same transaction).
+            self.session.execute(text("SET LOCAL synchronous_commit = off"))
         result = apply_write(self.session, chunk.prepared)
         self.session.add(
             BatchCheckpoint(
