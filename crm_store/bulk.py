@@ -1,6 +1,7 @@
 """Bulk writes of whole DataFrames into CRM tables (demo generator, imports) and store resets.
 
-PostgreSQL gets ``COPY … FROM STDIN`` (CSV), SQLite a DBAPI ``executemany`` of plain tuples with
+PostgreSQL gets ``COPY … FROM STDIN``, binary when every column's type and dtype is one it encodes
+(else CSV), SQLite a DBAPI ``executemany`` of plain tuples with
 datetimes pre-formatted exactly as SQLAlchemy stores them, so millions of rows take seconds and
 rows read back through the ORM look the same as rows written by it.
 """
@@ -8,14 +9,27 @@ rows read back through the ORM look the same as rows written by it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import BigInteger, DateTime, Float, String, Table, TableClause, inspect, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    TableClause,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from crm_store.models import ENTITY_MODELS
@@ -210,13 +224,15 @@ def insert_frame(
     cols = list(frame.columns)
     all_cols = ", ".join(cols + list(shared.columns))
     dbapi = conn.connection.driver_connection
-    binary = _copy_binary_rows(table, frame, shared) if dialect == "postgresql" else None
+    binary = None
+    if dialect == "postgresql":
+        binary = _copy_binary_rows(table, frame, shared, dbapi.info.encoding == "utf-8")
     if binary is not None:
         sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)"
         with dbapi.cursor() as cur, cur.copy(sql) as copy:
             copy.write(_PGCOPY_HEADER)
-            for start in range(0, len(binary), CHUNK_ROWS):
-                copy.write(binary[start : start + CHUNK_ROWS].tobytes())
+            for chunk in binary:
+                copy.write(memoryview(chunk))
             copy.write(_PGCOPY_TRAILER)
     elif dialect == "postgresql":
         null = _csv_null(frame, shared)
@@ -270,7 +286,15 @@ def insert_frame(
 
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _PGCOPY_TRAILER = b"\xff\xff"
-_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+_PG_EPOCH_US = int(np.datetime64("2000-01-01T00:00:00", "us").astype(np.int64))
+# A text column's fields are laid out padded to its longest value, then compacted. Padding costs
+# memory: a column whose longest field is over 4× its mean may pad a chunk to this many bytes
+# (200k rows × 335 bytes); beyond that (a few long free-text values) the frame goes as CSV.
+_PADDED_SLACK = 1 << 26
+
+# A chunk's fields of one column: (bytes, which of them to send) as (rows, width) arrays; the
+# mask is None when every byte goes (a fixed-width column without NULL).
+_Fields = tuple[np.ndarray, np.ndarray | None]
 
 
 def _double(kind: Any) -> bool:
@@ -278,58 +302,157 @@ def _double(kind: Any) -> bool:
     return isinstance(kind, Float) and (kind.precision is None or kind.precision > 24)
 
 
-def _binary_field(kind: Any, value: Any) -> bytes | None:
-    """One shared value as a binary COPY field (length + big-endian data), None if unsupported."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return (-1).to_bytes(4, "big", signed=True)
-    if isinstance(kind, String) and isinstance(value, str):
-        data = value.encode()
-    elif isinstance(kind, DateTime) and not kind.timezone and isinstance(value, datetime):
-        micros = (np.datetime64(value, "us") - _PG_EPOCH).astype(np.int64)
-        data = int(micros).to_bytes(8, "big", signed=True)
-    elif isinstance(kind, BigInteger) and isinstance(value, int | np.integer):
-        data = int(value).to_bytes(8, "big", signed=True)
-    elif _double(kind) and isinstance(value, float | np.floating):
-        data = np.array([value], dtype=">f8").tobytes()
+def _fixed(data: np.ndarray, null: np.ndarray | None) -> Callable[[slice], _Fields]:
+    """Fixed-width fields (4-byte length, then ``data`` already in its big-endian wire type); a
+    NULL is length -1 and no data."""
+    width = data.dtype.itemsize
+    record = np.dtype([("len", ">i4"), ("data", data.dtype)])
+    if null is not None and not null.any():
+        null = None
+
+    def fields(rows: slice) -> _Fields:
+        part = np.empty(len(data[rows]), record)
+        part["len"] = width
+        part["data"] = data[rows]
+        mask = None
+        if null is not None and (gaps := null[rows]).any():
+            part["len"][gaps] = -1
+            mask = np.ones((len(part), 4 + width), bool)
+            mask[:, 4:] = ~gaps[:, None]
+        return part.view(np.uint8).reshape(len(part), 4 + width), mask
+
+    return fields
+
+
+def _text(values: pd.Series) -> Callable[[slice], _Fields] | None:
+    """Text fields: each distinct value encoded once (length + UTF-8) into a row of a padded
+    matrix, rows gathered by code and the padding masked off. None unless every value is a str
+    or missing, or when the padding would outweigh the text."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
     else:
+        codes, uniques = pd.factorize(values)
+    uniques = np.asarray(uniques, dtype=object)
+    if len(uniques) and pd.api.types.infer_dtype(uniques, skipna=False) != "string":
         return None
-    return len(data).to_bytes(4, "big") + data
+    encoded = [value.encode() for value in uniques]
+    # Code -1 (missing) picks the last row: the NULL field.
+    lengths = np.append(np.fromiter(map(len, encoded), np.int64, len(encoded)), -1)
+    sent = 4 + np.maximum(lengths, 0)
+    width = int(sent.max())
+    codes = codes.astype(np.intp)
+    mean = sent[codes].mean() if len(codes) else width
+    if width > 4 * mean and width * min(len(codes), CHUNK_ROWS) > _PADDED_SLACK:
+        return None
+    if len(lengths) * width > max(4 * int(sent.sum()), _PADDED_SLACK):
+        return None
+    padded = np.zeros((len(lengths), width), np.uint8)
+    padded[:, :4] = lengths.astype(">i4").view(np.uint8).reshape(-1, 4)
+    data = np.arange(width - 4) < lengths[:-1, None]
+    padded[:-1, 4:][data] = np.frombuffer(b"".join(encoded), np.uint8)
+    present = np.arange(width) < sent[:, None]
+    uniform = bool(present[:-1].all()) and not (codes < 0).any()
+
+    def fields(rows: slice) -> _Fields:
+        at = codes[rows]
+        return padded[at], None if uniform else present[at]
+
+    return fields
+
+
+def _column_fields(kind: Any, values: pd.Series) -> Callable[[slice], _Fields] | None:
+    """How one column's values become binary COPY fields for a column of type ``kind``; None when
+    the pair is not handled (the frame then goes as CSV, which PostgreSQL parses by type)."""
+    dtype = values.dtype
+    texts = dtype.kind == "O" or isinstance(dtype, pd.CategoricalDtype | pd.StringDtype)
+    if isinstance(kind, String) and not isinstance(kind, Enum) and texts:
+        return _text(values)  # finds missing values itself
+    null = values.isna().to_numpy()
+    if null.all():  # NULL is NULL whatever the type
+        return _fixed(np.zeros(len(values), ">i8"), null)
+    if isinstance(kind, String):
+        return None
+    if isinstance(kind, DateTime) and not kind.timezone:
+        if dtype.kind != "M" or isinstance(dtype, pd.DatetimeTZDtype):
+            return None
+        micros = values.to_numpy(dtype="datetime64[us]").view(np.int64)
+        return _fixed(np.where(null, 0, micros - _PG_EPOCH_US).astype(">i8"), null)
+    if isinstance(kind, Boolean):
+        if dtype.kind == "O" and pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+            values = values.astype("boolean")
+        elif dtype.kind != "b":
+            return None
+        return _fixed(values.to_numpy(dtype=bool, na_value=False).astype("?"), null)
+    if isinstance(kind, Integer):
+        if dtype.kind not in "iu":
+            return None
+        wire = ">i4"
+        if isinstance(kind, BigInteger | SmallInteger):
+            wire = ">i8" if isinstance(kind, BigInteger) else ">i2"
+        ints = values.to_numpy(dtype=np.int64 if dtype.kind == "i" else np.uint64, na_value=0)
+        limits = np.iinfo(wire)
+        if len(ints) and (ints.min() < limits.min or ints.max() > limits.max):
+            return None  # out of the column's range: CSV, and PostgreSQL's own error
+        return _fixed(ints.astype(wire), null)
+    if _double(kind):
+        # float32 stays CSV: its shortest decimal reads back as a different double.
+        if dtype.kind != "f" or dtype.itemsize != 8:
+            return None
+        return _fixed(values.to_numpy(dtype=np.float64, na_value=np.nan).astype(">f8"), null)
+    return None
 
 
 def _copy_binary_rows(
-    table: TableClause, frame: pd.DataFrame, shared: pd.DataFrame
-) -> np.ndarray | None:
-    """PostgreSQL binary COPY rows built as one numpy record array: fixed-width columns (BIGINT
-    from int64, double precision from float64 without NaN) then the shared values' constant bytes.
-    No text to format on our side nor to parse on the server's; None when a column does not fit
-    (the caller writes CSV)."""
+    table: TableClause, frame: pd.DataFrame, shared: pd.DataFrame, utf8: bool = True
+) -> Iterator[np.ndarray] | None:
+    """PostgreSQL binary COPY rows, CHUNK_ROWS at a time, built column by column with numpy:
+    integers, doubles, booleans and timestamps (NULL where missing) as big-endian words, text as
+    each distinct value's bytes gathered by code, then the shared values' constant bytes. No text
+    to format on our side nor to parse on the server's; None when a column does not fit (the
+    caller writes CSV). Text goes as UTF-8 bytes, so a client encoding other than UTF-8
+    (``utf8=False``) keeps text columns to CSV."""
     if not isinstance(table, Table):
         return None
-    fields: list[tuple[str, str]] = [("count", ">i2")]
-    for name in frame.columns:
-        kind, values = table.c[name].type, frame[name]
-        if isinstance(kind, BigInteger) and values.dtype == np.int64:
-            fields += [(f"{name}_len", ">i4"), (name, ">i8")]
-        elif _double(kind) and values.dtype == np.float64 and not values.isna().any():
-            fields += [(f"{name}_len", ">i4"), (name, ">f8")]
-        else:
-            return None
-    suffix = b""
-    for name in shared.columns:
-        field = _binary_field(table.c[name].type, shared[name].iloc[0])
-        if field is None:
-            return None
-        suffix += field
-    if suffix:
-        fields.append(("shared", f"V{len(suffix)}"))
-    rows = np.empty(len(frame), dtype=np.dtype(fields))
-    rows["count"] = len(frame.columns) + len(shared.columns)
-    for name in frame.columns:
-        rows[f"{name}_len"] = 8
-        rows[name] = frame[name].to_numpy()
-    if suffix:
-        rows["shared"] = np.frombuffer(suffix, dtype=f"V{len(suffix)}")[0]
-    return rows
+    columns = []
+    for f in (frame, shared):
+        for name, values in f.items():
+            kind = table.c[name].type
+            fields = _column_fields(kind, values) if utf8 or not isinstance(kind, String) else None
+            if fields is None:
+                return None
+            columns.append(fields)
+    suffix = []
+    for fields in columns[len(frame.columns) :]:
+        data, mask = fields(slice(0, 1))
+        suffix.append(data[0] if mask is None else data[0][mask[0]])
+    count = np.array([len(columns)], ">i2").view(np.uint8)
+    return _binary_chunks(
+        columns[: len(frame.columns)], np.concatenate([count, *suffix]), len(frame)
+    )
+
+
+def _binary_chunks(
+    columns: list[Callable[[slice], _Fields]], constant: np.ndarray, n: int
+) -> Iterator[np.ndarray]:
+    """Each chunk's rows as one byte array: field count and shared values (``constant``, split
+    around the columns) in every row, the padding of variable fields compacted away."""
+    head, tail = constant[:2], constant[2:]
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        parts = [fields(rows) for fields in columns]
+        widths = [data.shape[1] for data, _ in parts]
+        edges = np.cumsum([2, *widths, len(tail)])
+        out = np.empty((rows.stop - rows.start, edges[-1]), np.uint8)
+        out[:, :2] = head
+        out[:, edges[-2] :] = tail
+        keep = None
+        for (data, mask), left, right in zip(parts, edges[:-2], edges[1:-1], strict=True):
+            out[:, left:right] = data
+            if mask is not None:
+                if keep is None:
+                    keep = np.ones(out.shape, bool)
+                keep[:, left:right] = mask
+        yield out.ravel() if keep is None else out[keep]
 
 
 def _csv_null(frame: pd.DataFrame, shared: pd.DataFrame) -> str:

@@ -114,8 +114,10 @@ def test_batch_prediction_log_rows_round_trip_through_binary_copy(session):
               "source": "batch", "request_id": None, "predicted_at": NOW}  # fmt: skip
     shared_frame = pd.DataFrame({c: [v] for c, v in shared.items()}).assign(predicted_at=[NOW])
     assert _copy_binary_rows(PredictionLog.__table__, frame, shared_frame) is not None
-    with_gap = frame.assign(score=[1.0, None, 2.0, 3.0, 4.0])
-    assert _copy_binary_rows(PredictionLog.__table__, with_gap, shared_frame) is None  # CSV
+    with_gap = frame.assign(score=[1.0, None, 2.0, 3.0, 4.0])  # NaN goes as NULL
+    assert _copy_binary_rows(PredictionLog.__table__, with_gap, shared_frame) is not None
+    single = frame.assign(score=frame["score"].astype("float32"))  # its decimal differs: CSV
+    assert _copy_binary_rows(PredictionLog.__table__, single, shared_frame) is None
     assert insert_frame(session, PredictionLog.__table__, frame, shared) == 5
     session.commit()
     rows = session.scalars(select(PredictionLog).order_by(PredictionLog.id)).all()
