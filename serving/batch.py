@@ -12,8 +12,9 @@ The database writes run on a writer thread (``_ChunkWriter``) fed through a boun
 the calling thread scores the next chunks and computes the next model's features and context; the
 champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
 loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts)
-and ``write_wait`` are the calling thread's; ``write`` is the writer thread's busy time and
-overlaps them; ``write_drain`` (run level) is the wait for the last commits.
+and ``write_wait`` are the calling thread's; ``write`` is the writer thread's busy time (of which
+``write_tags``, ``write_tasks``, ``write_log`` and ``commit``) and overlaps them; ``write_drain``
+(run level) is the wait for the last commits.
 """
 
 from __future__ import annotations
@@ -493,7 +494,8 @@ class _ChunkWriter:
             # No wait for each commit's WAL flush: a commit lost to a server crash is a chunk the
             # rerun writes again (its checkpoint row is in the same transaction).
             self.session.execute(text("SET LOCAL synchronous_commit = off"))
-        result = apply_write(self.session, chunk.prepared)
+        run = chunk.model_run
+        result = apply_write(self.session, chunk.prepared, run.seconds)
         self.session.add(
             BatchCheckpoint(
                 **chunk.checkpoint, tags_written=result.tags_written,
@@ -502,8 +504,9 @@ class _ChunkWriter:
                 committed_at=_utcnow(),
             )
         )  # fmt: skip
+        committing = time.perf_counter()
         self.session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
-        run = chunk.model_run
+        run.seconds["commit"] += time.perf_counter() - committing
         run.seconds["write"] += time.perf_counter() - t
         run.result.add(result)
         run.entities += chunk.checkpoint["entities"]

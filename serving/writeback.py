@@ -17,6 +17,7 @@ All thresholds and task rules come from ``crm_predict.rules``; nothing here deci
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -371,13 +372,23 @@ def prepare_write(
     return prepared
 
 
-def apply_write(session: Session, prepared: PreparedWrite) -> WriteBackResult:
+def apply_write(
+    session: Session, prepared: PreparedWrite, seconds: Counter | None = None
+) -> WriteBackResult:
     """Write a prepared write-back: tags (previous values to history), new tasks (dedup by key),
-    the prediction log. Leaves the commit to the caller."""
+    the prediction log. Leaves the commit to the caller. ``seconds`` adds up each part's time
+    (``write_tags``, ``write_tasks``, ``write_log``)."""
     result = WriteBackResult()
+    seconds = Counter() if seconds is None else seconds
+    t = time.perf_counter()
     result.tags_written = upsert_tags(session, prepared.tags, prepared.now)
+    seconds["write_tags"] += time.perf_counter() - t
+    t = time.perf_counter()
     result.tasks_created = create_tasks(session, prepared.tasks, prepared.now)
+    seconds["write_tasks"] += time.perf_counter() - t
+    t = time.perf_counter()
     result.predictions_logged = log_predictions(session, prepared.predictions)
+    seconds["write_log"] += time.perf_counter() - t
     result.tag_counts.update(prepared.tag_counts)
     result.task_counts.update(prepared.task_counts)
     return result
