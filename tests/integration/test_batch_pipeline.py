@@ -34,12 +34,12 @@ def test_write_error_surfaces_and_the_rerun_equals_a_clean_run(
 
     real, calls = batch.apply_write, {"n": 0}
 
-    def failing_third(session, prepared):
+    def failing_third(session, prepared, seconds=None):
         calls["n"] += 1
         if calls["n"] == 3:
             session.connection()  # the chunk's transaction is open: it must roll back
             raise Boom("write failed")
-        return real(session, prepared)
+        return real(session, prepared, seconds)
 
     monkeypatch.setattr(batch, "apply_write", failing_third)
     with pytest.raises(Boom):
