@@ -25,7 +25,6 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     String,
-    Table,
     TableClause,
     inspect,
     text,
@@ -411,9 +410,7 @@ def _copy_binary_rows(
     to format on our side nor to parse on the server's; None when a column does not fit (the
     caller writes CSV). Text goes as UTF-8 bytes, so a client encoding other than UTF-8
     (``utf8=False``) keeps text columns to CSV."""
-    if not isinstance(table, Table):
-        return None
-    columns = []
+    columns = []  # an untyped column (NullType) is not handled: CSV
     for f in (frame, shared):
         for name, values in f.items():
             kind = table.c[name].type

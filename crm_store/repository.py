@@ -41,7 +41,8 @@ def _stage(
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {table.name} WHERE 1 = 0"
     )
-    insert_frame(session, table_clause(stage, *(column(c) for c in columns)), frame[list(columns)])
+    typed = (column(c, table.c[c].type) for c in columns)  # the binary COPY encodes by type
+    insert_frame(session, table_clause(stage, *typed), frame[list(columns)])
 
 
 def _bound_constants(
