@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -190,25 +191,45 @@ def _sql_literal(value: Any) -> str:
     raise TypeError(f"no SQL literal for {value!r}")
 
 
-def insert_frame(
-    session: Session,
+@dataclass
+class EncodedRows:
+    """A frame encoded for one backend's bulk write (``encode_rows``): the CPU part of
+    ``insert_frame``, so a job can do it on another thread than the database writes."""
+
+    table: TableClause
+    frame: pd.DataFrame  # as given: re-encoded if the connection's text encoding is not UTF-8
+    constants: Mapping[str, Any] | None
+    on_conflict: str
+    dialect: str
+    kind: str  # "copy" (PostgreSQL), "executemany" (SQLite), "core" (any other backend)
+    statements: list[tuple[str, Any]]  # (SQL, COPY data chunks or parameter rows)
+    utf8: bool = False  # holds text as UTF-8 bytes (PostgreSQL binary COPY)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def encode_rows(
+    dialect: str,
     table: TableClause,
     frame: pd.DataFrame,
     constants: Mapping[str, Any] | None = None,
     on_conflict: str = "",
-) -> int:
-    """Append ``frame`` (columns named as in ``table``) to ``table`` in the session's transaction.
-    ``constants`` are further columns with one value for every row: they are written once into
-    the statement (SQLite) or the end of each COPY line (PostgreSQL) instead of once per row;
-    ``frame`` keeps at least one column, which gives the row count. ``on_conflict`` (SQLite only:
-    COPY has none) ends each row's INSERT, e.g. an upsert's ``ON CONFLICT … DO UPDATE``."""
-    if frame.empty:
-        return 0
-    if on_conflict and session.get_bind().dialect.name != "sqlite":
+    utf8: bool = True,
+) -> EncodedRows:
+    """``frame`` (columns named as in ``table``) as the statements and data that append it to
+    ``table`` on ``dialect``: PostgreSQL binary COPY (CSV for what it does not encode), SQLite
+    multi-row INSERTs, SQLAlchemy Core rows elsewhere. ``constants`` are further columns with one
+    value for every row: they are written once into the statement (SQLite) or each COPY row's
+    end (PostgreSQL) instead of once per row; ``frame`` keeps at least one column, which gives
+    the row count. ``on_conflict`` (SQLite only: COPY has none) ends each row's INSERT, e.g. an
+    upsert's ``ON CONFLICT … DO UPDATE``. ``utf8``: the connection's text encoding is UTF-8."""
+    if on_conflict and dialect != "sqlite":
         raise ValueError("on_conflict is for SQLite; COPY appends only")
+    encoded = EncodedRows(table, frame, constants, on_conflict, dialect, "", [])
+    if frame.empty:
+        return encoded
     frame = _naive_datetimes(frame)
-    conn = session.connection()
-    dialect = conn.dialect.name
     shared = _naive_datetimes(pd.DataFrame({c: [v] for c, v in (constants or {}).items()}))
     literals = {}
     try:
@@ -222,64 +243,101 @@ def insert_frame(
         shared, literals = pd.DataFrame(), {}
     cols = list(frame.columns)
     all_cols = ", ".join(cols + list(shared.columns))
-    dbapi = conn.connection.driver_connection
-    binary = None
-    if dialect == "postgresql":
-        binary = _copy_binary_rows(table, frame, shared, dbapi.info.encoding == "utf-8")
+    binary = _copy_binary_rows(table, frame, shared, utf8) if dialect == "postgresql" else None
+    out = encoded.statements
     if binary is not None:
-        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)"
-        with dbapi.cursor() as cur, cur.copy(sql) as copy:
-            copy.write(_PGCOPY_HEADER)
-            for chunk in binary:
-                copy.write(memoryview(chunk))
-            copy.write(_PGCOPY_TRAILER)
+        encoded.kind, encoded.utf8 = "copy", utf8
+        data = [_PGCOPY_HEADER, *(memoryview(chunk) for chunk in binary), _PGCOPY_TRAILER]
+        out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)", data))
     elif dialect == "postgresql":
+        encoded.kind = "copy"
         null = _csv_null(frame, shared)
-        sql = f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv, NULL '{null}')"
         csv = {"index": False, "header": False, "lineterminator": "\n", "na_rep": null}
         suffix = ""
         line = shared.assign(**{c: sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)})
         if len(shared.columns):
             suffix = "," + line.to_csv(**csv)[:-1]
-        with dbapi.cursor() as cur, cur.copy(sql) as copy:
-            for start in range(0, len(frame), CHUNK_ROWS):
-                chunk = frame.iloc[start : start + CHUNK_ROWS]
-                # numpy formats datetimes far faster than to_csv's per-value strftime.
-                stamps = _datetime_columns(chunk)
-                chunk = chunk.assign(**{c: sqlite_datetimes(chunk[c]) for c in stamps})
-                body = chunk.to_csv(**csv)
-                if not suffix:
-                    copy.write(body)
-                elif body.count("\n") == len(chunk):  # every line break ends a row
-                    copy.write(body.replace("\n", suffix + "\n"))
-                else:  # a quoted text value holds one: the shared values go into each row
-                    copy.write(
-                        chunk.assign(**{c: line[c].iloc[0] for c in line.columns}).to_csv(**csv)
-                    )
+        data = []
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start : start + CHUNK_ROWS]
+            # numpy formats datetimes far faster than to_csv's per-value strftime.
+            stamps = _datetime_columns(chunk)
+            chunk = chunk.assign(**{c: sqlite_datetimes(chunk[c]) for c in stamps})
+            body = chunk.to_csv(**csv)
+            if not suffix:
+                data.append(body)
+            elif body.count("\n") == len(chunk):  # every line break ends a row
+                data.append(body.replace("\n", suffix + "\n"))
+            else:  # a quoted text value holds one: the shared values go into each row
+                data.append(
+                    chunk.assign(**{c: line[c].iloc[0] for c in line.columns}).to_csv(**csv)
+                )
+        out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv, NULL '{null}')", data))
     elif dialect == "sqlite":
+        encoded.kind = "executemany"
         row = f"({', '.join(['?'] * len(cols) + list(literals.values()))})"
         per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
         insert = f"INSERT INTO {table.name} ({all_cols}) VALUES "
         many_rows = insert + ", ".join([row] * per_statement) + f" {on_conflict}"
-        cur = dbapi.cursor()
-        try:
-            for start in range(0, len(frame), CHUNK_ROWS):
-                chunk = frame.iloc[start : start + CHUNK_ROWS]
-                rows = np.empty((len(chunk), len(cols)), dtype=object)
-                for i, c in enumerate(cols):
-                    rows[:, i] = np.array(_sqlite_column(chunk[c]), dtype=object)
-                whole = len(rows) - len(rows) % per_statement
-                if whole:
-                    cur.executemany(many_rows, rows[:whole].reshape(-1, len(cols) * per_statement).tolist())  # fmt: skip
-                if whole < len(rows):
-                    cur.executemany(f"{insert}{row} {on_conflict}", rows[whole:].tolist())
-        finally:
-            cur.close()
-    else:  # any other backend: SQLAlchemy Core executemany in big chunks
+        for start in range(0, len(frame), CHUNK_ROWS):
+            chunk = frame.iloc[start : start + CHUNK_ROWS]
+            rows = np.empty((len(chunk), len(cols)), dtype=object)
+            for i, c in enumerate(cols):
+                rows[:, i] = np.array(_sqlite_column(chunk[c]), dtype=object)
+            whole = len(rows) - len(rows) % per_statement
+            if whole:
+                out.append((many_rows, rows[:whole].reshape(-1, len(cols) * per_statement).tolist()))  # fmt: skip
+            if whole < len(rows):
+                out.append((f"{insert}{row} {on_conflict}", rows[whole:].tolist()))
+    else:
+        encoded.kind = "core"
         for start in range(0, len(frame), CHUNK_ROWS):
             chunk = frame.iloc[start : start + CHUNK_ROWS].astype(object)
-            chunk = chunk.where(chunk.notna(), None)
-            conn.execute(table.insert(), chunk.to_dict("records"))
+            out.append(("", chunk.where(chunk.notna(), None).to_dict("records")))
+    return encoded
+
+
+def write_rows(session: Session, encoded: EncodedRows) -> int:
+    """Send ``encode_rows``' statements in the session's transaction; returns the row count."""
+    conn = session.connection()
+    if conn.dialect.name != encoded.dialect:
+        raise ValueError(f"rows encoded for {encoded.dialect}, written to {conn.dialect.name}")
+    dbapi = conn.connection.driver_connection
+    if encoded.utf8 and dbapi.info.encoding != "utf-8":
+        encoded = encode_rows(
+            encoded.dialect, encoded.table, encoded.frame, encoded.constants, utf8=False
+        )
+    if encoded.kind == "copy":
+        for sql, data in encoded.statements:
+            with dbapi.cursor() as cur, cur.copy(sql) as copy:
+                for part in data:
+                    copy.write(part)
+    elif encoded.kind == "executemany":
+        cur = dbapi.cursor()
+        try:
+            for sql, rows in encoded.statements:
+                cur.executemany(sql, rows)
+        finally:
+            cur.close()
+    else:
+        for _, records in encoded.statements:
+            conn.execute(encoded.table.insert(), records)
+    return len(encoded)
+
+
+def insert_frame(
+    session: Session,
+    table: TableClause,
+    frame: pd.DataFrame,
+    constants: Mapping[str, Any] | None = None,
+    on_conflict: str = "",
+) -> int:
+    """Append ``frame`` to ``table`` in the session's transaction (``encode_rows`` says how),
+    CHUNK_ROWS at a time, so a big frame is never encoded whole."""
+    dialect = session.get_bind().dialect.name
+    for start in range(0, len(frame), CHUNK_ROWS):
+        part = frame.iloc[start : start + CHUNK_ROWS]
+        write_rows(session, encode_rows(dialect, table, part, constants, on_conflict))
     return len(frame)
 
 

@@ -15,7 +15,14 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from crm_predict.rules import TaskSpec
-from crm_store.bulk import constant_columns, insert_frame, sqlite_datetimes
+from crm_store.bulk import (
+    EncodedRows,
+    constant_columns,
+    encode_rows,
+    insert_frame,
+    sqlite_datetimes,
+    write_rows,
+)
 from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
 
 TAG_KEY = ["entity_type", "entity_id", "name"]
@@ -75,6 +82,8 @@ class TagRows:
 
     rows: pd.DataFrame  # TAG_COLUMNS not in shared
     shared: dict[str, Any]
+    # Encoded for the direct write: SQLite's upsert, or PostgreSQL's COPY of new keys into tags.
+    encoded: EncodedRows | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -84,11 +93,24 @@ class TagRows:
         return pd.Series(self.shared[name], index=self.rows.index) if values is None else values
 
 
-def prepare_tags(tags: pd.DataFrame) -> TagRows:
+def _sqlite_tag_upsert() -> str:
+    """The ``ON CONFLICT`` clause of SQLite's tag upsert: re-stamp or overwrite a stored tag only
+    when some column differs (a row equal to what is stored is left alone)."""
+    payload = TAG_COLUMNS[3:]
+    stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
+    incoming = ", ".join(f"excluded.{c}" for c in payload)
+    return (
+        f"ON CONFLICT ({', '.join(TAG_KEY)}) DO UPDATE SET "
+        f"{', '.join(f'{c} = excluded.{c}' for c in payload)} WHERE ({stored}) IS NOT ({incoming})"
+    )
+
+
+def prepare_tags(tags: pd.DataFrame, dialect: str | None = None) -> TagRows:
     """The CPU part of ``upsert_tags`` (no database), so a batch can do it on another thread than
     the write: the last row of a repeated key wins; entity-major order, because the key's index
     then takes each chunk's keys on the same few leaf pages one after the other, instead of one
-    pass over the chunk's range per tag name."""
+    pass over the chunk's range per tag name. With ``dialect`` (the store's), the rows are
+    encoded for the write too."""
     if tags.empty:
         return TagRows(pd.DataFrame(columns=TAG_COLUMNS), {})
     repeated = tags.duplicated(TAG_KEY, keep="last").to_numpy()
@@ -98,7 +120,12 @@ def prepare_tags(tags: pd.DataFrame) -> TagRows:
     tags = tags.iloc[np.lexsort((names, tags["entity_id"].to_numpy()))]
     tags = tags.assign(value=tags["value"].astype(str))
     shared = constant_columns(tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")])  # fmt: skip
-    return TagRows(tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True), shared)
+    rows = tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True)
+    encoded = None
+    if dialect in ("sqlite", "postgresql"):
+        upsert = _sqlite_tag_upsert() if dialect == "sqlite" else ""
+        encoded = encode_rows(dialect, Tag.__table__, rows, shared, on_conflict=upsert)
+    return TagRows(rows, shared, encoded)
 
 
 def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -> int:
@@ -124,13 +151,6 @@ def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
     upsert inserts, re-stamps or skips it. History comes from a temporary trigger on the update
     of a changed value (the old row, stamped ``now``), not from a second join with a staging
     table. The trigger lives only on this connection and for this call."""
-    payload = TAG_COLUMNS[3:]
-    stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
-    incoming = ", ".join(f"excluded.{c}" for c in payload)
-    upsert = (
-        f"ON CONFLICT ({', '.join(TAG_KEY)}) DO UPDATE SET "
-        f"{', '.join(f'{c} = excluded.{c}' for c in payload)} WHERE ({stored}) IS NOT ({incoming})"
-    )
     replaced_at = sqlite_datetimes(pd.Series([pd.Timestamp(now)]))[0]
     conn = session.connection()
     if not conn.connection.driver_connection.in_transaction:
@@ -145,7 +165,11 @@ def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
         f"VALUES ({', '.join('OLD.' + c for c in TAG_COLUMNS)}, '{replaced_at}'); END"
     )
     try:
-        insert_frame(session, Tag.__table__, tags.rows, tags.shared, on_conflict=upsert)
+        if tags.encoded is not None and tags.encoded.dialect == "sqlite":
+            write_rows(session, tags.encoded)
+        else:
+            upsert = _sqlite_tag_upsert()
+            insert_frame(session, Tag.__table__, tags.rows, tags.shared, on_conflict=upsert)
     finally:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{HISTORY_TRIGGER}")
 
@@ -181,7 +205,10 @@ def _upsert_tags_postgres(session: Session, tags: TagRows, now: datetime) -> Non
         text(f"SELECT EXISTS (SELECT FROM {Tag.__tablename__} t WHERE {in_range})"), bounds
     ).scalar_one()
     if not stored:
-        insert_frame(session, Tag.__table__, tags.rows, tags.shared)
+        if tags.encoded is not None and tags.encoded.dialect == "postgresql":
+            write_rows(session, tags.encoded)
+        else:
+            insert_frame(session, Tag.__table__, tags.rows, tags.shared)
         return
     # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
     # caller's setting is back once the upsert is done.
@@ -254,18 +281,25 @@ def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> 
     return result.rowcount
 
 
-def log_predictions(session: Session, predictions: pd.DataFrame) -> int:
-    """Append prediction-log rows (entity_type, entity_id, model_name, model_version, score, source,
-    request_id, predicted_at)."""
-    if predictions.empty:
-        return 0
+def encode_predictions(dialect: str, predictions: pd.DataFrame) -> EncodedRows:
+    """Prediction-log rows (entity_type, entity_id, model_name, model_version, score, source,
+    request_id, predicted_at) encoded for ``dialect``'s bulk write (``log_predictions``)."""
     predictions = predictions.reindex(columns=PREDICTION_COLUMNS)
     # A batch shares its entity type, model, version, source and timestamp: written once, not per
     # row (the bulk write sends entity ids and scores alone).
     shared = constant_columns(predictions, [c for c in PREDICTION_COLUMNS if c != "entity_id"])
-    return insert_frame(
-        session, PredictionLog.__table__, predictions.drop(columns=list(shared)), shared
+    return encode_rows(
+        dialect, PredictionLog.__table__, predictions.drop(columns=list(shared)), shared
     )
+
+
+def log_predictions(session: Session, predictions: pd.DataFrame | EncodedRows) -> int:
+    """Append prediction-log rows, given as a frame or encoded (``encode_predictions``)."""
+    if isinstance(predictions, pd.DataFrame):
+        if predictions.empty:
+            return 0
+        predictions = encode_predictions(session.get_bind().dialect.name, predictions)
+    return write_rows(session, predictions)
 
 
 def current_tags(session: Session, entity_type: str, entity_id: int) -> dict[str, Tag]:

@@ -11,8 +11,9 @@ resumes after the last committed chunk and ends with exactly the rows a clean ru
 The database writes run on a writer thread (``_ChunkWriter``) fed through a bounded queue, while
 the calling thread scores the next chunks and computes the next model's features and context; the
 champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
-loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts)
-and ``write_wait`` are the calling thread's; ``write`` is the writer thread's busy time (of which
+loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts,
+and the tag and log rows encoded for the store's bulk writes) and ``write_wait`` are the calling
+thread's; ``write`` is the writer thread's busy time (of which
 ``write_tags``, ``write_tasks``, ``write_log`` and ``commit``) and overlaps them; ``write_drain``
 (run level) is the wait for the last commits.
 """
@@ -626,7 +627,8 @@ def run_batch(
         session.commit()
         summary.seconds["resume_state"] += time.perf_counter() - t
         summary.models = [done[name][2] for name in models]
-        inputs = _Inputs(settings, at, run_id, scoring_frame, crm, progress)
+        dialect = session.get_bind().dialect.name
+        inputs = _Inputs(settings, at, run_id, scoring_frame, crm, progress, dialect)
 
         writer = _ChunkWriter(session)
         try:
@@ -663,6 +665,7 @@ class _Inputs:
     scoring_frame: ScoringFrame
     crm: Tables
     progress: Callable[[str, int], Callable[[int], None]] | None
+    dialect: str  # the store's: write-backs are encoded for it on the scoring thread
     contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
 
 
@@ -718,7 +721,7 @@ def _score_model(
         seconds["score"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        prepared = prepare_write(loaded, scored, at, rfm_medians=medians)
+        prepared = prepare_write(loaded, scored, at, rfm_medians=medians, dialect=inputs.dialect)
         checkpoint = dict(
             batch_run_id=inputs.run_id, model_name=name, model_version=model_run.version, chunk=index,
             last_entity_id=int(chunk["entity_id"].iloc[-1]), entities=len(chunk),

@@ -29,10 +29,12 @@ from sqlalchemy.orm import Session
 
 from crm_predict import rules as R
 from crm_predict.rules import SCORE_TAGS, TaskSpec
+from crm_store.bulk import EncodedRows
 from crm_store.repository import (
     TAG_COLUMNS,
     TagRows,
     create_tasks,
+    encode_predictions,
     log_predictions,
     prepare_tags,
     upsert_tags,
@@ -334,7 +336,7 @@ class PreparedWrite:
 
     tags: TagRows
     tasks: list[TaskSpec]
-    predictions: pd.DataFrame
+    predictions: pd.DataFrame | EncodedRows
     now: datetime
     tag_counts: Counter = field(default_factory=Counter)
     task_counts: Counter = field(default_factory=Counter)
@@ -348,13 +350,16 @@ def prepare_write(
     source: str = "batch",
     request_id: str | None = None,
     rfm_medians: tuple[float, float, float] | None = None,
+    dialect: str | None = None,
 ) -> PreparedWrite:
-    """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O)."""
+    """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O);
+    with ``dialect`` (the store's), tag and log rows come encoded for its bulk writes."""
     tags = tag_frame(model, scored, now, rfm_medians)
     tasks = task_specs(model.name, scored, now)
-    prepared = PreparedWrite(
-        prepare_tags(tags), tasks, prediction_frame(model, scored, now, source, request_id), now
-    )
+    predictions = prediction_frame(model, scored, now, source, request_id)
+    if dialect is not None:
+        predictions = encode_predictions(dialect, predictions)
+    prepared = PreparedWrite(prepare_tags(tags, dialect), tasks, predictions, now)
     if len(tags):
         # Counts per (name, value) on integer codes, as a group-by would (a missing value is not
         # counted); numeric scores count as "*".
