@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +39,55 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True)
+
+
+@contextmanager
+def background_checkpoints(session: Session) -> Iterator[Callable[[], None]]:
+    """SQLite: for a run of big write transactions, the write-ahead log is checkpointed on a
+    thread of its own, which yields a function to call after each commit. The session's
+    connection stops checkpointing at commit (``wal_autocheckpoint=0``): that copied each
+    transaction's pages into the database file and synced it before the commit returned, about a
+    fifth of a million-tag batch's write time. A ``PASSIVE`` checkpoint never blocks the writer.
+    Other backends (or an in-memory database): a no-op."""
+    path = session.get_bind().url.database
+    if session.get_bind().dialect.name != "sqlite" or not path or path == ":memory:":
+        yield lambda: None
+        return
+    wake, stop = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def checkpoint() -> None:
+        # The sqlite3 module's SQLite, as the store's connections: one library, one set of locks.
+        conn = sqlite3.connect(path, timeout=60)
+        try:
+            while not stop.is_set():
+                wake.wait()
+                wake.clear()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    def committed() -> None:
+        wake.set()
+        # A pooled connection may change between transactions: each gets the setting.
+        session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
+
+    thread = threading.Thread(target=checkpoint, name="sqlite-checkpoint", daemon=True)
+    thread.start()
+    try:
+        session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
+        yield committed
+    finally:
+        stop.set()
+        wake.set()
+        thread.join()
+        session.rollback()  # nothing left to commit; after a failed write, its transaction
+        session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")  # the default
+        session.commit()
+    if errors:
+        raise errors[0]
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

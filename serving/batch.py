@@ -41,6 +41,7 @@ from crm_predict.errors import UserError
 from crm_predict.rules import MODEL_NAMES, RULES, rfm_medians, rule_based_lead_score
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
+from crm_store.db import background_checkpoints
 from crm_store.models import BatchCheckpoint, BatchRun
 from features.transforms import (
     NAT,
@@ -481,13 +482,18 @@ class _ChunkWriter:
             raise self.error
 
     def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.stopping.is_set() or self.error is not None:
-                continue
-            try:
-                self._write(chunk)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                self.error = exc
+        try:
+            with background_checkpoints(self.session) as committed:
+                while (chunk := self.queue.get()) is not None:
+                    if self.stopping.is_set() or self.error is not None:
+                        continue
+                    try:
+                        self._write(chunk)
+                        committed()
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                        self.error = exc
+        except BaseException as exc:  # noqa: BLE001 - the checkpoints' error
+            self.error = self.error or exc
 
     def _write(self, chunk: _Chunk) -> None:
         t = time.perf_counter()

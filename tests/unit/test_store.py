@@ -1,12 +1,19 @@
 """The CRM store's promises: migrations, tag upsert with history, task dedup, changed-since reads."""
 
+import sqlite3
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from crm_predict.rules import TaskSpec, first_contact_task
-from crm_store.db import downgrade, upgrade
+from crm_store.db import (
+    background_checkpoints,
+    downgrade,
+    make_engine,
+    session_factory,
+    upgrade,
+)
 from crm_store.models import PredictionLog, Tag, TagHistory, Task
 from crm_store.repository import (
     changed_since,
@@ -258,3 +265,26 @@ def test_tag_upsert_of_many_entities_and_names_matches_row_by_row_semantics(sess
     assert tag_history(session, "contact", 6, "x_tag")[0].replaced_at == later
     changed_keys = 2 * (700 // 3) + sum(1 for i in range(1, 6) if i % 3 != 0)
     assert session.query(TagHistory).count() == changed_keys
+
+
+def test_background_checkpoints_leave_commits_to_the_writer_and_the_log_checkpointed(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        with background_checkpoints(session) as committed:
+            for round_ in range(3):
+                upsert_tags(session, _tags(["low"] * 500, when=NOW + timedelta(days=round_)), NOW)
+                session.commit()
+                pragma = session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint")
+                assert pragma.scalar_one() == 0  # commits no longer copy pages to the database
+                committed()
+        assert (
+            session.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 1000
+        )
+        assert session.scalar(select(func.count()).select_from(Tag)) == 500
+    # The thread checkpointed what was committed: a read-only open sees every row.
+    with sqlite3.connect(f"file:{tmp_path / 'crm.db'}?mode=ro", uri=True) as conn:
+        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == done
+        assert conn.execute("SELECT COUNT(*) FROM tags").fetchone()[0] == 500
+    engine.dispose()
