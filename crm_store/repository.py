@@ -105,21 +105,26 @@ def _sqlite_tag_upsert() -> str:
     )
 
 
-def prepare_tags(tags: pd.DataFrame, dialect: str | None = None) -> TagRows:
+def prepare_tags(
+    tags: pd.DataFrame, dialect: str | None = None, shared: dict[str, Any] | None = None
+) -> TagRows:
     """The CPU part of ``upsert_tags`` (no database), so a batch can do it on another thread than
     the write: the last row of a repeated key wins; entity-major order, because the key's index
     then takes each chunk's keys on the same few leaf pages one after the other, instead of one
-    pass over the chunk's range per tag name. With ``dialect`` (the store's), the rows are
+    pass over the chunk's range per tag name. ``shared``: columns with one value for every row,
+    given apart from ``tags`` (else found in it). With ``dialect`` (the store's), the rows are
     encoded for the write too."""
     if tags.empty:
         return TagRows(pd.DataFrame(columns=TAG_COLUMNS), {})
-    repeated = tags.duplicated(TAG_KEY, keep="last").to_numpy()
+    repeated = tags.duplicated([c for c in TAG_KEY if c in tags], keep="last").to_numpy()
     if repeated.any():
         tags = tags[~repeated]
     names = pd.factorize(tags["name"], sort=True)[0]
     tags = tags.iloc[np.lexsort((names, tags["entity_id"].to_numpy()))]
     tags = tags.assign(value=tags["value"].astype(str))
-    shared = constant_columns(tags, [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")])  # fmt: skip
+    if shared is None:
+        candidates = [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
+        shared = constant_columns(tags, candidates)
     rows = tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True)
     encoded = None
     if dialect in ("sqlite", "postgresql"):
@@ -281,16 +286,20 @@ def create_tasks(session: Session, specs: Iterable[TaskSpec], now: datetime) -> 
     return result.rowcount
 
 
-def encode_predictions(dialect: str, predictions: pd.DataFrame) -> EncodedRows:
+def encode_predictions(
+    dialect: str, predictions: pd.DataFrame, shared: dict[str, Any] | None = None
+) -> EncodedRows:
     """Prediction-log rows (entity_type, entity_id, model_name, model_version, score, source,
-    request_id, predicted_at) encoded for ``dialect``'s bulk write (``log_predictions``)."""
-    predictions = predictions.reindex(columns=PREDICTION_COLUMNS)
-    # A batch shares its entity type, model, version, source and timestamp: written once, not per
-    # row (the bulk write sends entity ids and scores alone).
-    shared = constant_columns(predictions, [c for c in PREDICTION_COLUMNS if c != "entity_id"])
-    return encode_rows(
-        dialect, PredictionLog.__table__, predictions.drop(columns=list(shared)), shared
-    )
+    request_id, predicted_at) encoded for ``dialect``'s bulk write (``log_predictions``);
+    ``shared``: columns with one value for every row, given apart (else found in the frame)."""
+    if shared is None:
+        predictions = predictions.reindex(columns=PREDICTION_COLUMNS)
+        # A batch shares its entity type, model, version, source and timestamp: written once,
+        # not per row (the bulk write sends entity ids and scores alone).
+        candidates = [c for c in PREDICTION_COLUMNS if c not in ("entity_id", "score")]
+        shared = constant_columns(predictions, candidates)
+    rows = predictions.drop(columns=list(shared), errors="ignore")
+    return encode_rows(dialect, PredictionLog.__table__, rows, shared)
 
 
 def log_predictions(session: Session, predictions: pd.DataFrame | EncodedRows) -> int:

@@ -31,6 +31,7 @@ from crm_predict import rules as R
 from crm_predict.rules import SCORE_TAGS, TaskSpec
 from crm_store.bulk import EncodedRows
 from crm_store.repository import (
+    PREDICTION_COLUMNS,
     TAG_COLUMNS,
     TagRows,
     create_tasks,
@@ -190,6 +191,29 @@ def tag_values(
     raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
 
 
+def tag_rows(
+    model: ModelRef,
+    scored: pd.DataFrame,
+    scored_at: datetime,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """The tags of ``scored``: a long frame of ``entity_id, name, value`` and the columns every
+    row shares (entity type and the model's provenance), kept apart: a bulk write sends those once."""
+    values = tag_values(model.name, scored, rfm_medians)
+    ids = scored["entity_id"].to_numpy(dtype=np.int64)
+    shared = {
+        "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
+        "model_version": str(model.version), "run_id": model.run_id, "scored_at": scored_at,
+    }  # fmt: skip
+    parts = [
+        pd.DataFrame({"entity_id": ids, "name": name, "value": vals})
+        for name, vals in values.items()
+    ]
+    if not parts or not len(ids):
+        return pd.DataFrame(columns=["entity_id", "name", "value"]), shared
+    return pd.concat(parts, ignore_index=True), shared
+
+
 def tag_frame(
     model: ModelRef,
     scored: pd.DataFrame,
@@ -197,21 +221,10 @@ def tag_frame(
     rfm_medians: tuple[float, float, float] | None = None,
 ) -> pd.DataFrame:
     """Long frame of tags (``crm_store.repository.TAG_COLUMNS``) with the model's provenance."""
-    values = tag_values(model.name, scored, rfm_medians)
-    ids = scored["entity_id"].to_numpy(dtype=np.int64)
-    parts = [
-        pd.DataFrame({"entity_id": ids, "name": name, "value": vals})
-        for name, vals in values.items()
-    ]
-    if not parts or not len(ids):
+    rows, shared = tag_rows(model, scored, scored_at, rfm_medians)
+    if rows.empty:
         return pd.DataFrame(columns=TAG_COLUMNS)
-    tags = pd.concat(parts, ignore_index=True)
-    tags.insert(0, "entity_type", ENTITY_TYPES[model.name])
-    tags["model_name"] = model.name
-    tags["model_version"] = str(model.version)
-    tags["run_id"] = model.run_id
-    tags["scored_at"] = scored_at
-    return tags[TAG_COLUMNS]
+    return rows.assign(**shared)[TAG_COLUMNS]
 
 
 # --- Tasks ------------------------------------------------------------------------------------
@@ -305,6 +318,29 @@ def task_specs(model_name: str, scored: pd.DataFrame, now: datetime) -> list[Tas
 # --- Prediction log and the write ---------------------------------------------------------------
 
 
+def prediction_rows(
+    model: ModelRef,
+    scored: pd.DataFrame,
+    now: datetime,
+    source: str = "batch",
+    request_id: str | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """One prediction-log row per scored entity: ``entity_id, score``, and the columns every row
+    shares, kept apart (as ``tag_rows``)."""
+    rows = pd.DataFrame(
+        {
+            "entity_id": scored["entity_id"].to_numpy(dtype=np.int64),
+            "score": scored["score"].to_numpy(dtype=float),
+        }
+    )
+    shared = {
+        "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
+        "model_version": str(model.version), "source": source, "request_id": request_id,
+        "predicted_at": now,
+    }  # fmt: skip
+    return rows, shared
+
+
 def prediction_frame(
     model: ModelRef,
     scored: pd.DataFrame,
@@ -313,18 +349,8 @@ def prediction_frame(
     request_id: str | None = None,
 ) -> pd.DataFrame:
     """One prediction-log row per scored entity."""
-    return pd.DataFrame(
-        {
-            "entity_type": ENTITY_TYPES[model.name],
-            "entity_id": scored["entity_id"].to_numpy(dtype=np.int64),
-            "model_name": model.name,
-            "model_version": str(model.version),
-            "score": scored["score"].to_numpy(dtype=float),
-            "source": source,
-            "request_id": request_id,
-            "predicted_at": now,
-        }
-    )
+    rows, shared = prediction_rows(model, scored, now, source, request_id)
+    return rows.assign(**shared)[PREDICTION_COLUMNS]
 
 
 @dataclass
@@ -354,12 +380,13 @@ def prepare_write(
 ) -> PreparedWrite:
     """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O);
     with ``dialect`` (the store's), tag and log rows come encoded for its bulk writes."""
-    tags = tag_frame(model, scored, now, rfm_medians)
+    tags, shared = tag_rows(model, scored, now, rfm_medians)
     tasks = task_specs(model.name, scored, now)
-    predictions = prediction_frame(model, scored, now, source, request_id)
-    if dialect is not None:
-        predictions = encode_predictions(dialect, predictions)
-    prepared = PreparedWrite(prepare_tags(tags, dialect), tasks, predictions, now)
+    if dialect is None:
+        predictions = prediction_frame(model, scored, now, source, request_id)
+    else:
+        predictions = encode_predictions(dialect, *prediction_rows(model, scored, now, source, request_id))  # fmt: skip
+    prepared = PreparedWrite(prepare_tags(tags, dialect, shared), tasks, predictions, now)
     if len(tags):
         # Counts per (name, value) on integer codes, as a group-by would (a missing value is not
         # counted); numeric scores count as "*".
