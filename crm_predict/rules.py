@@ -7,6 +7,7 @@ score can always be traced back to the rules that produced its tags and tasks.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -259,10 +260,10 @@ def rfm_segment(
     if r.size == 0:
         return np.array([], dtype=object)
     r_med, f_med, m_med = medians if medians is not None else rfm_medians(r, f, m)
-    r_hl = np.where(r <= r_med, "H", "L")
-    f_hl = np.where(f >= f_med, "H", "L")
-    m_hl = np.where(m >= m_med, "H", "L")
-    return np.array([RFM_SEGMENTS[key] for key in zip(r_hl, f_hl, m_hl, strict=True)], dtype=object)
+    # Each row's (R, F, M) as a 3-bit code (Low = 1) into the segments in that order.
+    code = 4 * ~(r <= r_med) + 2 * ~(f >= f_med) + ~(m >= m_med)
+    segments = np.array([RFM_SEGMENTS[key] for key in itertools.product("HL", repeat=3)], dtype=object)  # fmt: skip
+    return segments[code]
 
 
 def is_high_activity(visits_30d, rules: ValueRules = RULES.value) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from clv_nbt_frames import synthetic_transactions
 
 from crm_predict.errors import UserError
-from crm_predict.rules import RFM_SEGMENTS
+from crm_predict.rules import RFM_SEGMENTS, rfm_segment
 from training.clv import (
     FEATURES,
     OUTPUTS,
@@ -212,3 +212,12 @@ def test_predict_clv_outputs_follow_row_order_and_index():
     assert out.index.equals(customers.index)
     one_by_one = pd.concat([predict_clv(CLV_PARAMS, customers.iloc[[i]]) for i in range(50)])
     pd.testing.assert_frame_equal(out, one_by_one, rtol=1e-12)
+
+
+def test_rfm_segment_names_each_high_low_combination_and_missing_is_low():
+    # Recency High = at or below its median (recent); frequency and monetary at or above theirs.
+    recency = [1, 1, 1, 1, 9, 9, 9, 9, np.nan]
+    frequency = [9, 9, 1, 1, 9, 9, 1, 1, np.nan]
+    monetary = [9, 1, 9, 1, 9, 1, 9, 1, np.nan]
+    segments = rfm_segment(recency, frequency, monetary, medians=(5, 5, 5))
+    assert segments.tolist() == [*RFM_SEGMENTS.values(), "lost"]
