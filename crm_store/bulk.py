@@ -199,9 +199,7 @@ class EncodedRows:
     table: TableClause
     frame: pd.DataFrame  # as given: re-encoded if the connection's text encoding is not UTF-8
     constants: Mapping[str, Any] | None
-    on_conflict: str
-    dialect: str
-    kind: str  # "copy" (PostgreSQL), "executemany" (SQLite), "core" (any other backend)
+    dialect: str  # PostgreSQL: COPY data; SQLite: executemany rows; else SQLAlchemy Core rows
     statements: list[tuple[str, Any]]  # (SQL, COPY data chunks or parameter rows)
     utf8: bool = False  # holds text as UTF-8 bytes (PostgreSQL binary COPY)
 
@@ -226,7 +224,7 @@ def encode_rows(
     upsert's ``ON CONFLICT … DO UPDATE``. ``utf8``: the connection's text encoding is UTF-8."""
     if on_conflict and dialect != "sqlite":
         raise ValueError("on_conflict is for SQLite; COPY appends only")
-    encoded = EncodedRows(table, frame, constants, on_conflict, dialect, "", [])
+    encoded = EncodedRows(table, frame, constants, dialect, [])
     if frame.empty:
         return encoded
     frame = _naive_datetimes(frame)
@@ -246,11 +244,10 @@ def encode_rows(
     binary = _copy_binary_rows(table, frame, shared, utf8) if dialect == "postgresql" else None
     out = encoded.statements
     if binary is not None:
-        encoded.kind, encoded.utf8 = "copy", utf8
+        encoded.utf8 = utf8
         data = [_PGCOPY_HEADER, *(memoryview(chunk) for chunk in binary), _PGCOPY_TRAILER]
         out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)", data))
     elif dialect == "postgresql":
-        encoded.kind = "copy"
         null = _csv_null(frame, shared)
         csv = {"index": False, "header": False, "lineterminator": "\n", "na_rep": null}
         suffix = ""
@@ -274,7 +271,6 @@ def encode_rows(
                 )
         out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv, NULL '{null}')", data))
     elif dialect == "sqlite":
-        encoded.kind = "executemany"
         row = f"({', '.join(['?'] * len(cols) + list(literals.values()))})"
         per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
         insert = f"INSERT INTO {table.name} ({all_cols}) VALUES "
@@ -290,7 +286,6 @@ def encode_rows(
             if whole < len(rows):
                 out.append((f"{insert}{row} {on_conflict}", rows[whole:].tolist()))
     else:
-        encoded.kind = "core"
         for start in range(0, len(frame), CHUNK_ROWS):
             chunk = frame.iloc[start : start + CHUNK_ROWS].astype(object)
             out.append(("", chunk.where(chunk.notna(), None).to_dict("records")))
@@ -307,12 +302,12 @@ def write_rows(session: Session, encoded: EncodedRows) -> int:
         encoded = encode_rows(
             encoded.dialect, encoded.table, encoded.frame, encoded.constants, utf8=False
         )
-    if encoded.kind == "copy":
+    if encoded.dialect == "postgresql":
         for sql, data in encoded.statements:
             with dbapi.cursor() as cur, cur.copy(sql) as copy:
                 for part in data:
                     copy.write(part)
-    elif encoded.kind == "executemany":
+    elif encoded.dialect == "sqlite":
         cur = dbapi.cursor()
         try:
             for sql, rows in encoded.statements:

@@ -82,8 +82,7 @@ class TagRows:
 
     rows: pd.DataFrame  # TAG_COLUMNS not in shared
     shared: dict[str, Any]
-    # Encoded for the direct write: SQLite's upsert, or PostgreSQL's COPY of new keys into tags.
-    encoded: EncodedRows | None = None
+    encoded: EncodedRows | None = None  # ``_encode_tags``, for the store's dialect
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -126,11 +125,21 @@ def prepare_tags(
         candidates = [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
         shared = constant_columns(tags, candidates)
     rows = tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True)
-    encoded = None
-    if dialect in ("sqlite", "postgresql"):
-        upsert = _sqlite_tag_upsert() if dialect == "sqlite" else ""
-        encoded = encode_rows(dialect, Tag.__table__, rows, shared, on_conflict=upsert)
+    encoded = _encode_tags(dialect, rows, shared) if dialect is not None else None
     return TagRows(rows, shared, encoded)
+
+
+def _encode_tags(dialect: str, rows: pd.DataFrame, shared: dict[str, Any]) -> EncodedRows:
+    """Tag rows encoded for the direct write: SQLite's upsert, PostgreSQL's COPY into tags."""
+    upsert = _sqlite_tag_upsert() if dialect == "sqlite" else ""
+    return encode_rows(dialect, Tag.__table__, rows, shared, on_conflict=upsert)
+
+
+def _encoded(tags: TagRows, dialect: str) -> EncodedRows:
+    """``tags``' rows encoded for ``dialect``: as prepared, or now if prepared for another."""
+    if tags.encoded is not None and tags.encoded.dialect == dialect:
+        return tags.encoded
+    return _encode_tags(dialect, tags.rows, tags.shared)
 
 
 def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -> int:
@@ -170,11 +179,7 @@ def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
         f"VALUES ({', '.join('OLD.' + c for c in TAG_COLUMNS)}, '{replaced_at}'); END"
     )
     try:
-        if tags.encoded is not None and tags.encoded.dialect == "sqlite":
-            write_rows(session, tags.encoded)
-        else:
-            upsert = _sqlite_tag_upsert()
-            insert_frame(session, Tag.__table__, tags.rows, tags.shared, on_conflict=upsert)
+        write_rows(session, _encoded(tags, "sqlite"))
     finally:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS temp.{HISTORY_TRIGGER}")
 
@@ -210,10 +215,7 @@ def _upsert_tags_postgres(session: Session, tags: TagRows, now: datetime) -> Non
         text(f"SELECT EXISTS (SELECT FROM {Tag.__tablename__} t WHERE {in_range})"), bounds
     ).scalar_one()
     if not stored:
-        if tags.encoded is not None and tags.encoded.dialect == "postgresql":
-            write_rows(session, tags.encoded)
-        else:
-            insert_frame(session, Tag.__table__, tags.rows, tags.shared)
+        write_rows(session, _encoded(tags, "postgresql"))
         return
     # Hash joins of a million staged rows fit in memory instead of spilling to batches; the
     # caller's setting is back once the upsert is done.

@@ -13,9 +13,9 @@ the calling thread scores the next chunks and computes the next model's features
 champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
 loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts,
 and the tag and log rows encoded for the store's bulk writes) and ``write_wait`` are the calling
-thread's; ``write`` is the writer thread's busy time (of which
-``write_tags``, ``write_tasks``, ``write_log`` and ``commit``) and overlaps them; ``write_drain``
-(run level) is the wait for the last commits.
+thread's; ``write`` is the writer thread's busy time (of which ``write_tags``, ``write_tasks``,
+``write_log`` and ``commit``) and overlaps them; ``write_drain`` (run level) is the wait for the
+last commits.
 """
 
 from __future__ import annotations
