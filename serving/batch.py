@@ -727,7 +727,7 @@ def _score_model(
         seconds["score"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        prepared = prepare_write(loaded, scored, at, rfm_medians=medians, dialect=inputs.dialect)
+        prepared = prepare_write(loaded, scored, at, inputs.dialect, rfm_medians=medians)
         checkpoint = dict(
             batch_run_id=inputs.run_id, model_name=name, model_version=model_run.version, chunk=index,
             last_entity_id=int(chunk["entity_id"].iloc[-1]), entities=len(chunk),

@@ -362,7 +362,7 @@ class PreparedWrite:
 
     tags: TagRows
     tasks: list[TaskSpec]
-    predictions: pd.DataFrame | EncodedRows
+    predictions: EncodedRows
     now: datetime
     tag_counts: Counter = field(default_factory=Counter)
     task_counts: Counter = field(default_factory=Counter)
@@ -372,20 +372,17 @@ def prepare_write(
     model: ModelRef,
     scored: pd.DataFrame,
     now: datetime,
+    dialect: str,
     *,
     source: str = "batch",
     request_id: str | None = None,
     rfm_medians: tuple[float, float, float] | None = None,
-    dialect: str | None = None,
 ) -> PreparedWrite:
-    """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O);
-    with ``dialect`` (the store's), tag and log rows come encoded for its bulk writes."""
+    """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O),
+    tag and log rows encoded for the bulk writes of the store's ``dialect``."""
     tags, shared = tag_rows(model, scored, now, rfm_medians)
     tasks = task_specs(model.name, scored, now)
-    if dialect is None:
-        predictions = prediction_frame(model, scored, now, source, request_id)
-    else:
-        predictions = encode_predictions(dialect, *prediction_rows(model, scored, now, source, request_id))  # fmt: skip
+    predictions = encode_predictions(dialect, *prediction_rows(model, scored, now, source, request_id))  # fmt: skip
     prepared = PreparedWrite(prepare_tags(tags, dialect, shared), tasks, predictions, now)
     if len(tags):
         # Counts per (name, value) on integer codes, as a group-by would (a missing value is not
@@ -438,7 +435,8 @@ def write_back(
 ) -> WriteBackResult:
     """Write tags (previous values to history), new tasks (dedup by key) and the prediction log for
     one model's scored frame. Leaves the commit to the caller (one transaction per call site)."""
+    dialect = session.get_bind().dialect.name
     prepared = prepare_write(
-        model, scored, now, source=source, request_id=request_id, rfm_medians=rfm_medians
+        model, scored, now, dialect, source=source, request_id=request_id, rfm_medians=rfm_medians
     )
     return apply_write(session, prepared)
