@@ -10,10 +10,12 @@ snapshot columns that reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import partial
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from crm_predict.settings import Settings
@@ -121,18 +123,38 @@ def scoring_frame(
         return tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
 
     ids = rows["entity_id"].to_numpy()
-    parts = [pd.DataFrame({key: ids})]
+    columns: dict[str, Any] = {"entity_id": ids}
     for view, feats in SERVICES[model_name]:
         if view == RULE_SCORE_VIEW:
             continue
         table = _cached(cache, ("view", id(tables), view, at), partial(view_at, view))
-        # A left join on the (unique) key: missing entities get NaN, filled below.
-        parts.append(table.set_index(key)[list(feats)].reindex(ids).reset_index(drop=True))
-    frame = pd.concat(parts, axis=1)
+        columns.update(_aligned(table, key, ids, feats))
     if any(view == RULE_SCORE_VIEW for view, _ in SERVICES[model_name]):
-        frame["rule_score"] = tf.rule_score(frame[list(tf.RULE_SCORE_INPUTS)])["rule_score"]
-    frame = _fill_missing(frame, model_name)
-    return frame.rename(columns={key: "entity_id"})[["entity_id", *names]].reset_index(drop=True)
+        columns["rule_score"] = tf.rule_score_values(columns)
+    _fill_missing(columns, model_name)
+    # One frame built from the columns at the end: a frame grown column by column and renamed
+    # is consolidated (every object column copied again) on a million rows.
+    return pd.DataFrame({name: columns[name] for name in ["entity_id", *names]})
+
+
+def _aligned(
+    table: pd.DataFrame, key: str, ids: np.ndarray, feats: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """``feats`` of ``table`` (unique ``key``) for each of ``ids``: a left join, NaN where an
+    entity has no row. A view computed for these very entities is in their order already."""
+    keys = table[key].to_numpy()
+    if len(keys) == len(ids) and (keys == ids).all():
+        return {name: table[name].to_numpy() for name in feats}
+    at = tf.positions(keys, ids)
+    missing = at < 0
+    out = {}
+    for name in feats:
+        values = table[name].to_numpy()
+        if missing.any():
+            values = values.astype(float if values.dtype.kind in "iub" else values.dtype)
+            values = np.append(values, np.nan if values.dtype.kind == "f" else None)
+        out[name] = values[at]  # position -1: the appended missing value
+    return out
 
 
 def _cached(cache: dict, key: tuple, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
@@ -141,7 +163,7 @@ def _cached(cache: dict, key: tuple, compute: Callable[[], pd.DataFrame]) -> pd.
     return cache[key]
 
 
-def _fill_missing(frame: pd.DataFrame, model_name: str) -> pd.DataFrame:
+def _fill_missing(columns: dict[str, np.ndarray], model_name: str) -> None:
     """Entities without a row in some view (e.g. no activity yet) get that view's empty values:
     0 for counts, NaN for measurements, "unknown" for text, as in the training sources."""
     for view, feats in SERVICES[model_name]:
@@ -149,8 +171,8 @@ def _fill_missing(frame: pd.DataFrame, model_name: str) -> pd.DataFrame:
             continue
         dtypes = {n: str(t) for n, t, _ in VIEWS[view].fields}
         for name in feats:
-            if "Int" in dtypes[name]:
-                frame[name] = frame[name].fillna(0).astype("int64")
-            elif "String" in dtypes[name]:
-                frame[name] = frame[name].astype(object).where(frame[name].notna(), "unknown")
-    return frame
+            values = columns[name]
+            if "Int" in dtypes[name] and values.dtype.kind != "i":
+                columns[name] = np.nan_to_num(values.astype(float), nan=0.0).astype("int64")
+            elif "String" in dtypes[name] and pd.isna(values).any():
+                columns[name] = np.where(pd.isna(values), "unknown", values).astype(object)

@@ -221,6 +221,23 @@ def test_a_batch_loads_every_column_it_reads(crm, tmp_path):
         )
 
 
+def test_an_entity_missing_from_a_view_gets_its_empty_values(crm, tmp_path):
+    """A customer whose profile is stamped after the scoring time has no profile row then: its
+    text features are "unknown" and its counts 0; every other customer is as before."""
+    settings = Settings(data_dir=tmp_path)
+    before = scoring_frame(settings, "churn", AT, tables=crm)
+    late = int(before["entity_id"].iloc[1])
+    contacts = crm["contacts"].copy()
+    contacts.loc[contacts["id"] == late, "created_at"] = pd.Timestamp(AT) + pd.Timedelta(days=1)
+    after = scoring_frame(settings, "churn", AT, tables={**crm, "contacts": contacts})
+    row = after[after["entity_id"] == late].iloc[0]
+    assert row["region"] == row["acquisition_source"] == "unknown"
+    assert row["has_account"] == 0
+    assert after["has_account"].dtype == np.int64
+    others = after["entity_id"] != late
+    pd.testing.assert_frame_equal(after[others], before[others])
+
+
 def _days(later, earlier) -> float:
     return (pd.Timestamp(later) - pd.Timestamp(earlier)) / pd.Timedelta(days=1)
 
