@@ -91,6 +91,9 @@ TAG_RFM_SEGMENT = "rfm_segment"
 TAG_HIGH_ACTIVITY = "high_activity"
 TAG_POTENTIAL = "potential"
 TAG_BEST_SLOT = "best_contact_slot"
+# Flags: a tag present (value "true") while its condition holds, removed (to history) once it no
+# longer does; an entity never flagged carries no such tag.
+FLAG_TAGS = frozenset({TAG_MQL, TAG_CHURN_WARNING, TAG_HIGH_ACTIVITY, TAG_POTENTIAL})
 # Numeric scores: summaries count them per tag, not per value (1–99 values say nothing at a glance).
 SCORE_TAGS = frozenset({TAG_LEAD_SCORE, TAG_DEAL_HEALTH, TAG_CLV})
 

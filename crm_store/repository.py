@@ -3,6 +3,7 @@ commit to the caller, so a job decides what is one transaction."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,9 @@ class TagRows:
     rows: pd.DataFrame  # TAG_COLUMNS not in shared
     shared: dict[str, Any]
     encoded: EncodedRows | None = None  # ``_encode_tags``, for the store's dialect
+    # Keys given without a value (TAG_KEY columns not in shared): tags to remove, such as a flag
+    # whose condition no longer holds.
+    cleared: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,9 +114,9 @@ def prepare_tags(
     """The CPU part of ``upsert_tags`` (no database), so a batch can do it on another thread than
     the write: the last row of a repeated key wins; entity-major order, because the key's index
     then takes each chunk's keys on the same few leaf pages one after the other, instead of one
-    pass over the chunk's range per tag name. ``shared``: columns with one value for every row,
-    given apart from ``tags`` (else found in it). With ``dialect`` (the store's), the rows are
-    encoded for the write too."""
+    pass over the chunk's range per tag name. A row without a value removes its tag (``cleared``).
+    ``shared``: columns with one value for every row, given apart from ``tags`` (else found in
+    it). With ``dialect`` (the store's), the rows are encoded for the write too."""
     if tags.empty:
         return TagRows(pd.DataFrame(columns=TAG_COLUMNS), {})
     repeated = tags.duplicated([c for c in TAG_KEY if c in tags], keep="last").to_numpy()
@@ -120,13 +124,19 @@ def prepare_tags(
         tags = tags[~repeated]
     names = pd.factorize(tags["name"], sort=True)[0]
     tags = tags.iloc[np.lexsort((names, tags["entity_id"].to_numpy()))]
-    tags = tags.assign(value=tags["value"].astype(str))
     if shared is None:
         candidates = [c for c in TAG_COLUMNS if c not in ("entity_id", "name", "value")]
         shared = constant_columns(tags, candidates)
+    absent = tags["value"].isna().to_numpy()
+    cleared = None
+    if absent.any():
+        key = [c for c in TAG_KEY if c not in shared]
+        cleared = tags.loc[absent, key].reset_index(drop=True)
+        tags = tags[~absent]
+    tags = tags.assign(value=tags["value"].astype(str))
     rows = tags[[c for c in TAG_COLUMNS if c not in shared]].reset_index(drop=True)
-    encoded = _encode_tags(dialect, rows, shared) if dialect is not None else None
-    return TagRows(rows, shared, encoded)
+    encoded = _encode_tags(dialect, rows, shared) if dialect is not None and len(rows) else None
+    return TagRows(rows, shared, encoded, cleared)
 
 
 def _encode_tags(dialect: str, rows: pd.DataFrame, shared: dict[str, Any]) -> EncodedRows:
@@ -146,18 +156,61 @@ def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -
     """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
     moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
     history, and a row equal to what is stored is not written at all (a rerun writes nothing).
+    A row without a value removes its stored tag, whose last value moves to history.
     Set-based on PostgreSQL (a COPY, into tags or a staging table, then one statement); on SQLite
     one executemany of an upsert, history written by a trigger on changed values. ``tags`` may
-    come prepared (``prepare_tags``). Returns the number of tags written or left as they were."""
+    come prepared (``prepare_tags``). Returns the number of tags set or left as they were."""
     if not isinstance(tags, TagRows):
         tags = prepare_tags(tags)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and (len(tags) or tags.cleared is not None):
+        # Concurrent writers would both move the same old value to history, or both find a key
+        # new: tag upserts take turns, until the caller's transaction ends. (SQLite's single
+        # writer lock already serialises them.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
+    if tags.cleared is not None:  # first: whether anything is stored is then what was before
+        _clear_tags(session, tags, now)
     if not len(tags):
         return 0
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres:
         _upsert_tags_postgres(session, tags, now)
     else:
         _upsert_tags_sqlite(session, tags, now)
     return len(tags)
+
+
+def _clear_tags(session: Session, tags: TagRows, now: datetime) -> None:
+    """Remove the stored tags of ``tags.cleared``, their last values to history: per (entity type,
+    name), one INSERT … SELECT and one DELETE over the ids, bounded to their id range so the key's
+    index reads them. Nothing is stored in that range on a first run: one probe then, no delete."""
+    cleared = tags.cleared.assign(
+        **{c: tags.shared[c] for c in ("entity_type", "name") if c not in tags.cleared}
+    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    id_list = "SELECT unnest(CAST(:ids AS bigint[]))" if postgres else "SELECT value FROM json_each(:ids)"  # fmt: skip
+    where = (
+        "entity_type = :t AND name = :n AND entity_id BETWEEN :low AND :high "
+        f"AND entity_id IN ({id_list})"
+    )
+    cols = ", ".join(TAG_COLUMNS)
+    now_bind = bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)
+    move = text(
+        f"INSERT INTO {TagHistory.__tablename__} ({cols}, replaced_at) "
+        f"SELECT {cols}, :now FROM {Tag.__tablename__} WHERE {where}"
+    ).bindparams(now_bind)
+    delete = text(f"DELETE FROM {Tag.__tablename__} WHERE {where}")
+    probe = text(
+        f"SELECT EXISTS (SELECT 1 FROM {Tag.__tablename__} WHERE entity_type = :t "
+        "AND entity_id BETWEEN :low AND :high AND name = :n)"
+    )
+    for (entity_type, name), group in cleared.groupby(["entity_type", "name"], sort=False):
+        ids = group["entity_id"].to_numpy(dtype=np.int64)
+        bounds = {"t": entity_type, "n": name, "low": int(ids.min()), "high": int(ids.max())}
+        if not session.execute(probe, bounds).scalar_one():
+            continue
+        params = {**bounds, "ids": ids.tolist() if postgres else json.dumps(ids.tolist())}
+        session.execute(move, {**params, "now": now})
+        session.execute(delete, params)
 
 
 def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
@@ -191,10 +244,6 @@ def _upsert_tags_postgres(session: Session, tags: TagRows, now: datetime) -> Non
     key of the rows that differ in any column and an INSERT of new keys. Rows equal to what is
     stored are not written at all: no dead tuple, no WAL, so a rerun or a night where few values
     change is cheap."""
-    # Concurrent writers would both move the same old value to history, or both find a key new:
-    # tag upserts take turns, until the caller's transaction ends. (SQLite's single writer lock
-    # already serialises them.)
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_UPSERT_LOCK})
     # The rows' entity range, spelled out: a chunk of a batch covers a narrow id range, and the
     # stored tags' statistics lag a big run (autovacuum has not analysed the rows just written),
     # so without it the planner reads the whole tags table for every chunk. The names too: the

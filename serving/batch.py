@@ -71,6 +71,11 @@ RESUME_WITHIN = timedelta(hours=24)  # an unfinished run younger than this is re
 # Prepared chunks waiting for the writer thread: enough to keep it busy while the next model's
 # features and context are computed, few enough to bound the memory (a chunk's tag frame).
 WRITE_QUEUE_CHUNKS = 6
+# The order models are scored in (the summary keeps the caller's): the models of many entities
+# first, so the writer thread is busy early, and the small ones last, whose feature passes (over
+# every activity, for a few thousand open leads and deals) then overlap the big models' writes.
+# Next-best-time's one view is quick to compute; CLV follows churn, whose customer views it reuses.
+SCORING_ORDER = ("next_best_time", "churn", "clv", "lead_scoring", "deal_health")
 
 # Activity types per behaviour group, as the feature pipeline reads them.
 SITE_VISITS = ("site_visit", "app_visit", "web_visit", "visit")
@@ -604,7 +609,8 @@ def run_batch(
     # The champions load on a thread of their own while the snapshot is read and the first
     # features computed (imports and unpickling beside Arrow reads and numpy work).
     loader = ThreadPoolExecutor(1, thread_name_prefix="batch-model-load")
-    champions = {name: loader.submit(load_model, client, name, alias="champion") for name in models}
+    order = sorted(models, key=SCORING_ORDER.index)
+    champions = {name: loader.submit(load_model, client, name, alias="champion") for name in order}
     try:
         if scoring_frame is None:
             t = time.perf_counter()  # Feast's import, through features.definitions: seconds
@@ -638,7 +644,7 @@ def run_batch(
 
         writer = _ChunkWriter(session)
         try:
-            for name in models:
+            for name in order:
                 _score_model(
                     inputs, writer, name, champions[name], done[name],
                     changed[name] if changed is not None else None,

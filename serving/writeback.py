@@ -198,7 +198,8 @@ def tag_rows(
     rfm_medians: tuple[float, float, float] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """The tags of ``scored``: a long frame of ``entity_id, name, value`` and the columns every
-    row shares (entity type and the model's provenance), kept apart: a bulk write sends those once."""
+    row shares (entity type and the model's provenance), kept apart: a bulk write sends those once.
+    A flag not set has no value: its tag is removed (``crm_predict.rules.FLAG_TAGS``)."""
     values = tag_values(model.name, scored, rfm_medians)
     ids = scored["entity_id"].to_numpy(dtype=np.int64)
     shared = {
@@ -206,12 +207,19 @@ def tag_rows(
         "model_version": str(model.version), "run_id": model.run_id, "scored_at": scored_at,
     }  # fmt: skip
     parts = [
-        pd.DataFrame({"entity_id": ids, "name": name, "value": vals})
+        pd.DataFrame({"entity_id": ids, "name": name, "value": _unless_unflagged(name, vals)})
         for name, vals in values.items()
     ]
     if not parts or not len(ids):
         return pd.DataFrame(columns=["entity_id", "name", "value"]), shared
     return pd.concat(parts, ignore_index=True), shared
+
+
+def _unless_unflagged(name: str, values: np.ndarray) -> np.ndarray:
+    """A flag's values with None (remove the tag) where it is not set; other tags' as they are."""
+    if name not in R.FLAG_TAGS:
+        return values
+    return np.where(values == "true", values, None)
 
 
 def tag_frame(

@@ -18,7 +18,7 @@ from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from crm_predict.rules import MODEL_NAMES, SCORE_TAGS
+from crm_predict.rules import FLAG_TAGS, MODEL_NAMES, SCORE_TAGS
 from crm_predict.settings import Settings
 from crm_store.db import session_factory
 from crm_store.models import BatchCheckpoint, BatchRun
@@ -104,10 +104,14 @@ def test_batch_scores_every_entity_once_and_writes_tags_tasks_and_summary(
         assert sorted(log[log["model_name"] == name]["entity_id"]) == sorted(expected)
 
     tags = _frame(engine, "SELECT name, value, model_name, model_version, run_id FROM tags")
-    assert set(tags["name"]) == {
-        "lead_score", "lead_grade", "mql", "deal_health", "deal_health_colour", "churn_risk",
-        "churn_warning", "clv_tier", "rfm_segment", "high_activity", "potential", "best_contact_slot",
+    flags = tags["name"].isin(FLAG_TAGS)
+    assert set(tags.loc[~flags, "name"]) == {
+        "lead_score", "lead_grade", "deal_health", "deal_health_colour", "churn_risk", "clv_tier",
+        "rfm_segment", "best_contact_slot",
     }  # fmt: skip
+    # A flag is a tag only where it holds (no lead of this world is an MQL).
+    assert set(tags.loc[flags, "name"]) == {"churn_warning", "high_activity", "potential"}
+    assert set(tags.loc[flags, "value"]) == {"true"}
     assert tags["model_version"].notna().all() and tags["run_id"].notna().all()
     # The summary's counts per tag value are the store's (numeric scores counted per tag).
     values = tags["value"].where(~tags["name"].isin(SCORE_TAGS), "*")

@@ -84,7 +84,7 @@ def test_spark_batch_matches_single_machine_scores_and_tags(spark, tmp_path, mlf
 
     with session_factory(engine)() as session:
         counts = write_outputs(session, mlflow_client, paths, AT)
-        assert session.query(Tag).count() == len(want)
+        assert session.query(Tag).count() == want["value"].notna().sum()  # an unset flag: no tag
         assert session.query(PredictionLog).count() == sum(
             c["predictions"] for c in counts.values()
         )

@@ -96,6 +96,29 @@ def test_changed_value_with_missing_model_fields_goes_to_history(session):
     assert [h.value for h in tag_history(session, "contact", 1, "churn_risk")] == ["low"]
 
 
+def test_a_tag_without_value_is_removed_with_its_last_value_to_history(session):
+    flags = _tags(["true", "true", "true"]).assign(name="churn_warning")
+    upsert_tags(session, flags, NOW)
+    session.commit()
+    later = NOW + timedelta(days=1)
+    # Entity 2 no longer flagged, 4 never was: its key is removed (not stored), not written.
+    again = _tags(["true", None, "true", None], when=later).assign(name="churn_warning")
+    assert upsert_tags(session, again, later) == 2
+    session.commit()
+    assert sorted(t.entity_id for t in session.query(Tag)) == [1, 3]
+    [gone] = tag_history(session, "contact", 2, "churn_warning")
+    assert (gone.value, gone.replaced_at) == ("true", later)
+    assert session.query(TagHistory).count() == 1
+    upsert_tags(session, again, later)  # a rerun removes nothing more
+    session.commit()
+    assert session.query(Tag).count() == 2 and session.query(TagHistory).count() == 1
+    # Only the removed key's own tag goes: another tag of the same entity stays.
+    upsert_tags(session, _tags(["low", "low"]), later)
+    upsert_tags(session, _tags(["true", None]).assign(name="churn_warning"), later)
+    session.commit()
+    assert set(current_tags(session, "contact", 2)) == {"churn_risk"}
+
+
 def test_duplicate_keys_in_one_upsert_keep_the_last(session):
     frame = pd.concat([_tags(["low"]), _tags(["high"])])
     assert upsert_tags(session, frame, NOW) == 1

@@ -8,6 +8,7 @@ import pytest
 
 from crm_predict import rules as R
 from crm_store.models import PredictionLog, Tag, TagHistory, Task
+from crm_store.repository import current_tags, tag_history
 from serving.writeback import (
     ModelVersionRef,
     tag_frame,
@@ -112,6 +113,23 @@ def test_tag_frame_carries_provenance():
     assert set(tags["entity_type"]) == {"contact"}
     assert set(tags["model_version"]) == {"5"} and set(tags["run_id"]) == {"run-churn"}
     assert (tags["scored_at"] == NOW).all()
+
+
+def test_a_flag_is_a_tag_while_it_holds_and_removed_when_it_no_longer_does(session):
+    scored = pd.DataFrame({"entity_id": [1, 2], "score": [0.2, 0.2], "days_inactive": [45, 3]})
+    result = write_back(session, _model("churn"), scored, NOW)
+    session.commit()
+    assert result.tag_counts[f"{R.TAG_CHURN_WARNING}=true"] == 1
+    assert not any(k.startswith(f"{R.TAG_CHURN_WARNING}=false") for k in result.tag_counts)
+    assert R.TAG_CHURN_WARNING in current_tags(session, "contact", 1)
+    assert R.TAG_CHURN_WARNING not in current_tags(session, "contact", 2)
+    later = NOW + timedelta(days=1)
+    write_back(session, _model("churn"), scored.assign(days_inactive=[0, 3]), later)
+    session.commit()
+    assert R.TAG_CHURN_WARNING not in current_tags(session, "contact", 1)
+    [gone] = tag_history(session, "contact", 1, R.TAG_CHURN_WARNING)
+    assert (gone.value, gone.replaced_at) == ("true", later)
+    assert set(current_tags(session, "contact", 1)) == {R.TAG_CHURN_RISK}
 
 
 def test_new_lead_gets_first_contact_task_and_escalation_after_24h():
