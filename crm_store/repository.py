@@ -181,24 +181,33 @@ def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -
 
 def _clear_tags(session: Session, tags: TagRows, now: datetime) -> None:
     """Remove the stored tags of ``tags.cleared``, their last values to history: per (entity type,
-    name), one INSERT … SELECT and one DELETE over the ids, bounded to their id range so the key's
-    index reads them. Nothing is stored in that range on a first run: one probe then, no delete."""
+    name), the ids looked up by the key's index. Nothing is stored in their id range on a first
+    run: one probe then, no delete."""
     cleared = tags.cleared.assign(
         **{c: tags.shared[c] for c in ("entity_type", "name") if c not in tags.cleared}
     )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    id_list = "SELECT unnest(CAST(:ids AS bigint[]))" if postgres else "SELECT value FROM json_each(:ids)"  # fmt: skip
-    where = (
-        "entity_type = :t AND name = :n AND entity_id BETWEEN :low AND :high "
-        f"AND entity_id IN ({id_list})"
-    )
     cols = ", ".join(TAG_COLUMNS)
     now_bind = bindparam("now", type_=TagHistory.__table__.c.replaced_at.type)
-    move = text(
-        f"INSERT INTO {TagHistory.__tablename__} ({cols}, replaced_at) "
-        f"SELECT {cols}, :now FROM {Tag.__tablename__} WHERE {where}"
-    ).bindparams(now_bind)
-    delete = text(f"DELETE FROM {Tag.__tablename__} WHERE {where}")
+    history = f"INSERT INTO {TagHistory.__tablename__} ({cols}, replaced_at) SELECT {cols}, :now"
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # = ANY(array) is an index condition (one descent per id); an IN over unnest() was planned
+        # as a nested loop over the array for every stored row.
+        statements = [
+            text(
+                f"WITH gone AS (DELETE FROM {Tag.__tablename__} WHERE entity_type = :t AND "
+                f"name = :n AND entity_id = ANY(CAST(:ids AS bigint[])) RETURNING {cols}) "
+                f"{history} FROM gone"
+            ).bindparams(now_bind)
+        ]
+    else:  # json_each: the ids as one bound value, however many
+        where = (
+            "entity_type = :t AND name = :n AND entity_id IN (SELECT value FROM json_each(:ids))"
+        )
+        statements = [
+            text(f"{history} FROM {Tag.__tablename__} WHERE {where}").bindparams(now_bind),
+            text(f"DELETE FROM {Tag.__tablename__} WHERE {where}"),
+        ]
     probe = text(
         f"SELECT EXISTS (SELECT 1 FROM {Tag.__tablename__} WHERE entity_type = :t "
         "AND entity_id BETWEEN :low AND :high AND name = :n)"
@@ -208,9 +217,11 @@ def _clear_tags(session: Session, tags: TagRows, now: datetime) -> None:
         bounds = {"t": entity_type, "n": name, "low": int(ids.min()), "high": int(ids.max())}
         if not session.execute(probe, bounds).scalar_one():
             continue
-        params = {**bounds, "ids": ids.tolist() if postgres else json.dumps(ids.tolist())}
-        session.execute(move, {**params, "now": now})
-        session.execute(delete, params)
+        values = ids.tolist()
+        params = {"t": entity_type, "n": name, "now": now}
+        params["ids"] = values if postgres else json.dumps(values)
+        for statement in statements:
+            session.execute(statement, params)
 
 
 def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
