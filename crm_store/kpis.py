@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
 from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
 from crm_predict.settings import Settings
-from crm_store.models import Activity, Deal, Lead, Order, PredictionLog, Tag
+from crm_store.models import CLV_BATCH, Activity, Deal, Lead, Order, PredictionLog, Tag
 from crm_store.repository import read_table
 
 QUALIFIED_MARKERS = ("qualified", "sql", "mql", "converted")
@@ -87,16 +87,11 @@ def load_kpi_tables(session: Session) -> KpiTables:
 
 def latest_clv_batch(session: Session) -> pd.DataFrame:
     """``entity_id, score`` (= clv_3y) of the CLV model's most recent batch in the prediction log."""
-    latest = (
-        select(func.max(PredictionLog.predicted_at))
-        .where(PredictionLog.model_name == "clv", PredictionLog.source == "batch")
-        .scalar_subquery()
-    )
+    clv_batch = text(CLV_BATCH)  # literals, so the partial index on these rows serves the query
+    latest = select(func.max(PredictionLog.predicted_at)).where(clv_batch).scalar_subquery()
     return pd.read_sql(
         select(PredictionLog.entity_id, PredictionLog.score).where(
-            PredictionLog.model_name == "clv",
-            PredictionLog.source == "batch",
-            PredictionLog.predicted_at == latest,
+            clv_batch, PredictionLog.predicted_at == latest
         ),
         session.connection(),
     )
