@@ -54,6 +54,20 @@ def test_migrations_go_up_and_down(engine):
             assert options.scalar_one() == ["fillfactor=50"]
 
 
+def test_upgrade_removes_flags_stored_as_false(engine):
+    downgrade(engine, "0005")
+    flags = _tags(["false", "true", "false"]).assign(name=["mql", "churn_warning", "potential"])
+    other = _tags(["false"]).assign(name="clv_tier")  # not a flag: a value like any other
+    with session_factory(engine)() as session:
+        upsert_tags(session, pd.concat([flags, other.assign(entity_id=9)]), NOW)
+        session.commit()
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        left = {(t.entity_id, t.name, t.value) for t in session.query(Tag)}
+        assert left == {(2, "churn_warning", "true"), (9, "clv_tier", "false")}
+        assert session.query(TagHistory).count() == 0
+
+
 def test_tag_upsert_keeps_one_current_value_and_history(session):
     upsert_tags(session, _tags(["low", "high", "medium"]), NOW)
     session.commit()
