@@ -223,7 +223,7 @@ class PredictionLog(Base):
             "predicted_at",
             postgresql_where=text(CLV_BATCH),
             sqlite_where=text(CLV_BATCH),
-        ),  # fmt: skip
+        ),
         Index("ix_prediction_log_time", "predicted_at", postgresql_using="brin").ddl_if(
             dialect="postgresql"
         ),

@@ -146,11 +146,11 @@ def _aligned(
     if len(keys) == len(ids) and (keys == ids).all():
         return {name: table[name].to_numpy() for name in feats}
     at = tf.positions(keys, ids)
-    missing = at < 0
+    missing = bool((at < 0).any())
     out = {}
     for name in feats:
         values = table[name].to_numpy()
-        if missing.any():
+        if missing:
             values = values.astype(float if values.dtype.kind in "iub" else values.dtype)
             values = np.append(values, np.nan if values.dtype.kind == "f" else None)
         out[name] = values[at]  # position -1: the appended missing value
@@ -174,5 +174,5 @@ def _fill_missing(columns: dict[str, np.ndarray], model_name: str) -> None:
             values = columns[name]
             if "Int" in dtypes[name] and values.dtype.kind != "i":
                 columns[name] = np.nan_to_num(values.astype(float), nan=0.0).astype("int64")
-            elif "String" in dtypes[name] and pd.isna(values).any():
-                columns[name] = np.where(pd.isna(values), "unknown", values).astype(object)
+            elif "String" in dtypes[name] and (blank := pd.isna(values)).any():
+                columns[name] = np.where(blank, "unknown", values).astype(object)
