@@ -101,8 +101,9 @@ def test_time_calls_reports_the_median_pass_of_each_figure():
 
 
 def test_big_random_forest_is_too_slow_to_promote(mlflow_client):
-    # The smallest forest of the search space: ~0.1 ms a tree and row, 100 trees ~10 ms.
-    forest = {"n_estimators": 100, "max_depth": 6, "min_samples_leaf": 1, "max_features": "sqrt"}
+    # A forest from the search space (100–400 trees): 200 trees time 21–23 ms a row here, four
+    # times the budget. The smallest, 100 trees, once timed under the 5 ms budget in a CI run.
+    forest = {"n_estimators": 200, "max_depth": 6, "min_samples_leaf": 1, "max_features": "sqrt"}
     version = _version(mlflow_client, "random_forest", forest, card=False)
     fewer_rows = replace(CONFIG, latency_rows=10)
 
