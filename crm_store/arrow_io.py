@@ -20,6 +20,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from crm_store.models import ENTITY_MODELS
+from crm_store.sqlite_reader import OK, RESPONSE_HEADER
 
 # Rows per query: bounds one Arrow string buffer and SQLite's type inference (see iter_tables)
 # and gives the workers pieces to share.
@@ -273,24 +275,53 @@ class _AdbcReader:
 
 
 class _SqliteProcessReader:
-    """SQLite queries read by ADBC in a process each (``crm_store.sqlite_reader``: ADBC's own
-    copy of SQLite must not open the store in the store's process)."""
+    """SQLite queries read by ADBC in a process of the reader's own (``crm_store.sqlite_reader``:
+    ADBC's own copy of SQLite must not open the store in the store's process), started once and
+    asked query after query."""
 
     def __init__(self, path: str):
-        self.path = path
+        # A file, not a pipe: nothing has to drain it while the process runs. Closed by close().
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "crm_store.sqlite_reader", path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+        )
 
     def read(self, sql: str, options: dict[str, str]) -> pa.Table:
-        done = subprocess.run(
-            [sys.executable, "-m", "crm_store.sqlite_reader", self.path, json.dumps(options)],
-            input=sql.encode(),
-            capture_output=True,
-        )
-        if done.returncode:
-            raise RuntimeError(f"SQLite reader failed: {done.stderr.decode()[-2000:]}")
-        return pa.ipc.open_stream(done.stdout).read_all()
+        request = json.dumps({"sql": sql, "options": options}).encode() + b"\n"
+        try:
+            self.process.stdin.write(request)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self._failed()
+        header = self.process.stdout.read(RESPONSE_HEADER.size)
+        if len(header) < RESPONSE_HEADER.size:
+            self._failed()
+        status, size = RESPONSE_HEADER.unpack(header)
+        payload = self.process.stdout.read(size)
+        if len(payload) < size:
+            self._failed()
+        if status != OK:
+            raise RuntimeError(f"SQLite reader failed: {payload.decode()}")
+        return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+
+    def _failed(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"SQLite reader process ended: {self.stderr.read().decode()[-2000:]}")
 
     def close(self) -> None:
-        pass
+        self.process.stdin.close()  # the end of requests: the process closes the store and exits
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.stderr.close()
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -1,18 +1,26 @@
-"""One SQLite query's rows read by ADBC and written to stdout as an Arrow IPC stream, in a
-process of its own (``crm_store.arrow_io`` runs it: ``python -m crm_store.sqlite_reader PATH
-OPTIONS_JSON``, the SQL on stdin).
+"""SQLite queries read by ADBC and answered as Arrow IPC streams, in a process of its own
+(``crm_store.arrow_io`` runs it: ``python -m crm_store.sqlite_reader PATH``).
 
 ADBC links its own copy of SQLite. In the store's process, closing it would drop the POSIX locks
 the store's connections hold and, seeing no other connection, checkpoint and delete the WAL under
 them: a corrupt store (sqlite.org/howtocorrupt.html, "multiple copies of SQLite"). Another
 process's locks are seen for what they are. Only ADBC's low-level API is imported (its DB-API
-module imports pandas: a second per query).
+module imports pandas: a second per process).
+
+One process answers many queries, so its start-up (Python, Arrow, the driver) is paid once per
+reader rather than once per query. Each request is a line of JSON on stdin, ``{"sql": …,
+"options": {…}}``; each answer on stdout is ``RESPONSE_HEADER`` (a status byte, then the length
+of the payload) followed by the payload: an Arrow IPC stream (``OK``) or an error message.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 import sys
+
+RESPONSE_HEADER = struct.Struct("<BQ")
+OK, FAILED = 0, 1
 
 
 def main() -> None:
@@ -20,22 +28,32 @@ def main() -> None:
     import adbc_driver_sqlite
     import pyarrow as pa
 
-    path, options = sys.argv[1], json.loads(sys.argv[2])
-    sql = sys.stdin.read()
-    database = adbc_driver_sqlite.connect(path)
+    database = adbc_driver_sqlite.connect(sys.argv[1])
     connection = adbc_driver_manager.AdbcConnection(database)
-    statement = adbc_driver_manager.AdbcStatement(connection)
+    out = sys.stdout.buffer
     try:
-        if options:
-            statement.set_options(**options)
-        statement.set_sql_query(sql)
-        stream, _ = statement.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(stream.address)
-        with pa.ipc.new_stream(sys.stdout.buffer, reader.schema) as out:
-            for batch in reader:
-                out.write_batch(batch)
+        for line in sys.stdin.buffer:
+            request = json.loads(line)
+            statement = adbc_driver_manager.AdbcStatement(connection)
+            try:
+                if request["options"]:
+                    statement.set_options(**request["options"])
+                statement.set_sql_query(request["sql"])
+                stream, _ = statement.execute_query()
+                reader = pa.RecordBatchReader._import_from_c(stream.address)
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, reader.schema) as writer:
+                    for batch in reader:
+                        writer.write_batch(batch)
+                status, payload = OK, sink.getvalue()
+            except Exception as exc:  # noqa: BLE001 - answered to the caller, who raises it
+                status, payload = FAILED, f"{type(exc).__name__}: {exc}".encode()
+            finally:
+                statement.close()
+            out.write(RESPONSE_HEADER.pack(status, len(payload)))
+            out.write(payload)
+            out.flush()
     finally:
-        statement.close()
         connection.close()
         database.close()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy.orm import Session
 
@@ -68,10 +69,18 @@ def _latest_event(tables: dict[str, pd.DataFrame]) -> datetime:
     return max(stamps).to_pydatetime()
 
 
-def export_snapshots(session: Session, settings: Settings) -> dict[str, pd.DataFrame]:
-    """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames (as
-    ``load_snapshots`` gives them back). The tables are read into Arrow in one consistent pass
-    (``crm_store.arrow_io``) and written from Arrow as they are."""
+def export_snapshots(
+    session: Session,
+    settings: Settings,
+    columns: Mapping[str, Sequence[str] | None] | None = None,
+    strings: str = "object",
+) -> dict[str, pd.DataFrame]:
+    """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames as
+    ``load_snapshots`` gives them back (``columns`` and ``strings`` as there: a caller that reads
+    a few columns does not pay for the conversion of the others). The tables are read into Arrow
+    in one consistent pass (``crm_store.arrow_io``) and written from Arrow as they are."""
+    _check_strings(strings)
+    wanted = dict.fromkeys(MODEL_TABLES) if columns is None else dict(columns)
     out_dir = snapshot_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {}
@@ -86,8 +95,10 @@ def export_snapshots(session: Session, settings: Settings) -> dict[str, pd.DataF
         # Dictionaries for text only: hashing every id and timestamp costs a third of the write.
         pq.write_table(table, part, compression=SNAPSHOT_COMPRESSION, use_dictionary=text)
         part.replace(out_dir / f"{name}.parquet")
-        tables[name] = to_frame(table)
-    return tables
+        if name in wanted:
+            cols = wanted[name]
+            tables[name] = _as_frame(table if cols is None else table.select(list(cols)), strings)
+    return {name: tables[name] for name in wanted}  # in the order asked for, as loaded
 
 
 def load_snapshots(
@@ -101,30 +112,41 @@ def load_snapshots(
     needs fewer than every column of every table. ``strings``: "object" (as exported),
     "category" (pandas categoricals from the Parquet dictionaries: no Python string per row) or
     "arrow" (``pd.ArrowDtype`` strings)."""
-    if strings not in SNAPSHOT_STRINGS:
-        raise ValueError(f"strings must be one of {', '.join(SNAPSHOT_STRINGS)}, not {strings!r}")
+    _check_strings(strings)
     wanted = dict.fromkeys(MODEL_TABLES) if columns is None else dict(columns)
     tables = {}
     for name, cols in wanted.items():
         path = snapshot_dir(settings) / f"{name}.parquet"
         if not path.exists():
             raise UserError(f"missing source file {path}: run `crm-predict features export` first")
-        tables[name] = _read_snapshot(path, cols, strings)
+        schema = pq.read_schema(path)
+        names = schema.names if cols is None else list(cols)
+        # Categoricals straight from the files' dictionaries, not encoded again.
+        text = [n for n in names if pa.types.is_string(schema.field(n).type)]
+        table = pq.read_table(
+            path, columns=names, read_dictionary=text if strings == "category" else None
+        )
+        tables[name] = _as_frame(table, strings)
     return tables
 
 
-def _read_snapshot(path: Path, columns: Sequence[str] | None, strings: str) -> pd.DataFrame:
-    schema = pq.read_schema(path)
-    names = schema.names if columns is None else list(columns)
-    if strings == "category":
-        text = [n for n in names if pa.types.is_string(schema.field(n).type)]
-        return to_frame(pq.read_table(path, columns=names, read_dictionary=text))
-    table = pq.read_table(path, columns=names)
+def _check_strings(strings: str) -> None:
+    if strings not in SNAPSHOT_STRINGS:
+        raise ValueError(f"strings must be one of {', '.join(SNAPSHOT_STRINGS)}, not {strings!r}")
+
+
+def _as_frame(table: pa.Table, strings: str) -> pd.DataFrame:
+    """An Arrow snapshot table as pandas, text as ``strings`` says (see ``load_snapshots``)."""
     if strings == "arrow":
         return table.to_pandas(
             coerce_temporal_nanoseconds=True,
             types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get,
         )
+    if strings == "category":
+        encoded = [
+            pc.dictionary_encode(c) if pa.types.is_string(c.type) else c for c in table.columns
+        ]
+        table = pa.table(encoded, names=table.column_names)
     return to_frame(table)
 
 

@@ -619,10 +619,11 @@ def run_batch(
 
             summary.seconds["imports"] += time.perf_counter() - t
             t = time.perf_counter()
+            # Only the columns this run reads, text as categoricals (no string per row).
+            columns = snapshot_columns(models)
             if export:
-                tables = export_snapshots(session, settings)
-            else:  # only the columns this run reads, text as categoricals (no string per row)
-                columns = snapshot_columns(models)
+                tables = export_snapshots(session, settings, columns=columns, strings="category")
+            else:
                 tables = load_snapshots(settings, columns=columns, strings="category")
             session.commit()  # end the export's read transaction
             summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t

@@ -175,6 +175,43 @@ def test_load_snapshots_reads_only_the_columns_asked_for(demo, settings):
         fx.load_snapshots(settings, strings="bytes")
 
 
+def test_export_gives_back_only_the_columns_asked_for(demo, settings, adbc):
+    """The batch's export: every table written whole, only its columns converted, as the load of
+    the same columns gives them."""
+    columns = {"activities": ["contact_id", "type", "occurred_at"], "contacts": ["id", "region"]}
+    exported = fx.export_snapshots(demo, settings, columns, strings="category")
+    demo.commit()
+    assert list(exported) == ["activities", "contacts"]
+    loaded = fx.load_snapshots(settings, columns, strings="category")
+    for name, column in (("activities", "type"), ("contacts", "region")):
+        assert isinstance(exported[name][column].dtype, pd.CategoricalDtype)
+        pd.testing.assert_frame_equal(
+            exported[name].astype(object), loaded[name].astype(object), check_exact=True
+        )
+    whole = fx.load_snapshots(settings, {"orders": None})["orders"]
+    assert len(whole) == demo.execute(text("SELECT COUNT(*) FROM orders")).scalar_one()
+
+
+def test_a_sqlite_reader_process_answers_query_after_query(demo):
+    """One reader process per connection: an error is an answer (the process goes on), a process
+    that died is an error naming it."""
+    if demo.get_bind().dialect.name != "sqlite":
+        pytest.skip("SQLite's reader processes only")
+    demo.commit()
+    reader = arrow_io._SqliteProcessReader(demo.get_bind().url.database)
+    try:
+        first = reader.read("SELECT id FROM contacts ORDER BY id", {})
+        with pytest.raises(RuntimeError, match="no such table: nowhere"):
+            reader.read("SELECT * FROM nowhere", {})
+        again = reader.read("SELECT id FROM contacts ORDER BY id", {})
+        assert again.equals(first) and first.num_rows > 0
+        reader.process.kill()
+        with pytest.raises(RuntimeError, match="SQLite reader process ended"):
+            reader.read("SELECT 1", {})
+    finally:
+        reader.close()
+
+
 def test_a_sqlite_read_leaves_the_store_connections_wal_alone(demo, request):
     """ADBC's own copy of SQLite reads in another process: in this one, closing it would drop the
     store connection's locks and delete the WAL under it (a corrupt store, seen in CI)."""
