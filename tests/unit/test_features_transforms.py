@@ -169,3 +169,13 @@ def test_latest_per_entity_keeps_the_newest_row():
         }  # fmt: skip
     )
     assert tf.latest_per_entity(frame, "k").sort_values("k")["v"].tolist() == [2, 3]
+
+
+@pytest.mark.parametrize("spread", [1, 10**9], ids=["lookup table", "hash index"])
+def test_positions_finds_each_id_among_the_keys(spread):
+    keys = pd.Series([5, 7, 9, 12]) * spread
+    # In the keys, below and above their range, missing, in the range but not a key.
+    values = pd.Series([7 * spread, 4, 12 * spread, None, 13 * spread, 5 * spread, 10**15, -3, 8])
+    assert tf.positions(keys, values).tolist() == [1, -1, 3, -1, -1, 0, -1, -1, -1]
+    assert tf.positions(keys, pd.Series([], dtype="int64")).tolist() == []
+    assert tf.positions(pd.Series([], dtype="int64"), values).tolist() == [-1] * len(values)
