@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from itertools import pairwise
+from typing import NoReturn
 
 import pandas as pd
 import pyarrow as pa
@@ -296,18 +297,20 @@ class _SqliteProcessReader:
             self.process.stdin.flush()
         except BrokenPipeError:
             self._failed()
-        header = self.process.stdout.read(RESPONSE_HEADER.size)
-        if len(header) < RESPONSE_HEADER.size:
-            self._failed()
-        status, size = RESPONSE_HEADER.unpack(header)
-        payload = self.process.stdout.read(size)
-        if len(payload) < size:
-            self._failed()
+        status, size = RESPONSE_HEADER.unpack(self._receive(RESPONSE_HEADER.size))
+        payload = self._receive(size)
         if status != OK:
             raise RuntimeError(f"SQLite reader failed: {payload.decode()}")
         return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
-    def _failed(self) -> None:
+    def _receive(self, size: int) -> bytes:
+        """``size`` bytes of the answer; fewer mean the process ended."""
+        data = self.process.stdout.read(size)
+        if len(data) < size:
+            self._failed()
+        return data
+
+    def _failed(self) -> NoReturn:
         self.process.kill()
         self.process.wait()
         self.stderr.seek(0)
