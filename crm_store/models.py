@@ -39,6 +39,7 @@ class User(Base):
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     region: Mapped[str | None] = mapped_column(String(50))
@@ -48,6 +49,7 @@ class User(Base):
 class Account(Base):
     __tablename__ = "accounts"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(300))
     industry: Mapped[str | None] = mapped_column(String(100))
     size_band: Mapped[str | None] = mapped_column(String(50))
@@ -61,11 +63,15 @@ class Account(Base):
 class Contact(Base):
     __tablename__ = "contacts"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     phone: Mapped[str | None] = mapped_column(String(50), index=True)
+    # Emails and phones of records merged into this one (";"-separated), kept for matching.
+    alternate_emails: Mapped[str | None] = mapped_column(Text)
+    alternate_phones: Mapped[str | None] = mapped_column(Text)
     role: Mapped[str | None] = mapped_column(String(100))
     is_decision_maker: Mapped[bool | None] = mapped_column(Boolean)
     age_band: Mapped[str | None] = mapped_column(String(20))
@@ -83,6 +89,7 @@ class Contact(Base):
 class Lead(Base):
     __tablename__ = "leads"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     source: Mapped[str | None] = mapped_column(String(100))
@@ -99,12 +106,14 @@ class Lead(Base):
 class Deal(Base):
     __tablename__ = "deals"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str | None] = mapped_column(String(300))
     amount: Mapped[float | None] = mapped_column(Float)
+    pipeline: Mapped[str | None] = mapped_column(String(100))
     stage: Mapped[str] = mapped_column(String(50))
     stage_entered_at: Mapped[datetime] = mapped_column(DateTime)
     expected_close_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -132,10 +141,13 @@ class Activity(Base):
 
     __tablename__ = "activities"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
     type: Mapped[str] = mapped_column(String(50))
+    # The vocabulary category the type was mapped to at import (what the features count).
+    category: Mapped[str | None] = mapped_column(String(30))
     channel: Mapped[str | None] = mapped_column(String(30))
     occurred_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     responded: Mapped[bool | None] = mapped_column(Boolean)
@@ -145,6 +157,7 @@ class Activity(Base):
 class Order(Base):
     __tablename__ = "orders"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     ordered_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     amount: Mapped[float] = mapped_column(Float)
@@ -156,6 +169,7 @@ class Order(Base):
 class Ticket(Base):
     __tablename__ = "tickets"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
