@@ -1,17 +1,19 @@
-"""CSV import into the CRM store: every row validated (pydantic) before anything is written.
+"""Import into the CRM store through a mapping: one path for CSV exports and the demo generator.
 
-One file is one transaction: a bad row raises ``UserError`` naming the file, line and field, and
-nothing is written. Import order follows the foreign keys: accounts → contacts → leads → deals →
-activities, orders, tickets (``owner_id`` refers to existing users).
+A run (``Importer``) takes one frame per entity in ``mapping.ENTITY_ORDER`` (parents first) and,
+per frame: maps source columns to store fields, applies value maps and derived fields, converts
+and checks every value (vectorised: a million activities take seconds), resolves references
+(files name each other by the source CRM's ids, ``external_id``), then inserts new rows (the
+store assigns the integer ``id``) and updates existing ones. The caller commits once, so a run
+is one transaction: the first bad value raises ``UserError`` naming the file, line, column and
+mapping key, and nothing is written.
 
-Idempotency: every entity except contacts has a required ``id`` (the CRM's id); a row whose id
-exists updates that record — only the columns present in the file, so a partial file never blanks
-the others — and importing the same file twice leaves the same rows.
-Contacts are matched by ``id`` when given, else by normalised email (trimmed, lower case), else by
-normalised phone (digits only, a leading ``00`` read as ``+``). Rows matching each other within the
-file, or matching an existing contact, are merged instead of doubled: the first record wins and
-the others' non-empty fields only fill its blanks (an existing contact's values are never
-overwritten). The result reports how many rows were merged.
+Re-importing is idempotent: a row whose external id is stored updates that record, only the
+fields the mapping fills and only where a value changed (the result counts exactly those rows).
+Contacts are also matched by normalised email (trimmed, lower case) and phone (digits only, a
+leading ``00`` read as ``+``), against each other and the store, alternates included; a merge
+keeps the first record's values, fills its blanks from the others and keeps their other emails
+and phones as alternates. A deal's stage, new or changed, writes a stage-history row.
 """
 
 from __future__ import annotations
@@ -19,261 +21,65 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping as MappingType
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from sqlalchemy import Table, bindparam, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
-from crm_store.bulk import reset_id_sequences
-from crm_store.models import Account, Activity, Contact, Deal, Lead, Order, Ticket, User
+from crm_store.bulk import insert_frame, reset_id_sequences
+from crm_store.mapping import (
+    ENTITY_ORDER,
+    OTHER_CATEGORY,
+    EntityMap,
+    Mapping,
+    identity_mapping,
+)
+from crm_store.models import ENTITY_MODELS
 
 MAX_FIELD_CHARS = 10_000  # longer than any column; a longer value means a broken file
-DEAL_STAGES = (
-    "qualification",
-    "needs_analysis",
-    "proposal",
-    "negotiation",
-    "closed_won",
-    "closed_lost",
-)
-ACTIVITY_TYPES = (
-    "call",
-    "meeting",
-    "email",
-    "site_visit",
-    "pricing_page_view",
-    "whitepaper_download",
-    "trial_request",
-    "demo",
-    "email_open",
-    "email_click",
-    "app_visit",
-    "coupon_use",
-    "referral",
-    "close_date_slip",
-)
-
-
-def _naive_utc(value: datetime | None) -> datetime | None:
-    """Timestamps are naive UTC everywhere; aware input is converted."""
-    if value is not None and value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
-
-
-Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
-# Bounds of the columns (BIGINT ids, INTEGER counts): a bigger number is a clear field error, not
-# a driver overflow after validation. Amounts are finite ("inf"/"nan" are refused).
-Id = Annotated[int, Field(gt=0, le=2**63 - 1)]
-Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-def _text(n: int) -> Any:
-    return Annotated[str, Field(max_length=n)]
-
-
-class _Row(BaseModel):
-    """Shared parsing: blank cells are missing values, text is trimmed, unknown fields refused."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _blank_is_missing(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-
-class AccountRow(_Row):
-    id: Id
-    name: _text(300)
-    industry: _text(100) | None = None
-    size_band: _text(50) | None = None
-    region: _text(50) | None = None
-    annual_revenue_band: _text(50) | None = None
-    owner_id: Id | None = None
-    created_at: Timestamp | None = None
-    updated_at: Timestamp | None = None
-
-
-class ContactRow(_Row):
-    id: Id | None = None
-    account_id: Id | None = None
-    first_name: _text(200) | None = None
-    last_name: _text(200) | None = None
-    email: _text(320) | None = None
-    phone: _text(50) | None = None
-    role: _text(100) | None = None
-    is_decision_maker: bool | None = None
-    age_band: _text(20) | None = None
-    gender: _text(20) | None = None
-    region: _text(50) | None = None
-    membership_level: Literal["bronze", "silver", "gold", "platinum"] | None = None
-    points: Count | None = None
-    signup_at: Timestamp | None = None
-    owner_id: Id | None = None
-    source: _text(100) | None = None
-    created_at: Timestamp | None = None
-    updated_at: Timestamp | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
-            raise ValueError("not an email address")
-        return value
-
-    @model_validator(mode="after")
-    def _reachable(self) -> ContactRow:
-        if self.email is None and self.phone is None:
-            raise ValueError("a contact needs an email or a phone")
-        return self
-
-
-class LeadRow(_Row):
-    id: Id
-    contact_id: Id | None = None
-    account_id: Id | None = None
-    source: _text(100) | None = None
-    region: _text(50) | None = None
-    owner_id: Id | None = None
-    status: Literal["new", "working", "converted", "disqualified"] | None = None
-    stage: _text(50) | None = None
-    created_at: Timestamp
-    first_contacted_at: Timestamp | None = None
-    converted_at: Timestamp | None = None
-    updated_at: Timestamp | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LeadRow:
-        if self.converted_at is not None and self.converted_at < self.created_at:
-            raise ValueError("converted_at is before created_at")
-        return self
-
-
-class DealRow(_Row):
-    id: Id
-    account_id: Id | None = None
-    contact_id: Id | None = None
-    lead_id: Id | None = None
-    owner_id: Id | None = None
-    name: _text(300) | None = None
-    amount: Amount | None = None
-    stage: Literal[DEAL_STAGES]  # type: ignore[valid-type]
-    stage_entered_at: Timestamp | None = None
-    expected_close_at: Timestamp | None = None
-    close_date_slips: Count | None = None
-    created_at: Timestamp
-    closed_at: Timestamp | None = None
-    outcome: Literal["won", "lost"] | None = None
-    updated_at: Timestamp | None = None
-
-    @model_validator(mode="after")
-    def _closed_consistently(self) -> DealRow:
-        if (self.outcome is None) != (self.closed_at is None):
-            raise ValueError("outcome and closed_at go together (both set or both empty)")
-        if self.closed_at is not None and self.closed_at < self.created_at:
-            raise ValueError("closed_at is before created_at")
-        return self
-
-
-class ActivityRow(_Row):
-    id: Id
-    contact_id: Id | None = None
-    lead_id: Id | None = None
-    deal_id: Id | None = None
-    type: Literal[ACTIVITY_TYPES]  # type: ignore[valid-type]
-    channel: _text(30) | None = None
-    occurred_at: Timestamp
-    responded: bool | None = None
-    created_at: Timestamp | None = None
-
-
-class OrderRow(_Row):
-    id: Id
-    contact_id: Id
-    ordered_at: Timestamp
-    amount: Amount
-    items: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
-    channel: _text(30) | None = None
-    created_at: Timestamp | None = None
-
-
-class TicketRow(_Row):
-    id: Id
-    contact_id: Id | None = None
-    account_id: Id | None = None
-    deal_id: Id | None = None
-    opened_at: Timestamp
-    closed_at: Timestamp | None = None
-    priority: Literal["low", "medium", "high", "urgent"] | None = None
-    sentiment: Annotated[float, Field(ge=-1, le=1)] | None = None
-    subject: _text(MAX_FIELD_CHARS) | None = None
-
-
-@dataclass(frozen=True)
-class EntitySpec:
-    row: type[_Row]
-    model: type
-    references: dict[str, type]  # column → referenced model
-    defaults: dict[str, str]  # column → column it defaults to when absent ("now" = import time)
-
-
-ENTITIES: dict[str, EntitySpec] = {
-    "accounts": EntitySpec(
-        AccountRow, Account, {"owner_id": User}, {"created_at": "now", "updated_at": "now"}
-    ),
-    "contacts": EntitySpec(
-        ContactRow,
-        Contact,
-        {"account_id": Account, "owner_id": User},
-        {"created_at": "now", "updated_at": "now"},
-    ),
-    "leads": EntitySpec(
-        LeadRow,
-        Lead,
-        {"contact_id": Contact, "account_id": Account, "owner_id": User},
-        {"updated_at": "now"},
-    ),
-    "deals": EntitySpec(
-        DealRow,
-        Deal,
-        {"account_id": Account, "contact_id": Contact, "lead_id": Lead, "owner_id": User},
-        {"stage_entered_at": "created_at", "updated_at": "now"},
-    ),
-    "activities": EntitySpec(
-        ActivityRow,
-        Activity,
-        {"contact_id": Contact, "lead_id": Lead, "deal_id": Deal},
-        {"created_at": "occurred_at"},
-    ),
-    "orders": EntitySpec(OrderRow, Order, {"contact_id": Contact}, {"created_at": "ordered_at"}),
-    "tickets": EntitySpec(
-        TicketRow, Ticket, {"contact_id": Contact, "account_id": Account, "deal_id": Deal}, {}
-    ),
+# Foreign keys: field → entity it names (by the source CRM's id).
+REFERENCES = {
+    "account_id": "accounts",
+    "contact_id": "contacts",
+    "lead_id": "leads",
+    "deal_id": "deals",
+    "owner_id": "users",
+    "manager_id": "users",
 }
-# Columns the database requires that a file may leave out: filled on insert only.
-_INSERT_DEFAULTS = {
-    "leads": {"status": "new"},
-    "deals": {"close_date_slips": 0},
-    "orders": {"items": 1},
+# Fields a row must have (after derivations and defaults).
+REQUIRED = {
+    "users": ("name",),
+    "accounts": ("name",),
+    "leads": ("created_at",),
+    "deals": ("stage", "created_at"),
+    "deal_stage_history": ("deal_id", "stage", "entered_at"),
+    "activities": ("type", "occurred_at"),
+    "orders": ("contact_id", "ordered_at", "amount"),
+    "tickets": ("opened_at",),
 }
+# Field → field (or "now", the import time) it defaults to when empty.
+DEFAULTS = {
+    "accounts": {"created_at": "now", "updated_at": "now"},
+    "contacts": {"created_at": "now", "updated_at": "now"},
+    "leads": {"updated_at": "now", "status": "new"},
+    "deals": {"stage_entered_at": "created_at", "updated_at": "now", "close_date_slips": 0},
+    "activities": {"created_at": "occurred_at"},
+    "orders": {"created_at": "ordered_at", "items": 1},
+}
+# Bounds beyond the column type's: counts and amounts are not negative.
+LOWER_BOUNDS = {"points": 0, "items": 1, "close_date_slips": 0, "amount": 0}
+SENTIMENT_RANGE = (-1.0, 1.0)
+# Fields the store fills itself, never from a file.
+_NOT_MAPPED = {"id", "category", "alternate_emails", "alternate_phones"}
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "1.0", "x"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
 
 @dataclass
@@ -286,44 +92,70 @@ class ImportResult:
     inserted: int
     updated: int
     merged: int = 0
+    stage_changes: int = 0  # deals: stage-history rows written
+    owners_assigned: int = 0  # leads: new leads given a rep of their region
+    uncategorised: dict[str, int] = field(default_factory=dict)  # activities: type → rows
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.entity}: {self.rows:,} rows read, {self.inserted:,} inserted, "
+            f"{self.updated:,} updated, {self.merged:,} merged as duplicates"
+        ]
+        if self.stage_changes:
+            parts.append(f"{self.stage_changes:,} stage changes recorded")
+        if self.owners_assigned:
+            parts.append(f"{self.owners_assigned:,} new leads assigned an owner by region")
+        if self.uncategorised:
+            top = ", ".join(f"{t} ({n:,})" for t, n in list(self.uncategorised.items())[:5])
+            parts.append(f"activity types in no category (counted as other): {top}")
+        return "; ".join(parts)
+
+
+# --- where a value came from -----------------------------------------------------------------
 
 
 @dataclass
-class _Parsed:
-    line: int
-    row: _Row
+class Source:
+    """A frame's origin, for messages: a CSV file (with each record's first line) or a frame."""
+
+    name: str
+    lines: np.ndarray | None = None  # physical line each data row starts on (quotes span lines)
+
+    def line(self, position: int) -> str:
+        """'line N' of the record at ``position`` (0 = first data row)."""
+        if self.lines is None:
+            return f"row {position + 1}"
+        return f"line {self.lines[position]}"
 
 
-def import_csv(
-    session: Session, entity: str, path: Path | str, now: datetime | None = None
-) -> ImportResult:
-    """Validate every row of ``path`` and upsert them as ``entity``; the caller commits (one
-    transaction per file) and rolls back on error."""
-    spec = ENTITIES.get(entity)
-    if spec is None:
-        raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITIES)}")
-    path = Path(path)
-    now = now or datetime.now(UTC).replace(tzinfo=None)
-    header, parsed = _read(path, spec)
-    _check_duplicate_ids(path, parsed)
-    _check_references(session, path, spec, parsed)
-    if entity == "contacts":
-        result = _import_contacts(session, path, header, parsed, now)
-    else:
-        result = _upsert_by_id(session, entity, spec, path, header, parsed, now)
-    reset_id_sequences(session)
-    return result
+@dataclass
+class _Frame:
+    """An entity's rows as store fields, with where each field came from."""
+
+    entity: str
+    source: Source
+    data: pd.DataFrame
+    origin: dict[str, tuple[str | None, str]]  # field → (source column, mapping key)
+    defaults: dict[str, Any] = field(default_factory=dict)  # insert-time values of empty fields
+
+    def fail(self, field_name: str, positions: np.ndarray | list[int], message: str) -> UserError:
+        position = int(np.asarray(positions)[0])
+        column, key = self.origin.get(field_name, (None, f"entities.{self.entity}"))
+        where = f"{self.source.name}, {self.source.line(position)}"
+        if column is not None:
+            where += f", column {column!r}"
+        return UserError(f"{where} ({key}): {message}")
+
+    def shown(self, raw: pd.Series, position: int) -> str:
+        value = str(raw.iloc[position])
+        return repr(value if len(value) <= 60 else value[:57] + "...")
 
 
-# --- reading and validation ------------------------------------------------------------------
+# --- reading files ---------------------------------------------------------------------------
 
 
-def _where(path: Path, line: int, field: str | None = None) -> str:
-    return f"{path}, line {line}" + (f", field '{field}'" if field else "")
-
-
-def _read(path: Path, spec: EntitySpec) -> tuple[list[str], list[_Parsed]]:
-    """Decode, parse and validate the whole file; raises UserError on the first problem."""
+def read_csv(path: Path, delimiter: str = ",") -> tuple[pd.DataFrame, Source]:
+    """Every cell as text (blank = None), after checks that make a broken file a clear message."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -342,168 +174,753 @@ def _read(path: Path, spec: EntitySpec) -> tuple[list[str], list[_Parsed]]:
     if "\x00" in content:
         line = content[: content.index("\x00")].count("\n") + 1
         raise UserError(f"{path}, line {line}: contains a NUL byte; is this really a CSV file?")
-
-    fields = spec.row.model_fields
-    required = [name for name, info in fields.items() if info.is_required()]
-    reader = csv.reader(io.StringIO(content, newline=""))
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+    rows, lines = [], []
     try:
         header = [h.strip() for h in next(reader)]
-        problems = []
-        unknown = [h for h in header if h not in fields]
-        missing = [r for r in required if r not in header]
-        doubled = sorted({h for h in header if header.count(h) > 1})
-        if missing:
-            problems.append(f"missing required column(s): {', '.join(missing)}")
-        if unknown:
-            problems.append(f"unknown column(s): {', '.join(map(repr, unknown))}")
-        if doubled:
-            problems.append(f"column(s) given twice: {', '.join(doubled)}")
-        if spec.row is ContactRow and not {"email", "phone"} & set(header):
-            problems.append("a contacts file needs an email or a phone column")
-        if problems:
-            raise UserError(
-                f"{path}, line 1 (header): {'; '.join(problems)}. "
-                f"Columns for this entity: {', '.join(fields)}"
-            )
-        parsed: list[_Parsed] = []
         line = reader.line_num + 1
         for values in reader:
             start, line = line, reader.line_num + 1
-            if not any(v.strip() for v in values):
-                continue  # blank lines between records are harmless
             if len(values) != len(header):
+                if not any(v.strip() for v in values):
+                    continue  # blank lines between records are harmless
                 raise UserError(
-                    f"{_where(path, start)}: {len(values)} values but the header has "
+                    f"{path}, line {start}: {len(values)} values but the header has "
                     f"{len(header)} columns"
                 )
-            for name, value in zip(header, values, strict=True):
-                if len(value) > MAX_FIELD_CHARS:
-                    raise UserError(
-                        f"{_where(path, start, name)}: value is {len(value):,} characters long "
-                        f"(at most {MAX_FIELD_CHARS:,})"
-                    )
-            record = dict(zip(header, values, strict=True))
-            try:
-                parsed.append(_Parsed(start, spec.row.model_validate(record)))
-            except ValidationError as exc:
-                raise UserError(_describe(path, start, exc, record)) from None
+            rows.append(values)
+            lines.append(start)
     except csv.Error as exc:
         raise UserError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
-    if not parsed:
+    doubled = sorted({h for h in header if header.count(h) > 1})
+    if doubled:
+        raise UserError(f"{path}, line 1 (header): column(s) given twice: {', '.join(doubled)}")
+    if not rows:
         raise UserError(f"{path}: the file has a header but no data rows")
-    return header, parsed
+    columns = list(zip(*rows, strict=True))
+    frame = pd.DataFrame({h: _cleaned(pd.Series(c, dtype=object)) for h, c in zip(header, columns, strict=True)})  # fmt: skip
+    return frame, Source(str(path), np.asarray(lines))
 
 
-def _describe(path: Path, line: int, exc: ValidationError, record: dict[str, str]) -> str:
-    """The first validation error as 'file, line N, field 'x': message (got '…')'."""
-    error = exc.errors()[0]
-    field = str(error["loc"][0]) if error["loc"] else None
-    message = error["msg"].removeprefix("Value error, ")
-    if field is not None and field in record:
-        shown = record[field] if len(record[field]) <= 60 else record[field][:57] + "..."
-        return f"{_where(path, line, field)}: {message} (got {shown!r})"
-    return f"{_where(path, line)}: {message}"
+# --- the run ---------------------------------------------------------------------------------
 
 
-def _check_duplicate_ids(path: Path, parsed: list[_Parsed]) -> None:
-    first_line: dict[int, int] = {}
-    for item in parsed:
-        row_id = getattr(item.row, "id", None)
-        if row_id is None:
-            continue
-        if row_id in first_line:
+class Importer:
+    """One import run over a session: frames in entity order, one transaction (the caller's)."""
+
+    def __init__(self, session: Session, mapping: Mapping, now: datetime | None = None):
+        self.session = session
+        self.mapping = mapping
+        self.now = now or datetime.now(UTC).replace(tzinfo=None)
+        self.dialect = session.get_bind().dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise UserError(f"import supports SQLite and PostgreSQL stores, not {self.dialect}")
+        self._keys: dict[str, pd.Series] = {}  # entity → internal id by external id
+        self._next_id: dict[str, int] = {}
+        self.results: list[ImportResult] = []
+
+    # -- entry points --
+
+    def add_file(self, entity: str, path: Path) -> ImportResult:
+        return self.add(entity, *read_csv(path, self._entity_map(entity).delimiter))
+
+    def add(self, entity: str, raw: pd.DataFrame, source: Source) -> ImportResult:
+        """Map, check and write one entity's rows (``raw``: text cells, or typed columns)."""
+        emap = self._entity_map(entity)
+        frame = self._mapped(entity, emap, raw, source)
+        self._convert(frame)
+        self._entity_rules(frame)
+        self._defaults(frame)
+        self._required(frame)
+        self._unique_external_ids(frame)
+        self._resolve(frame)
+        write = {"contacts": self._write_contacts, "deal_stage_history": self._write_history}
+        result = write.get(entity, self._write)(frame)
+        self.results.append(result)
+        return result
+
+    def finish(self) -> list[ImportResult]:
+        reset_id_sequences(self.session)
+        return self.results
+
+    def _entity_map(self, entity: str) -> EntityMap:
+        if entity not in ENTITY_MODELS:
+            raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITY_ORDER)}")
+        emap = self.mapping.entities.get(entity)
+        if emap is None:
+            raise UserError(f"the mapping {self.mapping.name!r} has no entities.{entity}")
+        return emap
+
+    # -- mapping --
+
+    def _mapped(self, entity: str, emap: EntityMap, raw: pd.DataFrame, source: Source) -> _Frame:
+        table = _table(entity)
+        fields = [c for c in _names(table) if c not in _NOT_MAPPED]
+        key = f"entities.{entity}"
+        unknown = [f for f in emap.columns if f not in fields] + [
+            f for f in emap.derive if f not in fields
+        ]
+        if unknown:
             raise UserError(
-                f"{_where(path, item.line, 'id')}: duplicate id {row_id} "
-                f"(first on line {first_line[row_id]})"
+                f"{source.name} ({key}.columns): unknown field(s) {', '.join(map(repr, unknown))}"
+                f" for {entity}; fields: {', '.join(fields)}"
             )
-        first_line[row_id] = item.line
+        missing = {f: c for f, c in emap.columns.items() if c not in raw.columns}
+        if missing:
+            field_name, column = next(iter(missing.items()))
+            raise UserError(
+                f"{source.name}, line 1 (header) ({key}.columns.{field_name}): no column "
+                f"{column!r}; the file's columns: {', '.join(map(str, raw.columns))}"
+            )
+        data: dict[str, pd.Series] = {}
+        origin: dict[str, tuple[str | None, str]] = {}
+        for name, column in emap.columns.items():
+            data[name] = _cleaned(raw[column])
+            origin[name] = (column, f"{key}.columns.{name}")
+            too_long = _lengths(data[name]) > MAX_FIELD_CHARS
+            if too_long.any():
+                frame = _Frame(entity, source, pd.DataFrame(data), origin)
+                raise frame.fail(name, np.flatnonzero(too_long), f"value longer than {MAX_FIELD_CHARS:,} characters")  # fmt: skip
+        for name, values in emap.values.items():
+            if name not in data:
+                raise UserError(
+                    f"{source.name} ({key}.values.{name}): a value map for a field the mapping "
+                    f"does not fill (add it to {key}.columns)"
+                )
+            data[name] = _value_mapped(data[name], values)
+            origin[name] = (origin[name][0], f"{key}.values.{name}")
+        for name, rule in emap.derive.items():
+            if rule.source is not None and rule.source not in raw.columns:
+                raise UserError(
+                    f"{source.name}, line 1 (header) ({key}.derive.{name}.from): no column "
+                    f"{rule.source!r}"
+                )
+            derived = _derived(rule, raw, len(raw))
+            # A derived value fills what the column left empty (the column wins when both).
+            data[name] = data[name].where(data[name].notna(), derived) if name in data else derived  # fmt: skip
+            origin.setdefault(name, (rule.source, f"{key}.derive.{name}"))
+        frame = pd.DataFrame(data, index=pd.RangeIndex(len(raw)))
+        return _Frame(entity, source, frame, origin)
+
+    # -- values --
+
+    def _convert(self, frame: _Frame) -> None:
+        table = _table(frame.entity)
+        for name in list(frame.data.columns):
+            if name in REFERENCES or name == "external_id":
+                frame.data[name] = _as_key_text(frame.data[name])
+                kind = String(100)  # the external id's column
+            else:
+                kind = table.c[name].type
+            frame.data[name] = self._typed(frame, name, frame.data[name], kind)
+
+    def _typed(self, frame: _Frame, name: str, values: pd.Series, kind: Any) -> pd.Series:
+        given = values.notna()
+        if isinstance(kind, DateTime):
+            out = _timestamps(
+                values,
+                self.mapping.timestamp_format_of(frame.entity),
+                self.mapping.zone(frame.entity),
+            )
+            bad = given & out.isna()
+            if bad.any():
+                fmt = self.mapping.timestamp_format_of(frame.entity) or "ISO 8601"
+                pos = np.flatnonzero(bad)
+                raise frame.fail(name, pos, f"not a timestamp in format {fmt} (got {frame.shown(values, pos[0])})")  # fmt: skip
+            return out
+        if isinstance(kind, Boolean):
+            if pd.api.types.is_bool_dtype(values.dtype):
+                return values
+            words = values.astype(object).map(lambda v: v if v is None else str(v).strip().lower())
+            out = pd.Series(
+                np.where(words.isin(TRUE_WORDS), True, np.where(words.isin(FALSE_WORDS), False, None)),
+                index=values.index,
+                dtype=object,
+            )  # fmt: skip
+            bad = given & out.isna()
+            if bad.any():
+                pos = np.flatnonzero(bad)
+                raise frame.fail(name, pos, f"not yes/no, true/false or 1/0 (got {frame.shown(values, pos[0])})")  # fmt: skip
+            return out.astype("boolean")
+        if isinstance(kind, Integer | Float):
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = given & (numbers.isna() | ~np.isfinite(numbers.fillna(0).astype(float)))
+            if isinstance(kind, Integer):
+                bad |= given & numbers.notna() & (numbers.fillna(0) % 1 != 0)
+            if bad.any():
+                pos = np.flatnonzero(bad)
+                what = "a whole number" if isinstance(kind, Integer) else "a finite number"
+                raise frame.fail(name, pos, f"not {what} (got {frame.shown(values, pos[0])})")
+            if isinstance(kind, Integer) and (numbers.abs() > 2**31 - 1).any():
+                pos = np.flatnonzero(numbers.abs() > 2**31 - 1)
+                raise frame.fail(name, pos, f"must be at most {2**31 - 1:,} (got {frame.shown(values, pos[0])})")  # fmt: skip
+            low = LOWER_BOUNDS.get(name)
+            if low is not None and (numbers < low).any():
+                pos = np.flatnonzero(numbers < low)
+                raise frame.fail(name, pos, f"must be at least {low} (got {frame.shown(values, pos[0])})")  # fmt: skip
+            if name == "sentiment" and ((numbers < -1) | (numbers > 1)).any():
+                pos = np.flatnonzero((numbers < -1) | (numbers > 1))
+                raise frame.fail(name, pos, f"must be between -1 and 1 (got {frame.shown(values, pos[0])})")  # fmt: skip
+            return numbers.astype("Int64") if isinstance(kind, Integer) else numbers.astype(float)
+        if isinstance(kind, String) and kind.length:
+            too_long = _lengths(values) > kind.length
+            if too_long.any():
+                pos = np.flatnonzero(too_long)
+                raise frame.fail(name, pos, f"longer than {kind.length} characters (got {frame.shown(values, pos[0])})")  # fmt: skip
+        return values
+
+    def _entity_rules(self, frame: _Frame) -> None:
+        data, entity = frame.data, frame.entity
+        if entity == "contacts" and "email" in data:
+            email = data["email"]
+            shape = email.isna() | email.astype(str).str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+            if not shape.all():
+                pos = np.flatnonzero(~shape)
+                raise frame.fail("email", pos, f"not an email address (got {frame.shown(email, pos[0])})")  # fmt: skip
+        if entity in ("deals", "deal_stage_history") and "stage" in data:
+            self._check_stages(frame)
+        if entity == "deals":
+            self._deal_outcomes(frame)
+        if entity == "leads" and {"converted_at", "created_at"} <= set(data):
+            early = data["converted_at"] < data["created_at"]
+            if early.any():
+                raise frame.fail("converted_at", np.flatnonzero(early), "converted_at is before created_at")  # fmt: skip
+        if entity == "activities" and "type" in data:
+            types = data["type"].astype(object).map(lambda v: v if v is None else str(v).strip().lower())  # fmt: skip
+            data["type"] = types
+            data["category"] = types.map(self.mapping.vocabulary.category_of()).fillna(
+                OTHER_CATEGORY
+            )
+
+    def _check_stages(self, frame: _Frame) -> None:
+        pipeline = self.mapping.vocabulary.pipeline
+        if pipeline is None:
+            return
+        stages = frame.data["stage"]
+        unknown = stages.notna() & ~stages.isin(pipeline.stages)
+        if unknown.any():
+            pos = np.flatnonzero(unknown)
+            raise frame.fail(
+                "stage",
+                pos,
+                f"unknown stage {frame.shown(stages, pos[0])}; the pipeline's stages are "
+                f"{', '.join(pipeline.stages)} (add it to vocabulary.pipeline.stages, or map it "
+                f"in entities.{frame.entity}.values.stage)",
+            )
+        if frame.entity == "deals":
+            frame.data["pipeline"] = pipeline.name
+
+    def _deal_outcomes(self, frame: _Frame) -> None:
+        data = frame.data
+        pipeline = self.mapping.vocabulary.pipeline
+        if pipeline is not None and "stage" in data:
+            from_stage = data["stage"].map(pipeline.outcome)
+            data["outcome"] = data["outcome"].where(data["outcome"].notna(), from_stage) if "outcome" in data else from_stage  # fmt: skip
+            frame.origin.setdefault("outcome", frame.origin.get("stage", (None, "vocabulary.pipeline")))  # fmt: skip
+        if "outcome" not in data:
+            return
+        outcome = data["outcome"]
+        bad = outcome.notna() & ~outcome.isin(["won", "lost"])
+        if bad.any():
+            pos = np.flatnonzero(bad)
+            raise frame.fail("outcome", pos, f"outcome must be won or lost (got {frame.shown(outcome, pos[0])})")  # fmt: skip
+        closed = data["closed_at"] if "closed_at" in data else pd.Series(pd.NaT, index=data.index)
+        if "expected_close_at" in data:
+            # One close date for open and closed deals (HubSpot, Salesforce): a closed deal's is
+            # when it closed.
+            closed = closed.where(closed.notna() | outcome.isna(), data["expected_close_at"])
+        data["closed_at"] = closed
+        frame.origin.setdefault("closed_at", frame.origin.get("expected_close_at", (None, f"entities.{frame.entity}.columns.closed_at")))  # fmt: skip
+        mismatch = outcome.notna() != closed.notna()
+        if mismatch.any():
+            raise frame.fail("closed_at", np.flatnonzero(mismatch), "outcome and closed_at go together (both set or both empty)")  # fmt: skip
+        if "created_at" in data:
+            early = closed < data["created_at"]
+            if early.any():
+                raise frame.fail("closed_at", np.flatnonzero(early), "closed_at is before created_at")  # fmt: skip
+
+    def _defaults(self, frame: _Frame) -> None:
+        """Insert-time values of empty fields (updates leave absent fields alone)."""
+        for name, source in DEFAULTS.get(frame.entity, {}).items():
+            if source == "now":
+                value: Any = pd.Series(self.now, index=frame.data.index)
+            elif isinstance(source, str) and source in frame.data:
+                value = frame.data[source]
+            elif isinstance(source, str):
+                continue
+            else:
+                value = source
+            frame.defaults[name] = value
+
+    def _required(self, frame: _Frame) -> None:
+        for name in REQUIRED.get(frame.entity, ()):
+            default = frame.defaults.get(name)
+            if name not in frame.data and default is None:
+                raise UserError(
+                    f"{frame.source.name} (entities.{frame.entity}.columns): the mapping does "
+                    f"not fill the required field {name!r}"
+                )
+            if name in frame.data:
+                empty = frame.data[name].isna()
+                if default is not None and not np.isscalar(default):
+                    empty &= pd.Series(default).isna().to_numpy()
+                if empty.any():
+                    raise frame.fail(name, np.flatnonzero(empty), f"{name} is required")
+
+    def _unique_external_ids(self, frame: _Frame) -> None:
+        if "external_id" not in frame.data:
+            return
+        ext = frame.data["external_id"]
+        doubled = ext.notna() & ext.duplicated(keep=False)
+        if frame.entity == "contacts":
+            return  # a contact twice is a duplicate to merge, not an error
+        if doubled.any():
+            pos = np.flatnonzero(doubled)
+            first = ext.iloc[pos[0]]
+            later = pos[ext.iloc[pos].to_numpy() == first]
+            raise frame.fail(
+                "external_id",
+                later[1:],
+                f"duplicate id {first!r} (first on {frame.source.line(int(later[0]))})",
+            )
+
+    def _resolve(self, frame: _Frame) -> None:
+        """Every reference names a row by its source id: replaced by the internal id."""
+        for name in [c for c in frame.data.columns if c in REFERENCES]:
+            target = REFERENCES[name]
+            refs = frame.data[name]
+            given = refs.notna().to_numpy()
+            if not given.any():
+                frame.data[name] = pd.array([pd.NA] * len(refs), dtype="Int64")
+                continue
+            keys = self.keys(target)
+            found = keys.index.get_indexer(refs.where(given, ""))
+            dangling = given & (found < 0)
+            if dangling.any():
+                pos = np.flatnonzero(dangling)
+                raise frame.fail(
+                    name,
+                    pos,
+                    f"no {target} row with id {frame.shown(refs, pos[0])} (import {target} "
+                    f"first, or add them to this run)",
+                )
+            values = keys.to_numpy()[np.where(found < 0, 0, found)] if len(keys) else np.zeros(len(refs), dtype=np.int64)  # fmt: skip
+            frame.data[name] = pd.array(np.where(given, values, 0), dtype="Int64")
+            frame.data.loc[~given, name] = pd.NA
+
+    def keys(self, entity: str) -> pd.Series:
+        """Internal id by external id of every stored ``entity`` row (cached for the run)."""
+        if entity not in self._keys:
+            table = _table(entity)
+            stored = pd.read_sql(select(table.c.id, table.c.external_id), self.session.connection())
+            ids = stored["id"].to_numpy(dtype=np.int64)
+            external = stored["external_id"].astype(object)
+            # A row the store made itself (no external id) is named by its own id, unless a
+            # source id already means another row.
+            own = external.isna().to_numpy()
+            names = external.where(~own, stored["id"].astype(str))
+            keep = ~own | ~names.isin(set(external[~own])).to_numpy()
+            self._keys[entity] = pd.Series(ids[keep], index=pd.Index(names[keep]))
+        return self._keys[entity]
+
+    def _remember(self, entity: str, external: pd.Series, ids: np.ndarray) -> None:
+        present = external.notna().to_numpy()
+        if not present.any():
+            return
+        added = pd.Series(ids[present], index=pd.Index(external[present].astype(object)))
+        self._keys[entity] = pd.concat([self.keys(entity), added])
+
+    def _new_ids(self, entity: str, n: int) -> np.ndarray:
+        if entity not in self._next_id:
+            table = _table(entity)
+            top = self.session.execute(select(table.c.id).order_by(table.c.id.desc()).limit(1)).scalar()  # fmt: skip
+            self._next_id[entity] = (top or 0) + 1
+        start = self._next_id[entity]
+        self._next_id[entity] = start + n
+        return np.arange(start, start + n, dtype=np.int64)
+
+    # -- writing --
+
+    def _split(self, frame: _Frame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """(new rows, existing rows, existing rows' ids) by external id."""
+        data = frame.data
+        if "external_id" not in data:
+            return data, data.iloc[:0], np.array([], dtype=np.int64)
+        found = self.keys(frame.entity).index.get_indexer(data["external_id"].where(data["external_id"].notna(), ""))  # fmt: skip
+        found = np.where(data["external_id"].notna().to_numpy(), found, -1)
+        old = found >= 0
+        return data[~old], data[old], self.keys(frame.entity).to_numpy()[found[old]]
+
+    def _insert(self, frame: _Frame, new: pd.DataFrame) -> np.ndarray:
+        rows = new.copy()
+        for name, value in frame.defaults.items():
+            fill = value.loc[rows.index] if isinstance(value, pd.Series) else value
+            rows[name] = rows[name].where(rows[name].notna(), fill) if name in rows else fill
+        ids = self._new_ids(frame.entity, len(rows))
+        rows.insert(0, "id", ids)
+        if len(rows):
+            insert_frame(self.session, _table(frame.entity), rows)
+            if "external_id" in rows:
+                self._remember(frame.entity, rows["external_id"], ids)
+        return ids
+
+    def _changed(self, entity: str, old: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+        """The existing rows whose mapped fields differ from the store's, with their ids."""
+        columns = [c for c in old.columns if c != "external_id"]
+        if not columns or not len(old):
+            return old.iloc[:0].assign(id=np.array([], dtype=np.int64))
+        table = _table(entity)
+        stored = _read_by_id(self.session, table, ["id", *columns], ids)
+        stored = stored.set_index("id").reindex(ids)
+        differs = np.zeros(len(old), dtype=bool)
+        for c in columns:
+            a, b = old[c].reset_index(drop=True), stored[c].reset_index(drop=True)
+            if pd.api.types.is_datetime64_any_dtype(a.dtype):
+                b = pd.to_datetime(b)
+            same = (a.isna() & b.isna()) | (a.astype(object) == b.astype(object)).fillna(False)
+            differs |= ~same.to_numpy(dtype=bool)
+        return old[differs].assign(id=ids[differs])
+
+    def _update(self, entity: str, rows: pd.DataFrame) -> None:
+        if not len(rows):
+            return
+        table = _table(entity)
+        columns = [c for c in rows.columns if c not in ("id", "external_id")]
+        if "updated_at" in table.c and "updated_at" not in columns:
+            rows = rows.assign(updated_at=self.now)
+            columns.append("updated_at")
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns})
+        )
+        params = [
+            {"_id": int(r["id"]), **{f"v_{c}": _plain(r[c]) for c in columns}}
+            for r in rows.to_dict("records")
+        ]
+        for start in range(0, len(params), 10_000):
+            self.session.execute(stmt, params[start : start + 10_000])
+
+    def _write(self, frame: _Frame) -> ImportResult:
+        new, old, old_ids = self._split(frame)
+        changed = self._changed(frame.entity, old, old_ids)
+        assigned = self._assign_owners(frame, new) if frame.entity == "leads" else 0
+        new_ids = self._insert(frame, new)
+        self._update(frame.entity, changed)
+        history = 0
+        if frame.entity == "deals" and "stage" in frame.data:
+            history = self._stage_history(frame, new, new_ids, old, old_ids)
+        return ImportResult(
+            frame.entity,
+            frame.source.name,
+            len(frame.data),
+            len(new),
+            len(changed),
+            stage_changes=history,
+            owners_assigned=assigned,
+            uncategorised=_uncategorised(frame),
+        )
+
+    def _assign_owners(self, frame: _Frame, new: pd.DataFrame) -> int:
+        """New leads without an owner get a rep of their region, the least loaded first."""
+        emap = self.mapping.entities[frame.entity]
+        if not emap.assign_owners or "region" not in new or not len(new):
+            return 0
+        owners = new["owner_id"] if "owner_id" in new else pd.Series(pd.NA, index=new.index, dtype="Int64")  # fmt: skip
+        users = pd.read_sql(
+            select(_table("users").c.id, _table("users").c.region, _table("users").c.manager_id),
+            self.session.connection(),
+        )
+        if users.empty:
+            return 0
+        # Reps are users with a manager; a team without managers recorded: every user.
+        reps = users[users["manager_id"].notna()] if users["manager_id"].notna().any() else users
+        load = pd.read_sql(
+            select(_table("leads").c.owner_id).where(_table("leads").c.owner_id.is_not(None)),
+            self.session.connection(),
+        )["owner_id"].value_counts()
+        assigned = owners.copy().astype("Int64")
+        region = new["region"].astype(object).map(lambda v: v if v is None else str(v).lower())
+        reps_region = reps["region"].astype(object).map(lambda v: v if v is None else str(v).lower())  # fmt: skip
+        n = 0
+        for name in region[owners.isna() & region.notna()].unique():
+            pool = reps.loc[reps_region == name, "id"].to_numpy()
+            if not len(pool):
+                continue
+            pool = pool[np.argsort(load.reindex(pool).fillna(0).to_numpy(), kind="stable")]
+            rows = np.flatnonzero((owners.isna() & (region == name)).to_numpy())
+            assigned.iloc[rows] = pool[np.arange(len(rows)) % len(pool)]
+            n += len(rows)
+        new["owner_id"] = assigned.to_numpy()
+        return n
+
+    def _stage_history(self, frame, new, new_ids, old, old_ids) -> int:
+        """A history row for each new deal's stage and each changed stage."""
+        entered = "stage_entered_at"
+        parts = []
+        if len(new):
+            when = new[entered] if entered in new else new.get("created_at")
+            when = when.where(when.notna(), new.get("created_at")) if when is not None else None
+            parts.append(pd.DataFrame({"deal_id": new_ids, "stage": new["stage"].to_numpy(), "entered_at": pd.Series(when).to_numpy()}))  # fmt: skip
+        if len(old):
+            stored = _read_by_id(self.session, _table("deals"), ["id", "stage"], old_ids)
+            before = stored.set_index("id")["stage"].reindex(old_ids).to_numpy()
+            moved = old["stage"].to_numpy() != before
+            if moved.any():
+                when = old[entered] if entered in old else pd.Series(self.now, index=old.index)
+                when = when.where(when.notna(), self.now)
+                ids = old_ids[moved]
+                parts.append(pd.DataFrame({"deal_id": ids, "stage": old["stage"].to_numpy()[moved], "entered_at": when.to_numpy()[moved]}))  # fmt: skip
+                # The stage's entry time moves with it (the file may not say it).
+                self.session.execute(
+                    update(_table("deals"))
+                    .where(_table("deals").c.id == bindparam("_id"))
+                    .values(stage_entered_at=bindparam("_at", type_=DateTime())),
+                    [
+                        {"_id": int(i), "_at": pd.Timestamp(t).to_pydatetime()}
+                        for i, t in zip(ids, when.to_numpy()[moved], strict=True)
+                    ],  # fmt: skip
+                )
+        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        return self._append_history(rows)
+
+    def _append_history(self, rows: pd.DataFrame) -> int:
+        """Stage-history rows not already stored (same deal, stage and entry time)."""
+        if rows.empty:
+            return 0
+        rows = rows.drop_duplicates(["deal_id", "stage", "entered_at"])
+        table = _table("deal_stage_history")
+        stored = _read_by_id(self.session, table, ["deal_id", "stage", "entered_at"], rows["deal_id"].to_numpy(), key="deal_id")  # fmt: skip
+        if len(stored):
+            stored["entered_at"] = pd.to_datetime(stored["entered_at"])
+            seen = rows.merge(stored, on=["deal_id", "stage", "entered_at"], how="left", indicator=True)["_merge"].to_numpy() == "both"  # fmt: skip
+            rows = rows[~seen]
+        if len(rows):
+            rows = rows.assign(deal_id=rows["deal_id"].astype(np.int64))
+            rows.insert(0, "id", self._new_ids("deal_stage_history", len(rows)))
+            insert_frame(self.session, table, rows)
+        return len(rows)
+
+    def _write_history(self, frame: _Frame) -> ImportResult:
+        rows = frame.data[[c for c in ("deal_id", "stage", "entered_at", "expected_close_at") if c in frame.data]]  # fmt: skip
+        written = self._append_history(rows)
+        return ImportResult(frame.entity, frame.source.name, len(rows), written, 0)
+
+    def _write_contacts(self, frame: _Frame) -> ImportResult:
+        if not self.mapping.entities["contacts"].deduplicate:
+            return self._write(frame)
+        data = frame.data.copy()
+        records, merged = _merge_contacts(data)
+        store_ids = self._match_stored_contacts(records)
+        merged += int((store_ids >= 0).sum() - _by_external(records, self.keys("contacts")))
+        # Two records resolving to one stored contact: the first one's values win.
+        dup = (store_ids >= 0) & pd.Series(store_ids).duplicated().to_numpy()
+        merged += int(dup.sum())
+        keep = ~dup
+        records, store_ids = records[keep], store_ids[keep]
+        new = records[store_ids < 0].drop(columns=["_emails", "_phones"])
+        new = new.assign(alternate_emails=records.loc[store_ids < 0, "_emails"], alternate_phones=records.loc[store_ids < 0, "_phones"])  # fmt: skip
+        frame_new = _Frame("contacts", frame.source, new, frame.origin, frame.defaults)
+        self._insert(frame_new, new)
+        updated = self._fill_stored_contacts(records[store_ids >= 0], store_ids[store_ids >= 0])
+        return ImportResult("contacts", frame.source.name, len(data), len(new), updated, merged)
+
+    def _match_stored_contacts(self, records: pd.DataFrame) -> np.ndarray:
+        """Each record's stored contact (external id, then email, then phone), -1 if none."""
+        table = _table("contacts")
+        stored = pd.read_sql(
+            select(
+                table.c.id,
+                table.c.email,
+                table.c.phone,
+                table.c.alternate_emails,
+                table.c.alternate_phones,
+            ),  # fmt: skip
+            self.session.connection(),
+        )
+        by_email = _identity_index(stored, "email", "alternate_emails", normalise_email)
+        by_phone = _identity_index(stored, "phone", "alternate_phones", normalise_phone)
+        keys = self.keys("contacts")
+        out = np.full(len(records), -1, dtype=np.int64)
+        for i, (ext, emails, phones) in enumerate(zip(records.get("external_id", pd.Series([None] * len(records))), records["_emails"], records["_phones"], strict=True)):  # fmt: skip
+            if ext is not None and ext in keys.index:
+                out[i] = keys[ext]
+                continue
+            for value in _split(emails):
+                if value in by_email:
+                    out[i] = by_email[value]
+                    break
+            else:
+                for value in _split(phones):
+                    if value in by_phone:
+                        out[i] = by_phone[value]
+                        break
+        return out
+
+    def _fill_stored_contacts(self, records: pd.DataFrame, ids: np.ndarray) -> int:
+        """Fill stored contacts' blanks and add new alternates; returns how many changed."""
+        if not len(records):
+            return 0
+        table = _table("contacts")
+        columns = [c for c in records.columns if c not in ("_emails", "_phones", "created_at", "updated_at")]  # fmt: skip
+        identity = ["email", "phone", "alternate_emails", "alternate_phones"]
+        read = ["id", *dict.fromkeys([*columns, *identity])]
+        stored = _read_by_id(self.session, table, read, ids)
+        stored = stored.set_index("id")
+        changes = []
+        for (_, record), cid in zip(records.iterrows(), ids, strict=True):
+            row = stored.loc[cid]
+            values: dict[str, Any] = {}
+            for c in columns:
+                if pd.isna(row[c]) and not pd.isna(record[c]):
+                    values[c] = record[c]
+            for kind, own, alternates, norm in (
+                ("_emails", "email", "alternate_emails", normalise_email),
+                ("_phones", "phone", "alternate_phones", normalise_phone),
+            ):
+                have = {norm(row[own])} | set(_split(row[alternates]))
+                have |= {norm(values[own])} if own in values else set()
+                extra = [v for v in _split(record[kind]) if v not in have]
+                if extra:
+                    values[alternates] = ";".join([*_split(row[alternates]), *extra])
+            if values:
+                changes.append({"id": int(cid), **values})
+        for change in changes:
+            cid = change.pop("id")
+            params = {k: _plain(v) for k, v in change.items()}
+            self.session.execute(update(table).where(table.c.id == cid).values(**params, updated_at=self.now))  # fmt: skip
+        return len(changes)
 
 
-def _existing_ids(session: Session, table: Table, ids: set[int]) -> set[int]:
-    found: set[int] = set()
-    wanted = sorted(ids)
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _table(entity: str) -> Table:
+    return ENTITY_MODELS[entity].__table__
+
+
+def _names(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
+
+
+def _cleaned(values: pd.Series) -> pd.Series:
+    """Text trimmed, blank cells missing; typed columns (the demo's frames) as they are."""
+    if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+        return values
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    text = values.astype(object)
+    is_text = text.map(type).eq(str).to_numpy() if len(text) else np.array([], dtype=bool)
+    if is_text.all():
+        stripped = text.str.strip()
+        return stripped.where(stripped != "", None)
+    out = text.copy()
+    out[is_text] = text[is_text].str.strip()
+    return out.where(out.notna() & (out != ""), None)
+
+
+def _lengths(values: pd.Series) -> pd.Series:
+    if values.dtype != object:
+        return pd.Series(0, index=values.index)
+    return values.map(lambda v: len(v) if isinstance(v, str) else 0)
+
+
+def _as_key_text(values: pd.Series) -> pd.Series:
+    """Source ids as text (numbers written without a decimal point: 17.0 → '17')."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        out = values.astype("Int64").astype(str).astype(object)
+        return out.where(values.notna(), None)
+    if pd.api.types.is_float_dtype(values.dtype):
+        out = values.astype("Int64").astype(str).astype(object)
+        return out.where(values.notna(), None)
+    return values.astype(object).map(lambda v: None if v is None or pd.isna(v) else str(v))
+
+
+def _norm(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _value_mapped(values: pd.Series, table: MappingType[str, Any]) -> pd.Series:
+    """Source values replaced by the store's (keys matched trimmed and case-blind); values the
+    map does not name pass through (a vocabulary check may refuse them later)."""
+    lookup = {_norm(str(k)): v for k, v in table.items()}
+    mapped = values.astype(object).map(lambda v: lookup.get(_norm(v), v) if v is not None else None)  # fmt: skip
+    return mapped
+
+
+def _derived(rule, raw: pd.DataFrame, n: int) -> pd.Series:
+    if rule.source is None:
+        return pd.Series([rule.constant] * n, dtype=object)
+    values = _cleaned(raw[rule.source].reset_index(drop=True))
+    if rule.values is not None:
+        lookup = {_norm(str(k)): v for k, v in rule.values.items()}
+        out = values.astype(object).map(lambda v: lookup.get(_norm(v), rule.default) if v is not None else rule.default)  # fmt: skip
+    else:
+        pattern = re.compile(rule.pattern)
+        out = values.astype(object).map(lambda v: bool(pattern.search(str(v))) if v is not None else rule.default)  # fmt: skip
+    return out.astype(object)
+
+
+def _timestamps(values: pd.Series, fmt: str | None, zone: str) -> pd.Series:
+    """Parsed timestamps as naive UTC (input without an offset is wall time in ``zone``);
+    unparsable → NaT. ISO 8601 by default, then other common spellings."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if getattr(values.dtype, "tz", None) is not None:
+            return values.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+        return _in_zone(values.astype("datetime64[ns]"), zone)
+    text = values.astype(object).where(values.notna(), None)
+    out = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
+    rest = out.isna() & text.notna()
+    if fmt is None and rest.any():
+        out[rest] = pd.to_datetime(text[rest], format="mixed", errors="coerce", utc=True)
+    out = out.dt.tz_localize(None).astype("datetime64[ns]")
+    if zone == "UTC":
+        return out
+    naive = ~text.astype(str).str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$", regex=True)
+    return out.where(~naive, _in_zone(out, zone))
+
+
+def _in_zone(stamps: pd.Series, zone: str) -> pd.Series:
+    """Wall times in ``zone`` as naive UTC."""
+    if zone == "UTC":
+        return stamps
+    local = stamps.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
+    return local.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _plain(value: Any) -> Any:
+    """A frame value as the driver takes it."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _read_by_id(session: Session, table: Table, columns: list[str], ids: np.ndarray, key: str = "id") -> pd.DataFrame:  # fmt: skip
+    parts = []
+    wanted = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
     for start in range(0, len(wanted), 5_000):
         chunk = wanted[start : start + 5_000]
-        found.update(session.scalars(select(table.c.id).where(table.c.id.in_(chunk))))
-    return found
+        stmt = select(*(table.c[c] for c in columns)).where(table.c[key].in_(chunk))
+        parts.append(pd.read_sql(stmt, session.connection()))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
-def _check_references(
-    session: Session, path: Path, spec: EntitySpec, parsed: list[_Parsed]
-) -> None:
-    """Every foreign key must name an existing row (import parents first)."""
-    for column, target in spec.references.items():
-        wanted = {v for item in parsed if (v := getattr(item.row, column, None)) is not None}
-        if not wanted:
-            continue
-        missing = wanted - _existing_ids(session, target.__table__, wanted)
-        if missing:
-            item = next(i for i in parsed if getattr(i.row, column, None) in missing)
-            raise UserError(
-                f"{_where(path, item.line, column)}: no {target.__tablename__} row with id "
-                f"{getattr(item.row, column)} (import {target.__tablename__} first)"
-            )
+def _uncategorised(frame: _Frame) -> dict[str, int]:
+    if frame.entity != "activities" or "category" not in frame.data:
+        return {}
+    other = frame.data.loc[frame.data["category"] == OTHER_CATEGORY, "type"]
+    return {str(k): int(v) for k, v in other.value_counts().items()}
 
 
-# --- writing ---------------------------------------------------------------------------------
-
-
-def _values(row: _Row, header: list[str], spec: EntitySpec, now: datetime) -> dict[str, Any]:
-    """The row's columns from the file plus defaults for absent ones (insert-time values)."""
-    values = {name: getattr(row, name) for name in header}
-    for column, source in spec.defaults.items():
-        if values.get(column) is None:
-            values[column] = now if source == "now" else values.get(source, getattr(row, source))
-    return values
-
-
-def _dialect_insert(session: Session, table: Table):
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return pg_insert(table)
-    if name == "sqlite":
-        return sqlite_insert(table)
-    raise UserError(f"CSV import supports SQLite and PostgreSQL stores, not {name}")
-
-
-def _upsert_by_id(
-    session: Session,
-    entity: str,
-    spec: EntitySpec,
-    path: Path,
-    header: list[str],
-    parsed: list[_Parsed],
-    now: datetime,
-) -> ImportResult:
-    """INSERT … ON CONFLICT (id) DO UPDATE of the file's columns: re-imports update in place."""
-    table = spec.model.__table__
-    rows = []
-    for item in parsed:
-        values = _values(item.row, header, spec, now)
-        for column, default in _INSERT_DEFAULTS.get(entity, {}).items():
-            if values.get(column) is None:
-                values[column] = default
-        rows.append(values)
-    columns = list(rows[0])
-    existing = _existing_ids(session, table, {r["id"] for r in rows})
-    # Only what the file says is updated (plus the touch time); absent columns keep their values.
-    update_cols = [
-        c for c in columns if c != "id" and (c in header or spec.defaults.get(c) == "now")
-    ]
-    stmt = _dialect_insert(session, table)
-    stmt = (
-        stmt.on_conflict_do_update(
-            index_elements=["id"], set_={c: stmt.excluded[c] for c in update_cols}
-        )
-        if update_cols
-        else stmt.on_conflict_do_nothing(index_elements=["id"])
-    )
-    for start in range(0, len(rows), 10_000):
-        session.execute(stmt, rows[start : start + 10_000])
-    return ImportResult(entity, str(path), len(rows), len(rows) - len(existing), len(existing))
-
-
-def normalise_email(value: str | None) -> str | None:
+def normalise_email(value: Any) -> str | None:
     """Trimmed, lower-case email (the contact de-duplication key)."""
     if value is None or pd.isna(value):
         return None
@@ -511,7 +928,7 @@ def normalise_email(value: str | None) -> str | None:
     return value or None
 
 
-def normalise_phone(value: str | None) -> str | None:
+def normalise_phone(value: Any) -> str | None:
     """Digits only, a leading international ``00`` read as ``+`` (so '+44 20…' == '004420…')."""
     if value is None or pd.isna(value):
         return None
@@ -520,15 +937,33 @@ def normalise_phone(value: str | None) -> str | None:
     return digits or None
 
 
-def _import_contacts(
-    session: Session, path: Path, header: list[str], parsed: list[_Parsed], now: datetime
-) -> ImportResult:
-    """Merge rows that are the same person (id, email, phone), fill blanks of matches, insert the
-    rest."""
-    spec = ENTITIES["contacts"]
-    file_cols = [c for c in header if c != "id"]
-    # Union rows sharing an id, email or phone key (first row of a group is its representative).
-    parent = list(range(len(parsed)))
+def _split(joined: Any) -> list[str]:
+    if joined is None or (not isinstance(joined, str) and pd.isna(joined)) or not joined:
+        return []
+    return [v for v in str(joined).split(";") if v]
+
+
+def _identity_index(stored: pd.DataFrame, own: str, alternates: str, norm) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for cid, value, more in zip(stored["id"], stored[own], stored[alternates], strict=True):
+        for key in [norm(value), *_split(more)]:
+            if key:
+                index.setdefault(key, int(cid))
+    return index
+
+
+def _by_external(records: pd.DataFrame, keys: pd.Series) -> int:
+    if "external_id" not in records:
+        return 0
+    return int(records["external_id"].isin(keys.index).sum())
+
+
+def _merge_contacts(data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Rows that are one person (same external id, email or phone) as one record: the first
+    row's values, blanks filled from the others, the others' emails/phones as alternates
+    (``_emails``/``_phones``: every normalised email/phone of the record, its own first)."""
+    n = len(data)
+    parent = list(range(n))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -536,103 +971,86 @@ def _import_contacts(
             i = parent[i]
         return i
 
-    seen: dict[tuple[str, Any], int] = {}
-    for i, item in enumerate(parsed):
-        row = item.row
-        for key in (("email", normalise_email(row.email)), ("phone", normalise_phone(row.phone))):
-            if key[1] is None:
+    emails = data["email"].map(normalise_email) if "email" in data else pd.Series([None] * n)
+    phones = data["phone"].map(normalise_phone) if "phone" in data else pd.Series([None] * n)
+    ext = data["external_id"] if "external_id" in data else pd.Series([None] * n)
+    seen: dict[tuple[str, str], int] = {}
+    for i, keys in enumerate(zip(ext, emails, phones, strict=True)):
+        for kind, value in zip(("id", "email", "phone"), keys, strict=True):
+            if value is None:
                 continue
-            if key in seen:
-                a, b = root(seen[key]), root(i)
+            j = seen.setdefault((kind, value), i)
+            if j != i:
+                a, b = root(j), root(i)
                 parent[max(a, b)] = min(a, b)
-            else:
-                seen[key] = i
     groups: dict[int, list[int]] = {}
-    for i in range(len(parsed)):
+    for i in range(n):
         groups.setdefault(root(i), []).append(i)
-
-    records = []
+    columns = list(data.columns)
+    out = []
     for members in groups.values():
-        merged = {c: getattr(parsed[members[0]].row, c) for c in header}
+        record = data.iloc[members[0]].to_dict()
         for i in members[1:]:
-            for c in header:
-                if merged[c] is None:
-                    merged[c] = getattr(parsed[i].row, c)
-        if merged.get("email") is not None:
-            merged["email"] = merged["email"].lower()
-        records.append(merged)
-    merged_rows = len(parsed) - len(records)
+            for c in columns:
+                if record[c] is None or (not isinstance(record[c], str) and pd.isna(record[c])):
+                    record[c] = data.iloc[i][c]
+        if record.get("email") is not None and isinstance(record["email"], str):
+            record["email"] = record["email"].lower()
+        own_email, own_phone = normalise_email(record.get("email")), normalise_phone(record.get("phone"))  # fmt: skip
+        all_emails = dict.fromkeys([own_email, *(emails.iloc[i] for i in members)])
+        all_phones = dict.fromkeys([own_phone, *(phones.iloc[i] for i in members)])
+        record["_emails"] = ";".join(e for e in all_emails if e)
+        record["_phones"] = ";".join(p for p in all_phones if p)
+        out.append(record)
+    records = pd.DataFrame(out, columns=[*columns, "_emails", "_phones"])
+    for c in columns:
+        records[c] = records[c].astype(data[c].dtype) if len(records) else records[c]
+    return records, n - len(records)
 
-    # Match merged records against the store: id first, then email, then phone.
-    table = Contact.__table__
-    stored = pd.read_sql(select(table.c.id, table.c.email, table.c.phone), session.connection())
-    by_email = {
-        k: i for k, i in zip(stored["email"].map(normalise_email), stored["id"], strict=True) if k
-    }
-    by_phone = {
-        k: i for k, i in zip(stored["phone"].map(normalise_phone), stored["id"], strict=True) if k
-    }
-    stored_ids = set(stored["id"].tolist())
-    matches: dict[int, dict[str, Any]] = {}
-    new: list[dict[str, Any]] = []
-    for record in records:
-        found = record.get("id") if record.get("id") in stored_ids else None
-        if found is None:
-            found = by_email.get(normalise_email(record.get("email"))) or by_phone.get(
-                normalise_phone(record.get("phone"))
-            )
-            if found is not None:
-                merged_rows += 1
-        if found is None:
-            new.append(record)
-        elif found in matches:  # two file records resolve to one stored contact
-            merged_rows += 1
-            for c in file_cols:
-                if matches[found][c] is None:
-                    matches[found][c] = record[c]
-        else:
-            matches[found] = {c: record[c] for c in file_cols}
 
-    inserted = 0
-    if new:
-        rows = []
-        for record in new:
-            values = {c: record.get(c) for c in header}
-            for column, source in spec.defaults.items():
-                if values.get(column) is None:
-                    values[column] = now if source == "now" else values.get(source)
-            rows.append(values)
-        with_id = [r for r in rows if r.get("id") is not None]
-        without_id = [
-            {k: v for k, v in r.items() if k != "id"} for r in rows if r.get("id") is None
-        ]
-        for batch in (with_id, without_id):
-            for start in range(0, len(batch), 10_000):
-                session.execute(table.insert(), batch[start : start + 10_000])
-        inserted = len(rows)
+# --- entry points ----------------------------------------------------------------------------
 
-    updated = 0
-    fill_cols = [c for c in file_cols if c not in ("created_at", "updated_at")]
-    if matches and fill_cols:
-        # Fill blanks only: COALESCE keeps every stored value; touch updated_at only on change.
-        # Explicit casts: PostgreSQL cannot infer a parameter's type from "IS NOT NULL".
-        dialect = session.get_bind().dialect
-        new = {c: f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)})" for c in fill_cols}
-        changed = " OR ".join(f"({c} IS NULL AND {new[c]} IS NOT NULL)" for c in fill_cols)
-        sets = ", ".join(f"{c} = COALESCE({c}, {new[c]})" for c in fill_cols)
-        params = [
-            {"_id": cid, "_now": now, **{c: v[c] for c in fill_cols}} for cid, v in matches.items()
-        ]
-        stmt = text(
-            f"UPDATE contacts SET {sets}, "
-            f"updated_at = CASE WHEN {changed} THEN :_now ELSE updated_at END WHERE id = :_id"
-        ).bindparams(
-            # Typed, so datetimes are stored in SQLAlchemy's format whatever sqlite3 adapters
-            # another library registered (Feast registers an epoch adapter for datetime).
-            bindparam("_now", type_=table.c.updated_at.type),
-            *(bindparam(c, type_=table.c[c].type) for c in fill_cols),
+
+def import_directory(
+    session: Session, mapping: Mapping, directory: Path, now: datetime | None = None
+) -> list[ImportResult]:
+    """Every file the mapping names, read from ``directory``, in one run; the caller commits."""
+    directory = Path(directory)
+    missing = [
+        f"{e} ({emap.file or 'no file named'})"
+        for e, emap in mapping.ordered()
+        if emap.file is None or not (directory / emap.file).is_file()
+    ]
+    if missing:
+        raise UserError(
+            f"{directory}: the mapping {mapping.name!r} names file(s) not found there: "
+            f"{', '.join(missing)} (entities.<entity>.file)"
         )
-        for start in range(0, len(params), 10_000):
-            session.execute(stmt, params[start : start + 10_000])
-        updated = len(matches)
-    return ImportResult("contacts", str(path), len(parsed), inserted, updated, merged_rows)
+    importer = Importer(session, mapping, now)
+    frames = [(e, *read_csv(directory / emap.file, emap.delimiter)) for e, emap in mapping.ordered()]  # fmt: skip
+    for entity, frame, source in frames:
+        importer.add(entity, frame, source)
+    return importer.finish()
+
+
+def import_csv(
+    session: Session, entity: str, path: Path | str, now: datetime | None = None
+) -> ImportResult:
+    """One file already in the store's column names (``id`` = the source CRM's id, references
+    by those ids); the caller commits (one transaction per file) and rolls back on error."""
+    if entity not in ENTITY_MODELS:
+        raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITY_ORDER)}")
+    path = Path(path)
+    raw, source = read_csv(path)
+    table = _table(entity)
+    known = {"id", *(c for c in _names(table) if c not in _NOT_MAPPED)}
+    unknown = [c for c in raw.columns if c not in known]
+    if unknown:
+        raise UserError(
+            f"{path}, line 1 (header): unknown column(s): {', '.join(map(repr, unknown))}. "
+            f"Columns for this entity: {', '.join(c for c in _names(table) if c in known)}"
+        )
+    importer = Importer(session, identity_mapping(entity, list(raw.columns)), now)
+    result = importer.add(entity, raw, source)
+    importer.finish()
+    return result

@@ -41,14 +41,14 @@ def store(session):
 @pytest.mark.parametrize(
     ("entity", "content", "expected"),
     [
-        ("accounts", "id,name\n1,A\n99999999999999999999,B\n", "line 3, field 'id': Input should be less than or equal to 9223372036854775807"),
-        ("contacts", "email,points\na@x.example,3000000000\n", "line 2, field 'points': Input should be less than or equal to 2147483647"),
-        ("orders", "id,contact_id,ordered_at,amount\n1,5,2026-01-01,1e400\n", "line 2, field 'amount': Input should be a finite number"),
-        ("orders", "id,contact_id,ordered_at,amount\n1,5,2026-01-01,nan\n", "line 2, field 'amount': Input should be a finite number"),
-        ("orders", "id,contact_id,ordered_at,amount,items\n1,5,2026-01-01,3,4294967296\n", "line 2, field 'items'"),
-        ("deals", "id,stage,created_at,close_date_slips\n1,proposal,2026-01-01,-1\n", "line 2, field 'close_date_slips'"),
-        ("deals", "id,stage,created_at,amount\n1,proposal,2026-01-01,12;34\n", "line 2, field 'amount': Input should be a valid number"),
-        ("leads", "id,account_id,source,created_at\n1,10,web,2026-02-30\n", "line 2, field 'created_at'"),
+        ("accounts", "id,name\n1,A\n" + "9" * 101 + ",B\n", "line 3, column 'id' (entities.accounts.columns.external_id): longer than 100 characters"),
+        ("contacts", "email,points\na@x.example,3000000000\n", "line 2, column 'points' (entities.contacts.columns.points): must be at most 2,147,483,647"),
+        ("orders", "id,contact_id,ordered_at,amount\n1,5,2026-01-01,1e400\n", "line 2, column 'amount' (entities.orders.columns.amount): not a finite number"),
+        ("orders", "id,contact_id,ordered_at,amount\n1,5,2026-01-01,nan\n", "line 2, column 'amount' (entities.orders.columns.amount): not a finite number"),
+        ("orders", "id,contact_id,ordered_at,amount,items\n1,5,2026-01-01,3,4294967296\n", "line 2, column 'items'"),
+        ("deals", "id,stage,created_at,close_date_slips\n1,proposal,2026-01-01,-1\n", "line 2, column 'close_date_slips'"),
+        ("deals", "id,stage,created_at,amount\n1,proposal,2026-01-01,12;34\n", "line 2, column 'amount' (entities.deals.columns.amount): not a finite number"),
+        ("leads", "id,account_id,source,created_at\n1,10,web,2026-02-30\n", "line 2, column 'created_at'"),
     ],
 )  # fmt: skip
 def test_values_the_database_cannot_hold_are_field_errors_and_write_nothing(
@@ -91,13 +91,13 @@ def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     [
         (["no-such-command"], "No such command 'no-such-command'"),
         (["train", "no_such_model"], "unknown model 'no_such_model'"),
-        (["import", "accounts", "{tmp}/huge.csv"], "line 2, field 'id'"),
+        (["import", "accounts", "{tmp}/huge.csv"], "line 2, column 'id'"),
     ],
 )
 def test_console_script_refuses_bad_arguments_with_exit_2_and_no_traceback(
     tmp_path, args, expected
 ):
-    (tmp_path / "huge.csv").write_text("id,name\n99999999999999999999,A\n")
+    (tmp_path / "huge.csv").write_text("id,name\n" + "9" * 101 + ",A\n")
     result = _run(tmp_path / "data", *(a.format(tmp=tmp_path) for a in args))
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
