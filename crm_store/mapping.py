@@ -50,17 +50,20 @@ DEFAULT_ACTIVITY_CATEGORIES: dict[str, list[str]] = {
     "visit": ["site_visit", "app_visit", "web_visit", "visit", "page_view"],
     "pricing": ["pricing_view", "pricing_page_view", "pricing_visit"],
     "content": ["whitepaper_download", "whitepaper", "content_download", "ebook_download"],
-    "trial": ["trial_request", "trial", "trial_signup", "demo", "demo_request"],
+    "trial": ["trial_request", "trial", "trial_signup", "demo_request"],
     "email_open": ["email_open", "email_opened", "open"],
     "email_click": ["email_click", "email_clicked", "click"],
     "event": ["webinar", "event", "event_attended", "conference"],
     "call": ["call", "phone_call"],
-    "meeting": ["meeting"],
+    "meeting": ["meeting", "demo"],
     "email": ["email", "email_sent"],
     "message": ["linkedin_message", "chat", "sms", "wechat"],
     "engagement": ["coupon_use", "referral"],
     "system": ["close_date_slip"],
 }
+
+# Activity type (lower case) → category, for activities stored without one.
+DEFAULT_CATEGORY_OF = {t: c for c, types in DEFAULT_ACTIVITY_CATEGORIES.items() for t in types}
 
 
 class _Config(BaseModel):

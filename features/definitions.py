@@ -64,7 +64,12 @@ def _window_fields(subject: str) -> tuple[tuple[str, FeastType, str], ...]:
         "email_clicks": "email clicks",
     }
     fields = [
-        (f"{group}_{w}d", Int64, f"{what[group]} of the {subject} in the last {w} days")
+        (
+            f"{group}_{w}d",
+            Int64,
+            f"{what[group]} (activity category {tf.ACTIVITY_GROUPS[group]!r}) of the {subject} "
+            f"in the last {w} days",
+        )
         for group in tf.ACTIVITY_GROUPS
         for w in tf.WINDOWS
     ]

@@ -44,12 +44,12 @@ VIEW_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "lead_behaviour": {
         "leads": ("id", "contact_id"),
-        "activities": ("lead_id", "contact_id", "type", "occurred_at"),
+        "activities": ("lead_id", "contact_id", "type", "category", "occurred_at"),
     },
     "customer_profile": {
         "contacts": ("id", "created_at", "region", "source", "gender", "age_band", "account_id"),
     },
-    "customer_behaviour": {"activities": ("contact_id", "type", "occurred_at")},
+    "customer_behaviour": {"activities": ("contact_id", "type", "category", "occurred_at")},
     "customer_transactions": {"orders": ("contact_id", "ordered_at", "amount")},
     "deal_activity": {
         "deals": (

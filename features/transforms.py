@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.rules import rule_based_lead_score
+from crm_store.mapping import DEFAULT_CATEGORY_OF
 
 TS = "event_timestamp"
 DAY = pd.Timedelta(days=1)
@@ -28,14 +29,15 @@ NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
 
-# Activity types per behaviour group; lower-case, several spellings so any CRM's export fits.
-ACTIVITY_GROUPS: dict[str, tuple[str, ...]] = {
-    "site_visits": ("site_visit", "app_visit", "web_visit", "visit"),
-    "pricing_views": ("pricing_view", "pricing_page_view", "pricing_visit"),
-    "whitepapers": ("whitepaper_download", "whitepaper", "content_download"),
-    "trials": ("trial_request", "trial", "trial_signup"),
-    "email_opens": ("email_open", "email_opened", "open"),
-    "email_clicks": ("email_click", "email_clicked", "click"),
+# Behaviour group → the activity category it counts (``crm_store.mapping``'s vocabulary: the
+# import files each CRM's own activity types under these categories).
+ACTIVITY_GROUPS: dict[str, str] = {
+    "site_visits": "visit",
+    "pricing_views": "pricing",
+    "whitepapers": "content",
+    "trials": "trial",
+    "email_opens": "email_open",
+    "email_clicks": "email_click",
 }
 DAY_PARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -174,13 +176,20 @@ def most_frequent(
     return value, best
 
 
-def type_groups(types: pd.Series, groups: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """Index into ``groups`` of each activity type (case-insensitive), -1 for none or missing."""
-    type_to_group = {t: i for i, members in enumerate(groups.values()) for t in members}
-    # Map each distinct type once (a CRM has a handful of types and millions of activities).
-    codes, kinds = pd.factorize(types)
-    group_of = [type_to_group.get(str(kind).lower(), -1) for kind in kinds]
-    return np.array([*group_of, -1], dtype=np.int64)[codes]  # code -1 (missing) → the last
+def activity_groups(activities: pd.DataFrame, groups: Mapping[str, str] = ACTIVITY_GROUPS) -> np.ndarray:  # fmt: skip
+    """Index into ``groups`` of each activity, -1 for none: by its stored ``category``, else
+    (rows the store made itself, data from before categories) by the default vocabulary's
+    category of its type, case-insensitive."""
+    index = {category: i for i, category in enumerate(groups.values())}
+    # Each distinct value mapped once (a CRM has a handful of types and millions of activities).
+    codes, kinds = pd.factorize(activities["type"])
+    by_type = [index.get(DEFAULT_CATEGORY_OF.get(str(kind).lower(), ""), -1) for kind in kinds]
+    group = np.array([*by_type, -1], dtype=np.int64)[codes]  # code -1 (missing) → the last
+    if "category" in activities:
+        codes, kinds = pd.factorize(activities["category"])
+        stored = np.array([*(index.get(str(k), -1) for k in kinds), -2], dtype=np.int64)[codes]
+        group = np.where(stored == -2, group, stored)
+    return group
 
 
 def text_codes(values: pd.Series, missing: str = "unknown") -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +221,7 @@ def behaviour_windows(
     times: pd.DataFrame,
     key: str,
     windows: Sequence[int] = WINDOWS,
-    groups: Mapping[str, Sequence[str]] = ACTIVITY_GROUPS,
+    groups: Mapping[str, str] = ACTIVITY_GROUPS,
     event_key: str | None = None,
 ) -> pd.DataFrame:
     """Counts of site visits, pricing views, whitepapers, trials, email opens/clicks over each
@@ -222,7 +231,7 @@ def behaviour_windows(
     n, n_groups = len(times), len(groups)
     ts = nanoseconds(times[TS])
     stamps = nanoseconds(activities["occurred_at"])[take]
-    group = type_groups(activities["type"], groups)[take]
+    group = activity_groups(activities, groups)[take]
     age_days = days_between(ts[row], stamps)
     grouped = group >= 0
     columns = {}
@@ -548,6 +557,11 @@ def lead_behaviour(
         {
             "lead_id": np.concatenate([ids(activities["lead_id"])[0][own], via_lead["lead_id"]]),
             "type": activities["type"].iloc[at].reset_index(drop=True),
+            **(
+                {"category": activities["category"].iloc[at].reset_index(drop=True)}
+                if "category" in activities
+                else {}
+            ),
             "occurred_at": activities["occurred_at"].iloc[at].reset_index(drop=True),
         }
     )

@@ -44,8 +44,10 @@ from crm_predict.tracking import experiment_id
 from crm_store.db import background_checkpoints
 from crm_store.models import BatchCheckpoint, BatchRun
 from features.transforms import (
+    ACTIVITY_GROUPS,
     NAT,
     TS,
+    activity_groups,
     as_flag,
     days_between,
     events_at,
@@ -78,10 +80,8 @@ WRITE_QUEUE_CHUNKS = 6
 SCORING_ORDER = ("next_best_time", "churn", "clv", "lead_scoring", "deal_health")
 
 # Activity types per behaviour group, as the feature pipeline reads them.
-SITE_VISITS = ("site_visit", "app_visit", "web_visit", "visit")
-PRICING_VIEWS = ("pricing_view", "pricing_page_view", "pricing_visit")
-WHITEPAPERS = ("whitepaper_download", "whitepaper", "content_download")
-TRIALS = ("trial_request", "trial", "trial_signup")
+# The rule context's activity groups: the features' (``features.transforms.ACTIVITY_GROUPS``).
+RULE_GROUPS = ("site_visits", "pricing_views", "whitepapers", "trials")
 
 PYFUNC_SCORES = {"clv": "clv_3y", "next_best_time": "p_best"}  # the output logged as the score
 
@@ -167,7 +167,7 @@ CONTEXT_COLUMNS = {
         "converted_at",
     ],  # fmt: skip
     "deals": ["id", "owner_id", "stage", "created_at", "closed_at"],
-    "activities": ["contact_id", "lead_id", "deal_id", "type", "occurred_at"],
+    "activities": ["contact_id", "lead_id", "deal_id", "type", "category", "occurred_at"],
     "orders": ["contact_id", "ordered_at", "amount"],
 }
 CONTEXT_TABLES = {
@@ -232,10 +232,13 @@ def _activities_of(
     return events_at(times, activities, "entity_id", "occurred_at", event_key=key)
 
 
-def _is_type(types: pd.Series, members: Sequence[str]) -> np.ndarray:
-    """Whether each activity's type is one of ``members`` (exact text; missing is not)."""
-    codes, kinds = pd.factorize(types)
-    return np.array([*(str(k) in members for k in kinds), False])[codes]
+GROUP_INDEX = {group: i for i, group in enumerate(ACTIVITY_GROUPS)}
+
+
+def _groups(activities: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """The behaviour group (``GROUP_INDEX``) of the activities at ``rows``, -1 for none."""
+    columns = [c for c in ("type", "category") if c in activities]
+    return activity_groups(activities[columns].iloc[rows])
 
 
 def _ns(at: datetime) -> int:
@@ -272,15 +275,12 @@ def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
     row, take = _activities_of(acts, "lead_id", frame["entity_id"], at)
     n = len(frame)
     when = nanoseconds(acts["occurred_at"])[take]
-    kind = acts["type"].iloc[take]
+    group = _groups(acts, take)
     recent = when > _ns(stamp - timedelta(days=90))
     counts = {}
-    for column, types in (
-        ("site_visits", SITE_VISITS), ("pricing_views", PRICING_VIEWS),
-        ("whitepapers", WHITEPAPERS), ("trials", TRIALS),
-    ):  # fmt: skip
-        counts[column] = np.bincount(row[_is_type(kind, types) & recent], minlength=n)
-    whitepaper = _is_type(kind, WHITEPAPERS)
+    for column in RULE_GROUPS:
+        counts[column] = np.bincount(row[(group == GROUP_INDEX[column]) & recent], minlength=n)
+    whitepaper = group == GROUP_INDEX["whitepapers"]
     last_interaction = latest_per_row(row, n, when)
     frame["last_whitepaper_at"] = _datetimes(latest_per_row(row[whitepaper], n, when[whitepaper]))
     for column in ("created_at", "first_contacted_at"):
@@ -353,7 +353,7 @@ def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
     found = act_row >= 0
     act_row, recent = act_row[found], recent[found]
     last_activity = latest_per_row(act_row, n, occurred[recent])
-    visit = _is_type(acts["type"].iloc[recent], SITE_VISITS)
+    visit = _groups(acts, recent) == GROUP_INDEX["site_visits"]
     owners = tables["contacts"].set_index("id")["owner_id"]
 
     frame = pd.DataFrame({"entity_id": customers})

@@ -12,6 +12,7 @@ import pytest
 
 from crm_predict.rules import MODEL_NAMES, rule_based_lead_score
 from crm_predict.settings import Settings
+from crm_store.mapping import DEFAULT_CATEGORY_OF
 from features import transforms as tf
 from features.definitions import ENTITIES
 from features.export import compute_views
@@ -21,7 +22,7 @@ from serving import batch
 
 AT = datetime(2026, 6, 30, 2)
 TYPES = ["site_visit", "Site_Visit", "pricing_page_view", "whitepaper_download", "trial_request",
-         "email_open", "email_click", "call", None]  # fmt: skip
+         "email_open", "email_click", "call", "ebook_portal", None]  # fmt: skip
 
 
 def random_crm(seed: int = 7) -> dict[str, pd.DataFrame]:
@@ -127,6 +128,9 @@ def random_crm(seed: int = 7) -> dict[str, pd.DataFrame]:
             "responded": some([True, False], n_acts),
         }
     )
+    # A CRM's own type filed under a category by its import mapping; other rows made by the
+    # store itself (no category: the default vocabulary's category of their type counts).
+    activities["category"] = np.where(activities["type"] == "ebook_portal", "content", None)
     orders = pd.DataFrame(
         {
             "contact_id": rng.integers(1, n_contacts + 1, 400),
@@ -254,7 +258,7 @@ def test_customer_features_and_context_match_plain_loops(crm):
     for customer in spend.index:
         mine = acts[(acts["contact_id"] == customer) & (acts["occurred_at"] <= AT)]
         age = (pd.Timestamp(AT) - mine["occurred_at"]) / pd.Timedelta(days=1)
-        visit = mine["type"].str.lower().isin(tf.ACTIVITY_GROUPS["site_visits"])
+        visit = _category(mine) == "visit"
         for w in tf.WINDOWS:
             assert behaviour.loc[customer, f"site_visits_{w}d"] == (visit & (age < w)).sum()
         last = behaviour.loc[customer, "days_since_last_interaction"]
@@ -270,10 +274,18 @@ def test_customer_features_and_context_match_plain_loops(crm):
         year = bought["ordered_at"] > pd.Timestamp(AT) - timedelta(days=365)
         assert context.loc[customer, "yearly_spend"] == pytest.approx(bought["amount"][year].sum())
         recent = mine[mine["occurred_at"] > pd.Timestamp(AT) - timedelta(days=30)]
-        visits = recent["type"].isin(batch.SITE_VISITS).sum()
+        visits = (_category(recent) == "visit").sum()
         assert context.loc[customer, "visits_30d"] == visits
         inactive = min([age.min(), *(_days(AT, t) for t in recent["occurred_at"])])
         assert context.loc[customer, "days_inactive"] == inactive
+
+
+def _category(activities: pd.DataFrame) -> pd.Series:
+    """Each activity's category: stored, else the default vocabulary's for its type."""
+    by_type = activities["type"].str.lower().map(DEFAULT_CATEGORY_OF)
+    if "category" not in activities:
+        return by_type
+    return activities["category"].astype(object).where(activities["category"].notna(), by_type)
 
 
 def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
@@ -305,8 +317,8 @@ def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
         mine = acts[(acts["lead_id"] == lead) & (acts["occurred_at"] <= AT)]
         recent = mine[mine["occurred_at"] > pd.Timestamp(AT) - timedelta(days=90)]
         counts = [
-            float(recent["type"].isin(types).sum())
-            for types in (batch.SITE_VISITS, batch.PRICING_VIEWS, batch.WHITEPAPERS, batch.TRIALS)
+            float((_category(recent) == category).sum())
+            for category in ("visit", "pricing", "content", "trial")
         ]
         contact = crm["contacts"].set_index("id").loc[lead_rows.loc[lead, "contact_id"]]
         industry = crm["accounts"].set_index("id").loc[lead_rows.loc[lead, "account_id"], "industry"]  # fmt: skip
@@ -317,5 +329,5 @@ def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
             *(pd.Series([c]) for c in counts), pd.Series([idle]),
         )  # fmt: skip
         assert row["rule_points"] == points.iloc[0]
-        papers = mine[mine["type"].isin(batch.WHITEPAPERS)]["occurred_at"]
+        papers = mine[_category(mine) == "content"]["occurred_at"]
         assert row["last_whitepaper_at"] == papers.max() or (pd.isna(row["last_whitepaper_at"]) and papers.empty)  # fmt: skip
