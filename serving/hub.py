@@ -46,6 +46,14 @@ class UnknownIdsError(LookupError):
         self.ids = ids
 
 
+class UnknownRefsError(LookupError):
+    """External ids (``*_ref``) no row of the model's entity table has."""
+
+    def __init__(self, refs: list[str]):
+        super().__init__(f"unknown ref(s): {', '.join(refs)}")
+        self.refs = refs
+
+
 class UnavailableError(RuntimeError):
     """A model or the online store is not there right now (HTTP 503, not the caller's fault)."""
 
@@ -98,11 +106,13 @@ class FeastOnline:
 
 @dataclass
 class Job:
-    """One request's share of a batch: entity ids to read, or raw feature rows."""
+    """One request's share of a batch: entity ids to read, or raw feature rows. A request by
+    external id keeps its ``refs`` (request order) beside the ``ids`` they resolved to."""
 
     ids: list[int] | None = None
     frame: pd.DataFrame | None = None
     explain: bool = False
+    refs: list[str] | None = None
 
 
 @dataclass
@@ -221,6 +231,7 @@ class ModelHub:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._engine = None
+        self._engine_lock = threading.Lock()
         self._last_attempt = 0.0
 
     # --- loading -------------------------------------------------------------------------------
@@ -433,22 +444,57 @@ class ModelHub:
             return pd.DataFrame({scoring.ENTITY_ID: ids})
         return self.online.read(name, ids)
 
-    # --- write-back ----------------------------------------------------------------------------
+    # --- the CRM store: external ids, write-back ------------------------------------------------
+
+    def crm_engine(self):
+        """The CRM store's engine, made on first use (ref lookups and write-back share it)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from crm_store.db import make_engine
+
+                self._engine = make_engine(self.settings.crm_url)
+            return self._engine
+
+    async def resolve_refs(self, name: str, refs: list[str]) -> list[int]:
+        """Internal ids of ``refs`` in request order (repeats kept): one query of the model's
+        entity table, on a worker thread (not the scoring thread, not the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._resolve_refs, name, refs
+        )
+
+    def _resolve_refs(self, name: str, refs: list[str]) -> list[int]:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        table = entity_table(name)
+        wanted = list(dict.fromkeys(refs))
+        query = select(table.external_id, table.id).where(table.external_id.in_(wanted))
+        try:
+            with self.crm_engine().connect() as connection:
+                found = dict(connection.execute(query).all())
+        except SQLAlchemyError as exc:
+            raise UnavailableError(f"CRM store: {type(exc).__name__}: {exc}") from exc
+        missing = [ref for ref in wanted if ref not in found]
+        if missing:
+            raise UnknownRefsError(missing)
+        return [int(found[ref]) for ref in refs]
 
     async def write_back(self, name: str, scored: Scored, request_id: str) -> dict[str, int]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._write_back, name, scored, request_id)
 
     def _write_back(self, name: str, scored: Scored, request_id: str) -> dict[str, int]:
-        from crm_store.db import make_engine, session_factory
+        """Tags, tasks and log rows of ``scored``; its records get their ``external_id`` from the
+        rule-context query write-back makes anyway."""
+        from crm_store.db import session_factory
         from serving.writeback import write_back
 
-        if self._engine is None:
-            self._engine = make_engine(self.settings.crm_url)
         now = datetime.now(UTC).replace(tzinfo=None)
-        with session_factory(self._engine)() as session:
+        with session_factory(self.crm_engine())() as session:
             frame = scored_frame(name, scored)
             frame = frame.merge(crm_context(session, name, frame["entity_id"].tolist()), "left", "entity_id")  # fmt: skip
+            for record, external_id in zip(scored.records, frame.pop("external_id"), strict=True):
+                record["external_id"] = None if pd.isna(external_id) else str(external_id)
             result = write_back(
                 session, scored.model, frame, now, source="api", request_id=request_id,
                 rfm_medians=self.rfm_medians,
@@ -529,16 +575,26 @@ def scored_frame(name: str, scored: Scored) -> pd.DataFrame:
     return frame
 
 
+def entity_table(name: str):
+    """The CRM table of a model's entities (its ids and external ids): leads, deals or contacts."""
+    from crm_store.models import Contact, Deal, Lead
+
+    return {"lead_scoring": Lead, "deal_health": Deal}.get(name, Contact)
+
+
 def crm_context(session, name: str, ids: list[int]) -> pd.DataFrame:
-    """Owner, manager (and for leads the timestamps the task rules need) of the scored entities."""
+    """External id, owner, manager (and for leads the timestamps the task rules need) of the
+    scored entities."""
     from sqlalchemy import select
 
-    from crm_store.models import Contact, Deal, Lead, User
+    from crm_store.models import Lead, User
 
     if not ids:
-        return pd.DataFrame({"entity_id": pd.Series(dtype=np.int64)})
-    table = {"lead_scoring": Lead, "deal_health": Deal}.get(name, Contact)
-    columns = [table.id.label("entity_id"), table.owner_id, User.manager_id]
+        return pd.DataFrame(
+            {"entity_id": pd.Series(dtype=np.int64), "external_id": pd.Series(dtype=object)}
+        )
+    table = entity_table(name)
+    columns = [table.id.label("entity_id"), table.external_id, table.owner_id, User.manager_id]
     if table is Lead:
         columns += [Lead.created_at, Lead.first_contacted_at, Lead.contact_id]
     query = (

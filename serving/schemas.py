@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 FeatureValue = float | int | str | bool | None
 # Ids are BIGINTs: a larger number is a 400 naming the field, not an overflow (500) downstream.
 EntityId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+# External ids: the source CRM's own id as text (String(100) in the store).
+EntityRef = Annotated[str, Field(min_length=1, max_length=100)]
+REF_DESCRIPTION = "The source CRM's id (external_id) instead of the internal id."
 FeatureRow = dict[str, FeatureValue]
 
 
@@ -17,10 +20,12 @@ FeatureRow = dict[str, FeatureValue]
 
 
 class ScoreRequest(BaseModel):
-    """Exactly one of the entity id(s) or the raw feature row(s); unknown fields are refused."""
+    """Exactly one of the entity id(s), the external id(s) (``*_ref``: the source CRM's own id)
+    or the raw feature row(s); unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
     id_field: ClassVar[str]
+    ref_field: ClassVar[str]
     rows_field: ClassVar[str]
     write_back: StrictBool = Field(
         False, description="Write tags/tasks to the CRM store and log predictions (bearer token)."
@@ -28,9 +33,14 @@ class ScoreRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [f for f in (self.id_field, self.rows_field) if getattr(self, f) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {self.id_field!r} or {self.rows_field!r}")
+        sources = (self.id_field, self.ref_field, self.rows_field)
+        given = [f for f in sources if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of {given[0]!r} or {given[1]!r}, not both")
+        if not given:
+            raise ValueError(
+                f"give exactly one of {self.id_field!r}, {self.ref_field!r} or {self.rows_field!r}"
+            )
         return self
 
 
@@ -39,66 +49,81 @@ class ExplainableRequest(ScoreRequest):
 
 
 class LeadScoreRequest(ExplainableRequest):
-    id_field, rows_field = "lead_id", "features"
+    id_field, ref_field, rows_field = "lead_id", "lead_ref", "features"
     lead_id: EntityId | None = None
+    lead_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
     features: FeatureRow | None = None
 
 
 class LeadScoreBatchRequest(ExplainableRequest):
-    id_field, rows_field = "lead_ids", "rows"
+    id_field, ref_field, rows_field = "lead_ids", "lead_refs", "rows"
     lead_ids: list[EntityId] | None = Field(None, min_length=1)
+    lead_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class DealHealthRequest(ExplainableRequest):
-    id_field, rows_field = "deal_id", "features"
+    id_field, ref_field, rows_field = "deal_id", "deal_ref", "features"
     deal_id: EntityId | None = None
+    deal_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
     features: FeatureRow | None = None
 
 
 class DealHealthBatchRequest(ExplainableRequest):
-    id_field, rows_field = "deal_ids", "rows"
+    id_field, ref_field, rows_field = "deal_ids", "deal_refs", "rows"
     deal_ids: list[EntityId] | None = Field(None, min_length=1)
+    deal_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ChurnRequest(ExplainableRequest):
-    id_field, rows_field = "customer_id", "features"
+    id_field, ref_field, rows_field = "customer_id", "customer_ref", "features"
     customer_id: EntityId | None = None
+    customer_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
     features: FeatureRow | None = None
 
 
 class ChurnBatchRequest(ExplainableRequest):
-    id_field, rows_field = "customer_ids", "rows"
+    id_field, ref_field, rows_field = "customer_ids", "customer_refs", "rows"
     customer_ids: list[EntityId] | None = Field(None, min_length=1)
+    customer_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class ClvRequest(ScoreRequest):
-    id_field, rows_field = "customer_id", "features"
+    id_field, ref_field, rows_field = "customer_id", "customer_ref", "features"
     customer_id: EntityId | None = None
+    customer_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
     features: FeatureRow | None = None
 
 
 class ClvBatchRequest(ScoreRequest):
-    id_field, rows_field = "customer_ids", "rows"
+    id_field, ref_field, rows_field = "customer_ids", "customer_refs", "rows"
     customer_ids: list[EntityId] | None = Field(None, min_length=1)
+    customer_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 class NextBestTimeRequest(ScoreRequest):
-    id_field, rows_field = "contact_id", "features"
+    id_field, ref_field, rows_field = "contact_id", "contact_ref", "features"
     contact_id: EntityId | None = None
+    contact_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
     features: FeatureRow | None = None
 
 
 class NextBestTimeBatchRequest(ScoreRequest):
-    id_field, rows_field = "contact_ids", "rows"
+    id_field, ref_field, rows_field = "contact_ids", "contact_refs", "rows"
     contact_ids: list[EntityId] | None = Field(None, min_length=1)
+    contact_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
     rows: list[FeatureRow] | None = Field(None, min_length=1)
 
 
 # --- responses -----------------------------------------------------------------------------------
+
+EXTERNAL_ID_DESCRIPTION = (
+    "The source CRM's id of the entity: set when the request came by *_ref or with write_back "
+    "(the CRM store is read then anyway); null otherwise, so a read by internal id costs no query."
+)
 
 
 class ModelInfo(BaseModel):
@@ -122,6 +147,7 @@ class Reasons(BaseModel):
 
 class LeadScore(BaseModel):
     lead_id: int | None
+    external_id: str | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     score: int = Field(ge=1, le=99, description="Conversion probability shown as 1–99.")
     probability: float
     grade: Literal["A", "B", "C", "D"]
@@ -132,6 +158,7 @@ class LeadScore(BaseModel):
 
 class DealHealth(BaseModel):
     deal_id: int | None
+    external_id: str | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     health: int = Field(ge=0, le=100, description="100 × P(win).")
     p_win: float
     colour: Literal["green", "yellow", "red"]
@@ -140,6 +167,7 @@ class DealHealth(BaseModel):
 
 class Churn(BaseModel):
     customer_id: int | None
+    external_id: str | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     p_churn: float = Field(description="P(no purchase in the next 90 days).")
     risk: Literal["high", "medium", "low"]
     reasons: Reasons | None = None
@@ -147,6 +175,7 @@ class Churn(BaseModel):
 
 class Clv(BaseModel):
     customer_id: int | None
+    external_id: str | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     clv_3y: float = Field(description="Discounted 3-year customer value.")
     yearly_value: float = Field(description="Predicted yearly value: clv_3y over 3 years.")
     yearly_spend: float = Field(description="Trailing-12-month spend (predicted if unknown).")
@@ -163,6 +192,7 @@ class Slot(BaseModel):
 
 class NextBestTime(BaseModel):
     contact_id: int | None
+    external_id: str | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     best_slots: list[Slot]
     best_channel: str | None
     p_best: float | None

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from crm_predict.settings import Settings
 from serving import review
 from serving import schemas as S
-from serving.hub import Job, ModelHub, UnavailableError, UnknownIdsError
+from serving.hub import Job, ModelHub, UnavailableError, UnknownIdsError, UnknownRefsError
 from serving.scoring import FeatureInputError, check_rows
 
 SERVICE_NAME = "crm_predict"
@@ -106,25 +106,38 @@ class CrmPredict:
     async def _answer(
         self, ctx: bentoml.Context, name: str, request: S.ScoreRequest, answer: type[Answer]
     ) -> Response:
-        """Authorize, score (ids through the online store, or raw rows), write back if asked.
+        """Authorize, resolve external ids (``*_ref``: one CRM store query), score (ids through
+        the online store, or raw rows), write back if asked.
 
         The validated answer goes out as the bytes BentoML would send (its JSON serde is the
         model's ``model_dump_json``), in one body with a Content-Length rather than BentoML's
         chunked iterable response: fewer writes per request for the same JSON."""
         batch = issubclass(answer, S.Batch)
+        job = None
         try:
             headers = ctx.request.headers
             if request.write_back or self.settings.protect_reads:
                 check_token(headers.get("authorization"), self.settings.api_token)
             request_id = headers.get("x-request-id") or uuid.uuid4().hex
             job = self._job(name, request, batch)
+            if job.refs is not None:
+                job.ids = await self.hub.resolve_refs(name, job.refs)
             scored = await self.hub.score(name, job)
+            if job.refs is not None:
+                for record, ref in zip(scored.records, job.refs, strict=True):
+                    record["external_id"] = ref
             written = {"requested": False}
             if request.write_back:
                 if any(r.get(_id_key(name)) is None for r in scored.records):
                     raise ApiError(422, "write_back needs entity ids", request.id_field)
                 written = {"requested": True, **await self.hub.write_back(name, scored, request_id)}
+        except UnknownRefsError as exc:
+            return _error(ctx, _unknown_refs(name, request, exc.refs))
         except UnknownIdsError as exc:
+            if job is not None and job.refs is not None:  # in the CRM, not in the online store
+                ref_of = dict(zip(job.ids, job.refs, strict=True))
+                refs = [ref_of.get(int(i), str(i)) for i in exc.ids]
+                return _error(ctx, _unknown_refs(name, request, refs))
             message = f"unknown {_id_key(name)}(s): {', '.join(map(str, exc.ids))}"
             return _error(ctx, ApiError(404, message, request.id_field))
         except FeatureInputError as exc:
@@ -149,6 +162,11 @@ class CrmPredict:
             ids = list(ids) if batch else [ids]
             _check_size(len(ids), self.settings.max_batch_size, request.id_field)
             return Job(ids=ids, explain=explain)
+        refs = getattr(request, request.ref_field)
+        if refs is not None:
+            refs = list(refs) if batch else [refs]
+            _check_size(len(refs), self.settings.max_batch_size, request.ref_field)
+            return Job(refs=refs, explain=explain)
         rows = getattr(request, request.rows_field)
         rows = list(rows) if batch else [rows]
         _check_size(len(rows), self.settings.max_batch_size, request.rows_field)
@@ -227,6 +245,12 @@ def _id_key(name: str) -> str:
     from serving.scoring import ID_FIELD
 
     return ID_FIELD[name]
+
+
+def _unknown_refs(name: str, request: S.ScoreRequest, refs: list[str]) -> ApiError:
+    key = _id_key(name).removesuffix("_id") + "_ref"
+    message = f"unknown {key}(s): {', '.join(dict.fromkeys(refs))}"
+    return ApiError(404, message, request.ref_field)
 
 
 def _error(ctx: bentoml.Context, error: ApiError) -> JSONResponse:

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from crm_predict import rules
 from crm_predict.settings import Settings
 from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Deal, PredictionLog, Task, User
+from crm_store.models import Contact, Deal, Lead, PredictionLog, Task, User
 from crm_store.repository import current_tags
 
 TOKEN = "s3cret-token"
@@ -298,6 +298,129 @@ def test_protect_reads_puts_scores_and_models_behind_the_token(api, service):
     finally:
         service.settings.protect_reads = False
     assert api.post("/churn", json={"customer_id": 1}).status_code == 200
+
+
+# --- external ids (*_ref) --------------------------------------------------------------------------
+
+REF_ROUTES = [  # route, id field, ref field, the CRM row the ref names
+    ("/lead_score", "lead_id", "lead_ref", 11),
+    ("/deal_health", "deal_id", "deal_ref", 31),
+    ("/churn", "customer_id", "customer_ref", 41),
+    ("/clv", "customer_id", "customer_ref", 42),
+    ("/next_best_time", "contact_id", "contact_ref", 41),
+]
+
+
+@pytest.fixture(scope="module")
+def refs(env):
+    """CRM rows with external ids (ids the fake online store knows, plus lead 99 it does not)."""
+    t = datetime(2026, 6, 1)
+    stamps = {"created_at": t, "updated_at": t}
+    with session_factory(env["crm"])() as session:
+        session.add_all(
+            [
+                Contact(id=41, external_id="cust_000041", **stamps),
+                Contact(id=42, external_id="cust 42/ä", **stamps),
+                Lead(id=11, external_id="lead_000011", **stamps),
+                Lead(id=12, external_id="lead_000012", **stamps),
+                Lead(id=13, **stamps),
+                Lead(id=99, external_id="lead_offline", **stamps),
+                Deal(id=31, external_id="deal_000031", stage="propose", stage_entered_at=t, **stamps),
+            ]
+        )  # fmt: skip
+        session.commit()
+    return {11: "lead_000011", 12: "lead_000012", 31: "deal_000031", 41: "cust_000041", 42: "cust 42/ä"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("route", "id_field", "ref_field", "entity_id"), REF_ROUTES)
+def test_every_endpoint_scores_by_external_id_as_by_id_and_answers_with_both(
+    api, refs, route, id_field, ref_field, entity_id
+):
+    by_id = api.post(route, json={id_field: entity_id})
+    by_ref = api.post(route, json={ref_field: refs[entity_id]})
+    assert by_ref.status_code == 200, by_ref.text
+    p = by_ref.json()["prediction"]
+    assert p[id_field] == entity_id and p["external_id"] == refs[entity_id]
+    assert {**p, "external_id": None} == by_id.json()["prediction"]
+    other = {11: 12, 31: 31, 41: 42, 42: 41}[entity_id]
+    batch = api.post(
+        f"{route}/batch", json={f"{ref_field}s": [refs[other], refs[entity_id], refs[other]]}
+    )
+    assert batch.status_code == 200, batch.text
+    predictions = batch.json()["predictions"]
+    assert [x[id_field] for x in predictions] == [other, entity_id, other]
+    assert [x["external_id"] for x in predictions] == [refs[other], refs[entity_id], refs[other]]
+
+
+def test_unknown_refs_are_404_naming_the_refs_and_field(api, refs):
+    r = api.post("/lead_score/batch", json={"lead_refs": ["lead_000011", "nope", "lead_000012", "nope"]})  # fmt: skip
+    assert r.status_code == 404
+    assert r.json() == {"error": "unknown lead_ref(s): nope", "field": "lead_refs", "status": 404}
+    # a lead's id is not a deal's ref, nor a contact's
+    r = api.post("/deal_health", json={"deal_ref": "lead_000011"})
+    assert r.status_code == 404 and r.json()["field"] == "deal_ref"
+    # in the CRM but without online features: still named by the ref the caller gave
+    r = api.post("/lead_score", json={"lead_ref": "lead_offline"})
+    assert r.status_code == 404
+    assert r.json()["field"] == "lead_ref" and "lead_offline" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"lead_id": 11, "lead_ref": "lead_000011"},
+        {"lead_ref": "lead_000011", "features": {"industry": "x"}},
+    ],
+)
+def test_a_ref_beside_an_id_or_features_is_400_naming_both(api, refs, payload):
+    r = api.post("/lead_score", json=payload)
+    assert r.status_code == 400
+    assert all(field in r.text for field in payload)
+
+
+@pytest.mark.parametrize(
+    ("route", "payload", "field"),
+    [
+        ("/lead_score", {"lead_ref": ""}, "lead_ref"),
+        ("/lead_score", {"lead_ref": 11}, "lead_ref"),
+        ("/lead_score", {"lead_ref": "x" * 101}, "lead_ref"),
+        ("/churn/batch", {"customer_refs": []}, "customer_refs"),
+    ],
+)
+def test_malformed_refs_are_400_naming_the_field(api, route, payload, field):
+    r = api.post(route, json=payload)
+    assert r.status_code == 400, r.text
+    assert field in str([e["loc"] for e in r.json()["detail"]])
+
+
+def test_refs_over_max_batch_size_are_413_before_any_query(api, service, monkeypatch):
+    monkeypatch.setattr(service.hub, "crm_engine", lambda: pytest.fail("queried the store"))
+    r = api.post("/churn/batch", json={"customer_refs": [f"c{i}" for i in range(21)]})
+    assert r.status_code == 413 and r.json()["field"] == "customer_refs"
+
+
+def test_a_score_by_internal_id_makes_no_crm_store_query(api, service, refs, monkeypatch):
+    """The hot path stays one online read: external_id is left null, not looked up."""
+    monkeypatch.setattr(service.hub, "crm_engine", lambda: pytest.fail("queried the store"))
+    r = api.post("/lead_score", json={"lead_id": 11})
+    assert r.status_code == 200 and r.json()["prediction"]["external_id"] is None
+    r = api.post("/lead_score/batch", json={"lead_ids": [11, 12]})
+    assert [p["external_id"] for p in r.json()["predictions"]] == [None, None]
+
+
+def test_write_back_by_id_answers_with_the_external_id_it_reads_anyway(api, refs):
+    r = api.post("/lead_score/batch", json={"lead_ids": [12, 13, 11], "write_back": True}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert [p["external_id"] for p in r.json()["predictions"]] == ["lead_000012", None, "lead_000011"]  # fmt: skip
+    assert r.json()["written_back"]["predictions_logged"] == 3
+
+
+def test_the_crm_store_down_makes_a_ref_request_503(api, service, refs, monkeypatch):
+    from sqlalchemy import create_engine
+
+    monkeypatch.setattr(service.hub, "crm_engine", lambda: create_engine("sqlite:////nonexistent/dir/crm.db"))  # fmt: skip
+    r = api.post("/lead_score", json={"lead_ref": "lead_000011"})
+    assert r.status_code == 503 and "CRM store" in r.json()["error"]
 
 
 # --- operations ------------------------------------------------------------------------------------
