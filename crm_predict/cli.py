@@ -150,24 +150,42 @@ def demo_data(
 @user_errors_exit_2
 def import_file(
     ctx: typer.Context,
-    entity: str = typer.Argument(
-        ..., help="accounts, contacts, leads, deals, activities, orders or tickets."
+    args: list[str] = typer.Argument(
+        None,
+        help="ENTITY FILE (a CSV in the store's column names), or with --mapping the DIR holding "
+        "the mapping's files (default: the current directory).",
     ),
-    file: Path = typer.Argument(..., help="UTF-8 CSV with a header row."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="Mapping YAML, or a preset: hubspot, salesforce, demo. Every file it names is "
+        "imported in one transaction.",
+    ),
 ) -> None:
-    """Import one CSV file (all rows or none; re-importing the same file changes nothing)."""
+    """Import CSV files (all rows or none; re-importing the same files changes nothing)."""
     from crm_store.db import make_engine, session_factory, upgrade
-    from crm_store.importer import import_csv
+    from crm_store.importer import import_csv, import_directory
+    from crm_store.mapping import load_mapping
 
+    args = args or []
+    if mapping is None and len(args) != 2:
+        raise UserError(
+            "give ENTITY FILE, or --mapping MAPPING [DIR] (see crm-predict import --help)"
+        )
+    if mapping is not None and len(args) > 1:
+        raise UserError(f"with --mapping give at most one directory (got {len(args)} arguments)")
     engine = make_engine(settings_from(ctx).crm_url)
     upgrade(engine)
     with session_factory(engine)() as session:
-        result = import_csv(session, entity, file)
+        if mapping is None:
+            results = [import_csv(session, args[0], Path(args[1]))]
+        else:
+            results = import_directory(
+                session, load_mapping(mapping), Path(args[0] if args else ".")
+            )
         session.commit()
-    console.print(
-        f"{result.entity}: {result.rows:,} rows read, {result.inserted:,} inserted, "
-        f"{result.updated:,} updated, {result.merged:,} merged as duplicates"
-    )
+    for result in results:
+        console.print(result.describe())
 
 
 def print_counts(table_counts: dict[str, int]) -> None:

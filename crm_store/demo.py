@@ -62,7 +62,9 @@ from sqlalchemy.orm import Session
 from crm_predict.errors import UserError
 from crm_predict.rules import RULES
 from crm_predict.settings import Settings
-from crm_store.bulk import indexes_deferred, insert_frame, reset_id_sequences, store_is_empty
+from crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
+from crm_store.importer import Importer, Source
+from crm_store.mapping import load_mapping
 from crm_store.models import (
     Account,
     Activity,
@@ -539,10 +541,17 @@ def _generate(
     sizes = demo_counts(n_customers)
     written: dict[str, int] = {}
 
+    # The demo goes in through the import path, as any CRM's export does (the demo preset).
+    importer = Importer(session, load_mapping("demo"))
+
     def write(model, frame: pd.DataFrame) -> None:
-        written[model.__tablename__] = written.get(model.__tablename__, 0) + insert_frame(
-            session, model.__table__, frame
-        )
+        name = model.__tablename__
+        result = importer.add(name, frame, Source(f"demo {name}"))
+        written[name] = written.get(name, 0) + result.inserted
+        if result.stage_changes:  # a deal's stage is a history row too
+            written["deal_stage_history"] = (
+                written.get("deal_stage_history", 0) + result.stage_changes
+            )
 
     def rng(part: int, chunk: int = 0) -> np.random.Generator:
         return np.random.default_rng([seed, part, chunk])

@@ -221,9 +221,6 @@ class Importer:
 
     # -- entry points --
 
-    def add_file(self, entity: str, path: Path) -> ImportResult:
-        return self.add(entity, *read_csv(path, self._entity_map(entity).delimiter))
-
     def add(self, entity: str, raw: pd.DataFrame, source: Source) -> ImportResult:
         """Map, check and write one entity's rows (``raw``: text cells, or typed columns)."""
         emap = self._entity_map(entity)
@@ -233,11 +230,40 @@ class Importer:
         self._defaults(frame)
         self._required(frame)
         self._unique_external_ids(frame)
+        # A reference to the same entity (a user's manager) may name a row of this very frame:
+        # resolved once the frame's rows are in.
+        own = [c for c in frame.data.columns if REFERENCES.get(c) == entity]
+        deferred = frame.data[own]
+        frame.data = frame.data.drop(columns=own)
         self._resolve(frame)
         write = {"contacts": self._write_contacts, "deal_stage_history": self._write_history}
         result = write.get(entity, self._write)(frame)
+        if own:
+            self._link_own(frame, deferred)
         self.results.append(result)
         return result
+
+    def _link_own(self, frame: _Frame, deferred: pd.DataFrame) -> None:
+        if "external_id" not in frame.data:
+            raise UserError(f"{frame.source.name} (entities.{frame.entity}.columns): references to {frame.entity} need an external_id column")  # fmt: skip
+        table = _table(frame.entity)
+        resolved = _Frame(frame.entity, frame.source, deferred.copy(), frame.origin)
+        self._resolve(resolved)
+        keys = self.keys(frame.entity)
+        row_ids = keys.to_numpy()[keys.index.get_indexer(frame.data["external_id"])]
+        for name in deferred.columns:
+            values = resolved.data[name]
+            stored = _read_by_id(self.session, table, ["id", name], row_ids)
+            before = stored.set_index("id")[name].reindex(row_ids).astype("Int64")
+            differs = ~((values.isna().to_numpy() & before.isna().to_numpy()) | (values.to_numpy() == before.to_numpy()))  # fmt: skip
+            params = [{"_id": int(i), "_v": None if pd.isna(v) else int(v)} for i, v in zip(row_ids[differs], values[differs], strict=True)]  # fmt: skip
+            if params:
+                self.session.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("_id"))
+                    .values({name: bindparam("_v")}),
+                    params,
+                )
 
     def finish(self) -> list[ImportResult]:
         reset_id_sequences(self.session)
@@ -265,7 +291,12 @@ class Importer:
                 f"{source.name} ({key}.columns): unknown field(s) {', '.join(map(repr, unknown))}"
                 f" for {entity}; fields: {', '.join(fields)}"
             )
-        missing = {f: c for f, c in emap.columns.items() if c not in raw.columns}
+        columns = dict(emap.columns)
+        if emap.same_names:
+            named = {("external_id" if c == "id" else c): c for c in raw.columns}
+            columns = {f: c for f, c in named.items() if f in fields} | columns
+        columns = {f: c for f, c in columns.items() if c not in emap.exclude}
+        missing = {f: c for f, c in columns.items() if c not in raw.columns}
         if missing:
             field_name, column = next(iter(missing.items()))
             raise UserError(
@@ -274,7 +305,7 @@ class Importer:
             )
         data: dict[str, pd.Series] = {}
         origin: dict[str, tuple[str | None, str]] = {}
-        for name, column in emap.columns.items():
+        for name, column in columns.items():
             data[name] = _cleaned(raw[column])
             origin[name] = (column, f"{key}.columns.{name}")
             too_long = _lengths(data[name]) > MAX_FIELD_CHARS
@@ -386,10 +417,9 @@ class Importer:
             if early.any():
                 raise frame.fail("converted_at", np.flatnonzero(early), "converted_at is before created_at")  # fmt: skip
         if entity == "activities" and "type" in data:
-            types = data["type"].astype(object).map(lambda v: v if v is None else str(v).strip().lower())  # fmt: skip
-            data["type"] = types
-            data["category"] = types.map(self.mapping.vocabulary.category_of()).fillna(
-                OTHER_CATEGORY
+            category_of = self.mapping.vocabulary.category_of()
+            data["category"] = per_value(
+                data["type"], lambda v: category_of.get(str(v).strip().lower(), OTHER_CATEGORY)
             )
 
     def _check_stages(self, frame: _Frame) -> None:
@@ -496,7 +526,9 @@ class Importer:
             keys = self.keys(target)
             found = keys.index.get_indexer(refs.where(given, ""))
             dangling = given & (found < 0)
-            if dangling.any():
+            if name in self.mapping.entities[frame.entity].optional_references:
+                given &= ~dangling
+            elif dangling.any():
                 pos = np.flatnonzero(dangling)
                 raise frame.fail(
                     name,
@@ -803,37 +835,48 @@ def _names(table: Table) -> list[str]:
     return [column.name for column in table.columns]
 
 
+def per_value(values: pd.Series, fn, missing: Any = None) -> pd.Series:
+    """``fn`` of each distinct value (``missing`` for blanks), spread back over the rows: a CRM
+    column holds a handful of stage or type names over millions of rows."""
+    codes, uniques = pd.factorize(values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values)  # fmt: skip
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [fn(u) for u in uniques]
+    mapped[-1] = missing
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
 def _cleaned(values: pd.Series) -> pd.Series:
     """Text trimmed, blank cells missing; typed columns (the demo's frames) as they are."""
     if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
         return values
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(object)
-    text = values.astype(object)
-    is_text = text.map(type).eq(str).to_numpy() if len(text) else np.array([], dtype=bool)
-    if is_text.all():
-        stripped = text.str.strip()
-        return stripped.where(stripped != "", None)
-    out = text.copy()
-    out[is_text] = text[is_text].str.strip()
-    return out.where(out.notna() & (out != ""), None)
+    return per_value(values, _strip)
 
 
 def _lengths(values: pd.Series) -> pd.Series:
     if values.dtype != object:
         return pd.Series(0, index=values.index)
-    return values.map(lambda v: len(v) if isinstance(v, str) else 0)
+    return per_value(values, lambda v: len(v) if isinstance(v, str) else 0, 0).astype(np.int64)
 
 
 def _as_key_text(values: pd.Series) -> pd.Series:
-    """Source ids as text (numbers written without a decimal point: 17.0 → '17')."""
+    """Source ids as text (numbers written without a decimal point: 17.0 → '17'); of a list
+    (``a;b``, an export's several associations) the first."""
     if pd.api.types.is_integer_dtype(values.dtype):
         out = values.astype("Int64").astype(str).astype(object)
         return out.where(values.notna(), None)
     if pd.api.types.is_float_dtype(values.dtype):
         out = values.astype("Int64").astype(str).astype(object)
         return out.where(values.notna(), None)
-    return values.astype(object).map(lambda v: None if v is None or pd.isna(v) else str(v))
+    return values.astype(object).map(
+        lambda v: None if v is None or pd.isna(v) else str(v).split(";", 1)[0].strip() or None
+    )
 
 
 def _norm(value: Any) -> Any:
@@ -844,8 +887,7 @@ def _value_mapped(values: pd.Series, table: MappingType[str, Any]) -> pd.Series:
     """Source values replaced by the store's (keys matched trimmed and case-blind); values the
     map does not name pass through (a vocabulary check may refuse them later)."""
     lookup = {_norm(str(k)): v for k, v in table.items()}
-    mapped = values.astype(object).map(lambda v: lookup.get(_norm(v), v) if v is not None else None)  # fmt: skip
-    return mapped
+    return per_value(values, lambda v: lookup.get(_norm(v), v))
 
 
 def _derived(rule, raw: pd.DataFrame, n: int) -> pd.Series:
@@ -1014,22 +1056,20 @@ def _merge_contacts(data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def import_directory(
     session: Session, mapping: Mapping, directory: Path, now: datetime | None = None
 ) -> list[ImportResult]:
-    """Every file the mapping names, read from ``directory``, in one run; the caller commits."""
+    """Every file the mapping names that ``directory`` holds, in one run (an export without
+    orders, say, imports the rest); the caller commits."""
     directory = Path(directory)
-    missing = [
-        f"{e} ({emap.file or 'no file named'})"
-        for e, emap in mapping.ordered()
-        if emap.file is None or not (directory / emap.file).is_file()
-    ]
-    if missing:
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such directory")
+    present = [(e, m) for e, m in mapping.ordered() if m.file and (directory / m.file).is_file()]
+    if not present:
+        named = ", ".join(m.file for _, m in mapping.ordered() if m.file) or "none"
         raise UserError(
-            f"{directory}: the mapping {mapping.name!r} names file(s) not found there: "
-            f"{', '.join(missing)} (entities.<entity>.file)"
+            f"{directory}: holds none of the files the mapping {mapping.name!r} names ({named})"
         )
     importer = Importer(session, mapping, now)
-    frames = [(e, *read_csv(directory / emap.file, emap.delimiter)) for e, emap in mapping.ordered()]  # fmt: skip
-    for entity, frame, source in frames:
-        importer.add(entity, frame, source)
+    for entity, emap in present:
+        importer.add(entity, *read_csv(directory / emap.file, emap.delimiter))
     return importer.finish()
 
 
@@ -1050,7 +1090,7 @@ def import_csv(
             f"{path}, line 1 (header): unknown column(s): {', '.join(map(repr, unknown))}. "
             f"Columns for this entity: {', '.join(c for c in _names(table) if c in known)}"
         )
-    importer = Importer(session, identity_mapping(entity, list(raw.columns)), now)
+    importer = Importer(session, identity_mapping(entity), now)
     result = importer.add(entity, raw, source)
     importer.finish()
     return result

@@ -143,10 +143,17 @@ class EntityMap(_Config):
 
     file: str | None = None  # relative to the import directory
     columns: dict[str, str] = Field(default_factory=dict)  # store field → source column
+    same_names: bool = (
+        False  # also: each source column named like a field fills it (id → external_id)
+    )
+    exclude: list[str] = Field(default_factory=list)  # source columns never read
     values: dict[str, dict[str, Any]] = Field(default_factory=dict)  # field → {source: store}
     derive: dict[str, Derived] = Field(default_factory=dict)
     timestamp_format: str | None = None  # strptime format; default ISO 8601 (and similar)
     timezone: str | None = None  # of naive timestamps; stored as naive UTC
+    # References that may name a row of another kind (Salesforce's WhoId: a lead or a contact)
+    # or one not exported: left empty when not found, instead of an error.
+    optional_references: list[str] = Field(default_factory=list)
     deduplicate: bool = True  # contacts: merge rows with the same email or phone
     assign_owners: bool = True  # leads: a new lead without owner gets a rep of its region
     delimiter: str = ","
@@ -233,8 +240,7 @@ def parse_mapping(content: str, where: str) -> Mapping:
         raise UserError(f"{where}: {key or 'mapping'}: {message}") from None
 
 
-def identity_mapping(entity: str, header: list[str]) -> Mapping:
+def identity_mapping(entity: str) -> Mapping:
     """The mapping of a file already in the store's columns (``import ENTITY FILE``): each
     column fills the field of its name, ``id`` is the source CRM's id (the external id)."""
-    columns = {("external_id" if h == "id" else h): h for h in header}
-    return Mapping(name=f"columns of {entity}", entities={entity: EntityMap(columns=columns)})
+    return Mapping(name=f"columns of {entity}", entities={entity: EntityMap(same_names=True)})
