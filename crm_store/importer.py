@@ -95,6 +95,7 @@ class ImportResult:
     stage_changes: int = 0  # deals: stage-history rows written
     owners_assigned: int = 0  # leads: new leads given a rep of their region
     uncategorised: dict[str, int] = field(default_factory=dict)  # activities: type → rows
+    skipped_columns: list[str] = field(default_factory=list)  # mapped, not in the file
 
     def describe(self) -> str:
         parts = [
@@ -105,6 +106,8 @@ class ImportResult:
             parts.append(f"{self.stage_changes:,} stage changes recorded")
         if self.owners_assigned:
             parts.append(f"{self.owners_assigned:,} new leads assigned an owner by region")
+        if self.skipped_columns:
+            parts.append(f"columns not in the file (fields left empty): {', '.join(self.skipped_columns)}")  # fmt: skip
         if self.uncategorised:
             top = ", ".join(f"{t} ({n:,})" for t, n in list(self.uncategorised.items())[:5])
             parts.append(f"activity types in no category (counted as other): {top}")
@@ -137,6 +140,7 @@ class _Frame:
     data: pd.DataFrame
     origin: dict[str, tuple[str | None, str]]  # field → (source column, mapping key)
     defaults: dict[str, Any] = field(default_factory=dict)  # insert-time values of empty fields
+    skipped: list[str] = field(default_factory=list)  # mapped columns the file lacks
 
     def fail(self, field_name: str, positions: np.ndarray | list[int], message: str) -> UserError:
         position = int(np.asarray(positions)[0])
@@ -238,6 +242,7 @@ class Importer:
         self._resolve(frame)
         write = {"contacts": self._write_contacts, "deal_stage_history": self._write_history}
         result = write.get(entity, self._write)(frame)
+        result.skipped_columns = frame.skipped
         if own:
             self._link_own(frame, deferred)
         self.results.append(result)
@@ -297,6 +302,12 @@ class Importer:
             columns = {f: c for f, c in named.items() if f in fields} | columns
         columns = {f: c for f, c in columns.items() if c not in emap.exclude}
         missing = {f: c for f, c in columns.items() if c not in raw.columns}
+        if missing and self.mapping.missing_columns == "skip":
+            skipped = list(missing.values())
+            columns = {f: c for f, c in columns.items() if f not in missing}
+            missing = {}
+        else:
+            skipped = []
         if missing:
             field_name, column = next(iter(missing.items()))
             raise UserError(
@@ -331,7 +342,7 @@ class Importer:
             data[name] = data[name].where(data[name].notna(), derived) if name in data else derived  # fmt: skip
             origin.setdefault(name, (rule.source, f"{key}.derive.{name}"))
         frame = pd.DataFrame(data, index=pd.RangeIndex(len(raw)))
-        return _Frame(entity, source, frame, origin)
+        return _Frame(entity, source, frame, origin, skipped=skipped)
 
     # -- values --
 

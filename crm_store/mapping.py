@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -166,6 +166,9 @@ class Mapping(_Config):
     source: str | None = None  # which export (and version) the mapping follows
     timestamp_format: str | None = None
     timezone: str = "UTC"
+    # A mapped column the file lacks: an error, or (presets: exports differ in what they include)
+    # the field left empty and the column named in the import summary.
+    missing_columns: Literal["error", "skip"] = "error"
     vocabulary: Vocabulary = Field(default_factory=Vocabulary)
     entities: dict[str, EntityMap]
 

@@ -105,7 +105,9 @@ def test_big_random_forest_is_too_slow_to_promote(mlflow_client):
     # times the budget. The smallest, 100 trees, once timed under the 5 ms budget in a CI run.
     forest = {"n_estimators": 200, "max_depth": 6, "min_samples_leaf": 1, "max_features": "sqrt"}
     version = _version(mlflow_client, "random_forest", forest, card=False)
-    fewer_rows = replace(CONFIG, latency_rows=10)
+    # A budget of 1 ms: the forest's single-row predict is several times that on any machine
+    # seen (5 ms was once met on a fast one); the gate's verdict, not the machine, is under test.
+    fewer_rows = replace(CONFIG, latency_rows=10, predict_latency_budget_ms=1.0)
 
     with pytest.raises(PromotionBlocked, match="predict_latency") as blocked:
         promote(mlflow_client, NAME, version, fewer_rows)
@@ -114,4 +116,4 @@ def test_big_random_forest_is_too_slow_to_promote(mlflow_client):
     failed = [r.name for r in blocked.value.report.failed]
     assert failed == ["predict_latency", "model_card"]  # no card: saves a second
     detail = _latency(blocked.value.report).detail
-    assert "predict p50" in detail and "> budget 5 ms" in detail and "10 holdout rows × 3" in detail
+    assert "predict p50" in detail and "> budget 1 ms" in detail and "10 holdout rows × 3" in detail
