@@ -11,6 +11,7 @@ from rich.table import Table
 
 from crm_predict.errors import UserError, print_error, user_errors_exit_2
 from crm_predict.settings import Settings
+from crm_store.export_cli import export_app
 from features.cli import app as features_app
 from registry.cli import app as registry_app
 from registry.cli import top_level as registry_top_level
@@ -30,6 +31,9 @@ app.registered_commands += training_app.registered_commands
 app.registered_commands += serving_app.registered_commands
 app.add_typer(batch_app, name="batch", help="Nightly batch scoring: tags, tasks, prediction log.")
 app.registered_commands += registry_top_level.registered_commands  # retrain
+app.add_typer(
+    export_app, name="export", help="Tags, tasks, prediction log as CSV with external ids."
+)
 
 
 def settings_from(ctx: typer.Context) -> Settings:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
@@ -32,7 +31,6 @@ ENTITY_TABLES = {  # tag/task/prediction-log entity_type → the table holding i
     "customer": Contact,
     "account": Account,
 }
-KINDS = ("tags", "tasks", "predictions")
 CHUNK_ROWS = 50_000
 TAG_COLUMNS = ("name", "value", "model_name", "model_version", "run_id", "scored_at")
 
@@ -67,7 +65,7 @@ def export_tags(
     """Current tags (entity type, id, external id, name, value, model, run, scored_at) → CSV, in
     key order; returns the row count."""
     check_entity_type(entity_type)
-    external_id = _external_id(Tag.entity_type, Tag.entity_id)
+    external_id = _external_id()
     columns = [Tag.entity_type, Tag.entity_id, external_id, *(getattr(Tag, c) for c in TAG_COLUMNS)]
     query = _joined(select(*columns), Tag.entity_type, Tag.entity_id)
     if entity_type is not None:
@@ -93,7 +91,7 @@ def export_tasks(
     for column in Task.__table__.columns:
         columns.append(getattr(Task, column.key))
         if column.key == "entity_id":
-            columns.append(_external_id(Task.entity_type, Task.entity_id))
+            columns.append(_external_id())
         elif column.key == "owner_id":
             columns.append(owner.external_id.label("owner_external_id"))
     query = _joined(select(*columns), Task.entity_type, Task.entity_id)
@@ -120,7 +118,7 @@ def export_predictions(
     for column in PredictionLog.__table__.columns:
         columns.append(getattr(PredictionLog, column.key))
         if column.key == "entity_id":
-            columns.append(_external_id(PredictionLog.entity_type, PredictionLog.entity_id))
+            columns.append(_external_id())
     query = _joined(select(*columns), PredictionLog.entity_type, PredictionLog.entity_id)
     if entity_type is not None:
         query = query.where(PredictionLog.entity_type == entity_type)
@@ -131,37 +129,23 @@ def export_predictions(
 
 # --- the join and the write -----------------------------------------------------------------------
 
-
-def _tables() -> dict[type, tuple[str, ...]]:
-    """Entity table → the entity types it holds (contacts hold contacts and customers)."""
-    types: dict[type, tuple[str, ...]] = {}
-    for entity_type, table in ENTITY_TABLES.items():
-        types[table] = (*types.get(table, ()), entity_type)
-    return types
+ENTITY_TYPES_OF: dict[type, tuple[str, ...]] = {}  # entity table → the entity types it holds
+for _type, _table in ENTITY_TABLES.items():
+    ENTITY_TYPES_OF[_table] = (*ENTITY_TYPES_OF.get(_table, ()), _type)
+ENTITY_ALIASES = {t: aliased(t, name=f"entity_{t.__tablename__}") for t in ENTITY_TYPES_OF}
 
 
-def _aliases() -> dict[type, type]:
-    return {table: aliased(table, name=f"entity_{table.__tablename__}") for table in _tables()}
-
-
-_ALIASES: dict[type, type] = {}
-
-
-def _alias(table: type) -> type:
-    if not _ALIASES:
-        _ALIASES.update(_aliases())
-    return _ALIASES[table]
-
-
-def _external_id(entity_type: ColumnElement, entity_id: ColumnElement) -> ColumnElement:
-    """The external id of the row's entity: one of the left-joined tables matches, or none."""
-    return func.coalesce(*(_alias(t).external_id for t in _tables())).label("entity_external_id")
+def _external_id() -> ColumnElement:
+    """The external id of the row's entity: at most one of the left-joined tables matches."""
+    return func.coalesce(*(a.external_id for a in ENTITY_ALIASES.values())).label(
+        "entity_external_id"
+    )
 
 
 def _joined(query: Select, entity_type: ColumnElement, entity_id: ColumnElement) -> Select:
-    """``query`` left-joined to each entity table on (its entity types, id)."""
-    for table, types in _tables().items():
-        alias = _alias(table)
+    """``query`` left-joined to each entity table on (the entity types it holds, id)."""
+    for table, alias in ENTITY_ALIASES.items():
+        types = ENTITY_TYPES_OF[table]
         kind = entity_type == types[0] if len(types) == 1 else entity_type.in_(types)
         query = query.outerjoin(alias, and_(kind, alias.id == entity_id))
     return query
@@ -189,18 +173,3 @@ def _write(session: Session, query: Select, out: Path, chunk_rows: int) -> int:
         Path(temporary).unlink(missing_ok=True)
         raise
     return rows
-
-
-def header(kind: str) -> Sequence[str]:
-    """The CSV columns of one export kind (documented and tested)."""
-    if kind == "tags":
-        return ("entity_type", "entity_id", "entity_external_id", *TAG_COLUMNS)
-    table = {"tasks": Task, "predictions": PredictionLog}[kind]
-    names: list[str] = []
-    for column in table.__table__.columns:
-        names.append(column.key)
-        if column.key == "entity_id":
-            names.append("entity_external_id")
-        elif column.key == "owner_id":
-            names.append("owner_external_id")
-    return tuple(names)
