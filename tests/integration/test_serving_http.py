@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -17,7 +18,8 @@ from mlflow import MlflowClient
 from serving_models import lead_frame, register_models
 
 from crm_predict.settings import Settings
-from crm_store.db import make_engine, upgrade
+from crm_store.db import make_engine, session_factory, upgrade
+from crm_store.models import Contact
 from serving.cli import serve_command
 
 pytestmark = pytest.mark.integration
@@ -62,7 +64,13 @@ def test_bentoml_serve_answers_over_http_and_stops(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     versions = register_models(MlflowClient(tracking_uri=uri, registry_uri=uri))
     crm = f"sqlite:///{tmp_path / 'crm.db'}"
-    upgrade(make_engine(crm))
+    engine = make_engine(crm)
+    upgrade(engine)
+    with session_factory(engine)() as session:  # a contact the API can be asked for by its ref
+        t = datetime(2026, 6, 1)
+        session.add(Contact(id=5, external_id="cont_000005", created_at=t, updated_at=t))
+        session.commit()
+    engine.dispose()
     settings = Settings(
         data_dir=tmp_path / "data", mlflow_tracking_uri=uri, database_url=crm, api_token=TOKEN
     )
@@ -87,6 +95,11 @@ def test_bentoml_serve_answers_over_http_and_stops(tmp_path):
         assert [p["score"] for p in batch.json()["predictions"]] == [body["prediction"]["score"]] * 2  # fmt: skip
         nbt = http.post("/next_best_time", json={"contact_id": 5})
         assert nbt.status_code == 200 and len(nbt.json()["prediction"]["best_slots"]) == 3
+        by_ref = http.post("/next_best_time", json={"contact_ref": "cont_000005"})
+        assert by_ref.status_code == 200, by_ref.text
+        assert by_ref.json()["prediction"] == {**nbt.json()["prediction"], "external_id": "cont_000005"}  # fmt: skip
+        unknown = http.post("/next_best_time/batch", json={"contact_refs": ["cont_000005", "nope"]})
+        assert unknown.status_code == 404 and unknown.json()["field"] == "contact_refs"
 
         assert http.post("/lead_score", json={"lead_id": "x"}).status_code == 400
         assert http.post("/lead_score", json={"lead_id": 1, "write_back": True}).status_code == 401
