@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 FeatureValue = float | int | str | bool | None
 # Ids are BIGINTs: a larger number is a 400 naming the field, not an overflow (500) downstream.
 EntityId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-# External ids: the source CRM's own id as text (String(100) in the store).
-EntityRef = Annotated[str, Field(min_length=1, max_length=100)]
+# External ids: the source CRM's own id as text (String(100) in the store; no NUL, which
+# PostgreSQL text cannot hold: a 400 naming the field, not a failed query).
+EntityRef = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]+$")]
 REF_DESCRIPTION = "The source CRM's id (external_id) instead of the internal id."
 FeatureRow = dict[str, FeatureValue]
 

@@ -384,6 +384,7 @@ def test_a_ref_beside_an_id_or_features_is_400_naming_both(api, refs, payload):
         ("/lead_score", {"lead_ref": ""}, "lead_ref"),
         ("/lead_score", {"lead_ref": 11}, "lead_ref"),
         ("/lead_score", {"lead_ref": "x" * 101}, "lead_ref"),
+        ("/lead_score", {"lead_ref": "lead\x00"}, "lead_ref"),
         ("/churn/batch", {"customer_refs": []}, "customer_refs"),
     ],
 )
