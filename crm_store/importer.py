@@ -615,6 +615,11 @@ class Importer:
         table = _table(entity)
         stored = _read_by_id(self.session, table, ["id", *columns], ids)
         stored = stored.set_index("id").reindex(ids)
+        old = old.copy()
+        if entity == "leads" and "owner_id" in old and self.mapping.entities[entity].assign_owners:
+            # An owner the import assigned stays when the file still has none.
+            owner = old["owner_id"]
+            old["owner_id"] = owner.where(owner.notna(), stored["owner_id"].to_numpy()).astype("Int64")  # fmt: skip
         differs = np.zeros(len(old), dtype=bool)
         for c in columns:
             a, b = old[c].reset_index(drop=True), stored[c].reset_index(drop=True)
