@@ -487,8 +487,8 @@ class Importer:
                 value: Any = pd.Series(self.now, index=frame.data.index)
             elif isinstance(source, str) and source in frame.data:
                 value = frame.data[source]
-            elif isinstance(source, str):
-                continue
+            elif isinstance(source, str) and source in _names(_table(frame.entity)):
+                continue  # a field the frame does not fill: nothing to default from
             else:
                 value = source
             frame.defaults[name] = value
@@ -654,10 +654,10 @@ class Importer:
         changed = self._changed(frame.entity, old, old_ids)
         assigned = self._assign_owners(frame, new) if frame.entity == "leads" else 0
         new_ids = self._insert(frame, new)
-        self._update(frame.entity, changed)
         history = 0
-        if frame.entity == "deals" and "stage" in frame.data:
+        if frame.entity == "deals" and "stage" in frame.data:  # reads the stages before the update
             history = self._stage_history(frame, new, new_ids, old, old_ids)
+        self._update(frame.entity, changed)
         return ImportResult(
             frame.entity,
             frame.source.name,
@@ -767,7 +767,11 @@ class Importer:
         keep = ~dup
         records, store_ids = records[keep], store_ids[keep]
         new = records[store_ids < 0].drop(columns=["_emails", "_phones"])
-        new = new.assign(alternate_emails=records.loc[store_ids < 0, "_emails"], alternate_phones=records.loc[store_ids < 0, "_phones"])  # fmt: skip
+        added = records[store_ids < 0]
+        new = new.assign(
+            alternate_emails=_alternates(added["_emails"], added.get("email"), normalise_email),
+            alternate_phones=_alternates(added["_phones"], added.get("phone"), normalise_phone),
+        )
         frame_new = _Frame("contacts", frame.source, new, frame.origin, frame.defaults)
         self._insert(frame_new, new)
         updated = self._fill_stored_contacts(records[store_ids >= 0], store_ids[store_ids >= 0])
@@ -1008,6 +1012,16 @@ def _identity_index(stored: pd.DataFrame, own: str, alternates: str, norm) -> di
             if key:
                 index.setdefault(key, int(cid))
     return index
+
+
+def _alternates(every: pd.Series, own: pd.Series | None, norm) -> list[str | None]:
+    """A record's identities other than its own email/phone, ``;``-joined (None if none)."""
+    owns = own if own is not None else pd.Series([None] * len(every), index=every.index)
+    out = []
+    for joined, value in zip(every, owns, strict=True):
+        others = [v for v in _split(joined) if v != norm(value)]
+        out.append(";".join(others) or None)
+    return out
 
 
 def _by_external(records: pd.DataFrame, keys: pd.Series) -> int:
