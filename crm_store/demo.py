@@ -64,7 +64,7 @@ from crm_predict.rules import RULES
 from crm_predict.settings import Settings
 from crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
 from crm_store.importer import Importer, Source
-from crm_store.mapping import load_mapping
+from crm_store.mapping import ENTITY_ORDER, load_mapping
 from crm_store.models import (
     Account,
     Activity,
@@ -520,18 +520,7 @@ def generate_demo(
         )
     reset_id_sequences(session)
     report("done", 1.0)
-    order = [
-        "users",
-        "accounts",
-        "contacts",
-        "leads",
-        "deals",
-        "deal_stage_history",
-        "activities",
-        "orders",
-        "tickets",
-    ]
-    return {name: written.get(name, 0) for name in order}
+    return {name: written.get(name, 0) for name in ENTITY_ORDER}
 
 
 def _generate(
