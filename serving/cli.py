@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,4 +95,8 @@ def serve(
     if env["CRM_PREDICT_API_TOKEN"] != settings.api_token:
         typer.echo(f"demo mode, no API token configured: this run's token is {env['CRM_PREDICT_API_TOKEN']}")  # fmt: skip
     typer.echo(f"serving on http://{host}:{port} (docs at /, readiness at /readyz)")
-    raise typer.Exit(subprocess.call(argv, env=env))
+    sys.stdout.flush()
+    # The server takes this process's place: a signal to the pid the caller started (a service
+    # manager's SIGTERM, Ctrl-C) reaches BentoML's own shutdown, which stops its workers; a child
+    # process would be orphaned holding the port.
+    os.execve(argv[0], argv, env)
