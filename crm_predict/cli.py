@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def _root(
     ctx: typer.Context,
     data_dir: Path = typer.Option(None, help="Override CRM_PREDICT_DATA_DIR."),
 ) -> None:
+    # MLflow draws a progress bar for every artifact download (a model card, a champion): noise
+    # in ordinary commands; a user who wants the bars sets the variable.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
     settings.ensure_dirs()
     ctx.obj = settings
