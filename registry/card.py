@@ -72,6 +72,27 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
+def _clv_parameter_lines(info: VersionInfo) -> list[str]:
+    """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as logged by ``training.clv``, and the fit."""
+    params = info.params
+    if not any(f"fit_{k}" in params for k in ("r", "alpha", "a", "b", "p", "q", "v")):
+        return ["", "## Fitted parameters", "Not logged for this version."]
+
+    def value(key: str) -> str:
+        return params.get(f"fit_{key}", "—")
+
+    return [
+        "",
+        "## Fitted parameters",
+        "| model | parameters |",
+        "|---|---|",
+        f"| BG/NBD | r = {value('r')}, α = {value('alpha')}, a = {value('a')}, b = {value('b')} |",
+        f"| Gamma-Gamma | p = {value('p')}, q = {value('q')}, v = {value('v')} |",
+        "",
+        f"Fit: {info.tags.get('clv_fit', 'not logged')}.",
+    ]
+
+
 def render_model_card(
     info: VersionInfo,
     fairness: list[GateResult],
@@ -117,6 +138,7 @@ def render_model_card(
                 f"| {metric} | {_fmt(metrics[metric])} | {_fmt(metrics.get(baseline or ''))} "
                 f"| {_fmt(metrics.get(oracle or ''))} |"
             )
+    lines += _clv_parameter_lines(info) if kind == "clv" else []
     lines += ["", "## Calibration"]
     if "brier" in metrics or "ece" in metrics:
         lines.append(

@@ -42,6 +42,14 @@ def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
     return training_set(settings, model), truth
 
 
+def clv_params_line(params: Any, fit: Any = None) -> str:
+    """The fitted BG/NBD and Gamma-Gamma parameters, and how they were fitted."""
+    bgnbd = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("r", "alpha", "a", "b"))
+    spend = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("p", "q", "v"))
+    how = f"; {fit.describe()}" if fit is not None else ""
+    return f"BG/NBD {bgnbd}; Gamma-Gamma {spend}{how}"
+
+
 @app.command("train")
 @user_errors_exit_2
 def train(
@@ -77,8 +85,10 @@ def train(
     freq: str = typer.Option(
         "D", help="clv: count at most one purchase per day (D) or week (W).", rich_help_panel="clv"
     ),
-    penalizer: float = typer.Option(
-        0.001, help="clv: L2 penalty; raise it if the fit does not converge.", rich_help_panel="clv"
+    penalizer: float | None = typer.Option(
+        None,
+        help="clv: L2 penalty (default: none, the MLE; a small one only if that does not converge).",
+        rich_help_panel="clv",
     ),
     events: Path | None = typer.Option(
         None,
@@ -121,6 +131,7 @@ def train(
                 amount_col, freq, penalizer,
             )  # fmt: skip
             shown = ("mae_purchases", "baseline_mae_purchases", "mean_clv_3y")
+            Console().print(clv_params_line(result.params, result.fit))
         else:
             from training.next_best_time import run_training as train_nbt
 

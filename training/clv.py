@@ -42,10 +42,11 @@ Freq = Literal["D", "W"]
 
 @dataclass(frozen=True)
 class ClvConfig:
-    """How to fit: penalizer (raise it when the fit does not converge), purchase granularity and the
+    """How to fit: penalizer (``None``: the unpenalised MLE, retried with a small penalizer only
+    when it does not converge; a number: exactly that one), purchase granularity and the
     calibration/holdout split (default: the newest ``holdout_fraction`` of the date span)."""
 
-    penalizer: float = 0.001
+    penalizer: float | None = None
     freq: Freq = "D"
     holdout_fraction: float = 0.2
     calibration_end: datetime | None = None
@@ -67,6 +68,30 @@ class ClvParams:
     annual_discount_rate: float = RULES.value.annual_discount_rate
 
 
+@dataclass(frozen=True)
+class ClvFit:
+    """Fitted parameters and the penalizer each sub-model ended with (0 = the MLE); ``notes`` say
+    why a penalizer was used."""
+
+    params: ClvParams
+    penalizer_bgnbd: float
+    penalizer_gamma_gamma: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def penalized(self) -> bool:
+        return self.penalizer_bgnbd > 0 or self.penalizer_gamma_gamma > 0
+
+    def describe(self) -> str:
+        """One line for the CLI, the run's tag and the model card."""
+        if not self.penalized:
+            return "unpenalised MLE (penalizer 0)"
+        return (
+            f"penalized: BG/NBD {self.penalizer_bgnbd:g}, Gamma-Gamma {self.penalizer_gamma_gamma:g}"
+            + (f" ({'; '.join(self.notes)})" if self.notes else "")
+        )
+
+
 @dataclass
 class ClvResult:
     run_id: str
@@ -74,6 +99,7 @@ class ClvResult:
     params: ClvParams
     metrics: dict[str, float]
     customers: pd.DataFrame = field(repr=False)
+    fit: ClvFit | None = None
 
 
 # --- Input -----------------------------------------------------------------------------------
@@ -174,19 +200,17 @@ def _quiet(fit, *args, **kwargs):
         return fit(*args, **kwargs)
 
 
-def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
-    """Fit BG/NBD on all customers and Gamma-Gamma on repeat customers with a positive spend."""
-    from lifetimes import BetaGeoFitter, GammaGammaFitter
+FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)  # tried in turn when the MLE does not converge
+
+
+class _NoConvergence(Exception):
+    """lifetimes' ConvergenceError, or an optimum with non-finite parameters."""
+
+
+def _fit_bgnbd(summary: pd.DataFrame, penalizer: float) -> dict[str, float]:
+    from lifetimes import BetaGeoFitter
     from lifetimes.utils import ConvergenceError
 
-    if penalizer < 0:
-        raise UserError(f"penalizer must be ≥ 0, not {penalizer}")
-    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-    if len(repeat) < 2:
-        raise UserError(
-            f"only {len(repeat)} customer(s) bought more than once; the spend model needs ≥ 2"
-        )
-    hint = f"try a higher penalizer than {penalizer:g} (e.g. --penalizer {max(penalizer * 10, 0.01):g})"
     try:
         bgf = _quiet(
             BetaGeoFitter(penalizer_coef=penalizer).fit,
@@ -195,7 +219,17 @@ def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
             summary["T"],
         )
     except ConvergenceError:
-        raise UserError(f"the BG/NBD purchase model did not converge; {hint}") from None
+        raise _NoConvergence from None
+    params = {k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")}
+    if not np.isfinite(list(params.values())).all():
+        raise _NoConvergence
+    return params
+
+
+def _fit_gamma_gamma(repeat: pd.DataFrame, penalizer: float) -> dict[str, float]:
+    from lifetimes import GammaGammaFitter
+    from lifetimes.utils import ConvergenceError
+
     # lifetimes penalises the raw squared parameters and, unlike BG/NBD's alpha, does not rescale
     # v (in currency units): fit on spend / median spend, so one penalizer means the same for any
     # currency, then scale v back (Gamma-Gamma is scale-equivariant: m / c ⇒ v / c).
@@ -207,15 +241,63 @@ def fit_clv(summary: pd.DataFrame, penalizer: float = 0.001) -> ClvParams:
             repeat["monetary_value"] / scale,
         )
     except ConvergenceError:
-        raise UserError(f"the Gamma-Gamma spend model did not converge; {hint}") from None
-    if ggf.params_["q"] <= 1:  # the mean spend (v p / (q - 1)) is infinite
-        raise UserError(f"the Gamma-Gamma fit has q = {ggf.params_['q']:.3g} ≤ 1; {hint}")
-    return ClvParams(
-        **{k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")},
-        p=float(ggf.params_["p"]),
-        q=float(ggf.params_["q"]),
-        v=float(ggf.params_["v"]) * scale,
+        raise _NoConvergence from None
+    params = {k: float(ggf.params_[k]) for k in ("p", "q", "v")}
+    if not np.isfinite(list(params.values())).all():
+        raise _NoConvergence
+    return params | {"v": params["v"] * scale}
+
+
+def _fit_with_fallback(fit, data: pd.DataFrame, penalizer: float | None, what: str):
+    """(params, penalizer used, note): ``penalizer`` exactly, or for ``None`` the MLE and then
+    each of ``FALLBACK_PENALIZERS`` until one converges."""
+    tries = (0.0, *FALLBACK_PENALIZERS) if penalizer is None else (penalizer,)
+    for coef in tries:
+        try:
+            params = fit(data, coef)
+        except _NoConvergence:
+            continue
+        note = f"the {what} MLE did not converge; fitted with penalizer {coef:g}" if coef else None
+        return params, coef, note if penalizer is None else None
+    if penalizer is None:
+        raise UserError(
+            f"the {what} model did not converge, even with penalizer {tries[-1]:g}; "
+            "check the transactions (dates, one row per purchase) or pass a higher --penalizer"
+        )
+    hint = f"try a higher penalizer than {penalizer:g} (e.g. --penalizer {max(penalizer * 10, 0.01):g})"
+    raise UserError(f"the {what} model did not converge; {hint}")
+
+
+def fit_clv_auto(summary: pd.DataFrame, penalizer: float | None = None) -> ClvFit:
+    """Fit BG/NBD on all customers and Gamma-Gamma on repeat customers with a positive spend:
+    the unpenalised MLE by default, a small penalizer only where that does not converge."""
+    if penalizer is not None and penalizer < 0:
+        raise UserError(f"penalizer must be ≥ 0, not {penalizer}")
+    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    if len(repeat) < 2:
+        raise UserError(
+            f"only {len(repeat)} customer(s) bought more than once; the spend model needs ≥ 2"
+        )
+    bgnbd, pen_bg, note_bg = _fit_with_fallback(_fit_bgnbd, summary, penalizer, "BG/NBD purchase")
+    gg, pen_gg, note_gg = _fit_with_fallback(
+        _fit_gamma_gamma, repeat, penalizer, "Gamma-Gamma spend"
     )
+    if gg["q"] <= 1:  # the mean spend (v p / (q - 1)) is infinite
+        raise UserError(
+            f"the Gamma-Gamma fit has q = {gg['q']:.3g} ≤ 1 (infinite mean spend); "
+            "try a higher penalizer (e.g. --penalizer 0.01)"
+        )
+    return ClvFit(
+        params=ClvParams(**bgnbd, **gg),
+        penalizer_bgnbd=pen_bg,
+        penalizer_gamma_gamma=pen_gg,
+        notes=tuple(n for n in (note_bg, note_gg) if n),
+    )
+
+
+def fit_clv(summary: pd.DataFrame, penalizer: float | None = 0.0) -> ClvParams:
+    """``fit_clv_auto``'s parameters (default: exactly the MLE, no fallback)."""
+    return fit_clv_auto(summary, penalizer).params
 
 
 def _fitters(params: ClvParams):
@@ -397,6 +479,13 @@ def evaluate_holdout(
 ) -> tuple[dict[str, float], pd.DataFrame, ClvParams]:
     """Fit on the calibration period; MAE of predicted vs actual holdout purchases per customer,
     beside the naive baseline "each customer keeps buying at their calibration-period rate"."""
+    metrics, holdout, fit = _evaluate_holdout(transactions, config)
+    return metrics, holdout, fit.params
+
+
+def _evaluate_holdout(
+    transactions: pd.DataFrame, config: ClvConfig
+) -> tuple[dict[str, float], pd.DataFrame, ClvFit]:
     from lifetimes.utils import calibration_and_holdout_data
 
     calibration_end, observation_end = split_dates(transactions, config)
@@ -413,7 +502,8 @@ def evaluate_holdout(
     except ValueError as exc:  # lifetimes: no transactions in the holdout period
         raise UserError(f"cannot split at {calibration_end.date()}: {exc}") from None
     calibration = matrix.rename(columns={f"{c}_cal": c for c in FEATURES})
-    params = fit_clv(calibration, config.penalizer)
+    fit = fit_clv_auto(calibration, config.penalizer)
+    params = fit.params
     bgf, _ = _fitters(params)
     duration = float(matrix["duration_holdout"].iloc[0])
     predicted = bgf.conditional_expected_number_of_purchases_up_to_time(
@@ -448,7 +538,7 @@ def evaluate_holdout(
         event_timestamp=calibration_end,
     )
     holdout = holdout.rename_axis("entity_id").reset_index()
-    return metrics, holdout, params
+    return metrics, holdout, fit
 
 
 def _calibration_plot(params: ClvParams, holdout: pd.DataFrame):
@@ -478,12 +568,13 @@ def train_clv(
 
     ``transactions`` has columns ``customer, date, amount`` (see ``transactions_frame``).
     """
-    metrics, holdout, cal_params = evaluate_holdout(transactions, config)
+    metrics, holdout, cal_fit = _evaluate_holdout(transactions, config)
+    cal_params = cal_fit.params
     calibration_end, observation_end = split_dates(transactions, config)
     summary = customer_summary(transactions, observation_end, config.freq)
-    params = fit_clv(summary, config.penalizer)
+    fit = fit_clv_auto(summary, config.penalizer)
     params = replace(
-        params,
+        fit.params,
         horizon_weeks=rules.value.horizon_weeks,
         annual_discount_rate=rules.value.annual_discount_rate,
     )
@@ -507,7 +598,11 @@ def train_clv(
         predict_clv(params, example),
         holdout=holdout,
         params={
-            "penalizer": config.penalizer,
+            "penalizer": "auto" if config.penalizer is None else config.penalizer,
+            "penalizer_bgnbd": fit.penalizer_bgnbd,
+            "penalizer_gamma_gamma": fit.penalizer_gamma_gamma,
+            "cal_penalizer_bgnbd": cal_fit.penalizer_bgnbd,
+            "cal_penalizer_gamma_gamma": cal_fit.penalizer_gamma_gamma,
             "freq": config.freq,
             "calibration_end": calibration_end.date().isoformat(),
             "observation_end": observation_end.date().isoformat(),
@@ -523,6 +618,8 @@ def train_clv(
             "data_window": window,
             "entity": "customer",
             "source": source,
+            "clv_fit": fit.describe(),
+            "clv_fit_penalized": str(fit.penalized or cal_fit.penalized).lower(),
         },
         dicts={
             "rules.json": rules.as_dict(),
@@ -543,6 +640,7 @@ def train_clv(
         params=params,
         metrics=metrics,
         customers=customers,
+        fit=replace(fit, params=params),
     )
 
 
@@ -554,7 +652,7 @@ def run_training(
     date_col: str | None = None,
     amount_col: str | None = None,
     freq: Freq = "D",
-    penalizer: float = 0.001,
+    penalizer: float | None = None,
 ) -> ClvResult:
     """``crm-predict train clv``: the demo CRM's orders, or a user's transaction CSV."""
     columns = {"--customer-col": customer_col, "--date-col": date_col, "--amount-col": amount_col}

@@ -49,6 +49,47 @@ def test_train_on_your_own_csvs(cli, tmp_path):
     assert "version 1" in nbt.output
 
 
+def test_train_clv_on_cdnow_gives_the_published_mle_by_default(cli, tmp_path, mlflow_client):
+    """Fader, Hardie & Lee (2005): the 39-week CDNOW calibration sample (shipped in lifetimes) has
+    the MLE r=0.243, alpha=4.414, a=0.793, b=2.426 and Gamma-Gamma p=6.25, q=3.74, v=15.44. The
+    default fit is that MLE: a penalizer of 0.001 gave a=0.498, b=1.323 (and mean CLV +17 %)."""
+    import re
+
+    from mlflow import MlflowClient
+    from test_clv import cdnow_transactions
+
+    tx = cdnow_transactions()
+    path = tmp_path / "cdnow.csv"
+    tx[tx["date"] <= "1997-09-30"].to_csv(path, index=False)
+    result = cli(
+        "train", "clv", "--transactions", str(path), "--customer-col", "customer",
+        "--date-col", "date", "--amount-col", "amount",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = dict(re.findall(r"\b(r|alpha|a|b|p|q|v)=([0-9.]+)", result.output))
+    assert float(printed["r"]) == pytest.approx(0.243, abs=0.001)
+    assert float(printed["alpha"]) == pytest.approx(4.414, abs=0.01)
+    assert float(printed["a"]) == pytest.approx(0.793, abs=0.002)
+    assert float(printed["b"]) == pytest.approx(2.426, abs=0.01)
+    assert float(printed["p"]) == pytest.approx(6.25, abs=0.01)
+    assert float(printed["q"]) == pytest.approx(3.74, abs=0.01)
+    assert float(printed["v"]) == pytest.approx(15.44, abs=0.02)
+    assert "unpenalised MLE" in result.output
+
+    uri = f"sqlite:///{(tmp_path / 'cli' / 'mlflow.db').resolve()}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.get_run(client.get_model_version("clv", "1").run_id)
+    assert float(run.data.params["penalizer_bgnbd"]) == 0.0
+    assert float(run.data.params["fit_a"]) == pytest.approx(0.793, abs=0.002)
+    assert run.data.tags["clv_fit_penalized"] == "false"
+    assert run.data.metrics["mean_clv_3y"] == pytest.approx(63.4, abs=0.1)
+    from registry.card import write_model_card
+
+    card = write_model_card(client, "clv", "1")
+    assert "| BG/NBD | r = 0.242" in card and "a = 0.792" in card
+    assert "| Gamma-Gamma | p = 6.2" in card and "Fit: unpenalised MLE" in card
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -114,6 +114,23 @@ def test_non_convergence_suggests_a_higher_penalizer():
         fit_clv(summary, penalizer=0.0)
 
 
+def test_a_penalizer_is_used_only_when_the_mle_does_not_converge():
+    from training.clv import fit_clv_auto
+
+    tx = transactions_frame(synthetic_transactions(), "cust", "when", "value")
+    mle = fit_clv_auto(customer_summary(tx, tx["date"].max()))
+    assert (mle.penalizer_bgnbd, mle.penalizer_gamma_gamma) == (0.0, 0.0)
+    assert not mle.penalized and "unpenalised MLE" in mle.describe()
+    # Every customer bought 5 more times for the same amount: the spend MLE does not exist.
+    degenerate = pd.DataFrame(
+        {"frequency": 5.0, "recency": 30.0, "T": 30.0, "monetary_value": 20.0}, index=range(40)
+    )
+    fallback = fit_clv_auto(degenerate)
+    assert fallback.penalizer_gamma_gamma > 0 and fallback.penalized
+    assert "Gamma-Gamma spend MLE did not converge" in fallback.describe()
+    assert np.isfinite([fallback.params.p, fallback.params.q, fallback.params.v]).all()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
