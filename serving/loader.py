@@ -295,13 +295,14 @@ def load_model(
     client: MlflowClient,
     name: str,
     alias: str = "champion",
-    exact_shap: bool = False,
+    exact_shap: bool = True,
     single_thread: bool = False,
 ) -> LoadedModel:
     """Resolve ``name@alias`` through ``client`` and load the native model with its explainer.
 
-    ``exact_shap`` switches XGBoost reasons from Saabas (``approx_contribs``, ≈0.2 ms a row) to
-    exact TreeSHAP (≈4 ms a row). ``single_thread`` makes the classifier score on the calling
+    XGBoost reasons are exact TreeSHAP (``exact_shap``, a few ms a row: what the review page and
+    SHAP itself give); ``exact_shap=False`` is Saabas (``approx_contribs``, ≈0.2 ms a row), an
+    approximation whose feature ranks can differ. ``single_thread`` makes the classifier score on the calling
     thread (``single_threaded``: the online API's choice); by default the model keeps the
     threading it was logged with (the nightly batch's large predicts use every core).
     """
@@ -353,7 +354,7 @@ def _signature_types(meta: Model) -> dict[str, str]:
 
 
 def build_explainer(
-    model: object, feature_names: list[str], exact: bool = False
+    model: object, feature_names: list[str], exact: bool = True
 ) -> Explainer | None:
     """An explainer for a (Pipeline of) XGBoost, sklearn tree ensemble or linear classifier;
     ``None`` when the final estimator is of another kind."""

@@ -53,9 +53,7 @@ class ReviewContext:
         version = str(self.client.get_model_version_by_alias(MODEL, self.alias).version)
         with self._lock:
             if self._model is None or self._model.version != version:
-                self._model = load_model(
-                    self.client, MODEL, self.alias, exact_shap=True, single_thread=True
-                )
+                self._model = load_model(self.client, MODEL, self.alias, single_thread=True)
             return self._model
 
 

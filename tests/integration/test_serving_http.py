@@ -87,7 +87,7 @@ def test_bentoml_serve_answers_over_http_and_stops(tmp_path):
         assert single.status_code == 200, single.text
         body = single.json()
         assert 1 <= body["prediction"]["score"] <= 99
-        assert body["prediction"]["reasons"]["method"] == "xgboost_saabas"
+        assert body["prediction"]["reasons"]["method"] == "xgboost_treeshap"
         assert body["model"] == {"name": "lead_scoring", "version": str(versions["lead_scoring"]), "alias": "champion", "run_id": body["model"]["run_id"]}  # fmt: skip
 
         batch = http.post("/lead_score/batch", json={"rows": [row, row]})

@@ -59,7 +59,7 @@ def test_search_candidates_meet_the_budget(mlflow_client, candidate, params):
     assert gate.passed, gate.detail
     assert "predict p50" in gate.detail and "≤ budget 5 ms" in gate.detail
     if candidate == "xgboost":  # reasons were timed too
-        assert "explain (xgboost_saabas)" in gate.detail and "≤ budget 10 ms" in gate.detail
+        assert "explain (xgboost_treeshap)" in gate.detail and "≤ budget 10 ms" in gate.detail
     assert report.passed, report.failure_message()
 
 

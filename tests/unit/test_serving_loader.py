@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 from serving_models import lead_frame
@@ -130,7 +131,7 @@ def test_calibrated_frozen_estimator_is_explained_through_its_base(xgb_pipeline)
     )
     pipeline = Pipeline([("prep", model[:-1]), ("clf", calibrated)])
     explainer = build_explainer(pipeline, list(frame.columns))
-    assert explainer is not None and explainer.method == "xgboost_saabas"
+    assert explainer is not None and explainer.method == "xgboost_treeshap"
     plain = build_explainer(model, list(frame.columns))
     np.testing.assert_allclose(
         explainer.contributions(frame.head(4)).to_numpy(),
@@ -194,3 +195,23 @@ def test_micro_batcher_scores_small_batches_on_the_loop_and_keeps_coalescing():
     assert (one, many, big, held) == (10, [20, 30, 40], 500, 50)
     assert calls == [(True, [1]), (True, [2, 3, 4]), (False, [50]), (False, [5])]
     assert batcher.batch_sizes == [1, 3, 1, 1] and batcher.inline_batches == 2
+
+
+def test_api_reasons_are_exact_treeshap_like_the_review_page(tmp_path):
+    """The API's explainer (``load_for_serving``) and the review page's (``load_model``) are one
+    method, exact TreeSHAP, and give the same contributions for the same rows."""
+    from mlflow import MlflowClient
+    from serving_models import lead_frame, register_models
+
+    from serving.hub import load_for_serving
+    from serving.loader import load_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    register_models(client, only=("lead_scoring",))
+    api = load_for_serving(client, "lead_scoring")
+    review = load_model(client, "lead_scoring", single_thread=True)
+    assert api.explainer.method == review.explainer.method == "xgboost_treeshap"
+    rows = lead_frame(5, seed=3)[api.feature_names]
+    mine = api.explainer.contributions(rows)
+    pd.testing.assert_frame_equal(mine, review.explainer.contributions(rows))

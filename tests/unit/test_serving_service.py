@@ -508,7 +508,7 @@ def test_polling_picks_up_a_new_champion(env):
                 break
             time.sleep(0.1)
         assert int(hub.models["churn"].version) == int(before) + 1
-        assert hub.models["churn"].explainer.method == "xgboost_saabas"
+        assert hub.models["churn"].explainer.method == "xgboost_treeshap"
     finally:
         hub.close()
 
