@@ -9,73 +9,253 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crm_predict.conditions import Condition, ConditionError, parse_condition
+from crm_predict.errors import UserError
 
 MODEL_NAMES = ("lead_scoring", "deal_health", "churn", "clv", "next_best_time")
 
 
-@dataclass(frozen=True)
-class LeadRules:
+# Activity categories of the lead points: the inputs of ``rule_based_lead_score`` they price.
+ACTIVITY_CATEGORIES = {
+    "visit": "site_visits",
+    "pricing": "pricing_views",
+    "content": "whitepapers",
+    "trial": "trial_requests",
+}
+TAG_ENTITIES = {"lead": "lead_scoring", "deal": "deal_health", "customer": "clv"}
+
+
+class _RulesModel(BaseModel):
+    """Frozen, and a key it does not know is an error naming it (a misspelt threshold must not
+    silently keep its default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ActivityPoints(_RulesModel):
+    """Points per activity in the lead's 90-day window, by activity category."""
+
+    visit: int = Field(5, description="Each site visit.")
+    pricing: int = Field(20, description="Each pricing-page view.")
+    content: int = Field(30, description="Each whitepaper/content download.")
+    trial: int = Field(50, description="Each trial request.")
+
+
+class LeadRules(_RulesModel):
     target_industries: tuple[str, ...] = ("software", "finance", "healthcare")
     target_regions: tuple[str, ...] = ("north", "east")
     points_target_industry: int = 20
     points_decision_maker: int = 30
     points_outside_region: int = -10
-    points_site_visit: int = 5
-    points_pricing_view: int = 20
-    points_whitepaper: int = 30
-    points_trial_request: int = 50
-    points_inactive_30d: int = -15
+    points_per_activity: ActivityPoints = Field(default_factory=ActivityPoints)
+    points_inactive: int = -15
+    inactive_days: int = Field(30, ge=0)
     mql_threshold: int = 100
-    conversion_window_days: int = 90
-    first_contact_sla_hours: int = 2
-    escalate_unhandled_hours: int = 24
-    whitepaper_follow_up_hours: int = 24
+    conversion_window_days: int = Field(90, gt=0)
+    first_contact_sla_hours: int = Field(2, gt=0)
+    escalate_unhandled_hours: int = Field(24, ge=0)
+    escalation_sla_hours: int = Field(4, gt=0)
+    whitepaper_follow_up_hours: int = Field(24, gt=0)
+
+    @field_validator("target_industries", "target_regions")
+    @classmethod
+    def _lower(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in values)  # matched case-insensitively
+
+    # The names the points had as flat fields (callers and tests still read them).
+    @property
+    def points_site_visit(self) -> int:
+        return self.points_per_activity.visit
+
+    @property
+    def points_pricing_view(self) -> int:
+        return self.points_per_activity.pricing
+
+    @property
+    def points_whitepaper(self) -> int:
+        return self.points_per_activity.content
+
+    @property
+    def points_trial_request(self) -> int:
+        return self.points_per_activity.trial
+
+    @property
+    def points_inactive_30d(self) -> int:
+        return self.points_inactive
 
 
-@dataclass(frozen=True)
-class DealRules:
-    green_at: int = 80
-    yellow_at: int = 60
-    idle_escalation_days: int = 7
-    rescue_sla_hours: int = 48
+class DealRules(_RulesModel):
+    green_at: int = Field(80, ge=0, le=100)
+    yellow_at: int = Field(60, ge=0, le=100)
+    idle_escalation_days: int = Field(7, gt=0)
+    rescue_sla_hours: int = Field(48, gt=0)
+    escalation_sla_hours: int = Field(24, gt=0)
+    follow_up_sla_hours: int = Field(48, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DealRules:
+        if self.yellow_at > self.green_at:
+            raise ValueError(f"yellow_at ({self.yellow_at}) is above green_at ({self.green_at})")
+        return self
 
 
-@dataclass(frozen=True)
-class ChurnRules:
-    window_days: int = 90
-    high_at: float = 0.6
-    medium_at: float = 0.3
-    inactive_warning_days: int = 30
-    retention_sla_hours: int = 72
+class ChurnRules(_RulesModel):
+    window_days: int = Field(90, gt=0)
+    high_at: float = Field(0.6, ge=0, le=1)
+    medium_at: float = Field(0.3, ge=0, le=1)
+    inactive_warning_days: int = Field(30, gt=0)
+    retention_sla_hours: int = Field(72, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChurnRules:
+        if self.medium_at > self.high_at:
+            raise ValueError(f"medium_at ({self.medium_at}) is above high_at ({self.high_at})")
+        return self
 
 
-@dataclass(frozen=True)
-class ValueRules:
+class ValueRules(_RulesModel):
     diamond_above: float = 1_000_000
     gold_from: float = 500_000
-    horizon_weeks: int = 156
-    annual_discount_rate: float = 0.10
+    horizon_weeks: int = Field(156, gt=0)
+    annual_discount_rate: float = Field(0.10, ge=0)
     high_activity_visits_30d: int = 10
     potential_growth_pct: float = 200.0
 
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRules:
+        if self.gold_from > self.diamond_above:
+            raise ValueError(
+                f"gold_from ({self.gold_from}) is above diamond_above ({self.diamond_above})"
+            )
+        return self
 
-@dataclass(frozen=True)
-class Rules:
-    lead: LeadRules = field(default_factory=LeadRules)
-    deal: DealRules = field(default_factory=DealRules)
-    churn: ChurnRules = field(default_factory=ChurnRules)
-    value: ValueRules = field(default_factory=ValueRules)
+
+class TagRule(_RulesModel):
+    """A user's tag: ``name=value`` on every ``entity`` whose row satisfies ``when``
+    (``crm_predict.conditions``), removed (to history) from those that no longer do."""
+
+    name: str = Field(min_length=1, max_length=100)
+    value: str = "true"
+    entity: Literal["lead", "deal", "customer"]
+    when: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        if isinstance(value, bool):  # YAML's `true` is the flag value "true"
+            return str(value).lower()
+        return str(value) if isinstance(value, int | float) else value
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, when: str) -> str:
+        try:
+            parse_condition(when)
+        except ConditionError as exc:
+            raise ValueError(f"bad condition {when!r}: {exc}") from None
+        return when
+
+    @property
+    def condition(self) -> Condition:
+        return parse_condition(self.when)
+
+
+class AssignmentRules(_RulesModel):
+    """Who gets a task whose rule found no owner: the region's default owner (a user's external
+    id, or an internal id as a number), else the named queue (``owner_id`` empty, the reason
+    prefixed ``[queue:NAME]``)."""
+
+    default_owner_by_region: dict[str, int | str] = Field(default_factory=dict)
+    queue: str = Field("unassigned", min_length=1)
+
+    @field_validator("default_owner_by_region")
+    @classmethod
+    def _lower(cls, owners: dict[str, int | str]) -> dict[str, int | str]:
+        return {region.lower(): owner for region, owner in owners.items()}
+
+
+class Rules(_RulesModel):
+    lead: LeadRules = Field(default_factory=LeadRules)
+    deal: DealRules = Field(default_factory=DealRules)
+    churn: ChurnRules = Field(default_factory=ChurnRules)
+    value: ValueRules = Field(default_factory=ValueRules)
+    assignment: AssignmentRules = Field(default_factory=AssignmentRules)
+    tags: tuple[TagRule, ...] = ()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
+
+    def tag_rules(self, model_name: str) -> list[TagRule]:
+        """The user's tag rules the given model's write-back evaluates."""
+        return [r for r in self.tags if TAG_ENTITIES[r.entity] == model_name]
 
 
-RULES = Rules()
+RULES = Rules()  # the built-in defaults (``rules.default.yaml`` says the same)
+DEFAULT_RULES_FILE = Path(__file__).with_name("rules.default.yaml")
+
+
+def load_rules(path: Path | None) -> Rules:
+    """The rules of a YAML file (a missing key keeps its default); ``None``: the built-in
+    defaults. A bad file is a ``UserError`` naming the file and the key path."""
+    if path is None:
+        return RULES
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read rules file {str(path)!r}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path.name}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path.name}: expected a mapping of sections (lead, deal, …) at the top")
+    try:
+        return Rules.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{path.name}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``lead.mql_threshold: Input should be a valid integer`` (the first error; how many more)."""
+    errors = exc.errors()
+    error = errors[0]
+    loc = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(error["loc"][:-1])
+        if allowed:
+            message = f"unknown key; allowed: {', '.join(allowed)}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc or '(top)'}: {message}{more}"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys of the model at ``loc`` inside ``Rules`` (list positions skipped)."""
+    model: type[BaseModel] = Rules
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *get_args(annotation)]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return list(model.model_fields)
+
 
 # Tag names written back to the CRM store.
 TAG_LEAD_GRADE = "lead_grade"
@@ -139,11 +319,12 @@ def rule_based_lead_score(
         _lower_in(industry, rules.target_industries) * rules.points_target_industry
         + _flag(is_decision_maker) * rules.points_decision_maker
         + ~_lower_in(region, rules.target_regions) * rules.points_outside_region
-        + _count(site_visits) * rules.points_site_visit
-        + _count(pricing_views) * rules.points_pricing_view
-        + _count(whitepapers) * rules.points_whitepaper
-        + _count(trial_requests) * rules.points_trial_request
-        + (_numbers(days_since_last_interaction, missing=np.inf) >= 30) * rules.points_inactive_30d
+        + _count(site_visits) * rules.points_per_activity.visit
+        + _count(pricing_views) * rules.points_per_activity.pricing
+        + _count(whitepapers) * rules.points_per_activity.content
+        + _count(trial_requests) * rules.points_per_activity.trial
+        + (_numbers(days_since_last_interaction, missing=np.inf) >= rules.inactive_days)
+        * rules.points_inactive
     ).astype(float)
     if isinstance(industry, pd.Series):
         return pd.Series(score, index=industry.index)
@@ -317,8 +498,10 @@ class TaskSpec:
         return hashlib.sha1(raw.encode()).hexdigest()
 
 
-def first_contact_task(lead_id: int, owner_id: int | None, created_at: datetime) -> TaskSpec:
-    sla = RULES.lead.first_contact_sla_hours
+def first_contact_task(
+    lead_id: int, owner_id: int | None, created_at: datetime, rules: Rules = RULES
+) -> TaskSpec:
+    sla = rules.lead.first_contact_sla_hours
     return TaskSpec(
         TASK_FIRST_CONTACT, "lead", lead_id, owner_id, created_at + timedelta(hours=sla), sla,
         "New lead: first contact within the SLA",
@@ -326,25 +509,25 @@ def first_contact_task(lead_id: int, owner_id: int | None, created_at: datetime)
 
 
 def lead_escalation_task(
-    lead_id: int, manager_id: int | None, created_at: datetime, now: datetime
+    lead_id: int, manager_id: int | None, created_at: datetime, now: datetime, rules: Rules = RULES
 ) -> TaskSpec | None:
     """Unhandled lead after 24 h → escalation to the manager."""
-    hours = RULES.lead.escalate_unhandled_hours
+    hours, sla = rules.lead.escalate_unhandled_hours, rules.lead.escalation_sla_hours
     if now - created_at < timedelta(hours=hours):
         return None
     return TaskSpec(
-        TASK_ESCALATION, "lead", lead_id, manager_id, now + timedelta(hours=4), 4,
+        TASK_ESCALATION, "lead", lead_id, manager_id, now + timedelta(hours=sla), sla,
         f"Lead unhandled for more than {hours} h", escalation_level=1,
     )  # fmt: skip
 
 
 def whitepaper_follow_up_task(
-    contact_id: int, owner_id: int | None, downloaded_at: datetime
+    contact_id: int, owner_id: int | None, downloaded_at: datetime, rules: Rules = RULES
 ) -> TaskSpec:
-    hours = RULES.lead.whitepaper_follow_up_hours
+    hours = rules.lead.whitepaper_follow_up_hours
     return TaskSpec(
         TASK_WHITEPAPER_FOLLOW_UP, "contact", contact_id, owner_id,
-        downloaded_at + timedelta(hours=hours), hours, "Whitepaper downloaded: follow up within 24 h",
+        downloaded_at + timedelta(hours=hours), hours, f"Whitepaper downloaded: follow up within {hours} h",
         period=downloaded_at.strftime("%Y-%m-%dT%H"),
     )  # fmt: skip
 
@@ -357,9 +540,10 @@ def deal_tasks(
     days_idle: float,
     stage: str,
     now: datetime,
+    rules: Rules = RULES,
 ) -> list[TaskSpec]:
     """Rescue for red deals, escalation for idle deals, one per (deal, stage)."""
-    rules = RULES.deal
+    rules = rules.deal
     tasks = []
     if colour == "red":
         tasks.append(
@@ -371,7 +555,8 @@ def deal_tasks(
     if days_idle >= rules.idle_escalation_days:
         tasks.append(
             TaskSpec(
-                TASK_ESCALATION, "deal", deal_id, manager_id, now + timedelta(hours=24), 24,
+                TASK_ESCALATION, "deal", deal_id, manager_id,
+                now + timedelta(hours=rules.escalation_sla_hours), rules.escalation_sla_hours,
                 f"No activity for {int(days_idle)} days on an open deal", escalation_level=1,
                 period=stage,
             )
@@ -380,21 +565,22 @@ def deal_tasks(
 
 
 def deal_stage_follow_up_task(
-    deal_id: int, owner_id: int | None, stage: str, entered_at: datetime
+    deal_id: int, owner_id: int | None, stage: str, entered_at: datetime, rules: Rules = RULES
 ) -> TaskSpec:
+    sla = rules.deal.follow_up_sla_hours
     return TaskSpec(
-        TASK_DEAL_FOLLOW_UP, "deal", deal_id, owner_id, entered_at + timedelta(hours=48), 48,
+        TASK_DEAL_FOLLOW_UP, "deal", deal_id, owner_id, entered_at + timedelta(hours=sla), sla,
         f"Deal moved to {stage}: plan the next step", period=stage,
     )  # fmt: skip
 
 
 def retention_task(
-    contact_id: int, owner_id: int | None, risk: str, tier: str, now: datetime
+    contact_id: int, owner_id: int | None, risk: str, tier: str, now: datetime, rules: Rules = RULES
 ) -> TaskSpec | None:
     """High-value customers at high churn risk get a retention task (one per quarter)."""
     if risk != "high" or tier not in ("diamond", "gold"):
         return None
-    sla = RULES.churn.retention_sla_hours
+    sla = rules.churn.retention_sla_hours
     quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
     return TaskSpec(
         TASK_RETENTION, "contact", contact_id, owner_id, now + timedelta(hours=sla), sla,

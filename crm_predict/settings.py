@@ -75,6 +75,11 @@ class Settings(BaseSettings):
 
     # Batch scoring.
     batch_chunk_size: int = 50_000
+    rules_file: Path | None = Field(
+        None,
+        description="Business rules YAML (crm_predict/rules.default.yaml documents every key); "
+        "default <data_dir>/rules.yaml when it exists, else the built-in defaults.",
+    )
 
     # KPI report (crm_store.kpis). The store has no cost table: a CSV (month,channel,marketing_cost,
     # sales_cost) or the flat monthly amounts below (demo defaults; set your own).
@@ -112,6 +117,21 @@ class Settings(BaseSettings):
     def demo_truth_dir(self) -> Path:
         """Where the demo generator saves its latent probabilities (oracle for training reports)."""
         return self.data_dir / "demo_truth"
+
+    @property
+    def rules_path(self) -> Path | None:
+        """The rules file in effect: ``rules_file``, else ``<data_dir>/rules.yaml`` if it exists,
+        else None (the built-in defaults)."""
+        if self.rules_file is not None:
+            return self.rules_file
+        default = self.data_dir / "rules.yaml"
+        return default if default.is_file() else None
+
+    def load_rules(self):
+        """The business rules (``crm_predict.rules.Rules``) of ``rules_path``, read now."""
+        from crm_predict.rules import load_rules
+
+        return load_rules(self.rules_path)
 
     def serving_token(self) -> str:
         """The token the service checks; refuses an unset or placeholder one unless

@@ -38,7 +38,7 @@ from sqlalchemy import DateTime, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from crm_predict.errors import UserError
-from crm_predict.rules import MODEL_NAMES, RULES, rfm_medians, rule_based_lead_score
+from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians, rule_based_lead_score
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
 from crm_store.db import background_checkpoints
@@ -112,6 +112,9 @@ class BatchSummary:
     seconds: dict[str, float] = field(default_factory=lambda: Counter())  # run-level stages
     seconds_total: float = 0.0
     mlflow_run_id: str | None = None
+    rules: Rules = RULES  # the run's rules, from ``rules_file`` (None: the built-in defaults)
+    rules_file: str | None = None
+    rule_errors: list[str] = field(default_factory=list)  # user rules the run had to skip
 
     @property
     def tag_counts(self) -> Counter:
@@ -124,6 +127,14 @@ class BatchSummary:
     def tasks_created(self) -> int:
         return sum(m.result.tasks_created for m in self.models)
 
+    @property
+    def task_assignment(self) -> Counter:
+        """Tasks whose rule found no owner: sent to a region's ``default_owner`` / the ``queue``."""
+        out: Counter = Counter({"default_owner": 0, "queue": 0})
+        for m in self.models:
+            out.update(m.result.assignment_counts)
+        return out
+
     def as_dict(self) -> dict:
         return {
             "batch_run_id": self.batch_run_id,
@@ -132,6 +143,10 @@ class BatchSummary:
             "seconds_total": round(self.seconds_total, 3),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "tasks_created": self.tasks_created,
+            "tasks_to_default_owner": self.task_assignment["default_owner"],
+            "tasks_to_queue": self.task_assignment["queue"],
+            "rules_file": self.rules_file,
+            "rule_errors": list(self.rule_errors),
             "tag_counts": dict(sorted(self.tag_counts.items())),
             "models": {
                 m.name: {
@@ -153,7 +168,7 @@ class BatchSummary:
 
 # The CRM columns the rules read, per table: what ``crm_tables`` loads when no snapshot is given.
 CONTEXT_COLUMNS = {
-    "users": ["id", "manager_id"],
+    "users": ["id", "external_id", "manager_id"],
     "accounts": ["id", "industry"],
     "contacts": ["id", "owner_id", "is_decision_maker"],
     "leads": [
@@ -254,9 +269,9 @@ def _managers(tables: Tables, owners: pd.Series) -> np.ndarray:
     return owners.map(users).to_numpy()
 
 
-def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
-    """Per open lead: owner/manager, creation and first contact, rule points (90-day window) and
-    the last whitepaper download of the lead."""
+def lead_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
+    """Per open lead: owner/manager, region, creation and first contact, rule points (90-day
+    window) and the last whitepaper download of the lead."""
     stamp = pd.Timestamp(at)
     leads = tables["leads"]
     created, converted = _stamp(leads["created_at"]), _stamp(leads["converted_at"])
@@ -293,12 +308,14 @@ def lead_context(tables: Tables, at: datetime) -> pd.DataFrame:
         frame["lead_region"].astype(object),
         *(pd.Series(counts[c], index=frame.index, dtype=float) for c in counts),
         pd.Series(days_between(np.full(n, _ns(at)), last_interaction), index=frame.index),
+        rules.lead,
     )
-    keep = ["entity_id", "contact_id", "owner_id", "manager_id", "created_at"]
+    frame["region"] = frame["lead_region"].astype(object)  # default owners of ownerless tasks
+    keep = ["entity_id", "contact_id", "owner_id", "manager_id", "region", "created_at"]
     return frame[keep + ["first_contacted_at", "last_whitepaper_at", "rule_points"]]
 
 
-def deal_context(tables: Tables, at: datetime) -> pd.DataFrame:
+def deal_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
     """Per open deal: owner/manager, stage and days since its last activity (or its creation)."""
     stamp = pd.Timestamp(at)
     deals = tables["deals"]
@@ -317,7 +334,7 @@ def deal_context(tables: Tables, at: datetime) -> pd.DataFrame:
     return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
 
 
-def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
+def customer_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
     """Per customer (contact with orders by ``at``): owner, spend windows, RFM inputs, site visits in
     30 days and days inactive (exact below the warning threshold, at least it above)."""
     stamp, now = pd.Timestamp(at), _ns(at)
@@ -342,7 +359,7 @@ def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
     )
     recency_days = days_between(np.full(n, now), latest_per_row(row, n, when))
 
-    window = RULES.churn.inactive_warning_days
+    window = rules.churn.inactive_warning_days
     acts = tables["activities"]
     occurred = nanoseconds(acts["occurred_at"])
     # Only the recent activities are looked up (a window of days among years of history).
@@ -369,11 +386,11 @@ def customer_context(tables: Tables, at: datetime) -> pd.DataFrame:
     return frame
 
 
-def contact_context(tables: Tables, at: datetime) -> pd.DataFrame:
+def contact_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
     return tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
 
 
-CONTEXTS: dict[str, Callable[[Tables, datetime], pd.DataFrame]] = {
+CONTEXTS: dict[str, Callable[..., pd.DataFrame]] = {  # (tables, at, rules)
     "lead_scoring": lead_context,
     "deal_health": deal_context,
     "churn": customer_context,
@@ -382,12 +399,55 @@ CONTEXTS: dict[str, Callable[[Tables, datetime], pd.DataFrame]] = {
 }
 
 
-def rule_context(tables: Tables, model_name: str, at: datetime) -> pd.DataFrame:
+def rule_context(
+    tables: Tables, model_name: str, at: datetime, rules: Rules = RULES
+) -> pd.DataFrame:
     """The columns ``serving.writeback`` rules need for one model's entities, as of ``at``, from
     the CRM tables of ``crm_tables``."""
     if model_name not in CONTEXTS:
         raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
-    return CONTEXTS[model_name](tables, at)
+    return CONTEXTS[model_name](tables, at, rules)
+
+
+def default_owners(rules: Rules, users: pd.DataFrame | None) -> tuple[dict[str, int], list[str]]:
+    """``rules.assignment.default_owner_by_region`` as internal user ids (a text owner is a
+    user's external id, a number an internal id), and what could not be resolved."""
+    wanted = rules.assignment.default_owner_by_region
+    if not wanted:
+        return {}, []
+    users = users if users is not None else pd.DataFrame(columns=["id", "external_id"])
+    internal = {int(i) for i in users["id"]}
+    by_external = {str(e): int(i) for e, i in zip(users["external_id"], users["id"], strict=True) if not pd.isna(e)}  # fmt: skip
+    out, errors = {}, []
+    for region, owner in wanted.items():
+        found = by_external.get(owner) if isinstance(owner, str) else (owner if owner in internal else None)  # fmt: skip
+        if found is None:
+            errors.append(
+                f"assignment.default_owner_by_region.{region}: no user {owner!r}; "
+                f"its region's ownerless tasks go to the queue {rules.assignment.queue!r}"
+            )
+        else:
+            out[region] = found
+    return out, errors
+
+
+def check_tag_rules(rules: Rules, model_name: str, columns: set[str]) -> tuple[Rules, list[str]]:
+    """The rules without the tag rules of ``model_name`` that read a column the run lacks, and
+    a message for each (the run reports them and carries on)."""
+    errors, dropped = [], []
+    for i, rule in enumerate(rules.tags):
+        if rule in rules.tag_rules(model_name):
+            missing = [c for c in rule.condition.columns if c not in columns]
+            if missing:
+                errors.append(
+                    f"tags[{i}] ({rule.name}, {rule.entity}): unknown column {missing[0]!r} in "
+                    f"{rule.when!r}; skipped"
+                )
+                dropped.append(i)
+    if not dropped:
+        return rules, []
+    kept = tuple(r for i, r in enumerate(rules.tags) if i not in dropped)
+    return rules.model_copy(update={"tags": kept}), errors
 
 
 def changed_entities(session: Session, model_name: str, since: datetime) -> list[int]:
@@ -512,7 +572,10 @@ class _ChunkWriter:
             BatchCheckpoint(
                 **chunk.checkpoint, tags_written=result.tags_written,
                 tasks_created=result.tasks_created,
-                counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts}),
+                counts=json.dumps(
+                    {"tags": result.tag_counts, "tasks": result.task_counts,
+                     "assignment": result.assignment_counts}
+                ),
                 committed_at=_utcnow(),
             )
         )  # fmt: skip
@@ -569,6 +632,7 @@ def _done_so_far(
                 predictions_logged=row.entities,
                 tag_counts=Counter(counts["tags"]),
                 task_counts=Counter(counts["tasks"]),
+                assignment_counts=Counter(counts.get("assignment", {})),
             )
         )
         done.entities += row.entities
@@ -589,23 +653,32 @@ def run_batch(
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     log_to_mlflow: bool = True,
     export: bool = True,
+    rules: Rules | None = None,
 ) -> BatchSummary:
     """Score ``models`` for every active entity as of ``at`` (default: now, UTC) and write back.
 
     Features come from ``features.scoring.scoring_frame`` over a fresh CRM export (``export``;
     else the last one), unless a ``scoring_frame`` with its signature is given. ``since`` limits
     scoring to entities changed since then. ``progress(model, total)`` returns a callback advanced
-    by the entities of each committed chunk."""
+    by the entities of each committed chunk. ``rules``: the business rules, read from
+    ``settings.rules_path`` at the start of the run when not given (a bad file stops the run
+    before it writes anything)."""
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
+    rules_file = settings.rules_path if rules is None else None
+    if rules is None:
+        rules = settings.load_rules()
     if load_model is None:
         from serving.loader import load_model
     started = time.perf_counter()
     now = _utcnow().replace(microsecond=0)
     run, resumed = _start_or_resume(session, list(models), at, now)
     at, run_id = run.scored_at, run.id
-    summary = BatchSummary(batch_run_id=run_id, scored_at=at, resumed=resumed, models=[])
+    summary = BatchSummary(
+        batch_run_id=run_id, scored_at=at, resumed=resumed, models=[], rules=rules,
+        rules_file=None if rules_file is None else str(rules_file),
+    )  # fmt: skip
     # The champions load on a thread of their own while the snapshot is read and the first
     # features computed (imports and unpickling beside Arrow reads and numpy work).
     loader = ThreadPoolExecutor(1, thread_name_prefix="batch-model-load")
@@ -641,7 +714,11 @@ def run_batch(
         summary.seconds["resume_state"] += time.perf_counter() - t
         summary.models = [done[name][2] for name in models]
         dialect = session.get_bind().dialect.name
-        inputs = _Inputs(settings, at, run_id, scoring_frame, crm, progress, dialect)
+        owners, summary.rule_errors = default_owners(rules, crm.get("users"))
+        inputs = _Inputs(
+            settings, at, run_id, scoring_frame, crm, progress, dialect, rules, owners,
+            summary.rule_errors,
+        )  # fmt: skip
 
         writer = _ChunkWriter(session)
         try:
@@ -679,6 +756,9 @@ class _Inputs:
     crm: Tables
     progress: Callable[[str, int], Callable[[int], None]] | None
     dialect: str  # the store's: write-backs are encoded for it on the scoring thread
+    rules: Rules = RULES
+    default_owners: dict[str, int] = field(default_factory=dict)  # region → user id
+    rule_errors: list[str] = field(default_factory=list)  # the summary's
     contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
 
 
@@ -712,8 +792,14 @@ def _score_model(
     t = time.perf_counter()
     build = CONTEXTS[name]
     if build not in inputs.contexts:
-        inputs.contexts[build] = build(inputs.crm, at)
+        inputs.contexts[build] = build(inputs.crm, at, inputs.rules)
     context = inputs.contexts[build].drop_duplicates("entity_id").set_index("entity_id")
+    # The user's tag rules read the model's features and the rule context (and the score).
+    available = {*features.columns, *context.columns, "score"}
+    rules, errors = check_tag_rules(inputs.rules, name, available)
+    inputs.rule_errors.extend(errors)
+    wanted = {c for r in rules.tag_rules(name) for c in r.condition.columns}
+    from_features = sorted(wanted - set(context.columns) - {"entity_id", "score"})
     medians = None
     if name == "clv" and len(context):
         medians = rfm_medians(context["recency_days"], context["frequency"], context["monetary"])
@@ -731,10 +817,16 @@ def _score_model(
         # Align the context to the chunk (the index's hash table is built once per model).
         rows = context.reindex(scored["entity_id"].to_numpy())
         scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
+        if from_features:
+            extra = chunk[from_features].reset_index(drop=True)
+            scored = pd.concat([scored, extra.drop(columns=scored.columns, errors="ignore")], axis=1)  # fmt: skip
         seconds["score"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        prepared = prepare_write(loaded, scored, at, inputs.dialect, rfm_medians=medians)
+        prepared = prepare_write(
+            loaded, scored, at, inputs.dialect, rfm_medians=medians, rules=rules,
+            default_owners=inputs.default_owners,
+        )  # fmt: skip
         checkpoint = dict(
             batch_run_id=inputs.run_id, model_name=name, model_version=model_run.version, chunk=index,
             last_entity_id=int(chunk["entity_id"].iloc[-1]), entities=len(chunk),
@@ -762,6 +854,9 @@ def log_summary(client: MlflowClient, summary: BatchSummary) -> str:
     client.log_metric(run_id, "tasks_created", summary.tasks_created)
     client.log_metric(run_id, "seconds_total", summary.seconds_total)
     client.log_dict(run_id, summary.as_dict(), "batch_summary.json")
-    client.log_dict(run_id, RULES.as_dict(), "rules.json")
+    client.log_dict(run_id, summary.rules.as_dict(), "rules.json")
+    client.log_param(run_id, "rules_file", summary.rules_file or "(built-in defaults)")
+    client.log_metric(run_id, "tasks_to_default_owner", summary.task_assignment["default_owner"])
+    client.log_metric(run_id, "tasks_to_queue", summary.task_assignment["queue"])
     client.set_terminated(run_id)
     return run_id

@@ -107,6 +107,14 @@ def score_command(
         )  # fmt: skip
     engine.dispose()
     console.print(summary_table(summary))
+    assigned = summary.task_assignment
+    console.print(
+        f"rules: {summary.rules_file or 'built-in defaults'}; tasks without owner: "
+        f"{assigned['default_owner']:,} to a region's default owner, {assigned['queue']:,} to the "
+        f"queue {summary.rules.assignment.queue!r}"
+    )
+    for error in summary.rule_errors:
+        console.print(f"[yellow]rule skipped:[/] {error}")
     if summary.resumed:
         console.print("[yellow]resumed[/] an interrupted run after its last committed chunk")
     console.print(f"MLflow run [bold]{summary.mlflow_run_id}[/] (experiment batch_scoring)")

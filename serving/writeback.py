@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from crm_predict import rules as R
-from crm_predict.rules import SCORE_TAGS, TaskSpec
+from crm_predict.rules import RULES, SCORE_TAGS, Rules, TaskSpec
 from crm_store.bulk import EncodedRows
 from crm_store.repository import (
     PREDICTION_COLUMNS,
@@ -76,6 +76,7 @@ class WriteBackResult:
     predictions_logged: int = 0
     tag_counts: Counter = field(default_factory=Counter)
     task_counts: Counter = field(default_factory=Counter)
+    assignment_counts: Counter = field(default_factory=Counter)  # default_owner / queue
 
     def add(self, other: WriteBackResult) -> None:
         self.tags_written += other.tags_written
@@ -83,6 +84,7 @@ class WriteBackResult:
         self.predictions_logged += other.predictions_logged
         self.tag_counts.update(other.tag_counts)
         self.task_counts.update(other.task_counts)
+        self.assignment_counts.update(other.assignment_counts)
 
 
 def _flag(values: np.ndarray) -> np.ndarray:
@@ -104,7 +106,7 @@ def _timestamp(value) -> datetime | None:
 # --- Tags -------------------------------------------------------------------------------------
 
 
-def lead_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+def lead_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
     """Lead score 1–99 and grade A–D from P(convert); MQL from the rule-based points."""
     score = R.lead_score_1_99(scored["score"])
     values = {
@@ -112,42 +114,48 @@ def lead_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
         R.TAG_LEAD_GRADE: R.lead_grade(score),
     }
     if _has(scored, "rule_points"):
-        values[R.TAG_MQL] = _flag(R.is_mql(scored["rule_points"].fillna(0)))
+        values[R.TAG_MQL] = _flag(R.is_mql(scored["rule_points"].fillna(0), rules.lead))
     return values
 
 
-def deal_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+def deal_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
     """Deal health 0–100 and its colour."""
     health = R.deal_health_score(scored["score"])
-    return {R.TAG_DEAL_HEALTH: health.astype(str).astype(object), R.TAG_DEAL_COLOUR: R.deal_colour(health)}  # fmt: skip
+    return {R.TAG_DEAL_HEALTH: health.astype(str).astype(object), R.TAG_DEAL_COLOUR: R.deal_colour(health, rules.deal)}  # fmt: skip
 
 
-def churn_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+def churn_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
     """Churn risk high/medium/low, and the churn warning after 30 days without activity."""
-    values = {R.TAG_CHURN_RISK: R.churn_risk_level(scored["score"])}
+    values = {R.TAG_CHURN_RISK: R.churn_risk_level(scored["score"], rules.churn)}
     if _has(scored, "days_inactive"):
         values[R.TAG_CHURN_WARNING] = _flag(
-            R.is_churn_warning(scored["days_inactive"].fillna(np.inf))
+            R.is_churn_warning(scored["days_inactive"].fillna(np.inf), rules.churn)
         )
     return values
 
 
 def clv_tag_values(
-    scored: pd.DataFrame, rfm_medians: tuple[float, float, float] | None = None
+    scored: pd.DataFrame,
+    rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
 ) -> dict[str, np.ndarray]:
     """Value tier (yearly spend), RFM segment (against population medians) and behaviour flags."""
     values: dict[str, np.ndarray] = {}
     if _has(scored, "yearly_spend"):
-        values[R.TAG_CLV_TIER] = R.value_tier(scored["yearly_spend"].fillna(0))
+        values[R.TAG_CLV_TIER] = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
     if _has(scored, "recency_days", "frequency", "monetary"):
         values[R.TAG_RFM_SEGMENT] = R.rfm_segment(
             scored["recency_days"], scored["frequency"], scored["monetary"], medians=rfm_medians
         )
     if _has(scored, "visits_30d"):
-        values[R.TAG_HIGH_ACTIVITY] = _flag(R.is_high_activity(scored["visits_30d"].fillna(0)))
+        values[R.TAG_HIGH_ACTIVITY] = _flag(
+            R.is_high_activity(scored["visits_30d"].fillna(0), rules.value)
+        )
     if _has(scored, "spend_last_3m", "spend_prior_3m"):
         values[R.TAG_POTENTIAL] = _flag(
-            R.is_potential(scored["spend_last_3m"].fillna(0), scored["spend_prior_3m"].fillna(0))
+            R.is_potential(
+                scored["spend_last_3m"].fillna(0), scored["spend_prior_3m"].fillna(0), rules.value
+            )
         )
     return values
 
@@ -175,20 +183,45 @@ def next_best_time_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def tag_values(
-    model_name: str, scored: pd.DataFrame, rfm_medians: tuple[float, float, float] | None = None
+    model_name: str,
+    scored: pd.DataFrame,
+    rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
 ) -> dict[str, np.ndarray]:
-    """Tag name → one value per row of ``scored``, for the model that scored it."""
+    """Tag name → one value per row of ``scored``, for the model that scored it (the rules'
+    own tags, then the user's tag rules, which replace a built-in tag of the same name)."""
     if model_name == "lead_scoring":
-        return lead_tag_values(scored)
-    if model_name == "deal_health":
-        return deal_tag_values(scored)
-    if model_name == "churn":
-        return churn_tag_values(scored)
-    if model_name == "clv":
-        return clv_tag_values(scored, rfm_medians)
-    if model_name == "next_best_time":
-        return next_best_time_tag_values(scored)
-    raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+        values = lead_tag_values(scored, rules)
+    elif model_name == "deal_health":
+        values = deal_tag_values(scored, rules)
+    elif model_name == "churn":
+        values = churn_tag_values(scored, rules)
+    elif model_name == "clv":
+        values = clv_tag_values(scored, rfm_medians, rules)
+    elif model_name == "next_best_time":
+        values = next_best_time_tag_values(scored)
+    else:
+        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+    return {**values, **user_tag_values(model_name, scored, rules)}
+
+
+def user_tag_values(model_name: str, scored: pd.DataFrame, rules: Rules = RULES) -> dict:
+    """The user's tag rules (``rules.tags``) for this model's entity: per tag name the value of
+    the first of its rules that holds, None (no such tag) where none does. A rule reading a column
+    ``scored`` lacks is skipped (the batch reports such rules in its summary)."""
+    values: dict[str, np.ndarray] = {}
+    decided: dict[str, np.ndarray] = {}
+    for rule in rules.tag_rules(model_name):
+        condition = rule.condition
+        if rule.name not in values:
+            values[rule.name] = np.full(len(scored), None, dtype=object)
+            decided[rule.name] = np.zeros(len(scored), dtype=bool)
+        if not _has(scored, *condition.columns):
+            continue
+        hold = condition.evaluate(scored) & ~decided[rule.name]
+        values[rule.name][hold] = rule.value
+        decided[rule.name] |= hold
+    return values
 
 
 def tag_rows(
@@ -196,18 +229,26 @@ def tag_rows(
     scored: pd.DataFrame,
     scored_at: datetime,
     rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
 ) -> tuple[pd.DataFrame, dict]:
     """The tags of ``scored``: a long frame of ``entity_id, name, value`` and the columns every
     row shares (entity type and the model's provenance), kept apart: a bulk write sends those once.
     A flag not set has no value: its tag is removed (``crm_predict.rules.FLAG_TAGS``)."""
-    values = tag_values(model.name, scored, rfm_medians)
+    values = tag_values(model.name, scored, rfm_medians, rules)
+    own = {r.name for r in rules.tag_rules(model.name)}  # already None where not set
     ids = scored["entity_id"].to_numpy(dtype=np.int64)
     shared = {
         "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
         "model_version": str(model.version), "run_id": model.run_id, "scored_at": scored_at,
     }  # fmt: skip
     parts = [
-        pd.DataFrame({"entity_id": ids, "name": name, "value": _unless_unflagged(name, vals)})
+        pd.DataFrame(
+            {
+                "entity_id": ids,
+                "name": name,
+                "value": vals if name in own else _unless_unflagged(name, vals),
+            }
+        )
         for name, vals in values.items()
     ]
     if not parts or not len(ids):
@@ -227,9 +268,10 @@ def tag_frame(
     scored: pd.DataFrame,
     scored_at: datetime,
     rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
 ) -> pd.DataFrame:
     """Long frame of tags (``crm_store.repository.TAG_COLUMNS``) with the model's provenance."""
-    rows, shared = tag_rows(model, scored, scored_at, rfm_medians)
+    rows, shared = tag_rows(model, scored, scored_at, rfm_medians, rules)
     if rows.empty:
         return pd.DataFrame(columns=TAG_COLUMNS)
     return rows.assign(**shared)[TAG_COLUMNS]
@@ -238,7 +280,7 @@ def tag_frame(
 # --- Tasks ------------------------------------------------------------------------------------
 
 
-def lead_tasks(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+def lead_tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
     """First contact (2 h SLA) for leads nobody has contacted, escalation to the manager after 24 h
     unhandled, and a 24 h follow-up on a whitepaper download in the last 24 h."""
     tasks: list[TaskSpec] = []
@@ -250,12 +292,14 @@ def lead_tasks(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
             new["entity_id"], new["created_at"], owners, managers, strict=True
         ):
             created = _timestamp(created)
-            tasks.append(R.first_contact_task(int(lead_id), _optional_id(owner), created))
-            escalation = R.lead_escalation_task(int(lead_id), _optional_id(manager), created, now)
+            tasks.append(R.first_contact_task(int(lead_id), _optional_id(owner), created, rules))
+            escalation = R.lead_escalation_task(
+                int(lead_id), _optional_id(manager), created, now, rules
+            )
             if escalation is not None:
                 tasks.append(escalation)
     if _has(scored, "contact_id", "last_whitepaper_at"):
-        window = timedelta(hours=R.RULES.lead.whitepaper_follow_up_hours)
+        window = timedelta(hours=rules.lead.whitepaper_follow_up_hours)
         downloaded = pd.to_datetime(scored["last_whitepaper_at"])
         recent = scored[
             (downloaded <= now) & (downloaded > now - window) & scored["contact_id"].notna()
@@ -266,16 +310,18 @@ def lead_tasks(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
             recent["contact_id"], recent["last_whitepaper_at"], owners, strict=True
         ):
             tasks.append(
-                R.whitepaper_follow_up_task(int(contact_id), _optional_id(owner), _timestamp(at))
+                R.whitepaper_follow_up_task(
+                    int(contact_id), _optional_id(owner), _timestamp(at), rules
+                )
             )
     return tasks
 
 
-def deal_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+def deal_task_list(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
     """Rescue for red deals, escalation to the manager for deals idle ≥ 7 days."""
-    colours = R.deal_colour(R.deal_health_score(scored["score"]))
+    colours = R.deal_colour(R.deal_health_score(scored["score"]), rules.deal)
     idle = scored["days_idle"].fillna(0) if _has(scored, "days_idle") else pd.Series(0.0, index=scored.index)  # fmt: skip
-    wanted = (colours == "red") | (idle.to_numpy() >= R.RULES.deal.idle_escalation_days)
+    wanted = (colours == "red") | (idle.to_numpy() >= rules.deal.idle_escalation_days)
     rows = scored[wanted]
 
     def column(name: str) -> list:
@@ -288,39 +334,80 @@ def deal_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
     ):  # fmt: skip
         tasks += R.deal_tasks(
             int(deal_id), _optional_id(owner), _optional_id(manager), str(colour), float(days),
-            str(stage or ""), now,
+            str(stage or ""), now, rules,
         )  # fmt: skip
     return tasks
 
 
-def churn_task_list(scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+def churn_task_list(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
     """Retention for high-value (diamond/gold by yearly spend) customers at high churn risk."""
     if not _has(scored, "yearly_spend"):
         return []
-    risk = R.churn_risk_level(scored["score"])
-    tier = R.value_tier(scored["yearly_spend"].fillna(0))
+    risk = R.churn_risk_level(scored["score"], rules.churn)
+    tier = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
     wanted = (risk == "high") & (tier != "normal")
     rows = scored[wanted]
     owners = rows["owner_id"] if _has(rows, "owner_id") else [None] * len(rows)
     tasks = []
     for contact_id, owner, r, t in zip(rows["entity_id"], owners, risk[wanted], tier[wanted], strict=True):  # fmt: skip
-        task = R.retention_task(int(contact_id), _optional_id(owner), str(r), str(t), now)
+        task = R.retention_task(int(contact_id), _optional_id(owner), str(r), str(t), now, rules)
         if task is not None:
             tasks.append(task)
     return tasks
 
 
-def task_specs(model_name: str, scored: pd.DataFrame, now: datetime) -> list[TaskSpec]:
+def task_specs(
+    model_name: str, scored: pd.DataFrame, now: datetime, rules: Rules = RULES
+) -> list[TaskSpec]:
     """The tasks the rules ask for, given one model's scored frame."""
     if model_name == "lead_scoring":
-        return lead_tasks(scored, now)
+        return lead_tasks(scored, now, rules)
     if model_name == "deal_health":
-        return deal_task_list(scored, now)
+        return deal_task_list(scored, now, rules)
     if model_name == "churn":
-        return churn_task_list(scored, now)
+        return churn_task_list(scored, now, rules)
     if model_name in ("clv", "next_best_time"):
         return []
     raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+
+
+def assign_owners(
+    tasks: list[TaskSpec],
+    scored: pd.DataFrame,
+    rules: Rules = RULES,
+    default_owners: dict[str, int] | None = None,
+) -> tuple[list[TaskSpec], Counter]:
+    """No task without an owner: one whose rule found none goes to the default owner of its
+    entity's region (``rules.assignment``, ids resolved in ``default_owners``; the region is the
+    scored row's ``region``), else to the queue (no owner, reason prefixed ``[queue:NAME]``).
+    Returns the tasks and how many went to a ``default_owner`` / the ``queue``."""
+    counts: Counter = Counter()
+    if not any(t.owner_id is None for t in tasks):
+        return tasks, counts
+    region_of: dict[tuple[str, int], str] = {}
+    if _has(scored, "region"):
+        for key in ("entity_id", "contact_id"):
+            if _has(scored, key):
+                kind = "contact" if key == "contact_id" else None
+                for entity, region in zip(scored[key], scored["region"], strict=True):
+                    if isinstance(region, str) and not pd.isna(entity):
+                        region_of.setdefault((kind or "", int(entity)), region.lower())
+    owners = default_owners or {}
+    queue = rules.assignment.queue
+    out = []
+    for task in tasks:
+        if task.owner_id is not None:
+            out.append(task)
+            continue
+        kind = "contact" if task.entity_type == "contact" and _has(scored, "contact_id") else ""
+        owner = owners.get(region_of.get((kind, task.entity_id), ""))
+        if owner is not None:
+            out.append(replace(task, owner_id=owner))
+            counts["default_owner"] += 1
+        else:
+            out.append(replace(task, reason=f"[queue:{queue}] {task.reason}"))
+            counts["queue"] += 1
+    return out, counts
 
 
 # --- Prediction log and the write ---------------------------------------------------------------
@@ -374,6 +461,7 @@ class PreparedWrite:
     now: datetime
     tag_counts: Counter = field(default_factory=Counter)
     task_counts: Counter = field(default_factory=Counter)
+    assignment_counts: Counter = field(default_factory=Counter)
 
 
 def prepare_write(
@@ -385,11 +473,15 @@ def prepare_write(
     source: str = "batch",
     request_id: str | None = None,
     rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
+    default_owners: dict[str, int] | None = None,
 ) -> PreparedWrite:
     """Tags, tasks, prediction-log rows and their counts for one model's scored frame (no I/O),
     tag and log rows encoded for the bulk writes of the store's ``dialect``."""
-    tags, shared = tag_rows(model, scored, now, rfm_medians)
-    tasks = task_specs(model.name, scored, now)
+    tags, shared = tag_rows(model, scored, now, rfm_medians, rules)
+    tasks, assigned = assign_owners(
+        task_specs(model.name, scored, now, rules), scored, rules, default_owners
+    )
     predictions = encode_predictions(dialect, *prediction_rows(model, scored, now, source, request_id))  # fmt: skip
     prepared = PreparedWrite(prepare_tags(tags, dialect, shared), tasks, predictions, now)
     if len(tags):
@@ -406,6 +498,7 @@ def prepare_write(
                 count
             )
     prepared.task_counts.update(Counter(t.type for t in tasks))
+    prepared.assignment_counts.update(assigned)
     return prepared
 
 
@@ -428,6 +521,7 @@ def apply_write(
     seconds["write_log"] += time.perf_counter() - t
     result.tag_counts.update(prepared.tag_counts)
     result.task_counts.update(prepared.task_counts)
+    result.assignment_counts.update(prepared.assignment_counts)
     return result
 
 
@@ -440,11 +534,14 @@ def write_back(
     source: str = "batch",
     request_id: str | None = None,
     rfm_medians: tuple[float, float, float] | None = None,
+    rules: Rules = RULES,
+    default_owners: dict[str, int] | None = None,
 ) -> WriteBackResult:
     """Write tags (previous values to history), new tasks (dedup by key) and the prediction log for
     one model's scored frame. Leaves the commit to the caller (one transaction per call site)."""
     dialect = session.get_bind().dialect.name
     prepared = prepare_write(
-        model, scored, now, dialect, source=source, request_id=request_id, rfm_medians=rfm_medians
-    )
+        model, scored, now, dialect, source=source, request_id=request_id,
+        rfm_medians=rfm_medians, rules=rules, default_owners=default_owners,
+    )  # fmt: skip
     return apply_write(session, prepared)
