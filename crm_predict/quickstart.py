@@ -23,6 +23,7 @@ QUALITY_METRICS = {
     "clv": ("mae_purchases", "baseline_mae_purchases", "oracle_mae_purchases"),
     "next_best_time": ("hit_rate_top1", "baseline_hit_rate_top1", "oracle_hit_rate_top1"),
 }
+LOWER_IS_BETTER = frozenset({"mae_purchases"})
 
 
 @dataclass(frozen=True)
@@ -49,49 +50,102 @@ def run_quickstart(
     customers: int,
     seed: int | None = None,
 ) -> Table:
-    """Run every step through ``invoke`` (the CLI), promote each model's first champion, score
-    the CRM in batch, write the report, and return the model-quality table."""
+    """Run every step through ``invoke`` (the CLI), promote each model's first champion (only one
+    that beats its baseline), score the CRM in batch with the models that have a champion, write
+    the report, and return the model-quality table."""
     for step in data_steps(customers, seed):
         console.rule(step.title)
         invoke(step.args)
+    served = []
     for model in MODEL_NAMES:
         console.rule(f"train {model}")
         invoke(["train", model])
         version = str(client.get_model_version_by_alias(model, "challenger").version)
         invoke(["registry", "card", model, version])
-        promote_first_champion(invoke, client, console, model, version)
+        if promote_first_champion(invoke, client, console, model, version):
+            served.append(model)
     console.rule("nightly batch")
-    invoke(["batch", "score", "--at", f"{DEMO_AS_OF}T23:00:00"])
+    skipped = [m for m in MODEL_NAMES if m not in served]
+    if not served:
+        console.print("[yellow]No model beats its baseline: no champion, nothing to score.[/]")
+    else:
+        if skipped:
+            console.print(f"[yellow]No champion for {', '.join(skipped)}: not scored.[/]")
+        invoke(["batch", "score", "--models", ",".join(served), "--at", f"{DEMO_AS_OF}T23:00:00"])
     console.rule("report")
     invoke(["report"])
     return quality_table(client)
 
 
-def promote_first_champion(invoke, client, console: Console, model: str, version: str) -> None:
-    """Promote through the gates; a model with no champion yet is promoted even past a failing
-    gate, with that recorded as the reason, so the demo always has something to serve."""
-    from registry.lifecycle import PromotionBlocked
+def beats_baseline(client, model: str, version: str) -> tuple[bool, str]:
+    """Whether the version's holdout metric beats the baseline its training run logged (see
+    ``QUALITY_METRICS``), and the two figures."""
+    metric, baseline, _ = QUALITY_METRICS[model]
+    metrics = client.get_run(client.get_model_version(model, version).run_id).data.metrics
+    if metric not in metrics or baseline not in metrics:
+        return False, f"{metric} or {baseline} not logged"
+    mine, theirs = metrics[metric], metrics[baseline]
+    better = mine < theirs if metric in LOWER_IS_BETTER else mine > theirs
+    return bool(better), f"{metric} {mine:.4f} vs baseline {theirs:.4f}"
 
+
+def promote_first_champion(
+    invoke, client, console: Console, model: str, version: str, *, beat_baseline: bool = True
+) -> bool:
+    """Promote a version that beats its baseline through the gates; a model with no champion yet
+    is promoted past a failing gate, with that recorded as the reason, so the demo has something
+    to serve. A version that does not beat its baseline is not promoted (unless
+    ``beat_baseline=False``: benchmarks that time every model need a champion each, whatever its
+    quality). Returns whether the model has a champion afterwards."""
+    from registry.lifecycle import CHAMPION, PromotionBlocked, version_for_alias
+
+    current = version_for_alias(client, model, CHAMPION)
+    better, figures = beats_baseline(client, model, version)
+    if not better and beat_baseline:
+        kept = f"champion stays v{current}" if current else "no champion, so it is not served"
+        console.print(
+            f"[yellow]{model} v{version} does not beat its baseline ({figures}): "
+            f"not promoted; {kept}.[/]"
+        )
+        return current is not None
     try:
         invoke(["registry", "promote", model, version])
     except PromotionBlocked as blocked:
         failed = ", ".join(g.name for g in blocked.report.failed)
+        if current is not None:
+            console.print(
+                f"[yellow]{model} v{version}: gates failed ({failed}); champion stays v{current}[/]"
+            )
+            return True
+        verdict = "beats" if better else "does not beat"
         console.print(
-            f"[yellow]{model} v{version}: gates failed ({failed}); forcing first champion[/]"
+            f"[yellow]{model} v{version} {verdict} its baseline ({figures}) but gates failed "
+            f"({failed}); forcing first champion[/]"
         )
-        reason = f"quickstart bootstrap: first champion despite failed gates ({failed})"
+        reason = (
+            f"quickstart bootstrap: first champion {verdict} its baseline ({figures}), "
+            f"despite failed gates ({failed})"
+        )
         invoke(["registry", "promote", model, version, "--force", "--reason", reason])
+    return True
 
 
 def quality_table(client) -> Table:
     """Model, champion version, holdout metric, baseline and oracle, read back from MLflow."""
+    from registry.lifecycle import CHALLENGER, CHAMPION, version_for_alias
+
     table = Table(title="Models (champion, holdout)")
     for column in ("model", "version", "metric", "model", "baseline", "oracle"):
         table.add_column(column, justify="left" if column in ("model", "metric") else "right")
     for model in MODEL_NAMES:
-        version = client.get_model_version_by_alias(model, "champion")
-        metrics = client.get_run(version.run_id).data.metrics
         keys = QUALITY_METRICS[model]
+        champion = version_for_alias(client, model, CHAMPION)
+        shown = champion or version_for_alias(client, model, CHALLENGER)
+        if shown is None:
+            table.add_row(model, "none", keys[0], "—", "—", "—")
+            continue
+        metrics = client.get_run(client.get_model_version(model, shown).run_id).data.metrics
         values = [f"{metrics[k]:.3f}" if k in metrics else "—" for k in keys]
-        table.add_row(model, str(version.version), keys[0], *values)
+        label = shown if champion else f"none (challenger v{shown})"
+        table.add_row(model, label, keys[0], *values)
     return table

@@ -153,7 +153,7 @@ def render_model_card(
     else:
         lines.append("Not applicable or not logged for this model.")
     lines += ["", "## Fairness checks", "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {r.name} | {'pass' if r.passed else 'FAIL'} | {r.detail} |" for r in fairness]
+    lines += [f"| {r.name} | {r.status} | {r.detail} |" for r in fairness]
     lines += ["", "## Known limits"]
     lines += [f"- {text}" for text in (KNOWN_LIMITS.get(base, ""), *GENERIC_LIMITS) if text]
     lines += ["", "## Promotion"]

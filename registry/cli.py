@@ -52,8 +52,9 @@ def print_gates(report: GateReport) -> None:
     table.add_column("gate")
     table.add_column("result")
     table.add_column("detail")
+    style = {"pass": "green", "FAIL": "red", "N/A": "dim"}
     for r in report.results:
-        table.add_row(r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", r.detail)
+        table.add_row(r.name, f"[{style[r.status]}]{r.status}[/]", r.detail)
     console.print(table)
 
 
@@ -92,7 +93,7 @@ def compare(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Registered model name."),
     versions: list[str] | None = typer.Argument(
-        None, help="Versions to compare (default: champion and challenger, else the two newest)."
+        None, help="Versions to compare (default: champion and challenger)."
     ),
     rows: str = typer.Option(
         "newest", help="Holdout rows: newest (the newest version's), intersection or union."

@@ -58,12 +58,20 @@ class Comparison:
 
 
 def default_versions(client: MlflowClient, name: str) -> list[str]:
-    """Champion and challenger when both exist, else the two newest versions."""
+    """Champion and challenger (read from the registered model's aliases); a clear error naming
+    the versions when either alias is not set."""
     versions = all_versions(client, name)
     by_alias = {a: v.version for v in versions for a in v.aliases}
-    if "champion" in by_alias and "challenger" in by_alias:
-        return [by_alias["champion"], by_alias["challenger"]]
-    return [v.version for v in versions[-2:]]
+    missing = [a for a in ("champion", "challenger") if a not in by_alias]
+    if missing:
+        held = ", ".join(f"{a} v{v}" for a, v in by_alias.items()) or "no aliases"
+        listed = ", ".join(v.version for v in versions)
+        raise UserError(
+            f"{name} has no {' and no '.join(missing)} alias ({held}; versions {listed}); "
+            f"name the versions to compare, e.g. `crm-predict registry compare {name} "
+            f"{' '.join(v.version for v in versions[-2:])}`"
+        )
+    return [by_alias["champion"], by_alias["challenger"]]
 
 
 def holdout_rows(holdouts: list[pd.DataFrame], policy: str) -> pd.DataFrame:

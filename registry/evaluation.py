@@ -102,7 +102,9 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> VersionI
     return _version_info(client, mv)
 
 
-def _version_info(client: MlflowClient, mv: ModelVersion) -> VersionInfo:
+def _version_info(
+    client: MlflowClient, mv: ModelVersion, aliases: list[str] | None = None
+) -> VersionInfo:
     if not mv.run_id:
         raise UserError(f"{mv.name} v{mv.version} was registered without a run")
     run: Run = client.get_run(mv.run_id)
@@ -113,18 +115,26 @@ def _version_info(client: MlflowClient, mv: ModelVersion) -> VersionInfo:
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
         tags=dict(run.data.tags),
-        aliases=list(mv.aliases or []),
+        aliases=list(mv.aliases or []) if aliases is None else aliases,
         version_tags=dict(mv.tags or {}),
         creation_timestamp=int(mv.creation_timestamp or 0),
     )
 
 
 def all_versions(client: MlflowClient, name: str) -> list[VersionInfo]:
-    """Every version of ``name``, oldest first."""
+    """Every version of ``name``, oldest first, with its aliases. ``search_model_versions`` leaves
+    a version's aliases empty, so they are read from the registered model (alias → version)."""
     versions = client.search_model_versions(f"name = '{name}'")
     if not versions:
         raise UserError(f"no versions registered under {name!r}")
-    return [_version_info(client, mv) for mv in sorted(versions, key=lambda mv: int(mv.version))]
+    by_version: dict[str, list[str]] = {}
+    aliases = client.get_registered_model(name).aliases or {}
+    for alias in sorted(aliases, key=lambda a: (a != "champion", a != "challenger", a)):
+        by_version.setdefault(str(aliases[alias]), []).append(alias)
+    return [
+        _version_info(client, mv, by_version.get(str(mv.version), []))
+        for mv in sorted(versions, key=lambda mv: int(mv.version))
+    ]
 
 
 def load_holdout(client: MlflowClient, run_id: str) -> pd.DataFrame:

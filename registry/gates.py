@@ -120,9 +120,26 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class GateResult:
+    """One gate's outcome. A gate whose input is absent (no protected attribute on the entity, no
+    binary label) is not applicable: ``applicable=False``, ``passed=True`` (it never blocks), and
+    ``detail`` gives the reason."""
+
     name: str
     passed: bool
     detail: str
+    applicable: bool = True
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``FAIL`` or ``N/A``, as the gates table and the model card show it."""
+        if not self.applicable:
+            return "N/A"
+        return "pass" if self.passed else "FAIL"
+
+
+def not_applicable(name: str, reason: str) -> GateResult:
+    """A gate that cannot be judged because its input is absent: shown N/A, never blocks."""
+    return GateResult(name, True, f"not applicable: {reason}", applicable=False)
 
 
 @dataclass
@@ -141,6 +158,10 @@ class GateReport:
     @property
     def failed(self) -> list[GateResult]:
         return [r for r in self.results if not r.passed]
+
+    @property
+    def not_applicable(self) -> list[GateResult]:
+        return [r for r in self.results if not r.applicable]
 
     def failure_message(self) -> str:
         reasons = "; ".join(f"{r.name}: {r.detail}" for r in self.failed)
@@ -371,18 +392,19 @@ def fairness_results(
     if holdout is None:
         reason = "no holdout artifact to check on"
         return [GateResult(n, False, reason) for n in ("disparate_impact", "proxy_features")]
-    if protected not in holdout.columns:
-        # The training-set contract carries the attribute only when the entity has one.
-        reason = f"not checked: holdout has no {protected!r} column (entity has no such attribute)"
-        return [GateResult(n, True, reason) for n in ("disparate_impact", "proxy_features")]
+    entity = info.tags.get("entity", "entity")
+    if protected not in holdout.columns or not holdout[protected].notna().any():
+        # The training-set contract carries the attribute only when the entity has one; B2B
+        # deals and leads belong to companies, whose contacts' attribute the CRM leaves empty.
+        where = "column" if protected not in holdout.columns else "value on any row"
+        reason = f"the holdout has no {protected!r} {where} (the {entity} has no such attribute)"
+        return [not_applicable(n, reason) for n in ("disparate_impact", "proxy_features")]
     results = []
     if p is not None:
         threshold, source = config.decision_threshold(info)
         results.append(gate_disparate_impact(p, holdout[protected], threshold, source, config))
     else:
-        results.append(
-            GateResult("disparate_impact", True, "not applicable: no binary decision (pyfunc)")
-        )
+        results.append(not_applicable("disparate_impact", "no binary decision (pyfunc)"))
     results.append(gate_proxy_features(holdout, info.feature_names, config))
     return results
 
@@ -417,9 +439,7 @@ def _latency_gate(
 ) -> GateResult:
     """Predict latency of a classifier version, loaded and scored as the service does."""
     if not is_classifier(info.name):
-        return GateResult(
-            "predict_latency", True, "not applicable: pyfunc models (CLV, next-best-time)"
-        )
+        return not_applicable("predict_latency", "pyfunc models (CLV, next-best-time)")
     if (
         holdout is None
         or max(config.predict_latency_budget_ms, config.explain_latency_budget_ms) <= 0
@@ -468,7 +488,7 @@ def check_gates(
     else:
         theirs = None if champion is None else champion.metrics
         results.append(gate_not_worse_logged(info.metrics, theirs, key_metrics(name), config))
-        results.append(GateResult("minimum_data", True, "not applicable: no binary label"))
+        results.append(not_applicable("minimum_data", "no binary label"))
     results += fairness_results(info, holdout, p, config)
     results.append(gate_protected_not_a_feature(info.feature_names, config))
     results.append(_latency_gate(client, info, holdout, config))

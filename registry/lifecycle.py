@@ -33,6 +33,7 @@ TAG_PROMOTED_AT = "promoted_at"
 TAG_PROMOTION_REASON = "promotion_reason"
 TAG_FORCED = "promotion_forced"
 TAG_FORCED_GATES = "promotion_forced_gates"
+TAG_NOT_APPLICABLE_GATES = "promotion_not_applicable_gates"  # judged N/A (input absent)
 TAG_ROLLED_BACK_BY = "rolled_back_by"
 TAG_ROLLED_BACK_AT = "rolled_back_at"
 # Registered-model tag: the champion's history, newest last, capped at HISTORY_LIMIT events.
@@ -158,6 +159,7 @@ def promote(
         TAG_PROMOTION_REASON: event.reason,
         TAG_FORCED: str(bool(event.forced_gates)).lower(),
         TAG_FORCED_GATES: ",".join(event.forced_gates),
+        TAG_NOT_APPLICABLE_GATES: ",".join(r.name for r in report.not_applicable),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -127,6 +127,32 @@ def test_disparate_impact_below_four_fifths_blocks_promotion(client):
     assert "threshold 0.6 (default for churn)" in report.failed[0].detail
 
 
+@pytest.mark.parametrize("absent", ["all_empty", "no_column"])
+def test_fairness_gates_without_a_protected_attribute_are_not_applicable_and_do_not_block(
+    client, absent
+):
+    """B2B deals belong to companies: their holdout's gender is empty (or not there at all)."""
+    frame = synthetic_frame(seed=1)
+    if absent == "all_empty":
+        frame["gender"] = None
+    else:
+        frame = frame.drop(columns="gender")
+    version = log_classifier_version(client, "deal_health", frame, card=True)
+    report = check_gates(client, "deal_health", version, CONFIG)
+    gates = {r.name: r for r in report.results}
+    for name in ("disparate_impact", "proxy_features"):
+        assert gates[name].status == "N/A" and not gates[name].applicable
+        assert "not applicable" in gates[name].detail and "'gender'" in gates[name].detail
+    assert report.passed and not report.failed, report.failure_message()
+    event, _ = promote(client, "deal_health", version, CONFIG, by="tester")
+    assert event.forced_gates == ()
+    tags = client.get_model_version("deal_health", version).tags
+    assert tags["promotion_forced"] == "false"
+    assert tags["promotion_not_applicable_gates"] == "disparate_impact,proxy_features"
+    card = client.get_model_version("deal_health", version).description
+    assert "| disparate_impact | N/A | not applicable" in card
+
+
 def test_proxy_feature_blocks_promotion(client):
     frame = synthetic_frame(seed=6, proxy=True)
     version = log_classifier_version(

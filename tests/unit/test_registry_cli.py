@@ -79,6 +79,33 @@ def test_registry_commands_end_to_end(client, tmp_path):
     assert version_for_alias(client, NAME, CHAMPION) == v1
 
 
+def test_list_shows_aliases_and_compare_defaults_to_champion_vs_challenger(
+    client, tmp_path, monkeypatch
+):
+    """search_model_versions leaves aliases empty: they are read from the registered model. With
+    three versions, the default comparison is champion v1 vs challenger v2, not the newest two."""
+    import re
+
+    import registry.cli
+
+    monkeypatch.setattr(registry.cli.console, "width", 200)  # no truncated cells
+
+    versions = [log_classifier_version(client, NAME, synthetic_frame(seed=s)) for s in (1, 2, 3)]
+    missing = run(tmp_path, "registry", "compare", NAME, "--no-log")
+    assert "has no champion and no challenger alias" in str(missing.exception)
+    client.set_registered_model_alias(NAME, CHAMPION, versions[0])
+    client.set_registered_model_alias(NAME, CHALLENGER, versions[1])
+
+    listed = ok(tmp_path, "registry", "list", NAME)
+    rows = {m[0]: m[1].strip() for m in re.findall(r"│ (\d+)\s+│ ([a-z, ]*)│", listed)}
+    assert rows == {"1": "champion", "2": "challenger", "3": ""}, listed
+    out = ok(tmp_path, "registry", "compare", NAME, "--no-log")
+    assert "v1 (champion)" in out and "v2 (challenger)" in out and "v3" not in out, out
+    client.delete_registered_model_alias(NAME, CHALLENGER)
+    missing = str(run(tmp_path, "registry", "compare", NAME, "--no-log").exception)
+    assert "has no challenger alias (champion v1; versions 1, 2, 3)" in missing
+
+
 def test_retrain_command_makes_a_challenger_with_a_card(client, tmp_path):
     data = tmp_path / "churn.csv"
     synthetic_frame(seed=11, n=1500).to_csv(data, index=False)
