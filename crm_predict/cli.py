@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crm_predict.errors import UserError, print_error, user_errors_exit_2
+from crm_predict.rules_cli import rules_app
 from crm_predict.settings import Settings
 from crm_store.export_cli import export_app
 from features.cli import app as features_app
@@ -35,6 +36,7 @@ app.registered_commands += registry_top_level.registered_commands  # retrain
 app.add_typer(
     export_app, name="export", help="Tags, tasks, prediction log as CSV with external ids."
 )
+app.add_typer(rules_app, name="rules", help="Business rules file: check, show.")
 
 
 def settings_from(ctx: typer.Context) -> Settings:

@@ -31,7 +31,8 @@ ACTIVITY_CATEGORIES = {
     "content": "whitepapers",
     "trial": "trial_requests",
 }
-TAG_ENTITIES = {"lead": "lead_scoring", "deal": "deal_health", "customer": "clv"}
+# The model whose write-back evaluates an entity's tag rules (churn: the richest customer row).
+TAG_ENTITIES = {"lead": "lead_scoring", "deal": "deal_health", "customer": "churn"}
 
 
 class _RulesModel(BaseModel):
@@ -163,6 +164,16 @@ class TagRule(_RulesModel):
         except ConditionError as exc:
             raise ValueError(f"bad condition {when!r}: {exc}") from None
         return when
+
+    @model_validator(mode="after")
+    def _not_clv_tag(self) -> TagRule:
+        # Customers' tag rules run with churn; the CLV model writes these names on its own.
+        clv_tags = (TAG_CLV_TIER, TAG_CLV, TAG_RFM_SEGMENT, TAG_HIGH_ACTIVITY, TAG_POTENTIAL)
+        if self.entity == "customer" and self.name in clv_tags:
+            raise ValueError(
+                f"{self.name!r} is the CLV model's own customer tag; pick another name"
+            )
+        return self
 
     @property
     def condition(self) -> Condition:

@@ -399,6 +399,32 @@ CONTEXTS: dict[str, Callable[..., pd.DataFrame]] = {  # (tables, at, rules)
 }
 
 
+# The columns each context gives (beside entity_id), for checking tag rules before a run.
+CUSTOMER_COLUMNS = (
+    "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency", "monetary",
+    "visits_30d", "spend_last_3m", "spend_prior_3m",
+)  # fmt: skip
+CONTEXT_OUTPUT = {
+    "lead_scoring": (
+        "contact_id", "owner_id", "manager_id", "region", "created_at", "first_contacted_at",
+        "last_whitepaper_at", "rule_points",
+    ),
+    "deal_health": ("owner_id", "manager_id", "stage", "days_idle"),
+    "churn": CUSTOMER_COLUMNS,
+    "clv": CUSTOMER_COLUMNS,
+    "next_best_time": ("owner_id",),
+}  # fmt: skip
+
+
+def tag_rule_columns(model_name: str) -> list[str]:
+    """What a tag rule for ``model_name``'s entity may read in a batch: ``score``, the model's
+    features (its FeatureService) and the rule context."""
+    from features.definitions import SERVICES
+
+    features = [f for _, names in SERVICES[model_name] for f in names]
+    return list(dict.fromkeys(["score", *features, *CONTEXT_OUTPUT[model_name]]))
+
+
 def rule_context(
     tables: Tables, model_name: str, at: datetime, rules: Rules = RULES
 ) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from crm_predict.rules import MODEL_NAMES, rfm_medians
+from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians
 from crm_predict.settings import Settings
 from serving import scoring
 from serving.loader import LoadedModel, load_model
@@ -215,6 +215,9 @@ class ModelHub:
         self.models: dict[str, LoadedModel] = {}
         self.errors: dict[str, str] = {name: "not loaded yet" for name in MODEL_NAMES}
         self.rfm_medians: tuple[float, float, float] | None = None
+        # The business rules: the built-in defaults until ``reload_rules`` reads the file.
+        self.rules: Rules = RULES
+        self.rules_file: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         # One scoring at a time, on the loop or the executor (one Feast store connection).
         self.scoring_lock = threading.Lock()
@@ -271,6 +274,15 @@ class ModelHub:
             if force and hasattr(self.online, "reset"):
                 self.online.reset()  # a forced reload also picks up a re-applied feature repo
         return outcome
+
+    def reload_rules(self) -> dict:
+        """Read the rules file again (``settings.rules_path``); a bad file raises
+        ``crm_predict.errors.UserError`` and the rules in use stay."""
+        path = self.settings.rules_path
+        rules = self.settings.load_rules()
+        changed = rules != self.rules
+        self.rules, self.rules_file = rules, None if path is None else str(path)
+        return {"file": self.rules_file, "changed": changed}
 
     def warm(self) -> None:
         """Open the online store and resolve each loaded model's FeatureService now (a probe
@@ -395,7 +407,7 @@ class ModelHub:
                 continue
             merged = _merged(table, [inputs[i] for i in chosen])
             try:
-                records = scoring.score(model, merged, explain, self.rfm_medians)
+                records = scoring.score(model, merged, explain, self.rfm_medians, self.rules)
             except Exception as exc:
                 for i in chosen:
                     results[i] = exc
@@ -495,9 +507,18 @@ class ModelHub:
             frame = frame.merge(crm_context(session, name, frame["entity_id"].tolist()), "left", "entity_id")  # fmt: skip
             for record, external_id in zip(scored.records, frame.pop("external_id"), strict=True):
                 record["external_id"] = None if pd.isna(external_id) else str(external_id)
+            rules = self.rules
+            owners = {}
+            if rules.assignment.default_owner_by_region:
+                from crm_store.repository import read_table
+                from serving.batch import default_owners
+
+                owners, _ = default_owners(
+                    rules, read_table(session, "users", ["id", "external_id"])
+                )
             result = write_back(
                 session, scored.model, frame, now, source="api", request_id=request_id,
-                rfm_medians=self.rfm_medians,
+                rfm_medians=self.rfm_medians, rules=rules, default_owners=owners,
             )  # fmt: skip
             session.commit()
         return {
@@ -596,7 +617,7 @@ def crm_context(session, name: str, ids: list[int]) -> pd.DataFrame:
     table = entity_table(name)
     columns = [table.id.label("entity_id"), table.external_id, table.owner_id, User.manager_id]
     if table is Lead:
-        columns += [Lead.created_at, Lead.first_contacted_at, Lead.contact_id]
+        columns += [Lead.created_at, Lead.first_contacted_at, Lead.contact_id, Lead.region]
     query = (
         select(*columns)
         .outerjoin(User, User.id == table.owner_id)

@@ -77,7 +77,9 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
     return frame
 
 
-def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> list[dict]:
+def score_classifier(
+    model: LoadedModel, frame: pd.DataFrame, explain: bool, rules_: rules.Rules = rules.RULES
+) -> list[dict]:
     """Lead score, deal health or churn records for each row of ``frame``."""
     if explain and model.explainer is None:
         raise FeatureInputError("explain", f"model {model.name} cannot explain its scores")
@@ -88,7 +90,7 @@ def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> 
         score = rules.lead_score_1_99(p)
         grade = rules.lead_grade(score)
         points = _rule_points(frame)
-        mql = rules.is_mql(points) if points is not None else None
+        mql = rules.is_mql(points, rules_.lead) if points is not None else None
         records = [
             {
                 "lead_id": ids[i], "score": int(score[i]), "probability": float(p[i]),
@@ -100,13 +102,13 @@ def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> 
         ]  # fmt: skip
     elif model.name == "deal_health":
         health = rules.deal_health_score(p)
-        colour = rules.deal_colour(health)
+        colour = rules.deal_colour(health, rules_.deal)
         records = [
             {"deal_id": ids[i], "health": int(health[i]), "p_win": float(p[i]), "colour": str(colour[i])}
             for i in range(len(frame))
         ]  # fmt: skip
     elif model.name == "churn":
-        risk = rules.churn_risk_level(p)
+        risk = rules.churn_risk_level(p, rules_.churn)
         records = [
             {"customer_id": ids[i], "p_churn": float(p[i]), "risk": str(risk[i])}
             for i in range(len(frame))
@@ -125,16 +127,19 @@ def score_classifier(model: LoadedModel, frame: pd.DataFrame, explain: bool) -> 
 
 
 def score_clv(
-    model: LoadedModel, frame: pd.DataFrame, rfm_medians: tuple[float, float, float] | None
+    model: LoadedModel,
+    frame: pd.DataFrame,
+    rfm_medians: tuple[float, float, float] | None,
+    rules_: rules.Rules = rules.RULES,
 ) -> list[dict]:
     """3-year CLV, value tier and RFM segment (cut at the population's medians) per customer.
 
     The tier is by yearly spend as the batch tags it: trailing-12-month spend (``spend_12m``) when
     the row has it, else the predicted yearly value (``clv_3y`` over the horizon in years)."""
     out = model.predict(frame).reset_index(drop=True)
-    yearly = out["clv_3y"].to_numpy(dtype=float) / (rules.RULES.value.horizon_weeks / 52)
+    yearly = out["clv_3y"].to_numpy(dtype=float) / (rules_.value.horizon_weeks / 52)
     spend = yearly_spend(frame, yearly)
-    tier = rules.value_tier(spend)
+    tier = rules.value_tier(spend, rules_.value)
     segment = rfm_segments(frame, rfm_medians)
     ids = _ids(frame)
     return [
@@ -189,13 +194,15 @@ def score(
     frame: pd.DataFrame,
     explain: bool = False,
     rfm_medians: tuple[float, float, float] | None = None,
+    rules_: rules.Rules = rules.RULES,
 ) -> list[dict]:
-    """Product-language records for ``frame`` with whichever model ``model`` is."""
+    """Product-language records for ``frame`` with whichever model ``model`` is, under the
+    business rules ``rules_`` (the service's loaded rules; default the built-in ones)."""
     if model.name == "clv":
-        return score_clv(model, frame, rfm_medians)
+        return score_clv(model, frame, rfm_medians, rules_)
     if model.name == "next_best_time":
         return score_next_best_time(model, frame)
-    return score_classifier(model, frame, explain)
+    return score_classifier(model, frame, explain, rules_)
 
 
 def headline(model_name: str, record: dict) -> float:

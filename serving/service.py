@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from crm_predict.errors import UserError
 from crm_predict.settings import Settings
 from serving import review
 from serving import schemas as S
@@ -94,6 +95,7 @@ class CrmPredict:
         # A bare `bentoml serve` must refuse a missing token as `crm-predict serve` does.
         self.settings = settings.model_copy(update={"api_token": settings.serving_token()})
         self.hub = ModelHub(self.settings)
+        self.hub.reload_rules()  # a bad rules file refuses to serve, naming the key
         self.hub.reload(force=True)
         self.hub.warm()
         freeze_heap()
@@ -302,17 +304,23 @@ async def models(request: Request) -> JSONResponse:
 
 
 async def admin_reload(request: Request) -> JSONResponse:
-    """Pick up new champions without a restart (``?force=true`` reloads every model)."""
+    """Pick up new champions and the rules file without a restart (``?force=true`` reloads
+    every model). A bad rules file is a 422 naming the key; then nothing is reloaded and the rules
+    in use stay."""
     try:
         svc = _service()
         check_token(request.headers.get("authorization"), svc.settings.api_token)
     except ApiError as exc:
         return exc.response()
+    try:
+        rules = await anyio.to_thread.run_sync(svc.hub.reload_rules)
+    except UserError as exc:
+        return ApiError(422, f"rules not reloaded: {exc}", "rules_file").response()
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     outcome = await anyio.to_thread.run_sync(lambda: svc.hub.reload(force=force))
     await anyio.to_thread.run_sync(svc.hub.warm)  # a forced reload reopens the online store
     freeze_heap()  # the new champions too
-    return JSONResponse({"reloaded": outcome, "models": svc.hub.model_status()})
+    return JSONResponse({"reloaded": outcome, "rules": rules, "models": svc.hub.model_status()})
 
 
 OPS_APP = Starlette(
