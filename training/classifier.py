@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ from crm_predict.errors import UserError
 from crm_predict.metrics import holdout_metrics
 from crm_predict.rules import RULES
 from crm_predict.settings import Settings
+from training.data_checks import DataChecks, apply_exclusions, check_table
 from training.tracking import log_run, tracking_at
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
@@ -308,6 +309,7 @@ class TrainResult:
     candidate: str
     metrics: dict[str, float] = field(default_factory=dict)
     feature_names: list[str] = field(default_factory=list)
+    data_checks: DataChecks | None = None
 
 
 @dataclass
@@ -752,12 +754,21 @@ def train_classifier(
     calibration: str = "sigmoid",
     candidates: tuple[Candidate, ...] = CANDIDATES,
     source: str = "demo",
+    exclude: Sequence[str] = (),
+    allow_leakage: bool = False,
 ) -> TrainResult:
-    """Train, evaluate, log and register one classifier; bad input raises UserError, no run left."""
+    """Train, evaluate, log and register one classifier; bad input raises UserError, no run left.
+
+    ``exclude``: columns never to use; the data checks (``training.data_checks``) then drop
+    constant, identifier-like and near-duplicate columns and stop on target leakage unless
+    ``allow_leakage`` — all before any model is fitted or anything is logged.
+    """
     from sklearn.metrics import roc_auc_score
 
     if calibration not in ("sigmoid", "isotonic"):
         raise UserError(f"calibration must be 'sigmoid' or 'isotonic', got {calibration!r}")
+    roles = {"target": target, "id": id_column, "time": time_column}
+    frame = apply_exclusions(frame, exclude, roles) if frame is not None else frame
     prepared = prepare_data(
         settings,
         frame,
@@ -768,6 +779,19 @@ def train_classifier(
         min_class_count=min_class_count,
         allow_small_data=allow_small_data,
     )
+    checks = check_table(
+        pd.concat([prepared.train, prepared.validation]),
+        prepared.features,
+        LABEL,
+        allow_leakage=allow_leakage,
+        excluded=list(exclude),
+    )
+    if not checks.features:
+        raise UserError(
+            "no feature columns left after the data checks dropped "
+            f"{', '.join(checks.dropped) or 'none'}; nothing was trained"
+        )
+    prepared.features = checks.features
     features, holdout = prepared.features, prepared.holdout
     selection = select_model(
         prepared.train,
@@ -803,6 +827,8 @@ def train_classifier(
             metrics["oracle_auc"] = float(roc_auc_score(y[known], holdout[ORACLE_P][known]))
     metrics |= {
         "n_rows": float(len(older) + len(holdout)),
+        "data_checks_dropped": float(len(checks.dropped)),
+        "data_checks_seconds": checks.seconds,
         "n_train": float(len(prepared.train)),
         "n_validation": float(len(prepared.validation)),
         "n_holdout": float(len(holdout)),
@@ -826,6 +852,9 @@ def train_classifier(
         "target_column": target,
         "id_column": id_column or "",
         "time_column": time_column or "",
+        "excluded_columns": json.dumps(list(exclude)),
+        "data_checks_dropped": json.dumps(checks.dropped),
+        "data_checks_leaks": json.dumps([f.column for f in checks.leaks]),
     }
     params = {
         "candidate": selection.candidate,
@@ -835,6 +864,7 @@ def train_classifier(
         "seed": settings.seed,
         "n_features": len(features),
         "predict_latency_budget_ms": settings.predict_latency_budget_ms,
+        "allow_leakage": allow_leakage,
     } | {f"model.{key}": value for key, value in selection.params.items()}
     return _log_run(
         client,
@@ -851,10 +881,12 @@ def train_classifier(
             "selection/validation_auc.json": selection.validation_auc,
             "selection/trials.json": selection.trials,
             "shap/importance.json": importance,
+            "data_checks.json": checks.as_dict(),
         },
         figures={"plots/calibration.png": calibration_fig, "plots/shap_summary.png": shap_fig},
         candidate=selection.candidate,
         features=features,
+        data_checks=checks,
     )
 
 
@@ -878,6 +910,7 @@ def _log_run(
     figures: dict[str, Any],
     candidate: str,
     features: list[str],
+    data_checks: DataChecks | None = None,
 ) -> TrainResult:
     """Log one finished training to MLflow and register it; a failure deletes the run."""
     import mlflow
@@ -910,7 +943,9 @@ def _log_run(
         client, name, log_model, holdout=holdout_table, params=params, metrics=metrics,
         tags=tags, dicts=dicts, figures=figures,
     )  # fmt: skip
-    return TrainResult(name, logged.run_id, int(logged.version), candidate, metrics, features)
+    return TrainResult(
+        name, logged.run_id, int(logged.version), candidate, metrics, features, data_checks
+    )
 
 
 # --- Scoring with a registered version -------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from crm_predict.errors import UserError, read_user_csv, user_errors_exit_2
+from training.data_checks import parse_exclude
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -50,6 +51,25 @@ def clv_params_line(params: Any, fit: Any = None) -> str:
     return f"BG/NBD {bgnbd}; Gamma-Gamma {spend}{how}"
 
 
+def print_data_checks(console: Any, checks: Any) -> None:
+    """The data checks as a table (column, check, value, action), or one line when all passed."""
+    from rich.table import Table
+
+    seconds = f"{checks.seconds:.2f} s on {checks.rows} training rows"
+    excluded = f"; excluded: {', '.join(checks.excluded)}" if checks.excluded else ""
+    if not checks.findings:
+        console.print(
+            f"data checks: all {len(checks.features)} features pass ({seconds}){excluded}"
+        )
+        return
+    table = Table(title=f"data checks ({seconds}){excluded}")
+    for name in ("column", "check", "value", "action"):
+        table.add_column(name)
+    for finding in checks.findings:
+        table.add_row(finding.column, finding.check, finding.value, finding.action)
+    console.print(table)
+
+
 @app.command("train")
 @user_errors_exit_2
 def train(
@@ -69,6 +89,12 @@ def train(
         None, help="Minimum positives and negatives (default: settings.min_class_count)."
     ),
     allow_small_data: bool = typer.Option(False, help="Train even below the minimum class count."),
+    exclude: str | None = typer.Option(
+        None, help="Columns never to use as features, comma-separated: --exclude col,col."
+    ),
+    allow_leakage: bool = typer.Option(
+        False, help="Train even when a column alone separates the labels (target leakage)."
+    ),
     calibration: str = typer.Option("sigmoid", help="sigmoid or isotonic."),
     transactions: Path | None = typer.Option(
         None,
@@ -118,6 +144,11 @@ def train(
 
     settings = ctx.obj
     if model in ("clv", "next_best_time"):
+        if exclude or allow_leakage:
+            raise UserError(
+                f"--exclude and --allow-leakage are for the classifiers; {model} reads fixed "
+                "columns (the ones named by its own options), so there is nothing to exclude"
+            )
         if csv or target or id_column or time_column:
             raise UserError(
                 "--csv, --target, --id and --time are for the classifiers; "
@@ -150,6 +181,8 @@ def train(
         "min_class_count": min_class_count,
         "allow_small_data": allow_small_data,
         "calibration": calibration,
+        "exclude": parse_exclude(exclude),
+        "allow_leakage": allow_leakage,
     }
     if csv is None:
         if target or id_column or time_column:
@@ -167,6 +200,8 @@ def train(
             "source": f"csv:{csv.name}",
         }
     result = module.train(settings, tracking_client(settings), frame, **options)
+    if result.data_checks is not None:
+        print_data_checks(Console(), result.data_checks)
     shown = ("auc", "baseline_auc", "oracle_auc", "brier", "ece", "lift_at_10")
     figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics)
     Console().print(
