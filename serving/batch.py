@@ -310,7 +310,8 @@ def lead_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataF
         pd.Series(days_between(np.full(n, _ns(at)), last_interaction), index=frame.index),
         rules.lead,
     )
-    frame["region"] = frame["lead_region"].astype(object)  # default owners of ownerless tasks
+    region = frame["lead_region"].astype(object)  # default owners of ownerless tasks
+    frame["region"] = region.where(region.notna(), None)
     keep = ["entity_id", "contact_id", "owner_id", "manager_id", "region", "created_at"]
     return frame[keep + ["first_contacted_at", "last_whitepaper_at", "rule_points"]]
 
