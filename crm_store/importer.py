@@ -492,6 +492,13 @@ class Importer:
             else:
                 value = source
             frame.defaults[name] = value
+        if frame.entity == "deals" and {"outcome", "closed_at"} <= set(frame.data):
+            # A closing stage is entered when the deal closes: without its own entry time (an
+            # export with no stage history) it must not show before then, or features see the
+            # outcome.
+            closing = frame.data["closed_at"].where(frame.data["outcome"].notna())
+            default = frame.defaults.get("stage_entered_at")
+            frame.defaults["stage_entered_at"] = closing.where(closing.notna(), default) if default is not None else closing  # fmt: skip
 
     def _required(self, frame: _Frame) -> None:
         for name in REQUIRED.get(frame.entity, ()):
@@ -594,11 +601,17 @@ class Importer:
         old = found >= 0
         return data[~old], data[old], self.keys(frame.entity).to_numpy()[found[old]]
 
-    def _insert(self, frame: _Frame, new: pd.DataFrame) -> np.ndarray:
+    @staticmethod
+    def _with_defaults(frame: _Frame, new: pd.DataFrame) -> pd.DataFrame:
+        """New rows with the insert-time values of their empty fields."""
         rows = new.copy()
         for name, value in frame.defaults.items():
             fill = value.loc[rows.index] if isinstance(value, pd.Series) else value
             rows[name] = rows[name].where(rows[name].notna(), fill) if name in rows else fill
+        return rows
+
+    def _insert(self, frame: _Frame, new: pd.DataFrame) -> np.ndarray:
+        rows = self._with_defaults(frame, new)
         ids = self._new_ids(frame.entity, len(rows))
         rows.insert(0, "id", ids)
         if len(rows):
@@ -656,7 +669,7 @@ class Importer:
         new_ids = self._insert(frame, new)
         history = 0
         if frame.entity == "deals" and "stage" in frame.data:  # reads the stages before the update
-            history = self._stage_history(frame, new, new_ids, old, old_ids)
+            history = self._stage_history(frame, self._with_defaults(frame, new), new_ids, old, old_ids)  # fmt: skip
         self._update(frame.entity, changed)
         return ImportResult(
             frame.entity,

@@ -43,7 +43,7 @@ def test_cli_serve_without_token_is_a_clear_error_and_starts_nothing(tmp_path, m
     monkeypatch.delenv("CRM_PREDICT_API_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
     started = []
-    monkeypatch.setattr("serving.cli.subprocess.call", lambda *a, **k: started.append(a) or 0)
+    monkeypatch.setattr("serving.cli.os.execve", lambda *a: started.append(a))
     monkeypatch.setattr("sys.argv", ["crm-predict", "--data-dir", str(tmp_path), "serve"])
     with pytest.raises(SystemExit) as exited:
         main()
