@@ -547,3 +547,22 @@ def test_warm_reads_each_loaded_models_features_once_and_never_raises(env):
         hub.warm()
     finally:
         hub.close()
+
+
+def test_admin_reload_rereads_the_rules_file_and_refuses_a_bad_one(api, env):
+    from pathlib import Path
+
+    rules_file = Path(env["env"]["CRM_PREDICT_DATA_DIR"]) / "rules.yaml"
+    rules_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        rules_file.write_text("lead:\n  mql_threshold: 5\n")
+        r = api.post("/admin/reload", headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["rules"] == {"file": str(rules_file), "changed": True}
+        rules_file.write_text("lead:\n  mql_threshold: many\n")
+        bad = api.post("/admin/reload", headers=AUTH)
+        assert bad.status_code == 422 and "lead.mql_threshold" in bad.text
+    finally:
+        rules_file.unlink(missing_ok=True)
+    back = api.post("/admin/reload", headers=AUTH)
+    assert back.status_code == 200 and back.json()["rules"]["changed"] is True  # the defaults again
