@@ -251,24 +251,11 @@ class Importer:
     def _link_own(self, frame: _Frame, deferred: pd.DataFrame) -> None:
         if "external_id" not in frame.data:
             raise UserError(f"{frame.source.name} (entities.{frame.entity}.columns): references to {frame.entity} need an external_id column")  # fmt: skip
-        table = _table(frame.entity)
         resolved = _Frame(frame.entity, frame.source, deferred.copy(), frame.origin)
         self._resolve(resolved)
-        keys = self.keys(frame.entity)
-        row_ids = keys.to_numpy()[keys.index.get_indexer(frame.data["external_id"])]
-        for name in deferred.columns:
-            values = resolved.data[name]
-            stored = _read_by_id(self.session, table, ["id", name], row_ids)
-            before = stored.set_index("id")[name].reindex(row_ids).astype("Int64")
-            differs = ~((values.isna().to_numpy() & before.isna().to_numpy()) | (values.to_numpy() == before.to_numpy()))  # fmt: skip
-            params = [{"_id": int(i), "_v": None if pd.isna(v) else int(v)} for i, v in zip(row_ids[differs], values[differs], strict=True)]  # fmt: skip
-            if params:
-                self.session.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("_id"))
-                    .values({name: bindparam("_v")}),
-                    params,
-                )
+        row_ids, found = self.internal_ids(frame.entity, frame.data["external_id"])
+        changed = self._changed(frame.entity, resolved.data[found], row_ids[found])
+        self._update(frame.entity, changed)
 
     def finish(self) -> list[ImportResult]:
         reset_id_sequences(self.session)
@@ -373,7 +360,7 @@ class Importer:
         if isinstance(kind, Boolean):
             if pd.api.types.is_bool_dtype(values.dtype):
                 return values
-            words = values.astype(object).map(lambda v: v if v is None else str(v).strip().lower())
+            words = per_value(values, lambda v: str(v).strip().lower())
             out = pd.Series(
                 np.where(words.isin(TRUE_WORDS), True, np.where(words.isin(FALSE_WORDS), False, None)),
                 index=values.index,
@@ -400,9 +387,11 @@ class Importer:
             if low is not None and (numbers < low).any():
                 pos = np.flatnonzero(numbers < low)
                 raise frame.fail(name, pos, f"must be at least {low} (got {frame.shown(values, pos[0])})")  # fmt: skip
-            if name == "sentiment" and ((numbers < -1) | (numbers > 1)).any():
-                pos = np.flatnonzero((numbers < -1) | (numbers > 1))
-                raise frame.fail(name, pos, f"must be between -1 and 1 (got {frame.shown(values, pos[0])})")  # fmt: skip
+            low, high = SENTIMENT_RANGE
+            outside = (numbers < low) | (numbers > high)
+            if name == "sentiment" and outside.any():
+                pos = np.flatnonzero(outside)
+                raise frame.fail(name, pos, f"must be between {low:g} and {high:g} (got {frame.shown(values, pos[0])})")  # fmt: skip
             return numbers.astype("Int64") if isinstance(kind, Integer) else numbers.astype(float)
         if isinstance(kind, String) and kind.length:
             too_long = _lengths(values) > kind.length
@@ -537,16 +526,12 @@ class Importer:
         for name in [c for c in frame.data.columns if c in REFERENCES]:
             target = REFERENCES[name]
             refs = frame.data[name]
-            given = refs.notna().to_numpy()
-            if not given.any():
-                frame.data[name] = pd.array([pd.NA] * len(refs), dtype="Int64")
-                continue
-            keys = self.keys(target)
-            found = keys.index.get_indexer(refs.where(given, ""))
-            dangling = given & (found < 0)
-            if name in self.mapping.entities[frame.entity].optional_references:
-                given &= ~dangling
-            elif dangling.any():
+            ids, found = self.internal_ids(target, refs)
+            dangling = refs.notna().to_numpy() & ~found
+            if (
+                dangling.any()
+                and name not in self.mapping.entities[frame.entity].optional_references
+            ):
                 pos = np.flatnonzero(dangling)
                 raise frame.fail(
                     name,
@@ -554,9 +539,8 @@ class Importer:
                     f"no {target} row with id {frame.shown(refs, pos[0])} (import {target} "
                     f"first, or add them to this run)",
                 )
-            values = keys.to_numpy()[np.where(found < 0, 0, found)] if len(keys) else np.zeros(len(refs), dtype=np.int64)  # fmt: skip
-            frame.data[name] = pd.array(np.where(given, values, 0), dtype="Int64")
-            frame.data.loc[~given, name] = pd.NA
+            frame.data[name] = pd.array(ids, dtype="Int64")
+            frame.data.loc[~found, name] = pd.NA
 
     def keys(self, entity: str) -> pd.Series:
         """Internal id by external id of every stored ``entity`` row (cached for the run)."""
@@ -572,6 +556,15 @@ class Importer:
             keep = ~own | ~names.isin(set(external[~own])).to_numpy()
             self._keys[entity] = pd.Series(ids[keep], index=pd.Index(names[keep]))
         return self._keys[entity]
+
+    def internal_ids(self, entity: str, external: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """The internal ids of rows named by their source ids, and which were found (an empty
+        or unknown name is not)."""
+        keys = self.keys(entity)
+        given = external.notna().to_numpy()
+        found = np.where(given, keys.index.get_indexer(external.where(given, "")), -1)
+        ids = keys.to_numpy()[np.maximum(found, 0)] if len(keys) else np.zeros(len(found), dtype=np.int64)  # fmt: skip
+        return ids, found >= 0
 
     def _remember(self, entity: str, external: pd.Series, ids: np.ndarray) -> None:
         present = external.notna().to_numpy()
@@ -596,10 +589,8 @@ class Importer:
         data = frame.data
         if "external_id" not in data:
             return data, data.iloc[:0], np.array([], dtype=np.int64)
-        found = self.keys(frame.entity).index.get_indexer(data["external_id"].where(data["external_id"].notna(), ""))  # fmt: skip
-        found = np.where(data["external_id"].notna().to_numpy(), found, -1)
-        old = found >= 0
-        return data[~old], data[old], self.keys(frame.entity).to_numpy()[found[old]]
+        ids, old = self.internal_ids(frame.entity, data["external_id"])
+        return data[~old], data[old], ids[old]
 
     @staticmethod
     def _with_defaults(frame: _Frame, new: pd.DataFrame) -> pd.DataFrame:
@@ -620,14 +611,21 @@ class Importer:
                 self._remember(frame.entity, rows["external_id"], ids)
         return ids
 
-    def _changed(self, entity: str, old: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
-        """The existing rows whose mapped fields differ from the store's, with their ids."""
+    def _stored(self, entity: str, old: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+        """The store's values of ``old``'s fields, row for row (``ids``)."""
+        columns = [c for c in old.columns if c != "external_id"]
+        stored = _read_by_id(self.session, _table(entity), ["id", *columns], ids)
+        return stored.set_index("id").reindex(ids)
+
+    def _changed(
+        self, entity: str, old: pd.DataFrame, ids: np.ndarray, stored: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """The existing rows whose mapped fields differ from the store's (``stored``, read when
+        not given), with their ids."""
         columns = [c for c in old.columns if c != "external_id"]
         if not columns or not len(old):
             return old.iloc[:0].assign(id=np.array([], dtype=np.int64))
-        table = _table(entity)
-        stored = _read_by_id(self.session, table, ["id", *columns], ids)
-        stored = stored.set_index("id").reindex(ids)
+        stored = self._stored(entity, old, ids) if stored is None else stored
         old = old.copy()
         if entity == "leads" and "owner_id" in old and self.mapping.entities[entity].assign_owners:
             # An owner the import assigned stays when the file still has none.
@@ -664,12 +662,15 @@ class Importer:
 
     def _write(self, frame: _Frame) -> ImportResult:
         new, old, old_ids = self._split(frame)
-        changed = self._changed(frame.entity, old, old_ids)
+        stored = self._stored(frame.entity, old, old_ids)
+        changed = self._changed(frame.entity, old, old_ids, stored)
         assigned = self._assign_owners(frame, new) if frame.entity == "leads" else 0
         new_ids = self._insert(frame, new)
         history = 0
-        if frame.entity == "deals" and "stage" in frame.data:  # reads the stages before the update
-            history = self._stage_history(frame, self._with_defaults(frame, new), new_ids, old, old_ids)  # fmt: skip
+        if frame.entity == "deals" and "stage" in frame.data:
+            history = self._stage_history(
+                self._with_defaults(frame, new), new_ids, old, old_ids, stored["stage"].to_numpy()
+            )
         self._update(frame.entity, changed)
         return ImportResult(
             frame.entity,
@@ -701,8 +702,8 @@ class Importer:
             self.session.connection(),
         )["owner_id"].value_counts()
         assigned = owners.copy().astype("Int64")
-        region = new["region"].astype(object).map(lambda v: v if v is None else str(v).lower())
-        reps_region = reps["region"].astype(object).map(lambda v: v if v is None else str(v).lower())  # fmt: skip
+        region = per_value(new["region"], lambda v: str(v).lower())
+        reps_region = per_value(reps["region"], lambda v: str(v).lower())
         n = 0
         for name in region[owners.isna() & region.notna()].unique():
             pool = reps.loc[reps_region == name, "id"].to_numpy()
@@ -715,35 +716,19 @@ class Importer:
         new["owner_id"] = assigned.to_numpy()
         return n
 
-    def _stage_history(self, frame, new, new_ids, old, old_ids) -> int:
-        """A history row for each new deal's stage and each changed stage."""
-        entered = "stage_entered_at"
-        parts = []
-        if len(new):
-            when = new[entered] if entered in new else new.get("created_at")
-            when = when.where(when.notna(), new.get("created_at")) if when is not None else None
-            parts.append(pd.DataFrame({"deal_id": new_ids, "stage": new["stage"].to_numpy(), "entered_at": pd.Series(when).to_numpy()}))  # fmt: skip
-        if len(old):
-            stored = _read_by_id(self.session, _table("deals"), ["id", "stage"], old_ids)
-            before = stored.set_index("id")["stage"].reindex(old_ids).to_numpy()
-            moved = old["stage"].to_numpy() != before
-            if moved.any():
-                when = old[entered] if entered in old else pd.Series(self.now, index=old.index)
-                when = when.where(when.notna(), self.now)
-                ids = old_ids[moved]
-                parts.append(pd.DataFrame({"deal_id": ids, "stage": old["stage"].to_numpy()[moved], "entered_at": when.to_numpy()[moved]}))  # fmt: skip
-                # The stage's entry time moves with it (the file may not say it).
-                self.session.execute(
-                    update(_table("deals"))
-                    .where(_table("deals").c.id == bindparam("_id"))
-                    .values(stage_entered_at=bindparam("_at", type_=DateTime())),
-                    [
-                        {"_id": int(i), "_at": pd.Timestamp(t).to_pydatetime()}
-                        for i, t in zip(ids, when.to_numpy()[moved], strict=True)
-                    ],  # fmt: skip
-                )
-        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        return self._append_history(rows)
+    def _stage_history(self, new, new_ids, old, old_ids, stages_before: np.ndarray) -> int:
+        """A history row for each new deal's stage (``new`` with its insert-time values) and each
+        changed stage (``stages_before``: the store's, row for row of ``old``)."""
+        parts = [pd.DataFrame({"deal_id": new_ids, "stage": new["stage"].to_numpy(), "entered_at": new["stage_entered_at"].to_numpy()})]  # fmt: skip
+        moved = old["stage"].to_numpy() != stages_before
+        if moved.any():
+            given = old["stage_entered_at"] if "stage_entered_at" in old else pd.Series(pd.NaT, index=old.index)  # fmt: skip
+            when = given.where(given.notna(), self.now).to_numpy()[moved]
+            ids = old_ids[moved]
+            parts.append(pd.DataFrame({"deal_id": ids, "stage": old["stage"].to_numpy()[moved], "entered_at": when}))  # fmt: skip
+            # The stage's entry time moves with it (the file may not say it).
+            self._update("deals", pd.DataFrame({"id": ids, "stage_entered_at": when}))
+        return self._append_history(pd.concat(parts, ignore_index=True))
 
     def _append_history(self, rows: pd.DataFrame) -> int:
         """Stage-history rows not already stored (same deal, stage and entry time)."""
@@ -901,15 +886,10 @@ def _lengths(values: pd.Series) -> pd.Series:
 def _as_key_text(values: pd.Series) -> pd.Series:
     """Source ids as text (numbers written without a decimal point: 17.0 → '17'); of a list
     (``a;b``, an export's several associations) the first."""
-    if pd.api.types.is_integer_dtype(values.dtype):
+    if pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_float_dtype(values.dtype):
         out = values.astype("Int64").astype(str).astype(object)
         return out.where(values.notna(), None)
-    if pd.api.types.is_float_dtype(values.dtype):
-        out = values.astype("Int64").astype(str).astype(object)
-        return out.where(values.notna(), None)
-    return values.astype(object).map(
-        lambda v: None if v is None or pd.isna(v) else str(v).split(";", 1)[0].strip() or None
-    )
+    return per_value(values, lambda v: str(v).split(";", 1)[0].strip() or None)
 
 
 def _norm(value: Any) -> Any:
@@ -929,11 +909,9 @@ def _derived(rule, raw: pd.DataFrame, n: int) -> pd.Series:
     values = _cleaned(raw[rule.source].reset_index(drop=True))
     if rule.values is not None:
         lookup = {_norm(str(k)): v for k, v in rule.values.items()}
-        out = values.astype(object).map(lambda v: lookup.get(_norm(v), rule.default) if v is not None else rule.default)  # fmt: skip
-    else:
-        pattern = re.compile(rule.pattern)
-        out = values.astype(object).map(lambda v: bool(pattern.search(str(v))) if v is not None else rule.default)  # fmt: skip
-    return out.astype(object)
+        return per_value(values, lambda v: lookup.get(_norm(v), rule.default), rule.default)
+    pattern = re.compile(rule.pattern)
+    return per_value(values, lambda v: bool(pattern.search(str(v))), rule.default)
 
 
 def _timestamps(values: pd.Series, fmt: str | None, zone: str) -> pd.Series:
