@@ -3,7 +3,6 @@ frees the port (a child left running would hold it)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -12,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from test_serving_http import free_port
+from test_serving_http import free_port, wait_healthy
 
 pytestmark = pytest.mark.integration
 CLI = Path(sys.executable).parent / "crm-predict"
@@ -42,15 +40,7 @@ def test_sigterm_to_the_cli_stops_the_server_and_frees_the_port(tmp_path):
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(CLI), "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.monotonic() + 240  # imports are slow on a shared 2-core machine
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"server not up in 240 s:\n{log.read_text()[-3000:]}")
+        wait_healthy(proc, f"http://127.0.0.1:{port}", log)
         proc.send_signal(signal.SIGTERM)  # the CLI's own pid, not its process group
         stopped = time.monotonic() + 10
         while time.monotonic() < stopped and not _port_free(port):

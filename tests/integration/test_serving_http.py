@@ -32,6 +32,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, base: str, log_path) -> None:
+    """Until ``base``/healthz answers; fails with the server's log if it exits or is slow."""
+    deadline = time.monotonic() + 240  # imports are slow on a shared 2-core machine
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"server not up in 240 s:\n{log_path.read_text()[-3000:]}")
+
+
 @contextlib.contextmanager
 def running_server(settings: Settings, log_path):
     port = free_port()
@@ -40,15 +52,7 @@ def running_server(settings: Settings, log_path):
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240  # imports are slow on a shared 2-core machine
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"server not up in 240 s:\n{log_path.read_text()[-3000:]}")
+        wait_healthy(proc, base, log_path)
         yield base
     finally:
         with contextlib.suppress(ProcessLookupError):
