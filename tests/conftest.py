@@ -101,6 +101,21 @@ def sqlite_session(tmp_path):
     eng.dispose()
 
 
+@pytest.fixture
+def cli(tmp_path):
+    """``crm-predict --data-dir tmp_path/cli ARGS…`` in-process; returns typer's ``Result``."""
+    from typer.testing import CliRunner
+
+    from crm_predict.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, ["--data-dir", str(tmp_path / "cli"), *args])
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def mlflow_template_db(tmp_path_factory):
     """One empty, migrated MLflow sqlite file; MLflow's schema creation takes seconds per store."""

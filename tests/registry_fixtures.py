@@ -31,15 +31,6 @@ from registry.evaluation import HOLDOUT_ARTIFACT
 FEATURES = ["activity", "recency", "region"]
 
 
-def migrated_mlflow_db(directory: Path) -> Path:
-    """An empty, migrated MLflow sqlite file in ``directory``. Copy it to ``tmp_path / "mlflow.db"``
-    before the ``mlflow_client`` fixture runs and the client skips MLflow's schema creation
-    (~20 s on a busy 2-core machine; the copy takes 0.3 s)."""
-    path = directory / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 PROTECTED = "gender"
 
 

@@ -5,19 +5,6 @@ from __future__ import annotations
 
 import pytest
 from clv_nbt_frames import planted_events, synthetic_transactions
-from typer.testing import CliRunner
-
-
-@pytest.fixture
-def cli(tmp_path):
-    from crm_predict.cli import app
-
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(app, ["--data-dir", str(tmp_path / "cli"), *args])
-
-    return run
 
 
 def test_train_clv_and_next_best_time_on_the_demo_crm(cli, mlflow_client):

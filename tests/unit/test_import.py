@@ -5,7 +5,6 @@ from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 from crm_predict.errors import UserError
 from crm_store.importer import import_csv, normalise_phone
@@ -170,18 +169,6 @@ def test_new_rows_after_an_import_get_fresh_ids(store, tmp_path):
 
 
 # --- CLI -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(tmp_path):
-    from crm_predict.cli import app
-
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(app, ["--data-dir", str(tmp_path / "cli"), *args])
-
-    return run
 
 
 def test_cli_demo_data_refuses_a_full_store_without_replace(cli):

@@ -3,7 +3,6 @@ for their own reason, forced promotions on record, one-command rollback, same-ro
 drift flags and the global fallback."""
 
 import json
-import shutil
 import sys
 from datetime import datetime
 from types import SimpleNamespace
@@ -16,7 +15,6 @@ from registry_fixtures import (
     classifier_pipeline,
     log_classifier_version,
     log_metrics_version,
-    migrated_mlflow_db,
     synthetic_frame,
 )
 
@@ -44,16 +42,9 @@ CONFIG = GateConfig(predict_latency_budget_ms=0, explain_latency_budget_ms=0)
 NAME = "churn"
 
 
-@pytest.fixture(scope="session")
-def mlflow_db_template(tmp_path_factory):
-    return migrated_mlflow_db(tmp_path_factory.mktemp("mlflow_template"))
-
-
 @pytest.fixture
-def client(mlflow_db_template, tmp_path, monkeypatch, request):
-    shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")
-    monkeypatch.chdir(tmp_path)  # runs without an explicit artifact location stay in tmp_path
-    return request.getfixturevalue("mlflow_client")
+def client(mlflow_client):
+    return mlflow_client
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 """Every ``crm-predict registry …`` command and ``crm-predict retrain`` run once on tiny data."""
 
-import shutil
-
 import numpy as np
 import pytest
-from registry_fixtures import log_classifier_version, migrated_mlflow_db, synthetic_frame
+from registry_fixtures import log_classifier_version, synthetic_frame
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
@@ -15,22 +13,14 @@ from registry.retrain import retrain
 NAME = "churn"
 
 
-@pytest.fixture(scope="session")
-def mlflow_db_template(tmp_path_factory):
-    return migrated_mlflow_db(tmp_path_factory.mktemp("mlflow_template"))
-
-
 @pytest.fixture
-def client(mlflow_db_template, tmp_path, monkeypatch, request):
-    shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    client = request.getfixturevalue("mlflow_client")
-    monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", client.tracking_uri)
+def client(mlflow_client, monkeypatch):
+    monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", mlflow_client.tracking_uri)
     monkeypatch.setenv("CRM_PREDICT_OPTUNA_TRIALS", "1")
     # The fixture pipeline costs ~4 ms a row (ColumnTransformer): near the default budget.
     monkeypatch.setenv("CRM_PREDICT_PREDICT_LATENCY_BUDGET_MS", "0")
     monkeypatch.setenv("CRM_PREDICT_EXPLAIN_LATENCY_BUDGET_MS", "0")
-    return client
+    return mlflow_client
 
 
 def run(tmp_path, *args: str):
