@@ -108,45 +108,27 @@ class LoadedModel:
     input_types: dict[str, str] = field(default_factory=dict)  # mlflow type name per column
     explainer: Explainer | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
-    predictor: Predictor | None = None  # classifiers: the Pipeline taken apart for cheap calls
 
     def __post_init__(self) -> None:
-        if self.predictor is None and self.flavor == "sklearn":
-            self.predictor = Predictor.of(self.model, self.feature_names)
+        if self.flavor == "sklearn":
+            prep, self._final = _split(self.model)
+            self._prepare = _prepare_fn(prep, self.feature_names)
 
     def matrix(self, frame: pd.DataFrame):
         """The classifier's input for ``frame`` (every Pipeline step but the last)."""
-        return self.predictor.prepare(frame)
+        return self._prepare(frame)
 
     def predict_proba(self, frame: pd.DataFrame, matrix=None) -> np.ndarray:
-        """P(positive class) per row for classifiers (from ``matrix`` when given)."""
-        return self.predictor.proba(self.matrix(frame) if matrix is None else matrix)
+        """P(positive class) per row for classifiers (from ``matrix`` when given): the final
+        estimator's own ``predict_proba``."""
+        x = self.matrix(frame) if matrix is None else matrix
+        return np.asarray(self._final.predict_proba(x))[:, 1]
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The pyfunc output frame (CLV, next-best-time)."""
         cols = [c for c in self.feature_names if c in frame.columns]
         result = self.model.predict(frame[cols] if cols else frame)
         return result if isinstance(result, pd.DataFrame) else pd.DataFrame(result)
-
-
-@dataclass
-class Predictor:
-    """A classifier Pipeline taken apart for cheap one-row calls, with the Pipeline's numbers.
-
-    ``prepare`` runs every step but the last (a step's ``transform_rows`` when it has one, see
-    ``TablePreprocessor``); ``proba`` is P(positive class) from the final estimator. A binary
-    ``CalibratedClassifierCV`` is called through its parts as its own ``predict_proba`` does (each
-    base's decision_function or predict_proba, its calibrator, the mean), without the per-call
-    validation that costs more than the model on one row.
-    """
-
-    prepare: Callable[[pd.DataFrame], object]
-    proba: Callable[[object], np.ndarray]
-
-    @classmethod
-    def of(cls, model: object, feature_names: list[str]) -> Predictor:
-        prep, final = _split(model)
-        return cls(_prepare_fn(prep, feature_names), _proba_fn(final))
 
 
 def _split(model: object) -> tuple[list[object], object]:
@@ -159,6 +141,8 @@ def _split(model: object) -> tuple[list[object], object]:
 
 
 def _prepare_fn(prep: list[object], feature_names: list[str]) -> Callable[[pd.DataFrame], object]:
+    """Every step but the last; a step's ``transform_rows`` (see ``TablePreprocessor``) when it
+    has one, the cheap path for a few rows with the same output as ``transform``."""
     width = len(feature_names)
 
     def prepare(rows: pd.DataFrame):
@@ -171,112 +155,6 @@ def _prepare_fn(prep: list[object], feature_names: list[str]) -> Callable[[pd.Da
         return x
 
     return prepare
-
-
-def _proba_fn(final: object) -> Callable[[object], np.ndarray]:
-    calibrated = getattr(final, "calibrated_classifiers_", None)
-    classes = getattr(final, "classes_", None)
-    if (
-        calibrated and classes is not None and len(classes) == 2
-        and all(c.method in ("sigmoid", "isotonic") and len(c.calibrators) == 1 for c in calibrated)
-    ):  # fmt: skip
-        parts = [
-            (_response_fn(_unfrozen(c.estimator)), _calibrator_fn(c.calibrators[0]))
-            for c in calibrated
-        ]
-
-        def calibrated_proba(x) -> np.ndarray:
-            total = np.zeros(x.shape[0])
-            for response, calibrator in parts:
-                total += calibrator(response(x))
-            return total / len(parts)
-
-        return calibrated_proba
-    return lambda x: np.asarray(final.predict_proba(x))[:, 1]
-
-
-def _response_fn(estimator: object) -> Callable[[object], np.ndarray]:
-    """What ``CalibratedClassifierCV`` calibrates: decision_function, else P(classes_[1])."""
-    if hasattr(estimator, "decision_function"):
-        return lambda x: np.asarray(estimator.decision_function(x)).reshape(-1)
-    if _plain_binary_xgboost(estimator):
-        # XGBClassifier.predict_proba's own call, without its per-call config context.
-        booster, missing = estimator.get_booster(), estimator.missing
-        try:
-            rounds = (0, estimator.best_iteration + 1)
-        except AttributeError:  # no early stopping: every tree
-            rounds = (0, 0)
-        return _dense_predict_fn(booster, rounds, missing)
-    return lambda x: np.asarray(estimator.predict_proba(x))[:, 1]
-
-
-def _dense_predict_fn(
-    booster: object, rounds: tuple[int, int], missing: float
-) -> Callable[[object], np.ndarray]:
-    """``booster.inplace_predict(x, iteration_range=rounds, missing=missing)``: for a float
-    matrix, the C call it makes (``XGBoosterPredictFromDense``) with its JSON arguments built
-    once. Same numbers; ~0.15 ms less Python per call (inplace_predict re-imports its data
-    adapters, re-serializes its arguments and defines a class per call), which is most of a
-    one-row predict. Anything else, or an XGBoost without that call, goes through
-    ``inplace_predict``."""
-
-    def inplace(x) -> np.ndarray:
-        return booster.inplace_predict(x, iteration_range=rounds, missing=missing)
-
-    try:
-        import ctypes
-
-        from xgboost.core import _LIB, _check_call, c_bst_ulong, make_jcargs
-
-        predict_from_dense = _LIB.XGBoosterPredictFromDense
-    except (ImportError, AttributeError):
-        return inplace
-    args = make_jcargs(
-        type=0, training=False, iteration_begin=int(rounds[0]), iteration_end=int(rounds[1]),
-        missing=missing, strict_shape=False, cache_id=0,
-    )  # fmt: skip
-    width = booster.num_features()
-
-    def dense(x) -> np.ndarray:
-        if not (
-            type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == width
-            and x.dtype in (np.float64, np.float32)
-        ):  # fmt: skip
-            return inplace(x)
-        shape, dims = ctypes.POINTER(c_bst_ulong)(), c_bst_ulong()
-        preds = ctypes.POINTER(ctypes.c_float)()
-        interface = json.dumps(x.__array_interface__).encode()
-        _check_call(
-            predict_from_dense(
-                booster.handle, interface, args, ctypes.c_void_p(),
-                ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds),
-            )
-        )  # fmt: skip
-        size = 1
-        for k in range(dims.value):
-            size *= shape[k]
-        return np.ctypeslib.as_array(preds, shape=(size,)).copy()
-
-    return dense
-
-
-def _plain_binary_xgboost(estimator: object) -> bool:
-    params = estimator.get_params(deep=False) if hasattr(estimator, "get_booster") else {}
-    return (
-        params.get("objective") == "binary:logistic"
-        and params.get("booster") in (None, "gbtree", "dart")
-        and len(getattr(estimator, "classes_", ())) == 2
-    )
-
-
-def _calibrator_fn(calibrator: object) -> Callable[[np.ndarray], np.ndarray]:
-    """The calibrator's predict; a sigmoid one computed directly (its predict's formula)."""
-    if type(calibrator).__name__ == "_SigmoidCalibration":
-        from scipy.special import expit
-
-        a, b = calibrator.a_, calibrator.b_
-        return lambda t: expit(-(a * np.ravel(t) + b))
-    return calibrator.predict
 
 
 def single_threaded(model: object) -> None:

@@ -1,5 +1,6 @@
 """The online API's cheap calls give the Pipeline's own numbers: the preprocessor's row path equals
-its pandas path, and the taken-apart calibrated classifier equals ``predict_proba``."""
+its pandas path, and a loaded classifier's prepared matrix + final estimator equals the Pipeline's
+``predict_proba``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
-from serving.loader import Predictor, _dense_predict_fn, build_explainer, single_threaded
+from serving.loader import LoadedModel, build_explainer, single_threaded
 from training.classifier import TablePreprocessor
 
 
@@ -74,17 +75,24 @@ def test_row_path_falls_back_for_what_it_does_not_handle():
         prep.transform_rows(rows[list(reversed(rows.columns))])
 
 
+def _loaded(model: Pipeline, features: list[str]) -> LoadedModel:
+    return LoadedModel(
+        name="lead_scoring", version="1", alias="champion", run_id="r", model=model,
+        flavor="sklearn", feature_names=features,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["xgboost", "random_forest", "logistic"])
-def test_taken_apart_calibrated_classifier_gives_predict_proba(kind):
+def test_loaded_classifier_gives_the_pipelines_predict_proba(kind):
     frame = lead_frame(200)
     label = (frame["site_visits_30d"] + 2 * frame["is_decision_maker"] > 4).astype(int)
     model = _classifier(frame, label.to_numpy(), kind)  # CalibratedClassifierCV(cv=3)
-    predictor = Predictor.of(model, list(frame.columns))
+    loaded = _loaded(model, list(frame.columns))
     rows = lead_frame(30, seed=9)
-    for part in (rows, rows.head(1)):
-        np.testing.assert_array_equal(
-            predictor.proba(predictor.prepare(part)), model.predict_proba(part)[:, 1]
-        )
+    for part in (rows, rows.head(1), rows.assign(entity_id=7)[["entity_id", *rows.columns]]):
+        expected = model.predict_proba(part[list(frame.columns)])[:, 1]
+        np.testing.assert_array_equal(loaded.predict_proba(part), expected)
+        np.testing.assert_array_equal(loaded.predict_proba(part, loaded.matrix(part)), expected)
 
 
 def test_training_shaped_pipeline_scores_the_same_and_single_threaded():
@@ -98,14 +106,12 @@ def test_training_shaped_pipeline_scores_the_same_and_single_threaded():
     single_threaded(model)
     assert booster.n_jobs == 1 and booster.get_booster().attr("nthread") is None
     assert '"nthread":"1"' in booster.get_booster().save_config().replace(" ", "")
-    predictor = Predictor.of(model, list(frame.columns))
+    loaded = _loaded(model, list(frame.columns))
     for rows in new_rows(messy(10, seed=4)):
-        np.testing.assert_array_equal(
-            predictor.proba(predictor.prepare(rows)), model.predict_proba(rows)[:, 1]
-        )
+        np.testing.assert_array_equal(loaded.predict_proba(rows), model.predict_proba(rows)[:, 1])
     explainer = build_explainer(model, list(frame.columns))
     rows = messy(5, seed=5)
-    matrix = predictor.prepare(rows)
+    matrix = loaded.matrix(rows)
     assert explainer.reasons(rows, matrix=matrix) == explainer.reasons(rows)
 
 
@@ -323,25 +329,6 @@ def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
     assert ModelHub(Settings(data_dir=tmp_path / "d")).loader is load_for_serving
     rows = churn_frame(20, seed=9)
     np.testing.assert_array_equal(as_logged.predict_proba(rows), serving.predict_proba(rows))
-
-
-def test_dense_predict_gives_inplace_predict_bit_for_bit():
-    """The classifier's C-call predict equals ``Booster.inplace_predict`` on one row, many rows,
-    missing values, float32, a strided view and a limited iteration range."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 12))
-    x[rng.random(x.shape) < 0.1] = np.nan
-    label = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 3]) > 0).astype(int)
-    booster = XGBClassifier(n_estimators=30, max_depth=3, n_jobs=1).fit(x, label).get_booster()
-    for rounds in ((0, 0), (0, 10)):
-        predict = _dense_predict_fn(booster, rounds, np.nan)
-        for rows in (x[:1], x[:7], x, x.astype(np.float32), x[::3], pd.DataFrame(x[:4])):
-            got = predict(rows)
-            expected = booster.inplace_predict(rows, iteration_range=rounds, missing=np.nan)
-            assert got.dtype == expected.dtype == np.float32
-            np.testing.assert_array_equal(got, expected)
-    every_tree, ten_trees = (_dense_predict_fn(booster, r, np.nan)(x) for r in ((0, 0), (0, 10)))
-    assert not np.array_equal(every_tree, ten_trees)  # the range is passed on
 
 
 @pytest.mark.parametrize(
