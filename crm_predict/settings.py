@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     optuna_trials: int = 10
     holdout_fraction: float = 0.2
     min_class_count: int = 40
+    cv_below_rows: int = Field(
+        20_000,
+        ge=0,
+        description="Below this many training + validation rows, candidates are chosen by "
+        "time-ordered cross-validation instead of one validation split; 0 = always one split.",
+    )
     auto_promote: bool = Field(
         False, description="retrain promotes a challenger that passes every gate to champion."
     )

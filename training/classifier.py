@@ -1,9 +1,11 @@
 """Shared classification machinery for lead scoring, deal health and churn.
 
 One path for every classifier: validate the table, split it out of time (newest rows = holdout),
-tune logistic regression / random forest / XGBoost with Optuna on a validation split carved from the
-training part, calibrate on that validation split, evaluate once on the holdout against the model's
-baseline and the oracle, and log + register the calibrated sklearn ``Pipeline`` in MLflow.
+tune logistic regression / random forest / XGBoost with Optuna — scored by time-ordered
+cross-validation on the training window below ``Settings.cv_below_rows`` rows, else on a validation
+split carved from it — calibrate on that validation split, evaluate once on the holdout against
+the model's baseline, two untuned sklearn models and the oracle, and log + register the calibrated
+sklearn ``Pipeline`` in MLflow.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crm_predict.errors import UserError
 from crm_predict.metrics import holdout_metrics
-from crm_predict.rules import RULES
 from crm_predict.settings import Settings
 from training.data_checks import DataChecks, apply_exclusions, check_table
 from training.tracking import log_run, tracking_at
@@ -41,6 +42,10 @@ MISSING_CATEGORY = "(missing)"
 # more thoroughly); a family whose first trials all miss the budget is not searched further.
 LATENCY_ROWS, LATENCY_REPEATS, LATENCY_WARMUP = 10, 3, 3
 GIVE_UP_AFTER = 3
+# Model choice below ``Settings.cv_below_rows`` training + validation rows: time-ordered folds,
+# each block holding at least ``CV_MIN_CLASS`` of either class (else fewer folds, else one split).
+CV_BELOW_ROWS = Settings.model_fields["cv_below_rows"].default
+CV_FOLDS, CV_MIN_CLASS = 5, 5
 # Settings that may hold secrets or hosts never go into a run.
 PRIVATE_SETTINGS = frozenset({"api_token", "database_url", "redis_url", "mlflow_tracking_uri"})
 
@@ -522,9 +527,25 @@ class Selection:
     params: dict[str, Any]
     preprocessor: TablePreprocessor
     estimator: BaseEstimator
+    # Per candidate: AUC on the validation split of its best trial's model fitted on train.
     validation_auc: dict[str, float]
-    # Every trial: candidate, number, params, val_auc, predict_p50_ms / p99_ms, within_budget.
+    # Every trial: candidate, number, params, val_auc (or cv_auc_mean / cv_auc_std / cv_fold_auc),
+    # predict_p50_ms / p99_ms, within_budget.
     trials: list[dict[str, Any]] = field(default_factory=list)
+    method: str = "validation_split"  # or "time_cv": how trials were scored
+    # Per candidate with ``method == "time_cv"``: mean / std / per-fold AUC of its best trial.
+    cv_auc: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """How the choice was made, per candidate: what ``selection/summary.json`` holds."""
+        return {
+            "method": self.method,
+            "n_folds": len(next(iter(self.cv_auc.values()))["folds"]) if self.cv_auc else 0,
+            "chosen": self.candidate,
+            "params": self.params,
+            "validation_auc": self.validation_auc,
+            "cv_auc": self.cv_auc,
+        }
 
 
 @contextmanager
@@ -560,6 +581,26 @@ def single_row_latency(model: Any, x: np.ndarray) -> tuple[float, float]:
     return figures.p50_ms, figures.p99_ms
 
 
+def time_folds(
+    y: np.ndarray, n_splits: int = CV_FOLDS, min_class: int = CV_MIN_CLASS
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds over time-ordered rows (sklearn ``TimeSeriesSplit``: each fold fits
+    on every row before its block and scores the block). Fewer folds when a block or its fitting
+    rows would hold fewer than ``min_class`` of either class; [] when not even two folds can."""
+    from sklearn.model_selection import TimeSeriesSplit
+
+    y = np.asarray(y).astype(int)
+    for k in range(n_splits, 1, -1):
+        folds = list(TimeSeriesSplit(n_splits=k).split(y))
+        if all(
+            np.bincount(y[part], minlength=2).min() >= min_class
+            for fit, block in folds
+            for part in (fit, block)
+        ):
+            return folds
+    return []
+
+
 def select_model(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -568,49 +609,77 @@ def select_model(
     seed: int,
     candidates: tuple[Candidate, ...] = CANDIDATES,
     latency_budget_ms: float = 0.0,
+    cv_below_rows: int = CV_BELOW_ROWS,
 ) -> Selection:
-    """Tune every candidate with Optuna on the validation split and keep the best by AUC.
+    """Tune every candidate with Optuna and keep the best by AUC.
 
-    Only the training and validation rows come in here: the holdout cannot influence the choice.
-    With ``latency_budget_ms`` > 0 a trial whose single-row predict p99 exceeds it is pruned (never
-    kept), and a family whose first ``GIVE_UP_AFTER`` trials all exceed it is not searched on.
+    Below ``cv_below_rows`` training + validation rows a trial is scored by its mean AUC over
+    time-ordered folds of those rows (``time_folds``): on a few thousand rows one validation split
+    is too noisy to rank candidates by. Otherwise, or when the classes are too rare for folds, by
+    its AUC on the validation split. Either way the chosen model is fitted on the training split,
+    so the validation split stays unseen for calibration. Only training and validation rows come
+    in here: the holdout cannot influence the choice. With ``latency_budget_ms`` > 0 a trial whose
+    single-row predict p99 exceeds it is pruned (never kept), and a family whose first
+    ``GIVE_UP_AFTER`` trials all exceed it is not searched on.
     """
     import optuna
     from sklearn.metrics import roc_auc_score
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    y_train, y_val = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
+    window = pd.concat([train, validation])
+    y_window = window[LABEL].to_numpy()
+    folds = time_folds(y_window) if len(window) < cv_below_rows else []
     n_jobs = N_JOBS if len(train) >= THREADED_FROM_ROWS else 1
-    prepared: dict[str, tuple[TablePreprocessor, np.ndarray, np.ndarray]] = {}
+    # Per encoding: the final preprocessor (fitted on train) and the (fit, score) matrices each
+    # trial is scored on — every fold with its own preprocessor, or train → validation.
+    final_prep: dict[str, TablePreprocessor] = {}
+    splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    scoring: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
     for encoding in sorted({c.encoding for c in candidates}):
         prep = TablePreprocessor(encoding=encoding).fit(train[features])
-        prepared[encoding] = (
-            prep, prep.transform(train[features]), prep.transform(validation[features])
-        )  # fmt: skip
+        final_prep[encoding] = prep
+        splits[encoding] = (prep.transform(train[features]), train[LABEL].to_numpy(),
+                            prep.transform(validation[features]), validation[LABEL].to_numpy())  # fmt: skip
+        scoring[encoding] = [splits[encoding]]
+        if folds:
+            scoring[encoding] = []
+            for fit, block in folds:
+                rows, held = window.iloc[fit], window.iloc[block]
+                fold_prep = TablePreprocessor(encoding=encoding).fit(rows[features])
+                scoring[encoding].append(
+                    (fold_prep.transform(rows[features]), y_window[fit],
+                     fold_prep.transform(held[features]), y_window[block])
+                )  # fmt: skip
+    method = "time_cv" if folds else "validation_split"
 
-    best: Selection | None = None
-    best_auc = -np.inf
-    scores: dict[str, float] = {}
     trials: list[dict[str, Any]] = []
+    kept_by_name: dict[str, dict[str, Any]] = {}
     for candidate in candidates:
-        prep, x_train, x_val = prepared[candidate.encoding]
         kept: dict[str, Any] = {}
 
-        def objective(trial, candidate=candidate, x_train=x_train, x_val=x_val, kept=kept):
-            model = candidate.build(trial, seed, n_jobs).fit(x_train, y_train)
-            auc = float(roc_auc_score(y_val, model.predict_proba(x_val)[:, 1]))
-            p50, p99 = single_row_latency(model, x_val)
+        def objective(trial, candidate=candidate, sets=scoring[candidate.encoding], kept=kept):
+            aucs = []
+            for x_fit, y_fit, x_score, y_score in sets:
+                model = candidate.build(trial, seed, n_jobs).fit(x_fit, y_fit)
+                aucs.append(float(roc_auc_score(y_score, model.predict_proba(x_score)[:, 1])))
+            # Timed on the last fit: the most rows, the closest to the model that is kept.
+            p50, p99 = single_row_latency(model, x_score)
             fits = latency_budget_ms <= 0 or p99 <= latency_budget_ms
-            trials.append(
-                {"candidate": candidate.name, "trial": trial.number, "params": dict(trial.params),
-                 "val_auc": auc, "predict_p50_ms": p50, "predict_p99_ms": p99,
-                 "within_budget": fits}
-            )  # fmt: skip
+            record = {"candidate": candidate.name, "trial": trial.number,
+                      "params": dict(trial.params)}  # fmt: skip
+            if folds:
+                record |= {"cv_auc_mean": float(np.mean(aucs)), "cv_auc_std": float(np.std(aucs)),
+                           "cv_fold_auc": aucs}  # fmt: skip
+            else:
+                record["val_auc"] = aucs[0]
+            trials.append(record | {"predict_p50_ms": p50, "predict_p99_ms": p99,
+                                    "within_budget": fits})  # fmt: skip
             if not fits:
                 raise optuna.TrialPruned(f"predict p99 {p99:.2f} ms > {latency_budget_ms:g} ms")
-            if auc > kept.get("auc", -np.inf):  # keep the fitted best instead of refitting
-                kept.update(auc=auc, model=model, params=dict(trial.params))
-            return auc
+            score = float(np.mean(aucs))
+            if score > kept.get("score", -np.inf):  # keep the fitted best instead of refitting
+                kept.update(score=score, aucs=aucs, model=model, params=dict(trial.params))
+            return score
 
         def give_up(study, trial, kept=kept):
             if not kept and len(study.trials) >= GIVE_UP_AFTER:
@@ -620,20 +689,40 @@ def select_model(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
         )
         study.optimize(objective, n_trials=n_trials, callbacks=[give_up])
-        if not kept:  # no trial of this family meets the latency budget
-            continue
-        scores[candidate.name] = kept["auc"]
-        if kept["auc"] > best_auc:
-            best_auc = kept["auc"]
-            best = Selection(candidate.name, kept["params"], prep, kept["model"], scores)
-    if best is None:
+        if kept:  # else no trial of this family meets the latency budget
+            kept_by_name[candidate.name] = kept
+    if not kept_by_name:
         raise UserError(
             f"no candidate ({', '.join(c.name for c in candidates)}) predicts one row within "
             f"the latency budget of {latency_budget_ms:g} ms (CRM_PREDICT_PREDICT_LATENCY_BUDGET_MS; "
             "0 turns the limit off)"
         )
-    best.trials = trials
-    return best
+
+    validation_auc: dict[str, float] = {}
+    cv_auc: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        kept = kept_by_name.get(candidate.name)
+        if kept is None:
+            continue
+        if folds:  # fold models saw validation rows: the kept model is the one fitted on train
+            x_train, y_train, x_val, y_val = splits[candidate.encoding]
+            kept["model"] = candidate.build(
+                optuna.trial.FixedTrial(kept["params"]), seed, n_jobs
+            ).fit(x_train, y_train)
+            validation_auc[candidate.name] = float(
+                roc_auc_score(y_val, kept["model"].predict_proba(x_val)[:, 1])
+            )
+            cv_auc[candidate.name] = {"mean": kept["score"], "std": float(np.std(kept["aucs"])),
+                                      "folds": kept["aucs"]}  # fmt: skip
+        else:
+            validation_auc[candidate.name] = kept["score"]
+    name = max(kept_by_name, key=lambda n: kept_by_name[n]["score"])  # first best on ties
+    chosen = kept_by_name[name]
+    encoding = next(c.encoding for c in candidates if c.name == name)
+    return Selection(
+        name, chosen["params"], final_prep[encoding], chosen["model"], validation_auc,
+        trials, method, cv_auc,
+    )  # fmt: skip
 
 
 def latency_metrics(selection: Selection) -> dict[str, float]:
@@ -649,6 +738,45 @@ def latency_metrics(selection: Selection) -> dict[str, float]:
                 "predict_p50_ms": trial["predict_p50_ms"],
                 "predict_p99_ms": trial["predict_p99_ms"],
             }
+    return out
+
+
+def selection_metrics(selection: Selection) -> dict[str, float]:
+    """Validation AUC per candidate and, when chosen by time-ordered folds, the mean and spread
+    (``cv_auc_mean_<candidate>``, ``cv_auc_std_<candidate>``) and the fold count."""
+    out = {f"val_auc_{name}": auc for name, auc in selection.validation_auc.items()}
+    for name, cv in selection.cv_auc.items():
+        out |= {f"cv_auc_mean_{name}": cv["mean"], f"cv_auc_std_{name}": cv["std"]}
+    if selection.cv_auc:
+        out["cv_folds"] = float(selection.summary()["n_folds"])
+    return out
+
+
+def default_model_baselines(
+    train: pd.DataFrame, holdout: pd.DataFrame, features: list[str], seed: int
+) -> dict[str, float]:
+    """Holdout AUC of two untuned models on the same preprocessing and the same training rows as
+    the chosen model (the training split): sklearn's ``LogisticRegression()`` after standard
+    scaling (unscaled, lbfgs stops short on amounts in the thousands: a strawman) and its default
+    ``HistGradientBoostingClassifier()``. The search is worth its time only when it beats both."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    models = {
+        "logreg": ("onehot", make_pipeline(StandardScaler(), LogisticRegression())),
+        # random_state only fixes the early-stopping split it draws on more than 10,000 rows.
+        "hgb": ("ordinal", HistGradientBoostingClassifier(random_state=seed)),
+    }
+    y = holdout[LABEL].to_numpy()
+    out = {}
+    for name, (encoding, model) in models.items():
+        prep = TablePreprocessor(encoding=encoding).fit(train[features])
+        model.fit(prep.transform(train[features]), train[LABEL].to_numpy())
+        p = model.predict_proba(prep.transform(holdout[features]))[:, 1]
+        out[f"holdout_auc_baseline_{name}"] = float(roc_auc_score(y, p))
     return out
 
 
@@ -801,6 +929,7 @@ def train_classifier(
         seed=settings.seed,
         candidates=candidates,
         latency_budget_ms=settings.predict_latency_budget_ms,
+        cv_below_rows=settings.cv_below_rows,
     )
     pipeline = calibrated_pipeline(selection, prepared.validation, features, calibration)
 
@@ -811,8 +940,9 @@ def train_classifier(
     metrics = holdout_metrics(y, p_after)
     before = holdout_metrics(y, p_before)
     metrics |= {"brier_uncalibrated": before["brier"], "ece_uncalibrated": before["ece"]}
-    metrics |= {f"val_auc_{name}": auc for name, auc in selection.validation_auc.items()}
+    metrics |= selection_metrics(selection)
     metrics |= latency_metrics(selection)
+    metrics |= default_model_baselines(prepared.train, holdout, features, settings.seed)
 
     older = pd.concat([prepared.train, prepared.validation])
     baseline = spec.baseline(older, holdout)
@@ -847,6 +977,7 @@ def train_classifier(
         "data_window": data_window(prepared),
         "entity": spec.entity,
         "model_type": selection.candidate,
+        "selection_method": selection.method,
         "baseline": spec.baseline_name if baseline is not None else "unavailable",
         "source": source,
         "target_column": target,
@@ -860,6 +991,7 @@ def train_classifier(
         "candidate": selection.candidate,
         "calibration": calibration,
         "optuna_trials": settings.optuna_trials,
+        "cv_below_rows": settings.cv_below_rows,
         "holdout_fraction": settings.holdout_fraction,
         "seed": settings.seed,
         "n_features": len(features),
@@ -877,8 +1009,9 @@ def train_classifier(
         tags=tags,
         dicts={
             "config/settings.json": public_settings(settings),
-            "config/rules.json": RULES.as_dict(),
+            "config/rules.json": settings.load_rules().as_dict(),  # the file in effect
             "selection/validation_auc.json": selection.validation_auc,
+            "selection/summary.json": selection.summary(),
             "selection/trials.json": selection.trials,
             "shap/importance.json": importance,
             "data_checks.json": checks.as_dict(),

@@ -70,6 +70,34 @@ def print_data_checks(console: Any, checks: Any) -> None:
     console.print(table)
 
 
+def print_model_choice(console: Any, result: Any) -> None:
+    """How the candidate was chosen: per candidate the time-ordered CV AUC mean ± std (or the
+    validation AUC), then the holdout AUC beside the two untuned sklearn models."""
+    from rich.table import Table
+
+    metrics = result.metrics
+    names = [k.removeprefix("val_auc_") for k in metrics if k.startswith("val_auc_")]
+    folds = int(metrics.get("cv_folds", 0))
+    how = f"time-ordered CV, {folds} folds" if folds else "one validation split"
+    table = Table(title=f"model choice ({how})")
+    for column in ("candidate", "CV AUC mean ± std" if folds else "validation AUC", ""):
+        table.add_column(column)
+    for name in names:
+        if folds and f"cv_auc_mean_{name}" in metrics:
+            score = f"{metrics[f'cv_auc_mean_{name}']:.3f} ± {metrics[f'cv_auc_std_{name}']:.3f}"
+        else:
+            score = f"{metrics[f'val_auc_{name}']:.3f}"
+        table.add_row(name, score, "chosen" if name == result.candidate else "")
+    console.print(table)
+    baselines = {
+        "LogisticRegression()": metrics.get("holdout_auc_baseline_logreg"),
+        "HistGradientBoostingClassifier()": metrics.get("holdout_auc_baseline_hgb"),
+    }
+    shown = [f"{name} {auc:.3f}" for name, auc in baselines.items() if auc is not None]
+    if shown and "auc" in metrics:
+        console.print(f"holdout AUC: {result.candidate} {metrics['auc']:.3f} vs {', '.join(shown)}")
+
+
 @app.command("train")
 @user_errors_exit_2
 def train(
@@ -202,6 +230,7 @@ def train(
     result = module.train(settings, tracking_client(settings), frame, **options)
     if result.data_checks is not None:
         print_data_checks(Console(), result.data_checks)
+    print_model_choice(Console(), result)
     shown = ("auc", "baseline_auc", "oracle_auc", "brier", "ece", "lift_at_10")
     figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics)
     Console().print(
