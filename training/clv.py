@@ -657,6 +657,7 @@ def run_training(
     """``crm-predict train clv``: the demo CRM's orders, or a user's transaction CSV."""
     columns = {"--customer-col": customer_col, "--date-col": date_col, "--amount-col": amount_col}
     config = ClvConfig(penalizer=penalizer, freq=freq, holdout_fraction=settings.holdout_fraction)
+    rules = settings.load_rules()  # the rules file in effect: its horizon, tiers, and logged
     if transactions_csv is None:
         if any(columns.values()):
             raise UserError(f"{', '.join(columns)} go with --transactions CSV")
@@ -664,9 +665,9 @@ def run_training(
 
         with store_session(settings.crm_url) as session:
             transactions = demo_transactions(session)
-        return train_clv(client, transactions, config, source="demo")
+        return train_clv(client, transactions, config, rules, source="demo")
     missing = [flag for flag, value in columns.items() if not value]
     if missing:
         raise UserError(f"--transactions needs {', '.join(missing)}")
     transactions = read_transactions_csv(transactions_csv, customer_col, date_col, amount_col)
-    return train_clv(client, transactions, config, source=f"csv:{transactions_csv.name}")
+    return train_clv(client, transactions, config, rules, source=f"csv:{transactions_csv.name}")

@@ -591,6 +591,7 @@ def run_training(
     required = {"--contact-col": contact_col, "--time-col": time_col, "--responded-col": responded_col}  # fmt: skip
     optional = {"--channel-col": channel_col, "--segment-col": segment_col}
     config = NbtConfig(holdout_fraction=settings.holdout_fraction)
+    rules = settings.load_rules()  # the rules file in effect, logged with the run
     if events_csv is None:
         if any(required.values()) or any(optional.values()):
             raise UserError(f"{', '.join([*required, *optional])} go with --events CSV")
@@ -600,9 +601,9 @@ def run_training(
             events = demo_events(session)
         truth_path = settings.demo_truth_dir / f"{MODEL_NAME}.parquet"
         truth = pd.read_parquet(truth_path, columns=["entity_id", "best_slots"]) if truth_path.exists() else None  # fmt: skip
-        return train_next_best_time(client, events, config, truth=truth, source="demo")
+        return train_next_best_time(client, events, config, rules, truth=truth, source="demo")
     missing = [flag for flag, value in required.items() if not value]
     if missing:
         raise UserError(f"--events needs {', '.join(missing)}")
     events = read_events_csv(events_csv, contact_col, time_col, responded_col, channel_col, segment_col)  # fmt: skip
-    return train_next_best_time(client, events, config, source=f"csv:{events_csv.name}")
+    return train_next_best_time(client, events, config, rules, source=f"csv:{events_csv.name}")
