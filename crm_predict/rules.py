@@ -128,8 +128,16 @@ class ValueRules(_RulesModel):
     gold_from: float = 500_000
     horizon_weeks: int = Field(156, gt=0)
     annual_discount_rate: float = Field(0.10, ge=0)
-    high_activity_visits_30d: int = 10
+    high_activity_visits_30d: int = Field(
+        10, description="Site visits in 30 days from which a lead, contact or customer is flagged."
+    )
     potential_growth_pct: float = 200.0
+    potential_min_prior_spend: float = Field(
+        0.0,
+        ge=0,
+        description="Prior 3 months' spend a customer needs before growth counts (0: any > 0); "
+        "growth from nothing is not growth.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValueRules:
@@ -281,6 +289,7 @@ TAG_CLV = "clv_3y"
 TAG_RFM_SEGMENT = "rfm_segment"
 TAG_HIGH_ACTIVITY = "high_activity"
 TAG_POTENTIAL = "potential"
+TAG_ACCOUNT_TIER = "account_tier"
 TAG_BEST_SLOT = "best_contact_slot"
 # Flags: a tag present (value "true") while its condition holds, removed (to history) once it no
 # longer does; an entity never flagged carries no such tag.
@@ -466,12 +475,21 @@ def is_high_activity(visits_30d, rules: ValueRules = RULES.value) -> np.ndarray:
 
 
 def is_potential(spend_last_3m, spend_prior_3m, rules: ValueRules = RULES.value) -> np.ndarray:
-    """Spend up by at least ``potential_growth_pct`` % over the last 3 months vs the 3 before."""
+    """Spend up by at least ``potential_growth_pct`` % over the last 3 months vs the 3 before,
+    for customers whose prior spend is above 0 and at least ``potential_min_prior_spend`` (a
+    first purchase after nothing is not growth)."""
     last = np.asarray(spend_last_3m, dtype=float)
     prior = np.asarray(spend_prior_3m, dtype=float)
+    counted = (prior > 0) & (prior >= rules.potential_min_prior_spend)
     with np.errstate(divide="ignore", invalid="ignore"):
-        growth = np.where(prior > 0, (last - prior) / prior * 100.0, np.where(last > 0, np.inf, 0))
-    return growth >= rules.potential_growth_pct
+        growth = np.where(counted, (last - prior) / np.where(counted, prior, 1.0) * 100.0, np.nan)
+    return counted & (growth >= rules.potential_growth_pct)
+
+
+def account_tier(won_amount_12m, rules: ValueRules = RULES.value) -> np.ndarray:
+    """A B2B account's value tier: its deals won in the trailing 12 months, summed, through the
+    yearly-spend thresholds of ``value_tier`` (the design notes give one set of tiers)."""
+    return value_tier(won_amount_12m, rules)
 
 
 def is_churn_warning(days_inactive, rules: ChurnRules = RULES.churn) -> np.ndarray:

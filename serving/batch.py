@@ -57,7 +57,14 @@ from features.transforms import (
     positions,
     totals_per_row,
 )
-from serving.writeback import PreparedWrite, WriteBackResult, apply_write, prepare_write
+from serving.writeback import (
+    TAG_FEATURES,
+    PreparedWrite,
+    WriteBackResult,
+    account_tag_rows,
+    apply_write,
+    prepare_write,
+)
 
 EXPERIMENT = "batch_scoring"
 # Every table a run writes: its run and checkpoint rows and the write-back (for a clean rerun).
@@ -115,10 +122,11 @@ class BatchSummary:
     rules: Rules = RULES  # the run's rules, from ``rules_file`` (None: the built-in defaults)
     rules_file: str | None = None
     rule_errors: list[str] = field(default_factory=list)  # user rules the run had to skip
+    account_tags: Counter = field(default_factory=Counter)  # account_tier=VALUE → accounts
 
     @property
     def tag_counts(self) -> Counter:
-        out: Counter = Counter()
+        out: Counter = Counter(self.account_tags)
         for m in self.models:
             out.update(m.result.tag_counts)
         return out
@@ -169,7 +177,7 @@ class BatchSummary:
 # The CRM columns the rules read, per table: what ``crm_tables`` loads when no snapshot is given.
 CONTEXT_COLUMNS = {
     "users": ["id", "external_id", "manager_id"],
-    "accounts": ["id", "industry"],
+    "accounts": ["id", "industry", "created_at"],
     "contacts": ["id", "owner_id", "is_decision_maker"],
     "leads": [
         "id",
@@ -181,16 +189,25 @@ CONTEXT_COLUMNS = {
         "first_contacted_at",
         "converted_at",
     ],  # fmt: skip
-    "deals": ["id", "owner_id", "stage", "created_at", "closed_at"],
+    "deals": [
+        "id",
+        "account_id",
+        "owner_id",
+        "stage",
+        "amount",
+        "outcome",
+        "created_at",
+        "closed_at",
+    ],
     "activities": ["contact_id", "lead_id", "deal_id", "type", "category", "occurred_at"],
     "orders": ["contact_id", "ordered_at", "amount"],
 }
 CONTEXT_TABLES = {
     "lead_scoring": ("users", "accounts", "contacts", "leads", "activities"),
-    "deal_health": ("users", "deals", "activities"),
+    "deal_health": ("users", "accounts", "deals", "activities"),  # accounts: account_tier
     "churn": ("contacts", "activities", "orders"),
     "clv": ("contacts", "activities", "orders"),
-    "next_best_time": ("contacts",),
+    "next_best_time": ("contacts", "activities"),
 }
 Tables = dict[str, pd.DataFrame]
 
@@ -279,7 +296,8 @@ def lead_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataF
         columns={"id": "entity_id", "region": "lead_region"}
     )
     frame = frame.merge(
-        tables["accounts"].rename(columns={"id": "account_id"}), on="account_id", how="left"
+        tables["accounts"][["id", "industry"]].rename(columns={"id": "account_id"}),
+        on="account_id", how="left",
     ).merge(
         tables["contacts"][["id", "is_decision_maker"]].rename(columns={"id": "contact_id"}),
         on="contact_id", how="left",
@@ -371,7 +389,10 @@ def customer_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.D
     found = act_row >= 0
     act_row, recent = act_row[found], recent[found]
     last_activity = latest_per_row(act_row, n, occurred[recent])
-    visit = _groups(acts, recent) == GROUP_INDEX["site_visits"]
+    # Visits of the last 30 days exactly (the window above may be longer).
+    visit = (_groups(acts, recent) == GROUP_INDEX["site_visits"]) & (
+        occurred[recent] > _ns(stamp - timedelta(days=30))
+    )
     owners = tables["contacts"].set_index("id")["owner_id"]
 
     frame = pd.DataFrame({"entity_id": customers})
@@ -388,7 +409,37 @@ def customer_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.D
 
 
 def contact_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    return tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
+    """Per contact: owner and site visits in the 30 days up to ``at`` (``high_activity``, counted
+    as ``customer_context`` counts them)."""
+    frame = tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
+    acts = tables["activities"]
+    occurred = nanoseconds(acts["occurred_at"])
+    recent = np.flatnonzero(
+        (occurred > _ns(pd.Timestamp(at) - timedelta(days=30))) & (occurred <= _ns(at))
+    )
+    recent = recent[_groups(acts, recent) == GROUP_INDEX["site_visits"]]
+    row = positions(frame["entity_id"], acts["contact_id"].iloc[recent])
+    frame["visits_30d"] = np.bincount(row[row >= 0], minlength=len(frame))
+    return frame
+
+
+def account_context(tables: Tables, at: datetime) -> pd.DataFrame:
+    """Per account created by ``at``: ``won_12m``, the amounts of its deals won in the trailing 12
+    months (closed in (at - 365 days, at]), summed; the input of ``account_tier``."""
+    stamp = pd.Timestamp(at)
+    accounts = tables["accounts"]
+    frame = pd.DataFrame({"entity_id": accounts["id"][_stamp(accounts["created_at"]) <= stamp]})
+    deals = tables["deals"]
+    closed = _stamp(deals["closed_at"])
+    won = (
+        (deals["outcome"].astype(object) == "won")
+        & (closed <= stamp)
+        & (closed > stamp - timedelta(days=365))
+    )
+    row = positions(frame["entity_id"], deals["account_id"][won])
+    amount = pd.to_numeric(deals["amount"][won], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    frame["won_12m"] = np.bincount(row[row >= 0], weights=amount[row >= 0], minlength=len(frame))
+    return frame.reset_index(drop=True)
 
 
 CONTEXTS: dict[str, Callable[..., pd.DataFrame]] = {  # (tables, at, rules)
@@ -413,7 +464,7 @@ CONTEXT_OUTPUT = {
     "deal_health": ("owner_id", "manager_id", "stage", "days_idle"),
     "churn": CUSTOMER_COLUMNS,
     "clv": CUSTOMER_COLUMNS,
-    "next_best_time": ("owner_id",),
+    "next_best_time": ("owner_id", "visits_30d"),
 }  # fmt: skip
 
 
@@ -742,9 +793,13 @@ def run_batch(
         summary.models = [done[name][2] for name in models]
         dialect = session.get_bind().dialect.name
         owners, summary.rule_errors = default_owners(rules, crm.get("users"))
+        if "deal_health" in models:  # B2B accounts' tiers from their won deals
+            t = time.perf_counter()
+            summary.account_tags = write_account_tiers(session, crm, at, rules)
+            summary.seconds["account_tiers"] += time.perf_counter() - t
         inputs = _Inputs(
             settings, at, run_id, scoring_frame, crm, progress, dialect, rules, owners,
-            summary.rule_errors,
+            summary.rule_errors, models=tuple(models),
         )  # fmt: skip
 
         writer = _ChunkWriter(session)
@@ -787,6 +842,7 @@ class _Inputs:
     default_owners: dict[str, int] = field(default_factory=dict)  # region → user id
     rule_errors: list[str] = field(default_factory=list)  # the summary's
     contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
+    models: tuple[str, ...] = ()  # the run's
 
 
 def _score_model(
@@ -821,11 +877,16 @@ def _score_model(
     if build not in inputs.contexts:
         inputs.contexts[build] = build(inputs.crm, at, inputs.rules)
     context = inputs.contexts[build].drop_duplicates("entity_id").set_index("entity_id")
+    if name == "clv" and "next_best_time" in inputs.models:
+        # One writer of a contact's high_activity: next-best-time's, over every contact (the
+        # same 30-day count), so CLV does not re-stamp the customers' flags.
+        context = context.drop(columns="visits_30d")
     # The user's tag rules read the model's features and the rule context (and the score).
     available = {*features.columns, *context.columns, "score"}
     rules, errors = check_tag_rules(inputs.rules, name, available)
     inputs.rule_errors.extend(errors)
     wanted = {c for r in rules.tag_rules(name) for c in r.condition.columns}
+    wanted |= {c for c in TAG_FEATURES.get(name, ()) if c in features.columns}
     from_features = sorted(wanted - set(context.columns) - {"entity_id", "score"})
     medians = None
     if name == "clv" and len(context):
@@ -862,6 +923,22 @@ def _score_model(
         waited = writer.waited
         writer.put(_Chunk(model_run, prepared, checkpoint, advance))
         seconds["write_wait"] += writer.waited - waited
+
+
+def write_account_tiers(
+    session: Session, crm: Tables, at: datetime, rules: Rules = RULES
+) -> Counter:
+    """``account_tier`` on every account as of ``at``, committed in one transaction (a rerun sets
+    the same values: nothing new). Returns the accounts per ``account_tier=VALUE``."""
+    from crm_store.repository import prepare_tags, upsert_tags
+
+    rows, shared = account_tag_rows(account_context(crm, at), at, rules)
+    if len(rows):
+        upsert_tags(session, prepare_tags(rows, session.get_bind().dialect.name, shared), at)
+    session.commit()
+    return Counter(
+        f"{name}={value}" for name, value in zip(rows["name"], rows["value"], strict=True)
+    )
 
 
 def log_summary(client: MlflowClient, summary: BatchSummary) -> str:

@@ -6,11 +6,16 @@ absent is skipped, so the API can write back what a request carries and the batc
 
 | model | context columns (all optional) |
 |---|---|
-| lead_scoring | ``rule_points``, ``owner_id``, ``manager_id``, ``created_at``, ``first_contacted_at``, ``contact_id``, ``last_whitepaper_at`` |
+| lead_scoring | ``rule_points``, ``site_visits_30d`` (the model's feature), ``owner_id``, ``manager_id``, ``created_at``, ``first_contacted_at``, ``contact_id``, ``last_whitepaper_at`` |
 | deal_health | ``owner_id``, ``manager_id``, ``stage``, ``days_idle`` |
 | churn | ``owner_id``, ``days_inactive``, ``yearly_spend`` |
 | clv | ``yearly_spend``, ``recency_days``, ``frequency``, ``monetary``, ``visits_30d``, ``spend_last_3m``, ``spend_prior_3m`` |
-| next_best_time | ``best_slots`` (list of hour-of-week slots, best first), ``best_channel`` |
+| next_best_time | ``best_slots`` (list of hour-of-week slots, best first), ``best_channel``, ``visits_30d`` |
+
+``high_activity`` (site visits in 30 days) is written for leads (lead_scoring), every contact
+(next_best_time) and customers (clv: the same count on the same contacts; a batch running both
+leaves it to next_best_time). Accounts get ``account_tier`` from their won deals
+(``account_tag_rows``): no model scores them.
 
 All thresholds and task rules come from ``crm_predict.rules``; nothing here decides a number.
 """
@@ -48,6 +53,8 @@ ENTITY_TYPES = {
     "clv": "contact",
     "next_best_time": "contact",
 }
+# Model features the built-in tags read beside the context (the batch adds them to the frame).
+TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
 
 
 class ModelRef(Protocol):
@@ -115,7 +122,13 @@ def lead_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.
     }
     if _has(scored, "rule_points"):
         values[R.TAG_MQL] = _flag(R.is_mql(scored["rule_points"].fillna(0), rules.lead))
+    if _has(scored, "site_visits_30d"):
+        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["site_visits_30d"], rules)
     return values
+
+
+def _high_activity(visits: pd.Series, rules: Rules) -> np.ndarray:
+    return _flag(R.is_high_activity(pd.to_numeric(visits, errors="coerce").fillna(0), rules.value))
 
 
 def deal_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
@@ -148,9 +161,7 @@ def clv_tag_values(
             scored["recency_days"], scored["frequency"], scored["monetary"], medians=rfm_medians
         )
     if _has(scored, "visits_30d"):
-        values[R.TAG_HIGH_ACTIVITY] = _flag(
-            R.is_high_activity(scored["visits_30d"].fillna(0), rules.value)
-        )
+        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["visits_30d"], rules)
     if _has(scored, "spend_last_3m", "spend_prior_3m"):
         values[R.TAG_POTENTIAL] = _flag(
             R.is_potential(
@@ -166,8 +177,12 @@ def best_slot_value(slots, channel) -> str:
     return label if channel is None or pd.isna(channel) else f"{label} {channel}"
 
 
-def next_best_time_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
-    """``best_slot_value`` of every row, built once per distinct (slot, channel) pair."""
+def next_best_time_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
+    """``best_slot_value`` of every row, built once per distinct (slot, channel) pair, and the
+    contact's ``high_activity`` flag."""
+    values = {}
+    if _has(scored, "visits_30d"):
+        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["visits_30d"], rules)
     slots = scored["best_slots"].to_numpy()
     first = np.fromiter((s[0] for s in slots), dtype=np.int64, count=len(slots))
     if _has(scored, "best_channel"):
@@ -175,11 +190,11 @@ def next_best_time_tag_values(scored: pd.DataFrame) -> dict[str, np.ndarray]:
     else:
         codes, channels = np.full(len(first), -1), pd.Index([])
     pairs, inverse = np.unique(first * (len(channels) + 1) + codes + 1, return_inverse=True)
-    values = [
+    labels = [
         best_slot_value([pair // (len(channels) + 1)], channels[c - 1] if c else None)
         for pair, c in zip(pairs, pairs % (len(channels) + 1), strict=True)
     ]
-    return {R.TAG_BEST_SLOT: np.array(values, dtype=object)[inverse.reshape(-1)]}
+    return {R.TAG_BEST_SLOT: np.array(labels, dtype=object)[inverse.reshape(-1)], **values}
 
 
 def tag_values(
@@ -199,7 +214,7 @@ def tag_values(
     elif model_name == "clv":
         values = clv_tag_values(scored, rfm_medians, rules)
     elif model_name == "next_best_time":
-        values = next_best_time_tag_values(scored)
+        values = next_best_time_tag_values(scored, rules)
     else:
         raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
     return {**values, **user_tag_values(model_name, scored, rules)}
@@ -254,6 +269,27 @@ def tag_rows(
     if not parts or not len(ids):
         return pd.DataFrame(columns=["entity_id", "name", "value"]), shared
     return pd.concat(parts, ignore_index=True), shared
+
+
+def account_tag_rows(
+    accounts: pd.DataFrame, scored_at: datetime, rules: Rules = RULES
+) -> tuple[pd.DataFrame, dict]:
+    """``account_tier`` of each account (``entity_id``, ``won_12m``: its deals won in the trailing
+    12 months, summed), as ``tag_rows`` gives them. No model scores accounts: model name ``rules``,
+    no version or run (a rerun's rows equal the stored ones, so it writes nothing)."""
+    tier = R.account_tier(accounts["won_12m"].fillna(0), rules.value)
+    rows = pd.DataFrame(
+        {
+            "entity_id": accounts["entity_id"].to_numpy(dtype=np.int64),
+            "name": R.TAG_ACCOUNT_TIER,
+            "value": np.asarray(tier, dtype=object),
+        }
+    )
+    shared = {
+        "entity_type": "account", "model_name": "rules", "model_version": "",
+        "run_id": "", "scored_at": scored_at,
+    }  # fmt: skip
+    return rows, shared
 
 
 def _unless_unflagged(name: str, values: np.ndarray) -> np.ndarray:

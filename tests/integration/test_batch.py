@@ -107,7 +107,7 @@ def test_batch_scores_every_entity_once_and_writes_tags_tasks_and_summary(
     flags = tags["name"].isin(FLAG_TAGS)
     assert set(tags.loc[~flags, "name"]) == {
         "lead_score", "lead_grade", "deal_health", "deal_health_colour", "churn_risk", "clv_tier",
-        "rfm_segment", "best_contact_slot",
+        "rfm_segment", "best_contact_slot", "account_tier",
     }  # fmt: skip
     # A flag is a tag only where it holds (no lead of this world is an MQL).
     assert set(tags.loc[flags, "name"]) == {"churn_warning", "high_activity", "potential"}

@@ -130,7 +130,9 @@ def test_mql_threshold_and_user_tag_rules_decide_lead_tags(tmp_path):
     assert [by[(i, "high_activity")] for i in (1, 2, 3)] == ["true", None, "true"]
     assert [by[(i, "heat")] for i in (1, 2, 3)] == [None, "warm", "hot"]  # first rule holding
     default = {(r.entity_id, r.name): r.value for r in tag_frame(LEAD_MODEL, _leads(), NOW).itertuples()}  # fmt: skip
-    assert default[(2, "mql")] is None and (1, "high_activity") not in default
+    assert default[(2, "mql")] is None
+    # Built in for leads too (#20): value.high_activity_visits_30d over the lead's site_visits_30d.
+    assert [default[(i, "high_activity")] for i in (1, 2, 3)] == ["true", None, "true"]
 
 
 def test_tasks_without_owner_go_to_the_region_default_owner_else_the_queue():

@@ -81,8 +81,8 @@ def test_clv_tier_rfm_activity_and_potential():
     assert values[R.TAG_CLV_TIER] == ["diamond", "gold", "normal"]
     assert values[R.TAG_RFM_SEGMENT] == ["champions", "champions", "lost"]
     assert values[R.TAG_HIGH_ACTIVITY] == ["true", "false", "false"]
-    # +200 % (300 vs 100) is potential, +199 % is not, growth from nothing is.
-    assert values[R.TAG_POTENTIAL] == ["true", "false", "true"]
+    # +200 % (300 vs 100) is potential, +199 % is not, nor is growth from nothing (#20).
+    assert values[R.TAG_POTENTIAL] == ["true", "false", "false"]
 
 
 def test_rfm_uses_population_medians_when_given():
