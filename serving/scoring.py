@@ -6,10 +6,14 @@ column when the rows came by id); the thresholds come from ``crm_predict.rules``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from crm_predict import rules
+from features.transforms import RULE_SCORE_INPUTS, rule_score_values
 from serving.loader import LoadedModel
 
 ENTITY_ID = "entity_id"
@@ -37,6 +41,30 @@ OPTIONAL_FEATURES = {
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 
 
+@dataclass(frozen=True)
+class DerivedFeature:
+    """A model input computed from other inputs (a Feast on-demand view): a raw payload sends the
+    inputs and the service computes it, so a client cannot send its own score."""
+
+    inputs: tuple[str, ...]
+    compute: Callable[[pd.DataFrame], np.ndarray]
+    numeric: tuple[str, ...]  # inputs that must be numbers when they come as text
+
+
+# Every on-demand feature of ``features.definitions`` (the rule-based points: RULE_SCORE_VIEW).
+DERIVED_FEATURES = {
+    RULE_SCORE: DerivedFeature(
+        RULE_SCORE_INPUTS,
+        rule_score_values,
+        tuple(
+            f
+            for f in RULE_SCORE_INPUTS
+            if f not in ("industry", "lead_region", "is_decision_maker")
+        ),
+    ),
+}
+
+
 class FeatureInputError(ValueError):
     """A raw feature payload that does not fit the model; ``field`` names the offending input."""
 
@@ -47,10 +75,25 @@ class FeatureInputError(ValueError):
 
 def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame:
     """Raw payload rows as a frame in the model's column order; missing, unknown or wrongly
-    typed features raise ``FeatureInputError`` naming ``field[i].feature``."""
-    expected = model.feature_names
+    typed features raise ``FeatureInputError`` naming ``field[i].feature``.
+
+    A derived feature (``DERIVED_FEATURES``: ``rule_score``) is computed here from its raw inputs,
+    as the feature pipeline computes it; a row that sends it is refused, naming the inputs to send
+    instead (a client-sent score would decide MQL and grade)."""
+    derived = {name: DERIVED_FEATURES[name] for name in model.feature_names if name in DERIVED_FEATURES}  # fmt: skip
+    sent = [f for f in model.feature_names if f not in derived]
+    sent += [f for d in derived.values() for f in d.inputs if f not in sent]
+    numeric = {f for d in derived.values() for f in d.numeric}
+    expected = sent
     allowed = set(expected) | {ENTITY_ID, *OPTIONAL_FEATURES.get(model.name, ())}
     for i, row in enumerate(rows):
+        for name, feature in derived.items():
+            if name in row:
+                raise FeatureInputError(
+                    f"{field}[{i}].{name}",
+                    f"{name} is derived: the service computes it from {', '.join(feature.inputs)}; "
+                    f"send those, not {name}",
+                )
         missing = [f for f in expected if f not in row]
         if missing:
             raise FeatureInputError(f"{field}[{i}]", f"missing feature(s): {', '.join(missing)}")
@@ -60,7 +103,7 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
                 f"{field}[{i}].{unknown[0]}", f"unknown feature(s): {', '.join(unknown)}"
             )
         for name, value in row.items():
-            kind = model.input_types.get(name)
+            kind = "double" if name in numeric else model.input_types.get(name)
             if kind in NUMERIC_TYPES and isinstance(value, str):
                 try:
                     float(value)
@@ -72,9 +115,12 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
     extra = [c for c in optional if any(c in row for row in rows)]
     frame = pd.DataFrame(rows, columns=[*extra, *expected])
     for name in expected:
-        if model.input_types.get(name) in NUMERIC_TYPES:
+        if name in numeric or model.input_types.get(name) in NUMERIC_TYPES:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
-    return frame
+    for name, feature in derived.items():
+        frame[name] = feature.compute({f: frame[f] for f in feature.inputs})
+    # The model's columns (and the optional ones) only: raw inputs the model does not read go.
+    return frame[[*extra, *model.feature_names]]
 
 
 def score_classifier(

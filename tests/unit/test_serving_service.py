@@ -164,12 +164,32 @@ def test_explain_adds_top_positive_and_negative_reasons_in_feature_names(api, se
         assert reason["value"] == pytest.approx(row[reason["feature"]]) or reason["value"] == row[reason["feature"]]  # fmt: skip
 
 
-def test_raw_feature_payload_scores_like_the_id_path(api, service):
-    row = service.hub.online.tables["lead_scoring"].set_index("entity_id").loc[9].to_dict()
+# The raw inputs of the derived ``rule_score`` the test model does not read itself.
+RAW_90D = {"site_visits_90d": 6, "pricing_views_90d": 2, "whitepapers_90d": 1, "trials_90d": 0}
+
+
+def raw_lead_row(service, lead_id: int | None = None) -> dict:
+    """A lead's online features as a raw payload: without the derived ``rule_score``, with the
+    raw inputs it is computed from."""
+    table = service.hub.online.tables["lead_scoring"].set_index("entity_id")
+    row = (table.loc[lead_id] if lead_id is not None else table.iloc[0]).to_dict()
     row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    return {**{k: v for k, v in row.items() if k != "rule_score"}, **RAW_90D}
+
+
+def test_raw_feature_payload_scores_like_the_id_path(api, service, monkeypatch):
+    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
+
+    row = raw_lead_row(service, 9)
+    points = float(rule_score_values({k: [row[k]] for k in RULE_SCORE_INPUTS})[0])
+    # The store holds the rule_score the feature pipeline computes from the same inputs.
+    table = service.hub.online.tables["lead_scoring"].copy()
+    table.loc[table["entity_id"] == 9, "rule_score"] = points
+    monkeypatch.setitem(service.hub.online.tables, "lead_scoring", table)
     by_id = api.post("/lead_score", json={"lead_id": 9}).json()["prediction"]
     raw = api.post("/lead_score", json={"features": row}).json()["prediction"]
     assert raw["probability"] == pytest.approx(by_id["probability"])
+    assert raw["rule_points"] == by_id["rule_points"] == points
     assert raw["lead_id"] is None
     batch = api.post("/lead_score/batch", json={"rows": [row, {**row, "entity_id": 9}]})
     assert [p["lead_id"] for p in batch.json()["predictions"]] == [None, 9]
@@ -208,8 +228,7 @@ def test_neither_or_both_sources_are_400(api):
 
 
 def test_raw_features_missing_unknown_or_mistyped_are_422_naming_the_feature(api, service):
-    row = service.hub.online.tables["lead_scoring"].drop(columns="entity_id").iloc[0].to_dict()
-    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+    row = raw_lead_row(service)
     missing = {k: v for k, v in row.items() if k != "site_visits_30d"}
     r = api.post("/lead_score", json={"features": missing})
     assert r.status_code == 422 and r.json()["field"] == "features[0]"
@@ -220,6 +239,42 @@ def test_raw_features_missing_unknown_or_mistyped_are_422_naming_the_feature(api
     assert r.status_code == 422 and r.json()["field"] == "rows[1].pricing_views_30d"
     r = api.post("/lead_score", json={"features": {**row, "industry": ["a", "b"]}})
     assert r.status_code == 400
+
+
+def test_a_client_sent_rule_score_is_refused_naming_it_and_the_raw_inputs(api, service):
+    """#20: a raw payload with rule_score=500 was MQL and grade A on the client's word."""
+    row = raw_lead_row(service)
+    r = api.post("/lead_score", json={"features": {**row, "rule_score": 500}})
+    assert r.status_code == 422 and r.json()["field"] == "features[0].rule_score"
+    assert "derived" in r.json()["error"] and "trials_90d" in r.json()["error"]
+    r = api.post("/lead_score/batch", json={"rows": [row, {**row, "rule_score": 500}]})
+    assert r.status_code == 422 and r.json()["field"] == "rows[1].rule_score"
+    r = api.post("/lead_score", json={"features": {**row, "rule_score": 500}, "write_back": True}, headers=AUTH)  # fmt: skip
+    assert r.status_code == 422
+
+
+def test_raw_rule_score_is_computed_from_its_inputs_as_the_feature_pipeline_does(api, service):
+    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
+
+    quiet = {**raw_lead_row(service), "industry": "retail", "is_decision_maker": 0}
+    quiet |= {"lead_region": "south", "days_since_last_interaction": 3.0}
+    hot = {**quiet, "industry": "Software", "is_decision_maker": 1, "trials_90d": 2}
+    body = api.post("/lead_score/batch", json={"rows": [quiet, hot]}).json()["predictions"]
+    expected = rule_score_values({k: [r[k] for r in (quiet, hot)] for k in RULE_SCORE_INPUTS})
+    assert [p["rule_points"] for p in body] == expected.tolist()
+    # retail, south: -10 + 6 visits * 5 + 2 pricing * 20 + 1 whitepaper * 30 = 90, not an MQL;
+    # software decision maker with two trials: 90 + 20 + 30 + 100 = 240.
+    assert expected.tolist() == [90.0, 240.0]
+    assert [p["mql"] for p in body] == [False, True]
+
+
+def test_raw_inputs_of_rule_score_missing_or_mistyped_are_422_naming_them(api, service):
+    row = raw_lead_row(service)
+    r = api.post("/lead_score", json={"features": {k: v for k, v in row.items() if k != "trials_90d"}})  # fmt: skip
+    assert r.status_code == 422 and r.json()["field"] == "features[0]"
+    assert "trials_90d" in r.json()["error"]
+    r = api.post("/lead_score", json={"features": {**row, "site_visits_90d": "lots"}})
+    assert r.status_code == 422 and r.json()["field"] == "features[0].site_visits_90d"
 
 
 def test_explain_is_refused_where_no_model_explains(api):
