@@ -207,7 +207,7 @@ CONTEXT_TABLES = {
     "deal_health": ("users", "accounts", "deals", "activities"),  # accounts: account_tier
     "churn": ("contacts", "activities", "orders"),
     "clv": ("contacts", "activities", "orders"),
-    "next_best_time": ("contacts", "activities"),
+    "next_best_time": ("contacts", "activities", "orders"),
 }
 Tables = dict[str, pd.DataFrame]
 
@@ -409,8 +409,8 @@ def customer_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.D
 
 
 def contact_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    """Per contact: owner and site visits in the 30 days up to ``at`` (``high_activity``, counted
-    as ``customer_context`` counts them)."""
+    """Per contact: owner and site visits in the 30 days up to ``at`` (``high_activity``), blank
+    for customers (an order by ``at``), whose flag CLV writes from ``customer_context``."""
     frame = tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
     acts = tables["activities"]
     occurred = nanoseconds(acts["occurred_at"])
@@ -419,7 +419,14 @@ def contact_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.Da
     )
     recent = recent[_groups(acts, recent) == GROUP_INDEX["site_visits"]]
     row = positions(frame["entity_id"], acts["contact_id"].iloc[recent])
-    frame["visits_30d"] = np.bincount(row[row >= 0], minlength=len(frame))
+    visits = np.bincount(row[row >= 0], minlength=len(frame)).astype(float)
+    orders = tables["orders"]
+    ordered = nanoseconds(orders["ordered_at"])
+    buyer = positions(
+        frame["entity_id"], orders["contact_id"][(ordered != NAT) & (ordered <= _ns(at))]
+    )
+    visits[buyer[buyer >= 0]] = np.nan
+    frame["visits_30d"] = visits
     return frame
 
 
@@ -799,7 +806,7 @@ def run_batch(
             summary.seconds["account_tiers"] += time.perf_counter() - t
         inputs = _Inputs(
             settings, at, run_id, scoring_frame, crm, progress, dialect, rules, owners,
-            summary.rule_errors, models=tuple(models),
+            summary.rule_errors,
         )  # fmt: skip
 
         writer = _ChunkWriter(session)
@@ -842,7 +849,6 @@ class _Inputs:
     default_owners: dict[str, int] = field(default_factory=dict)  # region → user id
     rule_errors: list[str] = field(default_factory=list)  # the summary's
     contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
-    models: tuple[str, ...] = ()  # the run's
 
 
 def _score_model(
@@ -877,10 +883,6 @@ def _score_model(
     if build not in inputs.contexts:
         inputs.contexts[build] = build(inputs.crm, at, inputs.rules)
     context = inputs.contexts[build].drop_duplicates("entity_id").set_index("entity_id")
-    if name == "clv" and "next_best_time" in inputs.models:
-        # One writer of a contact's high_activity: next-best-time's, over every contact (the
-        # same 30-day count), so CLV does not re-stamp the customers' flags.
-        context = context.drop(columns="visits_30d")
     # The user's tag rules read the model's features and the rule context (and the score).
     available = {*features.columns, *context.columns, "score"}
     rules, errors = check_tag_rules(inputs.rules, name, available)

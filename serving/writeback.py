@@ -12,10 +12,10 @@ absent is skipped, so the API can write back what a request carries and the batc
 | clv | ``yearly_spend``, ``recency_days``, ``frequency``, ``monetary``, ``visits_30d``, ``spend_last_3m``, ``spend_prior_3m`` |
 | next_best_time | ``best_slots`` (list of hour-of-week slots, best first), ``best_channel``, ``visits_30d`` |
 
-``high_activity`` (site visits in 30 days) is written for leads (lead_scoring), every contact
-(next_best_time) and customers (clv: the same count on the same contacts; a batch running both
-leaves it to next_best_time). Accounts get ``account_tier`` from their won deals
-(``account_tag_rows``): no model scores them.
+``high_activity`` (site visits in 30 days) is written for leads (lead_scoring), customers (clv) and
+the other contacts (next_best_time: a blank ``visits_30d`` is a customer's, whose flag it leaves
+to clv, value ``LEAVE``). Accounts get ``account_tier`` from their won deals (``account_tag_rows``):
+no model scores them.
 
 All thresholds and task rules come from ``crm_predict.rules``; nothing here decides a number.
 """
@@ -55,6 +55,8 @@ ENTITY_TYPES = {
 }
 # Model features the built-in tags read beside the context (the batch adds them to the frame).
 TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
+# A tag value saying "not this model's to set here": no row is written, the stored tag stays.
+LEAVE = "\x00leave"
 
 
 class ModelRef(Protocol):
@@ -181,8 +183,10 @@ def next_best_time_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dic
     """``best_slot_value`` of every row, built once per distinct (slot, channel) pair, and the
     contact's ``high_activity`` flag."""
     values = {}
-    if _has(scored, "visits_30d"):
-        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["visits_30d"], rules)
+    if _has(scored, "visits_30d"):  # blank for customers: clv's
+        visits = pd.to_numeric(scored["visits_30d"], errors="coerce")
+        flag = _high_activity(visits, rules)
+        values[R.TAG_HIGH_ACTIVITY] = np.where(visits.isna().to_numpy(), LEAVE, flag).astype(object)
     slots = scored["best_slots"].to_numpy()
     first = np.fromiter((s[0] for s in slots), dtype=np.int64, count=len(slots))
     if _has(scored, "best_channel"):
@@ -256,16 +260,20 @@ def tag_rows(
         "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
         "model_version": str(model.version), "run_id": model.run_id, "scored_at": scored_at,
     }  # fmt: skip
-    parts = [
-        pd.DataFrame(
-            {
-                "entity_id": ids,
-                "name": name,
-                "value": vals if name in own else _unless_unflagged(name, vals),
-            }
+    parts = []
+    for name, vals in values.items():
+        mine = np.asarray(vals != LEAVE, dtype=bool)
+        part_ids = ids if mine.all() else ids[mine]
+        vals = vals if mine.all() else np.asarray(vals)[mine]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "entity_id": part_ids,
+                    "name": name,
+                    "value": vals if name in own else _unless_unflagged(name, vals),
+                }
+            )
         )
-        for name, vals in values.items()
-    ]
     if not parts or not len(ids):
         return pd.DataFrame(columns=["entity_id", "name", "value"]), shared
     return pd.concat(parts, ignore_index=True), shared

@@ -1,6 +1,6 @@
 """``high_activity`` (site visits in 30 days ≥ ``value.high_activity_visits_30d``) is a lead's and
 any contact's tag too, not only a customer's: the batch writes it for leads (their
-``site_visits_30d`` feature), contacts (next-best-time covers them all) and customers."""
+``site_visits_30d`` feature), customers (CLV) and the other contacts (next-best-time)."""
 
 from __future__ import annotations
 
@@ -125,8 +125,11 @@ def test_contacts_without_orders_get_high_activity_and_customers_keep_it(world, 
     _run(engine, mlflow_client, settings, ["clv"])
     customers = _flagged(engine, "contact")
     assert customers and PROSPECT not in customers and min(customers) >= 15
+    alone = _run(engine, mlflow_client, settings, ["next_best_time"])
+    # Next-best-time flags the other contacts and leaves the customers' flags to CLV.
+    assert _flagged(engine, "contact") == customers | {PROSPECT}
+    assert alone.tag_counts["high_activity=true"] == 1
     summary = _run(engine, mlflow_client, settings, ["next_best_time", "clv"])
-    contacts = _flagged(engine, "contact")
-    assert contacts == customers | {PROSPECT}  # the same 30-day count: customers' flags hold
-    # One writer per contact flag (next-best-time), so the summary counts each once.
-    assert summary.tag_counts["high_activity=true"] == len(contacts)
+    assert _flagged(engine, "contact") == customers | {PROSPECT}
+    # One writer per contact's flag, so the summary counts each once.
+    assert summary.tag_counts["high_activity=true"] == len(customers) + 1
