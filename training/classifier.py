@@ -764,6 +764,7 @@ def default_model_baselines(
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     models = {
         "logreg": ("onehot", make_pipeline(StandardScaler(), LogisticRegression())),
@@ -771,11 +772,15 @@ def default_model_baselines(
         "hgb": ("ordinal", HistGradientBoostingClassifier(random_state=seed)),
     }
     y = holdout[LABEL].to_numpy()
+    # HistGradientBoosting takes every core through OpenMP, whose threads spin-wait on a busy
+    # machine (a 300-row fit: 0.06 s on one thread, 4-12 s on all); the candidates' thread rule.
+    threads = N_JOBS if len(train) >= THREADED_FROM_ROWS else 1
     out = {}
     for name, (encoding, model) in models.items():
         prep = TablePreprocessor(encoding=encoding).fit(train[features])
-        model.fit(prep.transform(train[features]), train[LABEL].to_numpy())
-        p = model.predict_proba(prep.transform(holdout[features]))[:, 1]
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            model.fit(prep.transform(train[features]), train[LABEL].to_numpy())
+            p = model.predict_proba(prep.transform(holdout[features]))[:, 1]
         out[f"holdout_auc_baseline_{name}"] = float(roc_auc_score(y, p))
     return out
 
