@@ -21,7 +21,6 @@ from feast.types import Float64, Int64, String
 
 from crm_predict.settings import Settings
 from features.materialize import materialize
-from features.online_store import Encoded, restore_payloads
 from features.store import feature_store
 
 AS_OF = datetime(2026, 6, 30)
@@ -75,15 +74,6 @@ def _latency(store, ids: np.ndarray, batch: int, reps: int, seed: int = 1) -> tu
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def warm_up_kernels() -> None:
-    """Compile (or load from numba's cache) the Redis payload kernels, once per process; the
-    figure is reported on its own, not folded into the materialization rate."""
-    one = np.zeros(1, np.int64)
-    restore_payloads(
-        Encoded(uniques=[b"k"], codes=one), [b"f"], [Encoded(uniques=[b"v"], codes=one)]
-    )
-
-
 def run_backend(backend: str, n: int, workdir: Path, redis_url: str) -> dict[str, float]:
     settings = Settings(data_dir=workdir / backend, online_store=backend, redis_url=redis_url)
     settings.ensure_dirs()
@@ -93,9 +83,6 @@ def run_backend(backend: str, n: int, workdir: Path, redis_url: str) -> dict[str
     store.apply([entity, view])
     out: dict[str, float] = {}
     try:
-        start = time.perf_counter()
-        warm_up_kernels()
-        out["jit_seconds"] = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
         counts = materialize(store, AS_OF, views=[view.name])
         seconds = time.perf_counter() - start
@@ -162,10 +149,6 @@ def main(n: int | None = None) -> dict[str, dict[str, float]]:
             f"{r['bulk_cpu_seconds']:>6.1f} {r['stock_entities_per_s']:>12,.0f} "
             f"{r['read1_p50_ms']:>8.2f}/{r['read1_p99_ms']:<8.2f} {r['read100_p50_ms']:>9.2f}/{r['read100_p99_ms']:<9.2f}"
         )  # fmt: skip
-    jit = max(r["jit_seconds"] for r in results.values())
-    print(
-        f"numba kernels compiled or loaded from cache before timing: {jit:.1f} s (once per process)"
-    )
     print("Feast's stock online stores (20k-entity sample), same run:")
     for backend, r in results.items():
         print(

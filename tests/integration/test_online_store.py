@@ -153,9 +153,9 @@ def _bulk_redis_view(tmp_path, name: str, schema: dict):
     )
 
 
-def test_redis_restore_path_writes_the_hashes_feast_writes(tmp_path, redis_url):
-    """RESTORE-created hashes equal, field for field, the ones Feast's own Redis store writes for
-    the same rows; a second view's bulk write (keys now exist) merges into the same hashes."""
+def test_redis_bulk_write_writes_the_hashes_feast_writes(tmp_path, redis_url):
+    """Bulk-written hashes equal, field for field, the ones Feast's own Redis store writes for
+    the same rows; a second view's bulk write merges into the same hashes (one HSET each)."""
     import numpy as np
     import pyarrow as pa
     import redis
@@ -182,20 +182,19 @@ def test_redis_restore_path_writes_the_hashes_feast_writes(tmp_path, redis_url):
         }
     )
     schema = {"x": Float64, "k": Int64, "s": String}
-    view = _bulk_redis_view(tmp_path, "restore_v", schema)
-    other = _bulk_redis_view(tmp_path, "restore_w", {"x": Float64})
+    view = _bulk_redis_view(tmp_path, "bulk_v", schema)
+    other = _bulk_redis_view(tmp_path, "bulk_w", {"x": Float64})
     settings = Settings(data_dir=tmp_path / "d", online_store="redis", redis_url=redis_url)
     projects = {p: f"t{uuid.uuid4().hex[:10]}" for p in ("bulk", "stock")}
     client = redis.Redis.from_url(redis_url)
     try:
         bulk_config = repo_config(settings, projects["bulk"])
         bulk = BulkRedisOnlineStore()
-        assert bulk._restore_supported(bulk._get_client(bulk_config.online_store))
         assert bulk.bulk_write(bulk_config, view, frame, "customer_id", "event_timestamp") == n
         before = client.info("commandstats").get("cmdstat_hset", {}).get("calls", 0)
         bulk.bulk_write(bulk_config, other, frame, "customer_id", "event_timestamp")
         merged = client.info("commandstats")["cmdstat_hset"]["calls"] - before
-        assert merged == n  # every key existed: each entity merged by HSET, none replaced
+        assert merged == n  # one HSET per entity, keeping the first view's fields
 
         stock_config = repo_config(settings, projects["stock"], bulk=False)
         rows = _convert_arrow_to_proto(

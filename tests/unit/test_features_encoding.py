@@ -12,7 +12,13 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Float64, Int64, String
 from feast.utils import _convert_arrow_to_proto
 
-from features.online_store import Encoded, encode_entity_keys, encode_values, restore_payloads
+from features.online_store import (
+    Encoded,
+    encode_entity_keys,
+    encode_values,
+    feature_field,
+    hset_commands,
+)
 
 
 def _frame(n: int = 200, seed: int = 3) -> pd.DataFrame:
@@ -63,59 +69,54 @@ def test_entity_keys_match_feasts_serialization():
     assert encode_entity_keys(ids, "customer_id").tolist() == expected
 
 
-def _crc64_jones(data: bytes) -> int:
-    crc = 0
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x95AC9329AC4BC9B5 if crc & 1 else crc >> 1
-    return crc
+def test_hset_commands_are_resp_hsets_of_each_rows_fields():
+    """One ``HSET`` per row in RESP: the key (with the project suffix), then each field with the
+    row's value (numpy-framed columns first: a hash has no order); a null is the empty value, as Feast writes an empty ``ValueProto``. Fixed-width
+    keys and columns (numpy-framed) and dictionary ones give the same commands."""
 
+    def resp(*args: bytes) -> bytes:
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
-def _listpack_entry(value: bytes) -> bytes:
-    n = len(value)
-    if n < 64:
-        head = bytes([0x80 | n])
-    elif n < 4096:
-        head = bytes([0xE0 | (n >> 8), n & 0xFF])
-    else:
-        head = b"\xf0" + n.to_bytes(4, "little")
-    size = len(head) + n
-    # Redis's thresholds (lpEncodeBacklen): 16383 itself already takes three bytes.
-    width = 1 if size <= 127 else 2 if size < 16383 else 3 if size < 2097151 else 4
-    back = [(size >> 7 * (width - 1)) & 127] + [(size >> 7 * k) & 127 | 128 for k in reversed(range(width - 1))]  # fmt: skip
-    return head + value + bytes(back)
-
-
-def _dump_hash(pairs: list[tuple[bytes, bytes]]) -> bytes:
-    """Redis's DUMP format of a listpack hash, written from the format's description."""
-    body = b"".join(_listpack_entry(x) for pair in pairs for x in pair)
-    lp = (7 + len(body)).to_bytes(4, "little") + (2 * len(pairs)).to_bytes(2, "little") + body + b"\xff"  # fmt: skip
-    n = len(lp)
-    length = bytes([n]) if n < 64 else bytes([0x40 | n >> 8, n & 0xFF]) if n < 16384 else b"\x80" + n.to_bytes(4, "big")  # fmt: skip
-    payload = b"\x10" + length + lp + (10).to_bytes(2, "little")
-    return payload + _crc64_jones(payload).to_bytes(8, "little")
-
-
-def test_restore_payloads_follow_the_dump_format():
-    assert _crc64_jones(b"123456789") == 0xE9C6D914C4B8D9CA  # the reference check value
-    big = bytes(range(256)) * 70  # 4-byte string length, 3-byte back-length, 32-bit RDB length
-    keys = Encoded(uniques=[b"k1", b"k2" * 40], codes=np.array([0, 1, 0]))
     floats = np.frombuffer(b"abcdef", np.uint8).reshape(3, 2).copy()
     values = [
-        Encoded(uniques=[b"\x29abcdefgh", b"y" * 70, b"z" * 300], codes=np.array([0, 1, -1])),
+        Encoded(uniques=[b"\x29abcdefgh", b"y" * 70], codes=np.array([0, 1, -1])),
         Encoded(fixed=floats, null=np.array([False, True, False])),
-        Encoded(uniques=[big, b"q" * 16378], codes=np.array([0, -1, 1])),
+        Encoded(fixed=floats),
     ]
-    rows = [
-        [(b"f", b"\x29abcdefgh"), (b"g", b"ab"), (b"h", big)],
-        [(b"f", b"y" * 70), (b"g", b""), (b"h", b"")],
-        [(b"f", b""), (b"g", b"ef"), (b"h", b"q" * 16378)],  # entry of 16383 bytes
+    expected = [
+        resp(b"HSET", b"k1p", b"f", b"\x29abcdefgh", b"g", b"ab", b"h", b"ab"),
+        resp(b"HSET", b"k2p", b"f", b"y" * 70, b"g", b"", b"h", b"cd"),
+        resp(b"HSET", b"k1p", b"f", b"", b"g", b"ef", b"h", b"ef"),
     ]
-    expected = b""
-    for key, pairs in zip([b"k1", b"k2" * 40, b"k1"], rows, strict=True):
-        payload = _dump_hash(pairs)
-        expected += b"*4\r\n$7\r\nRESTORE\r\n$%d\r\n%sp\r\n$4\r\n5000\r\n$%d\r\n%s\r\n" % (
-            len(key) + 1, key, len(payload), payload
-        )  # fmt: skip
-    assert restore_payloads(keys, [b"f", b"g", b"h"], values, b"p", 5000).tobytes() == expected
+    by_code = Encoded(uniques=[b"k1", b"k2"], codes=np.array([0, 1, 0]))
+    fixed = Encoded(fixed=np.frombuffer(b"k1k2k1", np.uint8).reshape(3, 2).copy())
+    for keys in (by_code, fixed):
+        got = hset_commands(keys, [b"f", b"g", b"h"], values, b"p")
+        assert [_hset(c) for c in got] == [_hset(c) for c in expected]
+
+
+def _hset(command: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """(key, {field: value}) of one RESP ``HSET``, checking its framing."""
+    head, rest = command.split(b"\r\n", 1)
+    args = []
+    while rest:
+        size, rest = rest.split(b"\r\n", 1)
+        n = int(size[1:])
+        args.append(rest[:n])
+        assert rest[n : n + 2] == b"\r\n"
+        rest = rest[n + 2 :]
+    assert head == b"*%d" % len(args) and args[0] == b"HSET"
+    return args[1], dict(zip(args[2::2], args[3::2], strict=True))
+
+
+def test_feature_field_is_feasts_murmur3_layout():
+    """Feast keys a feature's hash field by murmur3_32 (unsigned) of ``view:feature``, written as
+    the low 4 bytes of a little-endian 64-bit integer (the Redis test checks it against Feast's
+    own writes)."""
+    import struct
+
+    import mmh3
+
+    for view, feature in (("churn_profile", "spend_12m"), ("v", "ü"), ("w" * 100, "x" * 300)):
+        expected = struct.pack("<Q", mmh3.hash(f"{view}:{feature}", signed=False))[:4]
+        assert feature_field(view, feature) == expected
