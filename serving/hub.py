@@ -5,12 +5,17 @@ worker thread (concurrent requests for a model are coalesced into one batch whil
 busy), and writes tags/tasks/prediction-log rows back through ``serving.writeback``. Loading never
 raises: what failed is kept and reported by ``readiness`` so the service starts without MLflow or
 the online store and recovers on ``reload``.
+
+The coalescer stays instead of BentoML 1.4's adaptive batching (a batchable API called through the
+service's self-proxy): that cost 3.4 vs 2.4 ms server CPU per sequential lead score and failed
+(HTTP 500) from 8 requests in flight, where this path holds p99 6.4 ms at 200 req/s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -223,7 +228,7 @@ class ModelHub:
         self.scoring_lock = threading.Lock()
         self.batchers = {
             name: MicroBatcher(
-                self._batch_runner(name),
+                functools.partial(self._score_jobs, name),
                 self.executor,
                 max_items=64,
                 inline=_small,
@@ -383,12 +388,6 @@ class ModelHub:
     async def score(self, name: str, job: Job) -> Scored:
         """Score one request's ids or rows (coalesced with concurrent requests for ``name``)."""
         return await self.batchers[name].submit(job)
-
-    def _batch_runner(self, name: str) -> Callable[[list[Job]], list[Scored | BaseException]]:
-        def run(jobs: list[Job]) -> list[Scored | BaseException]:
-            return self._score_jobs(name, jobs)
-
-        return run
 
     def _score_jobs(self, name: str, jobs: list[Job]) -> list[Scored | BaseException]:
         """One feature read for every id in the batch, one model call per explain flag."""
