@@ -1,15 +1,14 @@
 """Bulk writes of whole DataFrames into CRM tables (demo generator, imports) and store resets.
 
-PostgreSQL gets ``COPY … FROM STDIN``, binary when every column's type and dtype is one it encodes
-(else CSV), SQLite a DBAPI ``executemany`` of plain tuples with
+PostgreSQL gets ``COPY … FROM STDIN`` fed row by row through psycopg's ``copy.write_row``, SQLite a
+DBAPI ``executemany`` of multi-row INSERTs with bound parameters; both take plain Python values with
 datetimes pre-formatted exactly as SQLAlchemy stores them, so millions of rows take seconds and
 rows read back through the ORM look the same as rows written by it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,14 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    Enum,
-    Float,
-    Integer,
-    SmallInteger,
-    String,
     TableClause,
     inspect,
     text,
@@ -104,12 +95,10 @@ def _sqlite_column(values: pd.Series) -> list:
         return data.tolist()
     if values.dtype.kind == "b":
         return values.astype("int64").tolist()
-    if values.dtype.kind == "f" and missing.any():
-        arr = values.to_numpy().astype(object)
+    if missing.any():  # floats' NaN, pandas' NA, categoricals' missing: None
+        arr = values.to_numpy(dtype=object)
         arr[missing] = None
         return arr.tolist()
-    if values.dtype == object and missing.any():
-        return values.where(~missing, None).tolist()
     return values.tolist()
 
 
@@ -172,25 +161,6 @@ def constant_columns(frame: pd.DataFrame, candidates: Sequence[str]) -> dict[str
     return out
 
 
-# Characters a batch's shared values use; no quote, backslash or control character.
-_LITERAL_SAFE = re.compile(r"[\w .:+\-/@]*", re.ASCII)
-
-
-def _sql_literal(value: Any) -> str:
-    """A value from ``_sqlite_column`` (None, int, float or str) as an SQLite literal. Only text
-    that cannot end or escape a literal (names, versions, ISO timestamps) qualifies; anything else
-    raises TypeError and is bound per row like every other value."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        if not _LITERAL_SAFE.fullmatch(value):
-            raise TypeError(f"text {value!r} is bound, not inlined")
-        return f"'{value}'"
-    if isinstance(value, int | float) and np.isfinite(value):
-        return repr(value)
-    raise TypeError(f"no SQL literal for {value!r}")
-
-
 @dataclass
 class EncodedRows:
     """A frame encoded for one backend's bulk write (``encode_rows``): the CPU part of
@@ -199,9 +169,8 @@ class EncodedRows:
     table: TableClause
     frame: pd.DataFrame  # as given: re-encoded if the connection's text encoding is not UTF-8
     constants: Mapping[str, Any] | None
-    dialect: str  # PostgreSQL: COPY data; SQLite: executemany rows; else SQLAlchemy Core rows
-    statements: list[tuple[str, Any]]  # (SQL, COPY data chunks or parameter rows)
-    utf8: bool = False  # holds text as UTF-8 bytes (PostgreSQL binary COPY)
+    dialect: str  # PostgreSQL: COPY rows; SQLite: executemany rows; else SQLAlchemy Core rows
+    statements: list[tuple[str, Any]]  # (SQL, COPY rows or parameter rows)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -213,15 +182,13 @@ def encode_rows(
     frame: pd.DataFrame,
     constants: Mapping[str, Any] | None = None,
     on_conflict: str = "",
-    utf8: bool = True,
 ) -> EncodedRows:
-    """``frame`` (columns named as in ``table``) as the statements and data that append it to
-    ``table`` on ``dialect``: PostgreSQL binary COPY (CSV for what it does not encode), SQLite
-    multi-row INSERTs, SQLAlchemy Core rows elsewhere. ``constants`` are further columns with one
-    value for every row: they are written once into the statement (SQLite) or each COPY row's
-    end (PostgreSQL) instead of once per row; ``frame`` keeps at least one column, which gives
-    the row count. ``on_conflict`` (SQLite only: COPY has none) ends each row's INSERT, e.g. an
-    upsert's ``ON CONFLICT … DO UPDATE``. ``utf8``: the connection's text encoding is UTF-8."""
+    """``frame`` (columns named as in ``table``) as the statements and rows that append it to
+    ``table`` on ``dialect``: PostgreSQL COPY rows, SQLite multi-row INSERTs, SQLAlchemy Core
+    rows elsewhere. ``constants`` are further columns with one value for every row (a batch's
+    model, version, timestamp); ``frame`` keeps at least one column, which gives the row count.
+    ``on_conflict`` (SQLite only: COPY has none) ends each row's INSERT, e.g. an upsert's
+    ``ON CONFLICT … DO UPDATE``."""
     if on_conflict and dialect != "sqlite":
         raise ValueError("on_conflict is for SQLite; COPY appends only")
     encoded = EncodedRows(table, frame, constants, dialect, [])
@@ -229,66 +196,34 @@ def encode_rows(
         return encoded
     frame = _naive_datetimes(frame)
     shared = _naive_datetimes(pd.DataFrame({c: [v] for c, v in (constants or {}).items()}))
-    literals = {}
-    try:
-        literals = {c: _sql_literal(_sqlite_column(shared[c])[0]) for c in shared.columns}
-    except TypeError:
-        fold = True
-    else:
-        fold = dialect not in ("sqlite", "postgresql")
-    if constants and fold:  # every value goes through the rows after all
-        frame = _naive_datetimes(frame.assign(**dict(constants)))
-        shared, literals = pd.DataFrame(), {}
-    cols = list(frame.columns)
-    all_cols = ", ".join(cols + list(shared.columns))
-    binary = _copy_binary_rows(table, frame, shared, utf8) if dialect == "postgresql" else None
+    cols = list(frame.columns) + list(shared.columns)
+    shared_values = [_sqlite_column(shared[c])[0] for c in shared.columns]
     out = encoded.statements
-    if binary is not None:
-        encoded.utf8 = utf8
-        data = [_PGCOPY_HEADER, *(memoryview(chunk) for chunk in binary), _PGCOPY_TRAILER]
-        out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT binary)", data))
-    elif dialect == "postgresql":
-        null = _csv_null(frame, shared)
-        csv = {"index": False, "header": False, "lineterminator": "\n", "na_rep": null}
-        suffix = ""
-        line = shared.assign(**{c: sqlite_datetimes(shared[c]) for c in _datetime_columns(shared)})
-        if len(shared.columns):
-            suffix = "," + line.to_csv(**csv)[:-1]
-        data = []
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
-            # numpy formats datetimes far faster than to_csv's per-value strftime.
-            stamps = _datetime_columns(chunk)
-            chunk = chunk.assign(**{c: sqlite_datetimes(chunk[c]) for c in stamps})
-            body = chunk.to_csv(**csv)
-            if not suffix:
-                data.append(body)
-            elif body.count("\n") == len(chunk):  # every line break ends a row
-                data.append(body.replace("\n", suffix + "\n"))
-            else:  # a quoted text value holds one: the shared values go into each row
-                data.append(
-                    chunk.assign(**{c: line[c].iloc[0] for c in line.columns}).to_csv(**csv)
-                )
-        out.append((f"COPY {table.name} ({all_cols}) FROM STDIN (FORMAT csv, NULL '{null}')", data))
-    elif dialect == "sqlite":
-        row = f"({', '.join(['?'] * len(cols) + list(literals.values()))})"
-        per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
-        insert = f"INSERT INTO {table.name} ({all_cols}) VALUES "
-        many_rows = insert + ", ".join([row] * per_statement) + f" {on_conflict}"
-        for start in range(0, len(frame), CHUNK_ROWS):
-            chunk = frame.iloc[start : start + CHUNK_ROWS]
-            rows = np.empty((len(chunk), len(cols)), dtype=object)
-            for i, c in enumerate(cols):
-                rows[:, i] = np.array(_sqlite_column(chunk[c]), dtype=object)
-            whole = len(rows) - len(rows) % per_statement
-            if whole:
-                out.append((many_rows, rows[:whole].reshape(-1, len(cols) * per_statement).tolist()))  # fmt: skip
-            if whole < len(rows):
-                out.append((f"{insert}{row} {on_conflict}", rows[whole:].tolist()))
-    else:
+    if dialect not in ("sqlite", "postgresql"):
+        frame = frame.assign(**dict(constants or {}))
         for start in range(0, len(frame), CHUNK_ROWS):
             chunk = frame.iloc[start : start + CHUNK_ROWS].astype(object)
             out.append(("", chunk.where(chunk.notna(), None).to_dict("records")))
+        return encoded
+    row = f"({', '.join(['?'] * len(cols))})"
+    per_statement = max(1, min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMS // len(cols)))
+    insert = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+    many_rows = insert + ", ".join([row] * per_statement) + f" {on_conflict}"
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        rows = np.empty((len(chunk), len(cols)), dtype=object)
+        for i, c in enumerate(frame.columns):
+            rows[:, i] = np.array(_sqlite_column(chunk[c]), dtype=object)
+        for i, value in enumerate(shared_values, start=len(frame.columns)):
+            rows[:, i] = value
+        if dialect == "postgresql":
+            out.append((f"COPY {table.name} ({', '.join(cols)}) FROM STDIN", rows.tolist()))
+            continue
+        whole = len(rows) - len(rows) % per_statement
+        if whole:
+            out.append((many_rows, rows[:whole].reshape(-1, len(cols) * per_statement).tolist()))  # fmt: skip
+        if whole < len(rows):
+            out.append((f"{insert}{row} {on_conflict}", rows[whole:].tolist()))
     return encoded
 
 
@@ -298,15 +233,11 @@ def write_rows(session: Session, encoded: EncodedRows) -> int:
     if conn.dialect.name != encoded.dialect:
         raise ValueError(f"rows encoded for {encoded.dialect}, written to {conn.dialect.name}")
     dbapi = conn.connection.driver_connection
-    if encoded.utf8 and dbapi.info.encoding != "utf-8":
-        encoded = encode_rows(
-            encoded.dialect, encoded.table, encoded.frame, encoded.constants, utf8=False
-        )
     if encoded.dialect == "postgresql":
-        for sql, data in encoded.statements:
+        for sql, rows in encoded.statements:
             with dbapi.cursor() as cur, cur.copy(sql) as copy:
-                for part in data:
-                    copy.write(part)
+                for values in rows:
+                    copy.write_row(values)
     elif encoded.dialect == "sqlite":
         cur = dbapi.cursor()
         try:
@@ -334,195 +265,6 @@ def insert_frame(
         part = frame.iloc[start : start + CHUNK_ROWS]
         write_rows(session, encode_rows(dialect, table, part, constants, on_conflict))
     return len(frame)
-
-
-_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
-_PGCOPY_TRAILER = b"\xff\xff"
-_PG_EPOCH_US = int(np.datetime64("2000-01-01T00:00:00", "us").astype(np.int64))
-# A text column's fields are laid out padded to its longest value, then compacted. Padding costs
-# memory: a column whose longest field is over 4× its mean may pad a chunk to this many bytes
-# (200k rows × 335 bytes); beyond that (a few long free-text values) the frame goes as CSV.
-_PADDED_SLACK = 1 << 26
-
-# A chunk's fields of one column: (bytes, which of them to send) as (rows, width) arrays; the
-# mask is None when every byte goes (a fixed-width column without NULL).
-_Fields = tuple[np.ndarray, np.ndarray | None]
-
-
-def _double(kind: Any) -> bool:
-    """A float column stored as double precision (FLOAT(p ≤ 24) would be a 4-byte real)."""
-    return isinstance(kind, Float) and (kind.precision is None or kind.precision > 24)
-
-
-def _fixed(data: np.ndarray, null: np.ndarray | None) -> Callable[[slice], _Fields]:
-    """Fixed-width fields (4-byte length, then ``data`` already in its big-endian wire type); a
-    NULL is length -1 and no data."""
-    width = data.dtype.itemsize
-    record = np.dtype([("len", ">i4"), ("data", data.dtype)])
-    if null is not None and not null.any():
-        null = None
-
-    def fields(rows: slice) -> _Fields:
-        part = np.empty(len(data[rows]), record)
-        part["len"] = width
-        part["data"] = data[rows]
-        mask = None
-        if null is not None and (gaps := null[rows]).any():
-            part["len"][gaps] = -1
-            mask = np.ones((len(part), 4 + width), bool)
-            mask[:, 4:] = ~gaps[:, None]
-        return part.view(np.uint8).reshape(len(part), 4 + width), mask
-
-    return fields
-
-
-def _text(values: pd.Series) -> Callable[[slice], _Fields] | None:
-    """Text fields: each distinct value encoded once (length + UTF-8) into a row of a padded
-    matrix, rows gathered by code and the padding masked off. None unless every value is a str
-    or missing, or when the padding would outweigh the text."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
-    else:
-        codes, uniques = pd.factorize(values)
-    uniques = np.asarray(uniques, dtype=object)
-    if len(uniques) and pd.api.types.infer_dtype(uniques, skipna=False) != "string":
-        return None
-    encoded = [value.encode() for value in uniques]
-    # Code -1 (missing) picks the last row: the NULL field.
-    lengths = np.append(np.fromiter(map(len, encoded), np.int64, len(encoded)), -1)
-    sent = 4 + np.maximum(lengths, 0)
-    width = int(sent.max())
-    codes = codes.astype(np.intp)
-    mean = sent[codes].mean() if len(codes) else width
-    if width > 4 * mean and width * min(len(codes), CHUNK_ROWS) > _PADDED_SLACK:
-        return None
-    if len(lengths) * width > max(4 * int(sent.sum()), _PADDED_SLACK):
-        return None
-    padded = np.zeros((len(lengths), width), np.uint8)
-    padded[:, :4] = lengths.astype(">i4").view(np.uint8).reshape(-1, 4)
-    data = np.arange(width - 4) < lengths[:-1, None]
-    padded[:-1, 4:][data] = np.frombuffer(b"".join(encoded), np.uint8)
-    present = np.arange(width) < sent[:, None]
-    uniform = bool(present[:-1].all()) and not (codes < 0).any()
-
-    def fields(rows: slice) -> _Fields:
-        at = codes[rows]
-        return padded[at], None if uniform else present[at]
-
-    return fields
-
-
-def _column_fields(kind: Any, values: pd.Series) -> Callable[[slice], _Fields] | None:
-    """How one column's values become binary COPY fields for a column of type ``kind``; None when
-    the pair is not handled (the frame then goes as CSV, which PostgreSQL parses by type)."""
-    dtype = values.dtype
-    texts = dtype.kind == "O" or isinstance(dtype, pd.CategoricalDtype | pd.StringDtype)
-    if isinstance(kind, String) and not isinstance(kind, Enum) and texts:
-        return _text(values)  # finds missing values itself
-    null = values.isna().to_numpy()
-    if null.all():  # NULL is NULL whatever the type
-        return _fixed(np.zeros(len(values), ">i8"), null)
-    if isinstance(kind, String):
-        return None
-    if isinstance(kind, DateTime) and not kind.timezone:
-        if dtype.kind != "M" or isinstance(dtype, pd.DatetimeTZDtype):
-            return None
-        micros = values.to_numpy(dtype="datetime64[us]").view(np.int64)
-        return _fixed(np.where(null, 0, micros - _PG_EPOCH_US).astype(">i8"), null)
-    if isinstance(kind, Boolean):
-        if dtype.kind == "O" and pd.api.types.infer_dtype(values, skipna=True) == "boolean":
-            values = values.astype("boolean")
-        elif dtype.kind != "b":
-            return None
-        return _fixed(values.to_numpy(dtype=bool, na_value=False).astype("?"), null)
-    if isinstance(kind, Integer):
-        if dtype.kind not in "iu":
-            return None
-        wire = ">i4"
-        if isinstance(kind, BigInteger | SmallInteger):
-            wire = ">i8" if isinstance(kind, BigInteger) else ">i2"
-        ints = values.to_numpy(dtype=np.int64 if dtype.kind == "i" else np.uint64, na_value=0)
-        limits = np.iinfo(wire)
-        if len(ints) and (ints.min() < limits.min or ints.max() > limits.max):
-            return None  # out of the column's range: CSV, and PostgreSQL's own error
-        return _fixed(ints.astype(wire), null)
-    if _double(kind):
-        # float32 stays CSV: its shortest decimal reads back as a different double.
-        if dtype.kind != "f" or dtype.itemsize != 8:
-            return None
-        return _fixed(values.to_numpy(dtype=np.float64, na_value=np.nan).astype(">f8"), null)
-    return None
-
-
-def _copy_binary_rows(
-    table: TableClause, frame: pd.DataFrame, shared: pd.DataFrame, utf8: bool = True
-) -> Iterator[np.ndarray] | None:
-    """PostgreSQL binary COPY rows, CHUNK_ROWS at a time, built column by column with numpy:
-    integers, doubles, booleans and timestamps (NULL where missing) as big-endian words, text as
-    each distinct value's bytes gathered by code, then the shared values' constant bytes. No text
-    to format on our side nor to parse on the server's; None when a column does not fit (the
-    caller writes CSV). Text goes as UTF-8 bytes, so a client encoding other than UTF-8
-    (``utf8=False``) keeps text columns to CSV."""
-    columns = []  # an untyped column (NullType) is not handled: CSV
-    for f in (frame, shared):
-        for name, values in f.items():
-            kind = table.c[name].type
-            fields = _column_fields(kind, values) if utf8 or not isinstance(kind, String) else None
-            if fields is None:
-                return None
-            columns.append(fields)
-    suffix = []
-    for fields in columns[len(frame.columns) :]:
-        data, mask = fields(slice(0, 1))
-        suffix.append(data[0] if mask is None else data[0][mask[0]])
-    count = np.array([len(columns)], ">i2").view(np.uint8)
-    return _binary_chunks(
-        columns[: len(frame.columns)], np.concatenate([count, *suffix]), len(frame)
-    )
-
-
-def _binary_chunks(
-    columns: list[Callable[[slice], _Fields]], constant: np.ndarray, n: int
-) -> Iterator[np.ndarray]:
-    """Each chunk's rows as one byte array: field count and shared values (``constant``, split
-    around the columns) in every row, the padding of variable fields compacted away."""
-    head, tail = constant[:2], constant[2:]
-    for start in range(0, n, CHUNK_ROWS):
-        rows = slice(start, min(start + CHUNK_ROWS, n))
-        parts = [fields(rows) for fields in columns]
-        widths = [data.shape[1] for data, _ in parts]
-        edges = np.cumsum([2, *widths, len(tail)])
-        out = np.empty((rows.stop - rows.start, edges[-1]), np.uint8)
-        out[:, :2] = head
-        out[:, edges[-2] :] = tail
-        keep = None
-        for (data, mask), left, right in zip(parts, edges[:-2], edges[1:-1], strict=True):
-            out[:, left:right] = data
-            if mask is not None:
-                if keep is None:
-                    keep = np.ones(out.shape, bool)
-                keep[:, left:right] = mask
-        yield out.ravel() if keep is None else out[keep]
-
-
-def _csv_null(frame: pd.DataFrame, shared: pd.DataFrame) -> str:
-    """What a CSV COPY reads as NULL: an unquoted empty field (pandas writes missing values so),
-    unless a text value is the empty string, which pandas does not quote either; then a marker
-    no text value equals."""
-    texts = [
-        values for f in (frame, shared) for _, values in f.items()
-        if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
-    ]  # fmt: skip
-    if not any((values == "").any() for values in texts):
-        return ""
-    marker = r"\N"
-    while any((values == marker).any() for values in texts):
-        marker += "N"
-    return marker
-
-
-def _datetime_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
 
 
 def reset_id_sequences(session: Session) -> None:

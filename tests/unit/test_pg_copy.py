@@ -1,6 +1,6 @@
-"""PostgreSQL binary COPY writes the rows the CSV COPY writes: text (unicode, empty, NULL, CSV
-metacharacters, categoricals, many distinct values), timestamps with NaT, nullable integers of each
-width, floats with NaN, booleans, shared values; frames it does not handle go as CSV."""
+"""PostgreSQL COPY (psycopg's ``write_row``) reads back what the frame held: text (unicode, empty,
+NULL, COPY and CSV metacharacters, categoricals, many distinct values), timestamps with NaT,
+nullable integers of each width, floats with NaN and infinity, booleans, shared values."""
 
 from datetime import datetime
 
@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 import crm_store.bulk as bulk
-from crm_store.bulk import _copy_binary_rows, insert_frame
+from crm_store.bulk import insert_frame
 from crm_store.db import make_engine, session_factory
 from crm_store.models import Task
 
@@ -55,14 +55,14 @@ def _table(metadata: MetaData, name: str) -> Table:
 
 @pytest.fixture
 def pg(pg_url):
-    """Two tables of the same shape on PostgreSQL: one written by binary COPY, one by CSV."""
+    """A table of every column kind on PostgreSQL."""
     engine = make_engine(pg_url)
     metadata = MetaData()
-    tables = _table(metadata, "copy_binary"), _table(metadata, "copy_csv")
+    table = _table(metadata, "copy_rows")
     metadata.drop_all(engine)
     metadata.create_all(engine)
     with session_factory(engine)() as session:
-        yield session, tables
+        yield session, table
     metadata.drop_all(engine)
     engine.dispose()
 
@@ -97,30 +97,26 @@ def _rows(session, table):
     return [tuple(r) for r in session.execute(select(table).order_by(table.c.seq))]
 
 
-def _write_both(session, tables, frame, shared, monkeypatch):
-    binary, csv = tables
-    shared_frame = pd.DataFrame({c: [v] for c, v in shared.items()})
-    assert _copy_binary_rows(binary, frame, bulk._naive_datetimes(shared_frame)) is not None
-    assert insert_frame(session, binary, frame, shared) == len(frame)
-    with monkeypatch.context() as m:
-        m.setattr(bulk, "_copy_binary_rows", lambda *args: None)
-        assert insert_frame(session, csv, frame, shared) == len(frame)
+def _write(session, table, frame, shared):
+    assert insert_frame(session, table, frame, shared) == len(frame)
     session.commit()
-    return _rows(session, binary), _rows(session, csv)
+    return _rows(session, table)
 
 
-def test_binary_copy_reads_back_like_csv_copy(pg, monkeypatch):
-    session, tables = pg
+def test_copy_reads_back_every_kind_of_value(pg):
+    session, table = pg
     frame = _frame()
-    got, expected = _write_both(session, tables, frame, SHARED, monkeypatch)
-    assert got == expected
+    got = _write(session, table, frame, SHARED)
     assert [r[1] for r in got] == [None if pd.isna(v) else v for v in frame["label"]]
+    assert [r[2] for r in got] == [None if pd.isna(v) else v for v in frame["note"]]
     assert {r[3] for r in got} == {"lead", None, "déal", ""}
     assert [r[4] for r in got[:6]] == [NOW, None, datetime(1999, 12, 31, 23, 59, 59, 999999),
         datetime(2000, 1, 1), datetime(1969, 12, 31, 23, 59, 59, 500000),
         datetime(1900, 1, 1, 0, 0, 0, 1)]  # fmt: skip
     assert [r[5] for r in got[:4]] == [24, None, -(2**31), 2**31 - 1]
+    assert [r[6] for r in got[:3]] == [1, -2, 2**15 - 1]
     assert [r[7] for r in got[:3]] == [2**62, None, -1]
+    assert [r[8] for r in got[:2]] == [True, False]
     assert [r[9] for r in got[:3]] == [True, None, False]
     assert [r[10] for r in got[:6]] == [0.1 + 0.2, None, -0.0, 1e-300, np.inf, 1 / 3]
     assert {r[11:] for r in got} == {('clv, "v2"\nline', None, NOW, 3, True)}
@@ -129,47 +125,44 @@ def test_binary_copy_reads_back_like_csv_copy(pg, monkeypatch):
 def test_many_chunks_and_many_distinct_values(pg, monkeypatch):
     """Every chunk's rows land once and in order when text has a distinct value per row (of
     varying length), NULLs and shared values fold into the rows."""
-    session, tables = pg
+    session, table = pg
     monkeypatch.setattr(bulk, "CHUNK_ROWS", 997)
     n = 5_000
     frame = _frame(n).assign(
         label=[None if i % 11 == 0 else f"name-{i}-" + "x" * (i % 37) for i in range(n)]
     )
-    got, expected = _write_both(session, tables, frame, {"done": False}, monkeypatch)
-    assert got == expected
+    got = _write(session, table, frame, {"done": False})
     assert [r[0] for r in got] == list(range(n))
     assert [r[1] for r in got] == frame["label"].tolist()
+    assert {r[15] for r in got} == {False}
 
 
-def test_text_only_columns_and_all_missing_columns(pg, monkeypatch):
-    session, tables = pg
+def test_text_only_columns_and_all_missing_columns(pg):
+    session, table = pg
     frame = pd.DataFrame(
         {"seq": [1, 2, 3], "label": ["a", "b", "a"], "note": [None, None, None],
          "score": [np.nan, np.nan, np.nan]}
     )  # fmt: skip
-    got, expected = _write_both(session, tables, frame, {}, monkeypatch)
-    assert got == expected
+    got = _write(session, table, frame, {})
     assert [r[:3] for r in got] == [(1, "a", None), (2, "b", None), (3, "a", None)]
+    assert [r[10] for r in got] == [None, None, None]
 
 
-def test_frames_the_binary_copy_does_not_handle_go_as_csv(pg):
-    session, (binary, _) = pg
-    none = pd.DataFrame()
-    base = pd.DataFrame({"seq": [1, 2], "label": ["a", "b"]})
-    assert _copy_binary_rows(binary, base, none) is not None
-    assert _copy_binary_rows(binary, base, none, utf8=False) is None  # text only as UTF-8
-    for column, values in {
-        "label": [1, "b"],  # a number in a text column: PostgreSQL parses its text form
-        "score": np.array([1.5, 2.5], dtype=np.float32),  # its decimal reads back differently
-        "hours": [2**31, 1],  # out of int4's range: PostgreSQL's own error
-        "flag": [1, 0],
-        "at": ["2026-01-01", "2026-01-02"],
-    }.items():
-        assert _copy_binary_rows(binary, base.assign(**{column: values}), none) is None, column
-    # A rejected frame is still written, as CSV.
-    assert insert_frame(session, binary, base.assign(label=[1, "b"])) == 2
-    session.commit()
-    assert [r[1] for r in _rows(session, binary)] == ["1", "b"]
+def test_values_of_another_type_are_written_as_postgresql_reads_their_text(pg):
+    """A number in a text column, float32, 0/1 flags and ISO dates as text: PostgreSQL parses
+    each value's text form into the column's type."""
+    session, table = pg
+    frame = pd.DataFrame(
+        {
+            "seq": [1, 2], "label": [1, "b"], "score": np.array([1.5, 2.5], dtype=np.float32),
+            "flag": [1, 0], "at": ["2026-01-01", "2026-01-02 03:04:05"],
+        }
+    )  # fmt: skip
+    got = _write(session, table, frame, {})
+    assert [(r[1], r[4], r[8], r[10]) for r in got] == [
+        ("1", datetime(2026, 1, 1), True, 1.5),
+        ("b", datetime(2026, 1, 2, 3, 4, 5), False, 2.5),
+    ]
 
 
 def test_tasks_round_trip_with_int4_sla_hours(session):
@@ -195,16 +188,3 @@ def test_tasks_round_trip_with_int4_sla_hours(session):
         (None, 48, "line\nbreak", "open", NOW),
         (9, 72, "", "open", NOW),
     ]
-
-
-def test_a_few_long_values_among_short_ones_go_as_csv(pg, monkeypatch):
-    """Text is padded to its longest value before compaction: when that would take far more memory
-    than the text itself, the frame is written as CSV, whole."""
-    session, (binary, _) = pg
-    monkeypatch.setattr(bulk, "_PADDED_SLACK", 10_000)
-    frame = pd.DataFrame({"seq": range(100), "note": ["short"] * 99 + ["long " * 2_000]})
-    assert _copy_binary_rows(binary, frame, pd.DataFrame()) is None
-    assert _copy_binary_rows(binary, frame.iloc[:99], pd.DataFrame()) is not None
-    assert insert_frame(session, binary, frame) == 100
-    session.commit()
-    assert [r[2] for r in _rows(session, binary)] == frame["note"].tolist()
