@@ -8,8 +8,8 @@ with ``export=False``) so model and rules see the same data → chunks in entity
 Each chunk's writes and its ``batch_checkpoints`` row commit in one transaction, so a killed run
 resumes after the last committed chunk and ends with exactly the rows a clean run writes.
 
-The database writes run on a writer thread (``_ChunkWriter``) fed through a bounded queue, while
-the calling thread scores the next chunks and computes the next model's features and context; the
+The database writes run on a writer thread (``crm_predict.background``) fed by a bounded queue,
+while the calling thread scores the next chunks and computes the next model's features and context; the
 champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
 loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts,
 and the tag and log rows encoded for the store's bulk writes) and ``write_wait`` are the calling
@@ -21,8 +21,6 @@ last commits.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,6 +35,7 @@ from mlflow import MlflowClient
 from sqlalchemy import DateTime, bindparam, select, text
 from sqlalchemy.orm import Session
 
+from crm_predict.background import Writer, background_writer
 from crm_predict.errors import UserError
 from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians, rule_based_lead_score
 from crm_predict.settings import Settings
@@ -585,94 +584,37 @@ class _Chunk:
     advance: Callable[[int], None] | None
 
 
-class _ChunkWriter:
-    """The run's database writes on one thread: each queued chunk's tags, tasks, prediction log
-    and checkpoint in one transaction, in queue order, while the caller's thread computes the next
-    chunks (sqlite3 and psycopg release the GIL while the database works). The session belongs to
-    this thread from ``start`` to ``close``. A write error stops the writer; the caller's next
-    ``put`` or ``close`` raises it. The queue is bounded: a caller ahead of the writer waits."""
-
-    def __init__(self, session: Session, depth: int = WRITE_QUEUE_CHUNKS):
-        self.session = session
-        self.queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self.stopping = threading.Event()  # the caller failed: drop what is still queued
-        self.waited = 0.0  # seconds the caller spent waiting for room in the queue
-        self.thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, chunk: _Chunk) -> None:
-        t = time.perf_counter()
-        while True:
-            self._raise_error()
-            try:
-                self.queue.put(chunk, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self.waited += time.perf_counter() - t
-
-    def close(self, failed: bool = False) -> None:
-        """Wait until every queued chunk is committed (or, ``failed``, dropped); raise a write
-        error."""
-        if failed:
-            self.stopping.set()
-        while self.thread.is_alive():
-            try:
-                self.queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self.thread.join()
-        if not failed:
-            self._raise_error()
-
-    def _raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _run(self) -> None:
-        try:
-            with background_checkpoints(self.session) as committed:
-                while (chunk := self.queue.get()) is not None:
-                    if self.stopping.is_set() or self.error is not None:
-                        continue
-                    try:
-                        self._write(chunk)
-                        committed()
-                    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                        self.error = exc
-        except BaseException as exc:  # noqa: BLE001 - the checkpoints' error
-            self.error = self.error or exc
-
-    def _write(self, chunk: _Chunk) -> None:
-        t = time.perf_counter()
-        if self.session.get_bind().dialect.name == "postgresql":
-            # No wait for each commit's WAL flush: a commit lost to a server crash is a chunk the
-            # rerun writes again (its checkpoint row is in the same transaction).
-            self.session.execute(text("SET LOCAL synchronous_commit = off"))
-        run = chunk.model_run
-        result = apply_write(self.session, chunk.prepared, run.seconds)
-        self.session.add(
-            BatchCheckpoint(
-                **chunk.checkpoint, tags_written=result.tags_written,
-                tasks_created=result.tasks_created,
-                counts=json.dumps(
-                    {"tags": result.tag_counts, "tasks": result.task_counts,
-                     "assignment": result.assignment_counts}
-                ),
-                committed_at=_utcnow(),
-            )
-        )  # fmt: skip
-        committing = time.perf_counter()
-        self.session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
-        run.seconds["commit"] += time.perf_counter() - committing
-        run.seconds["write"] += time.perf_counter() - t
-        run.result.add(result)
-        run.entities += chunk.checkpoint["entities"]
-        run.chunks += 1
-        if chunk.advance:
-            chunk.advance(chunk.checkpoint["entities"])
+def _write_chunk(session: Session, committed: Callable[[], None], chunk: _Chunk) -> None:
+    """One queued chunk's tags, tasks, prediction log and checkpoint in one transaction, on the
+    run's writer thread (which owns ``session`` while the caller computes the next chunks)."""
+    t = time.perf_counter()
+    if session.get_bind().dialect.name == "postgresql":
+        # No wait for each commit's WAL flush: a commit lost to a server crash is a chunk the
+        # rerun writes again (its checkpoint row is in the same transaction).
+        session.execute(text("SET LOCAL synchronous_commit = off"))
+    run = chunk.model_run
+    result = apply_write(session, chunk.prepared, run.seconds)
+    session.add(
+        BatchCheckpoint(
+            **chunk.checkpoint, tags_written=result.tags_written,
+            tasks_created=result.tasks_created,
+            counts=json.dumps(
+                {"tags": result.tag_counts, "tasks": result.task_counts,
+                 "assignment": result.assignment_counts}
+            ),
+            committed_at=_utcnow(),
+        )
+    )  # fmt: skip
+    committing = time.perf_counter()
+    session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
+    committed()
+    run.seconds["commit"] += time.perf_counter() - committing
+    run.seconds["write"] += time.perf_counter() - t
+    run.result.add(result)
+    run.entities += chunk.checkpoint["entities"]
+    run.chunks += 1
+    if chunk.advance:
+        chunk.advance(chunk.checkpoint["entities"])
 
 
 def _utcnow() -> datetime:
@@ -809,19 +751,19 @@ def run_batch(
             summary.rule_errors,
         )  # fmt: skip
 
-        writer = _ChunkWriter(session)
-        try:
+        with (
+            background_checkpoints(session) as committed,
+            background_writer(
+                partial(_write_chunk, session, committed), WRITE_QUEUE_CHUNKS, "batch-writer"
+            ) as writer,
+        ):
             for name in order:
                 _score_model(
                     inputs, writer, name, champions[name], done[name],
                     changed[name] if changed is not None else None,
                 )  # fmt: skip
-        except BaseException:
-            writer.close(failed=True)
-            raise
-        t = time.perf_counter()
-        writer.close()  # the last chunks' commits
-        summary.seconds["write_drain"] += time.perf_counter() - t
+            draining = time.perf_counter()
+        summary.seconds["write_drain"] += time.perf_counter() - draining  # the last commits
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
 
@@ -853,7 +795,7 @@ class _Inputs:
 
 def _score_model(
     inputs: _Inputs,
-    writer: _ChunkWriter,
+    writer: Writer[_Chunk],
     name: str,
     champion: Future,
     done: tuple[int, int | None, ModelRun],
