@@ -85,7 +85,7 @@ class GateConfig:
     psi_threshold: float = 0.2
     # Predict latency: single-row p99 in CPU ms as the service scores (0 = not gated), and how
     # much to time: seeded holdout rows × repeats (median of repeats) after warm-up calls.
-    predict_latency_budget_ms: float = 5.0
+    predict_latency_budget_ms: float = 2.5
     explain_latency_budget_ms: float = 10.0
     latency_rows: int = 100
     latency_repeats: int = 3
