@@ -7,14 +7,11 @@ import pandas as pd
 import pytest
 
 from crm_predict import rules as R
-from crm_store.models import PredictionLog, Tag, TagHistory, Task
-from crm_store.repository import current_tags, tag_history
 from serving.writeback import (
     ModelVersionRef,
     tag_frame,
     tag_values,
     task_specs,
-    write_back,
 )
 
 NOW = datetime(2026, 6, 30, 2, 0)
@@ -115,23 +112,6 @@ def test_tag_frame_carries_provenance():
     assert (tags["scored_at"] == NOW).all()
 
 
-def test_a_flag_is_a_tag_while_it_holds_and_removed_when_it_no_longer_does(session):
-    scored = pd.DataFrame({"entity_id": [1, 2], "score": [0.2, 0.2], "days_inactive": [45, 3]})
-    result = write_back(session, _model("churn"), scored, NOW)
-    session.commit()
-    assert result.tag_counts[f"{R.TAG_CHURN_WARNING}=true"] == 1
-    assert not any(k.startswith(f"{R.TAG_CHURN_WARNING}=false") for k in result.tag_counts)
-    assert R.TAG_CHURN_WARNING in current_tags(session, "contact", 1)
-    assert R.TAG_CHURN_WARNING not in current_tags(session, "contact", 2)
-    later = NOW + timedelta(days=1)
-    write_back(session, _model("churn"), scored.assign(days_inactive=[0, 3]), later)
-    session.commit()
-    assert R.TAG_CHURN_WARNING not in current_tags(session, "contact", 1)
-    [gone] = tag_history(session, "contact", 1, R.TAG_CHURN_WARNING)
-    assert (gone.value, gone.replaced_at) == ("true", later)
-    assert set(current_tags(session, "contact", 1)) == {R.TAG_CHURN_RISK}
-
-
 def test_new_lead_gets_first_contact_task_and_escalation_after_24h():
     scored = pd.DataFrame(
         {
@@ -216,35 +196,6 @@ def test_retention_only_for_high_value_customers_at_high_risk():
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model"):
         tag_values("nope", pd.DataFrame({"entity_id": [1], "score": [0.1]}))
-
-
-def test_write_back_twice_creates_no_duplicate_tags_or_tasks(session):
-    scored = pd.DataFrame(
-        {
-            "entity_id": [1, 2],
-            "score": [0.3, 0.95],
-            "owner_id": [10, 11],
-            "manager_id": [100, 100],
-            "stage": ["proposal", "proposal"],
-            "days_idle": [10, 0],
-        }
-    )
-    first = write_back(session, _model("deal_health"), scored, NOW)
-    session.commit()
-    later = NOW + timedelta(hours=1)
-    second = write_back(session, _model("deal_health", "4"), scored, later)
-    session.commit()
-
-    assert first.tasks_created == 2 and second.tasks_created == 0
-    assert first.tag_counts == {
-        "deal_health=*": 2, "deal_health_colour=red": 1,
-        "deal_health_colour=green": 1,
-    }  # fmt: skip
-    assert session.query(Tag).count() == 4
-    assert session.query(Task).count() == 2
-    assert session.query(TagHistory).count() == 0  # same values: re-stamped, no history
-    assert {t.model_version for t in session.query(Tag)} == {"4"}
-    assert session.query(PredictionLog).count() == 4
 
 
 def test_best_slot_tags_vectorised_equal_the_row_by_row_label():
