@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from benchmarks.figures import Figure
-from crm_predict.quickstart import DEMO_AS_OF, QUALITY_METRICS
+from crm_predict.quickstart import DEMO_AS_OF
 from crm_predict.rules import MODEL_NAMES
+from training.specs import SPECS
 
 # What each model's baseline is (the classifiers name theirs in training.<model>.SPEC).
 BASELINES = {
@@ -26,7 +27,7 @@ UNITS = {"auc": "AUC", "mae_purchases": "MAE", "hit_rate_top1": "hit rate"}
 
 def quality_figures(model: str, metrics: dict[str, float], baseline_name: str) -> list[Figure]:
     """One row: the model's holdout metric beside its baseline, with the oracle as the ceiling."""
-    metric, baseline, oracle = QUALITY_METRICS[model]
+    metric, baseline, oracle = SPECS[model].quality
     if metric not in metrics:
         return []
     return [

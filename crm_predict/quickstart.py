@@ -15,16 +15,6 @@ from crm_predict.rules import MODEL_NAMES
 
 DEMO_AS_OF = "2026-06-30"
 
-# Per model: (holdout metric, baseline metric, oracle metric) as logged by training.
-QUALITY_METRICS = {
-    "lead_scoring": ("auc", "baseline_auc", "oracle_auc"),
-    "deal_health": ("auc", "baseline_auc", "oracle_auc"),
-    "churn": ("auc", "baseline_auc", "oracle_auc"),
-    "clv": ("mae_purchases", "baseline_mae_purchases", "oracle_mae_purchases"),
-    "next_best_time": ("hit_rate_top1", "baseline_hit_rate_top1", "oracle_hit_rate_top1"),
-}
-LOWER_IS_BETTER = frozenset({"mae_purchases"})
-
 
 @dataclass(frozen=True)
 class Step:
@@ -79,13 +69,15 @@ def run_quickstart(
 
 def beats_baseline(client, model: str, version: str) -> tuple[bool, str]:
     """Whether the version's holdout metric beats the baseline its training run logged (see
-    ``QUALITY_METRICS``), and the two figures."""
-    metric, baseline, _ = QUALITY_METRICS[model]
+    the model spec's ``quality``), and the two figures."""
+    from training.specs import spec
+
+    metric, baseline, _ = spec(model).quality
     metrics = client.get_run(client.get_model_version(model, version).run_id).data.metrics
     if metric not in metrics or baseline not in metrics:
         return False, f"{metric} or {baseline} not logged"
     mine, theirs = metrics[metric], metrics[baseline]
-    better = mine < theirs if metric in LOWER_IS_BETTER else mine > theirs
+    better = mine < theirs if spec(model).lower_is_better else mine > theirs
     return bool(better), f"{metric} {mine:.4f} vs baseline {theirs:.4f}"
 
 
@@ -133,12 +125,13 @@ def promote_first_champion(
 def quality_table(client) -> Table:
     """Model, champion version, holdout metric, baseline and oracle, read back from MLflow."""
     from registry.lifecycle import CHALLENGER, CHAMPION, version_for_alias
+    from training.specs import SPECS
 
     table = Table(title="Models (champion, holdout)")
     for column in ("model", "version", "metric", "model", "baseline", "oracle"):
         table.add_column(column, justify="left" if column in ("model", "metric") else "right")
-    for model in MODEL_NAMES:
-        keys = QUALITY_METRICS[model]
+    for model, model_spec in SPECS.items():
+        keys = model_spec.quality
         champion = version_for_alias(client, model, CHAMPION)
         shown = champion or version_for_alias(client, model, CHALLENGER)
         if shown is None:

@@ -16,10 +16,10 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import FeastType, Float64, Int64, String
 
 from crm_predict.errors import UserError
+from crm_predict.model_spec import FEATURE_SERVICE_VERSION
 from crm_predict.settings import Settings
 from features import transforms as tf
-
-SERVICE_VERSION = "v1"
+from training.specs import SPECS
 
 # Entity name → join key. A customer is a contact with orders (same id), scored on its own key so
 # churn/CLV rows never mix with next-best-time's contact rows.
@@ -29,13 +29,7 @@ ENTITIES = {
     "customer": "customer_id",
     "contact": "contact_id",
 }
-ENTITY_OF_MODEL = {
-    "lead_scoring": "lead",
-    "deal_health": "deal",
-    "churn": "customer",
-    "clv": "customer",
-    "next_best_time": "contact",
-}
+ENTITY_OF_MODEL = {name: spec.entity for name, spec in SPECS.items()}
 
 
 @dataclass(frozen=True)
@@ -187,7 +181,7 @@ SERVICES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 
 
 def service_name(model_name: str) -> str:
-    return f"{model_name}_{SERVICE_VERSION}"
+    return SPECS[model_name].feature_service
 
 
 def check_model(model_name: str) -> str:
@@ -322,7 +316,7 @@ def feature_services(
         services[model] = FeatureService(
             name=service_name(model),
             features=projections,
-            description=f"Features of the {model} model ({SERVICE_VERSION})",
+            description=f"Features of the {model} model ({FEATURE_SERVICE_VERSION})",
             tags={"model": model, "entity": ENTITY_OF_MODEL[model]},
         )
     return services

@@ -18,6 +18,7 @@ from registry.evaluation import (
     load_holdout,
     predict_positive,
 )
+from training.specs import SPECS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,26 +28,6 @@ if TYPE_CHECKING:
 
 DESCRIPTION_LIMIT = 5000  # model_versions.description is VARCHAR(5000) in MLflow's SQL store
 
-PURPOSE = {
-    "lead_scoring": "Probability that a lead converts within 90 days, scored 7 days after it was "
-    "created; shown as a 1–99 score with grades A–D and top reasons.",
-    "deal_health": "Probability that an open deal is won, scored 21 days after creation; shown "
-    "as health 0–100 and a green/yellow/red colour (red → rescue task).",
-    "churn": "Probability that a customer places no order in the next 90 days; written as the "
-    "churn_risk tag (high → retention task for high-value customers).",
-    "clv": "Three-year discounted customer lifetime value (BG/NBD + Gamma-Gamma) and value tiers.",
-    "next_best_time": "Best hour-of-week slots and channel to contact a contact, with segment "
-    "and global fallbacks for thin histories.",
-}
-KNOWN_LIMITS = {
-    "lead_scoring": "Trained on leads older than 7 days; leads converted in their first week "
-    "are not scored. Sources or regions unseen in training get no learned weight.",
-    "deal_health": "Only closed deals carry labels, so very long open deals are under-represented.",
-    "churn": "A 90-day window: seasonal buyers with longer gaps look like churners.",
-    "clv": "Assumes stable purchase behaviour; new customers with one order have wide uncertainty.",
-    "next_best_time": "Slots are learned from past responses, so contacts never reached at an "
-    "hour cannot show a preference for it.",
-}
 GENERIC_LIMITS = (
     "Scores describe the CRM history of the training window; a change in sales process, pricing "
     "or data entry makes them drift (see `crm-predict registry drift`).",
@@ -100,6 +81,7 @@ def render_model_card(
 ) -> str:
     """The card as Markdown, from the run's logged metadata and the fairness checks."""
     base = base_model_name(info.name)
+    spec = SPECS.get(base)
     kind = "classifier" if is_classifier(info.name) else base
     tags, metrics = info.tags, info.metrics
     counts = info.train_counts()
@@ -115,7 +97,7 @@ def render_model_card(
         f"- Aliases: {', '.join(info.aliases) or 'none'}",
         "",
         "## Purpose",
-        PURPOSE.get(base, f"Model {info.name}."),
+        spec.purpose if spec else f"Model {info.name}.",
         "",
         "## Training data",
         f"- Window: {tags.get('data_window', 'not logged')}",
@@ -155,7 +137,7 @@ def render_model_card(
     lines += ["", "## Fairness checks", "| check | result | detail |", "|---|---|---|"]
     lines += [f"| {r.name} | {r.status} | {r.detail} |" for r in fairness]
     lines += ["", "## Known limits"]
-    lines += [f"- {text}" for text in (KNOWN_LIMITS.get(base, ""), *GENERIC_LIMITS) if text]
+    lines += [f"- {text}" for text in (spec.known_limits if spec else "", *GENERIC_LIMITS) if text]
     lines += ["", "## Promotion"]
     vt = info.version_tags
     if "promoted_at" in vt:

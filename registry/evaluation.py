@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.errors import UserError
+from training.specs import CLASSIFIERS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,9 +29,6 @@ MODEL_CARD_ARTIFACT = "model_card.md"
 KEY_COLUMNS = ["entity_id", "event_timestamp"]
 LABEL = "label"
 
-# Binary classifiers are reloaded and re-scored; CLV and next-best-time are pyfuncs whose quality
-# the registry reads from the metrics training logged.
-CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
 # Logged metrics that summarise each model; ``True`` = higher is better.
 KEY_METRICS: dict[str, dict[str, bool]] = {
     "classifier": {"auc": True, "brier": False, "ece": False, "lift_at_10": True},

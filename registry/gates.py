@@ -36,16 +36,18 @@ from registry.evaluation import (
     predict_positive,
 )
 from registry.latency import Latency, measure_serving_latency
+from training.specs import SPECS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from crm_predict.settings import Settings
 
+# Each classifier's own cut (its ``ModelSpec.decision_threshold``) under the default rules.
 DEFAULT_DECISION_THRESHOLDS: dict[str, float] = {
-    "lead_scoring": 0.75,  # grade A starts at a 1–99 score of 75
-    "deal_health": RULES.deal.yellow_at / 100,  # below → red → rescue task
-    "churn": RULES.churn.high_at,  # high risk → retention task
+    name: spec.decision_threshold(RULES)
+    for name, spec in SPECS.items()
+    if spec.decision_threshold is not None
 }
 
 GATE_NAMES = (

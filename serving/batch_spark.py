@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from crm_predict.rules import MODEL_NAMES, rfm_medians
 from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
 from serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
+from training.specs import CLASSIFIERS
 
-CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
 # What each pyfunc returns, as Spark types (classifiers: predict_proba → array of two doubles).
 PYFUNC_RESULTS = {
     "clv": "clv_3y double, p_alive double, expected_purchases_90d double",

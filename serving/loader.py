@@ -16,8 +16,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import Model
 
-# Registered models logged with mlflow.sklearn (raw table in, calibrated probability out).
-CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
+from training.specs import CLASSIFIERS
+
 TOP_REASONS = 3
 
 

@@ -15,22 +15,11 @@ import pandas as pd
 from crm_predict import rules
 from features.transforms import RULE_SCORE_INPUTS, rule_score_values
 from serving.loader import LoadedModel
+from training.specs import SPECS
 
 ENTITY_ID = "entity_id"
-ID_FIELD = {
-    "lead_scoring": "lead_id",
-    "deal_health": "deal_id",
-    "churn": "customer_id",
-    "clv": "customer_id",
-    "next_best_time": "contact_id",
-}
-ENTITY_TYPE = {  # tag/task/prediction-log entity_type strings
-    "lead_scoring": "lead",
-    "deal_health": "deal",
-    "churn": "contact",
-    "clv": "contact",
-    "next_best_time": "contact",
-}
+ID_FIELD = {name: spec.id_field for name, spec in SPECS.items()}
+ENTITY_TYPE = {name: spec.crm_entity for name, spec in SPECS.items()}  # of tags, tasks, log
 RULE_SCORE = "rule_score"
 RFM_COLUMNS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary")
 # Features a raw payload may add beyond the model's own list (used for tiers, segments, tasks).
@@ -253,13 +242,7 @@ def score(
 
 def headline(model_name: str, record: dict) -> float:
     """The one number the prediction log keeps for a record."""
-    key = {
-        "lead_scoring": "probability",
-        "deal_health": "p_win",
-        "churn": "p_churn",
-        "clv": "clv_3y",
-        "next_best_time": "p_best",
-    }[model_name]
+    key = SPECS[model_name].score_output
     value = record.get(key)
     return float("nan") if value is None else float(value)
 

@@ -45,14 +45,9 @@ from crm_store.repository import (
     prepare_tags,
     upsert_tags,
 )
+from training.specs import SPECS
 
-ENTITY_TYPES = {
-    "lead_scoring": "lead",
-    "deal_health": "deal",
-    "churn": "contact",
-    "clv": "contact",
-    "next_best_time": "contact",
-}
+ENTITY_TYPES = {name: spec.crm_entity for name, spec in SPECS.items()}
 # Model features the built-in tags read beside the context (the batch adds them to the frame).
 TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
 # A tag value saying "not this model's to set here": no row is written, the stored tag stays.

@@ -10,12 +10,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crm_predict.model_spec import ModelSpec
 from crm_predict.rules import RULES, churn_risk_level
 from crm_predict.settings import Settings
 from training.classifier import ClassifierSpec, TrainResult, parse_numeric, train_classifier
 
-MODEL_NAME = "churn"
-FEATURE_SERVICE = "churn_v1"
+MODEL = ModelSpec(
+    name="churn",
+    kind="classifier",
+    entity="customer",
+    crm_entity="contact",
+    id_field="customer_id",
+    score_output="p_churn",
+    quality=("auc", "baseline_auc", "oracle_auc"),
+    purpose="Probability that a customer places no order in the next 90 days; written as the "
+    "churn_risk tag (high → retention task for high-value customers).",
+    known_limits="A 90-day window: seasonal buyers with longer gaps look like churners.",
+    decision_threshold=lambda rules: rules.churn.high_at,  # high risk → retention task
+)
+MODEL_NAME = MODEL.name
+FEATURE_SERVICE = MODEL.feature_service
 # Recency column of the feature service first, then common names in customer tables.
 RECENCY_COLUMNS = ("rfm_recency_days", "days_since_last_order")
 
@@ -32,7 +46,7 @@ def baseline(older: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray | None:
 SPEC = ClassifierSpec(
     name=MODEL_NAME,
     feature_service=FEATURE_SERVICE,
-    entity="customer",
+    entity=MODEL.entity,
     baseline=baseline,
     baseline_name="days_since_last_order",
 )
@@ -44,6 +58,7 @@ def train(settings: Settings, client: Any, frame: pd.DataFrame, **options: Any) 
 
 
 def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
-    """Churn probability and risk level (high / medium / low)."""
-    p = np.asarray(probability, dtype=float)
-    return pd.DataFrame({"churn_probability": p, "churn_risk": churn_risk_level(p, RULES.churn)})
+    """Churn risk level (high / medium / low) of each probability."""
+    return pd.DataFrame(
+        {"churn_risk": churn_risk_level(np.asarray(probability, dtype=float), RULES.churn)}
+    )

@@ -14,11 +14,11 @@ from training.data_checks import parse_exclude
 
 app = typer.Typer(no_args_is_help=True)
 
-CLASSIFIERS = ("lead_scoring", "deal_health", "churn")
-
 
 def classifier_module(model: str) -> ModuleType:
     """``training.<model>`` for a classification model, else a clear error."""
+    from training.specs import CLASSIFIERS
+
     if model not in CLASSIFIERS:
         raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
     return importlib.import_module(f"training.{model}")
@@ -245,11 +245,14 @@ def predict(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="lead_scoring, deal_health or churn."),
     csv: Path = typer.Option(..., help="Table with the model's feature columns (and the id)."),
-    out: Path = typer.Option(..., help="Where to write id,score (plus the model's own columns)."),
+    out: Path = typer.Option(
+        ...,
+        help="Where to write id, the probability (probability, p_win or p_churn) and the model's own columns.",
+    ),
     version: int | None = typer.Option(None, help="Registered version (default: newest)."),
     alias: str | None = typer.Option(None, help="Registered alias, e.g. champion."),
 ) -> None:
-    """Score a CSV with a registered classifier and write id,score."""
+    """Score a CSV with a registered classifier: id, probability and the tags it implies."""
     import pandas as pd
     from rich.console import Console
 
@@ -259,7 +262,11 @@ def predict(
     module = classifier_module(model)
     frame = read_user_csv(csv)
     scores, used = score_table(tracking_client(settings), model, frame, version, alias)
-    table = pd.concat([scores, module.outputs(scores["score"])], axis=1)
+    # The probability under the API's name for it, the derived outputs under their tags' names.
+    outputs = module.outputs(scores["score"])
+    table = pd.concat(
+        [scores.rename(columns={"score": module.MODEL.score_output}), outputs], axis=1
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     Console().print(f"{len(table)} rows scored with {model} version {used} → [bold]{out}[/]")

@@ -25,12 +25,26 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from crm_predict.errors import UserError, read_user_csv
+from crm_predict.model_spec import ModelSpec
 from crm_predict.rules import RULES, Rules, rfm_segment, value_tier
 from crm_predict.settings import Settings
 from training.tracking import log_pyfunc_run
 
-MODEL_NAME = "clv"
-FEATURE_SERVICE = "clv_v1"
+MODEL = ModelSpec(
+    name="clv",
+    kind="clv",
+    entity="customer",
+    crm_entity="contact",
+    id_field="customer_id",
+    score_output="clv_3y",
+    quality=("mae_purchases", "baseline_mae_purchases", "oracle_mae_purchases"),
+    purpose="Three-year discounted customer lifetime value (BG/NBD + Gamma-Gamma) and value tiers.",
+    known_limits="Assumes stable purchase behaviour; new customers with one order have wide "
+    "uncertainty.",
+    lower_is_better=True,
+)
+MODEL_NAME = MODEL.name
+FEATURE_SERVICE = MODEL.feature_service
 FEATURES = ["frequency", "recency", "T", "monetary_value"]
 OUTPUTS = ["clv_3y", "p_alive", "expected_purchases_90d"]
 WEEKS_PER_MONTH = 4.345  # the conversion lifetimes' customer_lifetime_value uses for freq="W"

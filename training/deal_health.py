@@ -10,12 +10,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crm_predict.model_spec import ModelSpec
 from crm_predict.rules import RULES, deal_colour, deal_health_score
 from crm_predict.settings import Settings
 from training.classifier import LABEL, ClassifierSpec, TrainResult, train_classifier
 
-MODEL_NAME = "deal_health"
-FEATURE_SERVICE = "deal_health_v1"
+MODEL = ModelSpec(
+    name="deal_health",
+    kind="classifier",
+    entity="deal",
+    crm_entity="deal",
+    id_field="deal_id",
+    score_output="p_win",
+    quality=("auc", "baseline_auc", "oracle_auc"),
+    purpose="Probability that an open deal is won, scored 21 days after creation; shown "
+    "as health 0–100 and a green/yellow/red colour (red → rescue task).",
+    known_limits="Only closed deals carry labels, so very long open deals are under-represented.",
+    decision_threshold=lambda rules: rules.deal.yellow_at / 100,  # below → red → rescue task
+)
+MODEL_NAME = MODEL.name
+FEATURE_SERVICE = MODEL.feature_service
 STAGE = "stage"
 PRIOR_ROWS = 5  # shrink small stages toward the overall win rate
 
@@ -33,7 +47,7 @@ def baseline(older: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray | None:
 SPEC = ClassifierSpec(
     name=MODEL_NAME,
     feature_service=FEATURE_SERVICE,
-    entity="deal",
+    entity=MODEL.entity,
     baseline=baseline,
     baseline_name="stage_win_rate",
 )

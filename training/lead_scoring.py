@@ -11,12 +11,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crm_predict.model_spec import ModelSpec
 from crm_predict.rules import RULES, is_mql, lead_grade, lead_score_1_99, rule_based_lead_score
 from crm_predict.settings import Settings
 from training.classifier import LABEL, ClassifierSpec, TrainResult, parse_boolean, train_classifier
 
-MODEL_NAME = "lead_scoring"
-FEATURE_SERVICE = "lead_scoring_v1"
+MODEL = ModelSpec(
+    name="lead_scoring",
+    kind="classifier",
+    entity="lead",
+    crm_entity="lead",
+    id_field="lead_id",
+    score_output="probability",
+    quality=("auc", "baseline_auc", "oracle_auc"),
+    purpose="Probability that a lead converts within 90 days, scored 7 days after it was "
+    "created; shown as a 1–99 score with grades A–D and top reasons.",
+    known_limits="Trained on leads older than 7 days; leads converted in their first week "
+    "are not scored. Sources or regions unseen in training get no learned weight.",
+    decision_threshold=lambda rules: 0.75,  # grade A starts at a 1–99 score of 75
+)
+MODEL_NAME = MODEL.name
+FEATURE_SERVICE = MODEL.feature_service
 RULE_SCORE = "rule_score"
 # Columns the points rule reads when a table has no ready-made ``rule_score`` (in rule order).
 RULE_INPUTS = (
@@ -74,7 +89,7 @@ def mql_metrics(
 SPEC = ClassifierSpec(
     name=MODEL_NAME,
     feature_service=FEATURE_SERVICE,
-    entity="lead",
+    entity=MODEL.entity,
     baseline=baseline,
     baseline_name="rule_based_points",
     extra_metrics=mql_metrics,

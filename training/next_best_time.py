@@ -30,13 +30,27 @@ from mlflow import MlflowClient
 from scipy.special import betaln
 
 from crm_predict.errors import UserError, read_user_csv
+from crm_predict.model_spec import ModelSpec
 from crm_predict.rules import RULES, Rules, slot_label
 from crm_predict.settings import Settings
 from training.classifier import parse_boolean
 from training.tracking import log_pyfunc_run
 
-MODEL_NAME = "next_best_time"
-FEATURE_SERVICE = "next_best_time_v1"
+MODEL = ModelSpec(
+    name="next_best_time",
+    kind="next_best_time",
+    entity="contact",
+    crm_entity="contact",
+    id_field="contact_id",
+    score_output="p_best",
+    quality=("hit_rate_top1", "baseline_hit_rate_top1", "oracle_hit_rate_top1"),
+    purpose="Best hour-of-week slots and channel to contact a contact, with segment "
+    "and global fallbacks for thin histories.",
+    known_limits="Slots are learned from past responses, so contacts never reached at an "
+    "hour cannot show a preference for it.",
+)
+MODEL_NAME = MODEL.name
+FEATURE_SERVICE = MODEL.feature_service
 N_SLOTS = 168
 TOP_K = 3
 GLOBAL = "(global)"

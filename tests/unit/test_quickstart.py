@@ -11,8 +11,9 @@ import typer
 from registry_fixtures import log_metrics_version
 from rich.console import Console
 
-from crm_predict.quickstart import QUALITY_METRICS, quality_table, run_quickstart
+from crm_predict.quickstart import quality_table, run_quickstart
 from registry.lifecycle import CHAMPION, on_new_version, version_for_alias
+from training.specs import SPECS
 
 # (holdout metric, baseline metric) per model: lead_scoring is the case (0.8153 vs 0.8155).
 BELOW = {
@@ -40,7 +41,7 @@ def _fake_quickstart(client, tmp_path, results):
     def invoke(args):
         calls.append(list(args))
         if args[0] == "train":
-            metric, baseline, _ = QUALITY_METRICS[args[1]]
+            metric, baseline, _ = SPECS[args[1]].quality
             mine, theirs = results[args[1]]
             pyfunc = args[1] in ("clv", "next_best_time")  # a classifier's card loads its model
             version = log_metrics_version(

@@ -61,9 +61,9 @@ def test_byod_messy_csv_trains_and_predicts(workspace, monkeypatch, capsys, mlfl
     )  # fmt: skip
     assert code == 0, out
     scores = pd.read_csv(out_path)
-    assert list(scores.columns[:2]) == ["id", "score"]
+    assert list(scores.columns) == ["id", "p_churn", "churn_risk"]  # the API's and tags' names
     assert scores["id"].tolist() == new["customerID"].tolist()
-    assert scores["score"].between(0, 1).all() and scores["score"].nunique() > 5
+    assert scores["p_churn"].between(0, 1).all() and scores["p_churn"].nunique() > 5
     assert set(scores["churn_risk"]) <= {"high", "medium", "low"}
 
 

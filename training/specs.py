@@ -1,0 +1,20 @@
+"""Every model's ``ModelSpec``, from the model's own module, in the order the product lists them."""
+
+from __future__ import annotations
+
+from crm_predict.errors import UserError
+from crm_predict.model_spec import ModelSpec
+from training import churn, clv, deal_health, lead_scoring, next_best_time
+
+SPECS: dict[str, ModelSpec] = {
+    module.MODEL.name: module.MODEL
+    for module in (lead_scoring, deal_health, churn, clv, next_best_time)
+}
+CLASSIFIERS = tuple(name for name, spec in SPECS.items() if spec.is_classifier)
+
+
+def spec(name: str) -> ModelSpec:
+    """The spec of model ``name`` (a registered name such as ``lead_scoring``)."""
+    if name not in SPECS:
+        raise UserError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
+    return SPECS[name]
