@@ -45,6 +45,7 @@ def random_crm(seed: int = 7) -> dict[str, pd.DataFrame]:
             "industry": some(["software", "retail", "finance"], n_accounts),
             "size_band": some(["1-10", "11-50"], n_accounts),
             "annual_revenue_band": some(["<1M", "1-10M"], n_accounts),
+            "created_at": pd.Timestamp("2025-01-01"),
         }
     )
     contacts = pd.DataFrame(

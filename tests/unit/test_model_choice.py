@@ -15,7 +15,8 @@ from training import lead_scoring
 
 @pytest.fixture
 def small(settings):
-    return settings.model_copy(update={"optuna_trials": 2})
+    # No latency pruning: these tests are about the choice (the budget has its own tests).
+    return settings.model_copy(update={"optuna_trials": 2, "predict_latency_budget_ms": 0})
 
 
 def _window(n: int = 500, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
