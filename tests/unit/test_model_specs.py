@@ -1,0 +1,36 @@
+"""The model specs agree with the feature repo, the rules and the API schemas they stand for."""
+
+import pytest
+
+from crm_predict.rules import MODEL_NAMES, RULES
+from features.definitions import ENTITIES, SERVICES, service_name
+from serving import schemas
+from training.specs import CLASSIFIERS, SPECS, spec
+
+
+def test_every_model_has_one_spec_in_the_products_order():
+    assert tuple(SPECS) == MODEL_NAMES
+    assert CLASSIFIERS == ("lead_scoring", "deal_health", "churn")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_spec_names_what_the_feature_repo_and_the_api_use(name):
+    model = SPECS[name]
+    assert model.name in SERVICES and service_name(name) == model.feature_service == f"{name}_v1"
+    assert model.id_field == ENTITIES[model.entity]
+    assert model.crm_entity in {"lead", "deal", "contact"}
+    records = {
+        schemas.LeadScore, schemas.DealHealth, schemas.Churn, schemas.Clv, schemas.NextBestTime,
+    }  # fmt: skip
+    fields = [r for r in records if model.score_output in r.model_fields]
+    assert fields and all(model.id_field in r.model_fields for r in fields)
+    assert (model.decision_threshold is not None) == model.is_classifier
+    if model.is_classifier:
+        assert 0 < model.decision_threshold(RULES) < 1
+
+
+def test_an_unknown_model_is_a_clear_error():
+    from crm_predict.errors import UserError
+
+    with pytest.raises(UserError, match="unknown model 'nope'; known: lead_scoring"):
+        spec("nope")
