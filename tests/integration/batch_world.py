@@ -206,6 +206,19 @@ LABELS = {  # what the tiny classifiers learn, so their scores spread over every
 }
 
 
+def world_settings(engine, data_dir, client: MlflowClient, chunk_size: int = 7) -> Settings:
+    """Settings on ``engine``'s store and ``client``'s MLflow, with the five champions registered."""
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=engine.url.render_as_string(hide_password=False),
+        mlflow_tracking_uri=client.tracking_uri,
+        batch_chunk_size=chunk_size,
+    )
+    settings.ensure_dirs()
+    register_champions(client, settings)
+    return settings
+
+
 def register_champions(client: MlflowClient, settings: Settings) -> None:
     """Log and register one tiny version per model (fitted on the world's own features) and make
     it champion."""

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
+from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
 from sqlalchemy import text
 from typer.testing import CliRunner
 
 from crm_predict.rules import FLAG_TAGS, MODEL_NAMES, SCORE_TAGS
-from crm_predict.settings import Settings
 from crm_store.db import session_factory
 from crm_store.models import BatchCheckpoint, BatchRun
 from serving.batch import OUTPUT_TABLES, run_batch
@@ -33,14 +32,7 @@ def world(engine, tmp_path, mlflow_client):
     """The tiny CRM in ``engine``'s store and five champions; settings pointing at both."""
     with session_factory(engine)() as session:
         build_crm(session)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=engine.url.render_as_string(hide_password=False),
-        mlflow_tracking_uri=mlflow_client.tracking_uri,
-        batch_chunk_size=7,
-    )
-    settings.ensure_dirs()
-    register_champions(mlflow_client, settings)
+    settings = world_settings(engine, tmp_path / "data", mlflow_client)
     return settings
 
 
