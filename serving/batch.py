@@ -37,24 +37,24 @@ from sqlalchemy.orm import Session
 
 from crm_predict.background import Writer, background_writer
 from crm_predict.errors import UserError
-from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians, rule_based_lead_score
+from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians
 from crm_predict.settings import Settings
 from crm_predict.tracking import experiment_id
 from crm_store.db import background_checkpoints
 from crm_store.models import BatchCheckpoint, BatchRun
-from features.transforms import (
-    ACTIVITY_GROUPS,
-    NAT,
-    TS,
-    activity_groups,
-    as_flag,
-    days_between,
-    events_at,
-    ids,
-    latest_per_row,
-    nanoseconds,
-    positions,
-    totals_per_row,
+from features.rule_context import (  # noqa: F401 (the context's names, read from here too)
+    CONTEXT_COLUMNS,
+    CONTEXT_OUTPUT,
+    CONTEXT_TABLES,
+    CONTEXTS,
+    CUSTOMER_COLUMNS,
+    Tables,
+    account_context,
+    contact_context,
+    customer_context,
+    deal_context,
+    lead_context,
+    rule_context,
 )
 from serving.writeback import (
     TAG_FEATURES,
@@ -84,10 +84,6 @@ WRITE_QUEUE_CHUNKS = 6
 # every activity, for a few thousand open leads and deals) then overlap the big models' writes.
 # Next-best-time's one view is quick to compute; CLV follows churn, whose customer views it reuses.
 SCORING_ORDER = ("next_best_time", "churn", "clv", "lead_scoring", "deal_health")
-
-# Activity types per behaviour group, as the feature pipeline reads them.
-# The rule context's activity groups: the features' (``features.transforms.ACTIVITY_GROUPS``).
-RULE_GROUPS = ("site_visits", "pricing_views", "whitepapers", "trials")
 
 PYFUNC_SCORES = {"clv": "clv_3y", "next_best_time": "p_best"}  # the output logged as the score
 
@@ -171,44 +167,7 @@ class BatchSummary:
         }
 
 
-# --- Rule context from the CRM ---------------------------------------------------------------
-
-# The CRM columns the rules read, per table: what ``crm_tables`` loads when no snapshot is given.
-CONTEXT_COLUMNS = {
-    "users": ["id", "external_id", "manager_id"],
-    "accounts": ["id", "industry", "created_at"],
-    "contacts": ["id", "owner_id", "is_decision_maker"],
-    "leads": [
-        "id",
-        "contact_id",
-        "account_id",
-        "owner_id",
-        "region",
-        "created_at",
-        "first_contacted_at",
-        "converted_at",
-    ],  # fmt: skip
-    "deals": [
-        "id",
-        "account_id",
-        "owner_id",
-        "stage",
-        "amount",
-        "outcome",
-        "created_at",
-        "closed_at",
-    ],
-    "activities": ["contact_id", "lead_id", "deal_id", "type", "category", "occurred_at"],
-    "orders": ["contact_id", "ordered_at", "amount"],
-}
-CONTEXT_TABLES = {
-    "lead_scoring": ("users", "accounts", "contacts", "leads", "activities"),
-    "deal_health": ("users", "accounts", "deals", "activities"),  # accounts: account_tier
-    "churn": ("contacts", "activities", "orders"),
-    "clv": ("contacts", "activities", "orders"),
-    "next_best_time": ("contacts", "activities", "orders"),
-}
-Tables = dict[str, pd.DataFrame]
+# --- Rule context: the CRM tables it reads (computed by ``features.rule_context``) -------------
 
 
 def _query(session: Session, sql: str, **params) -> pd.DataFrame:
@@ -238,10 +197,6 @@ def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None 
     return out
 
 
-def _stamp(series: pd.Series) -> pd.Series:
-    return series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, format="ISO8601")  # fmt: skip
-
-
 def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
     """Per snapshot table, the columns a run of ``models`` reads: their features' and their
     rules' (users come from the store)."""
@@ -254,226 +209,6 @@ def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _activities_of(
-    activities: pd.DataFrame, key: str, entities: pd.Series, at: datetime
-) -> tuple[np.ndarray, np.ndarray]:
-    """Activities on the given entities (by ``key``) at or before ``at``: (position of the entity,
-    position of the activity), found by integer lookups rather than copies of the table."""
-    times = pd.DataFrame({"entity_id": ids(entities)[0], TS: pd.Timestamp(at)})
-    return events_at(times, activities, "entity_id", "occurred_at", event_key=key)
-
-
-GROUP_INDEX = {group: i for i, group in enumerate(ACTIVITY_GROUPS)}
-
-
-def _groups(activities: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """The behaviour group (``GROUP_INDEX``) of the activities at ``rows``, -1 for none."""
-    columns = [c for c in ("type", "category") if c in activities]
-    return activity_groups(activities[columns].iloc[rows])
-
-
-def _ns(at: datetime) -> int:
-    return pd.Timestamp(at).value
-
-
-def _datetimes(stamps: np.ndarray) -> np.ndarray:
-    return stamps.view("datetime64[ns]")
-
-
-def _managers(tables: Tables, owners: pd.Series) -> np.ndarray:
-    users = tables["users"].set_index("id")["manager_id"]
-    return owners.map(users).to_numpy()
-
-
-def lead_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    """Per open lead: owner/manager, region, creation and first contact, rule points (90-day
-    window) and the last whitepaper download of the lead."""
-    stamp = pd.Timestamp(at)
-    leads = tables["leads"]
-    created, converted = _stamp(leads["created_at"]), _stamp(leads["converted_at"])
-    frame = leads[(created <= stamp) & ~(converted <= stamp)].rename(
-        columns={"id": "entity_id", "region": "lead_region"}
-    )
-    frame = frame.merge(
-        tables["accounts"][["id", "industry"]].rename(columns={"id": "account_id"}),
-        on="account_id", how="left",
-    ).merge(
-        tables["contacts"][["id", "is_decision_maker"]].rename(columns={"id": "contact_id"}),
-        on="contact_id", how="left",
-    )  # fmt: skip
-    frame["manager_id"] = _managers(tables, frame["owner_id"])
-
-    acts = tables["activities"]
-    row, take = _activities_of(acts, "lead_id", frame["entity_id"], at)
-    n = len(frame)
-    when = nanoseconds(acts["occurred_at"])[take]
-    group = _groups(acts, take)
-    recent = when > _ns(stamp - timedelta(days=90))
-    counts = {}
-    for column in RULE_GROUPS:
-        counts[column] = np.bincount(row[(group == GROUP_INDEX[column]) & recent], minlength=n)
-    whitepaper = group == GROUP_INDEX["whitepapers"]
-    last_interaction = latest_per_row(row, n, when)
-    frame["last_whitepaper_at"] = _datetimes(latest_per_row(row[whitepaper], n, when[whitepaper]))
-    for column in ("created_at", "first_contacted_at"):
-        frame[column] = _stamp(frame[column])
-    # As of ``at``: a first contact after it has not happened yet.
-    frame.loc[frame["first_contacted_at"] > stamp, "first_contacted_at"] = pd.NaT
-    frame["rule_points"] = rule_based_lead_score(
-        frame["industry"].astype(object),
-        as_flag(frame["is_decision_maker"]),
-        frame["lead_region"].astype(object),
-        *(pd.Series(counts[c], index=frame.index, dtype=float) for c in counts),
-        pd.Series(days_between(np.full(n, _ns(at)), last_interaction), index=frame.index),
-        rules.lead,
-    )
-    region = frame["lead_region"].astype(object)  # default owners of ownerless tasks
-    frame["region"] = region.where(region.notna(), None)
-    keep = ["entity_id", "contact_id", "owner_id", "manager_id", "region", "created_at"]
-    return frame[keep + ["first_contacted_at", "last_whitepaper_at", "rule_points"]]
-
-
-def deal_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    """Per open deal: owner/manager, stage and days since its last activity (or its creation)."""
-    stamp = pd.Timestamp(at)
-    deals = tables["deals"]
-    created, closed = _stamp(deals["created_at"]), _stamp(deals["closed_at"])
-    frame = deals[(created <= stamp) & ~(closed <= stamp)].rename(columns={"id": "entity_id"})
-    frame = frame.assign(created_at=_stamp(frame["created_at"]))
-    frame["manager_id"] = _managers(tables, frame["owner_id"])
-    acts = tables["activities"]
-    row, take = _activities_of(acts, "deal_id", frame["entity_id"], at)
-    last = latest_per_row(row, len(frame), nanoseconds(acts["occurred_at"])[take])
-    last = np.where(last == NAT, nanoseconds(frame["created_at"]), last)
-    frame["days_idle"] = days_between(np.full(len(frame), _ns(at)), last)
-    # Text with None for a blank, whether the snapshot held objects or categoricals (NaN).
-    stage = frame["stage"].astype(object)
-    frame["stage"] = stage.where(stage.notna(), None)
-    return frame[["entity_id", "owner_id", "manager_id", "stage", "days_idle"]]
-
-
-def customer_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    """Per customer (contact with orders by ``at``): owner, spend windows, RFM inputs, site visits in
-    30 days and days inactive (exact below the warning threshold, at least it above)."""
-    stamp, now = pd.Timestamp(at), _ns(at)
-    orders = tables["orders"]
-    contact, present = ids(orders["contact_id"])
-    when = nanoseconds(orders["ordered_at"])
-    take = np.flatnonzero(present & (when != NAT) & (when <= now))
-    customers = np.sort(pd.unique(contact[take]))
-    n = len(customers)
-    row, when = positions(customers, contact[take]), when[take]
-    amount = orders["amount"].astype(float).to_numpy()[take]
-    after = {days: when > _ns(stamp - timedelta(days=days)) for days in (90, 180, 365)}
-    spend = totals_per_row(  # one group-by for every sum
-        row,
-        n,
-        {
-            "monetary": amount,
-            "yearly_spend": np.where(after[365], amount, 0.0),
-            "spend_last_3m": np.where(after[90], amount, 0.0),
-            "spend_prior_3m": np.where(after[180] & ~after[90], amount, 0.0),
-        },
-    )
-    recency_days = days_between(np.full(n, now), latest_per_row(row, n, when))
-
-    window = rules.churn.inactive_warning_days
-    acts = tables["activities"]
-    occurred = nanoseconds(acts["occurred_at"])
-    # Only the recent activities are looked up (a window of days among years of history).
-    recent = np.flatnonzero(
-        (occurred > _ns(stamp - timedelta(days=max(window, 30)))) & (occurred <= now)
-    )
-    act_row = positions(customers, acts["contact_id"].iloc[recent])
-    found = act_row >= 0
-    act_row, recent = act_row[found], recent[found]
-    last_activity = latest_per_row(act_row, n, occurred[recent])
-    # Visits of the last 30 days exactly (the window above may be longer).
-    visit = (_groups(acts, recent) == GROUP_INDEX["site_visits"]) & (
-        occurred[recent] > _ns(stamp - timedelta(days=30))
-    )
-    owners = tables["contacts"].set_index("id")["owner_id"]
-
-    frame = pd.DataFrame({"entity_id": customers})
-    frame["owner_id"] = frame["entity_id"].map(owners).to_numpy()
-    frame["days_inactive"] = np.fmin(recency_days, days_between(np.full(n, now), last_activity))
-    frame["yearly_spend"] = spend["yearly_spend"].to_numpy()
-    frame["recency_days"] = recency_days
-    frame["frequency"] = np.bincount(row, minlength=n)
-    frame["monetary"] = spend["monetary"].to_numpy()
-    frame["visits_30d"] = np.bincount(act_row[visit], minlength=n)
-    frame["spend_last_3m"] = spend["spend_last_3m"].to_numpy()
-    frame["spend_prior_3m"] = spend["spend_prior_3m"].to_numpy()
-    return frame
-
-
-def contact_context(tables: Tables, at: datetime, rules: Rules = RULES) -> pd.DataFrame:
-    """Per contact: owner and site visits in the 30 days up to ``at`` (``high_activity``), blank
-    for customers (an order by ``at``), whose flag CLV writes from ``customer_context``."""
-    frame = tables["contacts"][["id", "owner_id"]].rename(columns={"id": "entity_id"})
-    acts = tables["activities"]
-    occurred = nanoseconds(acts["occurred_at"])
-    recent = np.flatnonzero(
-        (occurred > _ns(pd.Timestamp(at) - timedelta(days=30))) & (occurred <= _ns(at))
-    )
-    recent = recent[_groups(acts, recent) == GROUP_INDEX["site_visits"]]
-    row = positions(frame["entity_id"], acts["contact_id"].iloc[recent])
-    visits = np.bincount(row[row >= 0], minlength=len(frame)).astype(float)
-    orders = tables["orders"]
-    ordered = nanoseconds(orders["ordered_at"])
-    buyer = positions(
-        frame["entity_id"], orders["contact_id"][(ordered != NAT) & (ordered <= _ns(at))]
-    )
-    visits[buyer[buyer >= 0]] = np.nan
-    frame["visits_30d"] = visits
-    return frame
-
-
-def account_context(tables: Tables, at: datetime) -> pd.DataFrame:
-    """Per account created by ``at``: ``won_12m``, the amounts of its deals won in the trailing 12
-    months (closed in (at - 365 days, at]), summed; the input of ``account_tier``."""
-    stamp = pd.Timestamp(at)
-    accounts = tables["accounts"]
-    frame = pd.DataFrame({"entity_id": accounts["id"][_stamp(accounts["created_at"]) <= stamp]})
-    deals = tables["deals"]
-    closed = _stamp(deals["closed_at"])
-    won = (
-        (deals["outcome"].astype(object) == "won")
-        & (closed <= stamp)
-        & (closed > stamp - timedelta(days=365))
-    )
-    row = positions(frame["entity_id"], deals["account_id"][won])
-    amount = pd.to_numeric(deals["amount"][won], errors="coerce").fillna(0.0).to_numpy(dtype=float)
-    frame["won_12m"] = np.bincount(row[row >= 0], weights=amount[row >= 0], minlength=len(frame))
-    return frame.reset_index(drop=True)
-
-
-CONTEXTS: dict[str, Callable[..., pd.DataFrame]] = {  # (tables, at, rules)
-    "lead_scoring": lead_context,
-    "deal_health": deal_context,
-    "churn": customer_context,
-    "clv": customer_context,
-    "next_best_time": contact_context,
-}
-
-
-# The columns each context gives (beside entity_id), for checking tag rules before a run.
-CUSTOMER_COLUMNS = (
-    "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency", "monetary",
-    "visits_30d", "spend_last_3m", "spend_prior_3m",
-)  # fmt: skip
-CONTEXT_OUTPUT = {
-    "lead_scoring": (
-        "contact_id", "owner_id", "manager_id", "region", "created_at", "first_contacted_at",
-        "last_whitepaper_at", "rule_points",
-    ),
-    "deal_health": ("owner_id", "manager_id", "stage", "days_idle"),
-    "churn": CUSTOMER_COLUMNS,
-    "clv": CUSTOMER_COLUMNS,
-    "next_best_time": ("owner_id", "visits_30d"),
-}  # fmt: skip
-
-
 def tag_rule_columns(model_name: str) -> list[str]:
     """What a tag rule for ``model_name``'s entity may read in a batch: ``score``, the model's
     features (its FeatureService) and the rule context."""
@@ -481,16 +216,6 @@ def tag_rule_columns(model_name: str) -> list[str]:
 
     features = [f for _, names in SERVICES[model_name] for f in names]
     return list(dict.fromkeys(["score", *features, *CONTEXT_OUTPUT[model_name]]))
-
-
-def rule_context(
-    tables: Tables, model_name: str, at: datetime, rules: Rules = RULES
-) -> pd.DataFrame:
-    """The columns ``serving.writeback`` rules need for one model's entities, as of ``at``, from
-    the CRM tables of ``crm_tables``."""
-    if model_name not in CONTEXTS:
-        raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
-    return CONTEXTS[model_name](tables, at, rules)
 
 
 def default_owners(rules: Rules, users: pd.DataFrame | None) -> tuple[dict[str, int], list[str]]:

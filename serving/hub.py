@@ -502,7 +502,7 @@ class ModelHub:
 
         now = datetime.now(UTC).replace(tzinfo=None)
         with session_factory(self.crm_engine())() as session:
-            frame = scored_frame(name, scored)
+            frame = scored_frame(name, scored, self.rules)
             frame = frame.merge(crm_context(session, name, frame["entity_id"].tolist()), "left", "entity_id")  # fmt: skip
             for record, external_id in zip(scored.records, frame.pop("external_id"), strict=True):
                 record["external_id"] = None if pd.isna(external_id) else str(external_id)
@@ -560,8 +560,12 @@ def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
     return indexed.loc[ids].reset_index()
 
 
-def scored_frame(name: str, scored: Scored) -> pd.DataFrame:
-    """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry."""
+def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFrame:
+    """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry,
+    derived by ``features.rule_context.rule_values`` (the batch's context functions) under
+    ``rules``."""
+    from features.rule_context import rule_values
+
     records, features = scored.records, scored.features.reset_index(drop=True)
     if len(features) == 1:  # a single-id read is one object block: the dtypes pandas would give
         features = features.infer_objects()
@@ -572,26 +576,16 @@ def scored_frame(name: str, scored: Scored) -> pd.DataFrame:
             "score": [scoring.headline(name, r) for r in records],
         }
     )
-    if name == "lead_scoring":
+    values = rule_values(name, features, rules) if len(features) == len(frame) else {}
+    if name == "lead_scoring" and "rule_points" not in values:  # rows without the rule inputs
         frame["rule_points"] = [r["rule_points"] for r in records]
-    elif name == "deal_health":
-        for column in ("stage", "days_idle"):
-            if column in features:
-                frame[column] = features[column].to_numpy()
-    elif name == "churn":
-        if "days_since_last_interaction" in features:
-            frame["days_inactive"] = features["days_since_last_interaction"].to_numpy()
-        if "spend_12m" in features:
-            frame["yearly_spend"] = features["spend_12m"].to_numpy()
     elif name == "clv":
         frame["yearly_spend"] = [r["yearly_spend"] for r in records]
-        if set(scoring.RFM_COLUMNS) <= set(features.columns):
-            frame["recency_days"] = features["rfm_recency_days"].to_numpy()
-            frame["frequency"] = features["rfm_frequency"].to_numpy()
-            frame["monetary"] = features["rfm_monetary"].to_numpy()
     elif name == "next_best_time":
         frame["best_slots"] = [[s["slot"] for s in r["best_slots"]] for r in records]
         frame["best_channel"] = [r["best_channel"] for r in records]
+    for column, value in values.items():
+        frame[column] = value
     return frame
 
 
