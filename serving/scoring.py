@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from crm_predict import rules
+from features.rule_context import lead_rule_points
 from features.transforms import RULE_SCORE_INPUTS, rule_score_values
 from serving.loader import LoadedModel
 from training.specs import SPECS
@@ -108,8 +109,10 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     for name, feature in derived.items():
         frame[name] = feature.compute({f: frame[f] for f in feature.inputs})
-    # The model's columns (and the optional ones) only: raw inputs the model does not read go.
-    return frame[[*extra, *model.feature_names]]
+    # The model's columns, the optional ones and the derived features' inputs (a rules file's lead
+    # points are counted over them); nothing else the client sent.
+    inputs = [f for d in derived.values() for f in d.inputs if f not in model.feature_names]
+    return frame[[*extra, *model.feature_names, *dict.fromkeys(inputs)]]
 
 
 def score_classifier(
@@ -124,7 +127,7 @@ def score_classifier(
     if model.name == "lead_scoring":
         score = rules.lead_score_1_99(p)
         grade = rules.lead_grade(score)
-        points = _rule_points(frame)
+        points = _rule_points(frame, rules_)
         mql = rules.is_mql(points, rules_.lead) if points is not None else None
         records = [
             {
@@ -253,7 +256,12 @@ def _ids(frame: pd.DataFrame) -> list[int | None]:
     return [None if pd.isna(v) else int(v) for v in frame[ENTITY_ID]]
 
 
-def _rule_points(frame: pd.DataFrame) -> np.ndarray | None:
+def _rule_points(frame: pd.DataFrame, rules_: rules.Rules = rules.RULES) -> np.ndarray | None:
+    """The leads' points: the ``rule_score`` feature (the built-in rules' points), or under a rules
+    file with other lead rules the file's points over the same inputs, as the write-back counts."""
+    if rules_.lead != rules.RULES.lead and set(RULE_SCORE_INPUTS) <= set(frame.columns):
+        inputs = frame[list(RULE_SCORE_INPUTS)].infer_objects()
+        return lead_rule_points(inputs, rules_.lead)
     if RULE_SCORE not in frame.columns:
         return None
     points = frame[RULE_SCORE]

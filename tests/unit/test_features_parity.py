@@ -315,7 +315,11 @@ def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
     leads = batch.lead_context(crm, AT).set_index("entity_id")
     lead_rows = crm["leads"].set_index("id")
     for lead, row in leads.iterrows():
-        mine = acts[(acts["lead_id"] == lead) & (acts["occurred_at"] <= AT)]
+        own = acts[(acts["lead_id"] == lead) & (acts["occurred_at"] <= AT)]
+        # The lead's points count its contact's activities that name no lead, as its features do.
+        contact_id = lead_rows.loc[lead, "contact_id"]
+        untagged = (acts["contact_id"] == contact_id) & acts["lead_id"].isna() & (acts["occurred_at"] <= AT)  # fmt: skip
+        mine = pd.concat([own, acts[untagged]]) if pd.notna(contact_id) else own
         recent = mine[mine["occurred_at"] > pd.Timestamp(AT) - timedelta(days=90)]
         counts = [
             float((_category(recent) == category).sum())
@@ -330,5 +334,5 @@ def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
             *(pd.Series([c]) for c in counts), pd.Series([idle]),
         )  # fmt: skip
         assert row["rule_points"] == points.iloc[0]
-        papers = mine[_category(mine) == "content"]["occurred_at"]
+        papers = own[_category(own) == "content"]["occurred_at"]
         assert row["last_whitepaper_at"] == papers.max() or (pd.isna(row["last_whitepaper_at"]) and papers.empty)  # fmt: skip

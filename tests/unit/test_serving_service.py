@@ -621,3 +621,24 @@ def test_admin_reload_rereads_the_rules_file_and_refuses_a_bad_one(api, env):
         rules_file.unlink(missing_ok=True)
     back = api.post("/admin/reload", headers=AUTH)
     assert back.status_code == 200 and back.json()["rules"]["changed"] is True  # the defaults again
+
+
+def test_a_rules_file_with_other_lead_points_scores_them_in_the_response(api, service, env):
+    """The response's rule points and MQL follow the loaded rules, as the write-back's tags do."""
+    from pathlib import Path
+
+    quiet = {**raw_lead_row(service), "industry": "retail", "is_decision_maker": 0}
+    quiet |= {"lead_region": "south", "days_since_last_interaction": 3.0}
+    rules_file = Path(env["env"]["CRM_PREDICT_DATA_DIR"]) / "rules.yaml"
+    rules_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        rules_file.write_text("lead:\n  points_per_activity: {visit: 10}\n")
+        assert api.post("/admin/reload", headers=AUTH).status_code == 200
+        body = api.post("/lead_score", json={"features": quiet}).json()["prediction"]
+        # 90 with the built-in 5 points a visit; the file's 10 a visit adds 6 × 5.
+        assert (body["rule_points"], body["mql"]) == (120.0, True)
+    finally:
+        rules_file.unlink(missing_ok=True)
+        api.post("/admin/reload", headers=AUTH)
+    body = api.post("/lead_score", json={"features": quiet}).json()["prediction"]
+    assert (body["rule_points"], body["mql"]) == (90.0, False)
