@@ -17,7 +17,9 @@ the other contacts (next_best_time: a blank ``visits_30d`` is a customer's, whos
 to clv, value ``LEAVE``). Accounts get ``account_tier`` from their won deals (``account_tag_rows``):
 no model scores them.
 
-All thresholds and task rules come from ``crm_predict.rules``; nothing here decides a number.
+Each model's tag and task rules are its own module's ``tag_values`` and ``tasks``
+(``training/<model>.py``, over ``crm_predict.rules``' thresholds); this module turns what they
+decide into rows and writes them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from crm_predict import rules as R
 from crm_predict.rules import RULES, SCORE_TAGS, Rules, TaskSpec
+from crm_predict.tagging import LEAVE, has
 from crm_store.bulk import EncodedRows
 from crm_store.repository import (
     PREDICTION_COLUMNS,
@@ -45,13 +48,11 @@ from crm_store.repository import (
     prepare_tags,
     upsert_tags,
 )
-from training.specs import SPECS
+from training.specs import MODULES, SPECS
 
 ENTITY_TYPES = {name: spec.crm_entity for name, spec in SPECS.items()}
 # Model features the built-in tags read beside the context (the batch adds them to the frame).
 TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
-# A tag value saying "not this model's to set here": no row is written, the stored tag stays.
-LEAVE = "\x00leave"
 
 
 class ModelRef(Protocol):
@@ -91,109 +92,7 @@ class WriteBackResult:
         self.assignment_counts.update(other.assignment_counts)
 
 
-def _flag(values: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(values, dtype=bool), "true", "false").astype(object)
-
-
-def _has(scored: pd.DataFrame, *columns: str) -> bool:
-    return all(c in scored.columns for c in columns)
-
-
-def _optional_id(value) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
-
-
-def _timestamp(value) -> datetime | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
-
-
 # --- Tags -------------------------------------------------------------------------------------
-
-
-def lead_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
-    """Lead score 1–99 and grade A–D from P(convert); MQL from the rule-based points."""
-    score = R.lead_score_1_99(scored["score"])
-    values = {
-        R.TAG_LEAD_SCORE: score.astype(str).astype(object),
-        R.TAG_LEAD_GRADE: R.lead_grade(score),
-    }
-    if _has(scored, "rule_points"):
-        values[R.TAG_MQL] = _flag(R.is_mql(scored["rule_points"].fillna(0), rules.lead))
-    if _has(scored, "site_visits_30d"):
-        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["site_visits_30d"], rules)
-    return values
-
-
-def _high_activity(visits: pd.Series, rules: Rules) -> np.ndarray:
-    return _flag(R.is_high_activity(pd.to_numeric(visits, errors="coerce").fillna(0), rules.value))
-
-
-def deal_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
-    """Deal health 0–100 and its colour."""
-    health = R.deal_health_score(scored["score"])
-    return {R.TAG_DEAL_HEALTH: health.astype(str).astype(object), R.TAG_DEAL_COLOUR: R.deal_colour(health, rules.deal)}  # fmt: skip
-
-
-def churn_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
-    """Churn risk high/medium/low, and the churn warning after 30 days without activity."""
-    values = {R.TAG_CHURN_RISK: R.churn_risk_level(scored["score"], rules.churn)}
-    if _has(scored, "days_inactive"):
-        values[R.TAG_CHURN_WARNING] = _flag(
-            R.is_churn_warning(scored["days_inactive"].fillna(np.inf), rules.churn)
-        )
-    return values
-
-
-def clv_tag_values(
-    scored: pd.DataFrame,
-    rfm_medians: tuple[float, float, float] | None = None,
-    rules: Rules = RULES,
-) -> dict[str, np.ndarray]:
-    """Value tier (yearly spend), RFM segment (against population medians) and behaviour flags."""
-    values: dict[str, np.ndarray] = {}
-    if _has(scored, "yearly_spend"):
-        values[R.TAG_CLV_TIER] = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
-    if _has(scored, "recency_days", "frequency", "monetary"):
-        values[R.TAG_RFM_SEGMENT] = R.rfm_segment(
-            scored["recency_days"], scored["frequency"], scored["monetary"], medians=rfm_medians
-        )
-    if _has(scored, "visits_30d"):
-        values[R.TAG_HIGH_ACTIVITY] = _high_activity(scored["visits_30d"], rules)
-    if _has(scored, "spend_last_3m", "spend_prior_3m"):
-        values[R.TAG_POTENTIAL] = _flag(
-            R.is_potential(
-                scored["spend_last_3m"].fillna(0), scored["spend_prior_3m"].fillna(0), rules.value
-            )
-        )
-    return values
-
-
-def best_slot_value(slots, channel) -> str:
-    """'Tue 14:00 email' for the best hour-of-week slot and channel."""
-    label = R.slot_label(int(list(slots)[0]))
-    return label if channel is None or pd.isna(channel) else f"{label} {channel}"
-
-
-def next_best_time_tag_values(scored: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:
-    """``best_slot_value`` of every row, built once per distinct (slot, channel) pair, and the
-    contact's ``high_activity`` flag."""
-    values = {}
-    if _has(scored, "visits_30d"):  # blank for customers: clv's
-        visits = pd.to_numeric(scored["visits_30d"], errors="coerce")
-        flag = _high_activity(visits, rules)
-        values[R.TAG_HIGH_ACTIVITY] = np.where(visits.isna().to_numpy(), LEAVE, flag).astype(object)
-    slots = scored["best_slots"].to_numpy()
-    first = np.fromiter((s[0] for s in slots), dtype=np.int64, count=len(slots))
-    if _has(scored, "best_channel"):
-        codes, channels = pd.factorize(scored["best_channel"].astype(object))
-    else:
-        codes, channels = np.full(len(first), -1), pd.Index([])
-    pairs, inverse = np.unique(first * (len(channels) + 1) + codes + 1, return_inverse=True)
-    labels = [
-        best_slot_value([pair // (len(channels) + 1)], channels[c - 1] if c else None)
-        for pair, c in zip(pairs, pairs % (len(channels) + 1), strict=True)
-    ]
-    return {R.TAG_BEST_SLOT: np.array(labels, dtype=object)[inverse.reshape(-1)], **values}
 
 
 def tag_values(
@@ -204,18 +103,9 @@ def tag_values(
 ) -> dict[str, np.ndarray]:
     """Tag name → one value per row of ``scored``, for the model that scored it (the rules'
     own tags, then the user's tag rules, which replace a built-in tag of the same name)."""
-    if model_name == "lead_scoring":
-        values = lead_tag_values(scored, rules)
-    elif model_name == "deal_health":
-        values = deal_tag_values(scored, rules)
-    elif model_name == "churn":
-        values = churn_tag_values(scored, rules)
-    elif model_name == "clv":
-        values = clv_tag_values(scored, rfm_medians, rules)
-    elif model_name == "next_best_time":
-        values = next_best_time_tag_values(scored, rules)
-    else:
-        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+    if model_name not in MODULES:
+        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(MODULES)}")
+    values = MODULES[model_name].tag_values(scored, rules, rfm_medians)
     return {**values, **user_tag_values(model_name, scored, rules)}
 
 
@@ -230,7 +120,7 @@ def user_tag_values(model_name: str, scored: pd.DataFrame, rules: Rules = RULES)
         if rule.name not in values:
             values[rule.name] = np.full(len(scored), None, dtype=object)
             decided[rule.name] = np.zeros(len(scored), dtype=bool)
-        if not _has(scored, *condition.columns):
+        if not has(scored, *condition.columns):
             continue
         hold = condition.evaluate(scored) & ~decided[rule.name]
         values[rule.name][hold] = rule.value
@@ -319,95 +209,13 @@ def tag_frame(
 # --- Tasks ------------------------------------------------------------------------------------
 
 
-def lead_tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
-    """First contact (2 h SLA) for leads nobody has contacted, escalation to the manager after 24 h
-    unhandled, and a 24 h follow-up on a whitepaper download in the last 24 h."""
-    tasks: list[TaskSpec] = []
-    if _has(scored, "created_at", "first_contacted_at"):
-        new = scored[scored["first_contacted_at"].isna() & scored["created_at"].notna()]
-        owners = new["owner_id"] if _has(new, "owner_id") else [None] * len(new)
-        managers = new["manager_id"] if _has(new, "manager_id") else [None] * len(new)
-        for lead_id, created, owner, manager in zip(
-            new["entity_id"], new["created_at"], owners, managers, strict=True
-        ):
-            created = _timestamp(created)
-            tasks.append(R.first_contact_task(int(lead_id), _optional_id(owner), created, rules))
-            escalation = R.lead_escalation_task(
-                int(lead_id), _optional_id(manager), created, now, rules
-            )
-            if escalation is not None:
-                tasks.append(escalation)
-    if _has(scored, "contact_id", "last_whitepaper_at"):
-        window = timedelta(hours=rules.lead.whitepaper_follow_up_hours)
-        downloaded = pd.to_datetime(scored["last_whitepaper_at"])
-        recent = scored[
-            (downloaded <= now) & (downloaded > now - window) & scored["contact_id"].notna()
-        ]
-        recent = recent.drop_duplicates("contact_id")
-        owners = recent["owner_id"] if _has(recent, "owner_id") else [None] * len(recent)
-        for contact_id, at, owner in zip(
-            recent["contact_id"], recent["last_whitepaper_at"], owners, strict=True
-        ):
-            tasks.append(
-                R.whitepaper_follow_up_task(
-                    int(contact_id), _optional_id(owner), _timestamp(at), rules
-                )
-            )
-    return tasks
-
-
-def deal_task_list(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
-    """Rescue for red deals, escalation to the manager for deals idle ≥ 7 days."""
-    colours = R.deal_colour(R.deal_health_score(scored["score"]), rules.deal)
-    idle = scored["days_idle"].fillna(0) if _has(scored, "days_idle") else pd.Series(0.0, index=scored.index)  # fmt: skip
-    wanted = (colours == "red") | (idle.to_numpy() >= rules.deal.idle_escalation_days)
-    rows = scored[wanted]
-
-    def column(name: str) -> list:
-        return rows[name].tolist() if _has(rows, name) else [None] * len(rows)
-
-    tasks: list[TaskSpec] = []
-    for deal_id, owner, manager, stage, colour, days in zip(
-        rows["entity_id"].tolist(), column("owner_id"), column("manager_id"), column("stage"),
-        colours[wanted], idle[wanted].tolist(), strict=True,
-    ):  # fmt: skip
-        tasks += R.deal_tasks(
-            int(deal_id), _optional_id(owner), _optional_id(manager), str(colour), float(days),
-            str(stage or ""), now, rules,
-        )  # fmt: skip
-    return tasks
-
-
-def churn_task_list(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
-    """Retention for high-value (diamond/gold by yearly spend) customers at high churn risk."""
-    if not _has(scored, "yearly_spend"):
-        return []
-    risk = R.churn_risk_level(scored["score"], rules.churn)
-    tier = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
-    wanted = (risk == "high") & (tier != "normal")
-    rows = scored[wanted]
-    owners = rows["owner_id"] if _has(rows, "owner_id") else [None] * len(rows)
-    tasks = []
-    for contact_id, owner, r, t in zip(rows["entity_id"], owners, risk[wanted], tier[wanted], strict=True):  # fmt: skip
-        task = R.retention_task(int(contact_id), _optional_id(owner), str(r), str(t), now, rules)
-        if task is not None:
-            tasks.append(task)
-    return tasks
-
-
 def task_specs(
     model_name: str, scored: pd.DataFrame, now: datetime, rules: Rules = RULES
 ) -> list[TaskSpec]:
-    """The tasks the rules ask for, given one model's scored frame."""
-    if model_name == "lead_scoring":
-        return lead_tasks(scored, now, rules)
-    if model_name == "deal_health":
-        return deal_task_list(scored, now, rules)
-    if model_name == "churn":
-        return churn_task_list(scored, now, rules)
-    if model_name in ("clv", "next_best_time"):
-        return []
-    raise ValueError(f"unknown model {model_name!r}; known: {', '.join(R.MODEL_NAMES)}")
+    """The tasks the rules ask for, given one model's scored frame (its module's ``tasks``)."""
+    if model_name not in MODULES:
+        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(MODULES)}")
+    return MODULES[model_name].tasks(scored, now, rules)
 
 
 def assign_owners(
@@ -424,9 +232,9 @@ def assign_owners(
     if not any(t.owner_id is None for t in tasks):
         return tasks, counts
     region_of: dict[tuple[str, int], str] = {}
-    if _has(scored, "region"):
+    if has(scored, "region"):
         for key in ("entity_id", "contact_id"):
-            if _has(scored, key):
+            if has(scored, key):
                 kind = "contact" if key == "contact_id" else None
                 for entity, region in zip(scored[key], scored["region"], strict=True):
                     if isinstance(region, str) and not pd.isna(entity):
@@ -438,7 +246,7 @@ def assign_owners(
         if task.owner_id is not None:
             out.append(task)
             continue
-        kind = "contact" if task.entity_type == "contact" and _has(scored, "contact_id") else ""
+        kind = "contact" if task.entity_type == "contact" and has(scored, "contact_id") else ""
         owner = owners.get(region_of.get((kind, task.entity_id), ""))
         if owner is not None:
             out.append(replace(task, owner_id=owner))

@@ -5,14 +5,17 @@ Baseline: days since the last order (the longer the silence, the likelier the ch
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crm_predict import rules as R
 from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, churn_risk_level
+from crm_predict.rules import RULES, Rules, TaskSpec, churn_risk_level
 from crm_predict.settings import Settings
+from crm_predict.tagging import flag, has, optional_id
 from training.classifier import ClassifierSpec, TrainResult, parse_numeric, train_classifier
 
 MODEL = ModelSpec(
@@ -62,3 +65,35 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     return pd.DataFrame(
         {"churn_risk": churn_risk_level(np.asarray(probability, dtype=float), RULES.churn)}
     )
+
+
+# --- Tags and tasks (the write-back's rules for this model) ----------------------------------
+
+
+def tag_values(
+    scored: pd.DataFrame, rules: Rules = RULES, rfm_medians: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """Churn risk high/medium/low, and the churn warning after 30 days without activity."""
+    values = {R.TAG_CHURN_RISK: R.churn_risk_level(scored["score"], rules.churn)}
+    if has(scored, "days_inactive"):
+        values[R.TAG_CHURN_WARNING] = flag(
+            R.is_churn_warning(scored["days_inactive"].fillna(np.inf), rules.churn)
+        )
+    return values
+
+
+def tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
+    """Retention for high-value (diamond/gold by yearly spend) customers at high churn risk."""
+    if not has(scored, "yearly_spend"):
+        return []
+    risk = R.churn_risk_level(scored["score"], rules.churn)
+    tier = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
+    wanted = (risk == "high") & (tier != "normal")
+    rows = scored[wanted]
+    owners = rows["owner_id"] if has(rows, "owner_id") else [None] * len(rows)
+    tasks = []
+    for contact_id, owner, r, t in zip(rows["entity_id"], owners, risk[wanted], tier[wanted], strict=True):  # fmt: skip
+        task = R.retention_task(int(contact_id), optional_id(owner), str(r), str(t), now, rules)
+        if task is not None:
+            tasks.append(task)
+    return tasks

@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from crm_predict import rules as R
 from crm_predict.errors import UserError, read_user_csv
 from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, Rules, rfm_segment, value_tier
+from crm_predict.rules import RULES, Rules, TaskSpec, rfm_segment, value_tier
 from crm_predict.settings import Settings
+from crm_predict.tagging import flag, has, high_activity
 from training.tracking import log_pyfunc_run
 
 MODEL = ModelSpec(
@@ -685,3 +687,35 @@ def run_training(
         raise UserError(f"--transactions needs {', '.join(missing)}")
     transactions = read_transactions_csv(transactions_csv, customer_col, date_col, amount_col)
     return train_clv(client, transactions, config, rules, source=f"csv:{transactions_csv.name}")
+
+
+# --- Tags and tasks (the write-back's rules for this model) ----------------------------------
+
+
+def tag_values(
+    scored: pd.DataFrame,
+    rules: Rules = RULES,
+    rfm_medians: tuple[float, float, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Value tier (yearly spend), RFM segment (against population medians) and behaviour flags."""
+    values: dict[str, np.ndarray] = {}
+    if has(scored, "yearly_spend"):
+        values[R.TAG_CLV_TIER] = R.value_tier(scored["yearly_spend"].fillna(0), rules.value)
+    if has(scored, "recency_days", "frequency", "monetary"):
+        values[R.TAG_RFM_SEGMENT] = R.rfm_segment(
+            scored["recency_days"], scored["frequency"], scored["monetary"], medians=rfm_medians
+        )
+    if has(scored, "visits_30d"):
+        values[R.TAG_HIGH_ACTIVITY] = high_activity(scored["visits_30d"], rules)
+    if has(scored, "spend_last_3m", "spend_prior_3m"):
+        values[R.TAG_POTENTIAL] = flag(
+            R.is_potential(
+                scored["spend_last_3m"].fillna(0), scored["spend_prior_3m"].fillna(0), rules.value
+            )
+        )
+    return values
+
+
+def tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
+    """No task rule reads this model's scores."""
+    return []

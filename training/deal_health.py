@@ -5,14 +5,17 @@ Baseline: the win rate of the deal's stage, learned on the training rows.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crm_predict import rules as R
 from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, deal_colour, deal_health_score
+from crm_predict.rules import RULES, Rules, TaskSpec, deal_colour, deal_health_score
 from crm_predict.settings import Settings
+from crm_predict.tagging import has, optional_id
 from training.classifier import LABEL, ClassifierSpec, TrainResult, train_classifier
 
 MODEL = ModelSpec(
@@ -64,3 +67,36 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     return pd.DataFrame(
         {"deal_health": health, "deal_health_colour": deal_colour(health, RULES.deal)}
     )
+
+
+# --- Tags and tasks (the write-back's rules for this model) ----------------------------------
+
+
+def tag_values(
+    scored: pd.DataFrame, rules: Rules = RULES, rfm_medians: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """Deal health 0–100 and its colour."""
+    health = R.deal_health_score(scored["score"])
+    return {R.TAG_DEAL_HEALTH: health.astype(str).astype(object), R.TAG_DEAL_COLOUR: R.deal_colour(health, rules.deal)}  # fmt: skip
+
+
+def tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
+    """Rescue for red deals, escalation to the manager for deals idle ≥ 7 days."""
+    colours = R.deal_colour(R.deal_health_score(scored["score"]), rules.deal)
+    idle = scored["days_idle"].fillna(0) if has(scored, "days_idle") else pd.Series(0.0, index=scored.index)  # fmt: skip
+    wanted = (colours == "red") | (idle.to_numpy() >= rules.deal.idle_escalation_days)
+    rows = scored[wanted]
+
+    def column(name: str) -> list:
+        return rows[name].tolist() if has(rows, name) else [None] * len(rows)
+
+    tasks: list[TaskSpec] = []
+    for deal_id, owner, manager, stage, colour, days in zip(
+        rows["entity_id"].tolist(), column("owner_id"), column("manager_id"), column("stage"),
+        colours[wanted], idle[wanted].tolist(), strict=True,
+    ):  # fmt: skip
+        tasks += R.deal_tasks(
+            int(deal_id), optional_id(owner), optional_id(manager), str(colour), float(days),
+            str(stage or ""), now, rules,
+        )  # fmt: skip
+    return tasks

@@ -6,14 +6,25 @@ and recall on the holdout are logged next to the model's at the same number of f
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crm_predict import rules as R
 from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, is_mql, lead_grade, lead_score_1_99, rule_based_lead_score
+from crm_predict.rules import (
+    RULES,
+    Rules,
+    TaskSpec,
+    is_mql,
+    lead_grade,
+    lead_score_1_99,
+    rule_based_lead_score,
+)
 from crm_predict.settings import Settings
+from crm_predict.tagging import flag, has, high_activity, optional_id, optional_timestamp
 from training.classifier import LABEL, ClassifierSpec, TrainResult, parse_boolean, train_classifier
 
 MODEL = ModelSpec(
@@ -105,3 +116,59 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     """Score 1–99 and grade A–D for each conversion probability."""
     score = lead_score_1_99(probability)
     return pd.DataFrame({"lead_score": score, "lead_grade": lead_grade(score)})
+
+
+# --- Tags and tasks (the write-back's rules for this model) ----------------------------------
+
+
+def tag_values(
+    scored: pd.DataFrame, rules: Rules = RULES, rfm_medians: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """Lead score 1–99 and grade A–D from P(convert); MQL from the rule-based points."""
+    score = R.lead_score_1_99(scored["score"])
+    values = {
+        R.TAG_LEAD_SCORE: score.astype(str).astype(object),
+        R.TAG_LEAD_GRADE: R.lead_grade(score),
+    }
+    if has(scored, "rule_points"):
+        values[R.TAG_MQL] = flag(R.is_mql(scored["rule_points"].fillna(0), rules.lead))
+    if has(scored, "site_visits_30d"):
+        values[R.TAG_HIGH_ACTIVITY] = high_activity(scored["site_visits_30d"], rules)
+    return values
+
+
+def tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
+    """First contact (2 h SLA) for leads nobody has contacted, escalation to the manager after 24 h
+    unhandled, and a 24 h follow-up on a whitepaper download in the last 24 h."""
+    tasks: list[TaskSpec] = []
+    if has(scored, "created_at", "first_contacted_at"):
+        new = scored[scored["first_contacted_at"].isna() & scored["created_at"].notna()]
+        owners = new["owner_id"] if has(new, "owner_id") else [None] * len(new)
+        managers = new["manager_id"] if has(new, "manager_id") else [None] * len(new)
+        for lead_id, created, owner, manager in zip(
+            new["entity_id"], new["created_at"], owners, managers, strict=True
+        ):
+            created = optional_timestamp(created)
+            tasks.append(R.first_contact_task(int(lead_id), optional_id(owner), created, rules))
+            escalation = R.lead_escalation_task(
+                int(lead_id), optional_id(manager), created, now, rules
+            )
+            if escalation is not None:
+                tasks.append(escalation)
+    if has(scored, "contact_id", "last_whitepaper_at"):
+        window = timedelta(hours=rules.lead.whitepaper_follow_up_hours)
+        downloaded = pd.to_datetime(scored["last_whitepaper_at"])
+        recent = scored[
+            (downloaded <= now) & (downloaded > now - window) & scored["contact_id"].notna()
+        ]
+        recent = recent.drop_duplicates("contact_id")
+        owners = recent["owner_id"] if has(recent, "owner_id") else [None] * len(recent)
+        for contact_id, at, owner in zip(
+            recent["contact_id"], recent["last_whitepaper_at"], owners, strict=True
+        ):
+            tasks.append(
+                R.whitepaper_follow_up_task(
+                    int(contact_id), optional_id(owner), optional_timestamp(at), rules
+                )
+            )
+    return tasks

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -29,10 +30,12 @@ import pandas as pd
 from mlflow import MlflowClient
 from scipy.special import betaln
 
+from crm_predict import rules as R
 from crm_predict.errors import UserError, read_user_csv
 from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, Rules, slot_label
+from crm_predict.rules import RULES, Rules, TaskSpec, slot_label
 from crm_predict.settings import Settings
+from crm_predict.tagging import LEAVE, has, high_activity
 from training.classifier import parse_boolean
 from training.tracking import log_pyfunc_run
 
@@ -621,3 +624,41 @@ def run_training(
         raise UserError(f"--events needs {', '.join(missing)}")
     events = read_events_csv(events_csv, contact_col, time_col, responded_col, channel_col, segment_col)  # fmt: skip
     return train_next_best_time(client, events, config, rules, source=f"csv:{events_csv.name}")
+
+
+# --- Tags and tasks (the write-back's rules for this model) ----------------------------------
+
+
+def best_slot_value(slots, channel) -> str:
+    """'Tue 14:00 email' for the best hour-of-week slot and channel."""
+    label = R.slot_label(int(list(slots)[0]))
+    return label if channel is None or pd.isna(channel) else f"{label} {channel}"
+
+
+def tag_values(
+    scored: pd.DataFrame, rules: Rules = RULES, rfm_medians: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """``best_slot_value`` of every row, built once per distinct (slot, channel) pair, and the
+    contact's ``high_activity`` flag."""
+    values = {}
+    if has(scored, "visits_30d"):  # blank for customers: clv's
+        visits = pd.to_numeric(scored["visits_30d"], errors="coerce")
+        flag = high_activity(visits, rules)
+        values[R.TAG_HIGH_ACTIVITY] = np.where(visits.isna().to_numpy(), LEAVE, flag).astype(object)
+    slots = scored["best_slots"].to_numpy()
+    first = np.fromiter((s[0] for s in slots), dtype=np.int64, count=len(slots))
+    if has(scored, "best_channel"):
+        codes, channels = pd.factorize(scored["best_channel"].astype(object))
+    else:
+        codes, channels = np.full(len(first), -1), pd.Index([])
+    pairs, inverse = np.unique(first * (len(channels) + 1) + codes + 1, return_inverse=True)
+    labels = [
+        best_slot_value([pair // (len(channels) + 1)], channels[c - 1] if c else None)
+        for pair, c in zip(pairs, pairs % (len(channels) + 1), strict=True)
+    ]
+    return {R.TAG_BEST_SLOT: np.array(labels, dtype=object)[inverse.reshape(-1)], **values}
+
+
+def tasks(scored: pd.DataFrame, now: datetime, rules: Rules = RULES) -> list[TaskSpec]:
+    """No task rule reads this model's scores."""
+    return []

@@ -6,10 +6,12 @@ from crm_predict.errors import UserError
 from crm_predict.model_spec import ModelSpec
 from training import churn, clv, deal_health, lead_scoring, next_best_time
 
-SPECS: dict[str, ModelSpec] = {
-    module.MODEL.name: module.MODEL
-    for module in (lead_scoring, deal_health, churn, clv, next_best_time)
+# Each model's module: its ``MODEL`` spec, ``tag_values(scored, rules, rfm_medians)`` and
+# ``tasks(scored, now, rules)`` (the write-back's rules for its scores).
+MODULES = {
+    module.MODEL.name: module for module in (lead_scoring, deal_health, churn, clv, next_best_time)
 }
+SPECS: dict[str, ModelSpec] = {name: module.MODEL for name, module in MODULES.items()}
 CLASSIFIERS = tuple(name for name, spec in SPECS.items() if spec.is_classifier)
 
 

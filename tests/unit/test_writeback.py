@@ -199,7 +199,8 @@ def test_unknown_model_is_refused():
 
 
 def test_best_slot_tags_vectorised_equal_the_row_by_row_label():
-    from serving.writeback import best_slot_value, next_best_time_tag_values
+    from training.next_best_time import best_slot_value
+    from training.next_best_time import tag_values as next_best_time_tag_values
 
     rng = np.random.default_rng(4)
     slots = [list(rng.integers(0, 168, 3)) for _ in range(500)]
