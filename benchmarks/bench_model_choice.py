@@ -140,35 +140,16 @@ def print_table(outcomes: list[Outcome]) -> None:
 def main(n_customers: int = 80_000, optuna_trials: int = 10) -> list[Figure]:
     """Demo CRM of ``n_customers`` → lead and deal training sets → every table trained once; one
     Figure per trained table (holdout AUC beside the better untuned sklearn model)."""
-    from datetime import datetime
-
-    from mlflow import MlflowClient
-
-    from crm_predict.quickstart import DEMO_AS_OF
-    from crm_predict.settings import Settings
-    from crm_store.db import store_session
-    from crm_store.demo import generate_demo
-    from features.export import export
-    from features.store import apply
+    from benchmarks.bench_quality import demo_world
     from training.cli import demo_training_set
 
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="bench_model_choice_") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", optuna_trials=optuna_trials, seed=42)
-        settings.ensure_dirs()
         start = time.perf_counter()
-        with store_session(settings.crm_url) as session:
-            as_of = datetime.fromisoformat(DEMO_AS_OF)
-            generate_demo(session, settings, n_customers, as_of=as_of, seed=settings.seed)
-            session.commit()
-            export(session, settings)
-        apply(settings)
+        settings, client = demo_world(Path(tmp), n_customers, optuna_trials)
         frames = {model: demo_training_set(settings, model) for model in MODELS}
         sizes = ", ".join(f"{m} {len(f):,} rows" for m, (f, _) in frames.items())
         print(f"demo CRM ({n_customers:,} customers: {sizes}): {time.perf_counter() - start:.0f} s")
-        client = MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-        )
         for model, table, frame, truth in tables(frames, settings.seed):
             outcomes.append(run_table(settings, client, model, table, frame, truth))
             print(f"  trained {table} in {outcomes[-1].seconds:.0f} s", flush=True)

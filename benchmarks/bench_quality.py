@@ -63,8 +63,9 @@ def train_all(settings, client) -> dict[str, tuple[dict[str, float], str]]:
     return out
 
 
-def main(n_customers: int = 5000, optuna_trials: int = 3) -> list[Figure]:
-    """Demo CRM of ``n_customers`` → feature export → five trainings; one Figure per model."""
+def demo_world(directory: Path, n_customers: int, optuna_trials: int):
+    """Settings in ``directory`` over a seeded demo CRM of ``n_customers``, exported and applied
+    (training reads each model's FeatureService from the Feast registry), and an MlflowClient."""
     from datetime import datetime
 
     from mlflow import MlflowClient
@@ -75,21 +76,26 @@ def main(n_customers: int = 5000, optuna_trials: int = 3) -> list[Figure]:
     from features.export import export
     from features.store import apply
 
+    settings = Settings(data_dir=directory / "data", optuna_trials=optuna_trials, seed=42)
+    settings.ensure_dirs()
+    with store_session(settings.crm_url) as session:
+        as_of = datetime.fromisoformat(DEMO_AS_OF)
+        generate_demo(session, settings, n_customers, as_of=as_of, seed=settings.seed)
+        session.commit()
+        export(session, settings)
+    apply(settings)
+    return settings, MlflowClient(
+        tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+    )
+
+
+def main(n_customers: int = 5000, optuna_trials: int = 3) -> list[Figure]:
+    """Demo CRM of ``n_customers`` → feature export → five trainings; one Figure per model."""
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", optuna_trials=optuna_trials, seed=42)
-        settings.ensure_dirs()
         start = time.perf_counter()
-        with store_session(settings.crm_url) as session:
-            as_of = datetime.fromisoformat(DEMO_AS_OF)
-            generate_demo(session, settings, n_customers, as_of=as_of, seed=settings.seed)
-            session.commit()
-            export(session, settings)
-        apply(settings)  # training reads each model's FeatureService from the Feast registry
+        settings, client = demo_world(Path(tmp), n_customers, optuna_trials)
         print(f"demo CRM ({n_customers:,} customers), feature export and apply: "
               f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
-        client = MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-        )
         trained = train_all(settings, client)
     rows = [f for model, (m, name) in trained.items() for f in quality_figures(model, m, name)]
     for f in rows:
