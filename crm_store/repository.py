@@ -49,7 +49,7 @@ def _stage(
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {table.name} WHERE 1 = 0"
     )
-    typed = (column(c, table.c[c].type) for c in columns)  # the binary COPY encodes by type
+    typed = (column(c, table.c[c].type) for c in columns)
     insert_frame(session, table_clause(stage, *typed), frame[list(columns)])
 
 
