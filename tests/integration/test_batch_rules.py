@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
+from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
 from sqlalchemy import text
 
-from crm_predict.settings import Settings
 from crm_store.db import make_engine, session_factory, upgrade
 from serving.batch import run_batch
 
@@ -22,14 +21,7 @@ def world(tmp_path, mlflow_client):
     upgrade(engine)
     with session_factory(engine)() as session:
         build_crm(session)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=engine.url.render_as_string(hide_password=False),
-        mlflow_tracking_uri=mlflow_client.tracking_uri,
-        batch_chunk_size=7,
-    )
-    settings.ensure_dirs()
-    register_champions(mlflow_client, settings)
+    settings = world_settings(engine, tmp_path / "data", mlflow_client)
     yield engine, settings
     engine.dispose()
 
