@@ -32,12 +32,12 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.serving.batch import OUTPUT_TABLES
 from sqlalchemy import text
 
-from crm_predict.rules import MODEL_NAMES
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from serving.batch import OUTPUT_TABLES
+from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "CRM_PREDICT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -53,7 +53,7 @@ def _env_flag(name: str) -> bool:
 
 def prepare_store(settings: Settings, n_customers: int) -> dict[str, float]:
     """Generate the demo CRM once per store; empty the job's output tables (unless kept)."""
-    from crm_store.demo import generate_demo
+    from crm_predict.crm_store.demo import generate_demo
 
     figures = {}
     engine = make_engine(settings.crm_url)
@@ -78,7 +78,7 @@ def prepare_store(settings: Settings, n_customers: int) -> dict[str, float]:
 
 def prepare_snapshot(settings: Settings) -> float:
     """The CRM → Parquet snapshot the ``--no-export`` job reuses (once per store); seconds."""
-    from features.export import export_snapshots, snapshot_dir
+    from crm_predict.features.export import export_snapshots, snapshot_dir
 
     if (snapshot_dir(settings) / "orders.parquet").exists():
         return 0.0
@@ -148,9 +148,9 @@ def _gc(phase, info):  # time in the cyclic collector (any thread)
         gc_seconds[0] += time.perf_counter() - gc_started[0]
 gc.callbacks.append(_gc)
 from mlflow import MlflowClient
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory
-from serving.batch import run_batch
+from crm_predict.core.settings import Settings
+from crm_predict.crm_store.db import make_engine, session_factory
+from crm_predict.serving.batch import run_batch
 from benchmarks.bench_batch import AT
 imports = time.perf_counter() - t0
 s = Settings(data_dir=sys.argv[1], database_url=sys.argv[2] or None, mlflow_tracking_uri=sys.argv[3])
@@ -195,10 +195,10 @@ def job_floor(url: str, n_rows: int, n_tags: int) -> dict[str, float]:
     floor)."""
     import numpy as np
     import xgboost as xgb
+    from crm_predict.crm_store.bulk import insert_frame
+    from crm_predict.crm_store.models import Tag
 
     from benchmarks.bench_store import tag_frame
-    from crm_store.bulk import insert_frame
-    from crm_store.models import Tag
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10_000, 30)).astype(np.float32)

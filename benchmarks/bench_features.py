@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from crm_predict.features.materialize import materialize
+from crm_predict.features.store import feature_store
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
-from crm_predict.settings import Settings
-from features.materialize import materialize
-from features.store import feature_store
+from crm_predict.core.settings import Settings
 
 AS_OF = datetime(2026, 6, 30)
 N_FLOAT, N_INT = 14, 5  # + 1 string = 20 features

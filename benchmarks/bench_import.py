@@ -3,7 +3,7 @@
 The export is shaped like a real one (string ids, the CRM's own activity names, timestamps with
 an offset); the mapping renames columns, maps types to categories and resolves each activity's
 contact by external id. Floor in the same run: the same rows, already typed, appended with
-``crm_store.bulk.insert_frame`` (no parsing, no checks, no id lookup).
+``crm_predict.crm_store.bulk.insert_frame`` (no parsing, no checks, no id lookup).
 
     python -m benchmarks.bench_import [N]
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.bulk import insert_frame
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.importer import import_directory
+from crm_predict.crm_store.mapping import parse_mapping
+from crm_predict.crm_store.models import Activity
 from sqlalchemy import text
 
 from benchmarks.figures import Figure
-from crm_store.bulk import insert_frame
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.importer import import_directory
-from crm_store.mapping import parse_mapping
-from crm_store.models import Activity
 
 MAPPING = """
 name: bench

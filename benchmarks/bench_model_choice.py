@@ -80,7 +80,7 @@ def run_table(settings, client, model: str, table: str, frame, truth) -> Outcome
     """Train one table through ``training.<model>.train``; a UserError is a stopped run."""
     import importlib
 
-    from crm_predict.errors import UserError
+    from crm_predict.core.errors import UserError
 
     module = importlib.import_module(f"training.{model}")
     out = Outcome(table, len(frame))
@@ -140,8 +140,9 @@ def print_table(outcomes: list[Outcome]) -> None:
 def main(n_customers: int = 80_000, optuna_trials: int = 10) -> list[Figure]:
     """Demo CRM of ``n_customers`` → lead and deal training sets → every table trained once; one
     Figure per trained table (holdout AUC beside the better untuned sklearn model)."""
+    from crm_predict.training.cli import demo_training_set
+
     from benchmarks.bench_quality import demo_world
-    from training.cli import demo_training_set
 
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="bench_model_choice_") as tmp:

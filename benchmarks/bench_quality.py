@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from crm_predict.training.specs import SPECS
+
 from benchmarks.figures import Figure
+from crm_predict.core.rules import MODEL_NAMES
 from crm_predict.quickstart import DEMO_AS_OF
-from crm_predict.rules import MODEL_NAMES
-from training.specs import SPECS
 
 # What each model's baseline is (the classifiers name theirs in training.<model>.SPEC).
 BASELINES = {
@@ -43,9 +44,9 @@ def train_all(settings, client) -> dict[str, tuple[dict[str, float], str]]:
     """Train every model on the exported demo CRM; its metrics and baseline name per model."""
     import importlib
 
-    from training.cli import demo_training_set
-    from training.clv import run_training as train_clv
-    from training.next_best_time import run_training as train_nbt
+    from crm_predict.training.cli import demo_training_set
+    from crm_predict.training.clv import run_training as train_clv
+    from crm_predict.training.next_best_time import run_training as train_nbt
 
     out = {}
     for model in MODEL_NAMES:
@@ -68,13 +69,13 @@ def demo_world(directory: Path, n_customers: int, optuna_trials: int):
     (training reads each model's FeatureService from the Feast registry), and an MlflowClient."""
     from datetime import datetime
 
+    from crm_predict.crm_store.db import store_session
+    from crm_predict.crm_store.demo import generate_demo
+    from crm_predict.features.export import export
+    from crm_predict.features.store import apply
     from mlflow import MlflowClient
 
-    from crm_predict.settings import Settings
-    from crm_store.db import store_session
-    from crm_store.demo import generate_demo
-    from features.export import export
-    from features.store import apply
+    from crm_predict.core.settings import Settings
 
     settings = Settings(data_dir=directory / "data", optuna_trials=optuna_trials, seed=42)
     settings.ensure_dirs()

@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from crm_predict.settings import Settings
+from crm_predict.core.settings import Settings
 
 ROUTE = "/lead_score"
 TOKEN = "bench-token"
@@ -70,7 +70,7 @@ def build_world(settings: Settings, customers: int) -> None:
 
 
 def lead_ids(settings: Settings, limit: int = 500) -> list[int]:
-    from features.definitions import VIEWS, source_path
+    from crm_predict.features.definitions import VIEWS, source_path
 
     view = VIEWS["lead_profile"]
     frame = pd.read_parquet(source_path(settings, view.name), columns=[view.join_key])
@@ -81,8 +81,8 @@ def in_process_floor(settings: Settings, ids: list[int], n: int = 300) -> dict[s
     """What the service does per single-lead request, without HTTP: the hub's online read
     (``ServiceReader``: stored views + the on-demand rule score) and scoring (+ reasons), one lead
     at a time. Stock Feast ``get_online_features`` of the same FeatureService is timed beside."""
-    from features.online import online_features
-    from serving.hub import Job, ModelHub
+    from crm_predict.features.online import online_features
+    from crm_predict.serving.hub import Job, ModelHub
 
     hub = ModelHub(settings)
     hub.reload(force=True)
@@ -131,7 +131,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server(settings: Settings, log_path: Path):
-    from serving.cli import serve_command
+    from crm_predict.serving.cli import serve_command
 
     port = free_port()
     argv, env = serve_command(settings, "127.0.0.1", port)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.bulk import insert_frame
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.demo import generate_demo
+from crm_predict.crm_store.models import Tag
+from crm_predict.crm_store.repository import upsert_tags
 from sqlalchemy import text
 
-from crm_predict.settings import Settings
-from crm_store.bulk import insert_frame
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.demo import generate_demo
-from crm_store.models import Tag
-from crm_store.repository import upsert_tags
+from crm_predict.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "CRM_PREDICT_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

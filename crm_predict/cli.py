@@ -10,16 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crm_predict.errors import UserError, print_error, user_errors_exit_2
+from crm_predict.core.errors import UserError, print_error, user_errors_exit_2
+from crm_predict.core.settings import Settings
+from crm_predict.crm_store.export_cli import export_app
+from crm_predict.features.cli import app as features_app
+from crm_predict.registry.cli import app as registry_app
+from crm_predict.registry.cli import top_level as registry_top_level
 from crm_predict.rules_cli import rules_app
-from crm_predict.settings import Settings
-from crm_store.export_cli import export_app
-from features.cli import app as features_app
-from registry.cli import app as registry_app
-from registry.cli import top_level as registry_top_level
-from serving.batch_cli import batch_app
-from serving.cli import app as serving_app
-from training.cli import app as training_app
+from crm_predict.serving.batch_cli import batch_app
+from crm_predict.serving.cli import app as serving_app
+from crm_predict.training.cli import app as training_app
 
 console = Console()
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -59,7 +59,7 @@ def _root(
 @app.command("init-db")
 def init_db(ctx: typer.Context) -> None:
     """Create or upgrade the CRM store schema (Alembic)."""
-    from crm_store.db import make_engine, upgrade
+    from crm_predict.crm_store.db import make_engine, upgrade
 
     settings = settings_from(ctx)
     upgrade(make_engine(settings.crm_url))
@@ -69,8 +69,8 @@ def init_db(ctx: typer.Context) -> None:
 @app.command("summary")
 def summary(ctx: typer.Context) -> None:
     """Row counts per CRM table."""
-    from crm_store.db import make_engine, session_factory, upgrade
-    from crm_store.repository import counts
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.repository import counts
 
     engine = make_engine(settings_from(ctx).crm_url)
     upgrade(engine)
@@ -91,8 +91,8 @@ def report(
     """HTML report: funnel, sales cycle, CAC/LTV, channel ROI, owners, forecast, model quality."""
     from mlflow import MlflowClient
 
-    from crm_store.db import make_engine, session_factory, upgrade
-    from serving.report import write_report
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.serving.report import write_report
 
     settings = settings_from(ctx)
     engine = make_engine(settings.crm_url)
@@ -119,9 +119,9 @@ def demo_data(
     """Fill the CRM store with seeded demo data and save its ground truth (demo_truth/*.parquet)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from crm_store.bulk import clear_store, store_is_empty
-    from crm_store.db import make_engine, session_factory, upgrade
-    from crm_store.demo import generate_demo
+    from crm_predict.crm_store.bulk import clear_store, store_is_empty
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.demo import generate_demo
 
     settings = settings_from(ctx)
     engine = make_engine(settings.crm_url)
@@ -173,9 +173,9 @@ def import_file(
     ),
 ) -> None:
     """Import CSV files (all rows or none; re-importing the same files changes nothing)."""
-    from crm_store.db import make_engine, session_factory, upgrade
-    from crm_store.importer import import_csv, import_directory
-    from crm_store.mapping import load_mapping
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.importer import import_csv, import_directory
+    from crm_predict.crm_store.mapping import load_mapping
 
     args = args or []
     if mapping is None and len(args) != 2:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from crm_predict.rules import MODEL_NAMES
+from crm_predict.core.rules import MODEL_NAMES
 
 DEMO_AS_OF = "2026-06-30"
 
@@ -70,7 +70,7 @@ def run_quickstart(
 def beats_baseline(client, model: str, version: str) -> tuple[bool, str]:
     """Whether the version's holdout metric beats the baseline its training run logged (see
     the model spec's ``quality``), and the two figures."""
-    from training.specs import spec
+    from crm_predict.training.specs import spec
 
     metric, baseline, _ = spec(model).quality
     metrics = client.get_run(client.get_model_version(model, version).run_id).data.metrics
@@ -89,7 +89,7 @@ def promote_first_champion(
     to serve. A version that does not beat its baseline is not promoted (unless
     ``beat_baseline=False``: benchmarks that time every model need a champion each, whatever its
     quality). Returns whether the model has a champion afterwards."""
-    from registry.lifecycle import CHAMPION, PromotionBlocked, version_for_alias
+    from crm_predict.registry.lifecycle import CHAMPION, PromotionBlocked, version_for_alias
 
     current = version_for_alias(client, model, CHAMPION)
     better, figures = beats_baseline(client, model, version)
@@ -124,8 +124,8 @@ def promote_first_champion(
 
 def quality_table(client) -> Table:
     """Model, champion version, holdout metric, baseline and oracle, read back from MLflow."""
-    from registry.lifecycle import CHALLENGER, CHAMPION, version_for_alias
-    from training.specs import SPECS
+    from crm_predict.registry.lifecycle import CHALLENGER, CHAMPION, version_for_alias
+    from crm_predict.training.specs import SPECS
 
     table = Table(title="Models (champion, holdout)")
     for column in ("model", "version", "metric", "model", "baseline", "oracle"):

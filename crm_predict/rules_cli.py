@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from crm_predict.errors import UserError, user_errors_exit_2
+from crm_predict.core.errors import UserError, user_errors_exit_2
 
 rules_app = typer.Typer(no_args_is_help=True, help="Business rules file: check, show.")
 console = Console()
@@ -15,8 +15,8 @@ console = Console()
 
 def check_columns(rules) -> list[str]:
     """Tag rules reading a column their entity's batch row does not have (one message each)."""
-    from crm_predict.rules import TAG_ENTITIES
-    from serving.batch import tag_rule_columns
+    from crm_predict.core.rules import TAG_ENTITIES
+    from crm_predict.serving.batch import tag_rule_columns
 
     errors = []
     for i, rule in enumerate(rules.tags):
@@ -40,7 +40,7 @@ def check_command(
 ) -> None:
     """Validate a rules file: keys, types, conditions and the columns tag rules read; exit 2 on
     an error."""
-    from crm_predict.rules import load_rules
+    from crm_predict.core.rules import load_rules
 
     path = file if file is not None else ctx.obj.rules_path
     if path is None:

@@ -31,12 +31,11 @@ from typing import NoReturn
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from crm_predict.crm_store.models import ENTITY_MODELS
+from crm_predict.crm_store.sqlite_reader import OK, RESPONSE_HEADER
 from sqlalchemy import Column, Select, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
-
-from crm_store.models import ENTITY_MODELS
-from crm_store.sqlite_reader import OK, RESPONSE_HEADER
 
 # Rows per query: bounds one Arrow string buffer and SQLite's type inference (see iter_tables)
 # and gives the workers pieces to share.
@@ -276,7 +275,7 @@ class _AdbcReader:
 
 
 class _SqliteProcessReader:
-    """SQLite queries read by ADBC in a process of the reader's own (``crm_store.sqlite_reader``:
+    """SQLite queries read by ADBC in a process of the reader's own (``crm_predict.crm_store.sqlite_reader``:
     ADBC's own copy of SQLite must not open the store in the store's process), started once and
     asked query after query."""
 
@@ -284,7 +283,7 @@ class _SqliteProcessReader:
         # A file, not a pipe: nothing has to drain it while the process runs. Closed by close().
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "crm_store.sqlite_reader", path],
+            [sys.executable, "-m", "crm_predict.crm_store.sqlite_reader", path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,

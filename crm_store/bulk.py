@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.models import ENTITY_MODELS
 from sqlalchemy import (
     TableClause,
     inspect,
     text,
 )
 from sqlalchemy.orm import Session
-
-from crm_store.models import ENTITY_MODELS
 
 # Children before parents, so deletes never trip a foreign key.
 _WRITE_BACK_TABLES = ("tags", "tag_history", "tasks", "prediction_log")

@@ -57,15 +57,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy.orm import Session
-
-from crm_predict.errors import UserError
-from crm_predict.rules import RULES
-from crm_predict.settings import Settings
-from crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
-from crm_store.importer import Importer, Source
-from crm_store.mapping import ENTITY_ORDER, load_mapping
-from crm_store.models import (
+from crm_predict.crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
+from crm_predict.crm_store.importer import Importer, Source
+from crm_predict.crm_store.mapping import ENTITY_ORDER, load_mapping
+from crm_predict.crm_store.models import (
     Account,
     Activity,
     Contact,
@@ -76,6 +71,11 @@ from crm_store.models import (
     Ticket,
     User,
 )
+from sqlalchemy.orm import Session
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import RULES
+from crm_predict.core.settings import Settings
 
 AS_OF = datetime(2026, 6, 30)
 HISTORY_DAYS = 900  # ~30 months of history before as_of

@@ -18,11 +18,20 @@ import os
 import tempfile
 from pathlib import Path
 
+from crm_predict.crm_store.models import (
+    Account,
+    Contact,
+    Deal,
+    Lead,
+    PredictionLog,
+    Tag,
+    Task,
+    User,
+)
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from crm_predict.errors import UserError
-from crm_store.models import Account, Contact, Deal, Lead, PredictionLog, Tag, Task, User
+from crm_predict.core.errors import UserError
 
 ENTITY_TABLES = {  # tag/task/prediction-log entity_type → the table holding its external id
     "lead": Lead,

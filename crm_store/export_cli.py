@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from crm_predict.errors import UserError, print_error, user_errors_exit_2
+from crm_predict.core.errors import UserError, print_error, user_errors_exit_2
 
 console = Console()
 KINDS = ("tags", "tasks", "predictions")
@@ -39,8 +39,8 @@ ENTITY_TYPE = typer.Option(
 
 def _export(ctx: typer.Context, kind: str, out: Path, entity_type: str | None, **filters) -> None:
     """Check the arguments (before any I/O), then stream the export on a session of the store."""
-    from crm_store import export
-    from crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store import export
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
 
     export.check_entity_type(entity_type)
     export.check_target(out)

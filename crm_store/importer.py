@@ -29,19 +29,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, bindparam, select, update
-from sqlalchemy.orm import Session
-
-from crm_predict.errors import UserError
-from crm_store.bulk import insert_frame, reset_id_sequences
-from crm_store.mapping import (
+from crm_predict.crm_store.bulk import insert_frame, reset_id_sequences
+from crm_predict.crm_store.mapping import (
     ENTITY_ORDER,
     OTHER_CATEGORY,
     EntityMap,
     Mapping,
     identity_mapping,
 )
-from crm_store.models import ENTITY_MODELS
+from crm_predict.crm_store.models import ENTITY_MODELS
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from crm_predict.core.errors import UserError
 
 MAX_FIELD_CHARS = 10_000  # longer than any column; a longer value means a broken file
 # Foreign keys: field → entity it names (by the source CRM's id).

@@ -39,14 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.models import CLV_BATCH, Activity, Deal, Lead, Order, PredictionLog, Tag
+from crm_predict.crm_store.repository import read_table
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from crm_predict.errors import UserError
-from crm_predict.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
-from crm_predict.settings import Settings
-from crm_store.models import CLV_BATCH, Activity, Deal, Lead, Order, PredictionLog, Tag
-from crm_store.repository import read_table
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import TAG_CLV, TAG_DEAL_HEALTH, TAG_MQL
+from crm_predict.core.settings import Settings
 
 QUALIFIED_MARKERS = ("qualified", "sql", "mql", "converted")
 COST_COLUMNS = ("month", "channel", "marketing_cost", "sales_cost")

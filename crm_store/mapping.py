@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crm_predict.errors import UserError
+from crm_predict.core.errors import UserError
 
 # Entities in import order (parents before children: references resolve against earlier ones).
 ENTITY_ORDER = (
@@ -32,7 +32,7 @@ ENTITY_ORDER = (
     "orders",
     "tickets",
 )
-# The categories the features are built from (``features.transforms.ACTIVITY_GROUPS``), and the
+# The categories the features are built from (``crm_predict.features.transforms.ACTIVITY_GROUPS``), and the
 # ones kept for reports and later features; a type in no category is ``other``.
 FEATURE_CATEGORIES = ("visit", "pricing", "content", "trial", "email_open", "email_click")
 CATEGORIES = (
@@ -208,7 +208,11 @@ PRESETS = ("demo", "hubspot", "salesforce")
 
 
 def preset_text(name: str) -> str:
-    return resources.files("crm_store").joinpath("presets", f"{name}.yaml").read_text("utf-8")
+    return (
+        resources.files("crm_predict.crm_store")
+        .joinpath("presets", f"{name}.yaml")
+        .read_text("utf-8")
+    )
 
 
 def load_mapping(spec: str | Path) -> Mapping:

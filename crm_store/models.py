@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# The prediction-log rows ``crm_store.kpis`` reads (the CLV model's batches), as SQL literals: a
+# The prediction-log rows ``crm_predict.crm_store.kpis`` reads (the CLV model's batches), as SQL literals: a
 # partial index serves a query only when its WHERE names the same constants.
 CLV_BATCH = "model_name = 'clv' AND source = 'batch'"
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
@@ -229,7 +229,7 @@ class Task(Base):
 
 class PredictionLog(Base):
     __tablename__ = "prediction_log"
-    # The one read of the log (the CLV model's latest batch, ``crm_store.kpis``) has a partial
+    # The one read of the log (the CLV model's latest batch, ``crm_predict.crm_store.kpis``) has a partial
     # index: the other rows a batch appends cost no B-tree entry. Time windows: a BRIN.
     __table_args__ = (
         Index(
@@ -256,7 +256,7 @@ class PredictionLog(Base):
 
 
 class BatchRun(Base):
-    """One run of the nightly batch job (``serving.batch``): what it scores, as of when, how it ended."""
+    """One run of the nightly batch job (``crm_predict.serving.batch``): what it scores, as of when, how it ended."""
 
     __tablename__ = "batch_runs"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -11,12 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Table, bindparam, column, select, text
-from sqlalchemy import table as table_clause
-from sqlalchemy.orm import Session
-
-from crm_predict.rules import TaskSpec
-from crm_store.bulk import (
+from crm_predict.crm_store.bulk import (
     EncodedRows,
     constant_columns,
     encode_rows,
@@ -24,7 +19,12 @@ from crm_store.bulk import (
     sqlite_datetimes,
     write_rows,
 )
-from crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
+from crm_predict.crm_store.models import ENTITY_MODELS, PredictionLog, Tag, TagHistory, Task
+from sqlalchemy import Table, bindparam, column, select, text
+from sqlalchemy import table as table_clause
+from sqlalchemy.orm import Session
+
+from crm_predict.core.rules import TaskSpec
 
 TAG_KEY = ["entity_type", "entity_id", "name"]
 TAG_COLUMNS = ["entity_type", "entity_id", "name", "value", "model_name", "model_version", "run_id", "scored_at"]  # fmt: skip
@@ -42,7 +42,7 @@ def _stage(
     session: Session, table: Table, stage: str, frame: pd.DataFrame, columns: Sequence[str]
 ) -> None:
     """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write
-    (COPY on PostgreSQL, a vectorised executemany on SQLite: see ``crm_store.bulk``)."""
+    (COPY on PostgreSQL, a vectorised executemany on SQLite: see ``crm_predict.crm_store.bulk``)."""
     conn = session.connection()
     cols = ", ".join(columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
@@ -414,8 +414,8 @@ def changed_since(session: Session, table: str, since: datetime) -> list[int]:
 
 def read_table(session: Session, table: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """A whole CRM table (or the named columns) as a DataFrame with ``pd.read_sql``'s dtypes, read
-    through Arrow at C speed (``crm_store.arrow_io``)."""
-    from crm_store.arrow_io import read_tables, to_frame
+    through Arrow at C speed (``crm_predict.crm_store.arrow_io``)."""
+    from crm_predict.crm_store.arrow_io import read_tables, to_frame
 
     return to_frame(read_tables(session, {table: columns})[table])
 

@@ -1,5 +1,5 @@
 """SQLite queries read by ADBC and answered as Arrow IPC streams, in a process of its own
-(``crm_store.arrow_io`` runs it: ``python -m crm_store.sqlite_reader PATH``).
+(``crm_predict.crm_store.arrow_io`` runs it: ``python -m crm_store.sqlite_reader PATH``).
 
 ADBC links its own copy of SQLite. In the store's process, closing it would drop the POSIX locks
 the store's connections hold and, seeing no other connection, checkpoint and delete the WAL under

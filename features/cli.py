@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -48,8 +48,8 @@ def export_cmd(
     as_of: str = typer.Option(None, help="Cut-off (default: the latest event in the CRM)."),
 ) -> None:
     """Export CRM tables to Parquet snapshots and compute the feature tables and labels."""
-    from crm_store.db import make_engine, session_factory
-    from features.export import export
+    from crm_predict.crm_store.db import make_engine, session_factory
+    from crm_predict.features.export import export
 
     settings = _settings(ctx)
     engine = make_engine(settings.crm_url)
@@ -74,9 +74,9 @@ def export_cmd(
 @app.command("apply")
 def apply_cmd(ctx: typer.Context) -> None:
     """Register entities, feature views and FeatureServices in the Feast registry."""
-    from features.definitions import SERVICES, service_name
-    from features.export import export_as_of
-    from features.store import apply
+    from crm_predict.features.definitions import SERVICES, service_name
+    from crm_predict.features.export import export_as_of
+    from crm_predict.features.store import apply
 
     settings = _settings(ctx)
     export_as_of(settings)  # a clear message when nothing has been exported yet
@@ -99,9 +99,9 @@ def materialize_cmd(
     ),  # fmt: skip
 ) -> None:
     """Load the latest features per entity into the online store (SQLite or Redis)."""
-    from features.export import export_as_of
-    from features.materialize import materialize
-    from features.store import feature_store
+    from crm_predict.features.export import export_as_of
+    from crm_predict.features.materialize import materialize
+    from crm_predict.features.store import feature_store
 
     settings = _settings(ctx)
     end_at = _when(end, "--end") or export_as_of(settings)
@@ -129,8 +129,8 @@ def online_cmd(
     entity_ids: list[int] = typer.Argument(..., help="Entity ids."),
 ) -> None:
     """Show a model's online features for some entities."""
-    from features.online import online_features
-    from features.store import feature_store
+    from crm_predict.features.online import online_features
+    from crm_predict.features.store import feature_store
 
     frame = online_features(feature_store(_settings(ctx)), model, entity_ids)
     table = Table(title=f"{model} online features")

@@ -11,15 +11,15 @@ import inspect
 from dataclasses import dataclass
 from datetime import timedelta
 
+from crm_predict.features import transforms as tf
+from crm_predict.training.specs import SPECS
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import FeastType, Float64, Int64, String
 
-from crm_predict.errors import UserError
-from crm_predict.model_spec import FEATURE_SERVICE_VERSION
-from crm_predict.settings import Settings
-from features import transforms as tf
-from training.specs import SPECS
+from crm_predict.core.errors import UserError
+from crm_predict.core.model_spec import FEATURE_SERVICE_VERSION
+from crm_predict.core.settings import Settings
 
 # Entity name → join key. A customer is a contact with orders (same id), scored on its own key so
 # churn/CLV rows never mix with next-best-time's contact rows.
@@ -251,7 +251,7 @@ def rule_score_udf(inputs: dict) -> dict:
     """
     # Feast 0.67 stores a UDF as source text and re-executes it with only pandas/numpy in scope,
     # so the function imports what it needs itself.
-    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
+    from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
 
     # Feast may hand over prefixed column names (view__feature); accept both.
     columns = {c.split("__")[-1]: c for c in inputs}

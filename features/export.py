@@ -20,15 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from crm_predict.crm_store.arrow_io import iter_tables, to_frame
+from crm_predict.crm_store.models import ENTITY_MODELS
+from crm_predict.features import labels as lb
+from crm_predict.features import transforms as tf
+from crm_predict.features.definitions import ENTITIES, ENTITY_OF_MODEL, VIEWS
 from sqlalchemy.orm import Session
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from crm_store.arrow_io import iter_tables, to_frame
-from crm_store.models import ENTITY_MODELS
-from features import labels as lb
-from features import transforms as tf
-from features.definitions import ENTITIES, ENTITY_OF_MODEL, VIEWS
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 TS = tf.TS
 # The time each CRM row "happened" (its event timestamp in the snapshot).
@@ -78,7 +78,7 @@ def export_snapshots(
     """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames as
     ``load_snapshots`` gives them back (``columns`` and ``strings`` as there: a caller that reads
     a few columns does not pay for the conversion of the others). The tables are read into Arrow
-    in one consistent pass (``crm_store.arrow_io``) and written from Arrow as they are."""
+    in one consistent pass (``crm_predict.crm_store.arrow_io``) and written from Arrow as they are."""
     _check_strings(strings)
     wanted = dict.fromkeys(MODEL_TABLES) if columns is None else dict(columns)
     out_dir = snapshot_dir(settings)

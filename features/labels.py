@@ -13,9 +13,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from crm_predict.features.transforms import as_flag
 
-from crm_predict.rules import RULES
-from features.transforms import as_flag
+from crm_predict.core.rules import RULES
 
 TS = "event_timestamp"
 LEAD_PREDICTION_DELAY = pd.Timedelta(days=7)

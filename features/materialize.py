@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 
-from crm_predict.errors import UserError
+from crm_predict.core.errors import UserError
 
 EPOCH = datetime(1970, 1, 1)
 # (view name, entities in the view) before a view starts; then rows written so far.

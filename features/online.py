@@ -9,14 +9,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore, FeatureView, OnDemandFeatureView
-from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import feast_value_type_to_python_type
-
-from crm_predict.errors import UserError
-from features.definitions import (
+from crm_predict.features.definitions import (
     ENTITIES,
     ENTITY_OF_MODEL,
     RULE_SCORE_VIEW,
@@ -24,6 +17,13 @@ from features.definitions import (
     check_model,
     service_name,
 )
+from feast import FeatureStore, FeatureView, OnDemandFeatureView
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
+
+from crm_predict.core.errors import UserError
 
 
 class UnknownEntityError(UserError):
@@ -86,7 +86,7 @@ class ServiceReader:
     each on-demand view through its own registered transformation. Same rows as
     ``online_features`` (checked in the tests) at a fraction of the cost for one entity.
 
-    The views carry no TTL (see ``features.definitions``), so no max-age filtering is applied.
+    The views carry no TTL (see ``crm_predict.features.definitions``), so no max-age filtering is applied.
     """
 
     store: FeatureStore

@@ -43,7 +43,7 @@ from feast.types import Bool, Float32, Float64, Int32, Int64, String
 from feast.utils import to_naive_utc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from crm_predict.background import background_writer
+from crm_predict.core.background import background_writer
 
 Progress = Callable[[int], object] | None
 
@@ -324,8 +324,8 @@ def _fixed_slot(enc: Encoded, width: int) -> np.ndarray:
 
 
 class BulkSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
-    type: Literal["features.online_store.BulkSqliteOnlineStore"] = (
-        "features.online_store.BulkSqliteOnlineStore"
+    type: Literal["crm_predict.features.online_store.BulkSqliteOnlineStore"] = (
+        "crm_predict.features.online_store.BulkSqliteOnlineStore"
     )
 
 
@@ -517,8 +517,8 @@ def sqlite_row_count(path: str, table: str) -> int:
 
 
 class BulkRedisOnlineStoreConfig(RedisOnlineStoreConfig):
-    type: Literal["features.online_store.BulkRedisOnlineStore"] = (  # type: ignore[assignment]
-        "features.online_store.BulkRedisOnlineStore"
+    type: Literal["crm_predict.features.online_store.BulkRedisOnlineStore"] = (  # type: ignore[assignment]
+        "crm_predict.features.online_store.BulkRedisOnlineStore"
     )
 
 

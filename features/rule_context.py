@@ -16,17 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-
-from crm_predict.errors import UserError
-from crm_predict.rules import (
-    MODEL_NAMES,
-    RULES,
-    ChurnRules,
-    LeadRules,
-    Rules,
-    rule_based_lead_score,
-)
-from features.transforms import (
+from crm_predict.features.transforms import (
     ACTIVITY_GROUPS,
     NAT,
     RULE_SCORE_INPUTS,
@@ -42,6 +32,16 @@ from features.transforms import (
     nanoseconds,
     positions,
     totals_per_row,
+)
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import (
+    MODEL_NAMES,
+    RULES,
+    ChurnRules,
+    LeadRules,
+    Rules,
+    rule_based_lead_score,
 )
 
 # The CRM columns the rules read, per table: what ``crm_tables`` loads when no snapshot is given.
@@ -120,7 +120,7 @@ def _managers(tables: Tables, owners: pd.Series) -> np.ndarray:
 def lead_rule_points(columns: Mapping[str, Sequence], rules: LeadRules = RULES.lead) -> np.ndarray:
     """The lead's rule points under ``rules`` from the rule-score feature's inputs
     (``RULE_SCORE_INPUTS``, the lead features' columns): with the built-in rules this is the
-    ``rule_score`` feature (``features.transforms.rule_score_values``), with a rules file the
+    ``rule_score`` feature (``crm_predict.features.transforms.rule_score_values``), with a rules file the
     file's points over the same inputs."""
     values = rule_based_lead_score(*(columns[name] for name in RULE_SCORE_INPUTS), rules)
     return np.asarray(values, dtype=float)
@@ -339,7 +339,7 @@ CONTEXT_OUTPUT = {
 def rule_context(
     tables: Tables, model_name: str, at: datetime, rules: Rules = RULES
 ) -> pd.DataFrame:
-    """The columns ``serving.writeback`` rules need for one model's entities, as of ``at``, from
+    """The columns ``crm_predict.serving.writeback`` rules need for one model's entities, as of ``at``, from
     the CRM tables of ``crm_tables``."""
     if model_name not in CONTEXTS:
         raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")

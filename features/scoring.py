@@ -1,10 +1,10 @@
 """The nightly batch's input: every active entity's features as of a time, computed in bulk.
 
-Features come from the same functions that built the training sources (``features.transforms``),
+Features come from the same functions that built the training sources (``crm_predict.features.transforms``),
 evaluated once at ``at`` over the exported CRM snapshot: with one time for every entity, events are
 matched to entities by an id lookup and reduced with numpy, so a million customers cost a few
 passes over the activities rather than a million online lookups. The column list is the model's
-FeatureService declaration (``features.definitions.SERVICES``); ``snapshot_columns`` says which
+FeatureService declaration (``crm_predict.features.definitions.SERVICES``); ``snapshot_columns`` says which
 snapshot columns that reads.
 """
 
@@ -17,10 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from crm_predict.settings import Settings
-from features import transforms as tf
-from features.definitions import (
+from crm_predict.features import transforms as tf
+from crm_predict.features.definitions import (
     ENTITIES,
     ENTITY_OF_MODEL,
     RULE_SCORE_VIEW,
@@ -29,9 +27,11 @@ from features.definitions import (
     check_model,
     feature_names,
 )
-from features.export import compute_views, load_snapshots
-from features.labels import active_rows
-from features.online import UnknownEntityError
+from crm_predict.features.export import compute_views, load_snapshots
+from crm_predict.features.labels import active_rows
+from crm_predict.features.online import UnknownEntityError
+
+from crm_predict.core.settings import Settings
 
 TS = tf.TS
 # The snapshot columns each view's transform (``compute_views``) and each entity's active rows

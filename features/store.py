@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlparse
 
+from crm_predict.features.definitions import all_objects
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.repo_config import RegistryConfig
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from features.definitions import all_objects
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 PROJECT = "crm_predict"
 
@@ -34,23 +34,23 @@ def redis_connection_string(url: str) -> str:
 def repo_config(settings: Settings, project: str = PROJECT, bulk: bool = True) -> RepoConfig:
     """Registry in ``feast_repo_dir``, Parquet (file/Dask) offline store, online store SQLite by
     default or Redis at ``settings.redis_url`` when ``online_store == "redis"``: the bulk-capable
-    subclasses from ``features.online_store``, or Feast's stock classes with ``bulk=False``."""
+    subclasses from ``crm_predict.features.online_store``, or Feast's stock classes with ``bulk=False``."""
     repo = settings.feast_repo_dir.resolve()
     if settings.online_store == "redis":
         online = {
-            "type": "features.online_store.BulkRedisOnlineStore" if bulk else "redis",
+            "type": "crm_predict.features.online_store.BulkRedisOnlineStore" if bulk else "redis",
             "connection_string": redis_connection_string(settings.redis_url),
         }
     else:
         online = {
-            "type": "features.online_store.BulkSqliteOnlineStore" if bulk else "sqlite",
+            "type": "crm_predict.features.online_store.BulkSqliteOnlineStore" if bulk else "sqlite",
             "path": str(repo / ("online_store.db" if bulk else "online_store_stock.db")),
         }
     return RepoConfig(
         project=project,
         provider="local",
         repo_path=repo,
-        registry=RegistryConfig(path=str(repo / "registry.db"), cache_ttl_seconds=60),
+        registry=RegistryConfig(path=str(repo / "crm_predict.registry.db"), cache_ttl_seconds=60),
         offline_store=DaskOfflineStoreConfig(type="file"),
         online_store=online,
         entity_key_serialization_version=3,

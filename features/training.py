@@ -4,11 +4,7 @@ point-in-time by Feast (the latest feature row stamped at or before each predict
 from __future__ import annotations
 
 import pandas as pd
-from feast import FeatureStore
-
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from features.definitions import (
+from crm_predict.features.definitions import (
     ENTITIES,
     ENTITY_OF_MODEL,
     check_excluded,
@@ -16,8 +12,12 @@ from features.definitions import (
     feature_names,
     service_name,
 )
-from features.export import labels_dir, load_snapshots
-from features.store import feature_store
+from crm_predict.features.export import labels_dir, load_snapshots
+from crm_predict.features.store import feature_store
+from feast import FeatureStore
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 TS = "event_timestamp"
 

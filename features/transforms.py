@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.mapping import DEFAULT_CATEGORY_OF
 
-from crm_predict.rules import rule_based_lead_score
-from crm_store.mapping import DEFAULT_CATEGORY_OF
+from crm_predict.core.rules import rule_based_lead_score
 
 TS = "event_timestamp"
 DAY = pd.Timedelta(days=1)
@@ -29,7 +29,7 @@ NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
 
-# Behaviour group → the activity category it counts (``crm_store.mapping``'s vocabulary: the
+# Behaviour group → the activity category it counts (``crm_predict.crm_store.mapping``'s vocabulary: the
 # import files each CRM's own activity types under these categories).
 ACTIVITY_GROUPS: dict[str, str] = {
     "site_visits": "visit",

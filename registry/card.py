@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from crm_predict.errors import UserError
-from registry.evaluation import (
+from crm_predict.registry.evaluation import (
     MODEL_CARD_ARTIFACT,
     VersionInfo,
     base_model_name,
@@ -18,13 +16,14 @@ from registry.evaluation import (
     load_holdout,
     predict_positive,
 )
-from training.specs import SPECS
+from crm_predict.training.specs import SPECS
+
+from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from crm_predict.registry.gates import GateConfig, GateResult
     from mlflow import MlflowClient
-
-    from registry.gates import GateConfig, GateResult
 
 DESCRIPTION_LIMIT = 5000  # model_versions.description is VARCHAR(5000) in MLflow's SQL store
 
@@ -54,7 +53,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _clv_parameter_lines(info: VersionInfo) -> list[str]:
-    """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as logged by ``training.clv``, and the fit."""
+    """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as logged by ``crm_predict.training.clv``, and the fit."""
     params = info.params
     if not any(f"fit_{k}" in params for k in ("r", "alpha", "a", "b", "p", "q", "v")):
         return ["", "## Fitted parameters", "Not logged for this version."]
@@ -158,9 +157,12 @@ def write_model_card(
 ) -> str:
     """Render the card of ``name`` v``version``, log it as ``model_card.md`` and set it as the
     version's description. Returns the Markdown."""
+    from crm_predict.registry.gates import (
+        GateConfig,
+        fairness_results,
+        gate_protected_not_a_feature,
+    )
     from mlflow.exceptions import MlflowException
-
-    from registry.gates import GateConfig, fairness_results, gate_protected_not_a_feature
 
     config = config or GateConfig()
     info = get_version(client, name, version)

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from crm_predict.registry.gates import GateReport
     from mlflow import MlflowClient
 
-    from crm_predict.settings import Settings
-    from registry.gates import GateReport
+    from crm_predict.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 top_level = typer.Typer()  # commands crm_predict.cli adds at the top level
@@ -23,7 +23,7 @@ console = Console()
 
 
 def _settings(ctx: typer.Context) -> Settings:
-    from crm_predict.settings import Settings
+    from crm_predict.core.settings import Settings
 
     return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
 
@@ -35,7 +35,7 @@ def _client(settings: Settings) -> MlflowClient:
 
 
 def _config(settings: Settings):
-    from registry.gates import GateConfig
+    from crm_predict.registry.gates import GateConfig
 
     return GateConfig.from_settings(settings)
 
@@ -64,8 +64,9 @@ def list_models(
     model: str | None = typer.Argument(None, help="Only this model (default: all)."),
 ) -> None:
     """Registered models with their versions, aliases and key metrics."""
-    from crm_predict.errors import UserError
-    from registry.evaluation import all_versions, key_metrics
+    from crm_predict.registry.evaluation import all_versions, key_metrics
+
+    from crm_predict.core.errors import UserError
 
     client = _client(_settings(ctx))
     names = [model] if model else sorted(m.name for m in client.search_registered_models())
@@ -101,7 +102,7 @@ def compare(
     log: bool = typer.Option(True, help="Log the table and plot as an MLflow run."),
 ) -> None:
     """Evaluate versions side by side on the same holdout rows."""
-    from registry.compare import compare_versions, log_comparison
+    from crm_predict.registry.compare import compare_versions, log_comparison
 
     client = _client(_settings(ctx))
     comparison = compare_versions(client, model, versions or None, rows)
@@ -124,7 +125,7 @@ def gates(
     version: str = typer.Argument(...),
 ) -> None:
     """Show every promotion gate for a version without promoting it."""
-    from registry.gates import check_gates
+    from crm_predict.registry.gates import check_gates
 
     settings = _settings(ctx)
     print_gates(check_gates(_client(settings), model, version, _config(settings)))
@@ -140,8 +141,8 @@ def promote(
     by: str | None = typer.Option(None, help="Who promotes (default: the OS user)."),
 ) -> None:
     """Move alias champion to a version after the gates pass."""
-    from registry.lifecycle import PromotionBlocked
-    from registry.lifecycle import promote as promote_version
+    from crm_predict.registry.lifecycle import PromotionBlocked
+    from crm_predict.registry.lifecycle import promote as promote_version
 
     settings = _settings(ctx)
     try:
@@ -169,7 +170,7 @@ def rollback(
     by: str | None = typer.Option(None, help="Who rolls back (default: the OS user)."),
 ) -> None:
     """Point champion back at the version it replaced."""
-    from registry.lifecycle import rollback as rollback_champion
+    from crm_predict.registry.lifecycle import rollback as rollback_champion
 
     event = rollback_champion(_client(_settings(ctx)), model, reason=reason, by=by)
     console.print(
@@ -184,7 +185,7 @@ def challenger(
     version: str = typer.Argument(...),
 ) -> None:
     """Mark a version as challenger (training does this for every new version)."""
-    from registry.lifecycle import on_new_version
+    from crm_predict.registry.lifecycle import on_new_version
 
     on_new_version(_client(_settings(ctx)), model, version)
     console.print(f"[bold]{model}[/] challenger → v{version}")
@@ -198,7 +199,7 @@ def card(
     out: Path | None = typer.Option(None, help="Also write the Markdown to this file."),
 ) -> None:
     """Write the model card (artifact model_card.md + version description)."""
-    from registry.card import write_model_card
+    from crm_predict.registry.card import write_model_card
 
     settings = _settings(ctx)
     text = write_model_card(_client(settings), model, version, _config(settings))
@@ -217,7 +218,7 @@ def resolve(
     alias: str = typer.Option("champion"),
 ) -> None:
     """Which model serves a segment: its own, or the global fallback."""
-    from registry.lifecycle import resolve_model
+    from crm_predict.registry.lifecycle import resolve_model
 
     settings = _settings(ctx)
     choice = resolve_model(
@@ -241,7 +242,7 @@ def drift(
     log: bool = typer.Option(True, help="Log the PSI table as an MLflow run."),
 ) -> None:
     """PSI per feature between the training window and the newest data; flags PSI > 0.2."""
-    from registry.drift import drift_report
+    from crm_predict.registry.drift import drift_report
 
     settings = _settings(ctx)
     config = _config(settings)
@@ -268,7 +269,7 @@ def retrain(
     ),
 ) -> None:
     """Train a new challenger, run the gates, promote only if auto_promote and all pass."""
-    from registry.retrain import retrain as retrain_model
+    from crm_predict.registry.retrain import retrain as retrain_model
 
     settings = _settings(ctx)
     result = retrain_model(settings, _client(settings), model, data=data)

@@ -20,11 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from crm_predict.errors import UserError
-from crm_predict.metrics import classification_metrics
-from crm_predict.tracking import experiment_id
-from registry.evaluation import (
+from crm_predict.registry.evaluation import (
     KEY_COLUMNS,
     LABEL,
     VersionInfo,
@@ -36,6 +32,10 @@ from registry.evaluation import (
     load_holdout,
     predict_positive,
 )
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.metrics import classification_metrics
+from crm_predict.core.tracking import experiment_id
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

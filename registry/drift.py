@@ -4,7 +4,7 @@ the newest data.
 Reference = the version's logged holdout (``holdout/holdout.parquet``: the newest 20 % of its
 training window, the closest logged sample of what the model learned from). Current = a user's
 CSV/Parquet file, or the features of every active entity "now" from
-``features.scoring.scoring_frame``. PSI uses ten quantile bins of the reference for numbers and the
+``crm_predict.features.scoring.scoring_frame``. PSI uses ten quantile bins of the reference for numbers and the
 categories themselves for text; a missing value is its own bin. PSI > 0.2 (``GateConfig``) is
 flagged.
 """
@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from crm_predict.errors import UserError
-from registry.evaluation import (
+from crm_predict.registry.evaluation import (
     VersionInfo,
     all_versions,
     base_model_name,
@@ -28,10 +26,12 @@ from registry.evaluation import (
     load_holdout,
 )
 
+from crm_predict.core.errors import UserError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from crm_predict.settings import Settings
+    from crm_predict.core.settings import Settings
 
 EPSILON = 1e-4  # stands in for an empty bin so the log stays finite
 
@@ -111,7 +111,7 @@ class DriftReport:
 
 
 def _version_to_watch(client: MlflowClient, name: str, version: str | None) -> VersionInfo:
-    from registry.lifecycle import CHAMPION, version_for_alias
+    from crm_predict.registry.lifecycle import CHAMPION, version_for_alias
 
     if version is not None:
         return get_version(client, name, version)
@@ -137,10 +137,12 @@ def drift_report(
     if data is not None:
         current, source = read_table(data), str(data)
     else:
-        from registry.lifecycle import utc_now
+        from crm_predict.registry.lifecycle import utc_now
 
         try:
-            from features.scoring import scoring_frame  # Feast is heavy: only when asked for
+            from crm_predict.features.scoring import (
+                scoring_frame,
+            )  # Feast is heavy: only when asked for
         except ImportError as exc:
             raise UserError(f"no scoring frame available ({exc}); pass --data FILE") from None
 
@@ -156,7 +158,7 @@ def drift_report(
 
 def log_drift(client: MlflowClient, report: DriftReport, threshold: float) -> str:
     """PSI per feature as metrics, the table as an artifact, flagged features as a tag."""
-    from registry.compare import markdown_table, registry_experiment_id
+    from crm_predict.registry.compare import markdown_table, registry_experiment_id
 
     run = client.create_run(
         registry_experiment_id(client, report.name),

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from crm_predict.training.specs import CLASSIFIERS
 
-from crm_predict.errors import UserError
-from training.specs import CLASSIFIERS
+from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -18,11 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-from crm_predict.errors import UserError
-from crm_predict.metrics import classification_metrics
-from crm_predict.rules import RULES
-from registry.evaluation import (
+from crm_predict.registry.evaluation import (
     MODEL_CARD_ARTIFACT,
     TRAIN_COUNT_METRICS,
     VersionInfo,
@@ -35,13 +31,17 @@ from registry.evaluation import (
     load_holdout,
     predict_positive,
 )
-from registry.latency import Latency, measure_serving_latency
-from training.specs import SPECS
+from crm_predict.registry.latency import Latency, measure_serving_latency
+from crm_predict.training.specs import SPECS
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.metrics import classification_metrics
+from crm_predict.core.rules import RULES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from crm_predict.settings import Settings
+    from crm_predict.core.settings import Settings
 
 # Each classifier's own cut (its ``ModelSpec.decision_threshold``) under the default rules.
 DEFAULT_DECISION_THRESHOLDS: dict[str, float] = {
@@ -380,7 +380,7 @@ def gate_model_card(exists: bool) -> GateResult:
 
 def champion_info(client: MlflowClient, name: str) -> VersionInfo | None:
     """The version holding alias ``champion``, or None."""
-    from registry.lifecycle import CHAMPION, version_for_alias
+    from crm_predict.registry.lifecycle import CHAMPION, version_for_alias
 
     version = version_for_alias(client, name, CHAMPION)
     return None if version is None else get_version(client, name, version)

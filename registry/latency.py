@@ -1,7 +1,7 @@
 """Single-row latency of a registered classifier, measured the way the service runs it.
 
-The version is loaded with ``serving.loader.load_model`` (single-threaded native model and its
-explainer) and scored with ``serving.scoring.score``, one holdout row per call, with and without
+The version is loaded with ``crm_predict.serving.loader.load_model`` (single-threaded native model and its
+explainer) and scored with ``crm_predict.serving.scoring.score``, one holdout row per call, with and without
 reasons. The clock is the calling thread's CPU time: the service scores on one thread (the loader
 makes the model single-threaded), and other work on a shared machine does not count against the
 model, nor do library thread pools whose idle spinning the process clock books in 4 ms ticks.
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-
-from registry.evaluation import base_model_name
+from crm_predict.registry.evaluation import base_model_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -116,8 +115,8 @@ def measure_serving_latency(
     seed: int,
 ) -> ServingLatency:
     """Load ``name`` v``version`` as the service does and time single-row scoring on holdout rows."""
-    from serving.loader import load_model
-    from serving.scoring import score
+    from crm_predict.serving.loader import load_model
+    from crm_predict.serving.scoring import score
 
     base = base_model_name(name)
     model = load_model(

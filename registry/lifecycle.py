@@ -16,13 +16,18 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from crm_predict.errors import UserError
-from registry.evaluation import MODEL_CARD_ARTIFACT, get_version, has_artifact, is_classifier
+from crm_predict.registry.evaluation import (
+    MODEL_CARD_ARTIFACT,
+    get_version,
+    has_artifact,
+    is_classifier,
+)
+
+from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
+    from crm_predict.registry.gates import GateConfig, GateReport
     from mlflow import MlflowClient
-
-    from registry.gates import GateConfig, GateReport
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -129,7 +134,7 @@ def promote(
     by: str | None = None,
 ) -> tuple[ChampionEvent, GateReport]:
     """Point ``champion`` at ``version`` if every gate passes (or ``force`` with a reason)."""
-    from registry.gates import check_gates
+    from crm_predict.registry.gates import check_gates
 
     version = str(version)
     if force and not (reason and reason.strip()):
@@ -200,7 +205,7 @@ def rollback(
 
 def _refresh_card(client: MlflowClient, name: str, version: str, config: GateConfig) -> None:
     """Re-render an existing model card so it names who promoted the version and when."""
-    from registry.card import write_model_card
+    from crm_predict.registry.card import write_model_card
 
     info = get_version(client, name, version)
     if has_artifact(client, info.run_id, MODEL_CARD_ARTIFACT):

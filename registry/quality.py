@@ -1,6 +1,6 @@
 """Model quality as the registry sees it: per registered model, the champion and challenger versions
 with their holdout metrics and any calibration/lift plots their runs logged. Read-only; used by the
-HTML report (``serving.report``)."""
+HTML report (``crm_predict.serving.report``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from crm_predict.rules import MODEL_NAMES
+from crm_predict.core.rules import MODEL_NAMES
 
 ALIASES = ("champion", "challenger")
 # Metrics the report shows, in this order, when a run logged them (classifiers, CLV, NBT).

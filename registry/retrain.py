@@ -8,16 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crm_predict.errors import UserError
-from registry.evaluation import CLASSIFIERS, MODEL_CARD_ARTIFACT, get_version, has_artifact
+from crm_predict.registry.evaluation import (
+    CLASSIFIERS,
+    MODEL_CARD_ARTIFACT,
+    get_version,
+    has_artifact,
+)
+
+from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from crm_predict.registry.gates import GateConfig, GateReport
+    from crm_predict.registry.lifecycle import ChampionEvent
     from mlflow import MlflowClient
 
-    from crm_predict.settings import Settings
-    from registry.gates import GateConfig, GateReport
-    from registry.lifecycle import ChampionEvent
+    from crm_predict.core.settings import Settings
 
 
 @dataclass
@@ -34,11 +40,13 @@ def training_frame(settings: Settings, name: str, data: Path | None) -> tuple[pd
     import pandas as pd
 
     if data is not None:
-        from registry.drift import read_table
+        from crm_predict.registry.drift import read_table
 
         return read_table(data), {"source": f"file:{data.name}"}
     try:
-        from features.training import training_set  # Feast is heavy: only when asked for
+        from crm_predict.features.training import (
+            training_set,
+        )  # Feast is heavy: only when asked for
     except ImportError as exc:
         raise UserError(f"no demo training set available ({exc}); pass --data FILE") from None
 
@@ -59,9 +67,9 @@ def retrain(
 ) -> RetrainResult:
     """Train ``name`` with ``training.<name>.train``, make it challenger, write its card, run the
     gates and promote only if ``settings.auto_promote`` and all gates pass."""
-    from registry.card import write_model_card
-    from registry.gates import GateConfig, check_gates
-    from registry.lifecycle import on_new_version, promote
+    from crm_predict.registry.card import write_model_card
+    from crm_predict.registry.gates import GateConfig, check_gates
+    from crm_predict.registry.lifecycle import on_new_version, promote
 
     if name not in CLASSIFIERS:
         raise UserError(

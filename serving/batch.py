@@ -1,14 +1,14 @@
 """Nightly batch scoring: every active lead, open deal and customer scored by each model's champion,
 written back as tags, tasks and prediction-log rows in resumable chunks.
 
-Per model: features as of ``at`` (``features.scoring.scoring_frame``) + the rule context (owners,
+Per model: features as of ``at`` (``crm_predict.features.scoring.scoring_frame``) + the rule context (owners,
 idle days, spend windows, …), both from the run's CRM snapshot (a fresh export, or the latest one
 with ``export=False``) so model and rules see the same data → chunks in entity-id order → score →
-``serving.writeback``. Views and contexts shared by several models are computed once per run.
+``crm_predict.serving.writeback``. Views and contexts shared by several models are computed once per run.
 Each chunk's writes and its ``batch_checkpoints`` row commit in one transaction, so a killed run
 resumes after the last committed chunk and ends with exactly the rows a clean run writes.
 
-The database writes run on a writer thread (``crm_predict.background``) fed by a bounded queue,
+The database writes run on a writer thread (``crm_predict.core.background``) fed by a bounded queue,
 while the calling thread scores the next chunks and computes the next model's features and context; the
 champions load on a thread of their own meanwhile. Per-model seconds: ``load`` (waiting for the
 loading thread), ``features``, ``context``, ``score``, ``prepare`` (tag rows, task specs, counts,
@@ -31,18 +31,9 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from sqlalchemy import DateTime, bindparam, select, text
-from sqlalchemy.orm import Session
-
-from crm_predict.background import Writer, background_writer
-from crm_predict.errors import UserError
-from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians
-from crm_predict.settings import Settings
-from crm_predict.tracking import experiment_id
-from crm_store.db import background_checkpoints
-from crm_store.models import BatchCheckpoint, BatchRun
-from features.rule_context import (  # noqa: F401 (the context's names, read from here too)
+from crm_predict.crm_store.db import background_checkpoints
+from crm_predict.crm_store.models import BatchCheckpoint, BatchRun
+from crm_predict.features.rule_context import (  # noqa: F401 (the context's names, read from here too)
     CONTEXT_COLUMNS,
     CONTEXT_OUTPUT,
     CONTEXT_TABLES,
@@ -56,7 +47,7 @@ from features.rule_context import (  # noqa: F401 (the context's names, read fro
     lead_context,
     rule_context,
 )
-from serving.writeback import (
+from crm_predict.serving.writeback import (
     TAG_FEATURES,
     PreparedWrite,
     WriteBackResult,
@@ -64,6 +55,15 @@ from serving.writeback import (
     apply_write,
     prepare_write,
 )
+from mlflow import MlflowClient
+from sqlalchemy import DateTime, bindparam, select, text
+from sqlalchemy.orm import Session
+
+from crm_predict.core.background import Writer, background_writer
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import MODEL_NAMES, RULES, Rules, rfm_medians
+from crm_predict.core.settings import Settings
+from crm_predict.core.tracking import experiment_id
 
 EXPERIMENT = "batch_scoring"
 # Every table a run writes: its run and checkpoint rows and the write-back (for a clean rerun).
@@ -167,7 +167,7 @@ class BatchSummary:
         }
 
 
-# --- Rule context: the CRM tables it reads (computed by ``features.rule_context``) -------------
+# --- Rule context: the CRM tables it reads (computed by ``crm_predict.features.rule_context``) -------------
 
 
 def _query(session: Session, sql: str, **params) -> pd.DataFrame:
@@ -183,7 +183,7 @@ def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None 
     """The CRM columns the rules of ``models`` read: from ``snapshot`` (the feature export's frames,
     so model and rules see the same data) where it has them, else from the store. Users (owners'
     managers) are not in the snapshot and always come from the store."""
-    from crm_store.repository import read_table
+    from crm_predict.crm_store.repository import read_table
 
     names = {t for m in models for t in CONTEXT_TABLES[m]}
     out: Tables = {}
@@ -200,7 +200,7 @@ def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None 
 def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
     """Per snapshot table, the columns a run of ``models`` reads: their features' and their
     rules' (users come from the store)."""
-    from features.scoring import snapshot_columns as feature_columns
+    from crm_predict.features.scoring import snapshot_columns as feature_columns
 
     out = feature_columns(models)
     for table in sorted({t for m in models for t in CONTEXT_TABLES[m]} - {"users"}):
@@ -212,7 +212,7 @@ def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
 def tag_rule_columns(model_name: str) -> list[str]:
     """What a tag rule for ``model_name``'s entity may read in a batch: ``score``, the model's
     features (its FeatureService) and the rule context."""
-    from features.definitions import SERVICES
+    from crm_predict.features.definitions import SERVICES
 
     features = [f for _, names in SERVICES[model_name] for f in names]
     return list(dict.fromkeys(["score", *features, *CONTEXT_OUTPUT[model_name]]))
@@ -280,7 +280,7 @@ def changed_entities(session: Session, model_name: str, since: datetime) -> list
 def score(model, features: pd.DataFrame) -> pd.DataFrame:
     """``entity_id`` + ``score`` (+ the pyfunc's other outputs) for one model on a feature frame.
 
-    ``model`` is a ``serving.loader.LoadedModel``: classifiers give P(positive class); CLV's score
+    ``model`` is a ``crm_predict.serving.loader.LoadedModel``: classifiers give P(positive class); CLV's score
     is ``clv_3y``, next-best-time's ``p_best`` (beside ``best_slots`` and ``best_channel``)."""
     out = pd.DataFrame({"entity_id": features["entity_id"].to_numpy(dtype=np.int64)})
     if model.flavor == "sklearn":
@@ -409,7 +409,7 @@ def run_batch(
 ) -> BatchSummary:
     """Score ``models`` for every active entity as of ``at`` (default: now, UTC) and write back.
 
-    Features come from ``features.scoring.scoring_frame`` over a fresh CRM export (``export``;
+    Features come from ``crm_predict.features.scoring.scoring_frame`` over a fresh CRM export (``export``;
     else the last one), unless a ``scoring_frame`` with its signature is given. ``since`` limits
     scoring to entities changed since then. ``progress(model, total)`` returns a callback advanced
     by the entities of each committed chunk. ``rules``: the business rules, read from
@@ -422,7 +422,7 @@ def run_batch(
     if rules is None:
         rules = settings.load_rules()
     if load_model is None:
-        from serving.loader import load_model
+        from crm_predict.serving.loader import load_model
     started = time.perf_counter()
     now = _utcnow().replace(microsecond=0)
     run, resumed = _start_or_resume(session, list(models), at, now)
@@ -439,8 +439,8 @@ def run_batch(
     try:
         if scoring_frame is None:
             t = time.perf_counter()  # Feast's import, through features.definitions: seconds
-            from features.export import export_snapshots, load_snapshots
-            from features.scoring import scoring_frame as features_as_of
+            from crm_predict.features.export import export_snapshots, load_snapshots
+            from crm_predict.features.scoring import scoring_frame as features_as_of
 
             summary.seconds["imports"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -599,7 +599,7 @@ def write_account_tiers(
 ) -> Counter:
     """``account_tier`` on every account as of ``at``, committed in one transaction (a rerun sets
     the same values: nothing new). Returns the accounts per ``account_tier=VALUE``."""
-    from crm_store.repository import prepare_tags, upsert_tags
+    from crm_predict.crm_store.repository import prepare_tags, upsert_tags
 
     rows, shared = account_tag_rows(account_context(crm, at), at, rules)
     if len(rows):

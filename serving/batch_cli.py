@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crm_predict.errors import UserError
-from crm_predict.rules import MODEL_NAMES
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import MODEL_NAMES
 
 console = Console()
 batch_app = typer.Typer(no_args_is_help=True, help="Nightly batch scoring and write-back.")
@@ -79,10 +79,9 @@ def score_command(
 
     Features are computed as of ``--at`` from the CRM snapshot under the data dir; the rule context
     (owners, idle days, spend windows) is always read live from the CRM store."""
+    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.serving.batch import run_batch
     from mlflow import MlflowClient
-
-    from crm_store.db import make_engine, session_factory, upgrade
-    from serving.batch import run_batch
 
     settings = ctx.obj
     names = parse_models(models)

@@ -2,7 +2,7 @@
 
 Same models, same rules, different engine: Spark reads the scoring features from Parquet, scores
 each partition with the champion through ``mlflow.pyfunc.spark_udf`` and maps scores to tags with
-``serving.writeback.tag_frame`` inside ``mapInPandas``, so every rule still lives in one place. The
+``crm_predict.serving.writeback.tag_frame`` inside ``mapInPandas``, so every rule still lives in one place. The
 scored rows and tags land as Parquet; ``write_outputs`` loads them into the CRM store (tasks and
 prediction log derived on the driver from the scored rows), one transaction per model, through the
 same repository upserts as the single-machine job.
@@ -19,13 +19,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from crm_predict.crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
+from crm_predict.serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
+from crm_predict.training.specs import CLASSIFIERS
 from mlflow import MlflowClient
 from sqlalchemy.orm import Session
 
-from crm_predict.rules import MODEL_NAMES, rfm_medians
-from crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
-from serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
-from training.specs import CLASSIFIERS
+from crm_predict.core.rules import MODEL_NAMES, rfm_medians
 
 # What each pyfunc returns, as Spark types (classifiers: predict_proba → array of two doubles).
 PYFUNC_RESULTS = {
@@ -127,7 +127,7 @@ def run_spark_batch(
 ) -> dict[str, dict[str, Path]]:
     """Score ``features_dir/<model>.parquet`` with each champion on Spark; write tags, scored rows
     and prediction log as Parquet under ``out_dir/<model>/``. ``contexts`` holds each model's rule
-    context (``serving.batch.rule_context``), broadcast to the workers through a join."""
+    context (``crm_predict.serving.batch.rule_context``), broadcast to the workers through a join."""
     import json
 
     from pyspark.sql import functions as F

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import typer
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
 
-SERVICE_IMPORT = "serving.service:CrmPredict"
+SERVICE_IMPORT = "crm_predict.serving.service:CrmPredict"
 SERVICE_NAME = "crm_predict"  # serving.service.SERVICE_NAME, without importing BentoML here
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

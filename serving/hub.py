@@ -2,7 +2,7 @@
 
 ``ModelHub`` holds the champion of every model, reads online features by entity id, scores on one
 worker thread (concurrent requests for a model are coalesced into one batch while that thread is
-busy), and writes tags/tasks/prediction-log rows back through ``serving.writeback``. Loading never
+busy), and writes tags/tasks/prediction-log rows back through ``crm_predict.serving.writeback``. Loading never
 raises: what failed is kept and reported by ``readiness`` so the service starts without MLflow or
 the online store and recovers on ``reload``.
 
@@ -26,12 +26,12 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
+from crm_predict.serving import scoring
+from crm_predict.serving.loader import LoadedModel, load_model
 from mlflow import MlflowClient
 
-from crm_predict.rules import MODEL_NAMES, RULES, Rules, rfm_medians
-from crm_predict.settings import Settings
-from serving import scoring
-from serving.loader import LoadedModel, load_model
+from crm_predict.core.rules import MODEL_NAMES, RULES, Rules, rfm_medians
+from crm_predict.core.settings import Settings
 
 ALIAS = "champion"
 PROBE_ENTITY_ID = -1  # an id no CRM row has: a read that says "unknown" proves the store answers
@@ -64,7 +64,7 @@ class UnavailableError(RuntimeError):
 
 
 class FeastOnline:
-    """Online feature reads through ``features.online.ServiceReader`` (one per model's
+    """Online feature reads through ``crm_predict.features.online.ServiceReader`` (one per model's
     FeatureService, resolved on first use); the Feast store is opened on first use too."""
 
     def __init__(self, settings: Settings):
@@ -75,8 +75,8 @@ class FeastOnline:
     def read(self, model_name: str, ids: list[int]) -> pd.DataFrame:
         """``entity_id`` + the model's FeatureService features, one row per id."""
         try:
-            from features.online import ServiceReader, UnknownEntityError
-            from features.store import feature_store
+            from crm_predict.features.online import ServiceReader, UnknownEntityError
+            from crm_predict.features.store import feature_store
         except ImportError as exc:
             raise UnavailableError(f"online store: features package incomplete ({exc})") from exc
         try:
@@ -282,7 +282,7 @@ class ModelHub:
 
     def reload_rules(self) -> dict:
         """Read the rules file again (``settings.rules_path``); a bad file raises
-        ``crm_predict.errors.UserError`` and the rules in use stay."""
+        ``crm_predict.core.errors.UserError`` and the rules in use stay."""
         path = self.settings.rules_path
         rules = self.settings.load_rules()
         changed = rules != self.rules
@@ -304,8 +304,8 @@ class ModelHub:
         """Population medians of the RFM features (latest row per customer of the Parquet source
         the online store is materialized from); None when the source is not there."""
         try:
-            from features.definitions import VIEWS, source_path
-            from features.transforms import TS
+            from crm_predict.features.definitions import VIEWS, source_path
+            from crm_predict.features.transforms import TS
 
             view = VIEWS["customer_transactions"]
             frame = pd.read_parquet(
@@ -461,7 +461,7 @@ class ModelHub:
         """The CRM store's engine, made on first use (ref lookups and write-back share it)."""
         with self._engine_lock:
             if self._engine is None:
-                from crm_store.db import make_engine
+                from crm_predict.crm_store.db import make_engine
 
                 self._engine = make_engine(self.settings.crm_url)
             return self._engine
@@ -497,8 +497,8 @@ class ModelHub:
     def _write_back(self, name: str, scored: Scored, request_id: str) -> dict[str, int]:
         """Tags, tasks and log rows of ``scored``; its records get their ``external_id`` from the
         rule-context query write-back makes anyway."""
-        from crm_store.db import session_factory
-        from serving.writeback import write_back
+        from crm_predict.crm_store.db import session_factory
+        from crm_predict.serving.writeback import write_back
 
         now = datetime.now(UTC).replace(tzinfo=None)
         with session_factory(self.crm_engine())() as session:
@@ -509,8 +509,8 @@ class ModelHub:
             rules = self.rules
             owners = {}
             if rules.assignment.default_owner_by_region:
-                from crm_store.repository import read_table
-                from serving.batch import default_owners
+                from crm_predict.crm_store.repository import read_table
+                from crm_predict.serving.batch import default_owners
 
                 owners, _ = default_owners(
                     rules, read_table(session, "users", ["id", "external_id"])
@@ -562,9 +562,9 @@ def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
 
 def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFrame:
     """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry,
-    derived by ``features.rule_context.rule_values`` (the batch's context functions) under
+    derived by ``crm_predict.features.rule_context.rule_values`` (the batch's context functions) under
     ``rules``."""
-    from features.rule_context import rule_values
+    from crm_predict.features.rule_context import rule_values
 
     records, features = scored.records, scored.features.reset_index(drop=True)
     if len(features) == 1:  # a single-id read is one object block: the dtypes pandas would give
@@ -591,7 +591,7 @@ def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFram
 
 def entity_table(name: str):
     """The CRM table of a model's entities (its ids and external ids): leads, deals or contacts."""
-    from crm_store.models import Contact, Deal, Lead
+    from crm_predict.crm_store.models import Contact, Deal, Lead
 
     return {"lead_scoring": Lead, "deal_health": Deal}.get(name, Contact)
 
@@ -599,9 +599,8 @@ def entity_table(name: str):
 def crm_context(session, name: str, ids: list[int]) -> pd.DataFrame:
     """External id, owner, manager (and for leads the timestamps the task rules need) of the
     scored entities."""
+    from crm_predict.crm_store.models import Lead, User
     from sqlalchemy import select
-
-    from crm_store.models import Lead, User
 
     if not ids:
         return pd.DataFrame(

@@ -13,10 +13,9 @@ import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
+from crm_predict.training.specs import CLASSIFIERS
 from mlflow import MlflowClient
 from mlflow.models import Model
-
-from training.specs import CLASSIFIERS
 
 TOP_REASONS = 3
 

@@ -1,4 +1,4 @@
-"""The HTML report: CRM KPIs (``crm_store.kpis``) and model quality (``registry.quality``) rendered
+"""The HTML report: CRM KPIs (``crm_predict.crm_store.kpis``) and model quality (``crm_predict.registry.quality``) rendered
 with a Jinja2 template into one self-contained ``report.html``; the PNG charts are embedded and also
 kept beside it in ``charts/``."""
 
@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from crm_predict.crm_store import kpis
+from crm_predict.registry.quality import ModelQuality, download_plot, model_quality
 from mlflow import MlflowClient
 from sqlalchemy.orm import Session
 
-from crm_predict.settings import Settings
-from crm_store import kpis
-from registry.quality import ModelQuality, download_plot, model_quality
+from crm_predict.core.settings import Settings
 
 TEMPLATE = "report.html.j2"
 
@@ -212,7 +212,8 @@ def render_report(
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(
-        loader=PackageLoader("serving", "templates"), autoescape=select_autoescape(["j2", "html"])
+        loader=PackageLoader("crm_predict.serving", "templates"),
+        autoescape=select_autoescape(["j2", "html"]),
     )
     env.filters.update(number=_number, percent=_percent)
     return env.get_template(TEMPLATE).render(

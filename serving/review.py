@@ -3,7 +3,7 @@ bar chart), recent activities, open tasks and the tags models wrote.
 
 A small Starlette app with server-side Jinja2 templates, meant to be mounted into the BentoML
 service (``@bentoml.asgi_app(review.app, path="/review")``). It reads the CRM store and calls the
-``deal_health`` model through ``serving.loader``; nothing is loaded until the first request.
+``deal_health`` model through ``crm_predict.serving.loader``; nothing is loaded until the first request.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
+from crm_predict.crm_store.models import Account, Activity, Deal, Tag, User
+from crm_predict.crm_store.repository import current_tags, open_tasks
 from mlflow import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,10 +25,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from crm_predict.rules import TAG_DEAL_COLOUR, TAG_DEAL_HEALTH, deal_colour, deal_health_score
-from crm_predict.settings import Settings
-from crm_store.models import Account, Activity, Deal, Tag, User
-from crm_store.repository import current_tags, open_tasks
+from crm_predict.core.rules import TAG_DEAL_COLOUR, TAG_DEAL_HEALTH, deal_colour, deal_health_score
+from crm_predict.core.settings import Settings
 
 MODEL = "deal_health"
 RECENT_ACTIVITIES = 10
@@ -48,7 +48,7 @@ class ReviewContext:
 
     def model(self):
         """The ``deal_health`` model under ``alias``, reloaded when the alias moves."""
-        from serving.loader import load_model
+        from crm_predict.serving.loader import load_model
 
         version = str(self.client.get_model_version_by_alias(MODEL, self.alias).version)
         with self._lock:
@@ -59,9 +59,9 @@ class ReviewContext:
 
 def settings_context(settings: Settings) -> ReviewContext:
     """The production wiring: the settings' CRM store and registry, features from the last export."""
-    from crm_store.db import make_engine, session_factory
-    from features.export import export_as_of
-    from features.scoring import scoring_frame
+    from crm_predict.crm_store.db import make_engine, session_factory
+    from crm_predict.features.export import export_as_of
+    from crm_predict.features.scoring import scoring_frame
 
     def features(deal_ids: list[int]) -> pd.DataFrame:
         return scoring_frame(settings, MODEL, export_as_of(settings), deal_ids)
@@ -184,7 +184,8 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
 
     templates = Jinja2Templates(
         env=Environment(
-            loader=PackageLoader("serving", "templates"), autoescape=select_autoescape(["j2"])
+            loader=PackageLoader("crm_predict.serving", "templates"),
+            autoescape=select_autoescape(["j2"]),
         )
     )
     templates.env.filters["feature_value"] = feature_value

@@ -1,7 +1,7 @@
 """Score feature rows with a loaded model and say the result in product language.
 
 Pure functions over a ``LoadedModel`` and a feature frame (one row per entity, an ``entity_id``
-column when the rows came by id); the thresholds come from ``crm_predict.rules``.
+column when the rows came by id); the thresholds come from ``crm_predict.core.rules``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from crm_predict.features.rule_context import lead_rule_points
+from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
+from crm_predict.serving.loader import LoadedModel
+from crm_predict.training.specs import SPECS
 
-from crm_predict import rules
-from features.rule_context import lead_rule_points
-from features.transforms import RULE_SCORE_INPUTS, rule_score_values
-from serving.loader import LoadedModel
-from training.specs import SPECS
+from crm_predict.core import rules
 
 ENTITY_ID = "entity_id"
 ID_FIELD = {name: spec.id_field for name, spec in SPECS.items()}
@@ -41,7 +41,7 @@ class DerivedFeature:
     numeric: tuple[str, ...]  # inputs that must be numbers when they come as text
 
 
-# Every on-demand feature of ``features.definitions`` (the rule-based points: RULE_SCORE_VIEW).
+# Every on-demand feature of ``crm_predict.features.definitions`` (the rule-based points: RULE_SCORE_VIEW).
 DERIVED_FEATURES = {
     RULE_SCORE: DerivedFeature(
         RULE_SCORE_INPUTS,

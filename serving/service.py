@@ -2,10 +2,10 @@
 
 Thin on purpose: ``__init__`` builds the ``ModelHub`` (loads the champions; a failure is reported by
 ``/readyz``, never a crash), each ``@bentoml.api`` method hands its request to ``_answer``, and the
-scoring, wording and write-back live in ``serving.hub``, ``serving.scoring`` and
-``serving.writeback``. ``/healthz``, ``/readyz``, ``/models`` and ``/admin/reload`` are a small
+scoring, wording and write-back live in ``crm_predict.serving.hub``, ``crm_predict.serving.scoring`` and
+``crm_predict.serving.writeback``. ``/healthz``, ``/readyz``, ``/models`` and ``/admin/reload`` are a small
 Starlette app put in front of BentoML's own probes (``OpsRoutes``); the deal review pages
-(``serving.review``) are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
+(``crm_predict.serving.review``) are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
 """
 
 from __future__ import annotations
@@ -18,17 +18,23 @@ from typing import TypeVar
 
 import anyio.to_thread
 import bentoml
+from crm_predict.serving import review
+from crm_predict.serving import schemas as S
+from crm_predict.serving.hub import (
+    Job,
+    ModelHub,
+    UnavailableError,
+    UnknownIdsError,
+    UnknownRefsError,
+)
+from crm_predict.serving.scoring import FeatureInputError, check_rows
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from serving import review
-from serving import schemas as S
-from serving.hub import Job, ModelHub, UnavailableError, UnknownIdsError, UnknownRefsError
-from serving.scoring import FeatureInputError, check_rows
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 SERVICE_NAME = "crm_predict"
 JSON = "application/json"
@@ -62,9 +68,8 @@ def quiet_bentoml_deprecation() -> None:
     in a library on the request path resets Python's once-per-location registry, so it was
     printed to the log again and again (a formatted traceback line per request). Feast is
     imported first: its import puts a filter for every DeprecationWarning ahead of ours."""
+    import crm_predict.features.online  # noqa: F401 - see above
     from pydantic.warnings import PydanticDeprecatedSince211
-
-    import features.online  # noqa: F401 - see above
 
     warnings.filterwarnings(
         "ignore", message="Accessing the 'model_fields' attribute on the instance",
@@ -244,7 +249,7 @@ class CrmPredict:
 
 
 def _id_key(name: str) -> str:
-    from serving.scoring import ID_FIELD
+    from crm_predict.serving.scoring import ID_FIELD
 
     return ID_FIELD[name]
 

@@ -18,7 +18,7 @@ to clv, value ``LEAVE``). Accounts get ``account_tier`` from their won deals (``
 no model scores them.
 
 Each model's tag and task rules are its own module's ``tag_values`` and ``tasks``
-(``training/<model>.py``, over ``crm_predict.rules``' thresholds); this module turns what they
+(``training/<model>.py``, over ``crm_predict.core.rules``' thresholds); this module turns what they
 decide into rows and writes them.
 """
 
@@ -32,13 +32,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.orm import Session
-
-from crm_predict import rules as R
-from crm_predict.rules import RULES, SCORE_TAGS, Rules, TaskSpec
-from crm_predict.tagging import LEAVE, has
-from crm_store.bulk import EncodedRows
-from crm_store.repository import (
+from crm_predict.crm_store.bulk import EncodedRows
+from crm_predict.crm_store.repository import (
     PREDICTION_COLUMNS,
     TAG_COLUMNS,
     TagRows,
@@ -48,7 +43,12 @@ from crm_store.repository import (
     prepare_tags,
     upsert_tags,
 )
-from training.specs import MODULES, SPECS
+from crm_predict.training.specs import MODULES, SPECS
+from sqlalchemy.orm import Session
+
+from crm_predict.core import rules as R
+from crm_predict.core.rules import RULES, SCORE_TAGS, Rules, TaskSpec
+from crm_predict.core.tagging import LEAVE, has
 
 ENTITY_TYPES = {name: spec.crm_entity for name, spec in SPECS.items()}
 # Model features the built-in tags read beside the context (the batch adds them to the frame).
@@ -56,7 +56,7 @@ TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
 
 
 class ModelRef(Protocol):
-    """What write-back needs to know about the model that scored (``serving.loader.LoadedModel``)."""
+    """What write-back needs to know about the model that scored (``crm_predict.serving.loader.LoadedModel``)."""
 
     name: str
     version: str
@@ -137,7 +137,7 @@ def tag_rows(
 ) -> tuple[pd.DataFrame, dict]:
     """The tags of ``scored``: a long frame of ``entity_id, name, value`` and the columns every
     row shares (entity type and the model's provenance), kept apart: a bulk write sends those once.
-    A flag not set has no value: its tag is removed (``crm_predict.rules.FLAG_TAGS``)."""
+    A flag not set has no value: its tag is removed (``crm_predict.core.rules.FLAG_TAGS``)."""
     values = tag_values(model.name, scored, rfm_medians, rules)
     own = {r.name for r in rules.tag_rules(model.name)}  # already None where not set
     ids = scored["entity_id"].to_numpy(dtype=np.int64)
@@ -199,7 +199,7 @@ def tag_frame(
     rfm_medians: tuple[float, float, float] | None = None,
     rules: Rules = RULES,
 ) -> pd.DataFrame:
-    """Long frame of tags (``crm_store.repository.TAG_COLUMNS``) with the model's provenance."""
+    """Long frame of tags (``crm_predict.crm_store.repository.TAG_COLUMNS``) with the model's provenance."""
     rows, shared = tag_rows(model, scored, scored_at, rfm_medians, rules)
     if rows.empty:
         return pd.DataFrame(columns=TAG_COLUMNS)

@@ -12,10 +12,10 @@ import socket
 import uuid
 
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
 from sqlalchemy import text
 
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.core.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "CRM_PREDICT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session
-
-from crm_store.models import (
+from crm_predict.crm_store.models import (
     Account,
     Activity,
     Contact,
@@ -17,6 +15,7 @@ from crm_store.models import (
     Ticket,
     User,
 )
+from sqlalchemy.orm import Session
 
 AS_OF = datetime(2026, 6, 30)
 D = datetime

@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import skops.io
+from crm_predict.registry.evaluation import HOLDOUT_ARTIFACT
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
@@ -25,8 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from crm_predict.metrics import classification_metrics
-from registry.evaluation import HOLDOUT_ARTIFACT
+from crm_predict.core.metrics import classification_metrics
 
 FEATURES = ["activity", "recency", "region"]
 
@@ -167,7 +167,7 @@ def log_classifier_version(
         client.create_registered_model(name)
     version = client.create_model_version(name, source=info.model_uri, run_id=run_id).version
     if card:
-        from registry.card import write_model_card
+        from crm_predict.registry.card import write_model_card
 
         write_model_card(client, name, version)
     return str(version)
@@ -199,7 +199,7 @@ def log_metrics_version(
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
     version = str(client.create_model_version(name, source=source, run_id=run_id).version)
     if card:
-        from registry.card import write_model_card
+        from crm_predict.registry.card import write_model_card
 
         write_model_card(client, name, version)
     return version

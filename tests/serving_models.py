@@ -10,6 +10,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import skops.io
+from crm_predict.crm_store.db import make_engine, upgrade
+from crm_predict.serving.hub import UnknownIdsError
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.calibration import CalibratedClassifierCV
@@ -20,9 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, upgrade
-from serving.hub import UnknownIdsError
+from crm_predict.core.settings import Settings
 
 N_ROWS = 300
 LEAD_FEATURES = ["industry", "lead_region", "is_decision_maker", "pricing_views_30d", "site_visits_30d", "days_since_last_interaction", "rule_score"]  # fmt: skip
@@ -256,7 +256,7 @@ class FakeOnline:
             frame.insert(0, "entity_id", ids)
 
     def read(self, model_name: str, ids: list[int]) -> pd.DataFrame:
-        from serving.hub import UnavailableError
+        from crm_predict.serving.hub import UnavailableError
 
         if not self.reachable:
             raise UnavailableError("online store: connection refused")

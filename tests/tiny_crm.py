@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from crm_predict.crm_store.models import Contact, Deal, DealStageHistory, Lead, Order, Tag, User
 from sqlalchemy.orm import Session
-
-from crm_store.models import Contact, Deal, DealStageHistory, Lead, Order, Tag, User
 
 AS_OF = datetime(2026, 6, 30)
 

@@ -10,13 +10,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from crm_predict.training.classifier import (
+    ClassifierSpec,
+    TrainResult,
+    parse_numeric,
+    train_classifier,
+)
 
-from crm_predict import rules as R
-from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, Rules, TaskSpec, churn_risk_level
-from crm_predict.settings import Settings
-from crm_predict.tagging import flag, has, optional_id
-from training.classifier import ClassifierSpec, TrainResult, parse_numeric, train_classifier
+from crm_predict.core import rules as R
+from crm_predict.core.model_spec import ModelSpec
+from crm_predict.core.rules import RULES, Rules, TaskSpec, churn_risk_level
+from crm_predict.core.settings import Settings
+from crm_predict.core.tagging import flag, has, optional_id
 
 MODEL = ModelSpec(
     name="churn",

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from crm_predict.training.data_checks import DataChecks, apply_exclusions, check_table
+from crm_predict.training.tracking import log_run, tracking_at
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from crm_predict.errors import UserError
-from crm_predict.metrics import holdout_metrics
-from crm_predict.settings import Settings
-from training.data_checks import DataChecks, apply_exclusions, check_table
-from training.tracking import log_run, tracking_at
+from crm_predict.core.errors import UserError
+from crm_predict.core.metrics import holdout_metrics
+from crm_predict.core.settings import Settings
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
 N_JOBS = 2  # the machine is shared; never grab every core
@@ -571,7 +571,7 @@ def _one_thread(model: Any) -> Iterator[None]:
 def single_row_latency(model: Any, x: np.ndarray) -> tuple[float, float]:
     """(p50, p99) CPU ms of ``predict_proba`` on one preprocessed row, single-threaded: the
     estimator's share of an online prediction."""
-    from registry.latency import time_calls
+    from crm_predict.registry.latency import time_calls
 
     rows = [x[i : i + 1] for i in range(min(LATENCY_ROWS, len(x)))]
     with _one_thread(model):
@@ -892,7 +892,7 @@ def train_classifier(
 ) -> TrainResult:
     """Train, evaluate, log and register one classifier; bad input raises UserError, no run left.
 
-    ``exclude``: columns never to use; the data checks (``training.data_checks``) then drop
+    ``exclude``: columns never to use; the data checks (``crm_predict.training.data_checks``) then drop
     constant, identifier-like and near-duplicate columns and stop on target leakage unless
     ``allow_leakage`` — all before any model is fitted or anything is logged.
     """

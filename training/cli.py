@@ -8,16 +8,16 @@ from types import ModuleType
 from typing import Any
 
 import typer
+from crm_predict.training.data_checks import parse_exclude
 
-from crm_predict.errors import UserError, read_user_csv, user_errors_exit_2
-from training.data_checks import parse_exclude
+from crm_predict.core.errors import UserError, read_user_csv, user_errors_exit_2
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def classifier_module(model: str) -> ModuleType:
     """``training.<model>`` for a classification model, else a clear error."""
-    from training.specs import CLASSIFIERS
+    from crm_predict.training.specs import CLASSIFIERS
 
     if model not in CLASSIFIERS:
         raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
@@ -35,7 +35,7 @@ def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
     import pandas as pd
 
     try:
-        from features.training import training_set
+        from crm_predict.features.training import training_set
     except ImportError as exc:
         raise UserError(f"demo training needs features.training ({exc}); use --csv") from None
     truth_path = settings.demo_truth_dir / f"{model}.parquet"
@@ -183,7 +183,7 @@ def train(
                 "clv takes --transactions, next_best_time --events"
             )
         if model == "clv":
-            from training.clv import run_training as train_clv
+            from crm_predict.training.clv import run_training as train_clv
 
             result = train_clv(
                 settings, tracking_client(settings), transactions, customer_col, date_col,
@@ -192,7 +192,7 @@ def train(
             shown = ("mae_purchases", "baseline_mae_purchases", "mean_clv_3y")
             Console().print(clv_params_line(result.params, result.fit))
         else:
-            from training.next_best_time import run_training as train_nbt
+            from crm_predict.training.next_best_time import run_training as train_nbt
 
             result = train_nbt(
                 settings, tracking_client(settings), events, contact_col, time_col,
@@ -254,9 +254,8 @@ def predict(
 ) -> None:
     """Score a CSV with a registered classifier: id, probability and the tags it implies."""
     import pandas as pd
+    from crm_predict.training.classifier import score_table
     from rich.console import Console
-
-    from training.classifier import score_table
 
     settings = ctx.obj
     module = classifier_module(model)

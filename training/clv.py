@@ -22,15 +22,15 @@ from typing import Literal
 import mlflow
 import numpy as np
 import pandas as pd
+from crm_predict.training.tracking import log_pyfunc_run
 from mlflow import MlflowClient
 
-from crm_predict import rules as R
-from crm_predict.errors import UserError, read_user_csv
-from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, Rules, TaskSpec, rfm_segment, value_tier
-from crm_predict.settings import Settings
-from crm_predict.tagging import flag, has, high_activity
-from training.tracking import log_pyfunc_run
+from crm_predict.core import rules as R
+from crm_predict.core.errors import UserError, read_user_csv
+from crm_predict.core.model_spec import ModelSpec
+from crm_predict.core.rules import RULES, Rules, TaskSpec, rfm_segment, value_tier
+from crm_predict.core.settings import Settings
+from crm_predict.core.tagging import flag, has, high_activity
 
 MODEL = ModelSpec(
     name="clv",
@@ -174,7 +174,7 @@ def read_transactions_csv(
 
 def demo_transactions(session) -> pd.DataFrame:
     """The CRM store's orders as a transaction table (customer = contact_id)."""
-    from crm_store.repository import read_table
+    from crm_predict.crm_store.repository import read_table
 
     orders = read_table(session, "orders", ["contact_id", "ordered_at", "amount"])
     if orders.empty:
@@ -439,7 +439,7 @@ def customer_segments(
     transactions: pd.DataFrame, scores: pd.DataFrame, as_of: datetime, rules: Rules = RULES
 ) -> pd.DataFrame:
     """RFM segment (history up to ``as_of``) and value tier (predicted yearly value = clv_3y over
-    the horizon in years) per customer, both by ``crm_predict.rules``."""
+    the horizon in years) per customer, both by ``crm_predict.core.rules``."""
     history = transactions[transactions["date"] <= as_of]
     per_customer = history.groupby("customer").agg(
         last=("date", "max"), orders=("date", "size"), spend=("amount", "sum")
@@ -677,7 +677,7 @@ def run_training(
     if transactions_csv is None:
         if any(columns.values()):
             raise UserError(f"{', '.join(columns)} go with --transactions CSV")
-        from crm_store.db import store_session
+        from crm_predict.crm_store.db import store_session
 
         with store_session(settings.crm_url) as session:
             transactions = demo_transactions(session)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from crm_predict.errors import UserError
+from crm_predict.core.errors import UserError
 
 # A single honest CRM feature rarely separates outcomes beyond AUC 0.9 (the demo's best, the
 # recency of a customer for churn, is below that); a column at 0.97 or more is almost always
@@ -102,7 +102,7 @@ class DataChecks:
 def _parsed(series: pd.Series) -> tuple[str, pd.Series]:
     """("numeric", floats) or ("categorical", stripped text with NaN), as the model will see it;
     ("ignored", series) for datetimes, which the preprocessor drops."""
-    from training.classifier import _text, parse_boolean, parse_numeric
+    from crm_predict.training.classifier import _text, parse_boolean, parse_numeric
 
     if pd.api.types.is_datetime64_any_dtype(series):
         return "ignored", series

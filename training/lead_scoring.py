@@ -11,10 +11,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from crm_predict.training.classifier import (
+    LABEL,
+    ClassifierSpec,
+    TrainResult,
+    parse_boolean,
+    train_classifier,
+)
 
-from crm_predict import rules as R
-from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import (
+from crm_predict.core import rules as R
+from crm_predict.core.model_spec import ModelSpec
+from crm_predict.core.rules import (
     RULES,
     Rules,
     TaskSpec,
@@ -23,9 +30,8 @@ from crm_predict.rules import (
     lead_score_1_99,
     rule_based_lead_score,
 )
-from crm_predict.settings import Settings
-from crm_predict.tagging import flag, has, high_activity, optional_id, optional_timestamp
-from training.classifier import LABEL, ClassifierSpec, TrainResult, parse_boolean, train_classifier
+from crm_predict.core.settings import Settings
+from crm_predict.core.tagging import flag, has, high_activity, optional_id, optional_timestamp
 
 MODEL = ModelSpec(
     name="lead_scoring",

@@ -27,17 +27,17 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from crm_predict.training.classifier import parse_boolean
+from crm_predict.training.tracking import log_pyfunc_run
 from mlflow import MlflowClient
 from scipy.special import betaln
 
-from crm_predict import rules as R
-from crm_predict.errors import UserError, read_user_csv
-from crm_predict.model_spec import ModelSpec
-from crm_predict.rules import RULES, Rules, TaskSpec, slot_label
-from crm_predict.settings import Settings
-from crm_predict.tagging import LEAVE, has, high_activity
-from training.classifier import parse_boolean
-from training.tracking import log_pyfunc_run
+from crm_predict.core import rules as R
+from crm_predict.core.errors import UserError, read_user_csv
+from crm_predict.core.model_spec import ModelSpec
+from crm_predict.core.rules import RULES, Rules, TaskSpec, slot_label
+from crm_predict.core.settings import Settings
+from crm_predict.core.tagging import LEAVE, has, high_activity
 
 MODEL = ModelSpec(
     name="next_best_time",
@@ -191,7 +191,7 @@ def contact_segments(contacts: pd.DataFrame) -> pd.Series:
 
 def demo_events(session) -> pd.DataFrame:
     """Outreach with an outcome from the CRM store's activities, segmented by contact."""
-    from crm_store.repository import read_table
+    from crm_predict.crm_store.repository import read_table
 
     activities = read_table(
         session, "activities", ["contact_id", "occurred_at", "channel", "responded"]
@@ -612,7 +612,7 @@ def run_training(
     if events_csv is None:
         if any(required.values()) or any(optional.values()):
             raise UserError(f"{', '.join([*required, *optional])} go with --events CSV")
-        from crm_store.db import store_session
+        from crm_predict.crm_store.db import store_session
 
         with store_session(settings.crm_url) as session:
             events = demo_events(session)

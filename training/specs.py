@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from crm_predict.errors import UserError
-from crm_predict.model_spec import ModelSpec
-from training import churn, clv, deal_health, lead_scoring, next_best_time
+from crm_predict.training import churn, clv, deal_health, lead_scoring, next_best_time
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.model_spec import ModelSpec
 
 # Each model's module: its ``MODEL`` spec, ``tag_values(scored, rules, rfm_medians)`` and
 # ``tasks(scored, now, rules)`` (the write-back's rules for its scores).

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
-from crm_predict.tracking import experiment_id
+from crm_predict.core.tracking import experiment_id
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ def log_run(
     """
     import matplotlib.pyplot as plt
     import mlflow
-
-    from registry.lifecycle import on_new_version
+    from crm_predict.registry.lifecycle import on_new_version
 
     figures = figures or {}
     run_id = model_version = None

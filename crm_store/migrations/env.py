@@ -1,8 +1,7 @@
-"""Alembic environment: the engine comes from ``crm_store.db.alembic_config``."""
+"""Alembic environment: the engine comes from ``crm_predict.crm_store.db.alembic_config``."""
 
 from alembic import context
-
-from crm_store.models import Base
+from crm_predict.crm_store.models import Base
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

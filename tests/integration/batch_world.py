@@ -1,8 +1,8 @@
 """A tiny seeded CRM, five tiny champions in MLflow and a stand-in feature reader for batch tests.
 
-``python batch_world.py DATA_DIR CHUNK_SIZE`` runs ``serving.batch.run_batch`` on that world in a
+``python batch_world.py DATA_DIR CHUNK_SIZE`` runs ``crm_predict.serving.batch.run_batch`` on that world in a
 process of its own (the SIGKILL test kills it between chunks). The feature reader has the signature
-of ``features.scoring.scoring_frame`` and reads the same CRM store, so the job is tested end to end
+of ``crm_predict.features.scoring.scoring_frame`` and reads the same CRM store, so the job is tested end to end
 without the Feast export.
 """
 
@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import mlflow
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.models import Account, Activity, Contact, Deal, Lead, Order, User
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -22,8 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from crm_predict.settings import Settings
-from crm_store.models import Account, Activity, Contact, Deal, Lead, Order, User
+from crm_predict.core.settings import Settings
 
 AT = datetime(2026, 6, 30, 2, 0)
 
@@ -119,7 +119,7 @@ def build_crm(session: Session, n_contacts: int = 60, seed: int = 3) -> None:
 
 
 def _read(url: str, sql: str, **params) -> pd.DataFrame:
-    from crm_store.db import make_engine
+    from crm_predict.crm_store.db import make_engine
 
     engine = make_engine(url)
     try:
@@ -132,7 +132,7 @@ def _read(url: str, sql: str, **params) -> pd.DataFrame:
 def tiny_scoring_frame(
     settings: Settings, model_name: str, at: datetime, entity_ids: list[int] | None = None
 ) -> pd.DataFrame:
-    """Stand-in for ``features.scoring.scoring_frame``: a few features per active entity."""
+    """Stand-in for ``crm_predict.features.scoring.scoring_frame``: a few features per active entity."""
     url = settings.crm_url
     at_s = at.strftime("%Y-%m-%d %H:%M:%S")
     if model_name == "lead_scoring":
@@ -246,8 +246,8 @@ def register_champions(client: MlflowClient, settings: Settings) -> None:
 
 def main(argv: list[str]) -> None:
     """Run the batch job on an existing world (used as a subprocess by the SIGKILL test)."""
-    from crm_store.db import make_engine, session_factory
-    from serving.batch import run_batch
+    from crm_predict.crm_store.db import make_engine, session_factory
+    from crm_predict.serving.batch import run_batch
 
     settings = Settings(data_dir=argv[0], batch_chunk_size=int(argv[1]), database_url=argv[2], mlflow_tracking_uri=argv[3])  # fmt: skip
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)

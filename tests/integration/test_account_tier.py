@@ -9,11 +9,10 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import Account, Deal
+from crm_predict.serving.batch import run_batch
 from sqlalchemy import text
-
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Account, Deal
-from serving.batch import run_batch
 
 DAY = timedelta(days=1)
 

@@ -7,13 +7,12 @@ from datetime import datetime
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from crm_predict.crm_store import arrow_io
+from crm_predict.crm_store.demo import generate_demo
+from crm_predict.crm_store.models import ENTITY_MODELS, Contact
+from crm_predict.crm_store.repository import read_table
+from crm_predict.features import export as fx
 from sqlalchemy import create_engine, select, text
-
-from crm_store import arrow_io
-from crm_store.demo import generate_demo
-from crm_store.models import ENTITY_MODELS, Contact
-from crm_store.repository import read_table
-from features import export as fx
 
 
 @pytest.fixture

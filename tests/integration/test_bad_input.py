@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from crm_predict.crm_store.importer import import_csv
+from crm_predict.crm_store.models import Account, Contact, Deal, Order, User
 from sqlalchemy import func, select
 
-from crm_predict.errors import UserError
-from crm_store.importer import import_csv
-from crm_store.models import Account, Contact, Deal, Order, User
+from crm_predict.core.errors import UserError
 
 NOW = datetime(2026, 7, 1, 9, 0)
 CLI = Path(sys.executable).with_name("crm-predict")

@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
+from crm_predict.crm_store.db import session_factory
+from crm_predict.crm_store.models import BatchCheckpoint, BatchRun
+from crm_predict.serving.batch import OUTPUT_TABLES, run_batch
+from crm_predict.serving.batch_cli import batch_app, parse_models
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from crm_predict.rules import FLAG_TAGS, MODEL_NAMES, SCORE_TAGS
-from crm_store.db import session_factory
-from crm_store.models import BatchCheckpoint, BatchRun
-from serving.batch import OUTPUT_TABLES, run_batch
-from serving.batch_cli import batch_app, parse_models
+from crm_predict.core.rules import FLAG_TAGS, MODEL_NAMES, SCORE_TAGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,11 +183,11 @@ def test_cli_batch_score_rejects_unknown_models():
 
 def test_cli_batch_score_on_a_demo_store(settings, mlflow_client, monkeypatch):
     """`crm-predict batch score` end to end: demo CRM, feature export, five champions, write-back."""
+    from crm_predict.crm_store.db import make_engine, upgrade
+    from crm_predict.crm_store.demo import generate_demo
     from serving_models import register_models
 
     from crm_predict.cli import app
-    from crm_store.db import make_engine, upgrade
-    from crm_store.demo import generate_demo
 
     engine = make_engine(settings.crm_url)
     upgrade(engine)

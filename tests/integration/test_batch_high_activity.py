@@ -9,11 +9,10 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import Activity, Lead
+from crm_predict.serving.batch import run_batch
 from sqlalchemy import text
-
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Activity, Lead
-from serving.batch import run_batch
 
 BUSY_LEAD, QUIET_LEAD = 101, 102
 PROSPECT = 2  # a contact without orders (the world's customers start at contact 15)
@@ -54,7 +53,7 @@ def world(tmp_path, mlflow_client):
 
 
 def features(settings, model_name, at, entity_ids=None) -> pd.DataFrame:
-    """The tiny reader, with what ``features.scoring`` gives beside it here: leads'
+    """The tiny reader, with what ``crm_predict.features.scoring`` gives beside it here: leads'
     ``site_visits_30d``, and every contact (not only customers) for next-best-time."""
     engine = make_engine(settings.crm_url)
     try:

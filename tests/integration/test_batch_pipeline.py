@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import threading
 
+import crm_predict.serving.batch as batch
 import pytest
 from batch_world import AT, tiny_scoring_frame
+from crm_predict.crm_store.db import session_factory
+from crm_predict.crm_store.models import BatchCheckpoint
 from test_batch import _clear_outputs, _outputs, _run, world  # noqa: F401 - shared fixtures
-
-import serving.batch as batch
-from crm_store.db import session_factory
-from crm_store.models import BatchCheckpoint
 
 
 class Boom(RuntimeError):

@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm, tiny_scoring_frame, world_settings
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.serving.batch import run_batch
 from sqlalchemy import text
-
-from crm_store.db import make_engine, session_factory, upgrade
-from serving.batch import run_batch
 
 
 @pytest.fixture

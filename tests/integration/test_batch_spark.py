@@ -9,14 +9,14 @@ import shutil
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import PredictionLog, Tag
+from crm_predict.serving.batch import crm_tables, rule_context, score
+from crm_predict.serving.loader import load_model
+from crm_predict.serving.writeback import tag_frame
 
-from crm_predict.rules import MODEL_NAMES
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import PredictionLog, Tag
-from serving.batch import crm_tables, rule_context, score
-from serving.loader import load_model
-from serving.writeback import tag_frame
+from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -37,7 +37,7 @@ def _require_spark() -> None:
 @pytest.fixture(scope="module")
 def spark():
     _require_spark()
-    from serving.batch_spark import spark_session
+    from crm_predict.serving.batch_spark import spark_session
 
     session = spark_session("local[2]")
     yield session
@@ -45,7 +45,7 @@ def spark():
 
 
 def test_spark_batch_matches_single_machine_scores_and_tags(spark, tmp_path, mlflow_client):
-    from serving.batch_spark import run_spark_batch, write_outputs
+    from crm_predict.serving.batch_spark import run_spark_batch, write_outputs
 
     settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=mlflow_client.tracking_uri)
     settings.ensure_dirs()

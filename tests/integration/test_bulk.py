@@ -4,11 +4,15 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store.bulk import (
+    SQLITE_ROWS_PER_STATEMENT,
+    clear_store,
+    insert_frame,
+    store_is_empty,
+)
+from crm_predict.crm_store.models import Activity, Contact, PredictionLog, Tag
+from crm_predict.crm_store.repository import current_tags, upsert_tags
 from sqlalchemy import select
-
-from crm_store.bulk import SQLITE_ROWS_PER_STATEMENT, clear_store, insert_frame, store_is_empty
-from crm_store.models import Activity, Contact, PredictionLog, Tag
-from crm_store.repository import current_tags, upsert_tags
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891011)
 

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pandas as pd
+from crm_predict.crm_store.db import make_engine, session_factory
+from crm_predict.crm_store.models import Tag, TagHistory, Task
+from crm_predict.crm_store.repository import create_tasks, upsert_tags
 from sqlalchemy import func, select
 
-from crm_predict.rules import TaskSpec
-from crm_store.db import make_engine, session_factory
-from crm_store.models import Tag, TagHistory, Task
-from crm_store.repository import create_tasks, upsert_tags
+from crm_predict.core.rules import TaskSpec
 
 CLIENTS = 8
 ROUNDS = 4

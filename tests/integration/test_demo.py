@@ -5,16 +5,16 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.crm_store.bulk import clear_store
+from crm_predict.crm_store.demo import AS_OF, BULK_TABLES, generate_demo
+from crm_predict.crm_store.importer import normalise_email
+from crm_predict.crm_store.models import ENTITY_MODELS
+from crm_predict.crm_store.repository import read_table
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import inspect as sa_inspect
 
-from crm_predict.errors import UserError
-from crm_store.bulk import clear_store
-from crm_store.demo import AS_OF, BULK_TABLES, generate_demo
-from crm_store.importer import normalise_email
-from crm_store.models import ENTITY_MODELS
-from crm_store.repository import read_table
+from crm_predict.core.errors import UserError
 
 TABLES = list(ENTITY_MODELS)
 

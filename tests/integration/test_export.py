@@ -9,15 +9,24 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from crm_predict.crm_store import export
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import (
+    Account,
+    Contact,
+    Deal,
+    Lead,
+    PredictionLog,
+    Tag,
+    Task,
+    User,
+)
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from crm_store import export
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Account, Contact, Deal, Lead, PredictionLog, Tag, Task, User
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 T = datetime(2026, 6, 30, 2, 0)
 TAG_HEADER = ["entity_type", "entity_id", "entity_external_id", "name", "value", "model_name", "model_version", "run_id", "scored_at"]  # fmt: skip

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 from batch_world import AT, tiny_scoring_frame
+from crm_predict.crm_store.db import make_engine, session_factory
+from crm_predict.crm_store.models import BatchCheckpoint, BatchRun
+from crm_predict.serving.batch import run_batch
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 from test_batch import _clear_outputs, _outputs, _run, world  # noqa: F401 - shared fixtures
-
-from crm_store.db import make_engine, session_factory
-from crm_store.models import BatchCheckpoint, BatchRun
-from serving.batch import run_batch
 
 # The tag upsert's shape changes with its optimisation (and a COPY through the driver's cursor passes
 # no SQLAlchemy event): the chunk's checkpoint row, flushed by its commit after the tags, tasks and

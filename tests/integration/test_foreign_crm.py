@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory
+from crm_predict.crm_store.models import (
+    Activity,
+    Contact,
+    Deal,
+    DealStageHistory,
+    Lead,
+    Tag,
+    Task,
+    User,
+)
 from foreign_crm import AS_OF, world, write_acme, write_hubspot, write_salesforce
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_store.db import make_engine, session_factory
-from crm_store.models import Activity, Contact, Deal, DealStageHistory, Lead, Tag, Task, User
 
 AT = f"{AS_OF.date()}T23:00:00"
 TOKEN = "foreign-crm-token"
@@ -102,10 +111,9 @@ def test_a_foreign_crm_goes_through_the_whole_loop(tmp_path, monkeypatch, foreig
 
 def _answers_by_external_id(monkeypatch, tmp_path, data, lead_id: int) -> None:
     """The service, on this store's champions and Feast online store, scores by source id."""
+    from crm_predict.serving.service import CrmPredict
     from serving_models import forget_bentoml_metrics
     from starlette.testclient import TestClient
-
-    from serving.service import CrmPredict
 
     monkeypatch.setenv("CRM_PREDICT_DATA_DIR", str(data))
     monkeypatch.setenv("CRM_PREDICT_API_TOKEN", TOKEN)

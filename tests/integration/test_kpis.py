@@ -6,12 +6,12 @@ import math
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store import kpis
+from crm_predict.crm_store.models import Tag
+from crm_predict.crm_store.repository import log_predictions
 from tiny_crm import AS_OF, build_tiny_crm
 
-from crm_predict.errors import UserError
-from crm_store import kpis
-from crm_store.models import Tag
-from crm_store.repository import log_predictions
+from crm_predict.core.errors import UserError
 
 # Flat costs: 1000 unattributed marketing + 500 sales + web 100 + referral 50 per month.
 COSTS = kpis.flat_costs(

@@ -7,12 +7,19 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from crm_predict.crm_store.importer import import_directory
+from crm_predict.crm_store.mapping import load_mapping, parse_mapping
+from crm_predict.crm_store.models import (
+    ENTITY_MODELS,
+    Activity,
+    Contact,
+    Deal,
+    DealStageHistory,
+    Lead,
+)
 from sqlalchemy import func, select
 
-from crm_predict.errors import UserError
-from crm_store.importer import import_directory
-from crm_store.mapping import load_mapping, parse_mapping
-from crm_store.models import ENTITY_MODELS, Activity, Contact, Deal, DealStageHistory, Lead
+from crm_predict.core.errors import UserError
 
 NOW = datetime(2026, 7, 1, 9, 0)
 MAPPING = """

@@ -9,16 +9,16 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.features.export import export, export_as_of
+from crm_predict.features.materialize import materialize
+from crm_predict.features.online import ServiceReader, UnknownEntityError, online_features
+from crm_predict.features.scoring import scoring_frame
+from crm_predict.features.store import apply
 from feature_sample import build_crm
 
-from crm_predict.rules import MODEL_NAMES
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from features.export import export, export_as_of
-from features.materialize import materialize
-from features.online import ServiceReader, UnknownEntityError, online_features
-from features.scoring import scoring_frame
-from features.store import apply
+from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -159,13 +159,12 @@ def test_redis_bulk_write_writes_the_hashes_feast_writes(tmp_path, redis_url):
     import numpy as np
     import pyarrow as pa
     import redis
+    from crm_predict.features.online_store import BulkRedisOnlineStore
+    from crm_predict.features.store import repo_config
     from feast import ValueType
     from feast.infra.online_stores.redis import RedisOnlineStore
     from feast.types import Float64, Int64, String
     from feast.utils import _convert_arrow_to_proto
-
-    from features.online_store import BulkRedisOnlineStore
-    from features.store import repo_config
 
     rng = np.random.default_rng(5)
     n = 300

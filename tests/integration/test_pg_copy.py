@@ -4,9 +4,13 @@ nullable integers of each width, floats with NaN and infinity, booleans, shared 
 
 from datetime import datetime
 
+import crm_predict.crm_store.bulk as bulk
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.crm_store.bulk import insert_frame
+from crm_predict.crm_store.db import make_engine, session_factory
+from crm_predict.crm_store.models import Task
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,11 +25,6 @@ from sqlalchemy import (
     Text,
     select,
 )
-
-import crm_store.bulk as bulk
-from crm_store.bulk import insert_frame
-from crm_store.db import make_engine, session_factory
-from crm_store.models import Task
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891011)
 

@@ -4,10 +4,9 @@ stored keys through the staged join) give the same current values and history, o
 from datetime import datetime, timedelta
 
 import pandas as pd
+from crm_predict.crm_store.models import Tag, TagHistory
+from crm_predict.crm_store.repository import current_tags, tag_history, upsert_tags
 from sqlalchemy import select, text
-
-from crm_store.models import Tag, TagHistory
-from crm_store.repository import current_tags, tag_history, upsert_tags
 
 NOW = datetime(2026, 1, 15, 3, 0, 0, 123456)
 LATER = NOW + timedelta(days=1)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
 from mlflow import MlflowClient
 from tiny_crm import build_tiny_crm
 from tiny_registry import register_version
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.core.settings import Settings
 
 SECTIONS = ("funnel", "cycle", "acquisition", "channels", "owners", "forecast", "models")
 CHARTS = ("funnel", "sales_cycle", "cac", "channel_roi", "owners", "forecast")

@@ -14,14 +14,14 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import IN_CI
+from crm_predict.features.export import export_as_of
 from mlflow import MlflowClient
 from serving_models import DEAL_FEATURES, register_models
 from test_serving_http import running_server
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.settings import Settings
-from features.export import export_as_of
+from crm_predict.core.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """The batch and the online API see the same rule context: for the same lead, deal and customer at
-the same ``at``, the batch's context (``serving.batch.rule_context`` over the run's CRM snapshot)
+the same ``at``, the batch's context (``crm_predict.serving.batch.rule_context`` over the run's CRM snapshot)
 and the API's write-back frame (the Feast online features, materialized at ``at``, through
-``serving.hub.scored_frame``) hold the same rule points, days idle, days inactive and yearly
+``crm_predict.serving.hub.scored_frame``) hold the same rule points, days idle, days inactive and yearly
 spend, and the write-back derives the same MQL, churn-warning and value tags from them, under the
 built-in rules and under a rules file that moves the thresholds."""
 
@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from batch_world import AT, build_crm
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.features.export import export, load_snapshots
+from crm_predict.features.materialize import materialize
+from crm_predict.features.scoring import scoring_frame
+from crm_predict.features.store import apply
+from crm_predict.serving import batch
+from crm_predict.serving.hub import FeastOnline, Scored, crm_context, scored_frame
+from crm_predict.serving.writeback import tag_values
 
-from crm_predict.rules import RULES, Rules
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from features.export import export, load_snapshots
-from features.materialize import materialize
-from features.scoring import scoring_frame
-from features.store import apply
-from serving import batch
-from serving.hub import FeastOnline, Scored, crm_context, scored_frame
-from serving.writeback import tag_values
+from crm_predict.core.rules import RULES, Rules
+from crm_predict.core.settings import Settings
 
 MODELS = ("lead_scoring", "deal_health", "churn")
 # The rule values each model's write-back reads, and the tags they decide.

@@ -14,13 +14,13 @@ from datetime import datetime
 import httpx
 import numpy as np
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import Contact
+from crm_predict.serving.cli import serve_command
 from mlflow import MlflowClient
 from serving_models import lead_frame, register_models
 
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Contact
-from serving.cli import serve_command
+from crm_predict.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 TOKEN = "integration-token"

@@ -4,18 +4,15 @@ import sqlite3
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import func, inspect, select, text
-
-from crm_predict.rules import TaskSpec, first_contact_task
-from crm_store.db import (
+from crm_predict.crm_store.db import (
     background_checkpoints,
     downgrade,
     make_engine,
     session_factory,
     upgrade,
 )
-from crm_store.models import PredictionLog, Tag, TagHistory, Task
-from crm_store.repository import (
+from crm_predict.crm_store.models import PredictionLog, Tag, TagHistory, Task
+from crm_predict.crm_store.repository import (
     changed_since,
     create_tasks,
     current_tags,
@@ -23,6 +20,9 @@ from crm_store.repository import (
     tag_history,
     upsert_tags,
 )
+from sqlalchemy import func, inspect, select, text
+
+from crm_predict.core.rules import TaskSpec, first_contact_task
 
 NOW = datetime(2026, 1, 15, 3, 0)
 
@@ -220,7 +220,7 @@ def test_prediction_log_survives_feasts_global_sqlite_datetime_adapter(sqlite_se
 
 
 def test_changed_since_reads_only_newer_rows(session):
-    from crm_store.models import Account
+    from crm_predict.crm_store.models import Account
 
     session.add_all(
         [

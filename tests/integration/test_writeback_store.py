@@ -4,11 +4,11 @@ second write-back of the same scores creates no duplicate tag or task."""
 from datetime import datetime, timedelta
 
 import pandas as pd
+from crm_predict.crm_store.models import PredictionLog, Tag, TagHistory, Task
+from crm_predict.crm_store.repository import current_tags, tag_history
+from crm_predict.serving.writeback import ModelVersionRef, write_back
 
-from crm_predict import rules as R
-from crm_store.models import PredictionLog, Tag, TagHistory, Task
-from crm_store.repository import current_tags, tag_history
-from serving.writeback import ModelVersionRef, write_back
+from crm_predict.core import rules as R
 
 NOW = datetime(2026, 6, 30, 2, 0)
 

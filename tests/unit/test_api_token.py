@@ -4,12 +4,12 @@ would let anyone write back), unless a local demo opts out and gets a one-off ra
 from __future__ import annotations
 
 import pytest
+from crm_predict.serving.cli import serve_command
 from typer.testing import CliRunner
 
 from crm_predict.cli import app, main
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from serving.cli import serve_command
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 
 @pytest.mark.parametrize("token", ["", "   ", "change-me"])
@@ -43,7 +43,7 @@ def test_cli_serve_without_token_is_a_clear_error_and_starts_nothing(tmp_path, m
     monkeypatch.delenv("CRM_PREDICT_API_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
     started = []
-    monkeypatch.setattr("serving.cli.os.execve", lambda *a: started.append(a))
+    monkeypatch.setattr("crm_predict.serving.cli.os.execve", lambda *a: started.append(a))
     monkeypatch.setattr("sys.argv", ["crm-predict", "--data-dir", str(tmp_path), "serve"])
     with pytest.raises(SystemExit) as exited:
         main()
@@ -59,7 +59,7 @@ def test_cli_serve_without_token_is_a_clear_error_and_starts_nothing(tmp_path, m
 
 def test_the_service_itself_refuses_to_start_without_a_token(tmp_path, monkeypatch):
     """A bare ``bentoml serve`` (not through ``crm-predict serve``) refuses too."""
-    from serving.service import CrmPredict
+    from crm_predict.serving.service import CrmPredict
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CRM_PREDICT_DATA_DIR", str(tmp_path))
@@ -71,7 +71,7 @@ def test_the_service_itself_refuses_to_start_without_a_token(tmp_path, monkeypat
 @pytest.mark.parametrize("configured", ["", "s3cret-token"])
 @pytest.mark.parametrize("header", ["Bearer ", "Bearer    ", "bearer"])
 def test_an_empty_bearer_never_passes(configured, header):
-    from serving.service import ApiError, check_token
+    from crm_predict.serving.service import ApiError, check_token
 
     with pytest.raises(ApiError) as refused:
         check_token(header, configured)

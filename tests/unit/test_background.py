@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from crm_predict.background import background_writer
+from crm_predict.core.background import background_writer
 
 
 def test_every_item_is_consumed_in_order_before_the_block_ends():

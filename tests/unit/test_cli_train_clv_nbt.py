@@ -70,7 +70,7 @@ def test_train_clv_on_cdnow_gives_the_published_mle_by_default(cli, tmp_path, ml
     assert float(run.data.params["fit_a"]) == pytest.approx(0.793, abs=0.002)
     assert run.data.tags["clv_fit_penalized"] == "false"
     assert run.data.metrics["mean_clv_3y"] == pytest.approx(63.4, abs=0.1)
-    from registry.card import write_model_card
+    from crm_predict.registry.card import write_model_card
 
     card = write_model_card(client, "clv", "1")
     assert "| BG/NBD | r = 0.242" in card and "a = 0.792" in card

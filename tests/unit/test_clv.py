@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from clv_nbt_frames import synthetic_transactions
-
-from crm_predict.errors import UserError
-from crm_predict.rules import RFM_SEGMENTS, rfm_segment
-from training.clv import (
+from crm_predict.training.clv import (
     FEATURES,
     OUTPUTS,
     ClvConfig,
@@ -26,6 +23,9 @@ from training.clv import (
     train_clv,
     transactions_frame,
 )
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import RFM_SEGMENTS, rfm_segment
 
 
 def cdnow_transactions() -> pd.DataFrame:
@@ -115,7 +115,7 @@ def test_non_convergence_suggests_a_higher_penalizer():
 
 
 def test_a_penalizer_is_used_only_when_the_mle_does_not_converge():
-    from training.clv import fit_clv_auto
+    from crm_predict.training.clv import fit_clv_auto
 
     tx = transactions_frame(synthetic_transactions(), "cust", "when", "value")
     mle = fit_clv_auto(customer_summary(tx, tx["date"].max()))
@@ -194,7 +194,7 @@ CLV_PARAMS = ClvParams(r=0.5, alpha=5.0, a=0.5, b=5.0, p=6.0, q=4.0, v=15.0)
 
 
 def test_discounted_clv_equals_lifetimes_customer_lifetime_value():
-    from training.clv import WEEKS_PER_MONTH, _fitters, discounted_clv
+    from crm_predict.training.clv import WEEKS_PER_MONTH, _fitters, discounted_clv
 
     params = CLV_PARAMS
     f, r, t, m = _histories()
@@ -209,7 +209,7 @@ def test_discounted_clv_equals_lifetimes_customer_lifetime_value():
 
 @pytest.mark.parametrize("weeks", [0.0, 90 / 7, 52.0, 156.0])
 def test_expected_purchases_and_p_alive_equal_lifetimes(weeks):
-    from training.clv import _fitters, expected_purchases, probability_alive
+    from crm_predict.training.clv import _fitters, expected_purchases, probability_alive
 
     f, r, t, _ = _histories(seed=1)
     bgf, _ = _fitters(CLV_PARAMS)

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import test_training_cli
+from crm_predict.training.data_checks import check_table
 from test_training_cli import run_cli
 from training_frames import telco_csv
-
-from training.data_checks import check_table
 
 workspace = test_training_cli.workspace
 

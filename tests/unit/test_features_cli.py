@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
 from feature_sample import build_crm
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 runner = CliRunner()
 

@@ -4,11 +4,11 @@ excluded (protected) attributes can never reach a model."""
 from __future__ import annotations
 
 import pytest
+from crm_predict.features import definitions as defs
 
-from crm_predict.errors import UserError
-from crm_predict.rules import MODEL_NAMES
-from crm_predict.settings import Settings
-from features import definitions as defs
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.settings import Settings
 
 
 @pytest.fixture

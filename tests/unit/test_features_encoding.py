@@ -5,20 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
-from feast.types import Float64, Int64, String
-from feast.utils import _convert_arrow_to_proto
-
-from features.online_store import (
+from crm_predict.features.online_store import (
     Encoded,
     encode_entity_keys,
     encode_values,
     feature_field,
     hset_commands,
 )
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.types import Float64, Int64, String
+from feast.utils import _convert_arrow_to_proto
 
 
 def _frame(n: int = 200, seed: int = 3) -> pd.DataFrame:

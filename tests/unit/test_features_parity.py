@@ -9,16 +9,16 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.crm_store.mapping import DEFAULT_CATEGORY_OF
+from crm_predict.features import transforms as tf
+from crm_predict.features.definitions import ENTITIES
+from crm_predict.features.export import compute_views
+from crm_predict.features.labels import active_rows
+from crm_predict.features.scoring import scoring_frame
+from crm_predict.serving import batch
 
-from crm_predict.rules import MODEL_NAMES, rule_based_lead_score
-from crm_predict.settings import Settings
-from crm_store.mapping import DEFAULT_CATEGORY_OF
-from features import transforms as tf
-from features.definitions import ENTITIES
-from features.export import compute_views
-from features.labels import active_rows
-from features.scoring import scoring_frame
-from serving import batch
+from crm_predict.core.rules import MODEL_NAMES, rule_based_lead_score
+from crm_predict.core.settings import Settings
 
 AT = datetime(2026, 6, 30, 2)
 TYPES = ["site_visit", "Site_Visit", "pricing_page_view", "whitepaper_download", "trial_request",

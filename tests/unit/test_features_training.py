@@ -6,16 +6,16 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.features.definitions import feature_names
+from crm_predict.features.export import export, export_as_of, labels_dir
+from crm_predict.features.scoring import scoring_frame
+from crm_predict.features.store import apply
+from crm_predict.features.training import training_set
 from feature_sample import AS_OF, build_crm
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from features.definitions import feature_names
-from features.export import export, export_as_of, labels_dir
-from features.scoring import scoring_frame
-from features.store import apply
-from features.training import training_set
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+from crm_predict.features import transforms as tf
 
-from crm_predict.rules import rule_based_lead_score
-from features import transforms as tf
+from crm_predict.core.rules import rule_based_lead_score
 
 T = datetime(2026, 3, 1)
 

@@ -4,11 +4,11 @@ idempotent; and the CLI commands exit 2 with a message (no traceback) on bad inp
 from datetime import datetime
 
 import pytest
+from crm_predict.crm_store.importer import import_csv, normalise_phone
+from crm_predict.crm_store.models import Account, Contact, Deal, Lead, Order, User
 from sqlalchemy import func, select
 
-from crm_predict.errors import UserError
-from crm_store.importer import import_csv, normalise_phone
-from crm_store.models import Account, Contact, Deal, Lead, Order, User
+from crm_predict.core.errors import UserError
 
 NOW = datetime(2026, 7, 1, 9, 0)
 

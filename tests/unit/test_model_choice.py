@@ -3,14 +3,13 @@ validation split above it, and the chosen model set beside two untuned sklearn m
 
 from __future__ import annotations
 
+import crm_predict.training.classifier as classifier
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.training import lead_scoring
 from training_frames import lead_frame
-
-import training.classifier as classifier
-from training import lead_scoring
 
 
 @pytest.fixture

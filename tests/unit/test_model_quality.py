@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from crm_predict.registry.quality import download_plot, model_quality
 from tiny_registry import register_version
-
-from registry.quality import download_plot, model_quality
 
 
 def test_no_registered_models_gives_an_empty_report(mlflow_client):

@@ -1,11 +1,11 @@
 """The model specs agree with the feature repo, the rules and the API schemas they stand for."""
 
 import pytest
+from crm_predict.features.definitions import ENTITIES, SERVICES, service_name
+from crm_predict.serving import schemas
+from crm_predict.training.specs import CLASSIFIERS, SPECS, spec
 
-from crm_predict.rules import MODEL_NAMES, RULES
-from features.definitions import ENTITIES, SERVICES, service_name
-from serving import schemas
-from training.specs import CLASSIFIERS, SPECS, spec
+from crm_predict.core.rules import MODEL_NAMES, RULES
 
 
 def test_every_model_has_one_spec_in_the_products_order():
@@ -30,7 +30,7 @@ def test_a_spec_names_what_the_feature_repo_and_the_api_use(name):
 
 
 def test_an_unknown_model_is_a_clear_error():
-    from crm_predict.errors import UserError
+    from crm_predict.core.errors import UserError
 
     with pytest.raises(UserError, match="unknown model 'nope'; known: lead_scoring"):
         spec("nope")

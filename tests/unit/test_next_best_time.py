@@ -18,9 +18,7 @@ from clv_nbt_frames import (
     WED_14,
     planted_events,
 )
-
-from crm_predict.errors import UserError
-from training.next_best_time import (
+from crm_predict.training.next_best_time import (
     evaluate_holdout,
     events_frame,
     fit_slot_model,
@@ -29,6 +27,8 @@ from training.next_best_time import (
     recommendation_table,
     train_next_best_time,
 )
+
+from crm_predict.core.errors import UserError
 
 
 def fitted_table():

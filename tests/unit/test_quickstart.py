@@ -8,12 +8,12 @@ import io
 import pandas as pd
 import pytest
 import typer
+from crm_predict.registry.lifecycle import CHAMPION, on_new_version, version_for_alias
+from crm_predict.training.specs import SPECS
 from registry_fixtures import log_metrics_version
 from rich.console import Console
 
 from crm_predict.quickstart import quality_table, run_quickstart
-from registry.lifecycle import CHAMPION, on_new_version, version_for_alias
-from training.specs import SPECS
 
 # (holdout metric, baseline metric) per model: lead_scoring is the case (0.8153 vs 0.8155).
 BELOW = {

@@ -10,21 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from registry_fixtures import (
-    FEATURES,
-    classifier_pipeline,
-    log_classifier_version,
-    log_metrics_version,
-    synthetic_frame,
-)
-
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from registry.card import write_model_card
-from registry.compare import compare_versions, log_comparison
-from registry.drift import drift_report
-from registry.gates import GateConfig, check_gates
-from registry.lifecycle import (
+from crm_predict.registry.card import write_model_card
+from crm_predict.registry.compare import compare_versions, log_comparison
+from crm_predict.registry.drift import drift_report
+from crm_predict.registry.gates import GateConfig, check_gates
+from crm_predict.registry.lifecycle import (
     CHALLENGER,
     CHAMPION,
     PromotionBlocked,
@@ -35,6 +25,16 @@ from registry.lifecycle import (
     rollback,
     version_for_alias,
 )
+from registry_fixtures import (
+    FEATURES,
+    classifier_pipeline,
+    log_classifier_version,
+    log_metrics_version,
+    synthetic_frame,
+)
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 # The fixture pipeline (ColumnTransformer on pandas) costs ~4 ms a row: near the default budget;
 # the latency gate has its own tests (test_registry_latency.py) on pipelines shaped as trained.
@@ -245,7 +245,7 @@ def test_drift_reads_the_scoring_frame_when_no_file_is_given(
         return synthetic_frame(seed=10, n=1000)
 
     monkeypatch.setitem(
-        sys.modules, "features.scoring", SimpleNamespace(scoring_frame=scoring_frame)
+        sys.modules, "crm_predict.features.scoring", SimpleNamespace(scoring_frame=scoring_frame)
     )
     settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=client.tracking_uri)
     at = datetime(2026, 6, 30)

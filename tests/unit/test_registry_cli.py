@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from crm_predict.registry.lifecycle import CHALLENGER, CHAMPION, PromotionBlocked, version_for_alias
+from crm_predict.registry.retrain import retrain
 from registry_fixtures import log_classifier_version, synthetic_frame
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.settings import Settings
-from registry.lifecycle import CHALLENGER, CHAMPION, PromotionBlocked, version_for_alias
-from registry.retrain import retrain
+from crm_predict.core.settings import Settings
 
 NAME = "churn"
 
@@ -76,9 +76,9 @@ def test_list_shows_aliases_and_compare_defaults_to_champion_vs_challenger(
     three versions, the default comparison is champion v1 vs challenger v2, not the newest two."""
     import re
 
-    import registry.cli
+    from crm_predict.registry import cli as registry_cli
 
-    monkeypatch.setattr(registry.cli.console, "width", 200)  # no truncated cells
+    monkeypatch.setattr(registry_cli.console, "width", 200)  # no truncated cells
 
     versions = [log_classifier_version(client, NAME, synthetic_frame(seed=s)) for s in (1, 2, 3)]
     missing = run(tmp_path, "registry", "compare", NAME, "--no-log")
@@ -108,7 +108,7 @@ def test_retrain_command_makes_a_challenger_with_a_card(client, tmp_path):
 
 
 def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path):
-    from training.classifier import CANDIDATES
+    from crm_predict.training.classifier import CANDIDATES
 
     data = tmp_path / "churn.parquet"
     synthetic_frame(seed=12).to_parquet(data)

@@ -6,13 +6,18 @@ from dataclasses import replace
 
 import optuna
 import pytest
+from crm_predict.registry.gates import GateConfig, check_gates, gate_predict_latency
+from crm_predict.registry.latency import Latency, time_calls
+from crm_predict.registry.lifecycle import CHAMPION, PromotionBlocked, promote, version_for_alias
+from crm_predict.training.classifier import (
+    CANDIDATES,
+    Selection,
+    TablePreprocessor,
+    calibrated_pipeline,
+)
 from registry_fixtures import FEATURES, log_classifier_version, synthetic_frame
 
-from crm_predict.settings import Settings
-from registry.gates import GateConfig, check_gates, gate_predict_latency
-from registry.latency import Latency, time_calls
-from registry.lifecycle import CHAMPION, PromotionBlocked, promote, version_for_alias
-from training.classifier import CANDIDATES, Selection, TablePreprocessor, calibrated_pipeline
+from crm_predict.core.settings import Settings
 
 NAME = "lead_scoring"
 # The default budgets, fewer timed rows: a slow forest costs ~20 ms a row.

@@ -3,12 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from crm_predict.errors import UserError
-from crm_predict.metrics import classification_metrics, expected_calibration_error, lift_at
-from registry.compare import holdout_rows
-from registry.drift import drift_table, psi
-from registry.gates import (
+from crm_predict.registry.compare import holdout_rows
+from crm_predict.registry.drift import drift_table, psi
+from crm_predict.registry.gates import (
     GateConfig,
     gate_disparate_impact,
     gate_minimum_data,
@@ -17,6 +14,9 @@ from registry.gates import (
     gate_protected_not_a_feature,
     proxy_correlations,
 )
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.metrics import classification_metrics, expected_calibration_error, lift_at
 
 CONFIG = GateConfig()
 

@@ -10,6 +10,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import Activity, Deal, Tag
+from crm_predict.crm_store.repository import create_tasks
+from crm_predict.serving.review import ReviewContext, create_app
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
@@ -20,11 +24,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 from tiny_crm import AS_OF, build_tiny_crm
 
-from crm_predict.rules import TaskSpec
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Activity, Deal, Tag
-from crm_store.repository import create_tasks
-from serving.review import ReviewContext, create_app
+from crm_predict.core.rules import TaskSpec
 
 FEATURES = ["stage", "amount", "days_idle"]
 

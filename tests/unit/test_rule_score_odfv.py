@@ -4,9 +4,8 @@ scores what the frame form scores, blanks and Feast's prefixed names included.""
 from __future__ import annotations
 
 import pandas as pd
-
-from features import transforms as tf
-from features.definitions import rule_score_udf
+from crm_predict.features import transforms as tf
+from crm_predict.features.definitions import rule_score_udf
 
 ROWS = {
     "industry": ["Software", None, " retail", "HEALTHCARE"],

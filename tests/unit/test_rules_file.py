@@ -9,14 +9,14 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.serving.writeback import ModelVersionRef, assign_owners, prepare_write, tag_frame
 from typer.testing import CliRunner
 
 from crm_predict.cli import app
-from crm_predict.conditions import ConditionError, parse_condition
-from crm_predict.errors import UserError
-from crm_predict.rules import DEFAULT_RULES_FILE, RULES, TaskSpec, load_rules
-from crm_predict.settings import Settings
-from serving.writeback import ModelVersionRef, assign_owners, prepare_write, tag_frame
+from crm_predict.core.conditions import ConditionError, parse_condition
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import DEFAULT_RULES_FILE, RULES, TaskSpec, load_rules
+from crm_predict.core.settings import Settings
 
 NOW = datetime(2026, 6, 30, 2, 0)
 LEAD_MODEL = ModelVersionRef("lead_scoring", "1", "run")
@@ -202,7 +202,7 @@ def test_rules_check_and_show(tmp_path, monkeypatch):
 
 
 def test_lead_context_points_follow_the_rules():
-    from serving.batch import lead_context
+    from crm_predict.serving.batch import lead_context
 
     tables = {
         "users": pd.DataFrame({"id": [1], "external_id": ["u1"], "manager_id": [None]}),

@@ -7,11 +7,11 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+from crm_predict.serving.writeback import ModelVersionRef, tag_frame
 
-from crm_predict import rules as R
-from crm_predict.errors import UserError
-from crm_predict.rules import RULES, load_rules
-from serving.writeback import ModelVersionRef, tag_frame
+from crm_predict.core import rules as R
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import RULES, load_rules
 
 CLV_MODEL = ModelVersionRef("clv", "1", "run-1")
 NOW = datetime(2026, 6, 30, 2, 0)

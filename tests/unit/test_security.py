@@ -9,18 +9,18 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+from crm_predict.crm_store.db import session_factory
+from crm_predict.crm_store.importer import import_csv
+from crm_predict.crm_store.models import Account, PredictionLog, Tag, Task, User
+from crm_predict.crm_store.repository import create_tasks, current_tags, upsert_tags
+from crm_predict.features import definitions
+from crm_predict.training.classifier import prepare_data
 from sqlalchemy import func, inspect, select
 from test_serving_service import AUTH, TOKEN, api, env, service  # noqa: F401 - shared fixtures
 
-from crm_predict.errors import UserError
-from crm_predict.rules import TaskSpec
-from crm_predict.settings import Settings
-from crm_store.db import session_factory
-from crm_store.importer import import_csv
-from crm_store.models import Account, PredictionLog, Tag, Task, User
-from crm_store.repository import create_tasks, current_tags, upsert_tags
-from features import definitions
-from training.classifier import prepare_data
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import TaskSpec
+from crm_predict.core.settings import Settings
 
 INJECTION = "'; DROP TABLE tags; --"
 NOW = datetime(2026, 7, 1, 9, 0)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from crm_predict.serving.cli import SERVICE_NAME, serve_command
 
-from crm_predict.errors import UserError
-from crm_predict.settings import Settings
-from serving.cli import SERVICE_NAME, serve_command
+from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 TOKEN = "t" * 32
 SETTINGS = ("ACCESS_LOG", "REQUEST_METRICS", "REQUEST_TRACING")
@@ -58,7 +58,7 @@ def test_bad_overrides_are_a_user_error(tmp_path, monkeypatch):
 
 
 def test_the_overrides_name_the_served_service():
-    from serving.service import SERVICE_NAME as served
+    from crm_predict.serving.service import SERVICE_NAME as served
 
     assert served == SERVICE_NAME
 

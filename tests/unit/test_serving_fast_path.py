@@ -7,14 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.serving.loader import LoadedModel, build_explainer, single_threaded
+from crm_predict.training.classifier import TablePreprocessor
 from serving_models import _classifier, lead_frame
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
-
-from serving.loader import LoadedModel, build_explainer, single_threaded
-from training.classifier import TablePreprocessor
 
 
 def messy(n: int = 40, seed: int = 0) -> pd.DataFrame:
@@ -96,7 +95,7 @@ def test_loaded_classifier_gives_the_pipelines_predict_proba(kind):
 
 
 def test_training_shaped_pipeline_scores_the_same_and_single_threaded():
-    """TablePreprocessor + a calibrated FrozenEstimator, as ``training.classifier`` logs it."""
+    """TablePreprocessor + a calibrated FrozenEstimator, as ``crm_predict.training.classifier`` logs it."""
     frame = messy(300, seed=3)
     label = ((frame["visits"] > 3) ^ (frame["region"] == "north")).astype(int)
     prep = TablePreprocessor(encoding="ordinal").fit(frame)
@@ -133,7 +132,7 @@ def test_rule_score_on_arrays_equals_the_pandas_expression():
     """The on-demand rule score runs per request; its numpy form scores what pandas scored."""
     import warnings
 
-    from crm_predict.rules import RULES, rule_based_lead_score
+    from crm_predict.core.rules import RULES, rule_based_lead_score
 
     rng = np.random.default_rng(0)
     n = 200
@@ -200,7 +199,7 @@ def test_rule_score_takes_any_column_kind_as_the_series_path_did():
     all score what the Series-only implementation scored."""
     import warnings
 
-    from crm_predict.rules import RULES, rule_based_lead_score
+    from crm_predict.core.rules import RULES, rule_based_lead_score
 
     kinds = [
         pd.Series([1, None, 3, 0, 2, None], dtype="Int64"),
@@ -229,11 +228,11 @@ def test_rule_score_takes_any_column_kind_as_the_series_path_did():
 def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
     """A micro-batch of id, repeated-id, explain, raw-row and unknown-id requests is read once and
     scored per explain flag; every request gets exactly what it would get alone."""
+    from crm_predict.serving.hub import Job, ModelHub, UnknownIdsError
+    from crm_predict.serving.loader import LoadedModel
     from serving_models import LEAD_FEATURES, FakeOnline
 
-    from crm_predict.settings import Settings
-    from serving.hub import Job, ModelHub, UnknownIdsError
-    from serving.loader import LoadedModel
+    from crm_predict.core.settings import Settings
 
     frame = lead_frame(200)
     label = (frame["site_visits_30d"] + 2 * frame["is_decision_maker"] > 4).astype(int)
@@ -271,8 +270,8 @@ def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
 def test_one_row_object_frame_scores_and_explains_like_the_typed_frame(encoding):
     """The online read's single-id frame (one object block of Python values, ``typed=False``)
     gives the same scores, grades and reasons as the frame pandas types column by column."""
-    from serving import scoring
-    from serving.loader import LoadedModel
+    from crm_predict.serving import scoring
+    from crm_predict.serving.loader import LoadedModel
 
     frame = messy(300, seed=6).drop(columns="signed_up")
     frame["rule_score"] = (frame["visits"] * 5.0).astype(float)
@@ -307,11 +306,10 @@ def test_one_row_object_frame_scores_and_explains_like_the_typed_frame(encoding)
 def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
     """The nightly batch loads champions as logged (its predicts may use every core); the online
     API's loader makes them score on the calling thread. Same numbers either way."""
+    from crm_predict.serving.hub import ModelHub, load_for_serving
+    from crm_predict.serving.loader import _base_estimators, _split, load_model
     from mlflow import MlflowClient
     from serving_models import churn_frame, register_models
-
-    from serving.hub import ModelHub, load_for_serving
-    from serving.loader import _base_estimators, _split, load_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -324,7 +322,7 @@ def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
     serving = load_model(client, "churn", single_thread=True)
     assert n_jobs(as_logged) == {None} and n_jobs(serving) == {1}
     assert n_jobs(load_for_serving(client, "churn", "champion")) == {1}
-    from crm_predict.settings import Settings
+    from crm_predict.core.settings import Settings
 
     assert ModelHub(Settings(data_dir=tmp_path / "d")).loader is load_for_serving
     rows = churn_frame(20, seed=9)
@@ -338,7 +336,7 @@ def test_load_model_leaves_threading_alone_unless_serving_asks(tmp_path):
 def test_rule_points_of_object_values_are_to_numerics(values):
     """A single-id read hands the rule score over as Python objects: plain numbers take a
     short path, anything else pandas' coercion; the same floats either way."""
-    from serving.scoring import RULE_SCORE, _rule_points
+    from crm_predict.serving.scoring import RULE_SCORE, _rule_points
 
     frame = pd.DataFrame({RULE_SCORE: pd.Series(values, dtype=object)})
     expected = pd.to_numeric(frame[RULE_SCORE], errors="coerce").to_numpy(dtype=float)

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from crm_predict.serving.hub import MicroBatcher
+from crm_predict.serving.loader import _raw_name, build_explainer
 from serving_models import lead_frame
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from xgboost import XGBClassifier
-
-from serving.hub import MicroBatcher
-from serving.loader import _raw_name, build_explainer
 
 
 @pytest.fixture(scope="module")
@@ -200,11 +199,10 @@ def test_micro_batcher_scores_small_batches_on_the_loop_and_keeps_coalescing():
 def test_api_reasons_are_exact_treeshap_like_the_review_page(tmp_path):
     """The API's explainer (``load_for_serving``) and the review page's (``load_model``) are one
     method, exact TreeSHAP, and give the same contributions for the same rows."""
+    from crm_predict.serving.hub import load_for_serving
+    from crm_predict.serving.loader import load_model
     from mlflow import MlflowClient
     from serving_models import lead_frame, register_models
-
-    from serving.hub import load_for_serving
-    from serving.loader import load_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -11,15 +11,15 @@ import bentoml
 import mlflow
 import numpy as np
 import pytest
+from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+from crm_predict.crm_store.models import Contact, Deal, Lead, PredictionLog, Task, User
+from crm_predict.crm_store.repository import current_tags
 from mlflow import MlflowClient
 from serving_models import FakeOnline, forget_bentoml_metrics, register_models
 from starlette.testclient import TestClient
 
-from crm_predict import rules
-from crm_predict.settings import Settings
-from crm_store.db import make_engine, session_factory, upgrade
-from crm_store.models import Contact, Deal, Lead, PredictionLog, Task, User
-from crm_store.repository import current_tags
+from crm_predict.core import rules
+from crm_predict.core.settings import Settings
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -48,12 +48,12 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(env):
     """The service's ASGI app with the fake online store, started once for the module."""
-    from serving.service import CrmPredict
+    from crm_predict.serving.service import CrmPredict
 
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env["env"].items():
             mp.setenv(key, value)
-        mp.setattr("serving.hub.FeastOnline", FakeOnline)
+        mp.setattr("crm_predict.serving.hub.FeastOnline", FakeOnline)
         forget_bentoml_metrics()
         with TestClient(CrmPredict.to_asgi()) as client:
             yield client
@@ -82,7 +82,7 @@ def test_lead_score_by_id_gives_score_grade_mql_and_model_identity(api, env):
     assert body["model"]["version"] == str(env["versions"]["lead_scoring"])
     assert len(body["request_id"]) >= 16
     # The bytes BentoML's JSON serde sends for the declared output model, in one sized body.
-    from serving import schemas as S
+    from crm_predict.serving import schemas as S
 
     assert r.content == S.Single[S.LeadScore].model_validate(body).model_dump_json().encode()
     assert r.headers["content-length"] == str(len(r.content))
@@ -178,7 +178,7 @@ def raw_lead_row(service, lead_id: int | None = None) -> dict:
 
 
 def test_raw_feature_payload_scores_like_the_id_path(api, service, monkeypatch):
-    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
+    from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
 
     row = raw_lead_row(service, 9)
     points = float(rule_score_values({k: [row[k]] for k in RULE_SCORE_INPUTS})[0])
@@ -254,7 +254,7 @@ def test_a_client_sent_rule_score_is_refused_naming_it_and_the_raw_inputs(api, s
 
 
 def test_raw_rule_score_is_computed_from_its_inputs_as_the_feature_pipeline_does(api, service):
-    from features.transforms import RULE_SCORE_INPUTS, rule_score_values
+    from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
 
     quiet = {**raw_lead_row(service), "industry": "retail", "is_decision_maker": 0}
     quiet |= {"lead_region": "south", "days_since_last_interaction": 3.0}
@@ -521,7 +521,7 @@ def test_admin_reload_picks_up_a_new_champion_without_restart(api, env):
 
 def test_service_starts_and_reports_when_mlflow_is_unreachable(api, service, env, tmp_path):
     """What ``CrmPredict.__init__`` does (build the hub, load) with MLflow and the store down."""
-    from serving.hub import ModelHub
+    from crm_predict.serving.hub import ModelHub
 
     broken = service.settings.model_copy(
         update={"mlflow_tracking_uri": f"sqlite:///{tmp_path}/missing/dir/mlflow.db"}
@@ -549,7 +549,7 @@ def test_service_starts_and_reports_when_mlflow_is_unreachable(api, service, env
 
 
 def test_polling_picks_up_a_new_champion(env):
-    from serving.hub import ModelHub
+    from crm_predict.serving.hub import ModelHub
 
     settings = Settings(data_dir=env["root"] / "data", mlflow_tracking_uri=env["env"]["CRM_PREDICT_MLFLOW_TRACKING_URI"])  # fmt: skip
     hub = ModelHub(settings, online=FakeOnline())
@@ -589,7 +589,7 @@ def test_the_service_keeps_its_loaded_heap_out_of_full_collections(api, env):
 def test_warm_reads_each_loaded_models_features_once_and_never_raises(env):
     """The service opens the online store before freezing its heap (``ModelHub.warm``): one
     probe read per model that reads features; an unreachable store is left to readiness."""
-    from serving.hub import ModelHub
+    from crm_predict.serving.hub import ModelHub
 
     settings = Settings(data_dir=env["root"] / "data", mlflow_tracking_uri=env["env"]["CRM_PREDICT_MLFLOW_TRACKING_URI"])  # fmt: skip
     online = FakeOnline()

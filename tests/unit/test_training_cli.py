@@ -134,7 +134,6 @@ def test_demo_path_reads_the_training_set_and_the_truth(
     workspace, monkeypatch, capsys, mlflow_client
 ):
     """``train <model>`` without --csv: features.training's frame plus the generator's truth."""
-    import features.training
 
     frame = deal_frame()
     asked = []
@@ -143,7 +142,9 @@ def test_demo_path_reads_the_training_set_and_the_truth(
         asked.append(model_name)
         return frame.drop(columns="oracle_p")
 
-    monkeypatch.setattr(features.training, "training_set", fake_training_set)
+    from crm_predict.features import training as feature_training
+
+    monkeypatch.setattr(feature_training, "training_set", fake_training_set)
     data_dir = workspace / "data"
     truth = frame[["entity_id", "event_timestamp", "oracle_p", "label"]]
     (data_dir / "demo_truth").mkdir(parents=True)

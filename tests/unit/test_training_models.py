@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
+import crm_predict.training.classifier as classifier
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.training import churn, deal_health, lead_scoring
 from training_frames import churn_frame, deal_frame, lead_frame
 
-import training.classifier as classifier
-from crm_predict.errors import UserError
-from training import churn, deal_health, lead_scoring
+from crm_predict.core.errors import UserError
 
 MODELS = {
     "lead_scoring": (lead_scoring, lead_frame),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.utils.estimator_checks import parametrize_with_checks
-
-from crm_predict.metrics import expected_calibration_error, lift_at
-from training.classifier import (
+from crm_predict.training.classifier import (
     TablePreprocessor,
     out_of_time_split,
     parse_boolean,
     parse_numeric,
 )
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from crm_predict.core.metrics import expected_calibration_error, lift_at
 
 
 @parametrize_with_checks([TablePreprocessor(), TablePreprocessor(encoding="ordinal")])

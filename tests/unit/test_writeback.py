@@ -5,14 +5,14 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-
-from crm_predict import rules as R
-from serving.writeback import (
+from crm_predict.serving.writeback import (
     ModelVersionRef,
     tag_frame,
     tag_values,
     task_specs,
 )
+
+from crm_predict.core import rules as R
 
 NOW = datetime(2026, 6, 30, 2, 0)
 
@@ -199,8 +199,8 @@ def test_unknown_model_is_refused():
 
 
 def test_best_slot_tags_vectorised_equal_the_row_by_row_label():
-    from training.next_best_time import best_slot_value
-    from training.next_best_time import tag_values as next_best_time_tag_values
+    from crm_predict.training.next_best_time import best_slot_value
+    from crm_predict.training.next_best_time import tag_values as next_best_time_tag_values
 
     rng = np.random.default_rng(4)
     slots = [list(rng.integers(0, 168, 3)) for _ in range(500)]

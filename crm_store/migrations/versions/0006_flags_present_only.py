@@ -1,7 +1,7 @@
 """flags are tags only while they hold: stored 'false' flags removed
 
 From this version a flag (mql, churn_warning, high_activity, potential) is a tag while its
-condition holds and has no row otherwise (``crm_predict.rules.FLAG_TAGS``). Rows earlier versions
+condition holds and has no row otherwise (``crm_predict.core.rules.FLAG_TAGS``). Rows earlier versions
 stored as 'false' said that a flag did not hold, which is now the tag's absence: they are deleted,
 without history (the flag never held). The downgrade leaves them away; an earlier version writes
 them again on its next run.

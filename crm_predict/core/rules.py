@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from crm_predict.conditions import Condition, ConditionError, parse_condition
-from crm_predict.errors import UserError
+from crm_predict.core.conditions import Condition, ConditionError, parse_condition
+from crm_predict.core.errors import UserError
 
 MODEL_NAMES = ("lead_scoring", "deal_health", "churn", "clv", "next_best_time")
 
@@ -150,7 +150,7 @@ class ValueRules(_RulesModel):
 
 class TagRule(_RulesModel):
     """A user's tag: ``name=value`` on every ``entity`` whose row satisfies ``when``
-    (``crm_predict.conditions``), removed (to history) from those that no longer do."""
+    (``crm_predict.core.conditions``), removed (to history) from those that no longer do."""
 
     name: str = Field(min_length=1, max_length=100)
     value: str = "true"

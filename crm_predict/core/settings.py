@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crm_predict.errors import UserError
+from crm_predict.core.errors import UserError
 
 # Tokens that protect nothing: unset, blank, or the placeholder this project once documented.
 UNSET_TOKENS = frozenset({"", "change-me"})
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     batch_chunk_size: int = 50_000
     rules_file: Path | None = Field(
         None,
-        description="Business rules YAML (crm_predict/rules.default.yaml documents every key); "
+        description="Business rules YAML (crm_predict/core/rules.default.yaml documents every key); "
         "default <data_dir>/rules.yaml when it exists, else the built-in defaults.",
     )
 
@@ -136,8 +136,8 @@ class Settings(BaseSettings):
         return default if default.is_file() else None
 
     def load_rules(self):
-        """The business rules (``crm_predict.rules.Rules``) of ``rules_path``, read now."""
-        from crm_predict.rules import load_rules
+        """The business rules (``crm_predict.core.rules.Rules``) of ``rules_path``, read now."""
+        from crm_predict.core.rules import load_rules
 
         return load_rules(self.rules_path)
 

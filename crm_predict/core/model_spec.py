@@ -1,6 +1,6 @@
 """What the product knows about one model, in one place.
 
-Each model's own module (``training/<name>.py``) declares one ``ModelSpec``; ``training.specs``
+Each model's own module (``training/<name>.py``) declares one ``ModelSpec``; ``crm_predict.training.specs``
 collects them, and features, registry, serving and the reports read them instead of keeping
 per-model tables of their own.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from crm_predict.rules import Rules
+from crm_predict.core.rules import Rules
 
 FEATURE_SERVICE_VERSION = "v1"
 

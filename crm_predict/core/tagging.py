@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from crm_predict import rules as R
+from crm_predict.core import rules as R
 
 # A tag value saying "not this model's to set here": no row is written, the stored tag stays.
 LEAVE = "\x00leave"
