@@ -82,7 +82,7 @@ def run_table(settings, client, model: str, table: str, frame, truth) -> Outcome
 
     from crm_predict.core.errors import UserError
 
-    module = importlib.import_module(f"training.{model}")
+    module = importlib.import_module(f"crm_predict.training.{model}")
     out = Outcome(table, len(frame))
     start = time.perf_counter()
     try:

@@ -56,7 +56,7 @@ def train_all(settings, client) -> dict[str, tuple[dict[str, float], str]]:
         elif model == "next_best_time":
             out[model] = (train_nbt(settings, client).metrics, BASELINES[model])
         else:
-            module = importlib.import_module(f"training.{model}")
+            module = importlib.import_module(f"crm_predict.training.{model}")
             frame, truth = demo_training_set(settings, model)
             result = module.train(settings, client, frame, truth=truth, source="demo")
             out[model] = (result.metrics, module.SPEC.baseline_name)

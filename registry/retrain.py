@@ -76,7 +76,7 @@ def retrain(
             f"retrain knows {', '.join(CLASSIFIERS)}; {name!r} is trained by its own job"
         )
     config = config or GateConfig.from_settings(settings)
-    module = importlib.import_module(f"training.{name}")
+    module = importlib.import_module(f"crm_predict.training.{name}")
     frame, options = training_frame(settings, name, data)
     result = module.train(settings, client, frame, **(options | train_options))
     version = str(result.version)

@@ -21,7 +21,7 @@ def classifier_module(model: str) -> ModuleType:
 
     if model not in CLASSIFIERS:
         raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
-    return importlib.import_module(f"training.{model}")
+    return importlib.import_module(f"crm_predict.training.{model}")
 
 
 def tracking_client(settings: Any) -> Any:
