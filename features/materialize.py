@@ -107,7 +107,7 @@ def materialize(
             counts[view.name] = len(latest_rows(view, end, start))
         return counts
 
-    online = store._get_provider().online_store
+    online = store.provider.online_store
     if not hasattr(online, "bulk_write"):
         raise UserError(
             f"online store {type(online).__name__} has no bulk path; use the stock materialize"

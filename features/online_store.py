@@ -22,19 +22,23 @@ whole columns with numpy:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import mmh3
 import numpy as np
 import pandas as pd
+import redis
+from feast.entity import Entity
 from feast.feature_view import FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import compute_table_id, compute_versioned_name
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -44,6 +48,7 @@ from feast.utils import to_naive_utc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm_predict.core.background import background_writer
+from crm_predict.core.errors import UserError
 
 Progress = Callable[[int], object] | None
 
@@ -340,6 +345,29 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
     (materialize again afterwards).
     """
 
+    # Connections of our own (Feast's inherited reads keep theirs), one per database file: a
+    # bulk write's transaction spans every chunk and the writer thread runs its statements.
+    _connections: dict[str, sqlite3.Connection] | None = None
+
+    def _connection(self, config: RepoConfig) -> sqlite3.Connection:
+        path = Path(config.online_store.path)
+        if config.repo_path and not path.is_absolute():  # relative to the repo, as Feast reads it
+            path = Path(config.repo_path) / path
+        if self._connections is None:
+            self._connections = {}
+        conn = self._connections.get(str(path))
+        if conn is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connections[str(path)] = sqlite3.connect(path, check_same_thread=False)
+        return conn
+
+    def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]):  # fmt: skip
+        # Closed before Feast deletes the file, or later writes would go to the unlinked inode.
+        for conn in (self._connections or {}).values():
+            conn.close()
+        self._connections = None
+        super().teardown(config, tables, entities)
+
     def plan(self, config: RepoConfig, desired_registry_proto) -> list:
         # Feast's SqliteTable infra objects would create stock tables under the view's name; the
         # tables here are managed by ``update``.
@@ -354,7 +382,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         entities_to_keep,
         partial: bool,
     ):
-        conn = self._get_conn(config)
+        conn = self._connection(config)
         with conn:
             for view in tables_to_keep:
                 layout = sqlite_layout(config, view)
@@ -419,7 +447,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
         columns: dict[str, Encoded],
     ) -> None:
         """Upsert compact rows inside the caller's transaction."""
-        conn = self._get_conn(config)
+        conn = self._connection(config)
         blocks = []
         for i, name, _, width, coded in layout.slots():
             enc = columns[name]
@@ -459,7 +487,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
     ) -> int:
         """Upsert one row per entity of ``frame`` (its latest values), in key order, in one
         transaction; a writer thread runs SQLite on one chunk while this one encodes the next."""
-        conn = self._get_conn(config)
+        conn = self._connection(config)
         layout = sqlite_layout(config, feature_view)
         dtypes = dict(layout.features)
         order = _key_order(frame[join_key])
@@ -501,7 +529,7 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
             for name, column in values.items():
                 column.append(row[name].SerializeToString() if name in row else b"")
         columns = {name: _from_items(items) for name, items in values.items()}
-        with self._get_conn(config):
+        with self._connection(config):
             self._write(config, layout, keys, stamps, created, columns)
         if progress:
             progress(len(data))
@@ -581,12 +609,48 @@ def hset_commands(
     return [b"".join(parts) for parts in zip(*lists, strict=True)]
 
 
+def redis_client(store: RedisOnlineStoreConfig) -> redis.Redis:
+    """A redis-py client for the online store's connection string, Feast's
+    ``host:port[,host:port…],key=value,…`` form (values JSON-decoded, e.g. ``db=0``, ``ssl=true``;
+    see ``crm_predict.features.store.redis_connection_string``), built as Feast builds its own."""
+    nodes, params = [], {}
+    for part in store.connection_string.split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            try:
+                params[key] = json.loads(value)
+            except json.JSONDecodeError:
+                params[key] = value
+        else:
+            host, _, port = part.partition(":")
+            nodes.append((host, int(port) if port else 6379))
+    if store.redis_type == RedisType.redis_sentinel:
+        return redis.Sentinel(nodes, **params).master_for(store.sentinel_master)
+    if store.redis_type != RedisType.redis:
+        # One pipelined connection reaches one node; a cluster spreads the keys over several.
+        raise UserError(f"the bulk write needs redis_type redis or redis_sentinel, not {store.redis_type.value}; use the stock materialize")  # fmt: skip
+    host, port = nodes[0]
+    return redis.Redis(host=host, port=port, **params)
+
+
 class BulkRedisOnlineStore(RedisOnlineStore):
     """Feast's Redis online store (same hashes, same reads) plus a bulk write: whole columns
     encoded with numpy into one ``HSET`` per entity, pipelined over one redis-py connection
     (``send_packed_command``/``read_response``). The commands are built here because a redis-py
     ``pipeline()`` packs each argument in Python, ~25 µs of CPU per 21-field entity: under the
     50k entities/s goal (module docstring)."""
+
+    # Clients of our own (Feast's inherited reads keep theirs), one per connection setting, so
+    # repeated bulk writes reuse their pooled connections.
+    _clients: dict[tuple, redis.Redis] | None = None
+
+    def _client_for(self, store: RedisOnlineStoreConfig) -> redis.Redis:
+        if self._clients is None:
+            self._clients = {}
+        key = (store.redis_type, store.connection_string, store.sentinel_master)
+        if key not in self._clients:
+            self._clients[key] = redis_client(store)
+        return self._clients[key]
 
     def bulk_write(
         self,
@@ -601,7 +665,7 @@ class BulkRedisOnlineStore(RedisOnlineStore):
         """Write the latest row per entity of ``frame`` as Feast's Redis hashes (one per entity:
         this view's fields are overwritten, other views' fields in the hash are kept); a writer
         thread sends one chunk and reads its replies while this one encodes the next."""
-        client = self._get_client(config.online_store)
+        client = self._client_for(config.online_store)
         fv_name = compute_versioned_name(
             feature_view, config.registry.enable_online_feature_view_versioning
         )
