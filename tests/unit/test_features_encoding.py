@@ -1,10 +1,11 @@
-"""The bulk online path writes exactly the bytes Feast's own conversion writes."""
+"""The bulk online path writes exactly the bytes Feast's own write path writes."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from crm_predict.features.online_store import (
     Encoded,
     encode_entity_keys,
@@ -12,12 +13,15 @@ from crm_predict.features.online_store import (
     feature_field,
     hset_commands,
 )
+from crm_predict.features.store import feature_store
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Float64, Int64, String
-from feast.utils import _convert_arrow_to_proto
+
+from crm_predict.core.settings import Settings
 
 
 def _frame(n: int = 200, seed: int = 3) -> pd.DataFrame:
@@ -39,7 +43,9 @@ def _frame(n: int = 200, seed: int = 3) -> pd.DataFrame:
     )
 
 
-def test_encoded_values_are_byte_identical_to_feasts_conversion():
+def test_encoded_values_are_byte_identical_to_feasts_write_path(tmp_path):
+    """The rows Feast's stock SQLite store keeps after ``write_to_online_store`` (its own
+    conversion and write): per entity key and feature, the value bytes the bulk encoders give."""
     frame = _frame()
     entity = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
     schema = {"x": Float64, "n": Int64, "s": String}
@@ -47,13 +53,23 @@ def test_encoded_values_are_byte_identical_to_feasts_conversion():
         name="v",
         entities=[entity],
         schema=[Field(name=k, dtype=t) for k, t in schema.items()],
-        source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+        source=FileSource(path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"),
     )
-    rows = _convert_arrow_to_proto(
-        pa.Table.from_pandas(frame), view, {"customer_id": ValueType.INT64}
+    store = feature_store(Settings(data_dir=tmp_path / "data"), bulk=False)
+    store.apply([entity, view])
+    store.write_to_online_store(view.name, frame)
+    config = store.config
+    table = compute_table_id(
+        config.project, view, config.registry.enable_online_feature_view_versioning
     )
+    with sqlite3.connect(config.online_store.path) as conn:
+        rows = conn.execute(f'SELECT entity_key, feature_name, value FROM "{table}"').fetchall()
+    stored = {(key, name): value for key, name, value in rows}
+
+    keys = encode_entity_keys(frame["customer_id"], "customer_id").tolist()
+    assert len(stored) == len(keys) * len(schema)
     for name, dtype in schema.items():
-        expected = [values[name].SerializeToString() for _, values, _, _ in rows]
+        expected = [stored[key, name] for key in keys]
         assert encode_values(frame[name], dtype).tolist() == expected, name
 
 
