@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 
+import numpy as np
 import pandas as pd
 import pytest
 from crm_predict.crm_store.db import make_engine, session_factory, upgrade
@@ -114,7 +115,9 @@ def _assert_reader_equals_feast(settings: Settings, store) -> None:
             # The object-block frame holds the same values (types as Feast gives them); one row
             # of it is the typed frame once pandas infers the dtypes.
             objects = reader.read(wanted, typed=False)
-            assert objects._mgr.nblocks == 1 and all(d.kind == "O" for d in objects.dtypes)
+            # One object block: to_numpy hands out that block itself, not a fresh copy per call.
+            assert all(d.kind == "O" for d in objects.dtypes)
+            assert np.shares_memory(objects.to_numpy(), objects.to_numpy())
             assert objects.to_numpy(dtype=object).tolist() == _plain(typed)
             if len(wanted) == 1:
                 pd.testing.assert_frame_equal(objects.infer_objects(), typed, obj=model)
@@ -141,30 +144,32 @@ def test_reader_equals_feast_on_redis(exported, redis_url):
         _assert_reader_equals_feast(settings, store)
 
 
-def _bulk_redis_view(tmp_path, name: str, schema: dict):
+def _bulk_redis_views(tmp_path, schemas: dict[str, dict]):
     from feast import Entity, FeatureView, Field, FileSource, ValueType
 
     entity = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
-    return FeatureView(
-        name=name,
-        entities=[entity],
-        schema=[Field(name=k, dtype=t) for k, t in schema.items()],
-        source=FileSource(path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"),
-    )
+    views = [
+        FeatureView(
+            name=name,
+            entities=[entity],
+            schema=[Field(name=k, dtype=t) for k, t in schema.items()],
+            source=FileSource(
+                path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"
+            ),
+        )
+        for name, schema in schemas.items()
+    ]
+    return entity, views
 
 
 def test_redis_bulk_write_writes_the_hashes_feast_writes(tmp_path, redis_url):
     """Bulk-written hashes equal, field for field, the ones Feast's own Redis store writes for
-    the same rows; a second view's bulk write merges into the same hashes (one HSET each)."""
-    import numpy as np
-    import pyarrow as pa
+    the same rows (``write_to_online_store`` on the stock store); a second view's bulk write
+    merges into the same hashes (one HSET each)."""
     import redis
     from crm_predict.features.online_store import BulkRedisOnlineStore
-    from crm_predict.features.store import repo_config
-    from feast import ValueType
-    from feast.infra.online_stores.redis import RedisOnlineStore
+    from crm_predict.features.store import feature_store, repo_config
     from feast.types import Float64, Int64, String
-    from feast.utils import _convert_arrow_to_proto
 
     rng = np.random.default_rng(5)
     n = 300
@@ -180,9 +185,9 @@ def test_redis_bulk_write_writes_the_hashes_feast_writes(tmp_path, redis_url):
             "s": rng.choice(np.array(["a", "ü", "", "z" * 70, "y" * 300, None], dtype=object), n),
         }
     )
-    schema = {"x": Float64, "k": Int64, "s": String}
-    view = _bulk_redis_view(tmp_path, "bulk_v", schema)
-    other = _bulk_redis_view(tmp_path, "bulk_w", {"x": Float64})
+    entity, (view, other) = _bulk_redis_views(
+        tmp_path, {"bulk_v": {"x": Float64, "k": Int64, "s": String}, "bulk_w": {"x": Float64}}
+    )
     settings = Settings(data_dir=tmp_path / "d", online_store="redis", redis_url=redis_url)
     projects = {p: f"t{uuid.uuid4().hex[:10]}" for p in ("bulk", "stock")}
     client = redis.Redis.from_url(redis_url)
@@ -195,15 +200,10 @@ def test_redis_bulk_write_writes_the_hashes_feast_writes(tmp_path, redis_url):
         merged = client.info("commandstats")["cmdstat_hset"]["calls"] - before
         assert merged == n  # one HSET per entity, keeping the first view's fields
 
-        stock_config = repo_config(settings, projects["stock"], bulk=False)
-        rows = _convert_arrow_to_proto(
-            pa.Table.from_pandas(frame), view, {"customer_id": ValueType.INT64}
-        )
-        RedisOnlineStore().online_write_batch(stock_config, view, rows, None)
-        rows = _convert_arrow_to_proto(
-            pa.Table.from_pandas(frame), other, {"customer_id": ValueType.INT64}
-        )
-        RedisOnlineStore().online_write_batch(stock_config, other, rows, None)
+        stock = feature_store(settings, projects["stock"], bulk=False)
+        stock.apply([entity, view, other])
+        for written in (view, other):
+            stock.write_to_online_store(written.name, frame)
 
         bulk_keys = sorted(client.scan_iter(match=f"*{projects['bulk']}", count=1000))
         assert len(bulk_keys) == n
