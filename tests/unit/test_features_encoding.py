@@ -1,4 +1,5 @@
-"""The bulk online path writes exactly the bytes Feast's own write path writes."""
+"""The bulk online path writes exactly the bytes Feast's own write path writes, over connections of
+its own to the database or server Feast's config names."""
 
 from __future__ import annotations
 
@@ -135,3 +136,49 @@ def test_feature_field_is_feasts_murmur3_layout():
     for view, feature in (("churn_profile", "spend_12m"), ("v", "ü"), ("w" * 100, "x" * 300)):
         expected = struct.pack("<Q", mmh3.hash(f"{view}:{feature}", signed=False))[:4]
         assert feature_field(view, feature) == expected
+
+
+def test_bulk_redis_client_follows_feasts_connection_string():
+    """The bulk write's own client reaches the server, database and credentials Feast's
+    connection string names (the form ``features.store.redis_connection_string`` writes)."""
+    from crm_predict.features.online_store import redis_client
+    from crm_predict.features.store import redis_connection_string
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig
+
+    for url, expected in (
+        ("redis://127.0.0.1:6390/2", {"host": "127.0.0.1", "port": 6390, "db": 2}),
+        (
+            "redis://:s3cr%3Dt@cache.local/0",
+            {"host": "cache.local", "port": 6379, "db": 0, "password": "s3cr=t"},
+        ),  # fmt: skip
+        ("redis://h:7000", {"host": "h", "port": 7000, "db": 0, "password": None}),
+    ):
+        store = RedisOnlineStoreConfig(connection_string=redis_connection_string(url))
+        kwargs = redis_client(store).connection_pool.connection_kwargs
+        assert {k: kwargs.get(k) for k in expected} == expected, url
+    tls = RedisOnlineStoreConfig(connection_string=redis_connection_string("rediss://h:7000"))
+    assert redis_client(tls).connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+def test_bulk_sqlite_store_survives_teardown(tmp_path):
+    """After Feast's teardown deletes the database, the store writes and reads a new one (its
+    own write connection is closed with the file, not left on the deleted one)."""
+    entity = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+    view = FeatureView(
+        name="v",
+        entities=[entity],
+        schema=[Field(name="x", dtype=Float64)],
+        source=FileSource(path=str(tmp_path / "unused.parquet"), timestamp_field="event_timestamp"),
+    )
+    frame = pd.DataFrame(
+        {"customer_id": [1, 2], "event_timestamp": pd.Timestamp("2026-06-30"), "x": [1.5, 2.5]}
+    )
+    store = feature_store(Settings(data_dir=tmp_path / "data"))
+    for x in ([1.5, 2.5], [3.5, 4.5]):
+        store.apply([entity, view])
+        store.write_to_online_store(view.name, frame.assign(x=x))
+        got = store.get_online_features(
+            features=["v:x"], entity_rows=[{"customer_id": 1}, {"customer_id": 2}]
+        ).to_dict()
+        assert got["x"] == x
+        store.teardown()
