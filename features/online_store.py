@@ -1,5 +1,5 @@
 """Feast online stores with a bulk write path: the supported way (``online_store: type:
-features.online_store.Bulk…OnlineStore``) to make materialization fast.
+crm_predict.features.online_store.Bulk…OnlineStore``) to make materialization fast.
 
 Feast's stock path turns every (entity, feature) value into a protobuf in Python and writes it row by
 row (~2.5k entities/s on SQLite here). These subclasses keep Feast's read path (``get_online_features``
@@ -8,8 +8,8 @@ whole columns with numpy:
 
 - entity keys: Feast's ``serialize_entity_key`` layout, a constant prefix + the 8-byte id;
 - values: the serialized ``ValueProto`` bytes (double = tag + 8 bytes, int64 = tag + varint,
-  string = tag + length + utf-8, null = empty message), byte-identical to Feast's own converter
-  (checked in the tests);
+  string = tag + length + utf-8, null = empty message), byte-identical to what Feast's own write
+  path stores (checked in the tests);
 - SQLite: one compact row per entity, exposed to Feast's read SQL through a view with its
   (entity_key, feature_name, value, event_ts) rows (see ``BulkSqliteOnlineStore``); kept because
   Feast's stock SQLite materialize measured 2.8–5.2k entities/s against 150–346k for this layout
@@ -18,6 +18,9 @@ whole columns with numpy:
   one ``HSET`` per entity built here as RESP bytes and pipelined over one redis-py connection:
   106k entities/s, where a redis-py ``pipeline()`` of the same HSETs measured 31k (1M entities,
   same run; 136k vs 42k with hiredis), under the 50k goal.
+
+The writes go over a SQLite connection or redis-py client each store opens itself from its config
+(the parents keep theirs private), only through the libraries' public APIs.
 """
 
 from __future__ import annotations
