@@ -48,8 +48,9 @@ or phone in another format, another source), activities logged days late (``crea
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -60,47 +61,25 @@ import pyarrow.parquet as pq
 from crm_predict.crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
 from crm_predict.crm_store.importer import Importer, Source
 from crm_predict.crm_store.mapping import ENTITY_ORDER, load_mapping
-from crm_predict.crm_store.models import (
-    Account,
-    Activity,
-    Contact,
-    Deal,
-    DealStageHistory,
-    Lead,
-    Order,
-    Ticket,
-    User,
-)
 from sqlalchemy.orm import Session
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.rules import RULES
 from crm_predict.core.settings import Settings
 
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 AS_OF = datetime(2026, 6, 30)
 HISTORY_DAYS = 900  # ~30 months of history before as_of
 CUSTOMER_CHUNK = 100_000  # customers generated and written per pass (memory bound for 1M)
 LEAD_RATIO, DEAL_RATIO, ACCOUNT_RATIO = 0.3, 0.1, 0.05
-BULK_TABLES = (
-    "contacts",
-    "leads",
-    "deals",
-    "deal_stage_history",
-    "activities",
-    "orders",
-    "tickets",
-)
+BULK_TABLES = ENTITY_ORDER[2:]  # indexes rebuilt after the load: all but small users, accounts
 
 REGIONS = ("north", "east", "south", "west")
-INDUSTRIES = (
-    "software",
-    "finance",
-    "healthcare",
-    "retail",
-    "manufacturing",
-    "education",
-    "logistics",
-)
+INDUSTRIES = _words("software finance healthcare retail manufacturing education logistics")
 INDUSTRY_P = (0.2, 0.12, 0.12, 0.16, 0.18, 0.1, 0.12)
 SIZE_BANDS = ("1-10", "11-50", "51-200", "201-1000", "1000+")
 SIZE_EFFECT = np.array([-0.3, 0.0, 0.2, 0.3, 0.4])
@@ -117,88 +96,24 @@ AGE_SEGMENT = np.array([1, 1, 2, 2, 3, 3])  # index into SEGMENTS
 MEMBERSHIP = ("bronze", "silver", "gold", "platinum")
 MEMBERSHIP_EFFECT = np.array([0.3, 0.0, -0.3, -0.6])
 SEGMENTS = ("b2b", "b2c_young", "b2c_mid", "b2c_senior")
-ENGAGEMENT_TYPES = (
-    "email_open",
-    "email_click",
-    "app_visit",
-    "site_visit",
-    "coupon_use",
-    "referral",
-)
+ENGAGEMENT_TYPES = _words("email_open email_click app_visit site_visit coupon_use referral")
 ENGAGEMENT_P = (0.35, 0.12, 0.2, 0.25, 0.05, 0.03)
-LEAD_ACTIVITY_TYPES = (
-    "site_visit",
-    "pricing_page_view",
-    "whitepaper_download",
-    "trial_request",
-    "demo",
-    "email_open",
+LEAD_ACTIVITY_TYPES = _words(
+    "site_visit pricing_page_view whitepaper_download trial_request demo email_open"
 )
-LEAD_ACTIVITY_RATES = np.array(
-    [2.5, 0.5, 0.35, 0.15, 0.12, 1.0]
-)  # per first week, per unit engagement
+LEAD_ACTIVITY_RATES = np.array([2.5, 0.5, 0.35, 0.15, 0.12, 1.0])  # first week, unit engagement
 PRIORITIES = ("low", "medium", "high", "urgent")
-FIRST_NAMES = (
-    "Ana",
-    "Ben",
-    "Chen",
-    "Dana",
-    "Eli",
-    "Fatima",
-    "Goran",
-    "Hana",
-    "Ivan",
-    "Jun",
-    "Kai",
-    "Lena",
-    "Mia",
-    "Noah",
-    "Omar",
-    "Priya",
-    "Quinn",
-    "Rosa",
-    "Sam",
-    "Tariq",
+FIRST_NAMES = _words(
+    "Ana Ben Chen Dana Eli Fatima Goran Hana Ivan Jun Kai Lena Mia Noah Omar Priya Quinn Rosa Sam "
+    "Tariq"
 )
-LAST_NAMES = (
-    "Abe",
-    "Berg",
-    "Costa",
-    "Diaz",
-    "Eriksen",
-    "Fischer",
-    "Gupta",
-    "Horvat",
-    "Ito",
-    "Jensen",
-    "Kowalski",
-    "Lopez",
-    "Moreau",
-    "Nowak",
-    "Okafor",
-    "Park",
-    "Rossi",
-    "Silva",
-    "Tanaka",
-    "Weber",
+LAST_NAMES = _words(
+    "Abe Berg Costa Diaz Eriksen Fischer Gupta Horvat Ito Jensen Kowalski Lopez Moreau Nowak "
+    "Okafor Park Rossi Silva Tanaka Weber"
 )
-COMPANY_WORDS = (
-    "Acme",
-    "Blue",
-    "Cedar",
-    "Delta",
-    "Ember",
-    "Falcon",
-    "Granite",
-    "Harbor",
-    "Iris",
-    "Juniper",
-    "Keystone",
-    "Lumen",
-    "Maple",
-    "Nimbus",
-    "Orion",
-    "Pioneer",
+COMPANY_WORDS = _words(
+    "Acme Blue Cedar Delta Ember Falcon Granite Harbor Iris Juniper Keystone Lumen Maple Nimbus "
+    "Orion Pioneer"
 )
 COMPANY_SUFFIX = ("Labs", "Systems", "Group", "Partners", "Works", "Holdings", "Solutions", "Co")
 
@@ -207,6 +122,7 @@ LEAD_SIGMA, DEAL_SIGMA, CHURN_SIGMA = 0.5, 0.5, 0.5
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
 
 Progress = Callable[[str, float], None]
+Rng = np.random.Generator
 
 
 # --- time and randomness helpers --------------------------------------------------------------
@@ -237,9 +153,7 @@ def _slot_of(days: np.ndarray) -> np.ndarray:
     return np.minimum(((days - _week_start(days)) * 24).astype(int), 167)
 
 
-def _at_slot(
-    rng: np.random.Generator, days: np.ndarray, slot: np.ndarray, lo: np.ndarray, hi: float
-) -> np.ndarray:
+def _at_slot(rng: Rng, days: np.ndarray, slot: np.ndarray, lo: np.ndarray, hi: float) -> np.ndarray:
     """Move each time to the given slot of its own week (random minute), kept inside [lo, hi]."""
     out = _week_start(days) + (slot + rng.random(len(days))) / 24
     out = np.where(out > hi, out - 7, out)
@@ -250,20 +164,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _draw_outcome(
-    rng: np.random.Generator, x: np.ndarray, sigma: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _draw_outcome(rng: Rng, x: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Label ~ Bernoulli(sigmoid(x + noise)); returns (p marginalised over the noise, label)."""
     label = rng.random(len(x)) < _sigmoid(x + rng.normal(0.0, sigma, len(x)))
     return _sigmoid(x / math.sqrt(1 + math.pi * sigma**2 / 8)), label
 
 
-def _choice(rng: np.random.Generator, n: int, p) -> np.ndarray:
+def _choice(rng: Rng, n: int, p) -> np.ndarray:
     return rng.choice(len(p), size=n, p=np.asarray(p) / np.sum(p))
 
 
 def _events(
-    rng: np.random.Generator, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    rng: Rng, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``counts[i]`` uniform times in ``[lo[i], hi[i])`` per owner i → (owner index, time)."""
     counts = np.where(hi > lo, np.maximum(np.asarray(counts, dtype=np.int64), 0), 0)
@@ -271,7 +183,7 @@ def _events(
     return owner, lo[owner] + rng.random(len(owner)) * np.maximum(hi[owner] - lo[owner], 0)
 
 
-def _null(values: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
+def _null(values: np.ndarray, rng: Rng, rate: float) -> np.ndarray:
     """Blank out a share of values (missing data)."""
     out = np.asarray(values, dtype=object).copy()
     out[rng.random(len(out)) < rate] = None
@@ -283,11 +195,12 @@ def _isin(values: np.ndarray, options) -> np.ndarray:
     return pd.Series(values, dtype=object).isin(options).to_numpy()
 
 
-def _missing(n: int, dtype: str = "Int64") -> pd.api.extensions.ExtensionArray:
-    """An all-NULL nullable column of length ``n`` (no Python list of None to convert)."""
-    kind = np.int64 if dtype == "Int64" else bool
+def _nullable(values, n: int, dtype: str = "Int64") -> pd.api.extensions.ExtensionArray:
+    """``values`` as a nullable column; None: all NULL (no Python list of None to convert)."""
+    if values is not None:
+        return pd.array(values, dtype=dtype)
     cls = pd.arrays.IntegerArray if dtype == "Int64" else pd.arrays.BooleanArray
-    return cls(np.zeros(n, dtype=kind), np.ones(n, dtype=bool))
+    return cls(np.zeros(n, dtype=np.int64 if dtype == "Int64" else bool), np.ones(n, dtype=bool))
 
 
 def _optional_ids(values: np.ndarray, present: np.ndarray) -> pd.arrays.IntegerArray:
@@ -354,7 +267,7 @@ class ResponseParams:
     hour_norm: np.ndarray  # mean over the 24 hours of exp(kappa cos(.)), so own patterns mean 1
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, segment: np.ndarray) -> ResponseParams:
+    def draw(cls, rng: Rng, segment: np.ndarray) -> ResponseParams:
         n = len(segment)
         fav = np.where(segment == 0, rng.uniform(8, 18, n), rng.uniform(6, 23, n))
         kappa = rng.uniform(1.5, 4.0, n)
@@ -390,7 +303,7 @@ class ResponseParams:
         shape = (1 - weight) * SEGMENT_PATTERNS[self.segment[idx]] + weight * own
         return np.minimum(self.base[idx, None] * shape, 0.95)
 
-    def sample_slots(self, rng: np.random.Generator, idx: np.ndarray) -> np.ndarray:
+    def sample_slots(self, rng: Rng, idx: np.ndarray) -> np.ndarray:
         """Slots where contacts ``idx`` are active, drawn from their mixture pattern."""
         n = len(idx)
         seg_cdf = np.cumsum(SEGMENT_PATTERNS, axis=1) / 168
@@ -412,7 +325,7 @@ def _segment_sample(seg_cdf: np.ndarray, segment: np.ndarray, u: np.ndarray) -> 
     return out
 
 
-def _sender_slots(rng: np.random.Generator, n: int) -> np.ndarray:
+def _sender_slots(rng: Rng, n: int) -> np.ndarray:
     """When sales/marketing send: mostly weekday office hours, the rest anywhere in the week."""
     office = rng.integers(0, 5, n) * 24 + rng.integers(8, 18, n)
     return np.where(rng.random(n) < 0.6, office, rng.integers(0, 168, n))
@@ -422,56 +335,78 @@ def _sender_slots(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 @dataclass
-class _Ids:
-    """Next free id per table (explicit ids keep runs identical on every backend)."""
+class _Rows:
+    """Activity and ticket rows of a history ending at ``end``, with the next free id per table
+    (explicit ids keep runs identical on every backend)."""
 
-    activities: int = 1
-    orders: int = 1
-    tickets: int = 1
-    history: int = 1
+    end: float
+    next_id: dict[str, int] = field(default_factory=dict)
 
     def take(self, table: str, n: int) -> np.ndarray:
-        start = getattr(self, table)
-        setattr(self, table, start + n)
+        start = self.next_id.get(table, 1)
+        self.next_id[table] = start + n
         return np.arange(start, start + n)
 
+    def activities(
+        self, rng: Rng, occurred, type_, channel, responded=None, **refs
+    ) -> pd.DataFrame:
+        """Activity rows (``refs``: contact_id, lead_id, deal_id); about 3 % are logged late
+        (``created_at`` days after ``occurred_at``)."""
+        n = len(occurred)
+        late = rng.random(n) < 0.03
+        delay = np.where(late, rng.uniform(1, 10, n), rng.uniform(0, 0.01, n))
+        created = np.minimum(occurred + delay, self.end)
+        return pd.DataFrame(
+            {
+                "id": self.take("activities", n),
+                **{c: _nullable(refs.get(c), n) for c in ("contact_id", "lead_id", "deal_id")},
+                "type": type_,
+                "channel": channel,
+                "occurred_at": _timestamps(occurred),
+                "responded": _nullable(responded, n, "boolean"),
+                "created_at": _timestamps(np.maximum(created, occurred)),
+            }
+        )
 
-def _activity_frame(
-    ids: _Ids,
-    rng: np.random.Generator,
-    *,
-    occurred: np.ndarray,
-    type_: np.ndarray,
-    channel: np.ndarray,
-    contact_id=None,
-    lead_id=None,
-    deal_id=None,
-    responded=None,
-    as_of: float,
-) -> pd.DataFrame:
-    """Activity rows; about 3 % are logged late (``created_at`` days after ``occurred_at``)."""
-    n = len(occurred)
-    late = rng.random(n) < 0.03
-    created = np.minimum(
-        occurred + np.where(late, rng.uniform(1, 10, n), rng.uniform(0, 0.01, n)), as_of
-    )
-    return pd.DataFrame(
-        {
-            "id": ids.take("activities", n),
-            "contact_id": _missing(n)
-            if contact_id is None
-            else pd.array(contact_id, dtype="Int64"),
-            "lead_id": _missing(n) if lead_id is None else pd.array(lead_id, dtype="Int64"),
-            "deal_id": _missing(n) if deal_id is None else pd.array(deal_id, dtype="Int64"),
-            "type": type_,
-            "channel": channel,
-            "occurred_at": _timestamps(occurred),
-            "responded": _missing(n, "boolean")
-            if responded is None
-            else pd.array(responded, dtype="boolean"),
-            "created_at": _timestamps(np.maximum(created, occurred)),
-        }
-    )
+    def outbound(self, rng: Rng, plan: tuple, contact_ids, lead_ids=None) -> pd.DataFrame:
+        """The emails/calls of ``plan`` (``_outbound_plan``) up to the end; ``responded``
+        (opened/replied, answered) drawn from the slot's p."""
+        owner, when, is_call, p_resp = plan
+        keep = when <= self.end
+        owner, when, is_call, p_resp = owner[keep], when[keep], is_call[keep], p_resp[keep]
+        responded = rng.random(len(when)) < p_resp
+        kinds = np.where(is_call, "call", "email"), np.where(is_call, "phone", "email")
+        refs = {"contact_id": contact_ids[owner]}
+        if lead_ids is not None:
+            refs["lead_id"] = lead_ids[owner]
+        return self.activities(rng, when, *kinds, responded, **refs)
+
+    def tickets(self, rng: Rng, opened, sentiment, subject: str, **refs) -> pd.DataFrame:
+        """Ticket rows (``refs``: contact_id, account_id, deal_id); angry ones are urgent."""
+        n = len(opened)
+        closed = opened + rng.exponential(2.0, n)
+        priority = np.where(sentiment < -0.5, rng.integers(2, 4, n), rng.integers(0, 3, n))
+        return pd.DataFrame(
+            {
+                "id": self.take("tickets", n),
+                **{c: _nullable(refs.get(c), n) for c in ("contact_id", "account_id", "deal_id")},
+                "opened_at": _timestamps(opened),
+                "closed_at": _timestamps(np.where(closed <= self.end, closed, np.nan)),
+                "priority": _pick(PRIORITIES, priority),
+                "sentiment": sentiment,
+                "subject": subject,
+            }
+        )
+
+
+def _outbound_plan(rng: Rng, params: ResponseParams, counts, lo, hi, end: float, calls: float):
+    """Outbound contact in ``[lo, hi)`` sent at varied slots, a share ``calls`` of it calls:
+    (owner index, time, is a call, response probability)."""
+    owner, when = _events(rng, counts, lo, hi)
+    when = _at_slot(rng, when, _sender_slots(rng, len(owner)), lo[owner], end)
+    is_call = rng.random(len(owner)) < calls
+    p_resp = params.p(owner, _slot_of(when)) * np.where(is_call, params.call_factor[owner], 1.0)
+    return owner, when, is_call, p_resp
 
 
 def _truth_frame(entity_id, event_day, p, label) -> pd.DataFrame:
@@ -520,7 +455,7 @@ def generate_demo(
         )
     reset_id_sequences(session)
     report("done", 1.0)
-    return {name: written.get(name, 0) for name in ENTITY_ORDER}
+    return {name: written[name] for name in ENTITY_ORDER}
 
 
 def _generate(
@@ -528,86 +463,67 @@ def _generate(
 ) -> dict[str, int]:
     """The generator proper: writes every table and truth file, returns rows written per table."""
     sizes = demo_counts(n_customers)
-    written: dict[str, int] = {}
+    written: Counter[str] = Counter()
 
     # The demo goes in through the import path, as any CRM's export does (the demo preset).
     importer = Importer(session, load_mapping("demo"))
 
-    def write(model, frame: pd.DataFrame) -> None:
-        name = model.__tablename__
-        result = importer.add(name, frame, Source(f"demo {name}"))
-        written[name] = written.get(name, 0) + result.inserted
-        if result.stage_changes:  # a deal's stage is a history row too
-            written["deal_stage_history"] = (
-                written.get("deal_stage_history", 0) + result.stage_changes
-            )
+    def write(tables: dict[str, pd.DataFrame]) -> None:
+        for name, frame in tables.items():
+            result = importer.add(name, frame, Source(f"demo {name}"))
+            written[name] += result.inserted
+            written["deal_stage_history"] += result.stage_changes  # a deal's stage is one too
 
-    def rng(part: int, chunk: int = 0) -> np.random.Generator:
+    def rng(part: int, chunk: int = 0) -> Rng:
         return np.random.default_rng([seed, part, chunk])
 
-    ids = _Ids()
+    rows = _Rows(end)
     truth_dir.mkdir(parents=True, exist_ok=True)
 
     report("users and accounts", 0.0)
     users = _users(rng(1), sizes["users"])
-    write(User, users)
     accounts = _accounts(rng(2), sizes["accounts"], users, end)
-    write(Account, accounts)
+    write({"users": users, "accounts": accounts})
 
     report("leads", 0.05)
     n_leads = sizes["leads"]
     b2b_params = ResponseParams.draw(rng(3), np.zeros(n_leads, dtype=int))
-    leads = _leads(rng(4), ids, n_leads, accounts, users, b2b_params, end)
-    write(Contact, leads.contacts)
-    write(Lead, leads.leads)
-    write(Activity, leads.activities)
+    leads = _leads(rng(4), rows, n_leads, accounts, users, b2b_params)
+    write(leads.tables)
     leads.truth.to_parquet(truth_dir / "lead_scoring.parquet", index=False)
 
     report("deals", 0.15)
-    deals = _deals(rng(5), ids, sizes["deals"], leads, accounts, b2b_params, end)
-    write(Deal, deals.deals)
-    write(DealStageHistory, deals.history)
-    write(Activity, deals.activities)
-    write(Ticket, deals.tickets)
+    deals = _deals(rng(5), rows, sizes["deals"], leads, accounts, b2b_params)
+    write(deals.tables)
     deals.truth.to_parquet(truth_dir / "deal_health.parquet", index=False)
 
-    nbt_writer = pq.ParquetWriter(truth_dir / "next_best_time.parquet", _NBT_SCHEMA)
-    try:
-        nbt_writer.write_table(
-            _nbt_truth(b2b_params, np.arange(n_leads), leads.contacts["id"].to_numpy())
-        )
+    lead_contacts = leads.tables["contacts"]["id"].to_numpy()
+    with pq.ParquetWriter(truth_dir / "next_best_time.parquet", _NBT_SCHEMA) as nbt_writer:
+        nbt_writer.write_table(_nbt_truth(b2b_params, np.arange(n_leads), lead_contacts))
         churn_parts, clv_parts, dup_parts = [], [], []
         first_id = n_leads + 1
         for chunk, start in enumerate(range(0, n_customers, CUSTOMER_CHUNK)):
             report("customers", 0.2 + 0.75 * start / n_customers)
             n = min(CUSTOMER_CHUNK, n_customers - start)
-            part = _customers(
-                rng(6, chunk), ids, np.arange(first_id + start, first_id + start + n), users, end
-            )
-            write(Contact, part.contacts)
-            write(Order, part.orders)
-            write(Activity, part.activities)
-            write(Ticket, part.tickets)
+            contact_ids = np.arange(first_id + start, first_id + start + n)
+            part = _customers(rng(6, chunk), rows, contact_ids, users)
+            write(part.tables)
             churn_parts.append(part.churn_truth)
             clv_parts.append(part.clv_truth)
             dup_parts.append(part.duplicates)
-            nbt_writer.write_table(
-                _nbt_truth(part.params, np.arange(n), part.contacts["id"].to_numpy())
-            )
-    finally:
-        nbt_writer.close()
+            nbt_writer.write_table(_nbt_truth(part.params, np.arange(n), contact_ids))
 
     report("duplicate contacts", 0.95)
     duplicates = pd.concat(dup_parts, ignore_index=True)
     duplicates["id"] = np.arange(len(duplicates)) + first_id + n_customers
-    write(Contact, duplicates)
+    write({"contacts": duplicates})
     pd.concat(churn_parts, ignore_index=True).to_parquet(truth_dir / "churn.parquet", index=False)
     pd.concat(clv_parts, ignore_index=True).to_parquet(truth_dir / "clv.parquet", index=False)
     report("indexes", 0.97)
     return written
 
 
-def _users(rng: np.random.Generator, n: int) -> pd.DataFrame:
+def _users(rng: Rng, n: int) -> pd.DataFrame:
     """One manager per region (ids 1–4, written first), reps spread over the regions under them."""
     region = np.concatenate([np.arange(4), rng.integers(0, 4, n - 4)])
     ids = np.arange(1, n + 1)
@@ -623,9 +539,7 @@ def _users(rng: np.random.Generator, n: int) -> pd.DataFrame:
     )
 
 
-def _owners_by_region(
-    rng: np.random.Generator, users: pd.DataFrame, region: np.ndarray
-) -> np.ndarray:
+def _owners_by_region(rng: Rng, users: pd.DataFrame, region: np.ndarray) -> np.ndarray:
     """A random rep of each row's region (any rep when the region is missing)."""
     reps = users[users["manager_id"].notna()]
     out = np.empty(len(region), dtype=np.int64)
@@ -641,7 +555,7 @@ def _owners_by_region(
     return out
 
 
-def _accounts(rng: np.random.Generator, n: int, users: pd.DataFrame, end: float) -> pd.DataFrame:
+def _accounts(rng: Rng, n: int, users: pd.DataFrame, end: float) -> pd.DataFrame:
     size = _choice(rng, n, (0.25, 0.3, 0.25, 0.13, 0.07))
     revenue = np.clip(np.rint(size * 0.75 + rng.normal(0, 0.6, n)), 0, 3).astype(int)
     region = _pick(REGIONS, rng.integers(0, 4, n))
@@ -669,9 +583,7 @@ def _accounts(rng: np.random.Generator, n: int, users: pd.DataFrame, end: float)
 
 @dataclass
 class _LeadPart:
-    contacts: pd.DataFrame
-    leads: pd.DataFrame
-    activities: pd.DataFrame
+    tables: dict[str, pd.DataFrame]  # contacts, leads, activities
     truth: pd.DataFrame
     account_idx: np.ndarray
     created: np.ndarray
@@ -679,15 +591,15 @@ class _LeadPart:
 
 
 def _leads(
-    rng: np.random.Generator,
-    ids: _Ids,
+    rng: Rng,
+    rows: _Rows,
     n: int,
     accounts: pd.DataFrame,
     users: pd.DataFrame,
     params: ResponseParams,
-    end: float,
 ) -> _LeadPart:
     """Leads, each with a new B2B contact at an account, their first-week activity and outcome."""
+    end = rows.end
     rules = RULES.lead
     n_acc = len(accounts)
     popularity = 1.0 / np.arange(1, n_acc + 1) ** 0.8
@@ -748,10 +660,7 @@ def _leads(
         rng, rng.poisson(engagement * 3 + 4 * label), t, np.maximum(stop, t)
     )
     post_type = _choice(rng, len(post_i), LEAD_ACTIVITY_RATES)
-    out_i, out_when = _events(rng, rng.poisson(3, n), created, created + 60)
-    out_when = _at_slot(rng, out_when, _sender_slots(rng, len(out_i)), created[out_i], end)
-    is_call = rng.random(len(out_i)) < 0.3
-    p_resp = params.p(out_i, _slot_of(out_when)) * np.where(is_call, params.call_factor[out_i], 1.0)
+    outbound = _outbound_plan(rng, params, rng.poisson(3, n), created, created + 60, end, 0.3)
     contact_ids = np.arange(1, n + 1)
     lead_ids = np.arange(1, n + 1)
 
@@ -760,26 +669,11 @@ def _leads(
     all_type = np.concatenate([act_type, post_type])
     keep = all_when <= end
     web = _pick(LEAD_ACTIVITY_TYPES, all_type[keep])
-    activities = pd.concat(
-        [
-            _activity_frame(
-                ids,
-                rng,
-                occurred=all_when[keep],
-                type_=web,
-                channel=np.where(
-                    web == "demo", "meeting", np.where(web == "email_open", "email", "web")
-                ),
-                contact_id=contact_ids[all_i[keep]],
-                lead_id=lead_ids[all_i[keep]],
-                as_of=end,
-            ),
-            _outbound(
-                ids, rng, out_i, out_when, is_call, p_resp, contact_ids, end, lead_id=lead_ids
-            ),
-        ],
-        ignore_index=True,
-    )
+    channel = np.where(web == "demo", "meeting", np.where(web == "email_open", "email", "web"))
+    refs = {"contact_id": contact_ids[all_i[keep]], "lead_id": lead_ids[all_i[keep]]}
+    web_rows = rows.activities(rng, all_when[keep], web, channel, **refs)
+    outbound_rows = rows.outbound(rng, outbound, contact_ids, lead_ids)
+    activities = pd.concat([web_rows, outbound_rows], ignore_index=True)
     last_act = _group_max(all_i[keep], all_when[keep], n, np.nan)
 
     first, last = rng.integers(0, 20, n), rng.integers(0, 20, n)
@@ -834,55 +728,26 @@ def _leads(
     )
     in_truth = ~fast & (created + rules.conversion_window_days <= end)
     truth = _truth_frame(lead_ids[in_truth], t[in_truth], p[in_truth], label[in_truth])
-    return _LeadPart(contacts, leads, activities, truth, acc, created, conv)
-
-
-def _outbound(
-    ids: _Ids,
-    rng: np.random.Generator,
-    owner: np.ndarray,
-    when: np.ndarray,
-    is_call: np.ndarray,
-    p_resp: np.ndarray,
-    contact_ids: np.ndarray,
-    end: float,
-    lead_id: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Outbound emails/calls; ``responded`` (opened/replied, answered) drawn from the slot's p."""
-    keep = when <= end
-    owner, when, is_call, p_resp = owner[keep], when[keep], is_call[keep], p_resp[keep]
-    return _activity_frame(
-        ids,
-        rng,
-        occurred=when,
-        type_=np.where(is_call, "call", "email"),
-        channel=np.where(is_call, "phone", "email"),
-        contact_id=contact_ids[owner],
-        lead_id=None if lead_id is None else lead_id[owner],
-        responded=rng.random(len(when)) < p_resp,
-        as_of=end,
-    )
+    tables = {"contacts": contacts, "leads": leads, "activities": activities}
+    return _LeadPart(tables, truth, acc, created, conv)
 
 
 @dataclass
 class _DealPart:
-    deals: pd.DataFrame
-    history: pd.DataFrame
-    activities: pd.DataFrame
-    tickets: pd.DataFrame
+    tables: dict[str, pd.DataFrame]  # deals, deal_stage_history, activities, tickets
     truth: pd.DataFrame
 
 
 def _deals(
-    rng: np.random.Generator,
-    ids: _Ids,
+    rng: Rng,
+    rows: _Rows,
     n_target: int,
     leads: _LeadPart,
     accounts: pd.DataFrame,
     params: ResponseParams,
-    end: float,
 ) -> _DealPart:
     """Deals from converted leads plus upsell deals, moving through stages to won/lost."""
+    end = rows.end
     conv_i = np.flatnonzero(~np.isnan(leads.converted))
     n_up = max(0, n_target - len(conv_i))
     up_i = rng.integers(0, len(leads.created), n_up)
@@ -969,7 +834,7 @@ def _deals(
     slips_before = _slips_before(slip_i, slip_when, slip_days, h_deal, h_when)
     history = pd.DataFrame(
         {
-            "id": ids.take("history", len(h_deal)),
+            "id": rows.take("history", len(h_deal)),
             "deal_id": deal_ids[h_deal],
             "stage": h_name,
             "entered_at": _timestamps(h_when),
@@ -999,26 +864,22 @@ def _deals(
     )
     activities = pd.concat(
         [
-            _activity_frame(
-                ids,
+            rows.activities(
                 rng,
-                occurred=act_when,
-                type_=_pick(("call", "email", "meeting"), kind),
-                channel=_pick(("phone", "email", "meeting"), kind),
+                act_when,
+                _pick(("call", "email", "meeting"), kind),
+                _pick(("phone", "email", "meeting"), kind),
+                responded,
                 contact_id=contact_id[act_i],
                 deal_id=deal_ids[act_i],
-                responded=responded,
-                as_of=end,
             ),
-            _activity_frame(
-                ids,
+            rows.activities(
                 rng,
-                occurred=slip_when,
-                type_=np.full(len(slip_i), "close_date_slip"),
-                channel=np.full(len(slip_i), "crm"),
+                slip_when,
+                np.full(len(slip_i), "close_date_slip"),
+                np.full(len(slip_i), "crm"),
                 contact_id=contact_id[slip_i],
                 deal_id=deal_ids[slip_i],
-                as_of=end,
             ),
         ],
         ignore_index=True,
@@ -1041,16 +902,15 @@ def _deals(
         ]
     )
     keep = tk_when <= stop[tk_i]
-    tickets = _ticket_frame(
-        ids,
+    tk_deal = tk_i[keep]
+    tickets = rows.tickets(
         rng,
         tk_when[keep],
         tk_sent[keep],
-        end,
-        contact_id=contact_id[tk_i[keep]],
-        account_id=accounts["id"].to_numpy()[acc][tk_i[keep]],
-        deal_id=deal_ids[tk_i[keep]],
-        subject="Question about the offer",
+        "Question about the offer",
+        contact_id=contact_id[tk_deal],
+        account_id=accounts["id"].to_numpy()[acc][tk_deal],
+        deal_id=deal_ids[tk_deal],
     )
 
     names = accounts["name"].to_numpy()[acc]
@@ -1082,7 +942,8 @@ def _deals(
     )
     in_truth = ~quick & is_closed & (closed > t)
     truth = _truth_frame(deal_ids[in_truth], t[in_truth], p[in_truth], won[in_truth])
-    return _DealPart(deals, history, activities, tickets, truth)
+    tables = {"deals": deals, "deal_stage_history": history}
+    return _DealPart({**tables, "activities": activities, "tickets": tickets}, truth)
 
 
 def _slips_before(slip_i, slip_when, slip_days, at_i, at_when) -> np.ndarray:
@@ -1104,53 +965,20 @@ def _slips_before(slip_i, slip_when, slip_days, at_i, at_when) -> np.ndarray:
     return merged.sort_values("pos")["cum"].fillna(0.0).to_numpy()
 
 
-def _ticket_frame(
-    ids: _Ids,
-    rng: np.random.Generator,
-    opened: np.ndarray,
-    sentiment: np.ndarray,
-    end: float,
-    *,
-    contact_id,
-    account_id=None,
-    deal_id=None,
-    subject: str,
-) -> pd.DataFrame:
-    n = len(opened)
-    closed = opened + rng.exponential(2.0, n)
-    priority = np.where(sentiment < -0.5, rng.integers(2, 4, n), rng.integers(0, 3, n))
-    none = _missing(n)
-    return pd.DataFrame(
-        {
-            "id": ids.take("tickets", n),
-            "contact_id": pd.array(contact_id, dtype="Int64"),
-            "account_id": none if account_id is None else pd.array(account_id, dtype="Int64"),
-            "deal_id": none if deal_id is None else pd.array(deal_id, dtype="Int64"),
-            "opened_at": _timestamps(opened),
-            "closed_at": _timestamps(np.where(closed <= end, closed, np.nan)),
-            "priority": _pick(PRIORITIES, priority),
-            "sentiment": sentiment,
-            "subject": subject,
-        }
-    )
-
-
 @dataclass
 class _CustomerPart:
-    contacts: pd.DataFrame
-    orders: pd.DataFrame
-    activities: pd.DataFrame
-    tickets: pd.DataFrame
-    duplicates: pd.DataFrame
+    tables: dict[str, pd.DataFrame]  # contacts, orders, activities, tickets
+    duplicates: pd.DataFrame  # contacts without ids, written after every chunk
     churn_truth: pd.DataFrame
     clv_truth: pd.DataFrame
     params: ResponseParams
 
 
 def _customers(
-    rng: np.random.Generator, ids: _Ids, contact_ids: np.ndarray, users: pd.DataFrame, end: float
+    rng: Rng, rows: _Rows, contact_ids: np.ndarray, users: pd.DataFrame
 ) -> _CustomerPart:
     """B2C customers: BG/NBD orders, engagement, tickets, outbound contact, churn drawn at t_i."""
+    end = rows.end
     n = len(contact_ids)
     cutoff = end - rng.uniform(90, 360, n)
     signup = end - HISTORY_DAYS + rng.random(n) * (cutoff - 30 - (end - HISTORY_DAYS))
@@ -1233,10 +1061,7 @@ def _customers(
     e_i, e_when, e_type = e_i[~quiet], e_when[~quiet], e_type[~quiet]
 
     # Outbound marketing contact: sent at varied slots, answered per the response pattern.
-    out_i, out_when = _events(rng, rng.poisson(6, n), signup, np.full(n, end))
-    out_when = _at_slot(rng, out_when, _sender_slots(rng, len(out_i)), signup[out_i], end)
-    is_call = rng.random(len(out_i)) < 0.25
-    p_resp = params.p(out_i, _slot_of(out_when)) * np.where(is_call, params.call_factor[out_i], 1.0)
+    outbound = _outbound_plan(rng, params, rng.poisson(6, n), signup, np.full(n, end), end, 0.25)
 
     engagement_types = _pick(ENGAGEMENT_TYPES, e_type).astype(str)
     channel = np.where(
@@ -1246,22 +1071,14 @@ def _customers(
     )
     activities = pd.concat(
         [
-            _activity_frame(
-                ids,
-                rng,
-                occurred=e_when,
-                type_=engagement_types,
-                channel=channel,
-                contact_id=contact_ids[e_i],
-                as_of=end,
-            ),
-            _outbound(ids, rng, out_i, out_when, is_call, p_resp, contact_ids, end),
+            rows.activities(rng, e_when, engagement_types, channel, contact_id=contact_ids[e_i]),
+            rows.outbound(rng, outbound, contact_ids),
         ],
         ignore_index=True,
     )
     orders = pd.DataFrame(
         {
-            "id": ids.take("orders", len(o_i)),
+            "id": rows.take("orders", len(o_i)),
             "contact_id": contact_ids[o_i],
             "ordered_at": _timestamps(o_when),
             "amount": o_amount,
@@ -1270,9 +1087,7 @@ def _customers(
             "created_at": _timestamps(o_when),
         }
     )
-    tickets = _ticket_frame(
-        ids, rng, t_when, t_sent, end, contact_id=contact_ids[t_i], subject="Customer complaint"
-    )
+    tickets = rows.tickets(rng, t_when, t_sent, "Customer complaint", contact_id=contact_ids[t_i])
 
     first, last = rng.integers(0, 20, n), rng.integers(0, 20, n)
     emails = np.array(
@@ -1354,9 +1169,8 @@ def _customers(
             "spend_last_90d": np.bincount(o_i[recent], weights=o_amount[recent], minlength=n),
         }
     )
-    return _CustomerPart(
-        contacts, orders, activities, tickets, duplicates, churn_truth, clv_truth, params
-    )
+    tables = {"contacts": contacts, "orders": orders, "activities": activities, "tickets": tickets}
+    return _CustomerPart(tables, duplicates, churn_truth, clv_truth, params)
 
 
 _NBT_SCHEMA = pa.schema(
