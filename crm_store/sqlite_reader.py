@@ -40,7 +40,7 @@ def main() -> None:
                     statement.set_options(**request["options"])
                 statement.set_sql_query(request["sql"])
                 stream, _ = statement.execute_query()
-                reader = pa.RecordBatchReader._import_from_c(stream.address)
+                reader = pa.RecordBatchReader.from_stream(stream)
                 sink = pa.BufferOutputStream()
                 with pa.ipc.new_stream(sink, reader.schema) as writer:
                     for batch in reader:

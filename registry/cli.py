@@ -36,8 +36,9 @@ def _client(settings: Settings) -> MlflowClient:
 
 def _config(settings: Settings):
     from crm_predict.registry.gates import GateConfig
+    from crm_predict.serving.latency import measure_serving_latency
 
-    return GateConfig.from_settings(settings)
+    return GateConfig.from_settings(settings, latency_probe=measure_serving_latency)
 
 
 def _fmt(value: Any) -> str:
@@ -272,7 +273,7 @@ def retrain(
     from crm_predict.registry.retrain import retrain as retrain_model
 
     settings = _settings(ctx)
-    result = retrain_model(settings, _client(settings), model, data=data)
+    result = retrain_model(settings, _client(settings), model, _config(settings), data=data)
     print_gates(result.report)
     if result.promoted:
         console.print(f"[bold]{model}[/] v{result.version} promoted to champion")

@@ -111,7 +111,7 @@ class DriftReport:
 
 
 def _version_to_watch(client: MlflowClient, name: str, version: str | None) -> VersionInfo:
-    from crm_predict.registry.lifecycle import CHAMPION, version_for_alias
+    from crm_predict.core.tracking import CHAMPION, version_for_alias
 
     if version is not None:
         return get_version(client, name, version)

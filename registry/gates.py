@@ -12,9 +12,9 @@ task), churn risk high (≥ 0.6 → retention task).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,17 +31,20 @@ from crm_predict.registry.evaluation import (
     load_holdout,
     predict_positive,
 )
-from crm_predict.registry.latency import Latency, measure_serving_latency
 from crm_predict.training.specs import SPECS
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.metrics import classification_metrics
 from crm_predict.core.rules import RULES
+from crm_predict.core.timing import Latency
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from crm_predict.core.settings import Settings
+
+# (client, name, version, holdout, *, rows, repeats, warmup, seed) -> ServingLatency
+LatencyProbe = Callable[..., Any]
 
 # Each classifier's own cut (its ``ModelSpec.decision_threshold``) under the default rules.
 DEFAULT_DECISION_THRESHOLDS: dict[str, float] = {
@@ -93,12 +96,18 @@ class GateConfig:
     latency_repeats: int = 3
     latency_warmup: int = 10
     latency_seed: int = 0
+    # How a version is timed: ``crm_predict.serving.latency.measure_serving_latency`` (the
+    # registry sits below serving, so the caller hands it in). None: the gate fails, unmeasured.
+    latency_probe: LatencyProbe | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GateConfig:
+    def from_settings(
+        cls, settings: Settings, latency_probe: LatencyProbe | None = None
+    ) -> GateConfig:
         """Defaults with the data/fairness settings a deployment may change."""
         return replace(
             cls(),
+            latency_probe=latency_probe,
             min_class_count=settings.min_class_count,
             protected_attribute=settings.protected_attribute,
             excluded_features=tuple(settings.excluded_features),
@@ -117,7 +126,7 @@ class GateConfig:
         return self.decision_thresholds[base], f"default for {base}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "latency_probe"}
 
 
 @dataclass(frozen=True)
@@ -380,7 +389,7 @@ def gate_model_card(exists: bool) -> GateResult:
 
 def champion_info(client: MlflowClient, name: str) -> VersionInfo | None:
     """The version holding alias ``champion``, or None."""
-    from crm_predict.registry.lifecycle import CHAMPION, version_for_alias
+    from crm_predict.core.tracking import CHAMPION, version_for_alias
 
     version = version_for_alias(client, name, CHAMPION)
     return None if version is None else get_version(client, name, version)
@@ -447,7 +456,9 @@ def _latency_gate(
         or max(config.predict_latency_budget_ms, config.explain_latency_budget_ms) <= 0
     ):
         return gate_predict_latency(None, None, config)
-    measured = measure_serving_latency(
+    if config.latency_probe is None:
+        return GateResult("predict_latency", False, "not measured: no latency probe configured")
+    measured = config.latency_probe(
         client,
         info.name,
         info.version,

@@ -24,13 +24,12 @@ from crm_predict.registry.evaluation import (
 )
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.tracking import CHALLENGER, CHAMPION, version_for_alias
 
 if TYPE_CHECKING:
     from crm_predict.registry.gates import GateConfig, GateReport
     from mlflow import MlflowClient
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 # Model-version tags written at promotion / rollback.
 TAG_PREVIOUS_CHAMPION = "previous_champion"
 TAG_PROMOTED_BY = "promoted_by"
@@ -82,20 +81,6 @@ def current_user() -> str:
 def utc_now() -> datetime:
     """Naive UTC, as everywhere in the project."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def version_for_alias(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version ``alias`` points at, or None; unknown model → UserError."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise UserError(f"no registered model named {name!r}") from exc
-        raise
-    version = (model.aliases or {}).get(alias)
-    return None if version is None else str(version)
 
 
 def model_exists(client: MlflowClient, name: str) -> bool:

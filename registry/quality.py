@@ -11,8 +11,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.tracking import CHALLENGER, CHAMPION
 
-ALIASES = ("champion", "challenger")
+ALIASES = (CHAMPION, CHALLENGER)
 # Metrics the report shows, in this order, when a run logged them (classifiers, CLV, NBT).
 REPORT_METRICS = (
     "auc", "oracle_auc", "baseline_auc", "pr_auc", "brier", "ece", "log_loss", "lift_at_10",

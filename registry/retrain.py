@@ -59,28 +59,27 @@ def retrain(
     settings: Settings,
     client: MlflowClient,
     name: str,
+    config: GateConfig,
     *,
     data: Path | None = None,
-    config: GateConfig | None = None,
     by: str | None = None,
     **train_options: Any,
 ) -> RetrainResult:
     """Train ``name`` with ``training.<name>.train``, make it challenger, write its card, run the
-    gates and promote only if ``settings.auto_promote`` and all gates pass."""
+    gates (``config``, with its latency probe) and promote only if ``settings.auto_promote`` and all
+    gates pass."""
     from crm_predict.registry.card import write_model_card
-    from crm_predict.registry.gates import GateConfig, check_gates
-    from crm_predict.registry.lifecycle import on_new_version, promote
+    from crm_predict.registry.gates import check_gates
+    from crm_predict.registry.lifecycle import promote
 
     if name not in CLASSIFIERS:
         raise UserError(
             f"retrain knows {', '.join(CLASSIFIERS)}; {name!r} is trained by its own job"
         )
-    config = config or GateConfig.from_settings(settings)
     module = importlib.import_module(f"crm_predict.training.{name}")
     frame, options = training_frame(settings, name, data)
     result = module.train(settings, client, frame, **(options | train_options))
     version = str(result.version)
-    on_new_version(client, name, version)  # idempotent when training already set it
     if not has_artifact(client, get_version(client, name, version).run_id, MODEL_CARD_ARTIFACT):
         write_model_card(client, name, version, config)
     report = check_gates(client, name, version, config)

@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from crm_predict.training.data_checks import DataChecks, apply_exclusions, check_table
+from crm_predict.training.data_checks import (
+    MISSING_TOKENS,
+    DataChecks,
+    apply_exclusions,
+    check_table,
+    clean_text,
+    parse_boolean,
+    parse_numeric,
+)
 from crm_predict.training.tracking import log_run, tracking_at
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -34,9 +42,6 @@ N_JOBS = 2  # the machine is shared; never grab every core
 THREADED_FROM_ROWS = 5000
 # What the logged pipeline needs to load; listing it skips MLflow's slow import-tracing subprocess.
 MODEL_REQUIREMENTS = ("scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy", "mlflow")
-TRUE_TOKENS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
-FALSE_TOKENS = frozenset({"no", "n", "false", "f", "0", "0.0"})
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
 MISSING_CATEGORY = "(missing)"
 # Per-trial single-row latency: rows × passes timed (the registry gate times the served pipeline
 # more thoroughly); a family whose first trials all miss the budget is not searched further.
@@ -51,45 +56,6 @@ PRIVATE_SETTINGS = frozenset({"api_token", "database_url", "redis_url", "mlflow_
 
 
 # --- Parsing messy columns ------------------------------------------------------------------
-
-
-def _text(series: pd.Series) -> pd.Series:
-    """Stripped strings with every missing token turned into NaN (works on any object column)."""
-    text = series.astype(object).where(series.notna(), None)
-    text = text.map(lambda v: None if v is None else str(v).strip())
-    return text.where(~text.str.lower().isin(MISSING_TOKENS), None)
-
-
-def parse_boolean(series: pd.Series) -> pd.Series | None:
-    """1.0/0.0/NaN when every present value is yes/no, true/false, y/n or 1/0; else None."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(float)
-    if pd.api.types.is_numeric_dtype(series):
-        # What the text path gives for numbers ("1", "0.0" are tokens), without a string per value.
-        values = series.astype(float)
-        present = values.dropna().to_numpy()
-        if not len(present) or not np.isin(present, (0.0, 1.0)).all() or np.signbit(present).any():
-            return None
-        return values
-    lowered = _text(series).str.lower()
-    present = lowered.dropna()
-    if present.empty or not present.isin(TRUE_TOKENS | FALSE_TOKENS).all():
-        return None
-    return lowered.map(lambda v: np.nan if v is None else float(v in TRUE_TOKENS)).astype(float)
-
-
-def parse_numeric(series: pd.Series, min_share: float = 0.95) -> pd.Series | None:
-    """Floats when at least ``min_share`` of the present values parse as numbers; else None."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(float)
-    if pd.api.types.is_numeric_dtype(series):
-        return series.astype(float).replace([np.inf, -np.inf], np.nan)
-    text = _text(series)
-    present = text.notna().sum()
-    numbers = pd.to_numeric(text, errors="coerce").astype(float)
-    if present and numbers.notna().sum() / present >= min_share:
-        return numbers.replace([np.inf, -np.inf], np.nan)
-    return None
 
 
 def _plain_numbers(values: np.ndarray) -> np.ndarray | None:
@@ -108,7 +74,7 @@ def _plain_numbers(values: np.ndarray) -> np.ndarray | None:
 
 
 def _plain_categories(values: np.ndarray) -> np.ndarray | None:
-    """``_text(...).fillna(MISSING_CATEGORY)`` of plain str/int/float/None values; else None."""
+    """``clean_text(...).fillna(MISSING_CATEGORY)`` of plain str/int/float/None values; else None."""
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and v != v):
@@ -194,7 +160,7 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
                     self.indicators_.append(column)
                 continue
             self.kinds_[column] = "categorical"
-            counts = _text(series).fillna(MISSING_CATEGORY).value_counts(sort=False)
+            counts = clean_text(series).fillna(MISSING_CATEGORY).value_counts(sort=False)
             # Most frequent first; ties broken by name so refits give the same columns.
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
             self.categories_[column] = [name for name, _ in ranked[: self.max_categories]]
@@ -225,7 +191,7 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             if kind in ("numeric", "boolean"):
                 blocks += self._number_blocks(column, self._parsed_numbers(kind, series))
             elif kind == "categorical":
-                text = _text(series).fillna(MISSING_CATEGORY).to_numpy()
+                text = clean_text(series).fillna(MISSING_CATEGORY).to_numpy()
                 blocks.append(self._category_block(column, text))
         if not blocks:
             return np.zeros((len(frame), 0))
@@ -254,7 +220,7 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             elif kind == "categorical":
                 text = _plain_categories(values[:, j])
                 if text is None:
-                    text = _text(X.iloc[:, j]).fillna(MISSING_CATEGORY).to_numpy()
+                    text = clean_text(X.iloc[:, j]).fillna(MISSING_CATEGORY).to_numpy()
                 blocks.append(self._category_block(column, text))
         if not blocks:
             return np.zeros((len(X), 0))
@@ -340,7 +306,7 @@ def parse_label(series: pd.Series, column: str) -> pd.Series:
         if numbers is not None and set(numbers.dropna().unique()) <= {0.0, 1.0}:
             values = numbers
     if values is None:
-        seen = ", ".join(map(repr, _text(series).dropna().unique()[:6]))
+        seen = ", ".join(map(repr, clean_text(series).dropna().unique()[:6]))
         raise UserError(
             f"target column {column!r} must be binary (yes/no, true/false, y/n or 1/0); "
             f"found values {seen}"
@@ -571,7 +537,7 @@ def _one_thread(model: Any) -> Iterator[None]:
 def single_row_latency(model: Any, x: np.ndarray) -> tuple[float, float]:
     """(p50, p99) CPU ms of ``predict_proba`` on one preprocessed row, single-threaded: the
     estimator's share of an online prediction."""
-    from crm_predict.registry.latency import time_calls
+    from crm_predict.core.timing import time_calls
 
     rows = [x[i : i + 1] for i in range(min(LATENCY_ROWS, len(x)))]
     with _one_thread(model):

@@ -99,11 +99,53 @@ class DataChecks:
 # --- Column parsing (the preprocessor's view of a column) ------------------------------------
 
 
+TRUE_TOKENS = frozenset({"yes", "y", "true", "t", "1", "1.0"})
+FALSE_TOKENS = frozenset({"no", "n", "false", "f", "0", "0.0"})
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
+
+
+def clean_text(series: pd.Series) -> pd.Series:
+    """Stripped strings with every missing token turned into NaN (works on any object column)."""
+    text = series.astype(object).where(series.notna(), None)
+    text = text.map(lambda v: None if v is None else str(v).strip())
+    return text.where(~text.str.lower().isin(MISSING_TOKENS), None)
+
+
+def parse_boolean(series: pd.Series) -> pd.Series | None:
+    """1.0/0.0/NaN when every present value is yes/no, true/false, y/n or 1/0; else None."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        # What the text path gives for numbers ("1", "0.0" are tokens), without a string per value.
+        values = series.astype(float)
+        present = values.dropna().to_numpy()
+        if not len(present) or not np.isin(present, (0.0, 1.0)).all() or np.signbit(present).any():
+            return None
+        return values
+    lowered = clean_text(series).str.lower()
+    present = lowered.dropna()
+    if present.empty or not present.isin(TRUE_TOKENS | FALSE_TOKENS).all():
+        return None
+    return lowered.map(lambda v: np.nan if v is None else float(v in TRUE_TOKENS)).astype(float)
+
+
+def parse_numeric(series: pd.Series, min_share: float = 0.95) -> pd.Series | None:
+    """Floats when at least ``min_share`` of the present values parse as numbers; else None."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(float).replace([np.inf, -np.inf], np.nan)
+    text = clean_text(series)
+    present = text.notna().sum()
+    numbers = pd.to_numeric(text, errors="coerce").astype(float)
+    if present and numbers.notna().sum() / present >= min_share:
+        return numbers.replace([np.inf, -np.inf], np.nan)
+    return None
+
+
 def _parsed(series: pd.Series) -> tuple[str, pd.Series]:
     """("numeric", floats) or ("categorical", stripped text with NaN), as the model will see it;
     ("ignored", series) for datetimes, which the preprocessor drops."""
-    from crm_predict.training.classifier import _text, parse_boolean, parse_numeric
-
     if pd.api.types.is_datetime64_any_dtype(series):
         return "ignored", series
     values = parse_boolean(series)
@@ -111,7 +153,7 @@ def _parsed(series: pd.Series) -> tuple[str, pd.Series]:
         values = parse_numeric(series)
     if values is not None:
         return "numeric", values.reset_index(drop=True)
-    return "categorical", _text(series).reset_index(drop=True)
+    return "categorical", clean_text(series).reset_index(drop=True)
 
 
 # --- Univariate separation -------------------------------------------------------------------

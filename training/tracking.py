@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from mlflow import MlflowClient
 
-from crm_predict.core.tracking import experiment_id
+from crm_predict.core.tracking import CHALLENGER, experiment_id
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ def log_run(
     """
     import matplotlib.pyplot as plt
     import mlflow
-    from crm_predict.registry.lifecycle import on_new_version
 
     figures = figures or {}
     run_id = model_version = None
@@ -83,7 +82,8 @@ def log_run(
                     holdout.to_parquet(local, index=False)
                     mlflow.log_artifact(str(local), artifact_path="holdout")
                 model_version = str(log_model().registered_model_version)
-                on_new_version(client, name, model_version)
+                # A fresh version waits as challenger for the gates (the previous one loses it).
+                client.set_registered_model_alias(name, CHALLENGER, model_version)
         except BaseException:
             if model_version is not None:
                 client.delete_model_version(name, model_version)

@@ -108,6 +108,8 @@ def test_retrain_command_makes_a_challenger_with_a_card(client, tmp_path):
 
 
 def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path):
+    from crm_predict.registry.gates import GateConfig
+    from crm_predict.serving.latency import measure_serving_latency
     from crm_predict.training.classifier import CANDIDATES
 
     data = tmp_path / "churn.parquet"
@@ -115,12 +117,14 @@ def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path
     only_lr = (CANDIDATES[0],)  # one cheap candidate: the gates, not the search, are under test
     settings = Settings(
         data_dir=tmp_path / "data", mlflow_tracking_uri=client.tracking_uri, optuna_trials=1,
-        auto_promote=True, predict_latency_budget_ms=5.0, explain_latency_budget_ms=10.0,
+        auto_promote=True, predict_latency_budget_ms=50.0, explain_latency_budget_ms=100.0,
     )  # fmt: skip
-    result = retrain(settings, client, NAME, data=data, candidates=only_lr)
+    # Budgets far above any machine's figure: that retrain times the version is under test here.
+    config = GateConfig.from_settings(settings, latency_probe=measure_serving_latency)
+    result = retrain(settings, client, NAME, config, data=data, candidates=only_lr)
     assert result.report.passed, result.report.failure_message()
     latency = {r.name: r.detail for r in result.report.results}["predict_latency"]
-    assert "≤ budget 5 ms" in latency  # the trained pipeline, loaded as the service loads it
+    assert "≤ budget 50 ms" in latency  # the trained pipeline, loaded as the service loads it
     assert result.promoted is not None and result.promoted.by == "retrain"
     assert version_for_alias(client, NAME, CHAMPION) == result.version
 
@@ -131,7 +135,7 @@ def test_retrain_auto_promotes_only_when_allowed_and_gates_pass(client, tmp_path
     for column in ("activity", "recency"):
         broken.loc[older, column] = rng.permutation(broken.loc[older, column].to_numpy())
     broken.to_parquet(data)
-    worse = retrain(settings, client, NAME, data=data, candidates=only_lr)
+    worse = retrain(settings, client, NAME, config, data=data, candidates=only_lr)
     assert "not_worse_than_champion" in [r.name for r in worse.report.failed]
     assert worse.promoted is None
     assert version_for_alias(client, NAME, CHAMPION) == result.version

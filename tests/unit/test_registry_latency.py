@@ -7,8 +7,8 @@ from dataclasses import replace
 import optuna
 import pytest
 from crm_predict.registry.gates import GateConfig, check_gates, gate_predict_latency
-from crm_predict.registry.latency import Latency, time_calls
 from crm_predict.registry.lifecycle import CHAMPION, PromotionBlocked, promote, version_for_alias
+from crm_predict.serving.latency import measure_serving_latency
 from crm_predict.training.classifier import (
     CANDIDATES,
     Selection,
@@ -18,10 +18,13 @@ from crm_predict.training.classifier import (
 from registry_fixtures import FEATURES, log_classifier_version, synthetic_frame
 
 from crm_predict.core.settings import Settings
+from crm_predict.core.timing import Latency, time_calls
 
 NAME = "lead_scoring"
 # The default budgets, fewer timed rows: a slow forest costs ~20 ms a row.
-CONFIG = GateConfig(latency_rows=20, latency_repeats=3, latency_warmup=2)
+CONFIG = GateConfig(
+    latency_rows=20, latency_repeats=3, latency_warmup=2, latency_probe=measure_serving_latency
+)
 
 
 def _version(client, candidate: str, params: dict, card: bool = True) -> str:
@@ -50,30 +53,33 @@ XGBOOST = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("candidate", "params"),
-    [("logistic_regression", {"C": 1.0}), ("xgboost", XGBOOST)],
-    ids=["logistic_regression", "xgboost"],
-)
-def test_search_candidates_meet_the_budget(mlflow_client, candidate, params):
-    version = _version(mlflow_client, candidate, params)
+def _p99(gate, label: str = "predict") -> float:
+    return float(gate.detail.split(f"{label} p50 ", 1)[1].split("p99 ", 1)[1].split(" ms", 1)[0])
 
-    report = check_gates(mlflow_client, NAME, version, CONFIG)
 
-    gate = _latency(report)
-    assert gate.passed, gate.detail
-    assert (
-        "predict p50" in gate.detail
-        and f"≤ budget {CONFIG.predict_latency_budget_ms:g} ms" in gate.detail
+def test_search_candidates_meet_budgets_relative_to_this_runs_floor(mlflow_client):
+    # The floor is the cheapest model the search offers, served the same way in the same run; a
+    # 300-tree XGBoost must stay within a small multiple of it, with and without reasons, so
+    # the default budget that a linear model meets holds for it too on any machine.
+    linear = _version(mlflow_client, "logistic_regression", {"C": 1.0})
+    floor_gate = _latency(check_gates(mlflow_client, NAME, linear, CONFIG))
+    floor = _p99(floor_gate)
+    config = replace(
+        CONFIG, predict_latency_budget_ms=3 * floor, explain_latency_budget_ms=12 * floor
     )
-    if candidate == "xgboost":  # reasons were timed too
-        assert "explain (xgboost_treeshap)" in gate.detail and "≤ budget 10 ms" in gate.detail
-    assert report.passed, report.failure_message()
+    version = _version(mlflow_client, "xgboost", XGBOOST)
+
+    gate = _latency(check_gates(mlflow_client, NAME, version, config))
+
+    assert gate.passed, f"{gate.detail}; floor {floor_gate.detail}"
+    assert "predict p50" in gate.detail and "explain (xgboost_treeshap)" in gate.detail
 
 
 def test_budgets_come_from_settings_and_zero_turns_the_gate_off():
     settings = Settings(predict_latency_budget_ms=2.5, explain_latency_budget_ms=0, seed=11)
-    config = GateConfig.from_settings(settings)
+    config = GateConfig.from_settings(settings, latency_probe=measure_serving_latency)
+    assert config.latency_probe is measure_serving_latency
+    assert "latency_probe" not in config.as_dict()  # logged with results: plain data only
     assert (config.predict_latency_budget_ms, config.explain_latency_budget_ms) == (2.5, 0)
     assert config.latency_seed == 11
     off = GateConfig(predict_latency_budget_ms=0, explain_latency_budget_ms=0)
@@ -108,14 +114,23 @@ def test_time_calls_reports_the_median_pass_of_each_figure():
     assert (figures.calls, figures.repeats) == (4, 3)
 
 
+def test_a_classifier_is_not_promoted_unmeasured(mlflow_client):
+    version = _version(mlflow_client, "logistic_regression", {"C": 1.0}, card=False)
+
+    gate = _latency(check_gates(mlflow_client, NAME, version, replace(CONFIG, latency_probe=None)))
+
+    assert not gate.passed and "no latency probe" in gate.detail
+
+
 def test_big_random_forest_is_too_slow_to_promote(mlflow_client):
-    # A forest from the search space (100–400 trees): 200 trees time 21–23 ms a row here, four
-    # times the budget. The smallest, 100 trees, once timed under the 5 ms budget in a CI run.
+    # The budget is relative to this run's floor: three times the p99 of a logistic regression
+    # served the same way on the same machine, which a 200-tree forest (from the search space)
+    # exceeds many times over whatever the machine's speed.
+    linear = _version(mlflow_client, "logistic_regression", {"C": 1.0}, card=False)
+    floor_p99 = _p99(_latency(check_gates(mlflow_client, NAME, linear, CONFIG)))
     forest = {"n_estimators": 200, "max_depth": 6, "min_samples_leaf": 1, "max_features": "sqrt"}
     version = _version(mlflow_client, "random_forest", forest, card=False)
-    # A budget of 1 ms: the forest's single-row predict is several times that on any machine
-    # seen (5 ms was once met on a fast one); the gate's verdict, not the machine, is under test.
-    fewer_rows = replace(CONFIG, latency_rows=10, predict_latency_budget_ms=1.0)
+    fewer_rows = replace(CONFIG, latency_rows=10, predict_latency_budget_ms=3 * floor_p99)
 
     with pytest.raises(PromotionBlocked, match="predict_latency") as blocked:
         promote(mlflow_client, NAME, version, fewer_rows)
@@ -124,4 +139,4 @@ def test_big_random_forest_is_too_slow_to_promote(mlflow_client):
     failed = [r.name for r in blocked.value.report.failed]
     assert failed == ["predict_latency", "model_card"]  # no card: saves a second
     detail = _latency(blocked.value.report).detail
-    assert "predict p50" in detail and "> budget 1 ms" in detail and "10 holdout rows × 3" in detail
+    assert "predict p50" in detail and "> budget" in detail and "10 holdout rows × 3" in detail
