@@ -99,16 +99,15 @@ def latest_clv_batch(session: Session) -> pd.DataFrame:
 
 def store_as_of(session: Session) -> datetime:
     """The newest timestamp in the store: "now" for a demo store, about now for a live one."""
-    stamps = [
-        session.scalar(select(func.max(Lead.created_at))),
-        session.scalar(select(func.max(Deal.updated_at))),
-        session.scalar(select(func.max(Activity.occurred_at))),
-        session.scalar(select(func.max(Order.ordered_at))),
-    ]
-    stamps = [s for s in stamps if s is not None]
+    columns = (Lead.created_at, Deal.updated_at, Activity.occurred_at, Order.ordered_at)
+    stamps = [s for c in columns if (s := session.scalar(select(func.max(c)))) is not None]
     if not stamps:
         raise UserError("the CRM store is empty: run `crm-predict quickstart` or import data first")
     return max(stamps)
+
+
+def _tags(tags: pd.DataFrame, name: str, entity_type: str) -> pd.DataFrame:
+    return tags[(tags["name"] == name) & (tags["entity_type"] == entity_type)]
 
 
 # --- Funnel ----------------------------------------------------------------------------------
@@ -127,7 +126,7 @@ def lead_funnel(
     stage = leads["stage"].fillna("").str.lower()
     marked = status.isin(QUALIFIED_MARKERS) | stage.isin(QUALIFIED_MARKERS)
     if tags is not None:
-        mql = tags[(tags["name"] == TAG_MQL) & (tags["entity_type"] == "lead")]
+        mql = _tags(tags, TAG_MQL, "lead")
         marked |= ids.isin(set(mql.loc[mql["value"] == "true", "entity_id"].astype(int)))
     qualified = has_deal | marked
     counts = [len(leads), int(qualified.sum()), int(has_deal.sum()), int(won.sum())]
@@ -153,20 +152,14 @@ def deal_stage_conversion(
         ranked = ranked.assign(rank=ranked.groupby("deal_id").cumcount())
         mean_rank = ranked.groupby("stage")["rank"].mean().reset_index()
         stage_order = list(mean_rank.sort_values(["rank", "stage"])["stage"])
-    reached = {
-        stage: set(history.loc[history["stage"] == stage, "deal_id"]) for stage in stage_order
-    }
     won_ids = set(deals.loc[deals["outcome"] == "won", "id"])
     # A stage's row counts deals that reached it and every stage before it.
     cohort: set = set(history["deal_id"])
-    names, counts = [], []
+    counts = []
     for stage in stage_order:
-        cohort &= reached[stage]
-        names.append(stage)
+        cohort &= set(history.loc[history["stage"] == stage, "deal_id"])
         counts.append(len(cohort))
-    names.append("won")
-    counts.append(len(cohort & won_ids))
-    return _funnel_frame(names, counts)
+    return _funnel_frame([*stage_order, "won"], [*counts, len(cohort & won_ids)])
 
 
 def _funnel_frame(stages: list[str], counts: list[int]) -> pd.DataFrame:
@@ -253,16 +246,8 @@ def customer_revenue(orders: pd.DataFrame, deals: pd.DataFrame) -> pd.DataFrame:
     """Every revenue event per contact: orders, and won deals with a contact (contact_id, at, amount)."""
     won = deals[(deals["outcome"] == "won") & deals["contact_id"].notna()]
     frames = [
-        pd.DataFrame(
-            {
-                "contact_id": orders["contact_id"],
-                "at": orders["ordered_at"],
-                "amount": orders["amount"],
-            }
-        ),
-        pd.DataFrame(
-            {"contact_id": won["contact_id"], "at": won["closed_at"], "amount": won["amount"]}
-        ),
+        events[["contact_id", at, "amount"]].rename(columns={at: "at"})
+        for events, at in ((orders, "ordered_at"), (won, "closed_at"))
     ]
     non_empty = [f for f in frames if not f.empty]
     revenue = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]
@@ -382,8 +367,7 @@ def ltv(
     """LTV: mean ``clv_3y`` tag on contacts, else mean of the CLV model's latest batch predictions,
     else historical revenue per customer-year (tenure from first revenue to ``as_of``, at least 30
     days) × lifetime. Returns (value, source)."""
-    clv = tags[(tags["name"] == TAG_CLV) & (tags["entity_type"] == "contact")]
-    values = pd.to_numeric(clv["value"], errors="coerce").dropna()
+    values = pd.to_numeric(_tags(tags, TAG_CLV, "contact")["value"], errors="coerce").dropna()
     if not values.empty:
         return float(values.mean()), "clv_tags"
     if clv_predictions is not None and not clv_predictions["score"].dropna().empty:
@@ -506,9 +490,7 @@ def sales_forecast(tables: KpiTables, as_of: datetime, horizon_days: int = 90) -
         & deals["expected_close_at"].notna()
         & (pd.to_datetime(deals["expected_close_at"]) <= end)
     ].copy()
-    health = tables.tags[
-        (tables.tags["name"] == TAG_DEAL_HEALTH) & (tables.tags["entity_type"] == "deal")
-    ]
+    health = _tags(tables.tags, TAG_DEAL_HEALTH, "deal")
     tagged = pd.Series(
         pd.to_numeric(health["value"], errors="coerce").to_numpy() / 100.0,
         index=health["entity_id"].astype(int).to_numpy(),
