@@ -17,6 +17,7 @@ import csv
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from crm_predict.crm_store.models import (
     Account,
@@ -41,7 +42,6 @@ ENTITY_TABLES = {  # tag/task/prediction-log entity_type → the table holding i
     "account": Account,
 }
 CHUNK_ROWS = 50_000
-TAG_COLUMNS = ("name", "value", "model_name", "model_version", "run_id", "scored_at")
 
 
 def check_entity_type(entity_type: str | None) -> None:
@@ -73,16 +73,10 @@ def export_tags(
 ) -> int:
     """Current tags (entity type, id, external id, name, value, model, run, scored_at) → CSV, in
     key order; returns the row count."""
-    check_entity_type(entity_type)
-    external_id = _external_id()
-    columns = [Tag.entity_type, Tag.entity_id, external_id, *(getattr(Tag, c) for c in TAG_COLUMNS)]
-    query = _joined(select(*columns), Tag.entity_type, Tag.entity_id)
-    if entity_type is not None:
-        query = query.where(Tag.entity_type == entity_type)
-    if name is not None:
-        query = query.where(Tag.name == name)
-    query = query.order_by(Tag.entity_type, Tag.entity_id, Tag.name)
-    return _write(session, query, out, chunk_rows)
+    query = _query(Tag, entity_type=entity_type, name=name)
+    return _write(
+        session, query.order_by(Tag.entity_type, Tag.entity_id, Tag.name), out, chunk_rows
+    )
 
 
 def export_tasks(
@@ -94,21 +88,9 @@ def export_tasks(
     chunk_rows: int = CHUNK_ROWS,
 ) -> int:
     """Every task column, plus the entity's and the owner's external ids → CSV, by task id."""
-    check_entity_type(entity_type)
     owner = aliased(User, name="owner")
-    columns: list[ColumnElement] = []
-    for column in Task.__table__.columns:
-        columns.append(getattr(Task, column.key))
-        if column.key == "entity_id":
-            columns.append(_external_id())
-        elif column.key == "owner_id":
-            columns.append(owner.external_id.label("owner_external_id"))
-    query = _joined(select(*columns), Task.entity_type, Task.entity_id)
+    query = _query(Task, owner, entity_type=entity_type, status=status)
     query = query.outerjoin(owner, owner.id == Task.owner_id)
-    if entity_type is not None:
-        query = query.where(Task.entity_type == entity_type)
-    if status is not None:
-        query = query.where(Task.status == status)
     return _write(session, query.order_by(Task.id), out, chunk_rows)
 
 
@@ -122,41 +104,42 @@ def export_predictions(
 ) -> int:
     """The prediction log with the entities' external ids → CSV, in the store's order (the log
     has no id index on PostgreSQL: sorting millions of rows would buy nothing a reader needs)."""
-    check_entity_type(entity_type)
-    columns: list[ColumnElement] = []
-    for column in PredictionLog.__table__.columns:
-        columns.append(getattr(PredictionLog, column.key))
-        if column.key == "entity_id":
-            columns.append(_external_id())
-    query = _joined(select(*columns), PredictionLog.entity_type, PredictionLog.entity_id)
-    if entity_type is not None:
-        query = query.where(PredictionLog.entity_type == entity_type)
-    if model_name is not None:
-        query = query.where(PredictionLog.model_name == model_name)
+    query = _query(PredictionLog, entity_type=entity_type, model_name=model_name)
     return _write(session, query, out, chunk_rows)
 
 
 # --- the join and the write -----------------------------------------------------------------------
 
-ENTITY_TYPES_OF: dict[type, tuple[str, ...]] = {}  # entity table → the entity types it holds
-for _type, _table in ENTITY_TABLES.items():
-    ENTITY_TYPES_OF[_table] = (*ENTITY_TYPES_OF.get(_table, ()), _type)
+# Entity table → the entity types it holds, and its alias in the joins.
+ENTITY_TYPES_OF = {
+    table: tuple(t for t, of in ENTITY_TABLES.items() if of is table)
+    for table in dict.fromkeys(ENTITY_TABLES.values())
+}
 ENTITY_ALIASES = {t: aliased(t, name=f"entity_{t.__tablename__}") for t in ENTITY_TYPES_OF}
 
 
-def _external_id() -> ColumnElement:
-    """The external id of the row's entity: at most one of the left-joined tables matches."""
-    return func.coalesce(*(a.external_id for a in ENTITY_ALIASES.values())).label(
-        "entity_external_id"
-    )
-
-
-def _joined(query: Select, entity_type: ColumnElement, entity_id: ColumnElement) -> Select:
-    """``query`` left-joined to each entity table on (the entity types it holds, id)."""
+def _query(model: type, owner: Any = None, **filters: str | None) -> Select:
+    """Every column of ``model`` with the entity's external id after ``entity_id`` (and the
+    owner's after ``owner_id``), left-joined to each entity table on (the entity types it holds,
+    id); rows where each given filter column equals its value."""
+    check_entity_type(filters.get("entity_type"))
+    columns: list[ColumnElement] = []
+    for column in model.__table__.columns:
+        columns.append(getattr(model, column.key))
+        if column.key == "entity_id":
+            # At most one of the left-joined tables matches.
+            external = func.coalesce(*(a.external_id for a in ENTITY_ALIASES.values()))
+            columns.append(external.label("entity_external_id"))
+        elif column.key == "owner_id" and owner is not None:
+            columns.append(owner.external_id.label("owner_external_id"))
+    query = select(*columns)
     for table, alias in ENTITY_ALIASES.items():
         types = ENTITY_TYPES_OF[table]
-        kind = entity_type == types[0] if len(types) == 1 else entity_type.in_(types)
-        query = query.outerjoin(alias, and_(kind, alias.id == entity_id))
+        kind = model.entity_type == types[0] if len(types) == 1 else model.entity_type.in_(types)
+        query = query.outerjoin(alias, and_(kind, alias.id == model.entity_id))
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(model, name) == value)
     return query
 
 
