@@ -39,10 +39,6 @@ app.add_typer(
 app.add_typer(rules_app, name="rules", help="Business rules file: check, show.")
 
 
-def settings_from(ctx: typer.Context) -> Settings:
-    return ctx.obj
-
-
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -61,20 +57,17 @@ def init_db(ctx: typer.Context) -> None:
     """Create or upgrade the CRM store schema (Alembic)."""
     from crm_predict.crm_store.db import make_engine, upgrade
 
-    settings = settings_from(ctx)
-    upgrade(make_engine(settings.crm_url))
-    console.print(f"CRM store ready at [bold]{settings.crm_url}[/]")
+    upgrade(make_engine(ctx.obj.crm_url))
+    console.print(f"CRM store ready at [bold]{ctx.obj.crm_url}[/]")
 
 
 @app.command("summary")
 def summary(ctx: typer.Context) -> None:
     """Row counts per CRM table."""
-    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.db import store_session
     from crm_predict.crm_store.repository import counts
 
-    engine = make_engine(settings_from(ctx).crm_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
+    with store_session(ctx.obj.crm_url) as session:
         print_counts(counts(session))
 
 
@@ -89,19 +82,14 @@ def report(
     ),
 ) -> None:
     """HTML report: funnel, sales cycle, CAC/LTV, channel ROI, owners, forecast, model quality."""
-    from mlflow import MlflowClient
-
-    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.db import store_session
     from crm_predict.serving.report import write_report
 
-    settings = settings_from(ctx)
-    engine = make_engine(settings.crm_url)
-    upgrade(engine)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    settings: Settings = ctx.obj
     out = out or settings.data_dir / "reports"
     out.mkdir(parents=True, exist_ok=True)
-    with session_factory(engine)() as session:
-        path = write_report(session, client, settings, out, as_of)
+    with store_session(settings.crm_url) as session:
+        path = write_report(session, settings.mlflow_client(), settings, out, as_of)
     console.print(f"Report written to [bold]{path}[/]")
 
 
@@ -120,20 +108,14 @@ def demo_data(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from crm_predict.crm_store.bulk import clear_store, store_is_empty
-    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.db import store_session
     from crm_predict.crm_store.demo import generate_demo
 
-    settings = settings_from(ctx)
-    engine = make_engine(settings.crm_url)
-    upgrade(engine)
+    settings: Settings = ctx.obj
+    columns = (TextColumn("{task.description:<20}"), BarColumn(), TimeElapsedColumn())
     with (
-        session_factory(engine)() as session,
-        Progress(
-            TextColumn("{task.description:<20}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar,
+        store_session(settings.crm_url) as session,
+        Progress(*columns, console=console) as bar,
     ):
         if not store_is_empty(session):
             if not replace:
@@ -144,13 +126,9 @@ def demo_data(
             clear_store(session)
         task = bar.add_task("demo data", total=1.0)
         counts = generate_demo(
-            session,
-            settings,
-            customers,
-            as_of=as_of,
-            seed=seed,
+            session, settings, customers, as_of=as_of, seed=seed,
             progress=lambda step, done: bar.update(task, description=step, completed=done),
-        )
+        )  # fmt: skip
         session.commit()
     print_counts(counts)
     console.print(f"Ground truth in [bold]{settings.demo_truth_dir}[/]")
@@ -173,7 +151,7 @@ def import_file(
     ),
 ) -> None:
     """Import CSV files (all rows or none; re-importing the same files changes nothing)."""
-    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.db import store_session
     from crm_predict.crm_store.importer import import_csv, import_directory
     from crm_predict.crm_store.mapping import load_mapping
 
@@ -184,9 +162,7 @@ def import_file(
         )
     if mapping is not None and len(args) > 1:
         raise UserError(f"with --mapping give at most one directory (got {len(args)} arguments)")
-    engine = make_engine(settings_from(ctx).crm_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
+    with store_session(ctx.obj.crm_url) as session:
         if mapping is None:
             results = [import_csv(session, args[0], Path(args[1]))]
         else:
@@ -216,11 +192,9 @@ def quickstart(
     """Demo CRM, features, five models trained + registered + promoted, batch write-back, report."""
     import time
 
-    from mlflow import MlflowClient
-
     from crm_predict.quickstart import run_quickstart
 
-    settings = settings_from(ctx)
+    settings: Settings = ctx.obj
     command = typer.main.get_command(app)
 
     def invoke(args) -> None:
@@ -228,8 +202,7 @@ def quickstart(
         command.main(["--data-dir", str(settings.data_dir), *args], standalone_mode=False)
 
     started = time.perf_counter()
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    table = run_quickstart(invoke, client, console, customers, seed)
+    table = run_quickstart(invoke, settings.mlflow_client(), console, customers, seed)
     console.rule("done")
     console.print(table)
     console.print(f"Quickstart finished in {time.perf_counter() - started:.0f} s.")

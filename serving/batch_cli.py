@@ -79,23 +79,18 @@ def score_command(
 
     Features are computed as of ``--at`` from the CRM snapshot under the data dir; the rule context
     (owners, idle days, spend windows) is always read live from the CRM store."""
-    from crm_predict.crm_store.db import make_engine, session_factory, upgrade
+    from crm_predict.crm_store.db import store_session
     from crm_predict.serving.batch import run_batch
-    from mlflow import MlflowClient
 
     settings = ctx.obj
     names = parse_models(models)
     when, changed = parse_time(at, "--at"), parse_time(since, "--since")  # before any I/O
-    engine = make_engine(settings.crm_url)
-    upgrade(engine)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = settings.mlflow_client()
+    columns = (TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
     with (
-        Progress(
-            TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, disable=quiet,
-        ) as bars,
-        session_factory(engine)() as session,
-    ):  # fmt: skip
+        Progress(*columns, console=console, disable=quiet) as bars,
+        store_session(settings.crm_url) as session,
+    ):
 
         def progress(model_name: str, total: int):
             task = bars.add_task(model_name, total=total)
@@ -104,7 +99,6 @@ def score_command(
         summary = run_batch(
             session, client, settings, names, when, changed, progress=progress, export=export,
         )  # fmt: skip
-    engine.dispose()
     console.print(summary_table(summary))
     assigned = summary.task_assignment
     console.print(

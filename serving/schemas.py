@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
 
 FeatureValue = float | int | str | bool | None
 # Ids are BIGINTs: a larger number is a 400 naming the field, not an overflow (500) downstream.
@@ -49,74 +49,34 @@ class ExplainableRequest(ScoreRequest):
     explain: StrictBool = Field(False, description="Add the top positive and negative reasons.")
 
 
-class LeadScoreRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "lead_id", "lead_ref", "features"
-    lead_id: EntityId | None = None
-    lead_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
-    features: FeatureRow | None = None
+def _requests(prefix: str, entity: str, base: type[ScoreRequest]) -> tuple[type, type]:
+    """``<prefix>Request`` (an ``<entity>_id``, ``<entity>_ref`` or ``features``) and
+    ``<prefix>BatchRequest`` (``<entity>_ids``, ``<entity>_refs`` or ``rows``)."""
+    ref, many = Field(None, description=REF_DESCRIPTION), Field(None, min_length=1)
+    many_refs = Field(None, min_length=1, description=REF_DESCRIPTION)
+    one = {
+        f"{entity}_id": (EntityId | None, None),
+        f"{entity}_ref": (EntityRef | None, ref),
+        "features": (FeatureRow | None, None),
+    }
+    batch = {
+        f"{entity}_ids": (list[EntityId] | None, many),
+        f"{entity}_refs": (list[EntityRef] | None, many_refs),
+        "rows": (list[FeatureRow] | None, many),
+    }
+    models = []
+    for name, fields in ((f"{prefix}Request", one), (f"{prefix}BatchRequest", batch)):
+        model = create_model(name, __base__=base, __module__=__name__, **fields)
+        model.id_field, model.ref_field, model.rows_field = fields
+        models.append(model)
+    return tuple(models)
 
 
-class LeadScoreBatchRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "lead_ids", "lead_refs", "rows"
-    lead_ids: list[EntityId] | None = Field(None, min_length=1)
-    lead_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
-    rows: list[FeatureRow] | None = Field(None, min_length=1)
-
-
-class DealHealthRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "deal_id", "deal_ref", "features"
-    deal_id: EntityId | None = None
-    deal_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
-    features: FeatureRow | None = None
-
-
-class DealHealthBatchRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "deal_ids", "deal_refs", "rows"
-    deal_ids: list[EntityId] | None = Field(None, min_length=1)
-    deal_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
-    rows: list[FeatureRow] | None = Field(None, min_length=1)
-
-
-class ChurnRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "customer_id", "customer_ref", "features"
-    customer_id: EntityId | None = None
-    customer_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
-    features: FeatureRow | None = None
-
-
-class ChurnBatchRequest(ExplainableRequest):
-    id_field, ref_field, rows_field = "customer_ids", "customer_refs", "rows"
-    customer_ids: list[EntityId] | None = Field(None, min_length=1)
-    customer_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
-    rows: list[FeatureRow] | None = Field(None, min_length=1)
-
-
-class ClvRequest(ScoreRequest):
-    id_field, ref_field, rows_field = "customer_id", "customer_ref", "features"
-    customer_id: EntityId | None = None
-    customer_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
-    features: FeatureRow | None = None
-
-
-class ClvBatchRequest(ScoreRequest):
-    id_field, ref_field, rows_field = "customer_ids", "customer_refs", "rows"
-    customer_ids: list[EntityId] | None = Field(None, min_length=1)
-    customer_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
-    rows: list[FeatureRow] | None = Field(None, min_length=1)
-
-
-class NextBestTimeRequest(ScoreRequest):
-    id_field, ref_field, rows_field = "contact_id", "contact_ref", "features"
-    contact_id: EntityId | None = None
-    contact_ref: EntityRef | None = Field(None, description=REF_DESCRIPTION)
-    features: FeatureRow | None = None
-
-
-class NextBestTimeBatchRequest(ScoreRequest):
-    id_field, ref_field, rows_field = "contact_ids", "contact_refs", "rows"
-    contact_ids: list[EntityId] | None = Field(None, min_length=1)
-    contact_refs: list[EntityRef] | None = Field(None, min_length=1, description=REF_DESCRIPTION)
-    rows: list[FeatureRow] | None = Field(None, min_length=1)
+LeadScoreRequest, LeadScoreBatchRequest = _requests("LeadScore", "lead", ExplainableRequest)
+DealHealthRequest, DealHealthBatchRequest = _requests("DealHealth", "deal", ExplainableRequest)
+ChurnRequest, ChurnBatchRequest = _requests("Churn", "customer", ExplainableRequest)
+ClvRequest, ClvBatchRequest = _requests("Clv", "customer", ScoreRequest)
+NextBestTimeRequest, NextBestTimeBatchRequest = _requests("NextBestTime", "contact", ScoreRequest)
 
 
 # --- responses -----------------------------------------------------------------------------------

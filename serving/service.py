@@ -14,7 +14,7 @@ import gc
 import secrets
 import uuid
 import warnings
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio.to_thread
 import bentoml
@@ -28,6 +28,7 @@ from crm_predict.serving.hub import (
     UnknownRefsError,
 )
 from crm_predict.serving.scoring import FeatureInputError, check_rows
+from crm_predict.training.specs import SPECS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -63,11 +64,10 @@ def freeze_heap() -> None:
 
 
 def quiet_bentoml_deprecation() -> None:
-    """Ignore the deprecation warning BentoML 1.4's endpoint raises on every request (it reads
-    ``model_fields`` off the request instance, deprecated in pydantic 2.11). A ``catch_warnings``
-    in a library on the request path resets Python's once-per-location registry, so it was
-    printed to the log again and again (a formatted traceback line per request). Feast is
-    imported first: its import puts a filter for every DeprecationWarning ahead of ours."""
+    """Ignore the warning BentoML 1.4 raises on every request (``model_fields`` read off the
+    request instance, deprecated in pydantic 2.11): a ``catch_warnings`` on the request path resets
+    the once-per-location registry, so it would be logged per request. Feast is imported first:
+    its import puts a filter for every DeprecationWarning ahead of ours."""
     import crm_predict.features.online  # noqa: F401 - see above
     from pydantic.warnings import PydanticDeprecatedSince211
 
@@ -87,6 +87,26 @@ def check_token(authorization: str | None, token: str) -> None:
         raise ApiError(401, "bearer token required", "Authorization")
     if not token or not secrets.compare_digest(given.encode(), token.encode()):
         raise ApiError(403, "invalid bearer token", "Authorization")
+
+
+def _endpoints(
+    name: str, route: str, one: type, many: type, record: type, doc: str, batch_doc: str
+):
+    """The single and batch ``@bentoml.api`` methods of model ``name`` at ``/route`` and
+    ``/route/batch``; each hands its validated request to ``CrmPredict._answer``."""
+
+    def endpoint(path: str, request: type[S.ScoreRequest], answer: type, text: str):
+        async def call(self, ctx: bentoml.Context, **fields) -> Response:
+            return await self._answer(ctx, name, request(**fields), answer)
+
+        call.__name__ = call.__qualname__ = path.strip("/").replace("/", "_")
+        call.__doc__ = text
+        return bentoml.api(route=path, input_spec=request, output_spec=answer)(call)
+
+    return (
+        endpoint(f"/{route}", one, S.Single[record], doc),
+        endpoint(f"/{route}/batch", many, S.Batch[record], batch_doc),
+    )
 
 
 @bentoml.asgi_app(review.app, path="/review")
@@ -164,94 +184,47 @@ class CrmPredict:
 
     def _job(self, name: str, request: S.ScoreRequest, batch: bool) -> Job:
         explain = bool(getattr(request, "explain", False))
-        ids = getattr(request, request.id_field)
-        if ids is not None:
-            ids = list(ids) if batch else [ids]
-            _check_size(len(ids), self.settings.max_batch_size, request.id_field)
-            return Job(ids=ids, explain=explain)
-        refs = getattr(request, request.ref_field)
-        if refs is not None:
-            refs = list(refs) if batch else [refs]
-            _check_size(len(refs), self.settings.max_batch_size, request.ref_field)
-            return Job(refs=refs, explain=explain)
-        rows = getattr(request, request.rows_field)
-        rows = list(rows) if batch else [rows]
-        _check_size(len(rows), self.settings.max_batch_size, request.rows_field)
-        return Job(
-            frame=check_rows(self.hub.model(name), rows, request.rows_field), explain=explain
-        )
+        # The request holds exactly one of the three (its validator says so).
+        field = next(f for f in (request.id_field, request.ref_field, request.rows_field) if getattr(request, f) is not None)  # fmt: skip
+        items = list(getattr(request, field)) if batch else [getattr(request, field)]
+        limit = self.settings.max_batch_size
+        if len(items) > limit:
+            raise ApiError(413, f"{len(items)} items; at most {limit} per request (max_batch_size)", field)  # fmt: skip
+        if field == request.id_field:
+            return Job(ids=items, explain=explain)
+        if field == request.ref_field:
+            return Job(refs=items, explain=explain)
+        return Job(frame=check_rows(self.hub.model(name), items, field), explain=explain)
 
-    # --- lead scoring --------------------------------------------------------------------------
-
-    @bentoml.api(route="/lead_score", input_spec=S.LeadScoreRequest, output_spec=S.Single[S.LeadScore])  # fmt: skip
-    async def lead_score(self, ctx: bentoml.Context, **request) -> S.Single[S.LeadScore]:
-        """Lead score 1–99, grade A–D and MQL flag for one lead (id or raw features)."""
-        return await self._answer(
-            ctx, "lead_scoring", S.LeadScoreRequest(**request), S.Single[S.LeadScore]
-        )
-
-    @bentoml.api(route="/lead_score/batch", input_spec=S.LeadScoreBatchRequest, output_spec=S.Batch[S.LeadScore])  # fmt: skip
-    async def lead_score_batch(self, ctx: bentoml.Context, **request) -> S.Batch[S.LeadScore]:
-        """Lead scores for many leads (ids or raw feature rows)."""
-        return await self._answer(ctx, "lead_scoring", S.LeadScoreBatchRequest(**request), S.Batch[S.LeadScore])  # fmt: skip
-
-    # --- deal health ---------------------------------------------------------------------------
-
-    @bentoml.api(route="/deal_health", input_spec=S.DealHealthRequest, output_spec=S.Single[S.DealHealth])  # fmt: skip
-    async def deal_health(self, ctx: bentoml.Context, **request) -> S.Single[S.DealHealth]:
-        """Deal health 0–100 and colour (green/yellow/red) for one open deal."""
-        return await self._answer(
-            ctx, "deal_health", S.DealHealthRequest(**request), S.Single[S.DealHealth]
-        )
-
-    @bentoml.api(route="/deal_health/batch", input_spec=S.DealHealthBatchRequest, output_spec=S.Batch[S.DealHealth])  # fmt: skip
-    async def deal_health_batch(self, ctx: bentoml.Context, **request) -> S.Batch[S.DealHealth]:
-        """Deal health for many deals."""
-        return await self._answer(ctx, "deal_health", S.DealHealthBatchRequest(**request), S.Batch[S.DealHealth])  # fmt: skip
-
-    # --- churn ---------------------------------------------------------------------------------
-
-    @bentoml.api(route="/churn", input_spec=S.ChurnRequest, output_spec=S.Single[S.Churn])
-    async def churn(self, ctx: bentoml.Context, **request) -> S.Single[S.Churn]:
-        """Churn probability (next 90 days) and risk level for one customer."""
-        return await self._answer(ctx, "churn", S.ChurnRequest(**request), S.Single[S.Churn])
-
-    @bentoml.api(route="/churn/batch", input_spec=S.ChurnBatchRequest, output_spec=S.Batch[S.Churn])  # fmt: skip
-    async def churn_batch(self, ctx: bentoml.Context, **request) -> S.Batch[S.Churn]:
-        """Churn probability and risk for many customers."""
-        return await self._answer(ctx, "churn", S.ChurnBatchRequest(**request), S.Batch[S.Churn])
-
-    # --- CLV -----------------------------------------------------------------------------------
-
-    @bentoml.api(route="/clv", input_spec=S.ClvRequest, output_spec=S.Single[S.Clv])
-    async def clv(self, ctx: bentoml.Context, **request) -> S.Single[S.Clv]:
-        """3-year customer value, value tier and RFM segment for one customer."""
-        return await self._answer(ctx, "clv", S.ClvRequest(**request), S.Single[S.Clv])
-
-    @bentoml.api(route="/clv/batch", input_spec=S.ClvBatchRequest, output_spec=S.Batch[S.Clv])
-    async def clv_batch(self, ctx: bentoml.Context, **request) -> S.Batch[S.Clv]:
-        """CLV, tier and RFM segment for many customers."""
-        return await self._answer(ctx, "clv", S.ClvBatchRequest(**request), S.Batch[S.Clv])
-
-    # --- next best time ------------------------------------------------------------------------
-
-    @bentoml.api(route="/next_best_time", input_spec=S.NextBestTimeRequest, output_spec=S.Single[S.NextBestTime])  # fmt: skip
-    async def next_best_time(self, ctx: bentoml.Context, **request) -> S.Single[S.NextBestTime]:
-        """Best hour-of-week slots and channel to contact one contact."""
-        return await self._answer(ctx, "next_best_time", S.NextBestTimeRequest(**request), S.Single[S.NextBestTime])  # fmt: skip
-
-    @bentoml.api(route="/next_best_time/batch", input_spec=S.NextBestTimeBatchRequest, output_spec=S.Batch[S.NextBestTime])  # fmt: skip
-    async def next_best_time_batch(
-        self, ctx: bentoml.Context, **request
-    ) -> S.Batch[S.NextBestTime]:
-        """Best slots and channel for many contacts."""
-        return await self._answer(ctx, "next_best_time", S.NextBestTimeBatchRequest(**request), S.Batch[S.NextBestTime])  # fmt: skip
+    lead_score, lead_score_batch = _endpoints(
+        "lead_scoring", "lead_score", S.LeadScoreRequest, S.LeadScoreBatchRequest, S.LeadScore,
+        "Lead score 1–99, grade A–D and MQL flag for one lead (id or raw features).",
+        "Lead scores for many leads (ids or raw feature rows).",
+    )  # fmt: skip
+    deal_health, deal_health_batch = _endpoints(
+        "deal_health", "deal_health", S.DealHealthRequest, S.DealHealthBatchRequest, S.DealHealth,
+        "Deal health 0–100 and colour (green/yellow/red) for one open deal.",
+        "Deal health for many deals.",
+    )  # fmt: skip
+    churn, churn_batch = _endpoints(
+        "churn", "churn", S.ChurnRequest, S.ChurnBatchRequest, S.Churn,
+        "Churn probability (next 90 days) and risk level for one customer.",
+        "Churn probability and risk for many customers.",
+    )  # fmt: skip
+    clv, clv_batch = _endpoints(
+        "clv", "clv", S.ClvRequest, S.ClvBatchRequest, S.Clv,
+        "3-year customer value, value tier and RFM segment for one customer.",
+        "CLV, tier and RFM segment for many customers.",
+    )  # fmt: skip
+    next_best_time, next_best_time_batch = _endpoints(
+        "next_best_time", "next_best_time", S.NextBestTimeRequest, S.NextBestTimeBatchRequest,
+        S.NextBestTime, "Best hour-of-week slots and channel to contact one contact.",
+        "Best slots and channel for many contacts.",
+    )  # fmt: skip
 
 
 def _id_key(name: str) -> str:
-    from crm_predict.serving.scoring import ID_FIELD
-
-    return ID_FIELD[name]
+    return SPECS[name].id_field
 
 
 def _unknown_refs(name: str, request: S.ScoreRequest, refs: list[str]) -> ApiError:
@@ -265,19 +238,19 @@ def _error(ctx: bentoml.Context, error: ApiError) -> JSONResponse:
     return error.response()
 
 
-def _check_size(n: int, limit: int, field: str) -> None:
-    if n > limit:
-        raise ApiError(413, f"{n} items; at most {limit} per request (max_batch_size)", field)
-
-
 # --- operational routes ---------------------------------------------------------------------------
 
 
-def _service() -> CrmPredict:
+def _service(request: Request, token: Literal["never", "reads", "always"]) -> CrmPredict:
+    """The running service, once the request carries the API token where ``token`` asks for it
+    ("reads": when the settings protect reads)."""
     try:
-        return bentoml.get_current_service()
+        svc = bentoml.get_current_service()
     except Exception as exc:
         raise ApiError(503, f"service not initialised: {exc}") from exc
+    if token == "always" or (token == "reads" and svc.settings.protect_reads):
+        check_token(request.headers.get("authorization"), svc.settings.api_token)
+    return svc
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -287,10 +260,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: every champion loaded and the online store reachable; says which is not."""
-    try:
-        svc = _service()
-    except ApiError as exc:
-        return exc.response()
+    svc = _service(request, "never")
     state = await anyio.to_thread.run_sync(svc.hub.readiness)
     if not state["ready"]:
         svc.hub.retry_missing()
@@ -299,12 +269,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 async def models(request: Request) -> JSONResponse:
     """The loaded champion of every model (version, run, features, explainer)."""
-    try:
-        svc = _service()
-        if svc.settings.protect_reads:
-            check_token(request.headers.get("authorization"), svc.settings.api_token)
-    except ApiError as exc:
-        return exc.response()
+    svc = _service(request, "reads")
     return JSONResponse({"models": svc.hub.model_status()})
 
 
@@ -312,15 +277,11 @@ async def admin_reload(request: Request) -> JSONResponse:
     """Pick up new champions and the rules file without a restart (``?force=true`` reloads
     every model). A bad rules file is a 422 naming the key; then nothing is reloaded and the rules
     in use stay."""
-    try:
-        svc = _service()
-        check_token(request.headers.get("authorization"), svc.settings.api_token)
-    except ApiError as exc:
-        return exc.response()
+    svc = _service(request, "always")
     try:
         rules = await anyio.to_thread.run_sync(svc.hub.reload_rules)
     except UserError as exc:
-        return ApiError(422, f"rules not reloaded: {exc}", "rules_file").response()
+        raise ApiError(422, f"rules not reloaded: {exc}", "rules_file") from None
     force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
     outcome = await anyio.to_thread.run_sync(lambda: svc.hub.reload(force=force))
     await anyio.to_thread.run_sync(svc.hub.warm)  # a forced reload reopens the online store
@@ -334,7 +295,8 @@ OPS_APP = Starlette(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
-    ]
+    ],
+    exception_handlers={ApiError: lambda request, exc: exc.response()},
 )
 OPS_PATHS = frozenset(route.path for route in OPS_APP.routes)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -23,23 +23,25 @@ from crm_predict.core.errors import UserError
 
 MODEL_NAMES = ("lead_scoring", "deal_health", "churn", "clv", "next_best_time")
 
-
-# Activity categories of the lead points: the inputs of ``rule_based_lead_score`` they price.
-ACTIVITY_CATEGORIES = {
-    "visit": "site_visits",
-    "pricing": "pricing_views",
-    "content": "whitepapers",
-    "trial": "trial_requests",
-}
 # The model whose write-back evaluates an entity's tag rules (churn: the richest customer row).
 TAG_ENTITIES = {"lead": "lead_scoring", "deal": "deal_health", "customer": "churn"}
 
 
 class _RulesModel(BaseModel):
     """Frozen, and a key it does not know is an error naming it (a misspelt threshold must not
-    silently keep its default)."""
+    silently keep its default). ``ordered``: (lower, upper) thresholds, the lower never above."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    ordered: ClassVar[tuple[str, str] | None] = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        low, high = self.ordered or (None, None)
+        if low and getattr(self, low) > getattr(self, high):
+            raise ValueError(
+                f"{low} ({getattr(self, low)}) is above {high} ({getattr(self, high)})"
+            )
+        return self
 
 
 class ActivityPoints(_RulesModel):
@@ -95,6 +97,7 @@ class LeadRules(_RulesModel):
 
 
 class DealRules(_RulesModel):
+    ordered = ("yellow_at", "green_at")
     green_at: int = Field(80, ge=0, le=100)
     yellow_at: int = Field(60, ge=0, le=100)
     idle_escalation_days: int = Field(7, gt=0)
@@ -102,28 +105,18 @@ class DealRules(_RulesModel):
     escalation_sla_hours: int = Field(24, gt=0)
     follow_up_sla_hours: int = Field(48, gt=0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> DealRules:
-        if self.yellow_at > self.green_at:
-            raise ValueError(f"yellow_at ({self.yellow_at}) is above green_at ({self.green_at})")
-        return self
-
 
 class ChurnRules(_RulesModel):
+    ordered = ("medium_at", "high_at")
     window_days: int = Field(90, gt=0)
     high_at: float = Field(0.6, ge=0, le=1)
     medium_at: float = Field(0.3, ge=0, le=1)
     inactive_warning_days: int = Field(30, gt=0)
     retention_sla_hours: int = Field(72, gt=0)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> ChurnRules:
-        if self.medium_at > self.high_at:
-            raise ValueError(f"medium_at ({self.medium_at}) is above high_at ({self.high_at})")
-        return self
-
 
 class ValueRules(_RulesModel):
+    ordered = ("gold_from", "diamond_above")
     diamond_above: float = 1_000_000
     gold_from: float = 500_000
     horizon_weeks: int = Field(156, gt=0)
@@ -138,14 +131,6 @@ class ValueRules(_RulesModel):
         description="Prior 3 months' spend a customer needs before growth counts (0: any > 0); "
         "growth from nothing is not growth.",
     )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ValueRules:
-        if self.gold_from > self.diamond_above:
-            raise ValueError(
-                f"gold_from ({self.gold_from}) is above diamond_above ({self.diamond_above})"
-            )
-        return self
 
 
 class TagRule(_RulesModel):
@@ -301,7 +286,6 @@ SCORE_TAGS = frozenset({TAG_LEAD_SCORE, TAG_DEAL_HEALTH, TAG_CLV})
 TASK_FIRST_CONTACT = "first_contact"
 TASK_ESCALATION = "escalation"
 TASK_RESCUE_DEAL = "rescue_deal"
-TASK_DEAL_FOLLOW_UP = "deal_follow_up"
 TASK_RETENTION = "retention"
 TASK_WHITEPAPER_FOLLOW_UP = "whitepaper_follow_up"
 
@@ -591,16 +575,6 @@ def deal_tasks(
             )
         )  # fmt: skip
     return tasks
-
-
-def deal_stage_follow_up_task(
-    deal_id: int, owner_id: int | None, stage: str, entered_at: datetime, rules: Rules = RULES
-) -> TaskSpec:
-    sla = rules.deal.follow_up_sla_hours
-    return TaskSpec(
-        TASK_DEAL_FOLLOW_UP, "deal", deal_id, owner_id, entered_at + timedelta(hours=sla), sla,
-        f"Deal moved to {stage}: plan the next step", period=stage,
-    )  # fmt: skip
 
 
 def retention_task(

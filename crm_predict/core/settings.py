@@ -46,9 +46,8 @@ class Settings(BaseSettings):
     auto_promote: bool = Field(
         False, description="retrain promotes a challenger that passes every gate to champion."
     )
-    # p99 ≤ 10 ms a prediction at 200 req/s on 2 cores: the service's own ~2.4 ms CPU a request
-    # plus a 5 ms model kept a core busy and queued to a 77 ms p99 (a 5 ms random forest did);
-    # at ≤ 2.5 ms a request stays under half the machine.
+    # p99 ≤ 10 ms at 200 req/s on 2 cores: beside the service's own ~2.4 ms CPU a request, a
+    # model over ~2.5 ms keeps a core busy and requests queue.
     predict_latency_budget_ms: float = Field(
         2.5, description="Single-row score p99 (CPU ms) a model must meet: search + gate; 0 = off."
     )
@@ -70,8 +69,8 @@ class Settings(BaseSettings):
     reload_interval_seconds: float = Field(
         0, description="Poll the registry for a new champion every N s (0: only POST /admin/reload)"
     )
-    # Per-request work BentoML does for every call; off by default (together ~0.8 ms CPU of a
-    # ~2 ms lead-score request, issue #7's latency budget), each can be turned back on.
+    # BentoML's per-request extras: off by default (together ~0.8 ms CPU of a ~2 ms lead-score
+    # request), each can be turned back on.
     access_log: bool = Field(False, description="BentoML's per-request access log.")
     request_metrics: bool = Field(False, description="BentoML's Prometheus request metrics.")
     request_tracing: bool = Field(False, description="OpenTelemetry spans for the API routes.")
@@ -140,6 +139,12 @@ class Settings(BaseSettings):
         from crm_predict.core.rules import load_rules
 
         return load_rules(self.rules_path)
+
+    def mlflow_client(self):
+        """An ``mlflow.MlflowClient`` on ``tracking_uri``, for both the runs and the registry."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def serving_token(self) -> str:
         """The token the service checks; refuses an unset or placeholder one unless
