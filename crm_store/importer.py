@@ -154,6 +154,15 @@ class _Frame:
         value = str(raw.iloc[position])
         return repr(value if len(value) <= 60 else value[:57] + "...")
 
+    def check(self, field_name: str, bad, message: str, got: pd.Series | None = None) -> None:
+        """Refuse the first row where ``bad`` holds, showing its value of ``got``."""
+        bad = bad.fillna(False).to_numpy(dtype=bool) if isinstance(bad, pd.Series) else bad
+        if bad.any():
+            position = int(np.flatnonzero(bad)[0])
+            if got is not None:
+                message += f" (got {self.shown(got, position)})"
+            raise self.fail(field_name, [position], message)
+
 
 # --- reading files ---------------------------------------------------------------------------
 
@@ -262,8 +271,7 @@ class Importer:
         return self.results
 
     def _entity_map(self, entity: str) -> EntityMap:
-        if entity not in ENTITY_MODELS:
-            raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITY_ORDER)}")
+        _check_entity(entity)
         emap = self.mapping.entities.get(entity)
         if emap is None:
             raise UserError(f"the mapping {self.mapping.name!r} has no entities.{entity}")
@@ -307,9 +315,7 @@ class Importer:
             data[name] = _cleaned(raw[column])
             origin[name] = (column, f"{key}.columns.{name}")
             too_long = _lengths(data[name]) > MAX_FIELD_CHARS
-            if too_long.any():
-                frame = _Frame(entity, source, pd.DataFrame(data), origin)
-                raise frame.fail(name, np.flatnonzero(too_long), f"value longer than {MAX_FIELD_CHARS:,} characters")  # fmt: skip
+            _Frame(entity, source, pd.DataFrame(), origin).check(name, too_long, f"value longer than {MAX_FIELD_CHARS:,} characters")  # fmt: skip
         for name, values in emap.values.items():
             if name not in data:
                 raise UserError(
@@ -346,58 +352,38 @@ class Importer:
     def _typed(self, frame: _Frame, name: str, values: pd.Series, kind: Any) -> pd.Series:
         given = values.notna()
         if isinstance(kind, DateTime):
-            out = _timestamps(
-                values,
-                self.mapping.timestamp_format_of(frame.entity),
-                self.mapping.zone(frame.entity),
-            )
-            bad = given & out.isna()
-            if bad.any():
-                fmt = self.mapping.timestamp_format_of(frame.entity) or "ISO 8601"
-                pos = np.flatnonzero(bad)
-                raise frame.fail(name, pos, f"not a timestamp in format {fmt} (got {frame.shown(values, pos[0])})")  # fmt: skip
+            fmt = self.mapping.timestamp_format_of(frame.entity)
+            out = _timestamps(values, fmt, self.mapping.zone(frame.entity))
+            frame.check(name, given & out.isna(), f"not a timestamp in format {fmt or 'ISO 8601'}", values)  # fmt: skip
             return out
         if isinstance(kind, Boolean):
             if pd.api.types.is_bool_dtype(values.dtype):
                 return values
             words = per_value(values, lambda v: str(v).strip().lower())
-            out = pd.Series(
-                np.where(words.isin(TRUE_WORDS), True, np.where(words.isin(FALSE_WORDS), False, None)),
-                index=values.index,
-                dtype=object,
-            )  # fmt: skip
-            bad = given & out.isna()
-            if bad.any():
-                pos = np.flatnonzero(bad)
-                raise frame.fail(name, pos, f"not yes/no, true/false or 1/0 (got {frame.shown(values, pos[0])})")  # fmt: skip
+            flags = np.where(words.isin(TRUE_WORDS), True, np.where(words.isin(FALSE_WORDS), False, None))  # fmt: skip
+            out = pd.Series(flags, index=values.index, dtype=object)
+            frame.check(name, given & out.isna(), "not yes/no, true/false or 1/0", values)
             return out.astype("boolean")
         if isinstance(kind, Integer | Float):
+            whole = isinstance(kind, Integer)
             numbers = pd.to_numeric(values, errors="coerce")
             bad = given & (numbers.isna() | ~np.isfinite(numbers.fillna(0).astype(float)))
-            if isinstance(kind, Integer):
+            if whole:
                 bad |= given & numbers.notna() & (numbers.fillna(0) % 1 != 0)
-            if bad.any():
-                pos = np.flatnonzero(bad)
-                what = "a whole number" if isinstance(kind, Integer) else "a finite number"
-                raise frame.fail(name, pos, f"not {what} (got {frame.shown(values, pos[0])})")
-            if isinstance(kind, Integer) and (numbers.abs() > 2**31 - 1).any():
-                pos = np.flatnonzero(numbers.abs() > 2**31 - 1)
-                raise frame.fail(name, pos, f"must be at most {2**31 - 1:,} (got {frame.shown(values, pos[0])})")  # fmt: skip
+            frame.check(name, bad, f"not {'a whole' if whole else 'a finite'} number", values)
+            if whole:
+                frame.check(name, numbers.abs() > 2**31 - 1, f"must be at most {2**31 - 1:,}", values)  # fmt: skip
             low = LOWER_BOUNDS.get(name)
-            if low is not None and (numbers < low).any():
-                pos = np.flatnonzero(numbers < low)
-                raise frame.fail(name, pos, f"must be at least {low} (got {frame.shown(values, pos[0])})")  # fmt: skip
-            low, high = SENTIMENT_RANGE
-            outside = (numbers < low) | (numbers > high)
-            if name == "sentiment" and outside.any():
-                pos = np.flatnonzero(outside)
-                raise frame.fail(name, pos, f"must be between {low:g} and {high:g} (got {frame.shown(values, pos[0])})")  # fmt: skip
-            return numbers.astype("Int64") if isinstance(kind, Integer) else numbers.astype(float)
+            if low is not None:
+                frame.check(name, numbers < low, f"must be at least {low}", values)
+            if name == "sentiment":
+                low, high = SENTIMENT_RANGE
+                outside = (numbers < low) | (numbers > high)
+                frame.check(name, outside, f"must be between {low:g} and {high:g}", values)
+            return numbers.astype("Int64") if whole else numbers.astype(float)
         if isinstance(kind, String) and kind.length:
             too_long = _lengths(values) > kind.length
-            if too_long.any():
-                pos = np.flatnonzero(too_long)
-                raise frame.fail(name, pos, f"longer than {kind.length} characters (got {frame.shown(values, pos[0])})")  # fmt: skip
+            frame.check(name, too_long, f"longer than {kind.length} characters", values)
         return values
 
     def _entity_rules(self, frame: _Frame) -> None:
@@ -405,17 +391,14 @@ class Importer:
         if entity == "contacts" and "email" in data:
             email = data["email"]
             shape = email.isna() | email.astype(str).str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-            if not shape.all():
-                pos = np.flatnonzero(~shape)
-                raise frame.fail("email", pos, f"not an email address (got {frame.shown(email, pos[0])})")  # fmt: skip
+            frame.check("email", ~shape, "not an email address", email)
         if entity in ("deals", "deal_stage_history") and "stage" in data:
             self._check_stages(frame)
         if entity == "deals":
             self._deal_outcomes(frame)
         if entity == "leads" and {"converted_at", "created_at"} <= set(data):
             early = data["converted_at"] < data["created_at"]
-            if early.any():
-                raise frame.fail("converted_at", np.flatnonzero(early), "converted_at is before created_at")  # fmt: skip
+            frame.check("converted_at", early, "converted_at is before created_at")
         if entity == "activities" and "type" in data:
             category_of = self.mapping.vocabulary.category_of()
             data["category"] = per_value(
@@ -451,9 +434,7 @@ class Importer:
             return
         outcome = data["outcome"]
         bad = outcome.notna() & ~outcome.isin(["won", "lost"])
-        if bad.any():
-            pos = np.flatnonzero(bad)
-            raise frame.fail("outcome", pos, f"outcome must be won or lost (got {frame.shown(outcome, pos[0])})")  # fmt: skip
+        frame.check("outcome", bad, "outcome must be won or lost", outcome)
         closed = data["closed_at"] if "closed_at" in data else pd.Series(pd.NaT, index=data.index)
         if "expected_close_at" in data:
             # One close date for open and closed deals (HubSpot, Salesforce): a closed deal's is
@@ -462,12 +443,9 @@ class Importer:
         data["closed_at"] = closed
         frame.origin.setdefault("closed_at", frame.origin.get("expected_close_at", (None, f"entities.{frame.entity}.columns.closed_at")))  # fmt: skip
         mismatch = outcome.notna() != closed.notna()
-        if mismatch.any():
-            raise frame.fail("closed_at", np.flatnonzero(mismatch), "outcome and closed_at go together (both set or both empty)")  # fmt: skip
+        frame.check("closed_at", mismatch, "outcome and closed_at go together (both set or both empty)")  # fmt: skip
         if "created_at" in data:
-            early = closed < data["created_at"]
-            if early.any():
-                raise frame.fail("closed_at", np.flatnonzero(early), "closed_at is before created_at")  # fmt: skip
+            frame.check("closed_at", closed < data["created_at"], "closed_at is before created_at")
 
     def _defaults(self, frame: _Frame) -> None:
         """Insert-time values of empty fields (updates leave absent fields alone)."""
@@ -501,8 +479,7 @@ class Importer:
                 empty = frame.data[name].isna()
                 if default is not None and not np.isscalar(default):
                     empty &= pd.Series(default).isna().to_numpy()
-                if empty.any():
-                    raise frame.fail(name, np.flatnonzero(empty), f"{name} is required")
+                frame.check(name, empty, f"{name} is required")
 
     def _unique_external_ids(self, frame: _Frame) -> None:
         if "external_id" not in frame.data:
@@ -528,17 +505,11 @@ class Importer:
             refs = frame.data[name]
             ids, found = self.internal_ids(target, refs)
             dangling = refs.notna().to_numpy() & ~found
-            if (
-                dangling.any()
-                and name not in self.mapping.entities[frame.entity].optional_references
-            ):
+            optional = name in self.mapping.entities[frame.entity].optional_references
+            if dangling.any() and not optional:
                 pos = np.flatnonzero(dangling)
-                raise frame.fail(
-                    name,
-                    pos,
-                    f"no {target} row with id {frame.shown(refs, pos[0])} (import {target} "
-                    f"first, or add them to this run)",
-                )
+                where = f"{target} row with id {frame.shown(refs, pos[0])}"
+                raise frame.fail(name, pos, f"no {where} (import {target} first, or add them to this run)")  # fmt: skip
             frame.data[name] = pd.array(ids, dtype="Int64")
             frame.data.loc[~found, name] = pd.NA
 
@@ -778,16 +749,8 @@ class Importer:
     def _match_stored_contacts(self, records: pd.DataFrame) -> np.ndarray:
         """Each record's stored contact (external id, then email, then phone), -1 if none."""
         table = _table("contacts")
-        stored = pd.read_sql(
-            select(
-                table.c.id,
-                table.c.email,
-                table.c.phone,
-                table.c.alternate_emails,
-                table.c.alternate_phones,
-            ),  # fmt: skip
-            self.session.connection(),
-        )
+        identity = ("id", "email", "phone", "alternate_emails", "alternate_phones")
+        stored = pd.read_sql(select(*(table.c[c] for c in identity)), self.session.connection())
         by_email = _identity_index(stored, "email", "alternate_emails", normalise_email)
         by_phone = _identity_index(stored, "phone", "alternate_phones", normalise_phone)
         keys = self.keys("contacts")
@@ -796,15 +759,10 @@ class Importer:
             if ext is not None and ext in keys.index:
                 out[i] = keys[ext]
                 continue
-            for value in _split(emails):
-                if value in by_email:
-                    out[i] = by_email[value]
-                    break
-            else:
-                for value in _split(phones):
-                    if value in by_phone:
-                        out[i] = by_phone[value]
-                        break
+            found = [by_email[v] for v in _split(emails) if v in by_email]
+            found = found or [by_phone[v] for v in _split(phones) if v in by_phone]
+            if found:
+                out[i] = found[0]
         return out
 
     def _fill_stored_contacts(self, records: pd.DataFrame, ids: np.ndarray) -> int:
@@ -843,6 +801,11 @@ class Importer:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _check_entity(entity: str) -> None:
+    if entity not in ENTITY_MODELS:
+        raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITY_ORDER)}")
 
 
 def _table(entity: str) -> Table:
@@ -947,13 +910,7 @@ def _plain(value: Any) -> Any:
         return None
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    return value.item() if isinstance(value, np.number | np.bool_) else value
 
 
 def _read_by_id(session: Session, table: Table, columns: list[str], ids: np.ndarray, key: str = "id") -> pd.DataFrame:  # fmt: skip
@@ -1099,8 +1056,7 @@ def import_csv(
 ) -> ImportResult:
     """One file already in the store's column names (``id`` = the source CRM's id, references
     by those ids); the caller commits (one transaction per file) and rolls back on error."""
-    if entity not in ENTITY_MODELS:
-        raise UserError(f"unknown entity {entity!r}; choose one of: {', '.join(ENTITY_ORDER)}")
+    _check_entity(entity)
     path = Path(path)
     raw, source = read_csv(path)
     table = _table(entity)
