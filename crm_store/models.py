@@ -34,22 +34,35 @@ class Base(DeclarativeBase):
     pass
 
 
-class User(Base):
+class _Entity:
+    """A CRM entity's ids, first in its table: the store's and the source CRM's."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, sort_order=-2)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True, sort_order=-1)
+
+
+class _TagValue:
+    """A tag's value and what set it (after the key in ``tags`` and ``tag_history``)."""
+
+    value: Mapped[str] = mapped_column(String(200))
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(50))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    scored_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class User(_Entity, Base):
     """A sales/CS owner; ``manager_id`` is who escalations go to."""
 
     __tablename__ = "users"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     region: Mapped[str | None] = mapped_column(String(50))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
-class Account(Base):
+class Account(_Entity, Base):
     __tablename__ = "accounts"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(300))
     industry: Mapped[str | None] = mapped_column(String(100))
     size_band: Mapped[str | None] = mapped_column(String(50))
@@ -60,10 +73,8 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
-class Contact(Base):
+class Contact(_Entity, Base):
     __tablename__ = "contacts"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
@@ -86,10 +97,8 @@ class Contact(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
-class Lead(Base):
+class Lead(_Entity, Base):
     __tablename__ = "leads"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     source: Mapped[str | None] = mapped_column(String(100))
@@ -103,10 +112,8 @@ class Lead(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
-class Deal(Base):
+class Deal(_Entity, Base):
     __tablename__ = "deals"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
@@ -133,15 +140,13 @@ class DealStageHistory(Base):
     expected_close_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class Activity(Base):
+class Activity(_Entity, Base):
     """Sales activities and engagement events alike (call, email_open, site_visit, coupon_use, …).
 
     ``responded`` marks a reply, an answered call or an opened email: what next-best-time learns from.
     """
 
     __tablename__ = "activities"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
@@ -154,10 +159,8 @@ class Activity(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class Order(Base):
+class Order(_Entity, Base):
     __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     ordered_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     amount: Mapped[float] = mapped_column(Float)
@@ -166,10 +169,8 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class Ticket(Base):
+class Ticket(_Entity, Base):
     __tablename__ = "tickets"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
@@ -180,7 +181,7 @@ class Ticket(Base):
     subject: Mapped[str | None] = mapped_column(Text)
 
 
-class Tag(Base):
+class Tag(_TagValue, Base):
     """The current value of one tag on one entity; older values move to ``tag_history``."""
 
     __tablename__ = "tags"
@@ -188,26 +189,16 @@ class Tag(Base):
     entity_type: Mapped[str] = mapped_column(String(20), primary_key=True)
     entity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200))
-    model_name: Mapped[str | None] = mapped_column(String(100))
-    model_version: Mapped[str | None] = mapped_column(String(50))
-    run_id: Mapped[str | None] = mapped_column(String(64))
-    scored_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class TagHistory(Base):
+class TagHistory(_TagValue, Base):
     __tablename__ = "tag_history"
     __table_args__ = (Index("ix_tag_history_entity", "entity_type", "entity_id", "name"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(20))
     entity_id: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(100))
-    value: Mapped[str] = mapped_column(String(200))
-    model_name: Mapped[str | None] = mapped_column(String(100))
-    model_version: Mapped[str | None] = mapped_column(String(50))
-    run_id: Mapped[str | None] = mapped_column(String(64))
-    scored_at: Mapped[datetime] = mapped_column(DateTime)
-    replaced_at: Mapped[datetime] = mapped_column(DateTime)
+    replaced_at: Mapped[datetime] = mapped_column(DateTime, sort_order=1)
 
 
 class Task(Base):
