@@ -1,12 +1,10 @@
 """CRM tables straight into Arrow, at C speed on both backends.
 
 ADBC reads PostgreSQL with binary ``COPY`` and SQLite through its C API, so no Python object is
-made per value (``pd.read_sql`` made several per cell: about 25 minutes for a million customers'
-CRM). A table is read in id ranges by ``WORKERS`` connections of the reader's own, in parallel;
-on PostgreSQL they import the session's snapshot, so the tables they read are one consistent
-state. Columns are cast to the types the models declare, and ``to_frame`` gives the pandas dtypes
-``pd.read_sql`` gave: datetime64[ns], int64 (float64 with NaN where a nullable integer column
-holds nulls), float64, object strings and booleans.
+made per value (``pd.read_sql`` made several per cell). A table is read in ranges by ``WORKERS``
+connections of the reader's own, in parallel; on PostgreSQL they import the session's snapshot,
+so what they read is one consistent state. Columns are cast to the types the models declare, and
+``to_frame`` gives ``pd.read_sql``'s pandas dtypes.
 
 A session that has written and not committed reads through its own connection instead (slower,
 but it sees its own writes, as ``pd.read_sql`` did), as does a store ADBC cannot open (an
@@ -21,8 +19,8 @@ import queue
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from itertools import pairwise
@@ -166,59 +164,38 @@ def _read_parallel(
     connect, tasks: list[tuple[str, pa.Schema]], workers: int, options: dict[str, str]
 ) -> Iterator[pa.Table]:
     """Each task's result (its query's rows cast to its schema) in task order, read by
-    ``workers`` threads with a reader each (``connect()``: ``read(sql, options)`` → Arrow,
+    ``workers`` threads sharing as many readers (``connect()``: ``read(sql, options)`` → Arrow,
     ``close()``): ADBC and Arrow's casts release the GIL, so they run on as many cores while the
     caller works on the results already yielded."""
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in range(len(tasks)):
-        todo.put(i)
-    done: queue.SimpleQueue[tuple[int, pa.Table | BaseException]] = queue.SimpleQueue()
-    stop = threading.Event()
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    readers = []
+    pool = ThreadPoolExecutor(workers)
 
-    def drain(reader) -> None:
+    def read(sql: str, schema: pa.Schema) -> pa.Table:
+        reader = idle.get()
         try:
-            while not stop.is_set():
-                try:
-                    i = todo.get_nowait()
-                except queue.Empty:
-                    return
-                sql, schema = tasks[i]
-                done.put((i, _conform(reader.read(sql, options), schema)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            done.put((-1, exc))
+            return _conform(reader.read(sql, options), schema)
+        finally:
+            idle.put(reader)
 
-    connections = []
-    threads = []
     try:
         # Every reader is open (on PostgreSQL, in the shared snapshot) before any table is read.
-        connections.extend(connect() for _ in range(workers))
-        threads.extend(threading.Thread(target=drain, args=(c,)) for c in connections)
-        for thread in threads:
-            thread.start()
-        ready: dict[int, pa.Table] = {}
-        for i in range(len(tasks)):
-            while i not in ready:
-                j, result = done.get()
-                if isinstance(result, BaseException):
-                    raise result
-                ready[j] = result
-            yield ready.pop(i)
+        for _ in range(workers):
+            readers.append(connect())
+            idle.put(readers[-1])
+        for future in [pool.submit(read, *task) for task in tasks]:
+            yield future.result()
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-        for reader in connections:
+        pool.shutdown(cancel_futures=True)
+        for reader in readers:
             reader.close()
 
 
 def _connector(conn: Connection):
     """A function opening one ADBC reader connection that sees what ``conn`` sees, or None when
     ``conn`` must read for itself (uncommitted writes, a store ADBC cannot open)."""
-    if conn.dialect.name == "sqlite":
-        return _sqlite(conn)
-    if conn.dialect.name == "postgresql":
-        return _postgresql(conn)
-    return None
+    opener = {"sqlite": _sqlite, "postgresql": _postgresql}.get(conn.dialect.name)
+    return opener(conn) if opener else None
 
 
 def _sqlite(conn: Connection):
@@ -228,7 +205,6 @@ def _sqlite(conn: Connection):
     # pysqlite opens a transaction only to write: one open means uncommitted writes.
     if conn.connection.dbapi_connection.in_transaction:
         return None
-
     return partial(_SqliteProcessReader, path)
 
 
@@ -329,12 +305,8 @@ class _SqliteProcessReader:
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` cast to ``schema``: SQLite's datetime text parsed, its 0/1 booleans and
     PostgreSQL's int4 widened; an all-NULL column inferred as any type becomes the declared one."""
-    arrays = []
-    for field in schema:
-        column = table[field.name]
-        if column.type != field.type:
-            column = _cast(column, field.type)
-        arrays.append(column)
+    columns = [(table[f.name], f.type) for f in schema]
+    arrays = [c if c.type == kind else _cast(c, kind) for c, kind in columns]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

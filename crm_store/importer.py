@@ -283,9 +283,7 @@ class Importer:
         table = _table(entity)
         fields = [c for c in _names(table) if c not in _NOT_MAPPED]
         key = f"entities.{entity}"
-        unknown = [f for f in emap.columns if f not in fields] + [
-            f for f in emap.derive if f not in fields
-        ]
+        unknown = [f for f in [*emap.columns, *emap.derive] if f not in fields]
         if unknown:
             raise UserError(
                 f"{source.name} ({key}.columns): unknown field(s) {', '.join(map(repr, unknown))}"
@@ -297,13 +295,10 @@ class Importer:
             columns = {f: c for f, c in named.items() if f in fields} | columns
         columns = {f: c for f, c in columns.items() if c not in emap.exclude}
         missing = {f: c for f, c in columns.items() if c not in raw.columns}
-        if missing and self.mapping.missing_columns == "skip":
-            skipped = list(missing.values())
+        skipped = list(missing.values()) if self.mapping.missing_columns == "skip" else []
+        if skipped:
             columns = {f: c for f, c in columns.items() if f not in missing}
-            missing = {}
-        else:
-            skipped = []
-        if missing:
+        elif missing:
             field_name, column = next(iter(missing.items()))
             raise UserError(
                 f"{source.name}, line 1 (header) ({key}.columns.{field_name}): no column "

@@ -16,36 +16,16 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from crm_predict.crm_store.models import ENTITY_MODELS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crm_predict.core.errors import UserError
 
 # Entities in import order (parents before children: references resolve against earlier ones).
-ENTITY_ORDER = (
-    "users",
-    "accounts",
-    "contacts",
-    "leads",
-    "deals",
-    "deal_stage_history",
-    "activities",
-    "orders",
-    "tickets",
-)
-# The categories the features are built from (``crm_predict.features.transforms.ACTIVITY_GROUPS``), and the
-# ones kept for reports and later features; a type in no category is ``other``.
-FEATURE_CATEGORIES = ("visit", "pricing", "content", "trial", "email_open", "email_click")
-CATEGORIES = (
-    *FEATURE_CATEGORIES,
-    "event",
-    "call",
-    "meeting",
-    "email",
-    "message",
-    "engagement",
-    "system",
-)
-OTHER_CATEGORY = "other"
+ENTITY_ORDER = tuple(ENTITY_MODELS)
+OTHER_CATEGORY = "other"  # of a type in no category
+# Category → its activity types: first the categories the features are built from
+# (``crm_predict.features.transforms.ACTIVITY_GROUPS``), then those kept for reports.
 DEFAULT_ACTIVITY_CATEGORIES: dict[str, list[str]] = {
     "visit": ["site_visit", "app_visit", "web_visit", "visit", "page_view"],
     "pricing": ["pricing_view", "pricing_page_view", "pricing_visit"],
@@ -61,9 +41,18 @@ DEFAULT_ACTIVITY_CATEGORIES: dict[str, list[str]] = {
     "engagement": ["coupon_use", "referral"],
     "system": ["close_date_slip"],
 }
+CATEGORIES = tuple(DEFAULT_ACTIVITY_CATEGORIES)
 
 # Activity type (lower case) → category, for activities stored without one.
 DEFAULT_CATEGORY_OF = {t: c for c, types in DEFAULT_ACTIVITY_CATEGORIES.items() for t in types}
+
+
+def _known(one: str, many: str, names, choices: tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        listed = ", ".join(map(repr, unknown))
+        what = one if len(unknown) == 1 else many
+        raise ValueError(f"unknown {what} {listed}; choose among: {', '.join(choices)}")
 
 
 class _Config(BaseModel):
@@ -100,12 +89,7 @@ class Vocabulary(_Config):
     @field_validator("activity_categories")
     @classmethod
     def _known_categories(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        unknown = [c for c in value if c not in CATEGORIES]
-        if unknown:
-            raise ValueError(
-                f"unknown activity categor{'y' if len(unknown) == 1 else 'ies'} "
-                f"{', '.join(map(repr, unknown))}; choose among: {', '.join(CATEGORIES)}"
-            )
+        _known("activity category", "activity categories", value, CATEGORIES)
         seen: dict[str, str] = {}
         for category, types in value.items():
             for t in types:
@@ -143,9 +127,8 @@ class EntityMap(_Config):
 
     file: str | None = None  # relative to the import directory
     columns: dict[str, str] = Field(default_factory=dict)  # store field → source column
-    same_names: bool = (
-        False  # also: each source column named like a field fills it (id → external_id)
-    )
+    # Also: each source column named like a field fills it (id → external_id).
+    same_names: bool = False
     exclude: list[str] = Field(default_factory=list)  # source columns never read
     values: dict[str, dict[str, Any]] = Field(default_factory=dict)  # field → {source: store}
     derive: dict[str, Derived] = Field(default_factory=dict)
@@ -175,12 +158,7 @@ class Mapping(_Config):
     @field_validator("entities")
     @classmethod
     def _known_entities(cls, value: dict[str, EntityMap]) -> dict[str, EntityMap]:
-        unknown = [e for e in value if e not in ENTITY_ORDER]
-        if unknown:
-            raise ValueError(
-                f"unknown entit{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))};"
-                f" choose among: {', '.join(ENTITY_ORDER)}"
-            )
+        _known("entity", "entities", value, ENTITY_ORDER)
         return value
 
     @model_validator(mode="after")

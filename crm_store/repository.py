@@ -27,22 +27,18 @@ from sqlalchemy.orm import Session
 from crm_predict.core.rules import TaskSpec
 
 TAG_KEY = ["entity_type", "entity_id", "name"]
-TAG_COLUMNS = ["entity_type", "entity_id", "name", "value", "model_name", "model_version", "run_id", "scored_at"]  # fmt: skip
-TASK_COLUMNS = [
-    "dedup_key", "type", "entity_type", "entity_id", "owner_id", "due_at", "sla_hours", "status",
-    "escalation_level", "reason", "created_at", "updated_at",
-]  # fmt: skip
+TAG_COLUMNS = [c.name for c in Tag.__table__.columns]  # the key, then the value and its origin
+TASK_COLUMNS = [c.name for c in Task.__table__.columns if c.name != "id"]
+PREDICTION_COLUMNS = [c.name for c in PredictionLog.__table__.columns if c.name != "id"]
 # pg_advisory_xact_lock key that serialises tag upserts on PostgreSQL (any constant bigint).
 TAG_UPSERT_LOCK = 0x7A65_7461_6773  # "tags"
 HISTORY_TRIGGER = "tag_history_on_change"  # SQLite: the temporary trigger of ``upsert_tags``
-PREDICTION_COLUMNS = ["entity_type", "entity_id", "model_name", "model_version", "score", "source", "request_id", "predicted_at"]  # fmt: skip
 
 
 def _stage(
     session: Session, table: Table, stage: str, frame: pd.DataFrame, columns: Sequence[str]
 ) -> None:
-    """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write
-    (COPY on PostgreSQL, a vectorised executemany on SQLite: see ``crm_predict.crm_store.bulk``)."""
+    """Load ``frame`` into an empty temporary copy of ``table`` named ``stage`` in one bulk write."""
     conn = session.connection()
     cols = ", ".join(columns)
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
@@ -57,9 +53,8 @@ def _bound_constants(
     session: Session, table: Table, columns: Sequence[str], shared: dict[str, Any]
 ) -> tuple[list[str], dict[str, str], dict, list]:
     """Split ``columns`` into those to stage and the ``shared`` ones (one value for the whole
-    batch: model, version, run, timestamps, the usual case), which travel as typed bound
-    parameters instead of through the staging table. Returns (staged columns, SQL expression per
-    column reading ``s.<column>`` or the parameter, parameters, bindparams)."""
+    batch: model, version, run, timestamps), which travel as typed bound parameters instead.
+    Returns (staged columns, SQL per column: ``s.<column>`` or the parameter, parameters, binds)."""
     dialect = session.get_bind().dialect
     staged = [c for c in columns if c not in shared]
     source = {c: f"s.{c}" for c in staged}
@@ -111,12 +106,10 @@ def _sqlite_tag_upsert() -> str:
 def prepare_tags(
     tags: pd.DataFrame, dialect: str | None = None, shared: dict[str, Any] | None = None
 ) -> TagRows:
-    """The CPU part of ``upsert_tags`` (no database), so a batch can do it on another thread than
-    the write: the last row of a repeated key wins; entity-major order, because the key's index
-    then takes each chunk's keys on the same few leaf pages one after the other, instead of one
-    pass over the chunk's range per tag name. A row without a value removes its tag (``cleared``).
-    ``shared``: columns with one value for every row, given apart from ``tags`` (else found in
-    it). With ``dialect`` (the store's), the rows are encoded for the write too."""
+    """The CPU part of ``upsert_tags``, for another thread than the write: the last row of a
+    repeated key wins; entity-major order, so the key's index takes a chunk's keys on the same few
+    leaf pages. A row without a value removes its tag (``cleared``). ``shared``: columns with one
+    value for every row (else found in ``tags``). With ``dialect``, the rows are encoded too."""
     if tags.empty:
         return TagRows(pd.DataFrame(columns=TAG_COLUMNS), {})
     repeated = tags.duplicated([c for c in TAG_KEY if c in tags], keep="last").to_numpy()
@@ -153,13 +146,10 @@ def _encoded(tags: TagRows, dialect: str) -> EncodedRows:
 
 
 def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -> int:
-    """Set the current value of each (entity_type, entity_id, name); a changed value's previous row
-    moves to tag history, an unchanged value is re-stamped (model, version, run, scored_at) without
-    history, and a row equal to what is stored is not written at all (a rerun writes nothing).
-    A row without a value removes its stored tag, whose last value moves to history.
-    Set-based on PostgreSQL (a COPY, into tags or a staging table, then one statement); on SQLite
-    one executemany of an upsert, history written by a trigger on changed values. ``tags`` may
-    come prepared (``prepare_tags``). Returns the number of tags set or left as they were."""
+    """Set the current value of each (entity_type, entity_id, name): a changed value's previous
+    row moves to tag history, an unchanged one is re-stamped without history, a row equal to what
+    is stored is not written (a rerun writes nothing); a row without a value removes its tag, the
+    last value to history. ``tags`` may come prepared. Returns the tags set or left as they were."""
     if not isinstance(tags, TagRows):
         tags = prepare_tags(tags)
     postgres = session.get_bind().dialect.name == "postgresql"
@@ -180,9 +170,8 @@ def upsert_tags(session: Session, tags: pd.DataFrame | TagRows, now: datetime) -
 
 
 def _clear_tags(session: Session, tags: TagRows, now: datetime) -> None:
-    """Remove the stored tags of ``tags.cleared``, their last values to history: per (entity type,
-    name), the ids looked up by the key's index. Nothing is stored in their id range on a first
-    run: one probe then, no delete."""
+    """Remove the stored tags of ``tags.cleared``, their last values to history, per (entity type,
+    name) by the key's index; a probe of the id range first (a first run has nothing to delete)."""
     cleared = tags.cleared.assign(
         **{c: tags.shared[c] for c in ("entity_type", "name") if c not in tags.cleared}
     )
@@ -225,10 +214,8 @@ def _clear_tags(session: Session, tags: TagRows, now: datetime) -> None:
 
 
 def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
-    """One pass over the incoming rows: each row's unique-index probe finds the stored tag, and the
-    upsert inserts, re-stamps or skips it. History comes from a temporary trigger on the update
-    of a changed value (the old row, stamped ``now``), not from a second join with a staging
-    table. The trigger lives only on this connection and for this call."""
+    """One upsert per row (insert, re-stamp or skip); history from a temporary trigger on a
+    changed value, on this connection and for this call only, instead of a join with a stage."""
     replaced_at = sqlite_datetimes(pd.Series([pd.Timestamp(now)]))[0]
     conn = session.connection()
     if not conn.connection.driver_connection.in_transaction:
@@ -249,16 +236,11 @@ def _upsert_tags_sqlite(session: Session, tags: TagRows, now: datetime) -> None:
 
 
 def _upsert_tags_postgres(session: Session, tags: TagRows, now: datetime) -> None:
-    """When no stored tag shares a key with ``tags`` (a first run), a COPY straight into tags.
-    Otherwise a COPY into a staging table, then one statement: one join of the staged rows with the
-    stored ones keeps the rows to write, which feed history (old values that change), an UPDATE by
-    key of the rows that differ in any column and an INSERT of new keys. Rows equal to what is
-    stored are not written at all: no dead tuple, no WAL, so a rerun or a night where few values
-    change is cheap."""
-    # The rows' entity range, spelled out: a chunk of a batch covers a narrow id range, and the
-    # stored tags' statistics lag a big run (autovacuum has not analysed the rows just written),
-    # so without it the planner reads the whole tags table for every chunk. The names too: the
-    # range also holds the other models' tags of the same entities.
+    """A first run (no stored tag in range) COPYs straight into tags; otherwise a COPY into a
+    stage, then one statement: a join with the stored tags keeps the rows that differ, which feed
+    history, an UPDATE and an INSERT of new keys. Equal rows write no dead tuple and no WAL."""
+    # The rows' entity range and names, spelled out: the stored tags' statistics lag a big run,
+    # and without them the planner reads the whole tags table for every chunk.
     in_range = (
         "t.entity_type = ANY(:b_types) AND t.entity_id BETWEEN :b_low AND :b_high "
         "AND t.name = ANY(:b_names)"
