@@ -8,12 +8,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from crm_predict.core.errors import UserError, print_error, user_errors_exit_2
 from crm_predict.core.settings import Settings
 from crm_predict.crm_store.export_cli import export_app
 from crm_predict.features.cli import app as features_app
+from crm_predict.features.cli import counts_table
 from crm_predict.registry.cli import app as registry_app
 from crm_predict.registry.cli import top_level as registry_top_level
 from crm_predict.rules_cli import rules_app
@@ -175,12 +175,7 @@ def import_file(
 
 
 def print_counts(table_counts: dict[str, int]) -> None:
-    table = Table(title="CRM store")
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, n in table_counts.items():
-        table.add_row(name, f"{n:,}")
-    console.print(table)
+    console.print(counts_table("CRM store", table_counts, "table"))
 
 
 @app.command("quickstart")

@@ -6,7 +6,6 @@ Each step is the same command a user would type, run in-process so the quickstar
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -16,21 +15,16 @@ from crm_predict.core.rules import MODEL_NAMES
 DEMO_AS_OF = "2026-06-30"
 
 
-@dataclass(frozen=True)
-class Step:
-    title: str
-    args: list[str]
-
-
-def data_steps(customers: int, seed: int | None = None) -> list[Step]:
-    """Demo CRM → Parquet features → Feast registry → online store."""
+def data_steps(customers: int, seed: int | None = None) -> list[tuple[str, list[str]]]:
+    """(title, CLI args): demo CRM → Parquet features → Feast registry → online store."""
     seed_args = ["--seed", str(seed)] if seed is not None else []
+    demo = ["demo-data", "--customers", str(customers), "--as-of", DEMO_AS_OF, "--replace"]
     return [
-        Step("demo CRM", ["demo-data", "--customers", str(customers), "--as-of", DEMO_AS_OF, "--replace", *seed_args]),
-        Step("feature export", ["features", "export"]),
-        Step("feast apply", ["features", "apply"]),
-        Step("materialize", ["features", "materialize"]),
-    ]  # fmt: skip
+        ("demo CRM", demo + seed_args),
+        ("feature export", ["features", "export"]),
+        ("feast apply", ["features", "apply"]),
+        ("materialize", ["features", "materialize"]),
+    ]
 
 
 def run_quickstart(
@@ -43,9 +37,9 @@ def run_quickstart(
     """Run every step through ``invoke`` (the CLI), promote each model's first champion (only one
     that beats its baseline), score the CRM in batch with the models that have a champion, write
     the report, and return the model-quality table."""
-    for step in data_steps(customers, seed):
-        console.rule(step.title)
-        invoke(step.args)
+    for title, args in data_steps(customers, seed):
+        console.rule(title)
+        invoke(args)
     served = []
     for model in MODEL_NAMES:
         console.rule(f"train {model}")

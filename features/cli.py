@@ -33,9 +33,10 @@ def _when(value: str | None, option: str) -> datetime | None:
         ) from None
 
 
-def _counts_table(title: str, counts: dict[str, int]) -> Table:
+def counts_table(title: str, counts: dict[str, int], what: str = "file / view") -> Table:
+    """Rows per ``what`` (file, view, table) as a two-column table."""
     table = Table(title=title)
-    table.add_column("file / view")
+    table.add_column(what)
     table.add_column("rows", justify="right")
     for name, n in counts.items():
         table.add_row(name, f"{n:,}")
@@ -68,7 +69,7 @@ def export_cmd(
         raise
     finally:
         engine.dispose()
-    console.print(_counts_table(f"Exported to {settings.feature_dir}", counts))
+    console.print(counts_table(f"Exported to {settings.feature_dir}", counts))
 
 
 @app.command("apply")
@@ -119,7 +120,7 @@ def materialize_cmd(
             store, end_at, start=_when(start, "--start"), views=view or None, stock=stock,
             progress=report,
         )  # fmt: skip
-    console.print(_counts_table(f"Online store ({settings.online_store}) up to {end_at}", counts))
+    console.print(counts_table(f"Online store ({settings.online_store}) up to {end_at}", counts))
 
 
 @app.command("online")

@@ -23,7 +23,6 @@ from crm_predict.core.rules import rule_based_lead_score
 
 TS = "event_timestamp"
 DAY = pd.Timedelta(days=1)
-WEEK = pd.Timedelta(weeks=1)
 WINDOWS = (7, 30, 90)
 NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 DAY_NS = 86_400 * 10**9
@@ -209,11 +208,6 @@ def _with_times(times: pd.DataFrame, events: pd.DataFrame, key: str, at: str) ->
     pairs[key] = times[key].to_numpy()[row]
     pairs.insert(1, TS, times[TS].to_numpy()[row])
     return pairs[[key, TS, *(c for c in events.columns if c != key)]]
-
-
-def _attach(times: pd.DataFrame, key: str, values: pd.DataFrame | pd.Series) -> pd.DataFrame:
-    """Left-join per-(key, time) aggregates back onto ``times``."""
-    return times[[key, TS]].merge(values.reset_index(), on=[key, TS], how="left")
 
 
 def behaviour_windows(
@@ -587,14 +581,6 @@ def rule_score(inputs: pd.DataFrame) -> pd.DataFrame:
     """``rule_score_values`` as a frame (kept: registries applied before the view's python mode
     re-execute a transformation that calls it)."""
     return pd.DataFrame({"rule_score": rule_score_values(inputs)}, index=inputs.index)
-
-
-def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Columns as float64 (NaN for missing): the dtype the Float64 feature fields expect."""
-    frame = frame.copy()
-    for col in columns:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    return frame
 
 
 def latest_per_entity(frame: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -32,25 +32,6 @@ def single_rows(
     return [sample.iloc[[i]] for i in range(len(sample))]
 
 
-class PinnedVersion:
-    """The three registry calls ``load_model`` makes, answered for one registered version: any
-    alias of ``model`` resolves to ``version`` of ``registered`` (a segment model such as
-    ``churn__tenant_a`` is served as its base model ``churn``)."""
-
-    def __init__(self, client: MlflowClient, registered: str, version: str) -> None:
-        self.client, self.registered, self.version = client, registered, str(version)
-        self.tracking_uri = client.tracking_uri
-
-    def get_model_version_by_alias(self, name: str, alias: str):
-        return self.client.get_model_version(self.registered, self.version)
-
-    def get_run(self, run_id: str):
-        return self.client.get_run(run_id)
-
-    def get_model_version_download_uri(self, name: str, version: str) -> str:
-        return self.client.get_model_version_download_uri(self.registered, version)
-
-
 @dataclass(frozen=True)
 class ServingLatency:
     """Predict and explain latency of one version; ``explain`` is None when it cannot explain."""
@@ -73,9 +54,7 @@ def measure_serving_latency(
 ) -> ServingLatency:
     """Load ``name`` v``version`` as the service does and time single-row scoring on holdout rows."""
     base = base_model_name(name)
-    model = load_model(
-        PinnedVersion(client, name, version), base, alias="candidate", single_thread=True
-    )
+    model = load_model(client, base, alias="candidate", single_thread=True, pinned=(name, version))
     frames = single_rows(holdout, model.feature_names, rows, seed)
     predict = time_calls(lambda f: score(model, f), frames, warmup=warmup, repeats=repeats)
     if model.explainer is None:

@@ -174,18 +174,25 @@ def load_model(
     alias: str = "champion",
     exact_shap: bool = True,
     single_thread: bool = False,
+    pinned: tuple[str, str] | None = None,
 ) -> LoadedModel:
     """Resolve ``name@alias`` through ``client`` and load the native model with its explainer.
 
     XGBoost reasons are exact TreeSHAP (``exact_shap``, a few ms a row: what the review page and
     SHAP itself give); ``exact_shap=False`` is Saabas (``approx_contribs``, ≈0.2 ms a row), an
-    approximation whose feature ranks can differ. ``single_thread`` makes the classifier score on the calling
-    thread (``single_threaded``: the online API's choice); by default the model keeps the
-    threading it was logged with (the nightly batch's large predicts use every core).
+    approximation whose feature ranks can differ. ``single_thread`` makes the classifier score on
+    the calling thread (``single_threaded``: the online API's choice); by default the model keeps
+    the threading it was logged with (the nightly batch's large predicts use every core).
+    ``pinned``: (registered name, version) loaded as model ``name`` under ``alias`` instead (a
+    segment model such as ``churn__tenant_a`` is served as its base model ``churn``).
     """
-    version = client.get_model_version_by_alias(name, alias)
+    registered = pinned[0] if pinned else name
+    if pinned:
+        version = client.get_model_version(registered, str(pinned[1]))
+    else:
+        version = client.get_model_version_by_alias(name, alias)
     run = client.get_run(version.run_id)
-    source = client.get_model_version_download_uri(name, version.version)
+    source = client.get_model_version_download_uri(registered, version.version)
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=source, tracking_uri=client.tracking_uri
     )

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from crm_predict.crm_store import kpis
 from crm_predict.registry.quality import ModelQuality, download_plot, model_quality
@@ -34,16 +36,18 @@ class Chart:
 # --- Charts (matplotlib's object API with the Agg canvas: no global pyplot state) ------------
 
 
-def _figure(width: float = 7.0, height: float = 3.2):
+@contextmanager
+def _axes(path: Path, *titles: str, size: tuple[float, float] = (7.0, 3.2)):
+    """One axes per title, side by side (one title: the axes itself), saved as PNG to ``path``."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=96, layout="constrained")
-
-
-def _save(fig, path: Path, title: str) -> Chart:
+    fig = Figure(figsize=size, dpi=96, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(titles)))
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+    yield axes if len(titles) > 1 else axes[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
-    return Chart(title, path)
 
 
 def _no_data(ax, what: str) -> None:
@@ -51,104 +55,91 @@ def _no_data(ax, what: str) -> None:
     ax.set_axis_off()
 
 
+def _paired_bars(ax, labels, first: pd.Series, second: pd.Series, names: tuple[str, str], **ticks):
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], first, width=0.4, label=names[0])
+    ax.bar([i + 0.2 for i in x], second, width=0.4, label=names[1])
+    ax.set_xticks(list(x), labels, fontsize=8, **ticks)
+    ax.legend()
+
+
 def funnel_chart(report: kpis.KpiReport, path: Path) -> Chart:
-    fig = _figure(9, 3.4)
-    lead_ax, deal_ax = fig.subplots(1, 2)
-    for ax, frame, title in (
-        (lead_ax, report.funnel, "Lead funnel"),
-        (deal_ax, report.stage_conversion, "Deal stages"),
-    ):
-        ax.set_title(title)
-        if frame.empty or frame["count"].max() == 0:
-            _no_data(ax, "data")
-            continue
-        bars = ax.barh(frame["stage"][::-1], frame["count"][::-1], color="#4c72b0")
-        labels = [
-            f"{n:,}" if math.isnan(c) else f"{n:,} ({c:.0%})"
-            for n, c in zip(frame["count"], frame["conversion_from_previous"], strict=True)
-        ][::-1]
-        ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
-        ax.margins(x=0.3)
-    return _save(fig, path, "Conversion per funnel stage")
+    with _axes(path, "Lead funnel", "Deal stages", size=(9, 3.4)) as axes:
+        for ax, frame in zip(axes, (report.funnel, report.stage_conversion), strict=True):
+            if frame.empty or frame["count"].max() == 0:
+                _no_data(ax, "data")
+                continue
+            bars = ax.barh(frame["stage"][::-1], frame["count"][::-1], color="#4c72b0")
+            labels = [
+                f"{n:,}" if math.isnan(c) else f"{n:,} ({c:.0%})"
+                for n, c in zip(frame["count"], frame["conversion_from_previous"], strict=True)
+            ][::-1]
+            ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+            ax.margins(x=0.3)
+    return Chart("Conversion per funnel stage", path)
 
 
 def cycle_chart(days: pd.Series, path: Path) -> Chart:
-    fig = _figure()
-    ax = fig.subplots()
-    ax.set_title("Sales cycle of won deals (days)")
-    if days.empty:
-        _no_data(ax, "won deals")
-    else:
-        ax.hist(days, bins=min(30, max(5, len(days) // 5)), color="#55a868")
-        ax.axvline(days.median(), color="black", linestyle="--", label="median")
-        ax.legend()
-    return _save(fig, path, "Sales cycle length")
+    with _axes(path, "Sales cycle of won deals (days)") as ax:
+        if days.empty:
+            _no_data(ax, "won deals")
+        else:
+            ax.hist(days, bins=min(30, max(5, len(days) // 5)), color="#55a868")
+            ax.axvline(days.median(), color="black", linestyle="--", label="median")
+            ax.legend()
+    return Chart("Sales cycle length", path)
 
 
 def cac_chart(acquisition: kpis.Acquisition, path: Path) -> Chart:
-    fig = _figure()
-    ax = fig.subplots()
-    ax.set_title("New customers and CAC per month")
     frame = acquisition.per_month
-    if frame["new_customers"].sum() == 0:
-        _no_data(ax, "new customers")
-    else:
-        ax.bar(frame["month"], frame["new_customers"], color="#8172b2")
-        ax.set_ylabel("new customers")
-        ax.tick_params(axis="x", rotation=60, labelsize=8)
-        cac_ax = ax.twinx()
-        cac_ax.plot(frame["month"], frame["cac"], color="#c44e52", marker="o")
-        cac_ax.set_ylabel("CAC")
-    return _save(fig, path, "CAC, LTV and LTV/CAC")
+    with _axes(path, "New customers and CAC per month") as ax:
+        if frame["new_customers"].sum() == 0:
+            _no_data(ax, "new customers")
+        else:
+            ax.bar(frame["month"], frame["new_customers"], color="#8172b2")
+            ax.set_ylabel("new customers")
+            ax.tick_params(axis="x", rotation=60, labelsize=8)
+            cac_ax = ax.twinx()
+            cac_ax.plot(frame["month"], frame["cac"], color="#c44e52", marker="o")
+            cac_ax.set_ylabel("CAC")
+    return Chart("CAC, LTV and LTV/CAC", path)
 
 
 def channel_chart(channels: pd.DataFrame, path: Path) -> Chart:
-    fig = _figure()
-    ax = fig.subplots()
-    ax.set_title("Revenue vs cost per channel")
-    if channels.empty:
-        _no_data(ax, "channels")
-    else:
-        x = range(len(channels))
-        ax.bar([i - 0.2 for i in x], channels["revenue"], width=0.4, label="revenue")
-        ax.bar([i + 0.2 for i in x], channels["cost"].fillna(0.0), width=0.4, label="cost")
-        ax.set_xticks(list(x), channels["channel"], rotation=30, fontsize=8)
-        ax.legend()
-    return _save(fig, path, "Channel ROI")
+    with _axes(path, "Revenue vs cost per channel") as ax:
+        if channels.empty:
+            _no_data(ax, "channels")
+        else:
+            revenue, cost = channels["revenue"], channels["cost"].fillna(0.0)
+            _paired_bars(ax, channels["channel"], revenue, cost, ("revenue", "cost"), rotation=30)
+    return Chart("Channel ROI", path)
 
 
 def owner_chart(owners: pd.DataFrame, path: Path, top: int = 10) -> Chart:
-    fig = _figure()
-    ax = fig.subplots()
-    ax.set_title(f"Won amount, top {top} owners")
-    if owners.empty:
-        _no_data(ax, "owners")
-    else:
-        head = owners.head(top)[::-1]
-        ax.barh(head["owner"], head["won_amount"], color="#dd8452")
-    return _save(fig, path, "Owner leaderboard")
+    with _axes(path, f"Won amount, top {top} owners") as ax:
+        if owners.empty:
+            _no_data(ax, "owners")
+        else:
+            head = owners.head(top)[::-1]
+            ax.barh(head["owner"], head["won_amount"], color="#dd8452")
+    return Chart("Owner leaderboard", path)
 
 
 def forecast_chart(forecast: kpis.Forecast, path: Path) -> Chart:
-    fig = _figure()
-    ax = fig.subplots()
-    ax.set_title(f"Open pipeline vs expected revenue, next {forecast.horizon_days} days")
     deals = forecast.deals
-    if deals.empty:
-        _no_data(ax, "open deals expected to close")
-    else:
-        month = pd.to_datetime(deals["expected_close_at"]).dt.strftime("%Y-%m")
-        by_month = (
-            deals.assign(month=month, expected=deals["p_win"] * deals["amount"])
-            .groupby("month")[["amount", "expected"]]
-            .sum()
-        )
-        x = range(len(by_month))
-        ax.bar([i - 0.2 for i in x], by_month["amount"], width=0.4, label="pipeline")
-        ax.bar([i + 0.2 for i in x], by_month["expected"], width=0.4, label="expected")
-        ax.set_xticks(list(x), by_month.index, fontsize=8)
-        ax.legend()
-    return _save(fig, path, "90-day sales forecast")
+    with _axes(path, f"Open pipeline vs expected revenue, next {forecast.horizon_days} days") as ax:
+        if deals.empty:
+            _no_data(ax, "open deals expected to close")
+        else:
+            month = pd.to_datetime(deals["expected_close_at"]).dt.strftime("%Y-%m")
+            by_month = (
+                deals.assign(month=month, expected=deals["p_win"] * deals["amount"])
+                .groupby("month")[["amount", "expected"]]
+                .sum()
+            )
+            amounts = by_month["amount"], by_month["expected"]
+            _paired_bars(ax, by_month.index, *amounts, ("pipeline", "expected"))
+    return Chart("90-day sales forecast", path)
 
 
 def kpi_charts(report: kpis.KpiReport, cycle_days: pd.Series, chart_dir: Path) -> dict[str, Chart]:
@@ -184,20 +175,16 @@ def model_plots(
 # --- HTML ------------------------------------------------------------------------------------
 
 
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _number(value, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
+    return "n/a" if _blank(value) else f"{value:,.{digits}f}"
 
 
 def _percent(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.1%}"
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return "n/a" if _blank(value) else f"{value:.1%}"
 
 
 def render_report(
@@ -209,22 +196,12 @@ def render_report(
     generated_at: datetime,
 ) -> str:
     """The report as one HTML string (charts inlined as data URIs)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from crm_predict.serving.review import records, template_env
 
-    env = Environment(
-        loader=PackageLoader("crm_predict.serving", "templates"),
-        autoescape=select_autoescape(["j2", "html"]),
-    )
-    env.filters.update(number=_number, percent=_percent)
-    return env.get_template(TEMPLATE).render(
-        report=report,
-        charts=charts,
-        models=models,
-        plots=plots,
-        cost_source=cost_source,
-        generated_at=generated_at,
-        records=_records,
-    )
+    return template_env(number=_number, percent=_percent).get_template(TEMPLATE).render(
+        report=report, charts=charts, models=models, plots=plots, cost_source=cost_source,
+        generated_at=generated_at, records=records,
+    )  # fmt: skip
 
 
 def write_report(
@@ -240,12 +217,9 @@ def write_report(
     months = kpis.window_months(as_of, settings.kpi_window_months)
     costs = kpis.cost_inputs(settings, months)
     report = kpis.kpi_report(
-        tables,
-        costs,
-        as_of,
-        months=settings.kpi_window_months,
+        tables, costs, as_of, months=settings.kpi_window_months,
         lifetime_years=settings.kpi_customer_lifetime_years,
-    )
+    )  # fmt: skip
     chart_dir = out_dir / "charts"
     charts = kpi_charts(report, kpis.won_cycle_days(tables.deals), chart_dir)
     models = model_quality(client)

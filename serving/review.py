@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from crm_predict.crm_store.models import Account, Activity, Deal, Tag, User
@@ -142,11 +142,9 @@ def live_score(context: ReviewContext, deal_id: int) -> LiveScore:
     if model.explainer is None:
         return score
     features = rows[model.feature_names]
+    ((positive, negative),) = model.explainer.reasons(features)
     contributions = model.explainer.contributions(features).iloc[0]
-    (positive, negative), = model.explainer.reasons(features)  # fmt: skip
-    return LiveScore(
-        score.health, score.colour, score.version, contributions, positive, negative
-    )  # fmt: skip
+    return replace(score, contributions=contributions, positive=positive, negative=negative)
 
 
 def reasons_png(contributions: pd.Series, top: int = CHART_FEATURES) -> bytes:
@@ -168,6 +166,23 @@ def reasons_png(contributions: pd.Series, top: int = CHART_FEATURES) -> bytes:
 # --- App -------------------------------------------------------------------------------------
 
 
+def template_env(**filters):
+    """The Jinja2 environment of the package's templates (HTML-escaped), with ``filters``."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("crm_predict.serving", "templates"),
+        autoescape=select_autoescape(["j2", "html"]),
+    )
+    env.filters.update(filters)
+    return env
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A frame's rows as dicts, blanks as None (what a template tests for)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def feature_value(value: object) -> str:
     """A reason's raw value as a reader wants it: whole floats without ``.0``, others to 2 places."""
     if value is None:
@@ -179,16 +194,9 @@ def feature_value(value: object) -> str:
 
 def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starlette:
     """The review app; ``make_context`` runs once, on the first request (default: from Settings)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
     from starlette.templating import Jinja2Templates
 
-    templates = Jinja2Templates(
-        env=Environment(
-            loader=PackageLoader("crm_predict.serving", "templates"),
-            autoescape=select_autoescape(["j2"]),
-        )
-    )
-    templates.env.filters["feature_value"] = feature_value
+    templates = Jinja2Templates(env=template_env(feature_value=feature_value))
     make_context = make_context or (lambda: settings_context(Settings()))
     state: dict[str, ReviewContext] = {}
     lock = threading.Lock()
@@ -208,11 +216,7 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
     async def deal_list(request: Request) -> HTMLResponse:
         with context().sessions() as session:
             deals = open_deals(session)
-        return templates.TemplateResponse(
-            request,
-            "review_list.html.j2",
-            {"deals": deals.astype(object).where(deals.notna(), None).to_dict("records")},
-        )
+        return templates.TemplateResponse(request, "review_list.html.j2", {"deals": records(deals)})
 
     async def deal_page(request: Request) -> HTMLResponse:
         deal_id = request.path_params["deal_id"]

@@ -511,14 +511,20 @@ class TaskSpec:
         return hashlib.sha1(raw.encode()).hexdigest()
 
 
+def _due(
+    kind: str, entity: str, entity_id: int, owner_id: int | None, start: datetime, sla: int,
+    reason: str, **extra,
+) -> TaskSpec:  # fmt: skip
+    """A task of ``kind`` due ``sla`` hours after ``start``."""
+    due_at = start + timedelta(hours=sla)
+    return TaskSpec(kind, entity, entity_id, owner_id, due_at, sla, reason, **extra)
+
+
 def first_contact_task(
     lead_id: int, owner_id: int | None, created_at: datetime, rules: Rules = RULES
 ) -> TaskSpec:
-    sla = rules.lead.first_contact_sla_hours
-    return TaskSpec(
-        TASK_FIRST_CONTACT, "lead", lead_id, owner_id, created_at + timedelta(hours=sla), sla,
-        "New lead: first contact within the SLA",
-    )  # fmt: skip
+    sla, reason = rules.lead.first_contact_sla_hours, "New lead: first contact within the SLA"
+    return _due(TASK_FIRST_CONTACT, "lead", lead_id, owner_id, created_at, sla, reason)
 
 
 def lead_escalation_task(
@@ -528,19 +534,17 @@ def lead_escalation_task(
     hours, sla = rules.lead.escalate_unhandled_hours, rules.lead.escalation_sla_hours
     if now - created_at < timedelta(hours=hours):
         return None
-    return TaskSpec(
-        TASK_ESCALATION, "lead", lead_id, manager_id, now + timedelta(hours=sla), sla,
-        f"Lead unhandled for more than {hours} h", escalation_level=1,
-    )  # fmt: skip
+    reason = f"Lead unhandled for more than {hours} h"
+    return _due(TASK_ESCALATION, "lead", lead_id, manager_id, now, sla, reason, escalation_level=1)
 
 
 def whitepaper_follow_up_task(
     contact_id: int, owner_id: int | None, downloaded_at: datetime, rules: Rules = RULES
 ) -> TaskSpec:
     hours = rules.lead.whitepaper_follow_up_hours
-    return TaskSpec(
-        TASK_WHITEPAPER_FOLLOW_UP, "contact", contact_id, owner_id,
-        downloaded_at + timedelta(hours=hours), hours, f"Whitepaper downloaded: follow up within {hours} h",
+    return _due(
+        TASK_WHITEPAPER_FOLLOW_UP, "contact", contact_id, owner_id, downloaded_at, hours,
+        f"Whitepaper downloaded: follow up within {hours} h",
         period=downloaded_at.strftime("%Y-%m-%dT%H"),
     )  # fmt: skip
 
@@ -559,19 +563,16 @@ def deal_tasks(
     rules = rules.deal
     tasks = []
     if colour == "red":
+        sla, reason = rules.rescue_sla_hours, "Deal health is red"
         tasks.append(
-            TaskSpec(
-                TASK_RESCUE_DEAL, "deal", deal_id, owner_id, now + timedelta(hours=rules.rescue_sla_hours),
-                rules.rescue_sla_hours, "Deal health is red", period=stage,
-            )
-        )  # fmt: skip
+            _due(TASK_RESCUE_DEAL, "deal", deal_id, owner_id, now, sla, reason, period=stage)
+        )
     if days_idle >= rules.idle_escalation_days:
+        reason = f"No activity for {int(days_idle)} days on an open deal"
         tasks.append(
-            TaskSpec(
-                TASK_ESCALATION, "deal", deal_id, manager_id,
-                now + timedelta(hours=rules.escalation_sla_hours), rules.escalation_sla_hours,
-                f"No activity for {int(days_idle)} days on an open deal", escalation_level=1,
-                period=stage,
+            _due(
+                TASK_ESCALATION, "deal", deal_id, manager_id, now, rules.escalation_sla_hours,
+                reason, escalation_level=1, period=stage,
             )
         )  # fmt: skip
     return tasks
@@ -583,9 +584,8 @@ def retention_task(
     """High-value customers at high churn risk get a retention task (one per quarter)."""
     if risk != "high" or tier not in ("diamond", "gold"):
         return None
-    sla = rules.churn.retention_sla_hours
     quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
-    return TaskSpec(
-        TASK_RETENTION, "contact", contact_id, owner_id, now + timedelta(hours=sla), sla,
+    return _due(
+        TASK_RETENTION, "contact", contact_id, owner_id, now, rules.churn.retention_sla_hours,
         f"{tier.title()} customer at high churn risk", period=quarter,
     )  # fmt: skip
