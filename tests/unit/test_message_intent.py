@@ -1,0 +1,133 @@
+"""Intent and sentiment of customer messages (English and Chinese): the demo generator's ground
+truth, the text checks, training against its baselines, the registered pyfunc and its reasons."""
+
+from datetime import datetime
+
+import mlflow
+import pandas as pd
+import pytest
+from crm_predict.crm_store.demo_messages import INTENTS, SENTIMENTS, generate_messages
+from crm_predict.training import message_intent as mi
+
+from crm_predict.core.errors import UserError
+from crm_predict.core.tracking import CHALLENGER, version_for_alias
+
+START, END = datetime(2025, 1, 1), datetime(2025, 7, 1)
+
+
+def _messages(n: int = 1500, seed: int = 3) -> pd.DataFrame:
+    return generate_messages(n, seed, START, END)
+
+
+def test_the_generator_is_seeded_bilingual_and_labelled():
+    first, again = _messages(200), _messages(200)
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first["language"]) == {"en", "zh"}
+    assert set(first["intent"]) == set(INTENTS) and set(first["sentiment"]) == set(SENTIMENTS)
+    assert first["sent_at"].is_monotonic_increasing
+    assert [mi.detect_language(t) for t in first["text"]] == first["language"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("我们也在和Salesforce谈，你们的CRM平台好在哪里？", "zh"),
+        ("Could you send us a quote for 50 licenses of SalesBox?", "en"),
+        ("Zhang Min here: the invoice is wrong.", "en"),
+        ("Привет, сколько стоит лицензия?", None),
+        ("12345 !!!", None),
+    ],
+)
+def test_language_is_told_from_the_script(text, language):
+    assert mi.detect_language(text) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("   ", "empty"),
+        ("a" * 1_000_000, "at most 20,000"),
+        ("quote\x00\x01\x02 please", "control characters"),
+        (b"\xff\xfe\x00binary".decode("utf-8", errors="replace") * 5, "control characters"),
+        ("Привет, сколько стоит лицензия?", "no language the model reads"),
+        (42, "must be a string"),
+    ],
+    ids=["empty", "1MB", "control", "binary", "russian", "number"],
+)
+def test_bad_text_is_refused_with_a_reason(text, message):
+    with pytest.raises(UserError, match=message):
+        mi.check_text(text)
+
+
+def test_prepare_names_the_bad_row_and_column():
+    frame = pd.DataFrame(
+        {"body": ["Please share pricing.", "你好"], "label": ["quote_request", " "]}
+    )
+    with pytest.raises(UserError, match="missing column"):
+        mi.prepare(frame, text_col="text")
+    with pytest.raises(UserError, match="row 3: no label label"):
+        mi.prepare(frame, "body", {"intent": "label", "sentiment": "label"})
+    frame["label"] = ["quote_request", "quote_request"]
+    frame.loc[1, "body"] = ""
+    with pytest.raises(UserError, match="row 3: text is empty"):
+        mi.prepare(frame, "body", {"intent": "label", "sentiment": "label"})
+
+
+def test_keyword_rule_counts_hits_and_falls_back():
+    texts = ["What is the price of 20 seats?", "系统报错了，打不开", "hello"]
+    assert mi.keyword_intent(texts, default="technical_consultation").tolist() == [
+        "quote_request",
+        "after_sales_support",
+        "technical_consultation",
+    ]
+
+
+def test_topic_keywords_are_configured_lists():
+    topics = {"price": ["price", "报价"], "delivery_time": ["deliver", "送到"]}
+    assert mi.topic_keywords("When will it be delivered? And the price?", topics) == [
+        "price",
+        "delivery_time",
+    ]
+    assert mi.topic_keywords("订单什么时候送到", topics) == ["delivery_time"]
+
+
+def test_training_beats_both_baselines_per_language_and_registers(mlflow_client):
+    data = mi.prepare(_messages())
+
+    result = mi.train(mlflow_client, data, n_trials=1, lexicons=False)
+
+    m = result.metrics
+    for language in ("en", "zh"):
+        f1 = m[f"intent_macro_f1_{language}"]
+        assert f1 >= 0.9, m
+        assert f1 >= m[f"intent_macro_f1_keyword_rule_{language}"] + 0.05, m
+        assert f1 >= m[f"intent_macro_f1_majority_{language}"] + 0.3, m
+        assert (
+            m[f"sentiment_accuracy_{language}"] > m[f"sentiment_accuracy_majority_{language}"] + 0.2
+        )
+    assert version_for_alias(mlflow_client, "message_intent", CHALLENGER) == result.version
+
+    model = mlflow.pyfunc.load_model(f"models:/message_intent/{result.version}")
+    texts = [
+        "Could you send a quote for 100 seats? Thanks, great team.",
+        "系统升级之后就打不开了，太让人失望了。",
+    ]
+    scored = model.predict(pd.DataFrame({"text": texts}))
+    assert scored["intent"].tolist() == ["quote_request", "after_sales_support"]
+    assert scored["sentiment"].tolist() == ["satisfied", "complaining"]
+    assert scored["language"].tolist() == ["en", "zh"]
+    with pytest.raises(UserError, match=r"texts\[1\]: text is empty"):
+        model.predict(pd.DataFrame({"text": ["fine", ""]}))
+
+    models = model.unwrap_python_model().models
+    label, terms = mi.reasons(models.vectorizer, models.intent, texts[0])
+    assert label == "quote_request"
+    assert terms and all(t["weight"] > 0 for t in terms)
+    assert any(t["term"] in texts[0].lower() for t in terms)
+    label, terms = mi.reasons(models.vectorizer, models.intent, texts[1])
+    assert label == "after_sales_support" and all(t["term"] in texts[1] for t in terms)
+
+
+def test_lexicons_alone_read_plain_sentiment():
+    texts = ["We are very happy with the service, thank you!", "This is awful and unacceptable."]
+    assert mi.lexicon_sentiment(texts, ["en", "en"]).tolist() == ["satisfied", "complaining"]
