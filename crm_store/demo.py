@@ -1192,23 +1192,19 @@ def _nbt_truth(params: ResponseParams, idx: np.ndarray, contact_ids: np.ndarray)
         sub = idx[start : start + 20_000]
         probs = params.all_slots(sub).astype(np.float32)
         best = np.argsort(-probs, axis=1, kind="stable")[:, :3]
-        parts.append(
-            pa.table(
-                {
-                    "entity_id": pa.array(contact_ids[start : start + 20_000], pa.int64()),
-                    "segment": pa.array(_pick(SEGMENTS, params.segment[sub]), pa.string()),
-                    "call_factor": pa.array(params.call_factor[sub], pa.float32()),
-                    "best_slots": pa.FixedSizeListArray.from_arrays(
-                        pa.array(best.reshape(-1), pa.int16()), 3
-                    ).cast(pa.list_(pa.int16())),
-                    "p_best": pa.FixedSizeListArray.from_arrays(
-                        pa.array(np.take_along_axis(probs, best, 1).reshape(-1)), 3
-                    ).cast(pa.list_(pa.float32())),
-                    "p_slots": pa.FixedSizeListArray.from_arrays(
-                        pa.array(probs.reshape(-1)), 168
-                    ).cast(pa.list_(pa.float32())),
-                },
-                schema=_NBT_SCHEMA,
-            )
-        )
+        columns = {
+            "entity_id": contact_ids[start : start + 20_000],
+            "segment": _pick(SEGMENTS, params.segment[sub]),
+            "call_factor": params.call_factor[sub],
+            "best_slots": _lists(best, pa.int16()),
+            "p_best": _lists(np.take_along_axis(probs, best, 1), pa.float32()),
+            "p_slots": _lists(probs, pa.float32()),
+        }
+        parts.append(pa.table(columns, schema=_NBT_SCHEMA))
     return pa.concat_tables(parts) if parts else _NBT_SCHEMA.empty_table()
+
+
+def _lists(matrix: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """The rows of ``matrix`` as Arrow lists of ``kind``."""
+    flat = pa.array(matrix.reshape(-1), kind)
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(kind))

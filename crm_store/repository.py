@@ -91,16 +91,14 @@ class TagRows:
         return pd.Series(self.shared[name], index=self.rows.index) if values is None else values
 
 
-def _sqlite_tag_upsert() -> str:
-    """The ``ON CONFLICT`` clause of SQLite's tag upsert: re-stamp or overwrite a stored tag only
-    when some column differs (a row equal to what is stored is left alone)."""
-    payload = TAG_COLUMNS[3:]
-    stored = ", ".join(f"{Tag.__tablename__}.{c}" for c in payload)
-    incoming = ", ".join(f"excluded.{c}" for c in payload)
-    return (
-        f"ON CONFLICT ({', '.join(TAG_KEY)}) DO UPDATE SET "
-        f"{', '.join(f'{c} = excluded.{c}' for c in payload)} WHERE ({stored}) IS NOT ({incoming})"
-    )
+# SQLite's tag upsert re-stamps or overwrites a stored tag only when some column differs.
+_PAYLOAD = TAG_COLUMNS[3:]
+SQLITE_TAG_UPSERT = (
+    f"ON CONFLICT ({', '.join(TAG_KEY)}) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in _PAYLOAD)} "
+    f"WHERE ({', '.join(f'{Tag.__tablename__}.{c}' for c in _PAYLOAD)}) "
+    f"IS NOT ({', '.join(f'excluded.{c}' for c in _PAYLOAD)})"
+)
 
 
 def prepare_tags(
@@ -134,7 +132,7 @@ def prepare_tags(
 
 def _encode_tags(dialect: str, rows: pd.DataFrame, shared: dict[str, Any]) -> EncodedRows:
     """Tag rows encoded for the direct write: SQLite's upsert, PostgreSQL's COPY into tags."""
-    upsert = _sqlite_tag_upsert() if dialect == "sqlite" else ""
+    upsert = SQLITE_TAG_UPSERT if dialect == "sqlite" else ""
     return encode_rows(dialect, Tag.__table__, rows, shared, on_conflict=upsert)
 
 
@@ -356,24 +354,14 @@ def log_predictions(session: Session, predictions: pd.DataFrame | EncodedRows) -
 
 
 def current_tags(session: Session, entity_type: str, entity_id: int) -> dict[str, Tag]:
-    rows = session.scalars(
-        select(Tag).where(Tag.entity_type == entity_type, Tag.entity_id == entity_id)
-    )
-    return {t.name: t for t in rows}
+    key = Tag.entity_type == entity_type, Tag.entity_id == entity_id
+    return {t.name: t for t in session.scalars(select(Tag).where(*key))}
 
 
 def tag_history(session: Session, entity_type: str, entity_id: int, name: str) -> list[TagHistory]:
-    return list(
-        session.scalars(
-            select(TagHistory)
-            .where(
-                TagHistory.entity_type == entity_type,
-                TagHistory.entity_id == entity_id,
-                TagHistory.name == name,
-            )
-            .order_by(TagHistory.replaced_at, TagHistory.id)
-        )
-    )
+    h = TagHistory
+    key = h.entity_type == entity_type, h.entity_id == entity_id, h.name == name
+    return list(session.scalars(select(h).where(*key).order_by(h.replaced_at, h.id)))
 
 
 def open_tasks(
