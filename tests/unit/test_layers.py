@@ -117,8 +117,13 @@ def test_packages_are_imported_by_their_installed_name(home):
 
 
 def test_no_private_names_of_libraries():
+    """In the package, the tests and the benchmarks alike."""
+    trees = dict(TREES)
+    for folder in ("tests", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            trees[str(path.relative_to(ROOT))] = ast.parse(path.read_text("utf-8"))
     private = []
-    for module, tree in TREES.items():
+    for module, tree in trees.items():
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
