@@ -98,7 +98,7 @@ def in_process_floor(settings: Settings, ids: list[int], n: int = 300) -> dict[s
         cpu = time.process_time()
         for i in range(n):
             started = time.perf_counter()
-            (scored,) = hub._score_jobs("lead_scoring", [Job(ids=[ids[i % len(ids)]], explain=explain)])  # fmt: skip
+            (scored,) = hub.score_jobs("lead_scoring", [Job(ids=[ids[i % len(ids)]], explain=explain)])  # fmt: skip
             total_ms.append((time.perf_counter() - started) * 1e3)
             if isinstance(scored, BaseException):
                 raise scored

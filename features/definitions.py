@@ -2,7 +2,7 @@
 
 Declarations are data (``VIEWS``, ``SERVICES``); Feast objects are built from them by functions that
 take the settings (the Parquet paths live under ``settings.feature_dir``), so importing this module
-touches nothing. ``SERVICES`` is the single declaration of each model's feature list.
+touches nothing. ``SERVICES`` holds each model's feature list, as its spec's ``views`` name them.
 """
 
 from __future__ import annotations
@@ -160,24 +160,11 @@ VIEWS: dict[str, ViewSpec] = {
 
 RULE_SCORE_VIEW = "rule_based_lead_score"
 
-# Each model's features: (view, features) pairs; the single declaration of every feature list.
+# Each model's features: (view, features) pairs, from its spec's FeatureService views.
 SERVICES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "lead_scoring": (
-        ("lead_profile", ("lead_source", "lead_region", "industry", "size_band", "annual_revenue_band", "role", "is_decision_maker")),
-        ("lead_behaviour", tuple(VIEWS["lead_behaviour"].feature_names)),
-        (RULE_SCORE_VIEW, ("rule_score",)),
-    ),
-    "deal_health": (("deal_activity", tuple(VIEWS["deal_activity"].feature_names)),),
-    "churn": (
-        ("customer_profile", ("region", "acquisition_source", "has_account")),
-        ("customer_transactions", tuple(VIEWS["customer_transactions"].feature_names)),
-        ("customer_behaviour", tuple(VIEWS["customer_behaviour"].feature_names)),
-    ),
-    "clv": (
-        ("customer_transactions", ("frequency", "recency", "T", "monetary_value", "rfm_recency_days", "rfm_frequency", "rfm_monetary", "spend_12m")),
-    ),
-    "next_best_time": (("contact_time", tuple(VIEWS["contact_time"].feature_names)),),
-}  # fmt: skip
+    name: tuple((view, feats or tuple(VIEWS[view].feature_names)) for view, feats in spec.views)
+    for name, spec in SPECS.items()
+}
 
 
 def service_name(model_name: str) -> str:

@@ -24,7 +24,8 @@ from crm_predict.crm_store.arrow_io import iter_tables, to_frame
 from crm_predict.crm_store.models import ENTITY_MODELS
 from crm_predict.features import labels as lb
 from crm_predict.features import transforms as tf
-from crm_predict.features.definitions import ENTITIES, ENTITY_OF_MODEL, VIEWS
+from crm_predict.features.definitions import ENTITIES, VIEWS
+from crm_predict.training.specs import SPECS
 from sqlalchemy.orm import Session
 
 from crm_predict.core.errors import UserError
@@ -246,10 +247,7 @@ def export(
     note("labels")
     truth = lb.read_truth_cutoffs(settings.demo_truth_dir)
     cutoffs = truth if truth is not None else churn_cutoffs
-    rows = {
-        model: lb.prediction_rows(model, tables, as_of, cutoffs if model == "churn" else None)
-        for model in ENTITY_OF_MODEL
-    }
+    rows = {model: lb.prediction_rows(model, tables, as_of, cutoffs) for model in SPECS}
     labels_dir(settings).mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for model, frame in rows.items():
@@ -257,8 +255,8 @@ def export(
         counts[f"labels/{model}"] = len(frame)
 
     times = {}
-    for entity in ("lead", "deal", "customer", "contact"):
-        stamps = [rows[m] for m, e in ENTITY_OF_MODEL.items() if e == entity]
+    for entity in ENTITIES:
+        stamps = [rows[m] for m, spec in SPECS.items() if spec.entity == entity]
         stamps.append(lb.active_rows(entity, tables, as_of))
         times[entity] = _times(stamps, ENTITIES[entity])
 

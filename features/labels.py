@@ -8,12 +8,13 @@ Functions are pure: frames in, frames out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 from crm_predict.features.transforms import as_flag
+from crm_predict.training.specs import SPECS
 
 from crm_predict.core.rules import RULES
 
@@ -24,6 +25,7 @@ CHURN_CUTOFF_MONTHS = 6  # generic monthly churn cutoffs when no demo truth file
 CLOSED_LEAD_STATUSES = ("converted", "disqualified", "lost", "closed", "unqualified")
 
 Tables = dict[str, pd.DataFrame]
+Cutoffs = pd.DataFrame | Sequence[datetime] | None
 
 
 def _rows(ids, times, label) -> pd.DataFrame:
@@ -72,7 +74,7 @@ def monthly_cutoffs(
 def churn_rows(
     orders: pd.DataFrame,
     as_of: datetime,
-    cutoffs: pd.DataFrame | Sequence[datetime] | None = None,
+    cutoffs: Cutoffs = None,
 ) -> pd.DataFrame:
     """Customers (contacts with an order at or before t) at their churn cutoffs; label = no order in
     (t, t + 90 d]. ``cutoffs`` is a frame of per-customer cutoffs (``entity_id, event_timestamp``,
@@ -134,24 +136,21 @@ def read_truth_cutoffs(truth_dir: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path, columns=["entity_id", TS])
 
 
+# Each model spec's ``label``: (tables, as_of, churn cutoffs) → its prediction rows and labels.
+LABELS: dict[str, Callable[[Tables, datetime, Cutoffs], pd.DataFrame]] = {
+    "converted_90d": lambda tables, as_of, _: lead_rows(tables["leads"], as_of),
+    "won": lambda tables, as_of, _: deal_rows(tables["deals"], as_of),
+    "churned_90d": lambda tables, as_of, cutoffs: churn_rows(tables["orders"], as_of, cutoffs),
+    "purchases_90d": lambda tables, as_of, _: clv_rows(tables["orders"], as_of),
+    "response_slot": lambda tables, as_of, _: next_best_time_rows(tables["activities"], as_of),
+}
+
+
 def prediction_rows(
-    model_name: str,
-    tables: Tables,
-    as_of: datetime,
-    churn_cutoffs: pd.DataFrame | Sequence[datetime] | None = None,
+    model_name: str, tables: Tables, as_of: datetime, churn_cutoffs: Cutoffs = None
 ) -> pd.DataFrame:
     """Entity rows with labels for one model (the label snapshot times features are stamped at)."""
-    if model_name == "lead_scoring":
-        return lead_rows(tables["leads"], as_of)
-    if model_name == "deal_health":
-        return deal_rows(tables["deals"], as_of)
-    if model_name == "churn":
-        return churn_rows(tables["orders"], as_of, churn_cutoffs)
-    if model_name == "clv":
-        return clv_rows(tables["orders"], as_of)
-    if model_name == "next_best_time":
-        return next_best_time_rows(tables["activities"], as_of)
-    raise KeyError(model_name)
+    return LABELS[SPECS[model_name].label](tables, as_of, churn_cutoffs)
 
 
 def active_rows(entity: str, tables: Tables, at: datetime) -> pd.DataFrame:

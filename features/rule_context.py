@@ -33,10 +33,10 @@ from crm_predict.features.transforms import (
     positions,
     totals_per_row,
 )
+from crm_predict.training.specs import SPECS
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.rules import (
-    MODEL_NAMES,
     RULES,
     ChurnRules,
     LeadRules,
@@ -72,12 +72,12 @@ CONTEXT_COLUMNS = {
     "activities": ["contact_id", "lead_id", "deal_id", "type", "category", "occurred_at"],
     "orders": ["contact_id", "ordered_at", "amount"],
 }
+# Per feature entity, the CRM tables its context reads (deals' accounts: ``account_tier``).
 CONTEXT_TABLES = {
-    "lead_scoring": ("users", "accounts", "contacts", "leads", "activities"),
-    "deal_health": ("users", "accounts", "deals", "activities"),  # accounts: account_tier
-    "churn": ("contacts", "activities", "orders"),
-    "clv": ("contacts", "activities", "orders"),
-    "next_best_time": ("contacts", "activities", "orders"),
+    "lead": ("users", "accounts", "contacts", "leads", "activities"),
+    "deal": ("users", "accounts", "deals", "activities"),
+    "customer": ("contacts", "activities", "orders"),
+    "contact": ("contacts", "activities", "orders"),
 }
 Tables = dict[str, pd.DataFrame]
 
@@ -310,29 +310,19 @@ def account_context(tables: Tables, at: datetime) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-CONTEXTS: dict[str, Callable[..., pd.DataFrame]] = {  # (tables, at, rules)
-    "lead_scoring": lead_context,
-    "deal_health": deal_context,
-    "churn": customer_context,
-    "clv": customer_context,
-    "next_best_time": contact_context,
-}
-
-
-# The columns each context gives (beside entity_id), for checking tag rules before a run.
-CUSTOMER_COLUMNS = (
-    "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency", "monetary",
-    "visits_30d", "spend_last_3m", "spend_prior_3m",
-)  # fmt: skip
-CONTEXT_OUTPUT = {
-    "lead_scoring": (
+# Per feature entity: its context (tables, at, rules) and the columns it gives beside entity_id,
+# for checking tag rules before a run.
+CONTEXTS: dict[str, tuple[Callable[..., pd.DataFrame], tuple[str, ...]]] = {
+    "lead": (lead_context, (
         "contact_id", "owner_id", "manager_id", "region", "created_at", "first_contacted_at",
         "last_whitepaper_at", "rule_points",
-    ),
-    "deal_health": ("owner_id", "manager_id", "stage", "days_idle"),
-    "churn": CUSTOMER_COLUMNS,
-    "clv": CUSTOMER_COLUMNS,
-    "next_best_time": ("owner_id", "visits_30d"),
+    )),
+    "deal": (deal_context, ("owner_id", "manager_id", "stage", "days_idle")),
+    "customer": (customer_context, (
+        "owner_id", "days_inactive", "yearly_spend", "recency_days", "frequency", "monetary",
+        "visits_30d", "spend_last_3m", "spend_prior_3m",
+    )),
+    "contact": (contact_context, ("owner_id", "visits_30d")),
 }  # fmt: skip
 
 
@@ -341,24 +331,24 @@ def rule_context(
 ) -> pd.DataFrame:
     """The columns ``crm_predict.serving.writeback`` rules need for one model's entities, as of ``at``, from
     the CRM tables of ``crm_tables``."""
-    if model_name not in CONTEXTS:
-        raise UserError(f"unknown model {model_name!r}; known: {', '.join(MODEL_NAMES)}")
-    return CONTEXTS[model_name](tables, at, rules)
+    if model_name not in SPECS:
+        raise UserError(f"unknown model {model_name!r}; known: {', '.join(SPECS)}")
+    return CONTEXTS[SPECS[model_name].entity][0](tables, at, rules)
 
 
-def rule_values(model_name: str, features: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:  # fmt: skip
-    """The rule context a model's feature rows determine (the online API's write-back reads
-    these): the same functions over the same values as the batch's context, so the two agree.
-    Columns whose inputs ``features`` lacks are left out."""
+def rule_values(entity: str, features: pd.DataFrame, rules: Rules = RULES) -> dict[str, np.ndarray]:  # fmt: skip
+    """The rule context the feature rows of an ``entity`` determine (the online API's write-back
+    reads these): the same functions over the same values as the batch's context, so the two
+    agree. Columns whose inputs ``features`` lacks are left out."""
     has = set(features.columns).issuperset
     out: dict[str, np.ndarray] = {}
-    if model_name == "lead_scoring" and has(RULE_SCORE_INPUTS):
+    if entity == "lead" and has(RULE_SCORE_INPUTS):
         out["rule_points"] = lead_rule_points(features, rules.lead)
-    elif model_name == "deal_health":
+    elif entity == "deal":
         for column in ("stage", "days_idle"):
             if column in features:
                 out[column] = features[column].to_numpy()
-    elif model_name == "churn":
+    elif entity == "customer":
         if has(("rfm_recency_days", "days_since_last_interaction")):
             out["days_inactive"] = days_inactive(
                 pd.to_numeric(features["rfm_recency_days"]).to_numpy(dtype=float),
@@ -367,8 +357,7 @@ def rule_values(model_name: str, features: pd.DataFrame, rules: Rules = RULES) -
             )
         if "spend_12m" in features:
             out["yearly_spend"] = features["spend_12m"].to_numpy()
-    elif model_name == "clv" and has(("rfm_recency_days", "rfm_frequency", "rfm_monetary")):
-        out["recency_days"] = features["rfm_recency_days"].to_numpy()
-        out["frequency"] = features["rfm_frequency"].to_numpy()
-        out["monetary"] = features["rfm_monetary"].to_numpy()
+        for column, feature in (("recency_days", "rfm_recency_days"), ("frequency", "rfm_frequency"), ("monetary", "rfm_monetary")):  # fmt: skip
+            if feature in features:
+                out[column] = features[feature].to_numpy()
     return out

@@ -32,45 +32,10 @@ GENERIC_LIMITS = (
     "or data entry makes them drift (see `crm-predict registry drift`).",
     "Probabilities are calibrated on the holdout period; check calibration again after retraining.",
 )
-# (metric, baseline metric, oracle metric) rows of the metrics table per kind of model.
-METRIC_ROWS = {
-    "classifier": [
-        ("auc", "baseline_auc", "oracle_auc"),
-        ("pr_auc", "baseline_pr_auc", None),
-        ("lift_at_10", "baseline_lift_at_10", None),
-        ("log_loss", None, None),
-    ],
-    "clv": [("mae_purchases", "baseline_mae_purchases", None)],
-    "next_best_time": [
-        ("hit_rate_top1", "baseline_hit_rate_top1", None),
-        ("hit_rate_top3", "baseline_hit_rate_top3", None),
-    ],
-}
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None or np.isnan(value) else f"{value:.3f}"
-
-
-def _clv_parameter_lines(info: VersionInfo) -> list[str]:
-    """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as logged by ``crm_predict.training.clv``, and the fit."""
-    params = info.params
-    if not any(f"fit_{k}" in params for k in ("r", "alpha", "a", "b", "p", "q", "v")):
-        return ["", "## Fitted parameters", "Not logged for this version."]
-
-    def value(key: str) -> str:
-        return params.get(f"fit_{key}", "—")
-
-    return [
-        "",
-        "## Fitted parameters",
-        "| model | parameters |",
-        "|---|---|",
-        f"| BG/NBD | r = {value('r')}, α = {value('alpha')}, a = {value('a')}, b = {value('b')} |",
-        f"| Gamma-Gamma | p = {value('p')}, q = {value('q')}, v = {value('v')} |",
-        "",
-        f"Fit: {info.tags.get('clv_fit', 'not logged')}.",
-    ]
 
 
 def render_model_card(
@@ -81,7 +46,6 @@ def render_model_card(
     """The card as Markdown, from the run's logged metadata and the fairness checks."""
     base = base_model_name(info.name)
     spec = SPECS.get(base)
-    kind = "classifier" if is_classifier(info.name) else base
     tags, metrics = info.tags, info.metrics
     counts = info.train_counts()
     size = (
@@ -113,13 +77,13 @@ def render_model_card(
         "| metric | model | baseline | oracle |",
         "|---|---|---|---|",
     ]
-    for metric, baseline, oracle in METRIC_ROWS.get(kind, []):
+    for metric, baseline, oracle in spec.card_metrics if spec else ():
         if metric in metrics:
             lines.append(
                 f"| {metric} | {_fmt(metrics[metric])} | {_fmt(metrics.get(baseline or ''))} "
                 f"| {_fmt(metrics.get(oracle or ''))} |"
             )
-    lines += _clv_parameter_lines(info) if kind == "clv" else []
+    lines += spec.card_lines(info.params, info.tags) if spec and spec.card_lines else []
     lines += ["", "## Calibration"]
     if "brier" in metrics or "ece" in metrics:
         lines.append(

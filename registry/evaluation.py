@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from crm_predict.training.specs import CLASSIFIERS
+from crm_predict.training.specs import CLASSIFIERS, SPECS
 
 from crm_predict.core.errors import UserError
 
@@ -29,12 +29,6 @@ MODEL_CARD_ARTIFACT = "model_card.md"
 KEY_COLUMNS = ["entity_id", "event_timestamp"]
 LABEL = "label"
 
-# Logged metrics that summarise each model; ``True`` = higher is better.
-KEY_METRICS: dict[str, dict[str, bool]] = {
-    "classifier": {"auc": True, "brier": False, "ece": False, "lift_at_10": True},
-    "clv": {"mae_purchases": False},
-    "next_best_time": {"hit_rate_top1": True, "hit_rate_top3": True},
-}
 # Metrics training logs (training.classifier) from which the training class counts follow:
 # rows used for fitting and calibration = n_rows − n_holdout, with train_positive_rate positives.
 TRAIN_COUNT_METRICS = ("n_rows", "n_holdout", "train_positive_rate")
@@ -50,11 +44,9 @@ def is_classifier(name: str) -> bool:
 
 
 def key_metrics(name: str) -> dict[str, bool]:
-    """The metrics ``list``/``compare``/gates show for a model, with their direction."""
-    base = base_model_name(name)
-    if base in CLASSIFIERS:
-        return KEY_METRICS["classifier"]
-    return KEY_METRICS.get(base, {})
+    """The metrics ``list``/``compare``/gates show for a model, ``True`` where higher is better."""
+    spec = SPECS.get(base_model_name(name))
+    return dict(spec.key_metrics) if spec else {}
 
 
 @dataclass

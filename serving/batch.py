@@ -33,28 +33,22 @@ import numpy as np
 import pandas as pd
 from crm_predict.crm_store.db import background_checkpoints
 from crm_predict.crm_store.models import BatchCheckpoint, BatchRun
-from crm_predict.features.rule_context import (  # noqa: F401 (the context's names, read from here too)
+from crm_predict.features.rule_context import (  # noqa: F401 (rule_context: read from here too)
     CONTEXT_COLUMNS,
-    CONTEXT_OUTPUT,
     CONTEXT_TABLES,
     CONTEXTS,
-    CUSTOMER_COLUMNS,
     Tables,
     account_context,
-    contact_context,
-    customer_context,
-    deal_context,
-    lead_context,
     rule_context,
 )
 from crm_predict.serving.writeback import (
-    TAG_FEATURES,
     PreparedWrite,
     WriteBackResult,
     account_tag_rows,
     apply_write,
     prepare_write,
 )
+from crm_predict.training.specs import spec
 from mlflow import MlflowClient
 from sqlalchemy import DateTime, bindparam, select, text
 from sqlalchemy.orm import Session
@@ -79,13 +73,11 @@ RESUME_WITHIN = timedelta(hours=24)  # an unfinished run younger than this is re
 # Prepared chunks waiting for the writer thread: enough to keep it busy while the next model's
 # features and context are computed, few enough to bound the memory (a chunk's tag frame).
 WRITE_QUEUE_CHUNKS = 6
-# The order models are scored in (the summary keeps the caller's): the models of many entities
-# first, so the writer thread is busy early, and the small ones last, whose feature passes (over
-# every activity, for a few thousand open leads and deals) then overlap the big models' writes.
-# Next-best-time's one view is quick to compute; CLV follows churn, whose customer views it reuses.
-SCORING_ORDER = ("next_best_time", "churn", "clv", "lead_scoring", "deal_health")
-
-PYFUNC_SCORES = {"clv": "clv_3y", "next_best_time": "p_best"}  # the output logged as the score
+# The order models are scored in, by entity (the summary keeps the caller's): the entities with
+# many rows first, so the writer thread is busy early, and the small ones last, whose feature passes
+# (over every activity, for a few thousand open leads and deals) then overlap the big models'
+# writes. A contact's one view is quick to compute; a customer's models share their views.
+SCORING_ORDER = ("contact", "customer", "lead", "deal")
 
 ScoringFrame = Callable[..., pd.DataFrame]  # (settings, model_name, at, entity_ids=None)
 ModelLoader = Callable[..., object]  # (client, name, alias="champion") -> LoadedModel
@@ -185,7 +177,7 @@ def crm_tables(session: Session, models: Sequence[str], snapshot: Tables | None 
     managers) are not in the snapshot and always come from the store."""
     from crm_predict.crm_store.repository import read_table
 
-    names = {t for m in models for t in CONTEXT_TABLES[m]}
+    names = {t for m in models for t in CONTEXT_TABLES[spec(m).entity]}
     out: Tables = {}
     for name in sorted(names):
         columns = CONTEXT_COLUMNS[name]
@@ -203,7 +195,7 @@ def snapshot_columns(models: Sequence[str]) -> dict[str, list[str]]:
     from crm_predict.features.scoring import snapshot_columns as feature_columns
 
     out = feature_columns(models)
-    for table in sorted({t for m in models for t in CONTEXT_TABLES[m]} - {"users"}):
+    for table in sorted({t for m in models for t in CONTEXT_TABLES[spec(m).entity]} - {"users"}):
         out.setdefault(table, [])
         out[table].extend(c for c in CONTEXT_COLUMNS[table] if c not in out[table])
     return out
@@ -215,7 +207,7 @@ def tag_rule_columns(model_name: str) -> list[str]:
     from crm_predict.features.definitions import SERVICES
 
     features = [f for _, names in SERVICES[model_name] for f in names]
-    return list(dict.fromkeys(["score", *features, *CONTEXT_OUTPUT[model_name]]))
+    return list(dict.fromkeys(["score", *features, *CONTEXTS[spec(model_name).entity][1]]))
 
 
 def default_owners(rules: Rules, users: pd.DataFrame | None) -> tuple[dict[str, int], list[str]]:
@@ -261,16 +253,11 @@ def check_tag_rules(rules: Rules, model_name: str, columns: set[str]) -> tuple[R
 
 def changed_entities(session: Session, model_name: str, since: datetime) -> list[int]:
     """Entities of a model whose CRM rows (or activities/orders) changed since ``since``."""
-    if model_name == "lead_scoring":
-        sql = """SELECT id FROM leads WHERE updated_at >= :since
-                 UNION SELECT lead_id FROM activities WHERE created_at >= :since AND lead_id IS NOT NULL"""  # fmt: skip
-    elif model_name == "deal_health":
-        sql = """SELECT id FROM deals WHERE updated_at >= :since
-                 UNION SELECT deal_id FROM activities WHERE created_at >= :since AND deal_id IS NOT NULL"""  # fmt: skip
-    else:
-        sql = """SELECT id FROM contacts WHERE updated_at >= :since
-                 UNION SELECT contact_id FROM orders WHERE created_at >= :since
-                 UNION SELECT contact_id FROM activities WHERE created_at >= :since AND contact_id IS NOT NULL"""  # fmt: skip
+    entity = spec(model_name).crm_entity
+    sql = f"""SELECT id FROM {entity}s WHERE updated_at >= :since
+              UNION SELECT {entity}_id FROM activities WHERE created_at >= :since AND {entity}_id IS NOT NULL"""  # fmt: skip
+    if entity == "contact":
+        sql += " UNION SELECT contact_id FROM orders WHERE created_at >= :since"
     return sorted(int(i) for i in _query(session, sql, since=since).iloc[:, 0])
 
 
@@ -292,7 +279,7 @@ def score(model, features: pd.DataFrame) -> pd.DataFrame:
     for column in predicted.columns:
         if column != "entity_id":
             out[column] = predicted[column].to_numpy()
-    out["score"] = predicted[PYFUNC_SCORES[model.name]].to_numpy(dtype=float)
+    out["score"] = predicted[spec(model.name).score_output].to_numpy(dtype=float)
     return out
 
 
@@ -434,7 +421,9 @@ def run_batch(
     # The champions load on a thread of their own while the snapshot is read and the first
     # features computed (imports and unpickling beside Arrow reads and numpy work).
     loader = ThreadPoolExecutor(1, thread_name_prefix="batch-model-load")
-    order = sorted(models, key=SCORING_ORDER.index)
+    order = sorted(
+        models, key=lambda m: (SCORING_ORDER.index(spec(m).entity), MODEL_NAMES.index(m))
+    )
     champions = {name: loader.submit(load_model, client, name, alias="champion") for name in order}
     try:
         if scoring_frame is None:
@@ -467,7 +456,7 @@ def run_batch(
         summary.models = [done[name][2] for name in models]
         dialect = session.get_bind().dialect.name
         owners, summary.rule_errors = default_owners(rules, crm.get("users"))
-        if "deal_health" in models:  # B2B accounts' tiers from their won deals
+        if any(spec(m).entity == "deal" for m in models):  # B2B accounts' tiers from won deals
             t = time.perf_counter()
             summary.account_tags = write_account_tiers(session, crm, at, rules)
             summary.seconds["account_tiers"] += time.perf_counter() - t
@@ -515,7 +504,7 @@ class _Inputs:
     rules: Rules = RULES
     default_owners: dict[str, int] = field(default_factory=dict)  # region → user id
     rule_errors: list[str] = field(default_factory=list)  # the summary's
-    contexts: dict[Callable, pd.DataFrame] = field(default_factory=dict)  # churn and CLV share one
+    contexts: dict[str, pd.DataFrame] = field(default_factory=dict)  # per entity: models share
 
 
 def _score_model(
@@ -546,19 +535,19 @@ def _score_model(
     seconds["features"] += time.perf_counter() - t
 
     t = time.perf_counter()
-    build = CONTEXTS[name]
-    if build not in inputs.contexts:
-        inputs.contexts[build] = build(inputs.crm, at, inputs.rules)
-    context = inputs.contexts[build].drop_duplicates("entity_id").set_index("entity_id")
+    model = spec(name)
+    if model.entity not in inputs.contexts:
+        inputs.contexts[model.entity] = rule_context(inputs.crm, name, at, inputs.rules)
+    context = inputs.contexts[model.entity].drop_duplicates("entity_id").set_index("entity_id")
     # The user's tag rules read the model's features and the rule context (and the score).
     available = {*features.columns, *context.columns, "score"}
     rules, errors = check_tag_rules(inputs.rules, name, available)
     inputs.rule_errors.extend(errors)
     wanted = {c for r in rules.tag_rules(name) for c in r.condition.columns}
-    wanted |= {c for c in TAG_FEATURES.get(name, ()) if c in features.columns}
+    wanted |= {c for c in model.tag_features if c in features.columns}
     from_features = sorted(wanted - set(context.columns) - {"entity_id", "score"})
     medians = None
-    if name == "clv" and len(context):
+    if model.rfm_medians and len(context):
         medians = rfm_medians(context["recency_days"], context["frequency"], context["monetary"])
     seconds["context"] += time.perf_counter() - t
 

@@ -21,18 +21,12 @@ from pathlib import Path
 import pandas as pd
 from crm_predict.crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
 from crm_predict.serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
-from crm_predict.training.specs import CLASSIFIERS
+from crm_predict.training.specs import spec
 from mlflow import MlflowClient
 from sqlalchemy.orm import Session
 
 from crm_predict.core.rules import MODEL_NAMES, rfm_medians
 
-# What each pyfunc returns, as Spark types (classifiers: predict_proba → array of two doubles).
-PYFUNC_RESULTS = {
-    "clv": "clv_3y double, p_alive double, expected_purchases_90d double",
-    "next_best_time": "best_slots array<bigint>, best_channel string, p_best double",
-}
-PYFUNC_SCORES = {"clv": "clv_3y", "next_best_time": "p_best"}
 TAG_SCHEMA = (
     "entity_type string, entity_id bigint, name string, value string, model_name string, "
     "model_version string, run_id string, scored_at timestamp"
@@ -74,11 +68,13 @@ def champion(client: MlflowClient, name: str) -> tuple[ModelVersionRef, str]:
 
 
 def score_spark(spark, model_uri: str, model_name: str, features, feature_names: Sequence[str]):
-    """``entity_id``, ``score`` (+ the pyfunc's outputs) for a Spark DataFrame of features."""
+    """``entity_id``, ``score`` (+ the pyfunc's outputs) for a Spark DataFrame of features: a
+    classifier's pyfunc gives ``predict_proba``'s two columns, another its spec's ``pyfunc_schema``."""
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    if model_name in CLASSIFIERS:
+    model = spec(model_name)
+    if model.is_classifier:
         from mlflow.models import Model
 
         predict_fn = Model.load(model_uri).flavors["python_function"].get("predict_fn", "predict")
@@ -95,14 +91,14 @@ def score_spark(spark, model_uri: str, model_name: str, features, feature_names:
             udf(F.struct(*[F.col(c) for c in feature_names]))[1].alias("score"),
         )
     udf = mlflow.pyfunc.spark_udf(
-        spark, model_uri, result_type=PYFUNC_RESULTS[model_name], env_manager="local"
+        spark, model_uri, result_type=model.pyfunc_schema, env_manager="local"
     )
     out = features.select(
         F.col("entity_id").cast("bigint"),
         udf(F.struct(*[F.col(c) for c in feature_names])).alias("out"),
     )
     return out.select("entity_id", "out.*").withColumn(
-        "score", F.col(PYFUNC_SCORES[model_name]).cast("double")
+        "score", F.col(model.score_output).cast("double")
     )
 
 
@@ -140,7 +136,7 @@ def run_spark_batch(
         scored = score_spark(spark, uri, name, features, feature_names)
         context = contexts[name]
         medians = None
-        if name == "clv" and len(context):
+        if spec(name).rfm_medians and len(context):
             medians = rfm_medians(
                 context["recency_days"], context["frequency"], context["monetary"]
             )

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from crm_predict.serving import scoring
 from crm_predict.serving.loader import LoadedModel, load_model
+from crm_predict.training.specs import spec
 from mlflow import MlflowClient
 
 from crm_predict.core.rules import MODEL_NAMES, RULES, Rules, rfm_medians
@@ -101,7 +102,7 @@ class FeastOnline:
     def check(self) -> str | None:
         """None when the online store answers a read, else why not."""
         try:
-            self.read("lead_scoring", [PROBE_ENTITY_ID])
+            self.read(MODEL_NAMES[0], [PROBE_ENTITY_ID])
         except UnknownIdsError:
             return None
         except UnavailableError as exc:
@@ -228,7 +229,7 @@ class ModelHub:
         self.scoring_lock = threading.Lock()
         self.batchers = {
             name: MicroBatcher(
-                functools.partial(self._score_jobs, name),
+                functools.partial(self.score_jobs, name),
                 self.executor,
                 max_items=64,
                 inline=_small,
@@ -274,7 +275,7 @@ class ModelHub:
                 except Exception as exc:
                     self.errors[name] = f"{type(exc).__name__}: {exc}"
                     outcome[name] = "error"
-            if "clv" in self.models:
+            if any(spec(name).rfm_medians for name in self.models):
                 self.rfm_medians = self._load_rfm_medians()
             if force and hasattr(self.online, "reset"):
                 self.online.reset()  # a forced reload also picks up a re-applied feature repo
@@ -294,7 +295,7 @@ class ModelHub:
         read each), so what that loads (~75k objects) is in the heap the service freezes: left
         to the first request, every full garbage collection walked it (~25 ms, a p99 stall)."""
         for name in self.models:
-            if name == "next_best_time":  # reads no features
+            if not spec(name).reads_features:
                 continue
             # Unknown id is the probe's answer; an unreachable store is readiness's to report.
             with self.scoring_lock, contextlib.suppress(Exception):
@@ -389,7 +390,7 @@ class ModelHub:
         """Score one request's ids or rows (coalesced with concurrent requests for ``name``)."""
         return await self.batchers[name].submit(job)
 
-    def _score_jobs(self, name: str, jobs: list[Job]) -> list[Scored | BaseException]:
+    def score_jobs(self, name: str, jobs: list[Job]) -> list[Scored | BaseException]:
         """One feature read for every id in the batch, one model call per explain flag."""
         try:
             model = self.model(name)
@@ -451,7 +452,7 @@ class ModelHub:
         return table, inputs
 
     def _read(self, name: str, ids: list[int]) -> pd.DataFrame:
-        if name == "next_best_time":  # the pyfunc looks contacts up itself: ids are its input
+        if not spec(name).reads_features:  # the ids are the served model's input
             return pd.DataFrame({scoring.ENTITY_ID: ids})
         return self.online.read(name, ids)
 
@@ -561,39 +562,44 @@ def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
 
 
 def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFrame:
-    """The write-back frame: ``entity_id``, ``score`` and the rule context the features carry,
-    derived by ``crm_predict.features.rule_context.rule_values`` (the batch's context functions) under
-    ``rules``."""
+    """The write-back frame: ``entity_id``, ``score``, the rule context the features carry (derived
+    by ``crm_predict.features.rule_context.rule_values``, the batch's context functions, under
+    ``rules``) and the record fields the model's rules read (its spec's ``record_context``), which
+    take precedence."""
     from crm_predict.features.rule_context import rule_values
 
+    model = spec(name)
     records, features = scored.records, scored.features.reset_index(drop=True)
     if len(features) == 1:  # a single-id read is one object block: the dtypes pandas would give
         features = features.infer_objects()
-    id_key = scoring.ID_FIELD[name]
     frame = pd.DataFrame(
         {
-            "entity_id": [r[id_key] for r in records],
+            "entity_id": [r[model.id_field] for r in records],
             "score": [scoring.headline(name, r) for r in records],
         }
     )
-    values = rule_values(name, features, rules) if len(features) == len(frame) else {}
-    if name == "lead_scoring" and "rule_points" not in values:  # rows without the rule inputs
-        frame["rule_points"] = [r["rule_points"] for r in records]
-    elif name == "clv":
-        frame["yearly_spend"] = [r["yearly_spend"] for r in records]
-    elif name == "next_best_time":
-        frame["best_slots"] = [[s["slot"] for s in r["best_slots"]] for r in records]
-        frame["best_channel"] = [r["best_channel"] for r in records]
-    for column, value in values.items():
-        frame[column] = value
+    if len(features) == len(frame):
+        for column, value in rule_values(model.entity, features, rules).items():
+            frame[column] = value
+    for field in model.record_context:  # the record's own value where it has one
+        if records and field in records[0]:
+            frame[field] = [RECORD_VALUES.get(field, _same)(r[field]) for r in records]
     return frame
+
+
+# Record fields whose write-back value is another shape: the best slots' hour-of-week numbers.
+RECORD_VALUES = {"best_slots": lambda slots: [s["slot"] for s in slots]}
+
+
+def _same(value):
+    return value
 
 
 def entity_table(name: str):
     """The CRM table of a model's entities (its ids and external ids): leads, deals or contacts."""
     from crm_predict.crm_store.models import Contact, Deal, Lead
 
-    return {"lead_scoring": Lead, "deal_health": Deal}.get(name, Contact)
+    return {"lead": Lead, "deal": Deal, "contact": Contact}[spec(name).crm_entity]
 
 
 def crm_context(session, name: str, ids: list[int]) -> pd.DataFrame:

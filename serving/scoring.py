@@ -14,20 +14,14 @@ import pandas as pd
 from crm_predict.features.rule_context import lead_rule_points
 from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
 from crm_predict.serving.loader import LoadedModel
-from crm_predict.training.specs import SPECS
+from crm_predict.training.specs import MODULES, SPECS
 
 from crm_predict.core import rules
 
 ENTITY_ID = "entity_id"
 ID_FIELD = {name: spec.id_field for name, spec in SPECS.items()}
-ENTITY_TYPE = {name: spec.crm_entity for name, spec in SPECS.items()}  # of tags, tasks, log
-RULE_SCORE = "rule_score"
+RULE_SCORE = "rule_score"  # lead feature (Feast on-demand view) holding the rule-based points
 RFM_COLUMNS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary")
-# Features a raw payload may add beyond the model's own list (used for tiers, segments, tasks).
-OPTIONAL_FEATURES = {
-    "clv": (*RFM_COLUMNS, "spend_12m"),
-    "next_best_time": ("segment",),
-}  # lead feature (Feast on-demand view) holding the rule-based points
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 
 
@@ -75,7 +69,8 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
     sent += [f for d in derived.values() for f in d.inputs if f not in sent]
     numeric = {f for d in derived.values() for f in d.numeric}
     expected = sent
-    allowed = set(expected) | {ENTITY_ID, *OPTIONAL_FEATURES.get(model.name, ())}
+    optional = [ENTITY_ID, *SPECS[model.name].optional_inputs]  # tiers, segments, tasks
+    allowed = {*expected, *optional}
     for i, row in enumerate(rows):
         for name, feature in derived.items():
             if name in row:
@@ -101,7 +96,6 @@ def check_rows(model: LoadedModel, rows: list[dict], field: str) -> pd.DataFrame
                     raise FeatureInputError(
                         f"{field}[{i}].{name}", f"{name} must be a number, got {value!r}"
                     ) from None
-    optional = [ENTITY_ID, *OPTIONAL_FEATURES.get(model.name, ())]
     extra = [c for c in optional if any(c in row for row in rows)]
     frame = pd.DataFrame(rows, columns=[*extra, *expected])
     for name in expected:
@@ -123,36 +117,16 @@ def score_classifier(
         raise FeatureInputError("explain", f"model {model.name} cannot explain its scores")
     matrix = model.matrix(frame)
     p = model.predict_proba(frame, matrix)
-    ids = _ids(frame)
-    if model.name == "lead_scoring":
-        score = rules.lead_score_1_99(p)
-        grade = rules.lead_grade(score)
+    columns = MODULES[model.name].response(p, rules_)
+    if SPECS[model.name].rule_points:
         points = _rule_points(frame, rules_)
-        mql = rules.is_mql(points, rules_.lead) if points is not None else None
-        records = [
-            {
-                "lead_id": ids[i], "score": int(score[i]), "probability": float(p[i]),
-                "grade": str(grade[i]),
-                "mql": None if mql is None or np.isnan(points[i]) else bool(mql[i]),
-                "rule_points": None if points is None or np.isnan(points[i]) else float(points[i]),
-            }
-            for i in range(len(frame))
-        ]  # fmt: skip
-    elif model.name == "deal_health":
-        health = rules.deal_health_score(p)
-        colour = rules.deal_colour(health, rules_.deal)
-        records = [
-            {"deal_id": ids[i], "health": int(health[i]), "p_win": float(p[i]), "colour": str(colour[i])}
-            for i in range(len(frame))
-        ]  # fmt: skip
-    elif model.name == "churn":
-        risk = rules.churn_risk_level(p, rules_.churn)
-        records = [
-            {"customer_id": ids[i], "p_churn": float(p[i]), "risk": str(risk[i])}
-            for i in range(len(frame))
-        ]
-    else:
-        raise ValueError(f"{model.name} is not a classifier")
+        points = np.full(len(frame), np.nan) if points is None else points
+        mql = rules.is_mql(points, rules_.lead)
+        columns["mql"] = [None if np.isnan(x) else bool(m) for x, m in zip(points, mql, strict=True)]  # fmt: skip
+        columns["rule_points"] = [None if np.isnan(x) else float(x) for x in points]
+    values = {k: v if isinstance(v, list) else np.asarray(v).tolist() for k, v in columns.items()}
+    key, ids = SPECS[model.name].id_field, _ids(frame)
+    records = [{key: ids[i], **{k: v[i] for k, v in values.items()}} for i in range(len(frame))]
     if explain:
         reasons = model.explainer.reasons(frame, matrix=matrix)
         for record, (pos, neg) in zip(records, reasons, strict=True):
@@ -236,9 +210,10 @@ def score(
 ) -> list[dict]:
     """Product-language records for ``frame`` with whichever model ``model`` is, under the
     business rules ``rules_`` (the service's loaded rules; default the built-in ones)."""
-    if model.name == "clv":
+    kind = SPECS[model.name].kind
+    if kind == "clv":
         return score_clv(model, frame, rfm_medians, rules_)
-    if model.name == "next_best_time":
+    if kind == "next_best_time":
         return score_next_best_time(model, frame)
     return score_classifier(model, frame, explain, rules_)
 

@@ -50,10 +50,6 @@ from crm_predict.core import rules as R
 from crm_predict.core.rules import RULES, SCORE_TAGS, Rules, TaskSpec
 from crm_predict.core.tagging import LEAVE, has
 
-ENTITY_TYPES = {name: spec.crm_entity for name, spec in SPECS.items()}
-# Model features the built-in tags read beside the context (the batch adds them to the frame).
-TAG_FEATURES = {"lead_scoring": ("site_visits_30d",)}
-
 
 class ModelRef(Protocol):
     """What write-back needs to know about the model that scored (``crm_predict.serving.loader.LoadedModel``)."""
@@ -142,7 +138,7 @@ def tag_rows(
     own = {r.name for r in rules.tag_rules(model.name)}  # already None where not set
     ids = scored["entity_id"].to_numpy(dtype=np.int64)
     shared = {
-        "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
+        "entity_type": SPECS[model.name].crm_entity, "model_name": model.name,
         "model_version": str(model.version), "run_id": model.run_id, "scored_at": scored_at,
     }  # fmt: skip
     parts = []
@@ -276,7 +272,7 @@ def prediction_rows(
         }
     )
     shared = {
-        "entity_type": ENTITY_TYPES[model.name], "model_name": model.name,
+        "entity_type": SPECS[model.name].crm_entity, "model_name": model.name,
         "model_version": str(model.version), "source": source, "request_id": request_id,
         "predicted_at": now,
     }  # fmt: skip

@@ -30,6 +30,12 @@ MODEL = ModelSpec(
     crm_entity="contact",
     id_field="customer_id",
     score_output="p_churn",
+    label="churned_90d",
+    views=(
+        ("customer_profile", ("region", "acquisition_source", "has_account")),
+        ("customer_transactions", None),
+        ("customer_behaviour", None),
+    ),
     quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that a customer places no order in the next 90 days; written as the "
     "churn_risk tag (high → retention task for high-value customers).",
@@ -70,6 +76,11 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     return pd.DataFrame(
         {"churn_risk": churn_risk_level(np.asarray(probability, dtype=float), RULES.churn)}
     )
+
+
+def response(p: np.ndarray, rules: Rules = RULES) -> dict[str, np.ndarray]:
+    """The API record's fields from P(churn): the probability and the risk level."""
+    return {"p_churn": p, "risk": churn_risk_level(p, rules.churn)}
 
 
 # --- Tags and tasks (the write-back's rules for this model) ----------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import inspect
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,11 +17,11 @@ app = typer.Typer(no_args_is_help=True)
 
 def classifier_module(model: str) -> ModuleType:
     """``training.<model>`` for a classification model, else a clear error."""
-    from crm_predict.training.specs import CLASSIFIERS
+    from crm_predict.training.specs import CLASSIFIERS, MODULES
 
     if model not in CLASSIFIERS:
         raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
-    return importlib.import_module(f"crm_predict.training.{model}")
+    return MODULES[model]
 
 
 def tracking_client(settings: Any) -> Any:
@@ -41,14 +41,6 @@ def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
     truth_path = settings.demo_truth_dir / f"{model}.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None
     return training_set(settings, model), truth
-
-
-def clv_params_line(params: Any, fit: Any = None) -> str:
-    """The fitted BG/NBD and Gamma-Gamma parameters, and how they were fitted."""
-    bgnbd = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("r", "alpha", "a", "b"))
-    spend = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("p", "q", "v"))
-    how = f"; {fit.describe()}" if fit is not None else ""
-    return f"BG/NBD {bgnbd}; Gamma-Gamma {spend}{how}"
 
 
 def print_data_checks(console: Any, checks: Any) -> None:
@@ -168,10 +160,12 @@ def train(
     ),
 ) -> None:
     """Train a model, evaluate it on the newest data and register it in MLflow."""
+    from crm_predict.training.specs import MODULES, SPECS
     from rich.console import Console
 
     settings = ctx.obj
-    if model in ("clv", "next_best_time"):
+    if model in SPECS and not SPECS[model].is_classifier:
+        spec = SPECS[model]
         if exclude or allow_leakage:
             raise UserError(
                 f"--exclude and --allow-leakage are for the classifiers; {model} reads fixed "
@@ -182,24 +176,19 @@ def train(
                 "--csv, --target, --id and --time are for the classifiers; "
                 "clv takes --transactions, next_best_time --events"
             )
-        if model == "clv":
-            from crm_predict.training.clv import run_training as train_clv
-
-            result = train_clv(
-                settings, tracking_client(settings), transactions, customer_col, date_col,
-                amount_col, freq, penalizer,
-            )  # fmt: skip
-            shown = ("mae_purchases", "baseline_mae_purchases", "mean_clv_3y")
-            Console().print(clv_params_line(result.params, result.fit))
-        else:
-            from crm_predict.training.next_best_time import run_training as train_nbt
-
-            result = train_nbt(
-                settings, tracking_client(settings), events, contact_col, time_col,
-                responded_col, channel_col, segment_col,
-            )  # fmt: skip
-            shown = ("hit_rate_top1", "baseline_hit_rate_top1", "hit_rate_top3", "lift_top1_pct")
-        figures = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in shown)
+        # Each model's ``run_training`` takes the options named as its parameters.
+        run = MODULES[model].run_training
+        given = {
+            "transactions_csv": transactions, "customer_col": customer_col, "date_col": date_col,
+            "amount_col": amount_col, "freq": freq, "penalizer": penalizer, "events_csv": events,
+            "contact_col": contact_col, "time_col": time_col, "responded_col": responded_col,
+            "channel_col": channel_col, "segment_col": segment_col,
+        }  # fmt: skip
+        wanted = inspect.signature(run).parameters
+        result = run(settings, tracking_client(settings), **{k: v for k, v in given.items() if k in wanted})  # fmt: skip
+        if spec.train_note:
+            Console().print(spec.train_note(result))
+        figures = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in spec.train_metrics)
         Console().print(
             f"[bold]{model}[/] version {result.model_version} (run {result.run_id}): {figures}"
         )
@@ -231,7 +220,7 @@ def train(
     if result.data_checks is not None:
         print_data_checks(Console(), result.data_checks)
     print_model_choice(Console(), result)
-    shown = ("auc", "baseline_auc", "oracle_auc", "brier", "ece", "lift_at_10")
+    shown = module.MODEL.train_metrics
     figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics)
     Console().print(
         f"[bold]{model}[/] version {result.version} ({result.candidate}, run {result.run_id}): "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +40,25 @@ MODEL = ModelSpec(
     crm_entity="contact",
     id_field="customer_id",
     score_output="clv_3y",
+    label="purchases_90d",
+    views=(
+        ("customer_transactions", ("frequency", "recency", "T", "monetary_value", "rfm_recency_days", "rfm_frequency", "rfm_monetary", "spend_12m")),
+    ),
     quality=("mae_purchases", "baseline_mae_purchases", "oracle_mae_purchases"),
     purpose="Three-year discounted customer lifetime value (BG/NBD + Gamma-Gamma) and value tiers.",
     known_limits="Assumes stable purchase behaviour; new customers with one order have wide "
     "uncertainty.",
     lower_is_better=True,
-)
+    key_metrics=(("mae_purchases", False),),
+    card_metrics=(("mae_purchases", "baseline_mae_purchases", None),),
+    card_lines=lambda params, tags: fit_card_lines(params, tags),
+    train_note=lambda result: fit_line(result.params, result.fit),
+    train_metrics=("mae_purchases", "baseline_mae_purchases", "mean_clv_3y"),
+    pyfunc_schema="clv_3y double, p_alive double, expected_purchases_90d double",
+    optional_inputs=("rfm_recency_days", "rfm_frequency", "rfm_monetary", "spend_12m"),
+    record_context=("yearly_spend",),
+    rfm_medians=True,
+)  # fmt: skip
 MODEL_NAME = MODEL.name
 FEATURE_SERVICE = MODEL.feature_service
 FEATURES = ["frequency", "recency", "T", "monetary_value"]
@@ -687,6 +701,37 @@ def run_training(
         raise UserError(f"--transactions needs {', '.join(missing)}")
     transactions = read_transactions_csv(transactions_csv, customer_col, date_col, amount_col)
     return train_clv(client, transactions, config, rules, source=f"csv:{transactions_csv.name}")
+
+
+# --- Reports: the train command's fit line, the model card's fitted parameters -----------------
+
+
+def fit_line(params: ClvParams, fit: ClvFit | None = None) -> str:
+    """The fitted BG/NBD and Gamma-Gamma parameters, and how they were fitted."""
+    bgnbd = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("r", "alpha", "a", "b"))
+    spend = ", ".join(f"{k}={getattr(params, k):.4g}" for k in ("p", "q", "v"))
+    how = f"; {fit.describe()}" if fit is not None else ""
+    return f"BG/NBD {bgnbd}; Gamma-Gamma {spend}{how}"
+
+
+def fit_card_lines(params: Mapping[str, str], tags: Mapping[str, str]) -> list[str]:
+    """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as a run logged them, and the fit."""
+    if not any(f"fit_{k}" in params for k in PARAM_NAMES):
+        return ["", "## Fitted parameters", "Not logged for this version."]
+
+    def value(key: str) -> str:
+        return params.get(f"fit_{key}", "—")
+
+    return [
+        "",
+        "## Fitted parameters",
+        "| model | parameters |",
+        "|---|---|",
+        f"| BG/NBD | r = {value('r')}, α = {value('alpha')}, a = {value('a')}, b = {value('b')} |",
+        f"| Gamma-Gamma | p = {value('p')}, q = {value('q')}, v = {value('v')} |",
+        "",
+        f"Fit: {tags.get('clv_fit', 'not logged')}.",
+    ]
 
 
 # --- Tags and tasks (the write-back's rules for this model) ----------------------------------

@@ -25,6 +25,8 @@ MODEL = ModelSpec(
     crm_entity="deal",
     id_field="deal_id",
     score_output="p_win",
+    label="won",
+    views=(("deal_activity", None),),
     quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that an open deal is won, scored 21 days after creation; shown "
     "as health 0–100 and a green/yellow/red colour (red → rescue task).",
@@ -67,6 +69,12 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     return pd.DataFrame(
         {"deal_health": health, "deal_health_colour": deal_colour(health, RULES.deal)}
     )
+
+
+def response(p: np.ndarray, rules: Rules = RULES) -> dict[str, np.ndarray]:
+    """The API record's fields from P(win): health 0–100, the probability and the colour."""
+    health = deal_health_score(p)
+    return {"health": health, "p_win": p, "colour": deal_colour(health, rules.deal)}
 
 
 # --- Tags and tasks (the write-back's rules for this model) ----------------------------------

@@ -40,13 +40,22 @@ MODEL = ModelSpec(
     crm_entity="lead",
     id_field="lead_id",
     score_output="probability",
+    label="converted_90d",
+    views=(
+        ("lead_profile", ("lead_source", "lead_region", "industry", "size_band", "annual_revenue_band", "role", "is_decision_maker")),
+        ("lead_behaviour", None),
+        ("rule_based_lead_score", ("rule_score",)),
+    ),
     quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that a lead converts within 90 days, scored 7 days after it was "
     "created; shown as a 1–99 score with grades A–D and top reasons.",
     known_limits="Trained on leads older than 7 days; leads converted in their first week "
     "are not scored. Sources or regions unseen in training get no learned weight.",
     decision_threshold=lambda rules: 0.75,  # grade A starts at a 1–99 score of 75
-)
+    record_context=("rule_points",),
+    tag_features=("site_visits_30d",),
+    rule_points=True,
+)  # fmt: skip
 MODEL_NAME = MODEL.name
 FEATURE_SERVICE = MODEL.feature_service
 RULE_SCORE = "rule_score"
@@ -122,6 +131,13 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
     """Score 1–99 and grade A–D for each conversion probability."""
     score = lead_score_1_99(probability)
     return pd.DataFrame({"lead_score": score, "lead_grade": lead_grade(score)})
+
+
+def response(p: np.ndarray, rules: Rules = RULES) -> dict[str, np.ndarray]:
+    """The API record's fields from P(convert): score 1–99, the probability and grade A–D (the
+    service adds the rule points and MQL flag, ``MODEL.rule_points``)."""
+    score = lead_score_1_99(p)
+    return {"score": score, "probability": p, "grade": lead_grade(score)}
 
 
 # --- Tags and tasks (the write-back's rules for this model) ----------------------------------

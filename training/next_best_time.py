@@ -46,11 +46,23 @@ MODEL = ModelSpec(
     crm_entity="contact",
     id_field="contact_id",
     score_output="p_best",
+    label="response_slot",
+    views=(("contact_time", None),),
     quality=("hit_rate_top1", "baseline_hit_rate_top1", "oracle_hit_rate_top1"),
     purpose="Best hour-of-week slots and channel to contact a contact, with segment "
     "and global fallbacks for thin histories.",
     known_limits="Slots are learned from past responses, so contacts never reached at an "
     "hour cannot show a preference for it.",
+    key_metrics=(("hit_rate_top1", True), ("hit_rate_top3", True)),
+    card_metrics=(
+        ("hit_rate_top1", "baseline_hit_rate_top1", None),
+        ("hit_rate_top3", "baseline_hit_rate_top3", None),
+    ),
+    train_metrics=("hit_rate_top1", "baseline_hit_rate_top1", "hit_rate_top3", "lift_top1_pct"),
+    pyfunc_schema="best_slots array<bigint>, best_channel string, p_best double",
+    reads_features=False,  # the pyfunc looks contacts up itself
+    optional_inputs=("segment",),
+    record_context=("best_slots", "best_channel"),
 )
 MODEL_NAME = MODEL.name
 FEATURE_SERVICE = MODEL.feature_service

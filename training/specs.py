@@ -8,7 +8,8 @@ from crm_predict.core.errors import UserError
 from crm_predict.core.model_spec import ModelSpec
 
 # Each model's module: its ``MODEL`` spec, ``tag_values(scored, rules, rfm_medians)`` and
-# ``tasks(scored, now, rules)`` (the write-back's rules for its scores).
+# ``tasks(scored, now, rules)`` (the write-back's rules for its scores); a classifier's also
+# ``response(p, rules)`` (its API record's fields) and ``train``/``outputs`` (the CLI's).
 MODULES = {
     module.MODEL.name: module for module in (lead_scoring, deal_health, churn, clv, next_best_time)
 }

@@ -2,18 +2,19 @@
 
 Each model's own module (``training/<name>.py``) declares one ``ModelSpec``; ``crm_predict.training.specs``
 collects them, and features, registry, serving and the reports read them instead of keeping
-per-model tables of their own.
+per-model tables of their own. The defaults are a classifier's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from crm_predict.core.rules import Rules
 
 FEATURE_SERVICE_VERSION = "v1"
+MetricRow = tuple[str, str | None, str | None]  # (metric, baseline metric, oracle metric)
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,37 @@ class ModelSpec:
     crm_entity: str  # entity_type of its tags, tasks and prediction-log rows
     id_field: str  # the id field of its API requests and records
     score_output: str  # the record field the prediction log and the batch's ``score`` keep
+    label: str  # the ``crm_predict.features.labels.LABELS`` entry giving its rows and labels
+    # Its FeatureService: (feature view, features; None: every feature of the view) pairs.
+    views: tuple[tuple[str, tuple[str, ...] | None], ...]
     quality: tuple[str, str, str]  # (holdout metric, baseline metric, oracle metric)
     purpose: str  # the model card's "what it predicts"
     known_limits: str  # the model card's model-specific limit
     # The probability cut the fairness gates compare groups at (None: not a classifier).
     decision_threshold: Callable[[Rules], float] | None = None
     lower_is_better: bool = False  # of ``quality[0]``
+    # Logged metrics that summarise it (``list``/``compare``/gates), True where higher is better.
+    key_metrics: tuple[tuple[str, bool], ...] = (
+        ("auc", True), ("brier", False), ("ece", False), ("lift_at_10", True),
+    )  # fmt: skip
+    card_metrics: tuple[MetricRow, ...] = (
+        ("auc", "baseline_auc", "oracle_auc"),
+        ("pr_auc", "baseline_pr_auc", None),
+        ("lift_at_10", "baseline_lift_at_10", None),
+        ("log_loss", None, None),
+    )
+    # More model-card lines from the version's run params and tags (e.g. fitted parameters).
+    card_lines: Callable[[Mapping[str, str], Mapping[str, str]], list[str]] | None = None
+    # What ``crm-predict train`` prints: a line about the result (e.g. its fit), its metrics.
+    train_note: Callable[[Any], str] | None = None
+    train_metrics: tuple[str, ...] = ("auc", "baseline_auc", "oracle_auc", "brier", "ece", "lift_at_10")  # fmt: skip
+    pyfunc_schema: str | None = None  # the pyfunc's outputs as Spark DDL (None: predict_proba)
+    reads_features: bool = True  # False: the served model takes entity ids and looks them up
+    optional_inputs: tuple[str, ...] = ()  # raw-row inputs beyond its features (tiers, segments)
+    record_context: tuple[str, ...] = ()  # API record fields its write-back rules read
+    tag_features: tuple[str, ...] = ()  # its features the built-in tags read beside the context
+    rule_points: bool = False  # its API records carry the lead rule points and MQL flag
+    rfm_medians: bool = False  # its tags cut RFM segments at the population's medians
 
     @property
     def feature_service(self) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from crm_predict.crm_store.mapping import DEFAULT_CATEGORY_OF
+from crm_predict.features import rule_context as rc
 from crm_predict.features import transforms as tf
 from crm_predict.features.definitions import ENTITIES
 from crm_predict.features.export import compute_views
@@ -253,7 +254,7 @@ def test_customer_features_and_context_match_plain_loops(crm):
     views = compute_views(crm, times, only=["customer_behaviour", "customer_transactions"])
     behaviour = views["customer_behaviour"].set_index("customer_id")
     spend = views["customer_transactions"].set_index("customer_id")
-    context = batch.customer_context(crm, AT).set_index("entity_id")
+    context = rc.customer_context(crm, AT).set_index("entity_id")
     acts, orders = crm["activities"], crm["orders"]
     assert len(spend) == len(context) > 20
     for customer in spend.index:
@@ -306,13 +307,13 @@ def test_contact_time_and_deal_and_lead_context_match_plain_loops(crm):
         profile.drop(index=responses["contact_id"].dropna().unique())["best_channel"] == "none"
     ).all()
 
-    deals = batch.deal_context(crm, AT).set_index("entity_id")
+    deals = rc.deal_context(crm, AT).set_index("entity_id")
     for deal, row in deals.iterrows():
         on_deal = acts[(acts["deal_id"] == deal) & (acts["occurred_at"] <= AT)]["occurred_at"]
         since = on_deal.max() if len(on_deal) else crm["deals"].set_index("id").loc[deal, "created_at"]  # fmt: skip
         assert row["days_idle"] == _days(AT, since)
 
-    leads = batch.lead_context(crm, AT).set_index("entity_id")
+    leads = rc.lead_context(crm, AT).set_index("entity_id")
     lead_rows = crm["leads"].set_index("id")
     for lead, row in leads.iterrows():
         own = acts[(acts["lead_id"] == lead) & (acts["occurred_at"] <= AT)]

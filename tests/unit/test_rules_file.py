@@ -202,7 +202,7 @@ def test_rules_check_and_show(tmp_path, monkeypatch):
 
 
 def test_lead_context_points_follow_the_rules():
-    from crm_predict.serving.batch import lead_context
+    from crm_predict.features.rule_context import lead_context
 
     tables = {
         "users": pd.DataFrame({"id": [1], "external_id": ["u1"], "manager_id": [None]}),

@@ -251,17 +251,17 @@ def test_coalesced_jobs_each_get_their_own_rows_scores_and_errors():
         Job(ids=[5, 4], explain=True),
     ]  # fmt: skip
     reads = online.reads
-    together = hub._score_jobs("lead_scoring", jobs)
+    together = hub.score_jobs("lead_scoring", jobs)
     assert online.reads == reads + 1
     for job, result in zip(jobs, together, strict=True):
-        (alone,) = hub._score_jobs("lead_scoring", [job])
+        (alone,) = hub.score_jobs("lead_scoring", [job])
         assert result.records == alone.records
         pd.testing.assert_frame_equal(
             result.features[LEAD_FEATURES], alone.features[LEAD_FEATURES], check_dtype=False
         )
     assert [r["lead_id"] for r in together[0].records] == [3, 1, 3]
-    with_unknown = hub._score_jobs("lead_scoring", [Job(ids=[2]), Job(ids=[7, 999])])
-    assert with_unknown[0].records == hub._score_jobs("lead_scoring", [Job(ids=[2])])[0].records
+    with_unknown = hub.score_jobs("lead_scoring", [Job(ids=[2]), Job(ids=[7, 999])])
+    assert with_unknown[0].records == hub.score_jobs("lead_scoring", [Job(ids=[2])])[0].records
     assert isinstance(with_unknown[1], UnknownIdsError) and with_unknown[1].ids == [999]
     hub.close()
 
