@@ -131,3 +131,66 @@ def test_training_beats_both_baselines_per_language_and_registers(mlflow_client)
 def test_lexicons_alone_read_plain_sentiment():
     texts = ["We are very happy with the service, thank you!", "This is awful and unacceptable."]
     assert mi.lexicon_sentiment(texts, ["en", "en"]).tolist() == ["satisfied", "complaining"]
+
+
+def _scored(rows):
+    frame = pd.DataFrame(
+        rows, columns=["id", "contact_id", "sent_at", "intent", "intent_p", "sentiment", "text"]
+    )
+    frame["direction"], frame["channel"], frame["owner_id"] = "inbound", "email", 7
+    frame["sent_at"] = pd.to_datetime(frame["sent_at"], format="ISO8601")
+    return frame
+
+
+NOW = datetime(2025, 6, 30, 12)
+
+
+def test_contact_tags_read_the_newest_message_and_the_complaint_share():
+    scored = _scored(
+        [
+            (1, 10, "2025-06-01", "after_sales_support", 0.9, "complaining", "broken"),
+            (2, 10, "2025-06-20", "quote_request", 0.8, "satisfied", "quote please"),
+            (3, 10, "2025-06-25", "technical_consultation", 0.6, "hesitant", "api?"),
+            (4, 11, "2025-06-28", "after_sales_support", 1.0, "complaining", "still broken"),
+            (5, 12, "2025-01-01", "after_sales_support", 1.0, "complaining", "old"),
+            (6, 12, "2025-02-01", "after_sales_support", 1.0, "complaining", "old"),
+            (7, 12, "2025-06-29", "quote_request", 1.0, "satisfied", "price?"),
+            (8, 13, "2025-07-05", "quote_request", 1.0, "satisfied", "after now"),
+        ]
+    )
+    tags = mi.contact_tags(scored, NOW).set_index("contact_id")
+
+    assert sorted(tags.index) == [10, 11, 12]  # 13 wrote after `now`
+    assert tags.loc[10, mi.TAG_LATEST_INTENT] == "technical_consultation"
+    assert tags.loc[10, mi.TAG_COMPLAINT] == "true"  # 1 of 3 > 30 %
+    assert tags.loc[11, mi.TAG_COMPLAINT] == "false"  # one message: below the minimum count
+    assert tags.loc[12, mi.TAG_COMPLAINT] == "false"  # the complaints fell out of the window
+    assert tags.loc[10, mi.TAG_NEED_PRIORITY] == "30"  # 0.5 × 0.6
+    assert tags.loc[11, mi.TAG_NEED_PRIORITY] == "100"  # 0.8 × 1.0 × 1.25
+    strict = mi.MessageRules(complaint_share=0.5)
+    assert (
+        mi.contact_tags(scored, NOW, strict).set_index("contact_id").loc[10, mi.TAG_COMPLAINT]
+        == "false"
+    )
+
+
+def test_quote_requests_and_comparisons_become_tasks_once_per_message():
+    scored = _scored(
+        [
+            (1, 10, "2025-06-29 09:00", "quote_request", 0.9, "satisfied", "quote for 50 seats"),
+            (2, 11, "2025-06-28", "competitor_comparison", 0.9, "hesitant", "HubSpot is cheaper"),
+            (3, 12, "2025-06-28", "competitor_comparison", 0.9, "hesitant", "why you and not them"),
+            (4, 13, "2025-05-01", "quote_request", 0.9, "satisfied", "too old for a task"),
+            (5, 14, "2025-06-29", "after_sales_support", 0.9, "complaining", "broken"),
+        ]
+    )
+    tasks = {t.entity_id: t for t in mi.message_tasks(scored, NOW)}
+
+    assert sorted(tasks) == [10, 11, 12]
+    quote = tasks[10]
+    assert quote.type == mi.TASK_QUOTE_FOLLOW_UP and quote.owner_id == 7
+    assert quote.due_at == datetime(2025, 6, 30, 9) and quote.sla_hours == 24
+    assert "Compared with HubSpot" in tasks[11].reason
+    assert "Compared with a competitor" in tasks[12].reason
+    again = {t.entity_id: t.dedup_key for t in mi.message_tasks(scored, NOW)}
+    assert again == {k: t.dedup_key for k, t in tasks.items()}
