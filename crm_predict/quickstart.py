@@ -79,10 +79,9 @@ def promote_first_champion(
     invoke, client, console: Console, model: str, version: str, *, beat_baseline: bool = True
 ) -> bool:
     """Promote a version that beats its baseline through the gates; a model with no champion yet
-    is promoted past a failing gate, with that recorded as the reason, so the demo has something
-    to serve. A version that does not beat its baseline is not promoted (unless
-    ``beat_baseline=False``: benchmarks that time every model need a champion each, whatever its
-    quality). Returns whether the model has a champion afterwards."""
+    is promoted past a failing gate (the reason recorded), so the demo has something to serve.
+    ``beat_baseline=False`` promotes regardless (benchmarks time every model). Returns whether the
+    model has a champion afterwards."""
     from crm_predict.registry.lifecycle import CHAMPION, PromotionBlocked, version_for_alias
 
     current = version_for_alias(client, model, CHAMPION)

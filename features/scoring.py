@@ -1,10 +1,8 @@
 """The nightly batch's input: every active entity's features as of a time, computed in bulk.
 
-Features come from the same functions that built the training sources (``crm_predict.features.transforms``),
-evaluated once at ``at`` over the exported CRM snapshot: with one time for every entity, events are
-matched to entities by an id lookup and reduced with numpy, so a million customers cost a few
-passes over the activities rather than a million online lookups. The column list is the model's
-FeatureService declaration (``crm_predict.features.definitions.SERVICES``); ``snapshot_columns`` says which
+The training sources' own transforms, evaluated once at ``at`` over the exported CRM snapshot: a
+million customers cost a few passes over the activities rather than a million online lookups. The
+columns are the model's FeatureService (``definitions.SERVICES``); ``snapshot_columns`` says which
 snapshot columns that reads.
 """
 
@@ -72,16 +70,14 @@ ACTIVE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
 
 def snapshot_columns(models: Iterable[str]) -> dict[str, list[str]]:
     """Per snapshot table, the columns ``scoring_frame`` reads for ``models``."""
-    needs = []
+    out: dict[str, dict[str, None]] = {}
     for model in models:
-        needs.append(ACTIVE_COLUMNS[ENTITY_OF_MODEL[model]])
-        needs.extend(VIEW_COLUMNS[view] for view, _ in SERVICES[model] if view in VIEW_COLUMNS)
-    out: dict[str, list[str]] = {}
-    for need in needs:
-        for table, columns in need.items():
-            out.setdefault(table, [])
-            out[table].extend(c for c in columns if c not in out[table])
-    return out
+        needs = [ACTIVE_COLUMNS[ENTITY_OF_MODEL[model]]]
+        needs += [VIEW_COLUMNS[view] for view, _ in SERVICES[model] if view in VIEW_COLUMNS]
+        for need in needs:
+            for table, columns in need.items():
+                out.setdefault(table, {}).update(dict.fromkeys(columns))
+    return {table: list(columns) for table, columns in out.items()}
 
 
 def scoring_frame(
@@ -94,10 +90,8 @@ def scoring_frame(
 ) -> pd.DataFrame:
     """``entity_id`` + the model's features for every active entity at ``at`` (open leads, open
     deals, customers with orders, contacts), or for ``entity_ids`` (which must be active).
-
-    ``cache`` (any dict, kept by the caller across models) holds the active rows and view tables
-    already computed for all entities at ``at``, so models of one entity (churn and CLV) share
-    them: the batch job computes each view once per run."""
+    ``cache`` (a dict the caller keeps across models) lets models of one entity (churn and CLV)
+    share the active rows and views: the batch computes each view once per run."""
     check_model(model_name)
     names = feature_names(model_name, settings)
     entity = ENTITY_OF_MODEL[model_name]
@@ -105,9 +99,8 @@ def scoring_frame(
     tables = tables if tables is not None else load_snapshots(settings)
     at = pd.Timestamp(at).to_pydatetime()
 
-    if entity_ids is not None:
-        cache = None  # cached tables are for every active entity
-    cache = {} if cache is None else cache
+    if cache is None or entity_ids is not None:  # cached tables are for every active entity
+        cache = {}
     rows = _cached(cache, ("rows", id(tables), entity, at), lambda: active_rows(entity, tables, at))
     if entity_ids is not None:
         wanted = pd.Index(pd.Series(list(entity_ids), dtype="int64").unique())
@@ -158,9 +151,7 @@ def _aligned(
 
 
 def _cached(cache: dict, key: tuple, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    if key not in cache:
-        cache[key] = compute()
-    return cache[key]
+    return cache[key] if key in cache else cache.setdefault(key, compute())
 
 
 def _fill_missing(columns: dict[str, np.ndarray], model_name: str) -> None:

@@ -1,14 +1,11 @@
 """Feature tables as ordinary pandas functions: CRM snapshot frames in, one row per (entity, time) out.
 
-Every function takes ``times``, a frame of ``<key>, event_timestamp`` rows (the label snapshot times
-and the scoring time), and uses only events at or before each row's timestamp, so the row is what
-was observable then. Point-in-time correctness of training sets rests on this, and on Feast's join
-picking the latest row stamped at or before the prediction time. All work is vectorised, never a
-Python loop over entities: events are paired with the rows of ``times`` by integer positions
-(``events_at``) and reduced per row with numpy (counts, latest/earliest stamps) or one pandas
-group-by on the row codes where a float sum must keep pandas' compensated summation. Training
-sources (many times per entity) and the nightly batch (one time, millions of entities) run the same
-reductions; only the pairing differs (a join vs a lookup).
+``times`` holds ``<key>, event_timestamp`` rows (label snapshot times, or the scoring time); each
+row sees only events at or before its timestamp, which, with Feast's as-of join, keeps training sets
+point-in-time correct. Events are paired with rows by integer positions (``events_at``: a join for
+training sources, an id lookup for the batch's single time) and reduced with numpy, or with one
+pandas group-by where a float sum must keep pandas' compensated summation; never a Python loop
+over entities.
 """
 
 from __future__ import annotations
@@ -547,18 +544,10 @@ def lead_behaviour(
         on="contact_id",
     )  # fmt: skip
     at = np.concatenate([own, via_lead["at"].to_numpy()])
-    events = pd.DataFrame(
-        {
-            "lead_id": np.concatenate([ids(activities["lead_id"])[0][own], via_lead["lead_id"]]),
-            "type": activities["type"].iloc[at].reset_index(drop=True),
-            **(
-                {"category": activities["category"].iloc[at].reset_index(drop=True)}
-                if "category" in activities
-                else {}
-            ),
-            "occurred_at": activities["occurred_at"].iloc[at].reset_index(drop=True),
-        }
-    )
+    read = [c for c in ("type", "category", "occurred_at") if c in activities]
+    events = activities[read].iloc[at].reset_index(drop=True)
+    lead_ids = np.concatenate([ids(activities["lead_id"])[0][own], via_lead["lead_id"]])
+    events.insert(0, "lead_id", lead_ids)
     return behaviour_windows(events, times, "lead_id")
 
 

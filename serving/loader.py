@@ -176,16 +176,13 @@ def load_model(
     single_thread: bool = False,
     pinned: tuple[str, str] | None = None,
 ) -> LoadedModel:
-    """Resolve ``name@alias`` through ``client`` and load the native model with its explainer.
+    """Resolve ``name@alias`` (or ``pinned``: a registered name and version, e.g. the segment
+    model ``churn__tenant_a`` served as ``churn``) and load the native model with its explainer.
 
-    XGBoost reasons are exact TreeSHAP (``exact_shap``, a few ms a row: what the review page and
-    SHAP itself give); ``exact_shap=False`` is Saabas (``approx_contribs``, ≈0.2 ms a row), an
-    approximation whose feature ranks can differ. ``single_thread`` makes the classifier score on
-    the calling thread (``single_threaded``: the online API's choice); by default the model keeps
-    the threading it was logged with (the nightly batch's large predicts use every core).
-    ``pinned``: (registered name, version) loaded as model ``name`` under ``alias`` instead (a
-    segment model such as ``churn__tenant_a`` is served as its base model ``churn``).
-    """
+    XGBoost reasons are exact TreeSHAP (a few ms a row, what SHAP itself gives) or, without
+    ``exact_shap``, Saabas (≈0.2 ms a row; feature ranks can differ). ``single_thread``: score on
+    the calling thread (the online API's choice); else the logged threading (the batch uses every
+    core)."""
     registered = pinned[0] if pinned else name
     if pinned:
         version = client.get_model_version(registered, str(pinned[1]))
@@ -213,16 +210,9 @@ def load_model(
         model = mlflow.pyfunc.load_model(local)
         flavor, explainer = "pyfunc", None
     return LoadedModel(
-        name=name,
-        version=str(version.version),
-        alias=alias,
-        run_id=version.run_id,
-        model=model,
-        flavor=flavor,
-        feature_names=feature_names,
-        input_types=input_types,
-        explainer=explainer,
-    )
+        name=name, version=str(version.version), alias=alias, run_id=version.run_id, model=model,
+        flavor=flavor, feature_names=feature_names, input_types=input_types, explainer=explainer,
+    )  # fmt: skip
 
 
 def _signature_types(meta: Model) -> dict[str, str]:

@@ -1,9 +1,8 @@
 """Deal review pages: open deals by health, and one deal with its live score, top reasons (a SHAP
 bar chart), recent activities, open tasks and the tags models wrote.
 
-A small Starlette app with server-side Jinja2 templates, meant to be mounted into the BentoML
-service (``@bentoml.asgi_app(review.app, path="/review")``). It reads the CRM store and calls the
-``deal_health`` model through ``crm_predict.serving.loader``; nothing is loaded until the first request.
+A Starlette app with Jinja2 templates, mounted into the BentoML service at ``/review``; it reads
+the CRM store and scores with the ``deal_health`` champion, loading nothing before the first request.
 """
 
 from __future__ import annotations
@@ -66,8 +65,8 @@ def settings_context(settings: Settings) -> ReviewContext:
     def features(deal_ids: list[int]) -> pd.DataFrame:
         return scoring_frame(settings, MODEL, export_as_of(settings), deal_ids)
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    return ReviewContext(session_factory(make_engine(settings.crm_url)), client, features)
+    sessions = session_factory(make_engine(settings.crm_url))
+    return ReviewContext(sessions, settings.mlflow_client(), features)
 
 
 # --- Reading the store -----------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """The online API: one BentoML service, five models, single and batch endpoints.
 
-Thin on purpose: ``__init__`` builds the ``ModelHub`` (loads the champions; a failure is reported by
-``/readyz``, never a crash), each ``@bentoml.api`` method hands its request to ``_answer``, and the
-scoring, wording and write-back live in ``crm_predict.serving.hub``, ``crm_predict.serving.scoring`` and
-``crm_predict.serving.writeback``. ``/healthz``, ``/readyz``, ``/models`` and ``/admin/reload`` are a small
-Starlette app put in front of BentoML's own probes (``OpsRoutes``); the deal review pages
-(``crm_predict.serving.review``) are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
+Thin on purpose: ``__init__`` builds the ``ModelHub`` (a champion that fails to load is reported by
+``/readyz``, never a crash); every endpoint hands its request to ``_answer``; scoring and write-back
+live in ``hub``, ``scoring`` and ``writeback``. ``/healthz``, ``/readyz``, ``/models`` and
+``/admin/reload`` are a Starlette app in front of BentoML's own probes (``OpsRoutes``); the deal
+review pages are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
 """
 
 from __future__ import annotations
@@ -80,9 +79,8 @@ def quiet_bentoml_deprecation() -> None:
 def check_token(authorization: str | None, token: str) -> None:
     """401 without a bearer token, 403 with a wrong one (an empty configured token matches
     nothing, so a misconfigured service refuses every write rather than accepting ``Bearer ``)."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise ApiError(401, "bearer token required", "Authorization")
-    given = authorization.split(" ", 1)[1].strip()
+    bearer = bool(authorization) and authorization.lower().startswith("bearer ")
+    given = authorization.split(" ", 1)[1].strip() if bearer else ""
     if not given:
         raise ApiError(401, "bearer token required", "Authorization")
     if not token or not secrets.compare_digest(given.encode(), token.encode()):
@@ -175,11 +173,8 @@ class CrmPredict:
             return _error(ctx, exc)
         model = scored.model
         info = {"name": model.name, "version": model.version, "alias": model.alias, "run_id": model.run_id}  # fmt: skip
-        body = {"request_id": request_id, "model": info, "written_back": written}
-        if batch:
-            body["predictions"] = scored.records
-        else:
-            body["prediction"] = scored.records[0]
+        records = {"predictions": scored.records} if batch else {"prediction": scored.records[0]}
+        body = {"request_id": request_id, "model": info, "written_back": written, **records}
         return Response(answer.model_validate(body).model_dump_json(), media_type=JSON)
 
     def _job(self, name: str, request: S.ScoreRequest, batch: bool) -> Job:

@@ -70,20 +70,15 @@ class Condition:
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise KeyError(missing[0])
-        out = np.zeros(len(frame), dtype=bool)
-        for clause in self.clauses:
-            hold = np.ones(len(frame), dtype=bool)
-            for comparison in clause:
-                hold &= comparison.evaluate(frame)
-            out |= hold
-        return out
+        holds = [
+            np.logical_and.reduce([c.evaluate(frame) for c in clause]) for clause in self.clauses
+        ]
+        return np.logical_or.reduce(holds)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
     out, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
+    while text[pos:].strip():
         match = _TOKEN.match(text, pos)
         if match is None:
             raise ConditionError(f"cannot read {text[pos:].strip()!r} (at character {pos + 1})")
