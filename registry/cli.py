@@ -49,10 +49,9 @@ def _fmt(value: Any) -> str:
 
 def print_gates(report: GateReport) -> None:
     against = f"champion v{report.champion_version}" if report.champion_version else "no champion"
-    table = Table(title=f"Gates: {report.name} v{report.version} (vs {against})")
-    table.add_column("gate")
-    table.add_column("result")
-    table.add_column("detail")
+    table = Table(
+        "gate", "result", "detail", title=f"Gates: {report.name} v{report.version} (vs {against})"
+    )
     style = {"pass": "green", "FAIL": "red", "N/A": "dim"}
     for r in report.results:
         table.add_row(r.name, f"[{style[r.status]}]{r.status}[/]", r.detail)
@@ -75,9 +74,7 @@ def list_models(
         raise UserError("no registered models yet: train one first")
     for name in names:
         metrics = list(key_metrics(name))
-        table = Table(title=name)
-        for column in ("version", "aliases", "created (UTC)", *metrics, "run"):
-            table.add_column(column)
+        table = Table("version", "aliases", "created (UTC)", *metrics, "run", title=name)
         for info in reversed(all_versions(client, name)):
             created = datetime.fromtimestamp(info.creation_timestamp / 1000, UTC)
             table.add_row(
@@ -108,9 +105,7 @@ def compare(
     client = _client(_settings(ctx))
     comparison = compare_versions(client, model, versions or None, rows)
     where = f"{comparison.n_rows} rows, {comparison.rows}" if comparison.n_rows else comparison.rows
-    table = Table(title=f"{model}: {where}")
-    for column in comparison.table.columns:
-        table.add_column(column)
+    table = Table(*comparison.table.columns, title=f"{model}: {where}")
     for record in comparison.table.itertuples(index=False):
         table.add_row(*(_fmt(v) for v in record))
     console.print(table)
@@ -246,15 +241,14 @@ def drift(
     from crm_predict.registry.drift import drift_report
 
     settings = _settings(ctx)
-    config = _config(settings)
-    client = _client(settings)
-    threshold = config.psi_threshold
+    threshold = _config(settings).psi_threshold
     report = drift_report(
-        settings, client, model, data=data, at=at, version=version, threshold=threshold, log=log
+        settings, _client(settings), model, data=data, at=at, version=version,
+        threshold=threshold, log=log,
+    )  # fmt: skip
+    table = Table(
+        "feature", "PSI", "flag", title=f"Drift: {model} v{report.version} vs {report.source}"
     )
-    table = Table(title=f"Drift: {model} v{report.version} vs {report.source}")
-    for column in ("feature", "PSI", "flag"):
-        table.add_column(column)
     for feature, value, flagged in report.table.itertuples(index=False):
         table.add_row(feature, f"{value:.3f}", "[red]drift[/]" if flagged else "")
     console.print(table)

@@ -1,12 +1,10 @@
 """Feature drift: population stability index (PSI) per feature between the training window and
 the newest data.
 
-Reference = the version's logged holdout (``holdout/holdout.parquet``: the newest 20 % of its
-training window, the closest logged sample of what the model learned from). Current = a user's
-CSV/Parquet file, or the features of every active entity "now" from
-``crm_predict.features.scoring.scoring_frame``. PSI uses ten quantile bins of the reference for numbers and the
-categories themselves for text; a missing value is its own bin. PSI > 0.2 (``GateConfig``) is
-flagged.
+Reference: the version's logged holdout (the newest 20 % of its training window, the closest
+logged sample of what the model learned from). Current: a user's CSV/Parquet file, or the
+features of every active entity "now" (``crm_predict.features.scoring.scoring_frame``). Numbers
+are binned at ten quantiles of the reference, text by category; a missing value is its own bin.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from crm_predict.registry.evaluation import (
 )
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.tracking import CHAMPION, version_for_alias
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -111,8 +110,6 @@ class DriftReport:
 
 
 def _version_to_watch(client: MlflowClient, name: str, version: str | None) -> VersionInfo:
-    from crm_predict.core.tracking import CHAMPION, version_for_alias
-
     if version is not None:
         return get_version(client, name, version)
     champion = version_for_alias(client, name, CHAMPION)
@@ -139,10 +136,8 @@ def drift_report(
     else:
         from crm_predict.registry.lifecycle import utc_now
 
-        try:
-            from crm_predict.features.scoring import (
-                scoring_frame,
-            )  # Feast is heavy: only when asked for
+        try:  # Feast is heavy: only when asked for
+            from crm_predict.features.scoring import scoring_frame
         except ImportError as exc:
             raise UserError(f"no scoring frame available ({exc}); pass --data FILE") from None
 

@@ -1,13 +1,10 @@
 """Promotion gates: what a version must show before it may become ``champion``.
 
-Every threshold lives in ``GateConfig`` (one place, plain data, logged with the result). Each gate
-is a pure function over numbers and frames, so it is tested without MLflow; ``check_gates`` gathers
-those inputs for one registered version from the registry.
-
-Decision threshold for the disparate-impact gate: a run param ``decision_threshold`` when training
-logged one, otherwise the business rule that turns the score into an action
-(``DEFAULT_DECISION_THRESHOLDS``): lead grade A (score ≥ 75), deal not red (health ≥ 60 → no rescue
-task), churn risk high (≥ 0.6 → retention task).
+Every threshold lives in ``GateConfig`` (plain data, logged with the result). Each gate is a pure
+function over numbers and frames, tested without MLflow; ``check_gates`` gathers their inputs for
+one registered version. The disparate-impact gate judges at a run param ``decision_threshold``
+when training logged one, else at the cut of the business rule that turns the score into an
+action (``ModelSpec.decision_threshold``: lead grade A, deal not red, churn risk high).
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from crm_predict.core.errors import UserError
 from crm_predict.core.metrics import classification_metrics
 from crm_predict.core.rules import RULES
 from crm_predict.core.timing import Latency
+from crm_predict.core.tracking import CHAMPION, version_for_alias
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,16 +50,6 @@ DEFAULT_DECISION_THRESHOLDS: dict[str, float] = {
     for name, spec in SPECS.items()
     if spec.decision_threshold is not None
 }
-
-GATE_NAMES = (
-    "not_worse_than_champion",
-    "minimum_data",
-    "disparate_impact",
-    "proxy_features",
-    "protected_not_a_feature",
-    "predict_latency",
-    "model_card",
-)
 
 
 @dataclass(frozen=True)
@@ -155,7 +143,7 @@ def not_applicable(name: str, reason: str) -> GateResult:
 
 @dataclass
 class GateReport:
-    """The outcome of every gate for one version, in ``GATE_NAMES`` order."""
+    """The outcome of every gate for one version, in the order ``check_gates`` runs them."""
 
     name: str
     version: str
@@ -203,13 +191,9 @@ def gate_not_worse_classifier(
             )
     if problems:
         return GateResult(name, False, "; ".join(problems))
-    return GateResult(
-        name,
-        True,
-        f"AUC {candidate['auc']:.3f} vs {champion['auc']:.3f}, "
-        f"Brier {candidate['brier']:.3f} vs {champion['brier']:.3f}, "
-        f"ECE {candidate['ece']:.3f} vs {champion['ece']:.3f}",
-    )
+    shown = (("AUC", "auc"), ("Brier", "brier"), ("ECE", "ece"))
+    detail = ", ".join(f"{label} {candidate[m]:.3f} vs {champion[m]:.3f}" for label, m in shown)
+    return GateResult(name, True, detail)
 
 
 def gate_not_worse_logged(
@@ -250,21 +234,16 @@ def gate_minimum_data(counts: tuple[int, int] | None, config: GateConfig) -> Gat
     return GateResult(name, True, f"{pos} positives / {neg} negatives (≥ {need})")
 
 
-def positive_rates(p: np.ndarray, groups: pd.Series, threshold: float) -> pd.DataFrame:
-    """Rows and share at or above ``threshold`` per protected group (missing group dropped)."""
-    frame = pd.DataFrame({"group": groups.to_numpy(), "positive": np.asarray(p) >= threshold})
-    frame = frame.dropna(subset=["group"])
-    out = frame.groupby("group")["positive"].agg(rows="size", rate="mean")
-    return out.reset_index()
-
-
 def gate_disparate_impact(
     p: np.ndarray, groups: pd.Series, threshold: float, source: str, config: GateConfig
 ) -> GateResult:
-    """Gate 3a: lowest / highest positive-decision rate across protected groups ≥ 0.8."""
+    """Gate 3a: lowest / highest positive-decision rate (share of rows at or above ``threshold``)
+    across protected groups ≥ 0.8; rows without a group are left out."""
     name = "disparate_impact"
-    rates = positive_rates(p, groups, threshold)
-    judged = rates[rates["rows"] >= config.min_group_rows]
+    frame = pd.DataFrame({"group": groups.to_numpy(), "positive": np.asarray(p) >= threshold})
+    rates = frame.dropna(subset=["group"]).groupby("group")["positive"]
+    rates = rates.agg(rows="size", rate="mean")
+    judged = rates[rates["rows"] >= config.min_group_rows].reset_index()
     where = f"at threshold {threshold:g} ({source})"
     if len(judged) < 2:
         return GateResult(
@@ -278,12 +257,8 @@ def gate_disparate_impact(
         f"{g}={r:.2f}" for g, r in zip(judged["group"], judged["rate"], strict=True)
     )
     passed = bool(ratio >= config.disparate_impact_min)
-    verdict = "≥" if passed else "<"
-    return GateResult(
-        name,
-        passed,
-        f"ratio {ratio:.2f} {verdict} {config.disparate_impact_min} {where}; rates {listing}",
-    )
+    verdict = f"{'≥' if passed else '<'} {config.disparate_impact_min} {where}"
+    return GateResult(name, passed, f"ratio {ratio:.2f} {verdict}; rates {listing}")
 
 
 def _numeric_columns(series: pd.Series, prefix: str) -> pd.DataFrame:
@@ -324,12 +299,8 @@ def gate_proxy_features(
     proxies = corr[corr > config.proxy_max_abs_corr]
     if len(proxies):
         listing = ", ".join(f"{f} ({c:.2f})" for f, c in proxies.items())
-        return GateResult(
-            name,
-            False,
-            f"abs(correlation) with {config.protected_attribute} > {config.proxy_max_abs_corr}: "
-            f"{listing}",
-        )
+        over = f"abs(correlation) with {config.protected_attribute} > {config.proxy_max_abs_corr}"
+        return GateResult(name, False, f"{over}: {listing}")
     worst = f"{corr.index[0]} ({corr.iloc[0]:.2f})" if len(corr) else "none"
     return GateResult(name, True, f"largest abs(correlation) {worst} ≤ {config.proxy_max_abs_corr}")
 
@@ -377,22 +348,11 @@ def gate_predict_latency(
 
 def gate_model_card(exists: bool) -> GateResult:
     """Gate 4: a model card is logged with the version's run."""
-    if exists:
-        return GateResult("model_card", True, f"{MODEL_CARD_ARTIFACT} logged")
-    return GateResult(
-        "model_card", False, f"no {MODEL_CARD_ARTIFACT} (run `crm-predict registry card`)"
-    )
+    missing = f"no {MODEL_CARD_ARTIFACT} (run `crm-predict registry card`)"
+    return GateResult("model_card", exists, f"{MODEL_CARD_ARTIFACT} logged" if exists else missing)
 
 
 # --- Gathering the inputs from the registry --------------------------------------------------
-
-
-def champion_info(client: MlflowClient, name: str) -> VersionInfo | None:
-    """The version holding alias ``champion``, or None."""
-    from crm_predict.core.tracking import CHAMPION, version_for_alias
-
-    version = version_for_alias(client, name, CHAMPION)
-    return None if version is None else get_version(client, name, version)
 
 
 def fairness_results(
@@ -451,23 +411,15 @@ def _latency_gate(
     """Predict latency of a classifier version, loaded and scored as the service does."""
     if not is_classifier(info.name):
         return not_applicable("predict_latency", "pyfunc models (CLV, next-best-time)")
-    if (
-        holdout is None
-        or max(config.predict_latency_budget_ms, config.explain_latency_budget_ms) <= 0
-    ):
+    budgets = (config.predict_latency_budget_ms, config.explain_latency_budget_ms)
+    if holdout is None or max(budgets) <= 0:
         return gate_predict_latency(None, None, config)
     if config.latency_probe is None:
         return GateResult("predict_latency", False, "not measured: no latency probe configured")
     measured = config.latency_probe(
-        client,
-        info.name,
-        info.version,
-        holdout,
-        rows=config.latency_rows,
-        repeats=config.latency_repeats,
-        warmup=config.latency_warmup,
-        seed=config.latency_seed,
-    )
+        client, info.name, info.version, holdout, rows=config.latency_rows,
+        repeats=config.latency_repeats, warmup=config.latency_warmup, seed=config.latency_seed,
+    )  # fmt: skip
     return gate_predict_latency(measured.predict, measured.explain, config, measured.explain_method)
 
 
@@ -475,11 +427,12 @@ def check_gates(
     client: MlflowClient, name: str, version: str | int, config: GateConfig
 ) -> GateReport:
     """Run every gate for ``name`` v``version`` against the current champion."""
-    info = get_version(client, name, version)
-    champion = champion_info(client, name)
-    if champion is not None and champion.version == info.version:
-        champion = None  # re-checking the champion itself: nothing to compare against
     from mlflow.exceptions import MlflowException
+
+    info = get_version(client, name, version)
+    current = version_for_alias(client, name, CHAMPION)
+    # Re-checking the champion itself: nothing to compare against.
+    champion = None if current in (None, info.version) else get_version(client, name, current)
 
     try:
         holdout = load_holdout(client, info.run_id)

@@ -4,7 +4,6 @@ Only aliases are used (registry stages are deprecated). Every promotion records 
 version the champion it replaced (tag ``previous_champion``) plus who/when/why, and appends the
 event to the registered model's tag ``champion_history`` (JSON list), so ``rollback`` is one call.
 
-Training calls ``on_new_version(client, name, version)`` right after registering a version.
 """
 
 from __future__ import annotations
@@ -30,20 +29,10 @@ if TYPE_CHECKING:
     from crm_predict.registry.gates import GateConfig, GateReport
     from mlflow import MlflowClient
 
-# Model-version tags written at promotion / rollback.
-TAG_PREVIOUS_CHAMPION = "previous_champion"
-TAG_PROMOTED_BY = "promoted_by"
-TAG_PROMOTED_AT = "promoted_at"
-TAG_PROMOTION_REASON = "promotion_reason"
-TAG_FORCED = "promotion_forced"
-TAG_FORCED_GATES = "promotion_forced_gates"
-TAG_NOT_APPLICABLE_GATES = "promotion_not_applicable_gates"  # judged N/A (input absent)
-TAG_ROLLED_BACK_BY = "rolled_back_by"
-TAG_ROLLED_BACK_AT = "rolled_back_at"
+# Model-version tag naming the champion a promotion replaced (``NO_PREVIOUS`` for the first).
+TAG_PREVIOUS_CHAMPION, NO_PREVIOUS = "previous_champion", "none"
 # Registered-model tag: the champion's history, newest last, capped at HISTORY_LIMIT events.
-TAG_HISTORY = "champion_history"
-HISTORY_LIMIT = 50
-NO_PREVIOUS = "none"
+TAG_HISTORY, HISTORY_LIMIT = "champion_history", 50
 
 
 class PromotionBlocked(UserError):
@@ -71,7 +60,6 @@ class ChampionEvent:
 
 
 def current_user() -> str:
-    """Who runs the command (recorded with every champion move)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry, e.g. in a bare container
@@ -83,16 +71,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def model_exists(client: MlflowClient, name: str) -> bool:
-    try:
-        version_for_alias(client, name, CHAMPION)
-    except UserError:
-        return False
-    return True
-
-
 def on_new_version(client: MlflowClient, name: str, version: str | int) -> None:
-    """A freshly trained version becomes ``challenger`` (the previous challenger loses it)."""
+    """Make ``version`` the ``challenger`` (the previous challenger loses it); training does so
+    for every version it registers."""
     get_version(client, name, version)  # clear error for an unknown version
     client.set_registered_model_alias(name, CHALLENGER, str(version))
 
@@ -101,6 +82,12 @@ def history(client: MlflowClient, name: str) -> list[dict]:
     """Every recorded move of ``champion`` for ``name``, oldest first."""
     raw = client.get_registered_model(name).tags.get(TAG_HISTORY)
     return json.loads(raw) if raw else []
+
+
+def _stamp(by: str | None, reason: str | None) -> dict[str, str]:
+    """Who (the OS user unless ``by``), when and why: recorded with every champion move."""
+    return {"by": by or current_user(), "at": utc_now().isoformat(timespec="seconds"),
+            "reason": (reason or "").strip()}  # fmt: skip
 
 
 def _record(client: MlflowClient, event: ChampionEvent) -> None:
@@ -132,24 +119,19 @@ def promote(
     if not report.passed and not force:
         raise PromotionBlocked(report)
 
+    failed = tuple(r.name for r in report.failed)
     event = ChampionEvent(
-        action="promote",
-        name=name,
-        version=version,
-        previous=previous,
-        by=by or current_user(),
-        at=utc_now().isoformat(timespec="seconds"),
-        reason=(reason or "").strip(),
-        forced_gates=tuple(r.name for r in report.failed),
+        "promote", name, version, previous, **_stamp(by, reason), forced_gates=failed
     )
     tags = {
         TAG_PREVIOUS_CHAMPION: previous or NO_PREVIOUS,
-        TAG_PROMOTED_BY: event.by,
-        TAG_PROMOTED_AT: event.at,
-        TAG_PROMOTION_REASON: event.reason,
-        TAG_FORCED: str(bool(event.forced_gates)).lower(),
-        TAG_FORCED_GATES: ",".join(event.forced_gates),
-        TAG_NOT_APPLICABLE_GATES: ",".join(r.name for r in report.not_applicable),
+        "promoted_by": event.by,
+        "promoted_at": event.at,
+        "promotion_reason": event.reason,
+        "promotion_forced": str(bool(event.forced_gates)).lower(),
+        "promotion_forced_gates": ",".join(event.forced_gates),
+        # judged N/A: the gate's input is absent
+        "promotion_not_applicable_gates": ",".join(r.name for r in report.not_applicable),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -172,18 +154,10 @@ def rollback(
     if not previous or previous == NO_PREVIOUS:
         raise UserError(f"{name} v{current} has no recorded previous champion to roll back to")
     get_version(client, name, previous)
-    event = ChampionEvent(
-        action="rollback",
-        name=name,
-        version=previous,
-        previous=current,
-        by=by or current_user(),
-        at=utc_now().isoformat(timespec="seconds"),
-        reason=(reason or "").strip(),
-    )
+    event = ChampionEvent("rollback", name, previous, current, **_stamp(by, reason))
     client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, current, TAG_ROLLED_BACK_BY, event.by)
-    client.set_model_version_tag(name, current, TAG_ROLLED_BACK_AT, event.at)
+    client.set_model_version_tag(name, current, "rolled_back_by", event.by)
+    client.set_model_version_tag(name, current, "rolled_back_at", event.at)
     _record(client, event)
     return event
 
@@ -230,13 +204,13 @@ def resolve_model(
     reason = "no segment requested"
     if segment:
         seg_name = segment_model_name(name, segment)
-        exists = model_exists(client, seg_name)
-        seg_version = version_for_alias(client, seg_name, alias) if exists else None
-        if not exists:
-            reason = f"segment model {seg_name!r} is not registered"
-        elif seg_version is None:
-            reason = f"segment model {seg_name!r} has no {alias!r} alias"
+        try:
+            seg_version = version_for_alias(client, seg_name, alias)
+        except UserError:
+            seg_version, reason = None, f"segment model {seg_name!r} is not registered"
         else:
+            reason = f"segment model {seg_name!r} has no {alias!r} alias"
+        if seg_version is not None:
             counts = get_version(client, seg_name, seg_version).train_counts()
             if is_classifier(name) and counts is None:
                 reason = f"segment model {seg_name!r} v{seg_version} logged no training counts"
