@@ -9,6 +9,7 @@ import pytest
 from crm_predict.crm_store.demo_messages import INTENTS, SENTIMENTS, generate_messages
 from crm_predict.training import message_intent as mi
 
+from crm_predict.core import messages
 from crm_predict.core.errors import UserError
 from crm_predict.core.tracking import CHALLENGER, version_for_alias
 
@@ -84,11 +85,11 @@ def test_keyword_rule_counts_hits_and_falls_back():
 
 def test_topic_keywords_are_configured_lists():
     topics = {"price": ["price", "报价"], "delivery_time": ["deliver", "送到"]}
-    assert mi.topic_keywords("When will it be delivered? And the price?", topics) == [
+    assert messages.topic_keywords("When will it be delivered? And the price?", topics) == [
         "price",
         "delivery_time",
     ]
-    assert mi.topic_keywords("订单什么时候送到", topics) == ["delivery_time"]
+    assert messages.topic_keywords("订单什么时候送到", topics) == ["delivery_time"]
 
 
 def test_training_beats_both_baselines_per_language_and_registers(mlflow_client):
@@ -158,18 +159,20 @@ def test_contact_tags_read_the_newest_message_and_the_complaint_share():
             (8, 13, "2025-07-05", "quote_request", 1.0, "satisfied", "after now"),
         ]
     )
-    tags = mi.contact_tags(scored, NOW).set_index("contact_id")
+    tags = messages.contact_tags(scored, NOW).set_index("contact_id")
 
     assert sorted(tags.index) == [10, 11, 12]  # 13 wrote after `now`
-    assert tags.loc[10, mi.TAG_LATEST_INTENT] == "technical_consultation"
-    assert tags.loc[10, mi.TAG_COMPLAINT] == "true"  # 1 of 3 > 30 %
-    assert tags.loc[11, mi.TAG_COMPLAINT] == "false"  # one message: below the minimum count
-    assert tags.loc[12, mi.TAG_COMPLAINT] == "false"  # the complaints fell out of the window
-    assert tags.loc[10, mi.TAG_NEED_PRIORITY] == "30"  # 0.5 × 0.6
-    assert tags.loc[11, mi.TAG_NEED_PRIORITY] == "100"  # 0.8 × 1.0 × 1.25
-    strict = mi.MessageRules(complaint_share=0.5)
+    assert tags.loc[10, messages.TAG_LATEST_INTENT] == "technical_consultation"
+    assert tags.loc[10, messages.TAG_COMPLAINT] == "true"  # 1 of 3 > 30 %
+    assert tags.loc[11, messages.TAG_COMPLAINT] == "false"  # one message: below the minimum count
+    assert tags.loc[12, messages.TAG_COMPLAINT] == "false"  # the complaints fell out of the window
+    assert tags.loc[10, messages.TAG_NEED_PRIORITY] == "30"  # 0.5 × 0.6
+    assert tags.loc[11, messages.TAG_NEED_PRIORITY] == "100"  # 0.8 × 1.0 × 1.25
+    strict = messages.MessageRules(complaint_share=0.5)
     assert (
-        mi.contact_tags(scored, NOW, strict).set_index("contact_id").loc[10, mi.TAG_COMPLAINT]
+        messages.contact_tags(scored, NOW, strict)
+        .set_index("contact_id")
+        .loc[10, messages.TAG_COMPLAINT]
         == "false"
     )
 
@@ -184,13 +187,13 @@ def test_quote_requests_and_comparisons_become_tasks_once_per_message():
             (5, 14, "2025-06-29", "after_sales_support", 0.9, "complaining", "broken"),
         ]
     )
-    tasks = {t.entity_id: t for t in mi.message_tasks(scored, NOW)}
+    tasks = {t.entity_id: t for t in messages.message_tasks(scored, NOW)}
 
     assert sorted(tasks) == [10, 11, 12]
     quote = tasks[10]
-    assert quote.type == mi.TASK_QUOTE_FOLLOW_UP and quote.owner_id == 7
+    assert quote.type == messages.TASK_QUOTE_FOLLOW_UP and quote.owner_id == 7
     assert quote.due_at == datetime(2025, 6, 30, 9) and quote.sla_hours == 24
     assert "Compared with HubSpot" in tasks[11].reason
     assert "Compared with a competitor" in tasks[12].reason
-    again = {t.entity_id: t.dedup_key for t in mi.message_tasks(scored, NOW)}
+    again = {t.entity_id: t.dedup_key for t in messages.message_tasks(scored, NOW)}
     assert again == {k: t.dedup_key for k, t in tasks.items()}

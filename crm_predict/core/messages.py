@@ -1,0 +1,181 @@
+"""What the batch does with scored customer messages: tags per contact (latest intent, need
+priority, complaint tendency) and tasks per message (quote follow-up, competitor response), as
+plain data (``MessageRules``, a section of the rules file) and small pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from crm_predict.core.rules import TaskSpec
+
+TS = "sent_at"
+
+TAG_LATEST_INTENT, TAG_COMPLAINT, TAG_NEED_PRIORITY = (
+    "latest_intent",
+    "complaint_tendency",
+    "need_priority",
+)
+TASK_QUOTE_FOLLOW_UP, TASK_COMPETITOR = "quote_follow_up", "competitor_response"
+
+
+@dataclass(frozen=True)
+class MessageRules:
+    """What the batch does with scored messages (defaults; the rules file may change each)."""
+
+    # complaint_tendency: more than this share of a contact's inbound messages in the window
+    # read as complaining, counting contacts with at least ``complaint_min_messages`` there.
+    complaint_window_days: int = 90
+    complaint_share: float = 0.3
+    complaint_min_messages: int = 2
+    # Need priority 0–100: the intent's weight × the model's confidence, raised for complaints.
+    intent_priority: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "quote_request": 0.9,
+            "after_sales_support": 0.8,
+            "competitor_comparison": 0.7,
+            "technical_consultation": 0.5,
+        }
+    )
+    complaint_boost: float = 1.25
+    # Tasks for messages sent in the last ``task_window_days``: one per message.
+    task_window_days: int = 7
+    quote_follow_up_sla_hours: int = 24
+    competitor_sla_hours: int = 48
+    competitors: tuple[str, ...] = (
+        "Salesforce", "HubSpot", "Zoho", "Pipedrive", "Dynamics", "纷享销客", "销售易", "钉钉",
+    )  # fmt: skip
+    topics: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "price": (
+                "price",
+                "pricing",
+                "quote",
+                "cost",
+                "discount",
+                "价格",
+                "报价",
+                "多少钱",
+                "折扣",
+                "年费",
+            ),
+            "features": (
+                "feature",
+                "support",
+                "integrate",
+                "api",
+                "report",
+                "功能",
+                "支持",
+                "对接",
+                "接口",
+                "报表",
+            ),
+            "delivery_time": (
+                "deliver",
+                "arrive",
+                "shipping",
+                "when will",
+                "发货",
+                "送到",
+                "到货",
+                "物流",
+            ),
+        }  # fmt: skip
+    )
+
+
+def need_priority(intent: pd.Series, intent_p: pd.Series, sentiment: pd.Series, rules: MessageRules) -> np.ndarray:  # fmt: skip
+    weight = intent.map(dict(rules.intent_priority)).fillna(0.0).to_numpy(dtype=float)
+    boost = np.where(sentiment.to_numpy() == "complaining", rules.complaint_boost, 1.0)
+    return np.clip(np.round(100 * weight * intent_p.to_numpy(dtype=float) * boost), 0, 100).astype(
+        int
+    )
+
+
+def contact_tags(scored: pd.DataFrame, now: datetime, rules: MessageRules = MessageRules()) -> pd.DataFrame:  # fmt: skip
+    """Per contact with inbound messages up to ``now``: the newest message's intent and need
+    priority, and whether complaints exceed their share over the window (``contact_id`` plus one
+    text column per tag)."""
+    inbound = scored[(scored["direction"] == "inbound") & (scored[TS] <= now)].sort_values(
+        TS, kind="stable"
+    )
+    if inbound.empty:
+        return pd.DataFrame(
+            columns=["contact_id", TAG_LATEST_INTENT, TAG_NEED_PRIORITY, TAG_COMPLAINT]
+        )
+    newest = inbound.groupby("contact_id").tail(1).set_index("contact_id")
+    recent = inbound[inbound[TS] > now - pd.Timedelta(days=rules.complaint_window_days)]
+    counts = recent.groupby("contact_id")["sentiment"].agg(
+        total="size", complaining=lambda s: int((s == "complaining").sum())
+    )
+    complaining = (counts["total"] >= rules.complaint_min_messages) & (
+        counts["complaining"] > rules.complaint_share * counts["total"]
+    )
+    priority = need_priority(newest["intent"], newest["intent_p"], newest["sentiment"], rules)
+    out = pd.DataFrame(
+        {
+            TAG_LATEST_INTENT: newest["intent"].astype(str),
+            TAG_NEED_PRIORITY: priority.astype(str),
+            TAG_COMPLAINT: np.where(
+                complaining.reindex(newest.index, fill_value=False), "true", "false"
+            ),
+        },
+        index=newest.index,
+    )
+    return out.rename_axis("contact_id").reset_index()
+
+
+def competitor_named(text: str, rules: MessageRules) -> str | None:
+    lowered = text.lower()
+    return next((c for c in rules.competitors if c.lower() in lowered), None)
+
+
+def message_tasks(scored: pd.DataFrame, now: datetime, rules: MessageRules = MessageRules()) -> list:  # fmt: skip
+    """A follow-up for the owner after a quote request and a response task naming the competitor
+    after a comparison, for inbound messages of the last ``task_window_days``; one per message
+    (the message id is the task's period, so a rerun finds it)."""
+    since = now - pd.Timedelta(days=rules.task_window_days)
+    rows = scored[
+        (scored["direction"] == "inbound")
+        & (scored[TS] > since)
+        & (scored[TS] <= now)
+        & scored["intent"].isin(["quote_request", "competitor_comparison"])
+    ]
+    tasks = []
+    for row in rows.itertuples(index=False):
+        owner = None if pd.isna(getattr(row, "owner_id", None)) else int(row.owner_id)
+        sent = pd.Timestamp(getattr(row, TS)).to_pydatetime()
+        if row.intent == "quote_request":
+            kind, sla, reason = (
+                TASK_QUOTE_FOLLOW_UP,
+                rules.quote_follow_up_sla_hours,
+                "Quote requested",
+            )
+        else:
+            named = competitor_named(row.text, rules)
+            kind, sla = TASK_COMPETITOR, rules.competitor_sla_hours
+            reason = f"Compared with {named}" if named else "Compared with a competitor"
+        tasks.append(
+            TaskSpec(
+                kind,
+                "contact",
+                int(row.contact_id),
+                owner,
+                sent + pd.Timedelta(hours=sla).to_pytimedelta(),
+                sla,
+                f"{reason} in a {row.channel} message on {sent:%Y-%m-%d}",
+                period=f"message:{row.id}",
+            )  # fmt: skip
+        )
+    return tasks
+
+
+def topic_keywords(text: str, topics: Mapping[str, Sequence[str]]) -> list[str]:
+    """The configured topics (price, features, delivery time …) whose words occur in ``text``."""
+    lowered = text.lower()
+    return [topic for topic, words in topics.items() if any(w.lower() in lowered for w in words)]
