@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crm_predict.core.errors import UserError
+from crm_predict.core.errors import UserError, iso_time
 from crm_predict.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True)
@@ -23,14 +23,7 @@ def _settings(ctx: typer.Context) -> Settings:
 
 
 def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(
-            f"{option} must be an ISO date/time like 2026-06-30, got {value!r}"
-        ) from None
+    return iso_time(value, f"{option} must be an ISO date/time like 2026-06-30, got {{value!r}}")
 
 
 def counts_table(title: str, counts: dict[str, int], what: str = "file / view") -> Table:

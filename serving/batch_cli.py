@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crm_predict.core.errors import UserError
+from crm_predict.core.errors import UserError, iso_time
 from crm_predict.core.rules import MODEL_NAMES
 
 console = Console()
@@ -28,15 +28,11 @@ def parse_models(value: str | None) -> list[str]:
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(
-            f"{option} {value!r} is not an ISO date/time (e.g. 2026-06-30T02:00)"
-        ) from None
-    return stamp.replace(tzinfo=None) if stamp.tzinfo is None else stamp.astimezone(None).replace(tzinfo=None)  # fmt: skip
+    """An ISO date/time option as naive local time (an offset is converted)."""
+    stamp = iso_time(value, f"{option} {{value!r}} is not an ISO date/time (e.g. 2026-06-30T02:00)")
+    if stamp is None or stamp.tzinfo is None:
+        return stamp
+    return stamp.astimezone(None).replace(tzinfo=None)
 
 
 def summary_table(summary) -> Table:

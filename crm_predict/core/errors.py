@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 
 class UserError(Exception):
     """Bad input from a user (CLI argument, CSV, request): shown as one message, nothing written."""
+
+
+def iso_time(value: str | None, error: str) -> datetime | None:
+    """``value`` (ISO 8601) as a datetime, None for None; text that is not one is a UserError,
+    ``error`` formatted with ``value``."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(error.format(value=value)) from None
 
 
 def read_user_csv(path: Path, label: str = "file") -> Any:
