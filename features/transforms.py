@@ -248,16 +248,13 @@ def transactions(
     stamps = nanoseconds(orders["ordered_at"])[take]
     amount = orders["amount"].astype(float).to_numpy()[take]
     age_days = days_between(ts[row], stamps)
-    sums = totals_per_row(  # one group-by for every sum
-        row,
-        n,
-        {
-            "rfm_monetary": amount,
-            "spend_last_3m": np.where(age_days < 90, amount, 0.0),
-            "spend_prior_3m": np.where((age_days >= 90) & (age_days < 180), amount, 0.0),
-            "spend_12m": np.where(age_days < 365, amount, 0.0),
-        },
-    )
+    spends = {
+        "rfm_monetary": amount,
+        "spend_last_3m": np.where(age_days < 90, amount, 0.0),
+        "spend_prior_3m": np.where((age_days >= 90) & (age_days < 180), amount, 0.0),
+        "spend_12m": np.where(age_days < 365, amount, 0.0),
+    }
+    sums = totals_per_row(row, n, spends)  # one group-by for every sum
     agg = pd.DataFrame(
         {
             "rfm_recency_days": days_between(ts, latest_per_row(row, n, stamps)),

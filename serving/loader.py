@@ -306,11 +306,7 @@ def _contribs_fn(estimator: object, exact: bool) -> tuple[Callable, str] | None:
     coef = getattr(estimator, "coef_", None)
     if coef is not None:
         weights = np.asarray(coef, dtype=float).reshape(-1)
-
-        def linear_contribs(matrix: np.ndarray) -> np.ndarray:
-            return np.asarray(matrix, dtype=float) * weights
-
-        return linear_contribs, "linear"
+        return (lambda matrix: np.asarray(matrix, dtype=float) * weights), "linear"
     return None
 
 
