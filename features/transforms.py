@@ -451,19 +451,8 @@ def contact_time_profile(
     codes, names = text_codes(activities["channel"].iloc[take])
     channel, _ = most_frequent(row, n, codes, len(names))
     columns["best_channel"] = np.append(names, "none").astype(object)[channel]  # -1 → "none"
-    return (
-        times[[key, TS]].reset_index(drop=True).assign(**columns)[[key, TS, *CONTACT_TIME_COLUMNS]]
-    )
+    return times[[key, TS]].reset_index(drop=True).assign(**columns)
 
-
-CONTACT_TIME_COLUMNS = [
-    "responses_total",
-    *(f"responses_{p}" for p in DAY_PARTS),
-    *(f"responses_{d}" for d in WEEKDAYS),
-    "best_slot",
-    "best_slot_share",
-    "best_channel",
-]
 
 LEAD_PROFILE_COLUMNS = [
     "lead_source", "lead_region", "industry", "size_band", "annual_revenue_band", "role",
