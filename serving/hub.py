@@ -562,10 +562,9 @@ def _rows_for(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
 
 
 def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFrame:
-    """The write-back frame: ``entity_id``, ``score``, the rule context the features carry (derived
-    by ``crm_predict.features.rule_context.rule_values``, the batch's context functions, under
-    ``rules``) and the record fields the model's rules read (its spec's ``record_context``), which
-    take precedence."""
+    """The write-back frame: ``entity_id``, ``score``, the rule context the features carry
+    (``crm_predict.features.rule_context.rule_values`` under ``rules``) and the record fields of
+    the spec's ``record_context``, which win over those."""
     from crm_predict.features.rule_context import rule_values
 
     model = spec(name)
@@ -583,16 +582,13 @@ def scored_frame(name: str, scored: Scored, rules: Rules = RULES) -> pd.DataFram
             frame[column] = value
     for field in model.record_context:  # the record's own value where it has one
         if records and field in records[0]:
-            frame[field] = [RECORD_VALUES.get(field, _same)(r[field]) for r in records]
+            value = RECORD_VALUES.get(field, lambda v: v)
+            frame[field] = [value(r[field]) for r in records]
     return frame
 
 
 # Record fields whose write-back value is another shape: the best slots' hour-of-week numbers.
 RECORD_VALUES = {"best_slots": lambda slots: [s["slot"] for s in slots]}
-
-
-def _same(value):
-    return value
 
 
 def entity_table(name: str):

@@ -118,7 +118,7 @@ def score_classifier(
     matrix = model.matrix(frame)
     p = model.predict_proba(frame, matrix)
     columns = MODULES[model.name].response(p, rules_)
-    if SPECS[model.name].rule_points:
+    if "rule_points" in SPECS[model.name].record_context:
         points = _rule_points(frame, rules_)
         points = np.full(len(frame), np.nan) if points is None else points
         mql = rules.is_mql(points, rules_.lead)

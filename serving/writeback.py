@@ -4,13 +4,9 @@ A *scored frame* has one row per entity: ``entity_id``, ``score`` (P(convert), P
 CLV or P(best slot)) and, where a rule needs them, a few context columns. A rule whose columns are
 absent is skipped, so the API can write back what a request carries and the batch job everything.
 
-| model | context columns (all optional) |
-|---|---|
-| lead_scoring | ``rule_points``, ``site_visits_30d`` (the model's feature), ``owner_id``, ``manager_id``, ``created_at``, ``first_contacted_at``, ``contact_id``, ``last_whitepaper_at`` |
-| deal_health | ``owner_id``, ``manager_id``, ``stage``, ``days_idle`` |
-| churn | ``owner_id``, ``days_inactive``, ``yearly_spend`` |
-| clv | ``yearly_spend``, ``recency_days``, ``frequency``, ``monetary``, ``visits_30d``, ``spend_last_3m``, ``spend_prior_3m`` |
-| next_best_time | ``best_slots`` (list of hour-of-week slots, best first), ``best_channel``, ``visits_30d`` |
+The batch adds its entity's rule context (``crm_predict.features.rule_context.CONTEXTS``) and the
+model spec's ``tag_features``; the API what the features imply (``rule_values``) and the record's
+``record_context`` fields.
 
 ``high_activity`` (site visits in 30 days) is written for leads (lead_scoring), customers (clv) and
 the other contacts (next_best_time: a blank ``visits_30d`` is a customer's, whose flag it leaves

@@ -718,20 +718,13 @@ def fit_card_lines(params: Mapping[str, str], tags: Mapping[str, str]) -> list[s
     """BG/NBD (r, α, a, b) and Gamma-Gamma (p, q, v) as a run logged them, and the fit."""
     if not any(f"fit_{k}" in params for k in PARAM_NAMES):
         return ["", "## Fitted parameters", "Not logged for this version."]
-
-    def value(key: str) -> str:
-        return params.get(f"fit_{key}", "—")
-
+    value = {k: params.get(f"fit_{k}", "—") for k in PARAM_NAMES}
     return [
-        "",
-        "## Fitted parameters",
-        "| model | parameters |",
-        "|---|---|",
-        f"| BG/NBD | r = {value('r')}, α = {value('alpha')}, a = {value('a')}, b = {value('b')} |",
-        f"| Gamma-Gamma | p = {value('p')}, q = {value('q')}, v = {value('v')} |",
-        "",
-        f"Fit: {tags.get('clv_fit', 'not logged')}.",
-    ]
+        "", "## Fitted parameters", "| model | parameters |", "|---|---|",
+        "| BG/NBD | r = {r}, α = {alpha}, a = {a}, b = {b} |".format(**value),
+        "| Gamma-Gamma | p = {p}, q = {q}, v = {v} |".format(**value),
+        "", f"Fit: {tags.get('clv_fit', 'not logged')}.",
+    ]  # fmt: skip
 
 
 # --- Tags and tasks (the write-back's rules for this model) ----------------------------------

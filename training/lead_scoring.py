@@ -54,7 +54,6 @@ MODEL = ModelSpec(
     decision_threshold=lambda rules: 0.75,  # grade A starts at a 1–99 score of 75
     record_context=("rule_points",),
     tag_features=("site_visits_30d",),
-    rule_points=True,
 )  # fmt: skip
 MODEL_NAME = MODEL.name
 FEATURE_SERVICE = MODEL.feature_service
@@ -135,7 +134,7 @@ def outputs(probability: np.ndarray | pd.Series) -> pd.DataFrame:
 
 def response(p: np.ndarray, rules: Rules = RULES) -> dict[str, np.ndarray]:
     """The API record's fields from P(convert): score 1–99, the probability and grade A–D (the
-    service adds the rule points and MQL flag, ``MODEL.rule_points``)."""
+    service adds the rule points and MQL flag, ``MODEL.record_context``)."""
     score = lead_score_1_99(p)
     return {"score": score, "probability": p, "grade": lead_grade(score)}
 

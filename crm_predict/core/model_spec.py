@@ -54,9 +54,9 @@ class ModelSpec:
     pyfunc_schema: str | None = None  # the pyfunc's outputs as Spark DDL (None: predict_proba)
     reads_features: bool = True  # False: the served model takes entity ids and looks them up
     optional_inputs: tuple[str, ...] = ()  # raw-row inputs beyond its features (tiers, segments)
-    record_context: tuple[str, ...] = ()  # API record fields its write-back rules read
+    # API record fields its write-back rules read (``rule_points``: the lead points and MQL flag).
+    record_context: tuple[str, ...] = ()
     tag_features: tuple[str, ...] = ()  # its features the built-in tags read beside the context
-    rule_points: bool = False  # its API records carry the lead rule points and MQL flag
     rfm_medians: bool = False  # its tags cut RFM segments at the population's medians
 
     @property

@@ -34,3 +34,21 @@ def test_an_unknown_model_is_a_clear_error():
 
     with pytest.raises(UserError, match="unknown model 'nope'; known: lead_scoring"):
         spec("nope")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_specs_data_names_what_features_registry_and_serving_know(name):
+    """Labels, views, contexts, metrics and record fields: the keys the other layers look up."""
+    from crm_predict.features.definitions import RULE_SCORE_VIEW, VIEWS
+    from crm_predict.features.labels import LABELS
+    from crm_predict.features.rule_context import CONTEXTS
+
+    model = SPECS[name]
+    assert model.label in LABELS and model.entity in CONTEXTS
+    assert all(VIEWS[v].entity == model.entity for v, _ in model.views if v != RULE_SCORE_VIEW)
+    assert (model.pyfunc_schema is None) == model.is_classifier
+    assert model.is_classifier or f"{model.score_output} double" in model.pyfunc_schema
+    assert dict(model.key_metrics)[model.quality[0]] is not model.lower_is_better
+    assert model.card_metrics[0][:2] == model.quality[:2]
+    (record,) = [r for r in vars(schemas).values() if getattr(r, "model_fields", {}).keys() >= {model.id_field, model.score_output}]  # fmt: skip
+    assert set(model.record_context) <= set(record.model_fields)
