@@ -1,11 +1,8 @@
-"""Shared classification machinery for lead scoring, deal health and churn.
-
-One path for every classifier: validate the table, split it out of time (newest rows = holdout),
-tune logistic regression / random forest / XGBoost with Optuna — scored by time-ordered
-cross-validation on the training window below ``Settings.cv_below_rows`` rows, else on a validation
-split carved from it — calibrate on that validation split, evaluate once on the holdout against
-the model's baseline, two untuned sklearn models and the oracle, and log + register the calibrated
-sklearn ``Pipeline`` in MLflow.
+"""One path for every classifier (lead scoring, deal health, churn): validate the table, split
+it out of time (newest rows = holdout), tune logistic regression / random forest / XGBoost with
+Optuna, calibrate on the validation split, evaluate once on the holdout against the model's
+baseline, two untuned sklearn models and the oracle, and log + register the calibrated sklearn
+``Pipeline`` in MLflow.
 """
 
 from __future__ import annotations
@@ -25,10 +22,11 @@ from crm_predict.training.data_checks import (
     apply_exclusions,
     check_table,
     clean_text,
+    column_kind,
     parse_boolean,
     parse_numeric,
 )
-from crm_predict.training.tracking import log_run, tracking_at
+from crm_predict.training.tracking import log_sklearn_run, tracking_at
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -40,8 +38,6 @@ ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "l
 N_JOBS = 2  # the machine is shared; never grab every core
 # Below this many training rows one thread is faster: OpenMP threads spin-wait on a busy machine.
 THREADED_FROM_ROWS = 5000
-# What the logged pipeline needs to load; listing it skips MLflow's slow import-tracing subprocess.
-MODEL_REQUIREMENTS = ("scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy", "mlflow")
 MISSING_CATEGORY = "(missing)"
 # Per-trial single-row latency: rows × passes timed (the registry gate times the served pipeline
 # more thoroughly); a family whose first trials all miss the budget is not searched further.
@@ -143,27 +139,18 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         self.categories_: dict[str, list[str]] = {}
         self.indicators_: list[str] = []
         for column in self.columns_:
-            series = frame[column]
-            if pd.api.types.is_datetime64_any_dtype(series):
-                self.kinds_[column] = "ignored"
-                continue
-            values = parse_boolean(series)
-            kind = "boolean"
-            if values is None:
-                values = parse_numeric(series, self.numeric_share)
-                kind = "numeric"
-            if values is not None:
-                self.kinds_[column] = kind
+            kind, values = column_kind(frame[column], self.numeric_share)
+            self.kinds_[column] = kind
+            if kind in ("numeric", "boolean"):
                 median = values.median()
                 self.medians_[column] = 0.0 if pd.isna(median) else float(median)
                 if self.missing_indicator and values.isna().any():
                     self.indicators_.append(column)
-                continue
-            self.kinds_[column] = "categorical"
-            counts = clean_text(series).fillna(MISSING_CATEGORY).value_counts(sort=False)
-            # Most frequent first; ties broken by name so refits give the same columns.
-            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-            self.categories_[column] = [name for name, _ in ranked[: self.max_categories]]
+            elif kind == "categorical":
+                counts = values.fillna(MISSING_CATEGORY).value_counts(sort=False)
+                # Most frequent first; ties broken by name so refits give the same columns.
+                ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+                self.categories_[column] = [name for name, _ in ranked[: self.max_categories]]
         self.feature_names_out_ = np.array(self._names(), dtype=object)
         return self
 
@@ -184,23 +171,12 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "kinds_")
-        frame = self._frame(X, reset=False)
-        blocks: list[np.ndarray] = []
-        for column in self.columns_:
-            kind, series = self.kinds_[column], frame[column]
-            if kind in ("numeric", "boolean"):
-                blocks += self._number_blocks(column, self._parsed_numbers(kind, series))
-            elif kind == "categorical":
-                text = clean_text(series).fillna(MISSING_CATEGORY).to_numpy()
-                blocks.append(self._category_block(column, text))
-        if not blocks:
-            return np.zeros((len(frame), 0))
-        return np.hstack(blocks)
+        return self._encode(self._frame(X, reset=False), None)
 
     def transform_rows(self, X: Any) -> np.ndarray:
-        """``transform`` for a few rows (the online API's path), value by value instead of one
-        pandas pass per column; same output. A column holding anything but plain numbers (numeric
-        columns) or plain scalars (categorical ones) goes through ``transform``'s parsers."""
+        """``transform`` for a few rows (the online API's path): value by value instead of one
+        pandas pass per column, same output. A column holding anything but plain numbers or
+        scalars goes through ``transform``'s parsers."""
         check_is_fitted(self, "kinds_")
         names = getattr(self, "feature_names_in_", None)
         if (
@@ -208,23 +184,31 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
             or list(X.columns) != list(names)
         ):  # fmt: skip
             return self.transform(X)
-        values = X.to_numpy(dtype=object)
+        return self._encode(X, X.to_numpy(dtype=object))
+
+    def _encode(self, frame: pd.DataFrame, values: np.ndarray | None) -> np.ndarray:
+        """The model matrix; ``values`` (the frame as objects) enables the per-value fast path."""
         blocks: list[np.ndarray] = []
         for j, column in enumerate(self.columns_):
-            kind = self.kinds_[column]
+            kind, series = self.kinds_[column], frame.iloc[:, j]
             if kind in ("numeric", "boolean"):
-                raw = _plain_numbers(values[:, j])
+                raw = None if values is None else _plain_numbers(values[:, j])
                 if raw is None:
-                    raw = self._parsed_numbers(kind, X.iloc[:, j])
-                blocks += self._number_blocks(column, raw)
+                    raw = self._parsed_numbers(kind, series)
+                blocks.append(np.where(np.isnan(raw), self.medians_[column], raw)[:, None])
+                if column in self.indicators_:
+                    blocks.append(np.isnan(raw).astype(float)[:, None])
             elif kind == "categorical":
-                text = _plain_categories(values[:, j])
+                text = None if values is None else _plain_categories(values[:, j])
                 if text is None:
-                    text = clean_text(X.iloc[:, j]).fillna(MISSING_CATEGORY).to_numpy()
-                blocks.append(self._category_block(column, text))
-        if not blocks:
-            return np.zeros((len(X), 0))
-        return np.hstack(blocks)
+                    text = clean_text(series).fillna(MISSING_CATEGORY).to_numpy()
+                categories = self.categories_[column]
+                if self.encoding == "onehot":
+                    blocks.append((text[:, None] == np.array(categories)[None, :]).astype(float))
+                else:
+                    codes = {value: i + 1 for i, value in enumerate(categories)}
+                    blocks.append(np.array([codes.get(v, 0) for v in text], dtype=float)[:, None])
+        return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
 
     def _parsed_numbers(self, kind: str, series: pd.Series) -> np.ndarray:
         values = parse_boolean(series) if kind == "boolean" else None
@@ -233,19 +217,6 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         if values is None:
             return np.full(len(series), np.nan)
         return values.to_numpy(dtype=float)
-
-    def _number_blocks(self, column: str, raw: np.ndarray) -> list[np.ndarray]:
-        blocks = [np.where(np.isnan(raw), self.medians_[column], raw)[:, None]]
-        if column in self.indicators_:
-            blocks.append(np.isnan(raw).astype(float)[:, None])
-        return blocks
-
-    def _category_block(self, column: str, text: np.ndarray) -> np.ndarray:
-        categories = self.categories_[column]
-        if self.encoding == "onehot":
-            return (text[:, None] == np.array(categories)[None, :]).astype(float)
-        codes = {value: i + 1 for i, value in enumerate(categories)}
-        return np.array([codes.get(v, 0) for v in text], dtype=float)[:, None]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_out_")
@@ -390,13 +361,10 @@ def prepare_data(
             f"{threshold} of each are needed (or allow small data explicitly)"
         )
 
-    older, holdout = out_of_time_split(
-        data, settings.holdout_fraction, EVENT_TIMESTAMP if has_time else None
-    )
+    by = EVENT_TIMESTAMP if has_time else None
+    older, holdout = out_of_time_split(data, settings.holdout_fraction, by)
     # Validation is the newest slice of the older part, so model choice is out of time as well.
-    train, validation = out_of_time_split(
-        older, settings.holdout_fraction, EVENT_TIMESTAMP if has_time else None
-    )
+    train, validation = out_of_time_split(older, settings.holdout_fraction, by)
     for part, rows in (("training", train), ("validation", validation), ("holdout", holdout)):
         if rows[LABEL].nunique() < 2:
             raise UserError(
@@ -413,8 +381,7 @@ def attach_oracle(data: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         raise UserError(f"truth table lacks column(s) {missing}")
     truth = truth[[*keys, "p"]].rename(columns={"p": ORACLE_P})
     if EVENT_TIMESTAMP in keys:
-        truth = truth.assign(**{EVENT_TIMESTAMP: pd.to_datetime(truth[EVENT_TIMESTAMP])})
-        truth[EVENT_TIMESTAMP] = truth[EVENT_TIMESTAMP].astype("datetime64[ns]")
+        truth[EVENT_TIMESTAMP] = pd.to_datetime(truth[EVENT_TIMESTAMP]).astype("datetime64[ns]")
     data = data.drop(columns=[ORACLE_P], errors="ignore")
     merged = data.merge(truth.drop_duplicates(keys), on=keys, how="left", validate="many_to_one")
     merged.index = data.index
@@ -517,21 +484,15 @@ class Selection:
 @contextmanager
 def _one_thread(model: Any) -> Iterator[None]:
     """Predict on the calling thread while timing, as the service scores (a fitted model keeps
-    its training thread count for batch use afterwards)."""
+    its training thread count for batch use afterwards; XGBoost passes it on to its booster)."""
     n_jobs = model.get_params(deep=False).get("n_jobs") if hasattr(model, "get_params") else None
-    if n_jobs is None:
-        yield
-        return
-    booster = model.get_booster() if hasattr(model, "get_booster") else None
-    model.set_params(n_jobs=1)
-    if booster is not None:
-        booster.set_param({"nthread": 1})
+    if n_jobs is not None:
+        model.set_params(n_jobs=1)
     try:
         yield
     finally:
-        model.set_params(n_jobs=n_jobs)
-        if booster is not None:
-            booster.set_param({"nthread": n_jobs})
+        if n_jobs is not None:
+            model.set_params(n_jobs=n_jobs)
 
 
 def single_row_latency(model: Any, x: np.ndarray) -> tuple[float, float]:
@@ -567,6 +528,17 @@ def time_folds(
     return []
 
 
+Matrices = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_fit, y_fit, x_score, y_score
+
+
+def _matrices(
+    encoding: str, fit_rows: pd.DataFrame, score_rows: pd.DataFrame, features: list[str]
+) -> tuple[TablePreprocessor, Matrices]:
+    prep = TablePreprocessor(encoding=encoding).fit(fit_rows[features])
+    x_fit, x_score = prep.transform(fit_rows[features]), prep.transform(score_rows[features])
+    return prep, (x_fit, fit_rows[LABEL].to_numpy(), x_score, score_rows[LABEL].to_numpy())
+
+
 def select_model(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -593,29 +565,19 @@ def select_model(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     window = pd.concat([train, validation])
-    y_window = window[LABEL].to_numpy()
-    folds = time_folds(y_window) if len(window) < cv_below_rows else []
+    folds = time_folds(window[LABEL].to_numpy()) if len(window) < cv_below_rows else []
     n_jobs = N_JOBS if len(train) >= THREADED_FROM_ROWS else 1
-    # Per encoding: the final preprocessor (fitted on train) and the (fit, score) matrices each
-    # trial is scored on — every fold with its own preprocessor, or train → validation.
+    # Per encoding: the final preprocessor (fitted on train) with the train → validation matrices,
+    # and the (fit, score) matrices each trial is scored on: every fold with its own preprocessor.
     final_prep: dict[str, TablePreprocessor] = {}
-    splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    scoring: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
+    splits: dict[str, Matrices] = {}
+    scoring: dict[str, list[Matrices]] = {}
     for encoding in sorted({c.encoding for c in candidates}):
-        prep = TablePreprocessor(encoding=encoding).fit(train[features])
-        final_prep[encoding] = prep
-        splits[encoding] = (prep.transform(train[features]), train[LABEL].to_numpy(),
-                            prep.transform(validation[features]), validation[LABEL].to_numpy())  # fmt: skip
-        scoring[encoding] = [splits[encoding]]
-        if folds:
-            scoring[encoding] = []
-            for fit, block in folds:
-                rows, held = window.iloc[fit], window.iloc[block]
-                fold_prep = TablePreprocessor(encoding=encoding).fit(rows[features])
-                scoring[encoding].append(
-                    (fold_prep.transform(rows[features]), y_window[fit],
-                     fold_prep.transform(held[features]), y_window[block])
-                )  # fmt: skip
+        final_prep[encoding], splits[encoding] = _matrices(encoding, train, validation, features)
+        scoring[encoding] = [
+            _matrices(encoding, window.iloc[fit], window.iloc[block], features)[1]
+            for fit, block in folds
+        ] or [splits[encoding]]
     method = "time_cv" if folds else "validation_split"
 
     trials: list[dict[str, Any]] = []
@@ -666,10 +628,8 @@ def select_model(
 
     validation_auc: dict[str, float] = {}
     cv_auc: dict[str, dict[str, Any]] = {}
-    for candidate in candidates:
-        kept = kept_by_name.get(candidate.name)
-        if kept is None:
-            continue
+    for candidate in (c for c in candidates if c.name in kept_by_name):
+        kept = kept_by_name[candidate.name]
         if folds:  # fold models saw validation rows: the kept model is the one fitted on train
             x_train, y_train, x_val, y_val = splits[candidate.encoding]
             kept["model"] = candidate.build(
@@ -698,12 +658,8 @@ def latency_metrics(selection: Selection) -> dict[str, float]:
     for trial in selection.trials:
         key = f"predict_p99_ms_{trial['candidate']}"
         out[key] = min(out.get(key, math.inf), trial["predict_p99_ms"])
-        chosen = trial["candidate"] == selection.candidate and trial["params"] == selection.params
-        if chosen:
-            out |= {
-                "predict_p50_ms": trial["predict_p50_ms"],
-                "predict_p99_ms": trial["predict_p99_ms"],
-            }
+        if trial["candidate"] == selection.candidate and trial["params"] == selection.params:
+            out |= {k: trial[k] for k in ("predict_p50_ms", "predict_p99_ms")}
     return out
 
 
@@ -737,16 +693,14 @@ def default_model_baselines(
         # random_state only fixes the early-stopping split it draws on more than 10,000 rows.
         "hgb": ("ordinal", HistGradientBoostingClassifier(random_state=seed)),
     }
-    y = holdout[LABEL].to_numpy()
     # HistGradientBoosting takes every core through OpenMP, whose threads spin-wait on a busy
     # machine (a 300-row fit: 0.06 s on one thread, 4-12 s on all); the candidates' thread rule.
     threads = N_JOBS if len(train) >= THREADED_FROM_ROWS else 1
     out = {}
     for name, (encoding, model) in models.items():
-        prep = TablePreprocessor(encoding=encoding).fit(train[features])
+        _, (x_train, y_train, x_holdout, y) = _matrices(encoding, train, holdout, features)
         with threadpool_limits(limits=threads, user_api="openmp"):
-            model.fit(prep.transform(train[features]), train[LABEL].to_numpy())
-            p = model.predict_proba(prep.transform(holdout[features]))[:, 1]
+            p = model.fit(x_train, y_train).predict_proba(x_holdout)[:, 1]
         out[f"holdout_auc_baseline_{name}"] = float(roc_auc_score(y, p))
     return out
 
@@ -816,11 +770,7 @@ def shap_summary(
     return fig, dict(sorted(importance.items(), key=lambda kv: -kv[1]))
 
 
-# --- MLflow ----------------------------------------------------------------------------------
-
-
-def public_settings(settings: Settings) -> dict[str, Any]:
-    return settings.model_dump(mode="json", exclude=set(PRIVATE_SETTINGS))
+# --- Training entry point --------------------------------------------------------------------
 
 
 def data_window(prepared: PreparedData) -> str:
@@ -833,9 +783,6 @@ def data_window(prepared: PreparedData) -> str:
         f"train {older.min():%Y-%m-%d}..{older.max():%Y-%m-%d}; "
         f"holdout {newest.min():%Y-%m-%d}..{newest.max():%Y-%m-%d}"
     )
-
-
-# --- Training entry point --------------------------------------------------------------------
 
 
 def train_classifier(
@@ -858,9 +805,9 @@ def train_classifier(
 ) -> TrainResult:
     """Train, evaluate, log and register one classifier; bad input raises UserError, no run left.
 
-    ``exclude``: columns never to use; the data checks (``crm_predict.training.data_checks``) then drop
-    constant, identifier-like and near-duplicate columns and stop on target leakage unless
-    ``allow_leakage`` — all before any model is fitted or anything is logged.
+    ``exclude``: columns never to use; the data checks (``data_checks``) then drop constant,
+    identifier-like and near-duplicate columns and stop on target leakage unless
+    ``allow_leakage``, all before any model is fitted or anything is logged.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -869,53 +816,37 @@ def train_classifier(
     roles = {"target": target, "id": id_column, "time": time_column}
     frame = apply_exclusions(frame, exclude, roles) if frame is not None else frame
     prepared = prepare_data(
-        settings,
-        frame,
-        target=target,
-        id_column=id_column,
-        time_column=time_column,
-        truth=truth,
-        min_class_count=min_class_count,
-        allow_small_data=allow_small_data,
-    )
+        settings, frame, target=target, id_column=id_column, time_column=time_column,
+        truth=truth, min_class_count=min_class_count, allow_small_data=allow_small_data,
+    )  # fmt: skip
+    older = pd.concat([prepared.train, prepared.validation])
     checks = check_table(
-        pd.concat([prepared.train, prepared.validation]),
-        prepared.features,
-        LABEL,
-        allow_leakage=allow_leakage,
-        excluded=list(exclude),
+        older, prepared.features, LABEL, allow_leakage=allow_leakage, excluded=list(exclude)
     )
     if not checks.features:
         raise UserError(
             "no feature columns left after the data checks dropped "
             f"{', '.join(checks.dropped) or 'none'}; nothing was trained"
         )
-    prepared.features = checks.features
-    features, holdout = prepared.features, prepared.holdout
+    prepared.features = features = checks.features
+    holdout = prepared.holdout
     selection = select_model(
-        prepared.train,
-        prepared.validation,
-        features,
-        n_trials=settings.optuna_trials,
-        seed=settings.seed,
-        candidates=candidates,
-        latency_budget_ms=settings.predict_latency_budget_ms,
-        cv_below_rows=settings.cv_below_rows,
-    )
+        prepared.train, prepared.validation, features, n_trials=settings.optuna_trials,
+        seed=settings.seed, candidates=candidates,
+        latency_budget_ms=settings.predict_latency_budget_ms, cv_below_rows=settings.cv_below_rows,
+    )  # fmt: skip
     pipeline = calibrated_pipeline(selection, prepared.validation, features, calibration)
 
     y = holdout[LABEL].to_numpy()
     p_after = pipeline.predict_proba(holdout[features])[:, 1]
     x_holdout = selection.preprocessor.transform(holdout[features])
     p_before = selection.estimator.predict_proba(x_holdout)[:, 1]
-    metrics = holdout_metrics(y, p_after)
     before = holdout_metrics(y, p_before)
-    metrics |= {"brier_uncalibrated": before["brier"], "ece_uncalibrated": before["ece"]}
-    metrics |= selection_metrics(selection)
-    metrics |= latency_metrics(selection)
+    metrics = holdout_metrics(y, p_after) | {
+        "brier_uncalibrated": before["brier"], "ece_uncalibrated": before["ece"]
+    }  # fmt: skip
+    metrics |= selection_metrics(selection) | latency_metrics(selection)
     metrics |= default_model_baselines(prepared.train, holdout, features, settings.seed)
-
-    older = pd.concat([prepared.train, prepared.validation])
     baseline = spec.baseline(older, holdout)
     if baseline is not None:
         metrics["baseline_auc"] = float(roc_auc_score(y, baseline))
@@ -969,17 +900,17 @@ def train_classifier(
         "predict_latency_budget_ms": settings.predict_latency_budget_ms,
         "allow_leakage": allow_leakage,
     } | {f"model.{key}": value for key, value in selection.params.items()}
-    return _log_run(
+    logged = log_sklearn_run(
         client,
         spec.name,
         pipeline,
-        holdout_table,
-        older[features],
+        older[features].head(5),
+        holdout=holdout_table,
         metrics=metrics,
         params=params,
         tags=tags,
         dicts={
-            "config/settings.json": public_settings(settings),
+            "config/settings.json": settings.model_dump(mode="json", exclude=set(PRIVATE_SETTINGS)),
             "config/rules.json": settings.load_rules().as_dict(),  # the file in effect
             "selection/validation_auc.json": selection.validation_auc,
             "selection/summary.json": selection.summary(),
@@ -988,68 +919,11 @@ def train_classifier(
             "data_checks.json": checks.as_dict(),
         },
         figures={"plots/calibration.png": calibration_fig, "plots/shap_summary.png": shap_fig},
-        candidate=selection.candidate,
-        features=features,
-        data_checks=checks,
     )
-
-
-def model_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{package}=={version(package)}" for package in MODEL_REQUIREMENTS]
-
-
-def _log_run(
-    client: Any,
-    name: str,
-    pipeline: Any,
-    holdout_table: pd.DataFrame,
-    train_features: pd.DataFrame,
-    *,
-    metrics: dict[str, float],
-    params: dict[str, Any],
-    tags: dict[str, str],
-    dicts: dict[str, Any],
-    figures: dict[str, Any],
-    candidate: str,
-    features: list[str],
-    data_checks: DataChecks | None = None,
-) -> TrainResult:
-    """Log one finished training to MLflow and register it; a failure deletes the run."""
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-
-    example = train_features.head(5).copy()
-    # Integer columns become doubles in the schema: a blank at scoring time arrives as NaN.
-    for column in example.columns:
-        if pd.api.types.is_integer_dtype(example[column]):
-            example[column] = example[column].astype(float)
-    signature = infer_signature(example, pipeline.predict_proba(example))
-    # skops refuses unknown types on load unless listed; these are exactly the types we saved.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-
-    def log_model() -> Any:
-        return mlflow.sklearn.log_model(
-            pipeline,
-            name=name,
-            signature=signature,
-            input_example=example,
-            registered_model_name=name,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="skops",
-            skops_trusted_types=trusted,
-            pip_requirements=model_requirements(),
-        )
-
-    logged = log_run(
-        client, name, log_model, holdout=holdout_table, params=params, metrics=metrics,
-        tags=tags, dicts=dicts, figures=figures,
-    )  # fmt: skip
     return TrainResult(
-        name, logged.run_id, int(logged.version), candidate, metrics, features, data_checks
-    )
+        spec.name, logged.run_id, int(logged.version), selection.candidate, metrics, features,
+        checks,
+    )  # fmt: skip
 
 
 # --- Scoring with a registered version -------------------------------------------------------

@@ -143,37 +143,30 @@ def parse_numeric(series: pd.Series, min_share: float = 0.95) -> pd.Series | Non
     return None
 
 
-def _parsed(series: pd.Series) -> tuple[str, pd.Series]:
-    """("numeric", floats) or ("categorical", stripped text with NaN), as the model will see it;
-    ("ignored", series) for datetimes, which the preprocessor drops."""
+def column_kind(series: pd.Series, numeric_share: float = 0.95) -> tuple[str, pd.Series]:
+    """How the model sees a column: ("boolean" | "numeric", floats), ("categorical", stripped
+    text with NaN) or ("ignored", the series) for datetimes, which the preprocessor drops."""
     if pd.api.types.is_datetime64_any_dtype(series):
         return "ignored", series
     values = parse_boolean(series)
-    if values is None:
-        values = parse_numeric(series)
     if values is not None:
-        return "numeric", values.reset_index(drop=True)
-    return "categorical", clean_text(series).reset_index(drop=True)
+        return "boolean", values
+    values = parse_numeric(series, numeric_share)
+    if values is not None:
+        return "numeric", values
+    return "categorical", clean_text(series)
 
 
 # --- Univariate separation -------------------------------------------------------------------
 
 
-def auc(score: np.ndarray, y: np.ndarray) -> float:
-    """ROC AUC of ``score`` for the 0/1 labels ``y`` (ties count half), by ranks."""
-    from scipy.stats import rankdata
-
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    if positives == 0 or negatives == 0:
-        return 0.5
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
 def separation(score: np.ndarray, y: np.ndarray) -> float:
-    """How well a score alone ranks the labels, either way round: max(AUC, 1 − AUC)."""
-    value = auc(score, y)
+    """How well a score alone ranks the 0/1 labels, either way round: max(AUC, 1 − AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    if y.min() == y.max():
+        return 0.5
+    value = float(roc_auc_score(y, score))
     return max(value, 1.0 - value)
 
 
@@ -263,7 +256,7 @@ def _duplicates(
             taken.add(column)
         else:
             by_partition[key] = column
-    numeric = [c for c in columns if parsed[c][0] == "numeric" and c not in taken]
+    numeric = [c for c in columns if parsed[c][0] != "categorical" and c not in taken]
     if len(numeric) > 1:
         table = pd.DataFrame({c: parsed[c][1].to_numpy(dtype=float) for c in numeric})
         corr = table.corr(min_periods=3).abs().to_numpy()
@@ -295,7 +288,7 @@ def check_table(
     y = frame[label].to_numpy(dtype=float)
     n = len(frame)
     findings: list[Finding] = []
-    parsed = {c: _parsed(frame[c]) for c in features}
+    parsed = {c: column_kind(frame[c]) for c in features}
     remaining = [c for c in features if parsed[c][0] != "ignored"]
 
     def drop(column: str, check: str, value: str, score: float, other: str | None = None):
@@ -316,7 +309,7 @@ def check_table(
     leaks: list[Finding] = []
     for column in remaining:
         kind, values = parsed[column]
-        if kind == "numeric":
+        if kind != "categorical":
             score = numeric_separation(values.to_numpy(dtype=float), y)
         else:
             score = categorical_separation(values, y)

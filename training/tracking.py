@@ -1,7 +1,6 @@
 """Logging one finished training to MLflow: the contract every model shares (params, tags,
-metrics, dicts, figures, the holdout table, the model registered with alias ``challenger``), with
-the model itself logged in its own flavour (an sklearn pipeline, or a pyfunc for CLV and next best
-time)."""
+metrics, dicts, figures, the holdout table, the model registered with alias ``challenger``), the
+model itself in its own flavour (an sklearn pipeline, or a pyfunc for CLV and next best time)."""
 
 from __future__ import annotations
 
@@ -18,6 +17,9 @@ from mlflow import MlflowClient
 
 from crm_predict.core.tracking import CHALLENGER, experiment_id
 
+# What a logged classifier pipeline needs to load.
+SKLEARN_REQUIREMENTS = ("scikit-learn", "xgboost", "skops", "pandas", "numpy", "scipy", "mlflow")
+
 
 @dataclass(frozen=True)
 class LoggedModel:
@@ -25,14 +27,21 @@ class LoggedModel:
     version: str
 
 
+def pinned(packages: tuple[str, ...]) -> list[str]:
+    """``packages`` at their installed versions: listed, not inferred, because MLflow infers
+    them by re-importing the model in a subprocess (slow)."""
+    return [f"{p}=={version(p)}" for p in packages]
+
+
 @contextmanager
 def tracking_at(client: Any) -> Iterator[None]:
-    """Point the fluent MLflow API at the client's stores for the duration of a run."""
+    """Point the fluent MLflow API at the client's store for the duration of a run. The project's
+    clients keep runs and models in one store (registry URI = tracking URI)."""
     import mlflow
 
     old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client._registry_uri)
+    mlflow.set_registry_uri(client.tracking_uri)
     try:
         yield
     finally:
@@ -56,8 +65,8 @@ def log_run(
     """Log one finished training and register it as ``name`` (alias ``challenger``).
 
     ``log_model()`` logs the model inside the run with ``registered_model_name=name`` and returns
-    MLflow's ``ModelInfo``. Everything is computed before this is called; a failure while logging
-    deletes the run and the version, so a broken run never reaches the registry.
+    MLflow's ``ModelInfo``. A failure while logging deletes the run and the version, so a broken
+    run never reaches the registry.
     """
     import matplotlib.pyplot as plt
     import mlflow
@@ -96,6 +105,39 @@ def log_run(
     return LoggedModel(run_id=run_id, version=model_version)
 
 
+def log_sklearn_run(
+    client: MlflowClient, name: str, pipeline: Any, example: pd.DataFrame, **run: Any
+) -> LoggedModel:
+    """:func:`log_run` with a fitted sklearn pipeline scoring by ``predict_proba``, saved with
+    skops; ``example``: a few training rows of its feature columns."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    # Integer columns become doubles in the schema: a blank at scoring time arrives as NaN.
+    example = example.astype(
+        {c: float for c in example if pd.api.types.is_integer_dtype(example[c])}
+    )
+    signature = infer_signature(example, pipeline.predict_proba(example))
+    # skops refuses unknown types on load unless listed; these are exactly the types saved.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+
+    def log_model() -> Any:
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name=name,
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            pip_requirements=pinned(SKLEARN_REQUIREMENTS),
+        )
+
+    return log_run(client, name, log_model, **run)
+
+
 def log_pyfunc_run(
     client: MlflowClient,
     name: str,
@@ -119,8 +161,7 @@ def log_pyfunc_run(
             signature=infer_signature(input_example, output_example),
             input_example=input_example,
             registered_model_name=name,
-            # Listed, not inferred: inference re-imports the model in a subprocess (slow).
-            pip_requirements=[f"{p}=={version(p)}" for p in ("mlflow", *requirements)],
+            pip_requirements=pinned(("mlflow", *requirements)),
         )
 
     return log_run(client, name, log_model, **run)
