@@ -111,14 +111,12 @@ def compare_versions(
         key=lambda info: int(info.version),
     )
     if not is_classifier(name):
-        directions = key_metrics(name)
-        table = pd.DataFrame(
-            [
-                {"version": _row_label(i), **{m: i.metrics.get(m, np.nan) for m in directions}}
-                for i in infos
-            ]
-        )
-        return Comparison(name, infos, "logged (each version's own holdout)", None, table)
+        logged = [
+            {"version": _row_label(i), **{m: i.metrics.get(m, np.nan) for m in key_metrics(name)}}
+            for i in infos
+        ]
+        rows = "logged (each version's own holdout)"
+        return Comparison(name, infos, rows, None, pd.DataFrame(logged))
 
     frame = holdout_rows([load_holdout(client, info.run_id) for info in infos], rows)
     labels = frame[LABEL].to_numpy(dtype=int)

@@ -49,11 +49,10 @@ def _quality_plots(client: MlflowClient, run_id: str, path: str | None = None) -
     """Artifact paths of PNGs whose name mentions calibration or lift, searched recursively."""
     found = []
     for item in client.list_artifacts(run_id, path):
+        lowered = item.path.lower()
         if item.is_dir:
             found.extend(_quality_plots(client, run_id, item.path))
-        elif item.path.lower().endswith(".png") and any(
-            k in item.path.lower() for k in PLOT_KEYWORDS
-        ):
+        elif lowered.endswith(".png") and any(k in lowered for k in PLOT_KEYWORDS):
             found.append(item.path)
     return sorted(found)
 

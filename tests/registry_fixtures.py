@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from crm_predict.core.metrics import classification_metrics
+from crm_predict.core.tracking import experiment_id
 
 FEATURES = ["activity", "recency", "region"]
 
@@ -88,15 +89,22 @@ def classifier_pipeline(features: list[str], frame: pd.DataFrame, seed: int = 0)
     return Pipeline([("prep", prep), ("model", LogisticRegression(random_state=seed))])
 
 
-def experiment_for(client: MlflowClient, name: str) -> str:
-    """Experiment per model name, with artifacts beside the sqlite file (not in the cwd)."""
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    db_path = Path(client.tracking_uri.removeprefix("sqlite:///"))
-    return client.create_experiment(
-        name, artifact_location=str(db_path.parent / "artifacts" / name)
-    )
+def _log_holdout_and_register(
+    client: MlflowClient, name: str, run_id: str, holdout: pd.DataFrame, source: str, card: bool
+) -> str:
+    """The holdout artifact, a new version of ``name`` from ``source`` and (``card``) its card."""
+    tmp = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / f"holdout-{run_id}"
+    tmp.mkdir()
+    holdout.to_parquet(tmp / "holdout.parquet", index=False)
+    client.log_artifact(run_id, str(tmp / "holdout.parquet"), str(Path(HOLDOUT_ARTIFACT).parent))
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = str(client.create_model_version(name, source=source, run_id=run_id).version)
+    if card:
+        from crm_predict.registry.card import write_model_card
+
+        write_model_card(client, name, version)
+    return version
 
 
 def log_classifier_version(
@@ -138,7 +146,7 @@ def log_classifier_version(
         }
     metrics.update(extra_metrics or {})
 
-    with mlflow.start_run(experiment_id=experiment_for(client, name)) as run:
+    with mlflow.start_run(experiment_id=experiment_id(client, name)) as run:
         run_id = run.info.run_id
         mlflow.log_params({"estimator": "logistic_regression", **(params or {})})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -158,19 +166,7 @@ def log_classifier_version(
             model, name="model", signature=signature, pip_requirements=["scikit-learn"],
             serialization_format="skops", skops_trusted_types=trusted,
         )  # fmt: skip
-    tmp = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / f"holdout-{run_id}"
-    tmp.mkdir()
-    holdout.to_parquet(tmp / "holdout.parquet", index=False)
-    client.log_artifact(run_id, str(tmp / "holdout.parquet"), str(Path(HOLDOUT_ARTIFACT).parent))
-
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    version = client.create_model_version(name, source=info.model_uri, run_id=run_id).version
-    if card:
-        from crm_predict.registry.card import write_model_card
-
-        write_model_card(client, name, version)
-    return str(version)
+    return _log_holdout_and_register(client, name, run_id, holdout, info.model_uri, card)
 
 
 def log_metrics_version(
@@ -184,22 +180,11 @@ def log_metrics_version(
 ) -> str:
     """A pyfunc-style version (CLV, next-best-time) as the registry sees it: logged metrics,
     contract tags and a holdout; the registry never loads these models, so no model is logged."""
-    run_id = client.create_run(experiment_for(client, name)).info.run_id
+    run_id = client.create_run(experiment_id(client, name)).info.run_id
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
     client.set_tag(run_id, "feature_names", json.dumps(features))
     client.set_tag(run_id, "feature_service", f"{name}_features")
-    tmp = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / f"holdout-{run_id}"
-    tmp.mkdir()
-    holdout.to_parquet(tmp / "holdout.parquet", index=False)
-    client.log_artifact(run_id, str(tmp / "holdout.parquet"), str(Path(HOLDOUT_ARTIFACT).parent))
     client.set_terminated(run_id)
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    version = str(client.create_model_version(name, source=source, run_id=run_id).version)
-    if card:
-        from crm_predict.registry.card import write_model_card
-
-        write_model_card(client, name, version)
-    return version
+    return _log_holdout_and_register(client, name, run_id, holdout, source, card)

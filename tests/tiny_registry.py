@@ -6,6 +6,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from crm_predict.core.tracking import experiment_id
+
 
 def write_png(path: Path) -> None:
     """A small real PNG (a diagonal line)."""
@@ -21,13 +23,7 @@ def register_version(
 ) -> str:
     """A run with ``metrics`` (and ``calibration.png`` under plots/ and holdout/ if ``plot_dir``)
     registered as a new version of ``name``; returns the version."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:  # artifacts beside the sqlite tracking db, not in ./mlruns
-        root = Path(client.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-        experiment_id = client.create_experiment(name, artifact_location=root.as_uri())
-    else:
-        experiment_id = experiment.experiment_id
-    run = client.create_run(experiment_id)
+    run = client.create_run(experiment_id(client, name))  # artifacts beside the sqlite db
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     if plot_dir is not None:
