@@ -36,7 +36,6 @@ MODEL = ModelSpec(
         ("customer_transactions", None),
         ("customer_behaviour", None),
     ),
-    quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that a customer places no order in the next 90 days; written as the "
     "churn_risk tag (high → retention task for high-value customers).",
     known_limits="A 90-day window: seasonal buyers with longer gaps look like churners.",

@@ -27,7 +27,6 @@ MODEL = ModelSpec(
     score_output="p_win",
     label="won",
     views=(("deal_activity", None),),
-    quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that an open deal is won, scored 21 days after creation; shown "
     "as health 0–100 and a green/yellow/red colour (red → rescue task).",
     known_limits="Only closed deals carry labels, so very long open deals are under-represented.",

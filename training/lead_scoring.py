@@ -46,7 +46,6 @@ MODEL = ModelSpec(
         ("lead_behaviour", None),
         ("rule_based_lead_score", ("rule_score",)),
     ),
-    quality=("auc", "baseline_auc", "oracle_auc"),
     purpose="Probability that a lead converts within 90 days, scored 7 days after it was "
     "created; shown as a 1–99 score with grades A–D and top reasons.",
     known_limits="Trained on leads older than 7 days; leads converted in their first week "

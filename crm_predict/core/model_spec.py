@@ -30,9 +30,10 @@ class ModelSpec:
     label: str  # the ``crm_predict.features.labels.LABELS`` entry giving its rows and labels
     # Its FeatureService: (feature view, features; None: every feature of the view) pairs.
     views: tuple[tuple[str, tuple[str, ...] | None], ...]
-    quality: tuple[str, str, str]  # (holdout metric, baseline metric, oracle metric)
     purpose: str  # the model card's "what it predicts"
     known_limits: str  # the model card's model-specific limit
+    # (holdout metric, baseline metric, oracle metric): the quality it is judged by.
+    quality: tuple[str, str, str] = ("auc", "baseline_auc", "oracle_auc")
     # The probability cut the fairness gates compare groups at (None: not a classifier).
     decision_threshold: Callable[[Rules], float] | None = None
     lower_is_better: bool = False  # of ``quality[0]``
