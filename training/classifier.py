@@ -190,18 +190,18 @@ class TablePreprocessor(TransformerMixin, BaseEstimator):
         """The model matrix; ``values`` (the frame as objects) enables the per-value fast path."""
         blocks: list[np.ndarray] = []
         for j, column in enumerate(self.columns_):
-            kind, series = self.kinds_[column], frame.iloc[:, j]
+            kind = self.kinds_[column]
             if kind in ("numeric", "boolean"):
                 raw = None if values is None else _plain_numbers(values[:, j])
                 if raw is None:
-                    raw = self._parsed_numbers(kind, series)
+                    raw = self._parsed_numbers(kind, frame.iloc[:, j])
                 blocks.append(np.where(np.isnan(raw), self.medians_[column], raw)[:, None])
                 if column in self.indicators_:
                     blocks.append(np.isnan(raw).astype(float)[:, None])
             elif kind == "categorical":
                 text = None if values is None else _plain_categories(values[:, j])
                 if text is None:
-                    text = clean_text(series).fillna(MISSING_CATEGORY).to_numpy()
+                    text = clean_text(frame.iloc[:, j]).fillna(MISSING_CATEGORY).to_numpy()
                 categories = self.categories_[column]
                 if self.encoding == "onehot":
                     blocks.append((text[:, None] == np.array(categories)[None, :]).astype(float))

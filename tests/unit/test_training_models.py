@@ -26,22 +26,16 @@ HOLDOUT_METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10")
 FLOOR_MULTIPLE = 5
 
 
-def _split(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3))
-    frame = pd.DataFrame(x, columns=["a", "b", "c"])
-    frame["label"] = (x[:, 0] - x[:, 1] + rng.normal(size=n) > 0).astype(int)
-    return frame.iloc[:400], frame.iloc[400:], ["a", "b", "c"]
-
-
 @pytest.fixture(scope="module")
 def floor_ms() -> float:
     """This run's floor: the single-row predict p99 of a fitted logistic regression (the
-    search's cheapest family), timed as the search times its trials."""
+    search's cheapest family), timed as the search times its trials; the least of three, so a
+    hiccup does not lift every budget."""
     train, _, features = _split()
     x = train[features].to_numpy()
     linear = classifier.CANDIDATES[0].build(optuna.trial.FixedTrial({"C": 1.0}), 0, 1)
-    return classifier.single_row_latency(linear.fit(x, train["label"]), x)[1]
+    linear.fit(x, train["label"])
+    return min(classifier.single_row_latency(linear, x)[1] for _ in range(3))
 
 
 @pytest.fixture
@@ -205,6 +199,14 @@ def assert_nothing_logged(client, name: str) -> None:
     if experiment is not None:
         assert client.search_runs([experiment.experiment_id]) == []
     assert client.search_model_versions(f"name = '{name}'") == []
+
+
+def _split(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["label"] = (x[:, 0] - x[:, 1] + rng.normal(size=n) > 0).astype(int)
+    return frame.iloc[:400], frame.iloc[400:], ["a", "b", "c"]
 
 
 def test_search_leaves_out_a_family_too_slow_for_the_latency_budget(monkeypatch, floor_ms):
