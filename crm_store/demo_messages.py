@@ -13,14 +13,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-INTENTS = (
-    "technical_consultation",
-    "quote_request",
-    "competitor_comparison",
-    "after_sales_support",
-)
-SENTIMENTS = ("satisfied", "complaining", "hesitant")
-LANGUAGES = ("en", "zh")
+from crm_predict.core.messages import INTENTS, SENTIMENTS
+
 CHANNELS = ("email", "chat", "wechat", "call_note", "ticket")
 
 SLOTS = {

@@ -22,17 +22,10 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.messages import LANGUAGES, TS
 
-INTENTS = (
-    "technical_consultation",
-    "quote_request",
-    "competitor_comparison",
-    "after_sales_support",
-)
-SENTIMENTS = ("satisfied", "complaining", "hesitant")
-LANGUAGES = ("en", "zh")
 MAX_CHARS = 20_000
-TEXT, LANGUAGE, TS = "text", "language", "sent_at"
+TEXT, LANGUAGE = "text", "language"
 HOLDOUT_SHARE, VALIDATION_SHARE = 0.2, 0.15
 
 # The keyword rule a team would write first: the intent whose words occur most (ties: this order).

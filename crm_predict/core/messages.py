@@ -13,6 +13,15 @@ import pandas as pd
 
 from crm_predict.core.rules import TaskSpec
 
+# The vocabulary the message model reads and the demo writes.
+INTENTS = (
+    "technical_consultation",
+    "quote_request",
+    "competitor_comparison",
+    "after_sales_support",
+)
+SENTIMENTS = ("satisfied", "complaining", "hesitant")
+LANGUAGES = ("en", "zh")
 TS = "sent_at"
 
 TAG_LATEST_INTENT, TAG_COMPLAINT, TAG_NEED_PRIORITY = (
