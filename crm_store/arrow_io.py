@@ -13,6 +13,7 @@ in-memory SQLite database, another dialect).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -292,7 +293,10 @@ class _SqliteProcessReader:
         raise RuntimeError(f"SQLite reader process ended: {self.stderr.read().decode()[-2000:]}")
 
     def close(self) -> None:
-        self.process.stdin.close()  # the end of requests: the process closes the store and exits
+        # The end of requests: the process closes the store and exits. A process that already
+        # died leaves the last request unflushed, and closing would raise on it.
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -205,6 +205,7 @@ def test_a_sqlite_reader_process_answers_query_after_query(demo):
         again = reader.read("SELECT id FROM contacts ORDER BY id", {})
         assert again.equals(first) and first.num_rows > 0
         reader.process.kill()
+        reader.process.wait()  # dead before the request: its write fails, and close() still closes
         with pytest.raises(RuntimeError, match="SQLite reader process ended"):
             reader.read("SELECT 1", {})
     finally:
