@@ -181,6 +181,27 @@ class Ticket(_Entity, Base):
     subject: Mapped[str | None] = mapped_column(Text)
 
 
+class Message(_Entity, Base):
+    """What a customer wrote or was sent (email, chat, WeChat, call note, ticket body), linked to
+    the entities it concerns. ``intent`` and ``sentiment`` hold a source's own labels (the demo's
+    ground truth) when it has them; the model's reading of a message is written as tags."""
+
+    __tablename__ = "messages"
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(20))  # email, chat, wechat, call_note, ticket
+    direction: Mapped[str] = mapped_column(String(10))  # inbound / outbound
+    sent_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    language: Mapped[str | None] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(50))
+    sentiment: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Tag(_TagValue, Base):
     """The current value of one tag on one entity; older values move to ``tag_history``."""
 

@@ -4,6 +4,9 @@ import sqlite3
 from datetime import datetime, timedelta
 
 import pandas as pd
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from crm_predict.crm_store.db import (
     background_checkpoints,
     downgrade,
@@ -11,7 +14,15 @@ from crm_predict.crm_store.db import (
     session_factory,
     upgrade,
 )
-from crm_predict.crm_store.models import PredictionLog, Tag, TagHistory, Task
+from crm_predict.crm_store.models import (
+    Base,
+    Contact,
+    Message,
+    PredictionLog,
+    Tag,
+    TagHistory,
+    Task,
+)
 from crm_predict.crm_store.repository import (
     changed_since,
     create_tasks,
@@ -21,6 +32,7 @@ from crm_predict.crm_store.repository import (
     upsert_tags,
 )
 from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from crm_predict.core.rules import TaskSpec, first_contact_task
 
@@ -52,6 +64,39 @@ def test_migrations_go_up_and_down(engine):
         with engine.connect() as conn:
             options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'tags'"))
             assert options.scalar_one() == ["fillfactor=50"]
+
+
+def test_messages_migration_builds_the_model_and_goes_down_to_0007(engine):
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    # The external id's uniqueness is an index on every entity table (0007), not a constraint.
+    assert [d for d in map(str, diffs) if "messages" in d and "external_id" not in d] == []
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("messages")}
+    assert indexes["uq_messages_external_id"]["unique"]
+    assert {"ix_messages_contact_id", "ix_messages_sent_at"} <= set(indexes)
+    downgrade(engine, "0007")
+    assert "messages" not in inspect(engine).get_table_names()
+    upgrade(engine)
+
+
+def test_a_message_links_to_its_contact_and_its_external_id_is_unique(session):
+    session.add(Contact(id=1, external_id="C-1", created_at=NOW, updated_at=NOW))
+    session.flush()
+
+    def message(external_id):
+        return Message(
+            external_id=external_id, contact_id=1, channel="wechat", direction="inbound",
+            sent_at=NOW, language="zh", text="报价多少钱？", intent="quote_request",
+            sentiment="hesitant", created_at=NOW,
+        )  # fmt: skip
+
+    session.add_all([message("M-1"), message(None), message(None)])  # NULLs are distinct
+    session.commit()
+    stored = session.scalars(select(Message).where(Message.contact_id == 1)).all()
+    assert sorted(m.text for m in stored) == ["报价多少钱？"] * 3
+    session.add(message("M-1"))
+    with pytest.raises(IntegrityError):
+        session.commit()
 
 
 def test_upgrade_removes_flags_stored_as_false(engine):
