@@ -39,12 +39,6 @@ DAY_PARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evenin
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def behaviour_columns(windows: Sequence[int] = WINDOWS) -> list[str]:
-    """Names of the behaviour-window features, in declaration order."""
-    cols = [f"{group}_{w}d" for group in ACTIVITY_GROUPS for w in windows]
-    return [*cols, "days_since_last_interaction"]
-
-
 # --- Events paired with entity rows by integer positions -------------------------------------
 
 
@@ -225,16 +219,18 @@ def behaviour_windows(
     group = activity_groups(activities, groups)[take]
     age_days = days_between(ts[row], stamps)
     grouped = group >= 0
-    columns = {}
+    counts = {}
     for w in windows:  # per window, one count per (row, group)
         within = grouped & (age_days < w)
         cells = row[within] * n_groups + group[within]
-        counts = np.bincount(cells, minlength=n * n_groups).reshape(n, n_groups)
-        for j, name in enumerate(groups):
-            columns[f"{name}_{w}d"] = np.ascontiguousarray(counts[:, j])
+        counts[w] = np.bincount(cells, minlength=n * n_groups).reshape(n, n_groups)
+    columns = {
+        f"{name}_{w}d": np.ascontiguousarray(counts[w][:, j])
+        for j, name in enumerate(groups)
+        for w in windows
+    }  # in the views' declaration order
     columns["days_since_last_interaction"] = days_between(ts, latest_per_row(row, n, stamps))
-    out = times[[key, TS]].reset_index(drop=True)
-    return out.assign(**{c: columns[c] for c in behaviour_columns(windows)})
+    return times[[key, TS]].reset_index(drop=True).assign(**columns)
 
 
 def transactions(
@@ -368,14 +364,7 @@ def deal_activity(
 
     base = base.merge(_ticket_sentiment(tickets, base[[key, TS, "account_id"]], key), on=[key, TS], how="left")  # fmt: skip
     base["tickets_90d"] = base["tickets_90d"].fillna(0).astype("int64")
-    return base[[key, TS, *DEAL_ACTIVITY_COLUMNS]]
-
-
-DEAL_ACTIVITY_COLUMNS = [
-    "stage", "stage_age_days", "deal_age_days", "days_idle", "activities_30d", "close_date_slips",
-    "amount", "amount_vs_account_median", "account_prior_deals", "account_win_rate",
-    "tickets_90d", "ticket_sentiment_90d",
-]  # fmt: skip
+    return base  # with its working columns: the export's ``conform`` keeps the view's
 
 
 def _close_date_slips(history: pd.DataFrame, times: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -454,13 +443,6 @@ def contact_time_profile(
     return times[[key, TS]].reset_index(drop=True).assign(**columns)
 
 
-LEAD_PROFILE_COLUMNS = [
-    "lead_source", "lead_region", "industry", "size_band", "annual_revenue_band", "role",
-    "is_decision_maker", "gender", "age_band",
-]  # fmt: skip
-CUSTOMER_PROFILE_COLUMNS = ["region", "acquisition_source", "has_account", "gender", "age_band"]
-
-
 def as_flag(series: pd.Series) -> pd.Series:
     """A yes/no column (bool, nullable boolean or object with None) as plain bool, missing = False."""
     if series.dtype == object and set(pd.unique(series.to_numpy())) <= {True, False, None}:
@@ -497,8 +479,9 @@ def lead_profile(
     frame["account_id"] = frame["account_id"].fillna(frame["contact_account_id"])
     frame = frame.merge(account, on="account_id", how="left")
     out = pd.DataFrame({"lead_id": frame["lead_id"], TS: frame["created_at"]})
-    for col in LEAD_PROFILE_COLUMNS:
-        out[col] = as_text(frame[col]) if col != "is_decision_maker" else None
+    text = ["lead_source", "lead_region", "industry", "size_band", "annual_revenue_band", "role"]
+    for col in [*text, "gender", "age_band"]:  # the export's ``conform`` orders them
+        out[col] = as_text(frame[col])
     out["is_decision_maker"] = as_flag(frame["is_decision_maker"]).astype("int64")
     return out
 
@@ -511,7 +494,7 @@ def customer_profile(contacts: pd.DataFrame, key: str = "customer_id") -> pd.Dat
     for col in ("region", "acquisition_source", "gender", "age_band"):
         out[col] = as_text(frame[col])
     out["has_account"] = frame["account_id"].notna().astype("int64")
-    return out[[key, TS, *CUSTOMER_PROFILE_COLUMNS]]
+    return out
 
 
 def lead_behaviour(

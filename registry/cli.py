@@ -13,7 +13,6 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from crm_predict.registry.gates import GateReport
-    from mlflow import MlflowClient
 
     from crm_predict.core.settings import Settings
 
@@ -26,12 +25,6 @@ def _settings(ctx: typer.Context) -> Settings:
     from crm_predict.core.settings import Settings
 
     return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-
-
-def _client(settings: Settings) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
 def _config(settings: Settings):
@@ -68,7 +61,7 @@ def list_models(
 
     from crm_predict.core.errors import UserError
 
-    client = _client(_settings(ctx))
+    client = _settings(ctx).mlflow_client()
     names = [model] if model else sorted(m.name for m in client.search_registered_models())
     if not names:
         raise UserError("no registered models yet: train one first")
@@ -102,7 +95,7 @@ def compare(
     """Evaluate versions side by side on the same holdout rows."""
     from crm_predict.registry.compare import compare_versions, log_comparison
 
-    client = _client(_settings(ctx))
+    client = _settings(ctx).mlflow_client()
     comparison = compare_versions(client, model, versions or None, rows)
     where = f"{comparison.n_rows} rows, {comparison.rows}" if comparison.n_rows else comparison.rows
     table = Table(*comparison.table.columns, title=f"{model}: {where}")
@@ -124,7 +117,7 @@ def gates(
     from crm_predict.registry.gates import check_gates
 
     settings = _settings(ctx)
-    print_gates(check_gates(_client(settings), model, version, _config(settings)))
+    print_gates(check_gates(settings.mlflow_client(), model, version, _config(settings)))
 
 
 @app.command("promote")
@@ -143,7 +136,13 @@ def promote(
     settings = _settings(ctx)
     try:
         event, report = promote_version(
-            _client(settings), model, version, _config(settings), force=force, reason=reason, by=by
+            settings.mlflow_client(),
+            model,
+            version,
+            _config(settings),
+            force=force,
+            reason=reason,
+            by=by,
         )
     except PromotionBlocked as exc:
         print_gates(exc.report)
@@ -168,7 +167,7 @@ def rollback(
     """Point champion back at the version it replaced."""
     from crm_predict.registry.lifecycle import rollback as rollback_champion
 
-    event = rollback_champion(_client(_settings(ctx)), model, reason=reason, by=by)
+    event = rollback_champion(_settings(ctx).mlflow_client(), model, reason=reason, by=by)
     console.print(
         f"[bold]{model}[/] champion → v{event.version} (rolled back from v{event.previous})"
     )
@@ -183,7 +182,7 @@ def challenger(
     """Mark a version as challenger (training does this for every new version)."""
     from crm_predict.registry.lifecycle import on_new_version
 
-    on_new_version(_client(_settings(ctx)), model, version)
+    on_new_version(_settings(ctx).mlflow_client(), model, version)
     console.print(f"[bold]{model}[/] challenger → v{version}")
 
 
@@ -198,7 +197,7 @@ def card(
     from crm_predict.registry.card import write_model_card
 
     settings = _settings(ctx)
-    text = write_model_card(_client(settings), model, version, _config(settings))
+    text = write_model_card(settings.mlflow_client(), model, version, _config(settings))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
@@ -218,7 +217,11 @@ def resolve(
 
     settings = _settings(ctx)
     choice = resolve_model(
-        _client(settings), model, segment, alias=alias, min_class_count=settings.min_class_count
+        settings.mlflow_client(),
+        model,
+        segment,
+        alias=alias,
+        min_class_count=settings.min_class_count,
     )
     console.print(
         f"{choice.name} v{choice.version} ({choice.alias})"
@@ -243,7 +246,7 @@ def drift(
     settings = _settings(ctx)
     threshold = _config(settings).psi_threshold
     report = drift_report(
-        settings, _client(settings), model, data=data, at=at, version=version,
+        settings, settings.mlflow_client(), model, data=data, at=at, version=version,
         threshold=threshold, log=log,
     )  # fmt: skip
     table = Table(
@@ -267,7 +270,7 @@ def retrain(
     from crm_predict.registry.retrain import retrain as retrain_model
 
     settings = _settings(ctx)
-    result = retrain_model(settings, _client(settings), model, _config(settings), data=data)
+    result = retrain_model(settings, settings.mlflow_client(), model, _config(settings), data=data)
     print_gates(result.report)
     if result.promoted:
         console.print(f"[bold]{model}[/] v{result.version} promoted to champion")

@@ -271,21 +271,16 @@ def _numeric_columns(series: pd.Series, prefix: str) -> pd.DataFrame:
 
 def proxy_correlations(frame: pd.DataFrame, features: Sequence[str], protected: str) -> pd.Series:
     """Per feature, the largest |Pearson correlation| between any of its encodings and any
-    protected-group indicator (categorical × categorical = phi coefficient)."""
+    protected-group indicator (categorical × categorical = phi coefficient); 0 for a constant."""
     keep = frame[protected].notna()
     groups = pd.get_dummies(frame.loc[keep, protected].astype("string"), dtype=float)
     out = {}
     for feature in features:
         encoded = _numeric_columns(frame.loc[keep, feature], feature)
-        best = 0.0
-        for col in encoded.columns:
-            x = encoded[col]
-            for g in groups.columns:
-                pair = pd.concat([x, groups[g]], axis=1).dropna()
-                if len(pair) < 3 or pair.iloc[:, 0].std() == 0 or pair.iloc[:, 1].std() == 0:
-                    continue  # a constant has no correlation with anything
-                best = max(best, abs(float(np.corrcoef(pair.iloc[:, 0], pair.iloc[:, 1])[0, 1])))
-        out[feature] = best
+        # pandas pairs the non-missing rows of each two columns; a constant column gives NaN.
+        corr = pd.concat([encoded, groups], axis=1).corr(min_periods=3)
+        best = corr.loc[encoded.columns, groups.columns].abs().max().max()
+        out[feature] = 0.0 if pd.isna(best) else float(best)
     return pd.Series(out, dtype=float).sort_values(ascending=False)
 
 

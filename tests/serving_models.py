@@ -271,11 +271,27 @@ class FakeOnline:
         return None if self.reachable else "online store: connection refused"
 
 
+_registered: list | None = None
+
+
 def forget_bentoml_metrics() -> None:
     """BentoML registers its HTTP metrics on the process-wide Prometheus registry when an ASGI app
-    starts; a second in-process app (another test module) would register them twice."""
+    starts; a second in-process app (another test module) would register them twice. The first call
+    starts recording what the registry is given; each call unregisters the BentoML collectors so far."""
+    global _registered
     from prometheus_client import REGISTRY
 
-    for collector, names in list(REGISTRY._collector_to_names.items()):
-        if any(name.startswith("bentoml_") for name in names):
+    if _registered is None:
+        _registered = []
+        register = REGISTRY.register
+
+        def recording(collector) -> None:
+            register(collector)
+            _registered.append(collector)
+
+        REGISTRY.register = recording
+    for collector in list(_registered):
+        metrics = getattr(collector, "describe", collector.collect)()
+        if any(metric.name.startswith("bentoml_") for metric in metrics):
             REGISTRY.unregister(collector)
+            _registered.remove(collector)

@@ -74,27 +74,6 @@ class LeadRules(_RulesModel):
     def _lower(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v.lower() for v in values)  # matched case-insensitively
 
-    # The names the points had as flat fields (callers and tests still read them).
-    @property
-    def points_site_visit(self) -> int:
-        return self.points_per_activity.visit
-
-    @property
-    def points_pricing_view(self) -> int:
-        return self.points_per_activity.pricing
-
-    @property
-    def points_whitepaper(self) -> int:
-        return self.points_per_activity.content
-
-    @property
-    def points_trial_request(self) -> int:
-        return self.points_per_activity.trial
-
-    @property
-    def points_inactive_30d(self) -> int:
-        return self.points_inactive
-
 
 class DealRules(_RulesModel):
     ordered = ("yellow_at", "green_at")

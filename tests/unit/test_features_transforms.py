@@ -7,6 +7,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 from crm_predict.features import transforms as tf
+from crm_predict.features.definitions import VIEWS
 
 from crm_predict.core.rules import rule_based_lead_score
 
@@ -41,7 +42,11 @@ def test_behaviour_windows_count_only_past_events_per_window():
     assert one["days_since_last_interaction"] == pytest.approx(1.0)  # the call counts too
     none = out.set_index("contact_id").loc[3]
     assert none["site_visits_90d"] == 0 and pd.isna(none["days_since_last_interaction"])
-    assert list(out.columns) == ["contact_id", "event_timestamp", *tf.behaviour_columns()]
+    assert list(out.columns) == [
+        "contact_id",
+        "event_timestamp",
+        *VIEWS["customer_behaviour"].feature_names,
+    ]
 
 
 def test_transactions_rfm_and_spend_trend():

@@ -120,11 +120,11 @@ def _pandas_rule_score(industry, dm, region, visits, pricing, papers, trials, da
         industry.fillna("").str.lower().isin(rules.target_industries) * rules.points_target_industry
         + dm.fillna(False).astype(bool) * rules.points_decision_maker
         + ~region.fillna("").str.lower().isin(rules.target_regions) * rules.points_outside_region
-        + visits.fillna(0) * rules.points_site_visit
-        + pricing.fillna(0) * rules.points_pricing_view
-        + papers.fillna(0) * rules.points_whitepaper
-        + trials.fillna(0) * rules.points_trial_request
-        + (days.fillna(np.inf) >= 30) * rules.points_inactive_30d
+        + visits.fillna(0) * rules.points_per_activity.visit
+        + pricing.fillna(0) * rules.points_per_activity.pricing
+        + papers.fillna(0) * rules.points_per_activity.content
+        + trials.fillna(0) * rules.points_per_activity.trial
+        + (days.fillna(np.inf) >= 30) * rules.points_inactive
     ).astype(float)
 
 
@@ -185,11 +185,11 @@ def _series_rule_score(industry, dm, region, visits, pricing, papers, trials, da
         lower_in(industry, rules.target_industries) * rules.points_target_industry
         + flag(dm) * rules.points_decision_maker
         + ~lower_in(region, rules.target_regions) * rules.points_outside_region
-        + numbers(visits, 0.0) * rules.points_site_visit
-        + numbers(pricing, 0.0) * rules.points_pricing_view
-        + numbers(papers, 0.0) * rules.points_whitepaper
-        + numbers(trials, 0.0) * rules.points_trial_request
-        + (numbers(days, np.inf) >= 30) * rules.points_inactive_30d
+        + numbers(visits, 0.0) * rules.points_per_activity.visit
+        + numbers(pricing, 0.0) * rules.points_per_activity.pricing
+        + numbers(papers, 0.0) * rules.points_per_activity.content
+        + numbers(trials, 0.0) * rules.points_per_activity.trial
+        + (numbers(days, np.inf) >= 30) * rules.points_inactive
     )
     return pd.Series(score.astype(float), index=industry.index)
 
