@@ -538,12 +538,6 @@ class BulkSqliteOnlineStore(SqliteOnlineStore):
             progress(len(data))
 
 
-def sqlite_row_count(path: str, table: str) -> int:
-    """Rows Feast reads from one online table (for tests and benchmarks)."""
-    with sqlite3.connect(path) as conn:
-        return conn.execute(f"SELECT COUNT(*) FROM {_quoted(table)}").fetchone()[0]
-
-
 # --- Redis ------------------------------------------------------------------------------------
 
 

@@ -62,7 +62,6 @@ MODEL = ModelSpec(
 MODEL_NAME = MODEL.name
 FEATURE_SERVICE = MODEL.feature_service
 FEATURES = ["frequency", "recency", "T", "monetary_value"]
-OUTPUTS = ["clv_3y", "p_alive", "expected_purchases_90d"]
 WEEKS_PER_MONTH = 4.345  # the conversion lifetimes' customer_lifetime_value uses for freq="W"
 WEEKS_90_DAYS = 90 / 7
 PARAM_NAMES = ("r", "alpha", "a", "b", "p", "q", "v")

@@ -73,7 +73,6 @@ NO_SEGMENT = "(none)"
 ANY_CHANNEL = "any"
 # Prior strengths tried, in pseudo-attempts: from "trust own counts" to "nearly the parent".
 STRENGTH_GRID = np.geomspace(0.5, 5000, 49)
-EVENT_COLUMNS = ["contact", "timestamp", "slot", "channel", "segment", "responded"]
 
 
 @dataclass(frozen=True)
