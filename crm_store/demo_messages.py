@@ -12,10 +12,9 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.models import MESSAGE_CHANNELS as CHANNELS
 
 from crm_predict.core.messages import INTENTS, SENTIMENTS
-
-CHANNELS = ("email", "chat", "wechat", "call_note", "ticket")
 
 SLOTS = {
     "en": {
@@ -211,20 +210,21 @@ SENTIMENT_GIVEN_INTENT = np.array(
 
 def _typos(text: str, rng: np.random.Generator, rate: float) -> str:
     """Swap, drop or double a character here and there, as people type on a phone."""
-    chars, out, i = list(text), [], 0
-    while i < len(chars):
-        c, roll = chars[i], rng.random()
-        if roll < rate / 3 and i + 1 < len(chars):
-            out += [chars[i + 1], c]
-            i += 2
+    rolls = rng.random(len(text))
+    out, done = [], 0
+    # Only the few characters hit are visited: a loop over every character was most of the time.
+    for i in np.flatnonzero(rolls < rate).tolist():
+        if i < done:
+            continue  # the second of a swapped pair
+        out.append(text[done:i])
+        if rolls[i] < rate / 3 and i + 1 < len(text):
+            out.append(text[i + 1] + text[i])
+            done = i + 2
             continue
-        if roll < 2 * rate / 3:
-            pass  # dropped
-        elif roll < rate:
-            out += [c, c]
-        else:
-            out.append(c)
-        i += 1
+        if rolls[i] >= 2 * rate / 3:
+            out.append(text[i] * 2)
+        done = i + 1  # else dropped
+    out.append(text[done:])
     return "".join(out)
 
 

@@ -37,11 +37,13 @@ from crm_predict.crm_store.mapping import (
     Mapping,
     identity_mapping,
 )
-from crm_predict.crm_store.models import ENTITY_MODELS
+from crm_predict.crm_store.models import ENTITY_MODELS, MESSAGE_CHANNELS, MESSAGE_DIRECTIONS
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.messages import INTENTS, LANGUAGES, SENTIMENTS
+from crm_predict.core.tickets import ticket_priority
 
 MAX_FIELD_CHARS = 10_000  # longer than any column; a longer value means a broken file
 # Foreign keys: field → entity it names (by the source CRM's id).
@@ -50,6 +52,7 @@ REFERENCES = {
     "contact_id": "contacts",
     "lead_id": "leads",
     "deal_id": "deals",
+    "ticket_id": "tickets",
     "owner_id": "users",
     "manager_id": "users",
 }
@@ -63,6 +66,7 @@ REQUIRED = {
     "activities": ("type", "occurred_at"),
     "orders": ("contact_id", "ordered_at", "amount"),
     "tickets": ("opened_at",),
+    "messages": ("channel", "direction", "sent_at", "text"),
 }
 # Field → field (or "now", the import time) it defaults to when empty.
 DEFAULTS = {
@@ -72,6 +76,17 @@ DEFAULTS = {
     "deals": {"stage_entered_at": "created_at", "updated_at": "now", "close_date_slips": 0},
     "activities": {"created_at": "occurred_at"},
     "orders": {"created_at": "ordered_at", "items": 1},
+    "messages": {"created_at": "sent_at"},
+}
+# Fields holding one of a fixed vocabulary (matched trimmed and case-blind).
+VOCABULARIES = {
+    "messages": {
+        "channel": MESSAGE_CHANNELS,
+        "direction": MESSAGE_DIRECTIONS,
+        "language": LANGUAGES,
+        "intent": INTENTS,
+        "sentiment": SENTIMENTS,
+    },
 }
 # Bounds beyond the column type's: counts and amounts are not negative.
 LOWER_BOUNDS = {"points": 0, "items": 1, "close_date_slips": 0, "amount": 0}
@@ -387,8 +402,21 @@ class Importer:
             email = data["email"]
             shape = email.isna() | email.astype(str).str.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+")
             frame.check("email", ~shape, "not an email address", email)
-        if entity in ("deals", "deal_stage_history") and "stage" in data:
-            self._check_stages(frame)
+        pipeline = self.mapping.vocabulary.pipeline
+        if entity in ("deals", "deal_stage_history") and "stage" in data and pipeline is not None:
+            hint = f"add it to vocabulary.pipeline.stages, or map it in entities.{entity}.values.stage"  # fmt: skip
+            _known_values(frame, "stage", pipeline.stages, "the pipeline's stages are", hint)
+            if entity == "deals":
+                data["pipeline"] = pipeline.name
+        for name, allowed in VOCABULARIES.get(entity, {}).items():
+            if name in data:
+                words = per_value(data[name], _norm)
+                hint = f"map it in entities.{entity}.values.{name}"
+                _known_values(frame, name, allowed, f"a {name} is one of", hint, words)
+                data[name] = words
+        if entity == "tickets" and "priority" in data:
+            given = data["priority"]
+            data["priority"] = ticket_priority(given).where(given.notna(), None)
         if entity == "deals":
             self._deal_outcomes(frame)
         if entity == "leads" and {"converted_at", "created_at"} <= set(data):
@@ -399,24 +427,6 @@ class Importer:
             data["category"] = per_value(
                 data["type"], lambda v: category_of.get(str(v).strip().lower(), OTHER_CATEGORY)
             )
-
-    def _check_stages(self, frame: _Frame) -> None:
-        pipeline = self.mapping.vocabulary.pipeline
-        if pipeline is None:
-            return
-        stages = frame.data["stage"]
-        unknown = stages.notna() & ~stages.isin(pipeline.stages)
-        if unknown.any():
-            pos = np.flatnonzero(unknown)
-            raise frame.fail(
-                "stage",
-                pos,
-                f"unknown stage {frame.shown(stages, pos[0])}; the pipeline's stages are "
-                f"{', '.join(pipeline.stages)} (add it to vocabulary.pipeline.stages, or map it "
-                f"in entities.{frame.entity}.values.stage)",
-            )
-        if frame.entity == "deals":
-            frame.data["pipeline"] = pipeline.name
 
     def _deal_outcomes(self, frame: _Frame) -> None:
         data = frame.data
@@ -916,6 +926,18 @@ def _read_by_id(session: Session, table: Table, columns: list[str], ids: np.ndar
         stmt = select(*(table.c[c] for c in columns)).where(table.c[key].in_(chunk))
         parts.append(pd.read_sql(stmt, session.connection()))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def _known_values(frame: _Frame, name: str, allowed, listed: str, hint: str, words=None) -> None:
+    """Refuse the first value of ``name`` outside ``allowed`` (compared as ``words``, if given),
+    saying what is allowed."""
+    values = frame.data[name]
+    words = values if words is None else words
+    unknown = words.notna() & ~words.isin(allowed)
+    if unknown.any():
+        pos = np.flatnonzero(unknown)
+        shown = frame.shown(values, pos[0])
+        raise frame.fail(name, pos, f"unknown {name} {shown}; {listed} {', '.join(allowed)} ({hint})")  # fmt: skip
 
 
 def _uncategorised(frame: _Frame) -> dict[str, int]:

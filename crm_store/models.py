@@ -26,6 +26,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # The prediction-log rows ``crm_predict.crm_store.kpis`` reads (the CLV model's batches), as SQL literals: a
 # partial index serves a query only when its WHERE names the same constants.
 CLV_BATCH = "model_name = 'clv' AND source = 'batch'"
+# What a message's ``channel`` and ``direction`` hold.
+MESSAGE_CHANNELS = ("email", "chat", "wechat", "call_note", "ticket")
+MESSAGE_DIRECTIONS = ("inbound", "outbound")
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -192,8 +195,8 @@ class Message(_Entity, Base):
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"), index=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
-    channel: Mapped[str] = mapped_column(String(20))  # email, chat, wechat, call_note, ticket
-    direction: Mapped[str] = mapped_column(String(10))  # inbound / outbound
+    channel: Mapped[str] = mapped_column(String(20))  # MESSAGE_CHANNELS
+    direction: Mapped[str] = mapped_column(String(10))  # MESSAGE_DIRECTIONS
     sent_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     language: Mapped[str | None] = mapped_column(String(10))
     text: Mapped[str] = mapped_column(Text)
@@ -311,4 +314,5 @@ ENTITY_MODELS = {
     "activities": Activity,
     "orders": Order,
     "tickets": Ticket,
+    "messages": Message,
 }

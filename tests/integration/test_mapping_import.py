@@ -16,6 +16,8 @@ from crm_predict.crm_store.models import (
     Deal,
     DealStageHistory,
     Lead,
+    Message,
+    Ticket,
 )
 from sqlalchemy import func, select
 
@@ -49,6 +51,16 @@ entities:
   activities:
     file: touches.csv
     columns: {external_id: tid, contact_id: pid, type: kind, occurred_at: at}
+  tickets:
+    file: cases.csv
+    columns: {external_id: case, contact_id: pid, opened_at: opened, priority: prio}
+  messages:
+    file: notes.csv
+    columns: {external_id: mid, contact_id: pid, deal_id: oid, ticket_id: case, channel: medium,
+              direction: dir, sent_at: at, language: lang, text: body, intent: label}
+    values:
+      channel: {WeChat: wechat, "Phone call": call_note}
+      direction: {in: inbound, out: outbound}
 """
 FILES = {
     "reps.csv": "rep,name,area,boss\nr1,Ann,north,\nr2,Bob,north,r1\nr3,Cy,south,r1\n",
@@ -63,6 +75,11 @@ FILES = {
     "o2,acct_000002,Demo booked,2026-03-06,\no3,acct_000002,won,2026-02-01,2026-04-01\n",
     "touches.csv": "tid,pid,kind,at\nt1,p1,Webinar,2026-03-02T10:00:00Z\n"
     "t2,p3,content_download,2026-03-03 08:00\nt3,p1,fax,2026-03-04\n",
+    "cases.csv": "case,pid,opened,prio\nk1,p1,2026-03-06 09:00,Urgent\nk2,p3,2026-03-07,3\n",
+    "notes.csv": "mid,pid,oid,case,medium,dir,at,lang,body,label\n"
+    "m1,p1,o1,,WeChat,in,2026-03-05 10:00,zh,报价多少钱？,quote_request\n"
+    'm2,p1,,k1,Email,in,2026-03-06 09:00,en,"It crashed, again.",after_sales_support\n'
+    "m3,p3,,,Phone call,out,2026-03-07 11:00,EN,Called back: all fine now,\n",
 }
 
 
@@ -99,6 +116,18 @@ def test_a_mapped_export_imports_with_vocabularies_value_maps_and_merges(session
     assert categories == {"t1": "event", "t2": "content", "t3": "other"}
     stamps = {a.external_id: a.occurred_at for a in session.scalars(select(Activity))}
     assert stamps["t1"] == datetime(2026, 3, 2, 10, 0)  # an explicit offset wins over the zone
+    tickets = {t.external_id: t for t in session.scalars(select(Ticket))}
+    assert {k: t.priority for k, t in tickets.items()} == {"k1": "P0", "k2": "P3"}
+    notes = {m.external_id: m for m in session.scalars(select(Message))}
+    assert (notes["m1"].contact_id, notes["m1"].deal_id) == (ana.id, deals["o1"].id)
+    assert notes["m2"].ticket_id == tickets["k1"].id and notes["m2"].contact_id == ana.id
+    assert [(m.channel, m.direction, m.language, m.intent) for m in notes.values()] == [
+        ("wechat", "inbound", "zh", "quote_request"),
+        ("email", "inbound", "en", "after_sales_support"),
+        ("call_note", "outbound", "en", None),
+    ]
+    assert notes["m1"].sent_at == notes["m1"].created_at == datetime(2026, 3, 5, 15, 0)
+    assert notes["m2"].text == "It crashed, again."
 
 
 def test_reimport_changes_nothing_and_a_new_stage_writes_history(session, tmp_path):
@@ -137,6 +166,14 @@ def test_reimport_changes_nothing_and_a_new_stage_writes_history(session, tmp_pa
          "touches.csv, line 4, column 'at' (entities.activities.columns.occurred_at): not a timestamp"),
         ("reps.csv", ("r3,Cy,south,r1", "r3,Cy,south,r7"),
          "reps.csv, line 4, column 'boss' (entities.users.columns.manager_id): no users row with id 'r7'"),
+        ("notes.csv", ("Phone call,out", "Fax,out"),
+         "notes.csv, line 4, column 'medium' (entities.messages.values.channel): unknown channel 'Fax'; a channel is one of email, chat, wechat"),
+        ("notes.csv", (",zh,", ",fr,"),
+         "notes.csv, line 2, column 'lang' (entities.messages.columns.language): unknown language 'fr'"),
+        ("notes.csv", ("m2,p1,,k1", "m2,p1,,k9"),
+         "notes.csv, line 3, column 'case' (entities.messages.columns.ticket_id): no tickets row with id 'k9'"),
+        ("notes.csv", ('"It crashed, again."', '""'),
+         "notes.csv, line 3, column 'body' (entities.messages.columns.text): text is required"),
     ],
 )  # fmt: skip
 def test_a_bad_row_anywhere_names_it_and_writes_nothing(session, tmp_path, file, edit, expected):

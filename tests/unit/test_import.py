@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 from crm_predict.crm_store.importer import import_csv, normalise_phone
-from crm_predict.crm_store.models import Account, Contact, Deal, Lead, Order, User
+from crm_predict.crm_store.models import Account, Contact, Deal, Lead, Message, Order, Ticket, User
 from sqlalchemy import func, select
 
 from crm_predict.core.errors import UserError
@@ -75,19 +75,52 @@ def test_import_is_all_or_nothing(store, tmp_path):
         ("contacts", "first_name,email\nAna,not-an-email\n", "utf-8", "line 2, column 'email' (entities.contacts.columns.email): not an email address"),
         ("tickets", 'id,opened_at,subject\n1,2026-01-01,"two\nlines"\n2,someday,x\n', "utf-8", "line 4, column 'opened_at'"),
         ("opportunities", "id\n1\n", "utf-8", "unknown entity 'opportunities'"),
+        ("messages", "id,channel,direction,sent_at,text\n1,fax,inbound,2026-01-01,hi\n", "utf-8", "line 2, column 'channel' (entities.messages.columns.channel): unknown channel 'fax'; a channel is one of email, chat, wechat, call_note, ticket"),
+        ("messages", "id,channel,direction,sent_at,text,sentiment\n1,chat,inbound,2026-01-01,hi,angry\n", "utf-8", "column 'sentiment' (entities.messages.columns.sentiment): unknown sentiment 'angry'"),
+        ("messages", "id,channel,direction,sent_at\n1,email,inbound,2026-01-01\n", "utf-8", "does not fill the required field 'text'"),
+        ("messages", "id,channel,direction,sent_at,text\n1,email,,2026-01-01,hi\n", "utf-8", "line 2, column 'direction' (entities.messages.columns.direction): direction is required"),
+        ("messages", "id,contact_id,channel,direction,sent_at,text\n1,77,email,inbound,2026-01-01,hi\n", "utf-8", "column 'contact_id' (entities.messages.columns.contact_id): no contacts row with id '77'"),
+        ("messages", "id,channel,direction,sent_at,text\n1,email,inbound,2026-01-01," + "x" * 10_001 + "\n", "utf-8", "line 2, column 'text' (entities.messages.columns.text): value longer than 10,000"),
     ],
 )  # fmt: skip
 def test_bad_file_names_file_line_and_field_and_writes_nothing(
     store, tmp_path, entity, content, encoding, expected
 ):
     path = _csv(tmp_path, f"{entity}.csv", content, encoding)
-    before = {m: _count(store, m) for m in (Account, Contact, Deal, Order)}
+    before = {m: _count(store, m) for m in (Account, Contact, Deal, Order, Message)}
     with pytest.raises(UserError) as err:
         import_csv(store, entity, path, now=NOW)
     store.rollback()
     assert expected in str(err.value)
     assert entity == "opportunities" or str(path) in str(err.value)
     assert {m: _count(store, m) for m in before} == before
+
+
+def test_messages_link_to_contacts_deals_and_tickets_by_their_source_ids(store, tmp_path):
+    files = {
+        "contacts": "id,email\nc1,a@x.example\n",
+        "deals": "id,contact_id,stage,created_at\nd1,c1,proposal,2026-01-02\n",
+        "tickets": "id,contact_id,opened_at,priority\nt1,c1,2026-01-03,Urgent\nt2,c1,2026-01-04,\n"
+        "t3,c1,2026-01-05,2.0\n",
+        "messages": "id,contact_id,deal_id,ticket_id,channel,direction,sent_at,language,text,intent\n"
+        "m1,c1,d1,,WeChat,Inbound,2026-01-02 10:00,zh,报价多少钱？,quote_request\n"
+        "m2,c1,,t1,ticket,inbound,2026-01-03 08:00,en,It is broken,\n",
+    }
+    for entity, text in files.items():
+        import_csv(store, entity, _csv(tmp_path, f"{entity}.csv", text), now=NOW)
+    store.commit()
+    contact = store.scalars(select(Contact.id).where(Contact.external_id == "c1")).one()
+    tickets = {t.external_id: t for t in store.scalars(select(Ticket))}
+    assert {k: t.priority for k, t in tickets.items()} == {"t1": "P0", "t2": None, "t3": "P2"}
+    first, second = store.scalars(select(Message).order_by(Message.sent_at)).all()
+    deal = store.scalars(select(Deal.id).where(Deal.external_id == "d1")).one()
+    assert (first.contact_id, first.deal_id, first.channel, first.direction) == (
+        contact, deal, "wechat", "inbound",
+    )  # fmt: skip
+    assert (first.intent, first.created_at) == ("quote_request", datetime(2026, 1, 2, 10))
+    assert (second.ticket_id, second.intent, second.language) == (tickets["t1"].id, None, "en")
+    again = import_csv(store, "messages", tmp_path / "messages.csv", now=NOW)
+    assert (again.inserted, again.updated) == (0, 0)
 
 
 def test_duplicate_contacts_are_merged_not_doubled(store, tmp_path):
