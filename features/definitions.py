@@ -249,16 +249,19 @@ def rule_score_udf(inputs: dict) -> dict:
 class DescribedOnDemandFeatureView(OnDemandFeatureView):
     """An on-demand view whose output Fields may carry descriptions.
 
-    Feast compares declared and inferred output Fields including ``description`` (which inference
-    leaves empty), so a described Field fails ``apply`` (feast-dev/feast#3617, closed as won't
-    fix). Match on name and dtype instead.
+    Feast's inference compares declared and inferred output Fields including ``description``
+    (which inference leaves empty), so a described Field fails ``apply`` (feast-dev/feast#3617,
+    closed as won't fix): inference runs on the bare Fields, then the descriptions go back.
     """
 
-    def _feature_exists_in_inferred(self, specified_feature: Field, inferred_features) -> bool:
-        return any(
-            f.name == specified_feature.name and f.dtype == specified_feature.dtype
-            for f in inferred_features
-        )
+    def infer_features(self) -> None:
+        described = {f.name: f.description for f in self.features}
+        self.features = [Field(name=f.name, dtype=f.dtype) for f in self.features]
+        super().infer_features()
+        self.features = [
+            Field(name=f.name, dtype=f.dtype, description=described.get(f.name, ""))
+            for f in self.features
+        ]
 
 
 def rule_score_view(views: dict[str, FeatureView]) -> OnDemandFeatureView:

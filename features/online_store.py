@@ -1,26 +1,18 @@
-"""Feast online stores with a bulk write path: the supported way (``online_store: type:
-crm_predict.features.online_store.Bulk…OnlineStore``) to make materialization fast.
+"""Feast online stores with a bulk write path (``online_store: type:
+crm_predict.features.online_store.Bulk…OnlineStore``): Feast's read path (``get_online_features`` →
+the inherited ``online_read``) unchanged, plus ``bulk_write(config, feature_view, frame)``, which
+encodes whole columns with numpy into the bytes Feast's own write path stores (entity keys in
+``serialize_entity_key``'s layout, values as serialized ``ValueProto``; checked in the tests).
 
-Feast's stock path turns every (entity, feature) value into a protobuf in Python and writes it row by
-row (~2.5k entities/s on SQLite here). These subclasses keep Feast's read path (``get_online_features``
-→ the inherited ``online_read``) and add ``bulk_write(config, feature_view, frame)``, which encodes
-whole columns with numpy:
+- SQLite: one compact row per entity behind a view with Feast's (entity_key, feature_name, value,
+  event_ts) rows (``BulkSqliteOnlineStore``); kept because Feast's stock materialize measured
+  2.8–5.2k entities/s against 150–346k here (1M entities, ``bench_features``; goal 50k).
+- Redis: Feast's own hashes, one ``HSET`` per entity as RESP bytes pipelined over one redis-py
+  connection; kept because a redis-py ``pipeline()`` of the same HSETs measured 31k entities/s
+  against 106k here (42k vs 136k with hiredis; goal 50k).
 
-- entity keys: Feast's ``serialize_entity_key`` layout, a constant prefix + the 8-byte id;
-- values: the serialized ``ValueProto`` bytes (double = tag + 8 bytes, int64 = tag + varint,
-  string = tag + length + utf-8, null = empty message), byte-identical to what Feast's own write
-  path stores (checked in the tests);
-- SQLite: one compact row per entity, exposed to Feast's read SQL through a view with its
-  (entity_key, feature_name, value, event_ts) rows (see ``BulkSqliteOnlineStore``); kept because
-  Feast's stock SQLite materialize measured 2.8–5.2k entities/s against 150–346k for this layout
-  (1M entities, ``bench_features``), far from the 50k goal;
-- Redis: Feast's own layout, one hash per entity (murmur3 field names, ``_ts:<view>`` timestamp),
-  one ``HSET`` per entity built here as RESP bytes and pipelined over one redis-py connection:
-  106k entities/s, where a redis-py ``pipeline()`` of the same HSETs measured 31k (1M entities,
-  same run; 136k vs 42k with hiredis), under the 50k goal.
-
-The writes go over a SQLite connection or redis-py client each store opens itself from its config
-(the parents keep theirs private), only through the libraries' public APIs.
+Each store writes over a SQLite connection or redis-py client it opens from its config, through the
+libraries' public APIs only.
 """
 
 from __future__ import annotations

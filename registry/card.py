@@ -12,9 +12,8 @@ from crm_predict.registry.evaluation import (
     base_model_name,
     get_version,
     is_classifier,
-    load_classifier,
     load_holdout,
-    predict_positive,
+    score_version,
 )
 from crm_predict.training.specs import SPECS
 
@@ -137,8 +136,7 @@ def write_model_card(
         holdout = None
     p = None
     if holdout is not None and is_classifier(name):
-        model = load_classifier(client, name, info.version)
-        p = predict_positive(model, holdout, info.feature_names)
+        p = score_version(client, info, holdout)
     fairness = fairness_results(info, holdout, p, config)
     fairness.append(gate_protected_not_a_feature(info.feature_names, config))
     card = render_model_card(info, fairness, None if holdout is None else len(holdout))

@@ -28,9 +28,8 @@ from crm_predict.registry.evaluation import (
     get_version,
     is_classifier,
     key_metrics,
-    load_classifier,
     load_holdout,
-    predict_positive,
+    score_version,
 )
 
 from crm_predict.core.errors import UserError
@@ -122,7 +121,7 @@ def compare_versions(
     labels = frame[LABEL].to_numpy(dtype=int)
     scores, records = {}, []
     for info in infos:
-        p = predict_positive(load_classifier(client, name, info.version), frame, info.feature_names)
+        p = score_version(client, info, frame)
         scores[info.version] = p
         records.append({"version": _row_label(info), **classification_metrics(labels, p)})
     return Comparison(name, infos, rows, len(frame), pd.DataFrame(records), labels, scores)

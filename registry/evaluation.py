@@ -11,7 +11,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -143,22 +143,17 @@ def has_artifact(client: MlflowClient, run_id: str, path: str) -> bool:
     return any(f.path == path for f in listed)
 
 
-def load_classifier(client: MlflowClient, name: str, version: str | int) -> Any:
-    """The native sklearn Pipeline of a classifier version (raw table in, probability out)."""
+def score_version(client: MlflowClient, info: VersionInfo, frame: pd.DataFrame) -> np.ndarray:
+    """P(label = 1) for each row of ``frame`` by a classifier version's native sklearn Pipeline
+    (raw table in), loaded from where the registry keeps its files (not the process-wide URI)."""
     import mlflow.sklearn
 
-    # The download URI is where the registry keeps the files; loading from it does not depend on
-    # the process-wide tracking URI, only on the client we were given.
-    uri = client.get_model_version_download_uri(name, str(version))
-    model = mlflow.sklearn.load_model(uri)
-    if not hasattr(model, "predict_proba"):
-        raise UserError(f"{name} v{version} is not a classifier with predict_proba")
-    return model
-
-
-def predict_positive(model: Any, frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
-    """P(label = 1) for each row of ``frame``."""
-    missing = [f for f in feature_names if f not in frame.columns]
+    missing = [f for f in info.feature_names if f not in frame.columns]
     if missing:
         raise UserError(f"holdout lacks features the model needs: {', '.join(missing)}")
-    return np.asarray(model.predict_proba(frame[feature_names])[:, 1], dtype=float)
+    model = mlflow.sklearn.load_model(
+        client.get_model_version_download_uri(info.name, info.version)
+    )
+    if not hasattr(model, "predict_proba"):
+        raise UserError(f"{info.name} v{info.version} is not a classifier with predict_proba")
+    return np.asarray(model.predict_proba(frame[info.feature_names])[:, 1], dtype=float)

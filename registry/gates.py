@@ -24,9 +24,8 @@ from crm_predict.registry.evaluation import (
     has_artifact,
     is_classifier,
     key_metrics,
-    load_classifier,
     load_holdout,
-    predict_positive,
+    score_version,
 )
 from crm_predict.training.specs import SPECS
 
@@ -387,9 +386,8 @@ def _champion_gate(
     mine = classification_metrics(holdout["label"], p)
     if champion is None:
         return gate_not_worse_classifier(mine, None, config)
-    model = load_classifier(client, name, champion.version)
     try:
-        p_champion = predict_positive(model, holdout, champion.feature_names)
+        p_champion = score_version(client, champion, holdout)
     except UserError as exc:  # the feature set changed: no same-row comparison is possible
         return GateResult(
             "not_worse_than_champion",
@@ -442,8 +440,7 @@ def check_gates(
                 GateResult("not_worse_than_champion", False, "no holdout artifact to compare on")
             )
         else:
-            model = load_classifier(client, name, info.version)
-            p = predict_positive(model, holdout, info.feature_names)
+            p = score_version(client, info, holdout)
             results.append(_champion_gate(client, name, holdout, p, champion, config))
         results.append(gate_minimum_data(info.train_counts(), config))
     else:
