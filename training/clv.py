@@ -177,14 +177,6 @@ def transactions_frame(
     return out.sort_values(["date", "customer"], kind="stable").reset_index(drop=True)
 
 
-def read_transactions_csv(
-    path: Path, customer_col: str, date_col: str, amount_col: str
-) -> pd.DataFrame:
-    """A user's transaction CSV, validated (see ``transactions_frame``)."""
-    frame = read_user_csv(path, "transactions file")
-    return transactions_frame(frame, customer_col, date_col, amount_col)
-
-
 def demo_transactions(session) -> pd.DataFrame:
     """The CRM store's orders as a transaction table (customer = contact_id)."""
     from crm_predict.crm_store.repository import read_table
@@ -698,7 +690,8 @@ def run_training(
     missing = [flag for flag, value in columns.items() if not value]
     if missing:
         raise UserError(f"--transactions needs {', '.join(missing)}")
-    transactions = read_transactions_csv(transactions_csv, customer_col, date_col, amount_col)
+    frame = read_user_csv(transactions_csv, "transactions file")
+    transactions = transactions_frame(frame, customer_col, date_col, amount_col)
     return train_clv(client, transactions, config, rules, source=f"csv:{transactions_csv.name}")
 
 

@@ -2,18 +2,15 @@
 slots (0 = Monday 00:00), learned from past outreach with a known outcome (opens, replies, answered
 calls: ``responded`` true/false), plus the channel that gets answered most.
 
-Most contacts have a handful of attempts, so each level is an empirical-Bayes Beta-Binomial blend
-of its own counts with the level above: slot rate = (responses + k · parent rate) / (attempts + k),
-global ← overall rate, segment ← global, contact ← segment. Each prior strength ``k`` maximises the
-Beta-Binomial marginal likelihood of the level's counts, so the data decide how far a thin history
-is shrunk. Contacts never seen fall back to their segment, then to the global pattern.
+Each level is an empirical-Bayes Beta-Binomial blend of its own counts with the level above
+(contact ← segment ← global ← overall rate): rate = (responses + k · parent rate) / (attempts + k),
+each ``k`` maximising the Beta-Binomial marginal likelihood of the level's counts, so the data decide
+how far a thin history is shrunk. Unseen contacts fall back to their segment, then to global.
 
 Evaluation (time holdout, newest ``holdout_fraction`` of the span): ``hit_rate_topk`` is the share
-of holdout responses that fall in the contact's recommended top-k slots, each response weighted by
-1 / (share of all outreach sent in its slot). Without the weight the metric would reward
-recommending whatever hours the team happens to send most in; with it, it is the share of responses
-the recommended slots would capture if outreach were spread evenly over the week, which the true
-best slots maximise. The baseline gives everyone the global best slot(s).
+of holdout responses in the contact's top-k slots, each weighted by 1 / (share of all outreach sent
+in its slot): the share the recommended slots would capture if outreach were spread evenly over the
+week (unweighted, it rewards the hours the team sends most in). Baseline: the global best slot(s).
 """
 
 from __future__ import annotations
@@ -174,19 +171,6 @@ def events_frame(
             "need both answered and unanswered attempts"
         )
     return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
-
-
-def read_events_csv(
-    path: Path,
-    contact_col: str,
-    time_col: str,
-    responded_col: str,
-    channel_col: str | None = None,
-    segment_col: str | None = None,
-) -> pd.DataFrame:
-    """A user's event CSV, validated (see ``events_frame``)."""
-    frame = read_user_csv(path, "events file")
-    return events_frame(frame, contact_col, time_col, responded_col, channel_col, segment_col)
 
 
 def contact_segments(contacts: pd.DataFrame) -> pd.Series:
@@ -633,7 +617,8 @@ def run_training(
     missing = [flag for flag, value in required.items() if not value]
     if missing:
         raise UserError(f"--events needs {', '.join(missing)}")
-    events = read_events_csv(events_csv, contact_col, time_col, responded_col, channel_col, segment_col)  # fmt: skip
+    frame = read_user_csv(events_csv, "events file")
+    events = events_frame(frame, contact_col, time_col, responded_col, channel_col, segment_col)
     return train_next_best_time(client, events, config, rules, source=f"csv:{events_csv.name}")
 
 

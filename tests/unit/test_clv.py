@@ -18,13 +18,14 @@ from crm_predict.training.clv import (
     evaluate_holdout,
     fit_clv,
     predict_clv,
-    read_transactions_csv,
+    run_training,
     train_clv,
     transactions_frame,
 )
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.rules import RFM_SEGMENTS, rfm_segment
+from crm_predict.core.settings import Settings
 
 
 def cdnow_transactions() -> pd.DataFrame:
@@ -142,13 +143,16 @@ def test_a_penalizer_is_used_only_when_the_mle_does_not_converge():
         ("", "cannot read"),
     ],
 )  # fmt: skip
-def test_bad_transaction_csv_is_a_user_error(tmp_path, content, message):
+def test_bad_transaction_csv_is_a_user_error_and_logs_nothing(
+    tmp_path, mlflow_client, content, message
+):
     path = tmp_path / "tx.csv"
     if content is not None:
         path.write_text(content)
-    amount_col = "amount"
+    settings = Settings(data_dir=tmp_path / "data")
     with pytest.raises(UserError, match=message):
-        read_transactions_csv(path, "customer", "date", amount_col)
+        run_training(settings, mlflow_client, path, "customer", "date", "amount")
+    assert mlflow_client.search_registered_models() == []
 
 
 def test_failed_training_logs_no_run(mlflow_client):

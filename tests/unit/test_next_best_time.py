@@ -22,13 +22,14 @@ from crm_predict.training.next_best_time import (
     evaluate_holdout,
     events_frame,
     fit_slot_model,
-    read_events_csv,
     recommend,
     recommendation_table,
+    run_training,
     train_next_best_time,
 )
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.settings import Settings
 
 
 def fitted_table():
@@ -137,9 +138,11 @@ def test_train_registers_a_pyfunc_with_fallbacks(mlflow_client):
         ("", "cannot read"),
     ],
 )
-def test_bad_event_csv_is_a_user_error(tmp_path, content, message):
+def test_bad_event_csv_is_a_user_error_and_logs_nothing(tmp_path, mlflow_client, content, message):
     path = tmp_path / "events.csv"
     if content is not None:
         path.write_text(content)
+    settings = Settings(data_dir=tmp_path / "data")
     with pytest.raises(UserError, match=message):
-        read_events_csv(path, "who", "at", "answered")
+        run_training(settings, mlflow_client, path, "who", "at", "answered")
+    assert mlflow_client.search_registered_models() == []
