@@ -59,6 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from crm_predict.crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
+from crm_predict.crm_store.demo_messages import generate_messages
 from crm_predict.crm_store.importer import Importer, Source
 from crm_predict.crm_store.mapping import ENTITY_ORDER, load_mapping
 from sqlalchemy.orm import Session
@@ -76,6 +77,9 @@ AS_OF = datetime(2026, 6, 30)
 HISTORY_DAYS = 900  # ~30 months of history before as_of
 CUSTOMER_CHUNK = 100_000  # customers generated and written per pass (memory bound for 1M)
 LEAD_RATIO, DEAL_RATIO, ACCOUNT_RATIO = 0.3, 0.1, 0.05
+# Messages: this many per contact, written by a share of the contacts over the last year.
+MESSAGE_RATIO, MESSAGE_WRITERS, MESSAGE_DAYS = 0.8, 0.25, 365
+TICKET_BODY_SHARE = 0.5  # of the tickets opened in that year, with their text as a message
 BULK_TABLES = ENTITY_ORDER[2:]  # indexes rebuilt after the load: all but small users, accounts
 
 REGIONS = ("north", "east", "south", "west")
@@ -205,7 +209,7 @@ def _nullable(values, n: int, dtype: str = "Int64") -> pd.api.extensions.Extensi
 
 def _optional_ids(values: np.ndarray, present: np.ndarray) -> pd.arrays.IntegerArray:
     """Nullable integer column: ``values`` where ``present``, NULL elsewhere."""
-    out = pd.array(np.asarray(values, dtype=np.int64), dtype="Int64")
+    out = pd.array(np.nan_to_num(values).astype(np.int64), dtype="Int64")
     out[~np.asarray(present, dtype=bool)] = pd.NA
     return out
 
@@ -501,6 +505,7 @@ def _generate(
     with pq.ParquetWriter(truth_dir / "next_best_time.parquet", _NBT_SCHEMA) as nbt_writer:
         nbt_writer.write_table(_nbt_truth(b2b_params, np.arange(n_leads), lead_contacts))
         churn_parts, clv_parts, dup_parts = [], [], []
+        ticket_parts = [deals.tables["tickets"]]
         first_id = n_leads + 1
         for chunk, start in enumerate(range(0, n_customers, CUSTOMER_CHUNK)):
             report("customers", 0.2 + 0.75 * start / n_customers)
@@ -511,6 +516,9 @@ def _generate(
             churn_parts.append(part.churn_truth)
             clv_parts.append(part.clv_truth)
             dup_parts.append(part.duplicates)
+            ticket_parts.append(
+                part.tables["tickets"][["id", "contact_id", "opened_at", "deal_id"]]
+            )
             nbt_writer.write_table(_nbt_truth(part.params, np.arange(n), contact_ids))
 
     report("duplicate contacts", 0.95)
@@ -519,8 +527,56 @@ def _generate(
     write({"contacts": duplicates})
     pd.concat(churn_parts, ignore_index=True).to_parquet(truth_dir / "churn.parquet", index=False)
     pd.concat(clv_parts, ignore_index=True).to_parquet(truth_dir / "clv.parquet", index=False)
+    report("messages", 0.96)
+    writers = np.arange(1, first_id + n_customers)  # lead contacts and customers, not duplicates
+    tickets = pd.concat(ticket_parts, ignore_index=True)
+    write({"messages": _messages(rng(7), writers, deals.tables["deals"], tickets, end)})
     report("indexes", 0.97)
     return written
+
+
+def _messages(
+    rng: Rng, contact_ids: np.ndarray, deals: pd.DataFrame, tickets: pd.DataFrame, end: float
+) -> pd.DataFrame:
+    """Inbound bilingual messages with their intent and sentiment (``demo_messages``) over the
+    last ``MESSAGE_DAYS``: from a share of the contacts (every deal's among them), each linked to
+    the writer's deal open at the time; and the body of a share of the tickets opened then."""
+    start, stop = _timestamps(np.array([end - MESSAGE_DAYS, end])).astype(datetime)
+    n = max(1, round(MESSAGE_RATIO * len(contact_ids)))
+    sample = rng.choice(contact_ids, max(1, round(MESSAGE_WRITERS * len(contact_ids))), replace=False)  # fmt: skip
+    writers = np.union1d(sample, deals["contact_id"].dropna().astype(np.int64))
+    messages = generate_messages(n, int(rng.integers(2**31)), start, stop, writers)
+    deal = _latest(messages, deals, "created_at")
+    open_then = deal["_found"].notna() & ~(deal["closed_at"] < messages["sent_at"])
+    messages["deal_id"] = _optional_ids(deal["_found"].to_numpy(), open_then.to_numpy())
+    messages["ticket_id"] = _nullable(None, n)
+
+    recent = tickets[tickets["contact_id"].notna() & (tickets["opened_at"] >= start)]
+    recent = recent[rng.random(len(recent)) < TICKET_BODY_SHARE]
+    bodies = generate_messages(len(recent), int(rng.integers(2**31)), start, stop, channel="ticket")
+    # Tickets have no source id in the demo: a body names its ticket by the id the store gives
+    # it (written in order into an empty store: the demo's own).
+    bodies = bodies.assign(
+        contact_id=recent["contact_id"].to_numpy(),
+        sent_at=recent["opened_at"].astype(messages["sent_at"].dtype).to_numpy(),
+        deal_id=pd.array(recent["deal_id"], dtype="Int64"),
+        ticket_id=pd.array(recent["id"], dtype="Int64"),
+    )
+    out = pd.concat([messages, bodies], ignore_index=True)
+    return out.sort_values("sent_at", kind="stable", ignore_index=True)
+
+
+def _latest(messages: pd.DataFrame, rows: pd.DataFrame, at: str) -> pd.DataFrame:
+    """Each message's latest row of ``rows`` of its contact with ``at`` at or before it was sent,
+    its id as ``_found`` (NaN where none), row for row."""
+    rows = rows[rows["contact_id"].notna()].astype({"contact_id": np.int64})
+    rows = rows.assign(_at=rows[at].astype("datetime64[ns]")).rename(columns={"id": "_found"})
+    left = messages[["contact_id", "sent_at"]].astype({"sent_at": "datetime64[ns]"})
+    found = pd.merge_asof(
+        left.reset_index().sort_values("sent_at"), rows.sort_values("_at"),
+        left_on="sent_at", right_on="_at", by="contact_id",
+    )  # fmt: skip
+    return found.set_index("index").reindex(messages.index)
 
 
 def _users(rng: Rng, n: int) -> pd.DataFrame:

@@ -265,15 +265,19 @@ def generate_messages(
     end: datetime,
     contact_ids: np.ndarray | None = None,
     zh_share: float = 0.5,
+    channel: str | None = None,
 ) -> pd.DataFrame:
     """``n`` inbound messages between ``start`` and ``end``, oldest first, with the ground truth:
-    ``contact_id, channel, direction, sent_at, language, text, intent, sentiment``."""
+    ``contact_id, channel, direction, sent_at, language, text, intent, sentiment``; all on
+    ``channel`` if given (a ticket's body), else on channels drawn at random."""
     rng = np.random.default_rng(seed)
     languages = np.where(rng.random(n) < zh_share, "zh", "en")
     intents = rng.integers(len(INTENTS), size=n)
     cumulative = SENTIMENT_GIVEN_INTENT.cumsum(axis=1)[intents]
     sentiments = (rng.random(n)[:, None] > cumulative).sum(axis=1)
     channels = rng.choice(CHANNELS, size=n, p=[0.3, 0.2, 0.2, 0.15, 0.15])
+    if channel is not None:
+        channels[:] = channel
     span = (end - start).total_seconds()
     sent_at = pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.random(n)) * span, unit="s")
     texts = [

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy import inspect as sa_inspect
 
 from crm_predict.core.errors import UserError
+from crm_predict.core.messages import INTENTS, LANGUAGES, SENTIMENTS
 
 TABLES = list(ENTITY_MODELS)
 
@@ -139,6 +140,26 @@ def test_demo_data_carries_noise(session, settings, demo):
     assert (activities["created_at"] - activities["occurred_at"] > timedelta(days=1)).any()
     span = activities["occurred_at"].max() - activities["occurred_at"].min()
     assert span >= timedelta(days=730) and activities["occurred_at"].max() <= AS_OF
+
+
+def test_messages_carry_ground_truth_and_link_to_their_deals_and_tickets(session, demo):
+    messages = read_table(session, "messages")
+    assert demo["messages"] == len(messages) > 300
+    assert set(messages["language"]) == set(LANGUAGES)
+    assert set(messages["intent"]) == set(INTENTS) and set(messages["sentiment"]) == set(SENTIMENTS)
+    assert messages["contact_id"].notna().all() and (messages["direction"] == "inbound").all()
+    chinese = messages.loc[messages["language"] == "zh", "text"]
+    assert chinese.str.contains(r"[\u4e00-\u9fff]").all()
+    deals = read_table(session, "deals", ["id", "contact_id", "created_at", "closed_at"])
+    on_deal = messages.merge(deals, left_on="deal_id", right_on="id", suffixes=("", "_deal"))
+    assert len(on_deal) and (on_deal["contact_id"] == on_deal["contact_id_deal"]).all()
+    assert (on_deal["created_at_deal"] <= on_deal["sent_at"]).all()
+    assert not (on_deal["closed_at"] < on_deal["sent_at"]).any()  # open when written
+    tickets = read_table(session, "tickets", ["id", "contact_id", "opened_at"])
+    bodies = messages.merge(tickets, left_on="ticket_id", right_on="id", suffixes=("", "_ticket"))
+    assert len(bodies) and (bodies["channel"] == "ticket").all()
+    assert (bodies["sent_at"] == bodies["opened_at"]).all()
+    assert (bodies["contact_id"] == bodies["contact_id_ticket"]).all()
 
 
 def test_oracle_auc_is_informative_but_not_perfect(sqlite_session, settings):
