@@ -4,7 +4,8 @@
 worker thread (concurrent requests for a model are coalesced into one batch while that thread is
 busy), and writes tags/tasks/prediction-log rows back through ``crm_predict.serving.writeback``. Loading never
 raises: what failed is kept and reported by ``readiness`` so the service starts without MLflow or
-the online store and recovers on ``reload``.
+the online store and recovers on ``reload``. The text model (``message_intent``) is loaded and
+reported beside the five, but optional: without its champion the service is still ready.
 
 The coalescer stays instead of BentoML 1.4's adaptive batching (a batchable API called through the
 service's self-proxy): that cost 3.4 vs 2.4 ms server CPU per sequential lead score and failed
@@ -28,13 +29,17 @@ import numpy as np
 import pandas as pd
 from crm_predict.serving import scoring
 from crm_predict.serving.loader import LoadedModel, load_model
-from crm_predict.training.specs import spec
+from crm_predict.training.specs import TEXT_SPECS, spec
 from mlflow import MlflowClient
 
+from crm_predict.core.messages import MessageRules
 from crm_predict.core.rules import MODEL_NAMES, RULES, Rules, rfm_medians
 from crm_predict.core.settings import Settings
 
 ALIAS = "champion"
+MESSAGE_MODEL = "message_intent"
+TEXT_MODELS = tuple(TEXT_SPECS)
+SERVED = (*MODEL_NAMES, *TEXT_MODELS)
 PROBE_ENTITY_ID = -1  # an id no CRM row has: a read that says "unknown" proves the store answers
 
 
@@ -119,6 +124,14 @@ class Job:
     frame: pd.DataFrame | None = None
     explain: bool = False
     refs: list[str] | None = None
+
+
+@dataclass
+class MessageJob:
+    """One request's messages: checked (text, language) pairs and the caller's ids for them."""
+
+    checked: list[tuple[str, str]]
+    ids: list
 
 
 @dataclass
@@ -219,7 +232,7 @@ class ModelHub:
         self.online = online or FeastOnline(settings)
         self.loader = loader
         self.models: dict[str, LoadedModel] = {}
-        self.errors: dict[str, str] = {name: "not loaded yet" for name in MODEL_NAMES}
+        self.errors: dict[str, str] = {name: "not loaded yet" for name in SERVED}
         self.rfm_medians: tuple[float, float, float] | None = None
         # The business rules: the built-in defaults until ``reload_rules`` reads the file.
         self.rules: Rules = RULES
@@ -237,6 +250,15 @@ class ModelHub:
             )
             for name in MODEL_NAMES
         }
+        self.batchers[MESSAGE_MODEL] = MicroBatcher(
+            self.score_message_jobs,
+            self.executor,
+            max_items=64,
+            inline=_few_texts,
+            lock=self.scoring_lock,
+        )
+        # Topic keywords and need-priority weights of the message readings.
+        self.message_rules = MessageRules()
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._engine = None
@@ -258,10 +280,10 @@ class ModelHub:
             try:
                 client = self.client()
             except Exception as exc:
-                for name in MODEL_NAMES:
+                for name in SERVED:
                     self.errors[name] = f"MLflow: {type(exc).__name__}: {exc}"
-                return {name: "error" for name in MODEL_NAMES}
-            for name in MODEL_NAMES:
+                return {name: "error" for name in SERVED}
+            for name in SERVED:
                 current = self.models.get(name)
                 try:
                     if current is not None and not force:
@@ -275,7 +297,7 @@ class ModelHub:
                 except Exception as exc:
                     self.errors[name] = f"{type(exc).__name__}: {exc}"
                     outcome[name] = "error"
-            if any(spec(name).rfm_medians for name in self.models):
+            if any(spec(name).rfm_medians for name in MODEL_NAMES if name in self.models):
                 self.rfm_medians = self._load_rfm_medians()
             if force and hasattr(self.online, "reset"):
                 self.online.reset()  # a forced reload also picks up a re-applied feature repo
@@ -294,8 +316,8 @@ class ModelHub:
         """Open the online store and resolve each loaded model's FeatureService now (a probe
         read each), so what that loads (~75k objects) is in the heap the service freezes: left
         to the first request, every full garbage collection walked it (~25 ms, a p99 stall)."""
-        for name in self.models:
-            if not spec(name).reads_features:
+        for name in MODEL_NAMES:
+            if name not in self.models or not spec(name).reads_features:
                 continue
             # Unknown id is the probe's answer; an unreachable store is readiness's to report.
             with self.scoring_lock, contextlib.suppress(Exception):
@@ -322,7 +344,7 @@ class ModelHub:
 
     def retry_missing(self, min_interval: float = 15.0) -> bool:
         """Start a background reload when a model is missing and the last try is old enough."""
-        if len(self.models) == len(MODEL_NAMES) or self._reload_lock.locked():
+        if all(name in self.models for name in SERVED) or self._reload_lock.locked():
             return False
         if time.monotonic() - self._last_attempt < min_interval:
             return False
@@ -350,9 +372,9 @@ class ModelHub:
 
     # --- status --------------------------------------------------------------------------------
 
-    def model_status(self) -> dict[str, dict]:
+    def model_status(self, names: tuple[str, ...] = MODEL_NAMES) -> dict[str, dict]:
         status = {}
-        for name in MODEL_NAMES:
+        for name in names:
             model = self.models.get(name)
             if model is None:
                 status[name] = {"status": "not_loaded", "error": self.errors.get(name)}
@@ -367,12 +389,14 @@ class ModelHub:
         return status
 
     def readiness(self) -> dict:
-        """Which models are loaded and whether the online store answers (runs a probe read)."""
+        """Which models are loaded and whether the online store answers (runs a probe read); the
+        text models are reported, not required."""
         models = self.model_status()
         store_error = self.executor.submit(self._locked_check).result(timeout=30)
         online = {"status": "reachable"} if store_error is None else {"status": "unreachable", "error": store_error}  # fmt: skip
         ready = store_error is None and all(m["status"] == "ready" for m in models.values())
-        return {"ready": ready, "models": models, "online_store": online}
+        text = self.model_status(TEXT_MODELS)
+        return {"ready": ready, "models": models, "text_models": text, "online_store": online}
 
     def _locked_check(self) -> str | None:
         with self.scoring_lock:
@@ -418,6 +442,23 @@ class ModelHub:
                 own = merged if len(chosen) == 1 else merged.iloc[start : start + n].reset_index(drop=True)  # fmt: skip
                 results[i] = Scored(model, records[start : start + n], own)
                 start += n
+        return results
+
+    def score_message_jobs(self, jobs: list[MessageJob]) -> list[Scored | BaseException]:
+        """Every message of the coalesced requests in one model call."""
+        try:
+            model = self.model(MESSAGE_MODEL)
+            checked = [pair for job in jobs for pair in job.checked]
+            ids = [i for job in jobs for i in job.ids]
+            records = scoring.score_messages(model, checked, ids, self.message_rules)
+        except Exception as exc:
+            return [exc] * len(jobs)
+        results: list[Scored | BaseException] = []
+        start = 0
+        for job in jobs:
+            n = len(job.checked)
+            results.append(Scored(model, records[start : start + n], pd.DataFrame()))
+            start += n
         return results
 
     def _inputs(
@@ -537,6 +578,15 @@ def _small(jobs: list[Job]) -> bool:
     for job in jobs:
         rows += len(job.ids) if job.ids is not None else len(job.frame)
     return rows <= INLINE_ROWS
+
+
+INLINE_CHARS = 20_000  # and at most this much text (a long message costs a few ms)
+
+
+def _few_texts(jobs: list[MessageJob]) -> bool:
+    """Whether ``jobs`` hold little enough text to score on the event loop."""
+    texts = [text for job in jobs for text, _ in job.checked]
+    return len(texts) <= INLINE_ROWS and sum(map(len, texts)) <= INLINE_CHARS
 
 
 def _merged(table: pd.DataFrame | None, parts: list[pd.DataFrame | list[int]]) -> pd.DataFrame:

@@ -1,11 +1,14 @@
 """Request and response shapes of the online API (pydantic): ids or raw features in, product
-language out (lead score and grade, deal health and colour, churn risk, CLV tier, best slots)."""
+language out (lead score and grade, deal health and colour, churn risk, CLV tier, best slots);
+message text in, intent, sentiment, keywords and the terms behind them out."""
 
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, model_validator
+
+from crm_predict.core.messages import INTENTS, LANGUAGES, SENTIMENTS
 
 FeatureValue = float | int | str | bool | None
 # Ids are BIGINTs: a larger number is a 400 naming the field, not an overflow (500) downstream.
@@ -77,6 +80,24 @@ DealHealthRequest, DealHealthBatchRequest = _requests("DealHealth", "deal", Expl
 ChurnRequest, ChurnBatchRequest = _requests("Churn", "customer", ExplainableRequest)
 ClvRequest, ClvBatchRequest = _requests("Clv", "customer", ScoreRequest)
 NextBestTimeRequest, NextBestTimeBatchRequest = _requests("NextBestTime", "contact", ScoreRequest)
+
+# A message's id as the caller keeps it (a number or text), echoed back beside its reading.
+MessageId = EntityId | EntityRef
+
+
+class MessageIntentRequest(BaseModel):
+    """One message: its text (English or Chinese) and optionally the caller's id for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: MessageId | None = Field(None, description="Your id of the message, echoed back.")
+    text: str = Field(
+        description="What the customer wrote, English or Chinese; at most 20,000 characters."
+    )
+
+
+class MessageIntentBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[MessageIntentRequest] = Field(min_length=1)
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -157,6 +178,39 @@ class NextBestTime(BaseModel):
     best_slots: list[Slot]
     best_channel: str | None
     p_best: float | None
+
+
+class Term(BaseModel):
+    term: str = Field(description="A word of the text (Chinese: its characters).")
+    weight: float = Field(description="TF-IDF × the class's weight over the other classes'.")
+
+
+class Keyword(BaseModel):
+    term: str
+    topic: str | None = Field(
+        description="The configured topic whose word it is (price, features, delivery_time); "
+        "null: one of the terms that drove the intent."
+    )
+
+
+class MessageReasons(BaseModel):
+    intent: list[Term] = Field(description="The terms that drove the intent, strongest first.")
+    sentiment: list[Term] = Field(description="The terms that drove the sentiment.")
+
+
+class MessageIntent(BaseModel):
+    id: MessageId | None
+    language: Literal[LANGUAGES]
+    intent: Literal[INTENTS]
+    intent_p: float = Field(description="The model's probability of the intent.")
+    sentiment: Literal[SENTIMENTS]
+    sentiment_p: float = Field(description="The model's probability of the sentiment.")
+    need_priority: int = Field(
+        ge=0, le=100, description="The intent's weight × its probability, raised for complaints."
+    )
+    topics: list[str] = Field(description="Configured topics the text mentions.")
+    keywords: list[Keyword]
+    reasons: MessageReasons
 
 
 class WriteBack(BaseModel):

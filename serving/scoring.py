@@ -1,7 +1,8 @@
 """Score feature rows with a loaded model and say the result in product language.
 
 Pure functions over a ``LoadedModel`` and a feature frame (one row per entity, an ``entity_id``
-column when the rows came by id); the thresholds come from ``crm_predict.core.rules``.
+column when the rows came by id); the thresholds come from ``crm_predict.core.rules``. Messages:
+checked texts in, their reading (``score_messages``) out.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import pandas as pd
 from crm_predict.features.rule_context import lead_rule_points
 from crm_predict.features.transforms import RULE_SCORE_INPUTS, rule_score_values
 from crm_predict.serving.loader import LoadedModel
+from crm_predict.training.message_intent import TextModels, check_text, reasons
 from crm_predict.training.specs import MODULES, SPECS
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from crm_predict.core import rules
+from crm_predict.core.errors import UserError
+from crm_predict.core.messages import MessageRules, need_priority, topic_terms
 
 ENTITY_ID = "entity_id"
 ID_FIELD = {name: spec.id_field for name, spec in SPECS.items()}
@@ -246,3 +251,70 @@ def _rule_points(frame: pd.DataFrame, rules_: rules.Rules = rules.RULES) -> np.n
     if all(v is None or type(v) in (int, float) for v in values):  # a single-id read's objects
         return np.array([np.nan if v is None else v for v in values], dtype=float)
     return pd.to_numeric(points, errors="coerce").to_numpy(dtype=float)
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def check_messages(texts: list, field: str) -> list[tuple[str, str]]:
+    """(stripped text, language) per text; an empty, over-long, binary or unreadable one raises
+    ``FeatureInputError`` naming it (``field`` with ``{i}`` for its position)."""
+    checked = []
+    for i, text in enumerate(texts):
+        try:
+            checked.append(check_text(text))
+        except UserError as exc:
+            raise FeatureInputError(field.format(i=i), str(exc)) from None
+    return checked
+
+
+def text_models(model: LoadedModel) -> TextModels:
+    """The fitted vectorizer and heads inside a loaded ``message_intent`` pyfunc."""
+    return model.model.unwrap_python_model().models
+
+
+def score_messages(
+    model: LoadedModel,
+    checked: list[tuple[str, str]],
+    ids: list | None = None,
+    rules_: MessageRules = MessageRules(),
+    k: int = 5,
+) -> list[dict]:
+    """Intent and sentiment with their probabilities, need priority, the configured topics the
+    text mentions, keywords (topic words, then the terms that drove the intent, English stop
+    words left out) and the terms behind each reading, per checked text; one vectorizer pass."""
+    models = text_models(model)
+    texts = [text for text, _ in checked]
+    x = models.vectorizer.transform(texts)
+    p_intent, p_sentiment = models.probabilities("intent", x), models.probabilities("sentiment", x)
+    k_intent, k_sentiment = p_intent.argmax(axis=1), p_sentiment.argmax(axis=1)
+    intents = models.intent.classes_[k_intent]
+    sentiments = models.sentiment.classes_[k_sentiment]
+    intent_p = p_intent.max(axis=1).round(4)
+    priority = need_priority(intents, intent_p, sentiments, rules_)
+    ids = ids or [None] * len(texts)
+    records = []
+    for i, (text, language) in enumerate(checked):
+        row = x[i]
+        _, intent_terms = reasons(models, "intent", text, k, row, int(k_intent[i]))
+        _, sentiment_terms = reasons(models, "sentiment", text, k, row, int(k_sentiment[i]))
+        found = topic_terms(text, rules_.topics)
+        keywords = [{"term": w, "topic": topic} for w, topic in found]
+        keywords += [
+            {"term": t["term"], "topic": None}
+            for t in intent_terms
+            if t["term"] not in ENGLISH_STOP_WORDS
+            and not any(t["term"] in w or w in t["term"] for w, _ in found)
+        ]
+        records.append(
+            {
+                "id": ids[i], "language": language, "intent": str(intents[i]),
+                "intent_p": float(intent_p[i]), "sentiment": str(sentiments[i]),
+                "sentiment_p": float(round(p_sentiment[i].max(), 4)),
+                "need_priority": int(priority[i]),
+                "topics": list(dict.fromkeys(topic for _, topic in found)),
+                "keywords": keywords,
+                "reasons": {"intent": intent_terms, "sentiment": sentiment_terms},
+            }
+        )  # fmt: skip
+    return records

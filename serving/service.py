@@ -1,8 +1,9 @@
-"""The online API: one BentoML service, five models, single and batch endpoints.
+"""The online API: one BentoML service, five models and the message model, single and batch
+endpoints.
 
 Thin on purpose: ``__init__`` builds the ``ModelHub`` (a champion that fails to load is reported by
-``/readyz``, never a crash); every endpoint hands its request to ``_answer``; scoring and write-back
-live in ``hub``, ``scoring`` and ``writeback``. ``/healthz``, ``/readyz``, ``/models`` and
+``/readyz``, never a crash); every endpoint hands its request to ``_answer`` (messages:
+``_answer_messages``); scoring and write-back live in ``hub``, ``scoring`` and ``writeback``. ``/healthz``, ``/readyz``, ``/models`` and
 ``/admin/reload`` are a Starlette app in front of BentoML's own probes (``OpsRoutes``); the deal
 review pages are mounted at ``/review``. OpenAPI: ``/docs.json``, UI at ``/``.
 """
@@ -20,13 +21,17 @@ import bentoml
 from crm_predict.serving import review
 from crm_predict.serving import schemas as S
 from crm_predict.serving.hub import (
+    MESSAGE_MODEL,
+    TEXT_MODELS,
     Job,
+    MessageJob,
     ModelHub,
+    Scored,
     UnavailableError,
     UnknownIdsError,
     UnknownRefsError,
 )
-from crm_predict.serving.scoring import FeatureInputError, check_rows
+from crm_predict.serving.scoring import FeatureInputError, check_messages, check_rows
 from crm_predict.training.specs import SPECS
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -110,7 +115,8 @@ def _endpoints(
 @bentoml.asgi_app(review.app, path="/review")
 @bentoml.service(name=SERVICE_NAME, traffic={"timeout": 60}, workers=1)
 class CrmPredict:
-    """CRM predictions: lead score, deal health, churn, CLV and next best time to contact."""
+    """CRM predictions: lead score, deal health, churn, CLV, next best time to contact, and the
+    intent and sentiment of customer messages."""
 
     def __init__(self) -> None:
         quiet_bentoml_deprecation()
@@ -171,11 +177,34 @@ class CrmPredict:
             return _error(ctx, ApiError(503, str(exc)))
         except ApiError as exc:
             return _error(ctx, exc)
-        model = scored.model
-        info = {"name": model.name, "version": model.version, "alias": model.alias, "run_id": model.run_id}  # fmt: skip
-        records = {"predictions": scored.records} if batch else {"prediction": scored.records[0]}
-        body = {"request_id": request_id, "model": info, "written_back": written, **records}
-        return Response(answer.model_validate(body).model_dump_json(), media_type=JSON)
+        return _reply(answer, request_id, scored, written)
+
+    async def _answer_messages(
+        self,
+        ctx: bentoml.Context,
+        messages: list[S.MessageIntentRequest],
+        answer: type[Answer],
+        field: str,
+    ) -> Response:
+        """Check every text (422 naming the first bad one: nothing scored), then read them in
+        one model call coalesced with concurrent requests. Nothing is written."""
+        try:
+            headers = ctx.request.headers
+            if self.settings.protect_reads:
+                check_token(headers.get("authorization"), self.settings.api_token)
+            request_id = headers.get("x-request-id") or uuid.uuid4().hex
+            limit = self.settings.max_batch_size
+            if len(messages) > limit:
+                raise ApiError(413, f"{len(messages)} messages; at most {limit} per request (max_batch_size)", "messages")  # fmt: skip
+            job = MessageJob(check_messages([m.text for m in messages], field), [m.id for m in messages])  # fmt: skip
+            scored = await self.hub.score(MESSAGE_MODEL, job)
+        except FeatureInputError as exc:
+            return _error(ctx, ApiError(422, str(exc), exc.field))
+        except UnavailableError as exc:
+            return _error(ctx, ApiError(503, str(exc)))
+        except ApiError as exc:
+            return _error(ctx, exc)
+        return _reply(answer, request_id, scored, {"requested": False})
 
     def _job(self, name: str, request: S.ScoreRequest, batch: bool) -> Job:
         explain = bool(getattr(request, "explain", False))
@@ -216,6 +245,38 @@ class CrmPredict:
         S.NextBestTime, "Best hour-of-week slots and channel to contact one contact.",
         "Best slots and channel for many contacts.",
     )  # fmt: skip
+
+    @bentoml.api(
+        route="/message_intent",
+        input_spec=S.MessageIntentRequest,
+        output_spec=S.Single[S.MessageIntent],
+    )
+    async def message_intent(self, ctx: bentoml.Context, **fields) -> Response:
+        """Intent, sentiment, language, keywords and the terms behind them for one message."""
+        message = S.MessageIntentRequest(**fields)
+        return await self._answer_messages(ctx, [message], S.Single[S.MessageIntent], "text")
+
+    @bentoml.api(
+        route="/message_intent/batch",
+        input_spec=S.MessageIntentBatchRequest,
+        output_spec=S.Batch[S.MessageIntent],
+    )
+    async def message_intent_batch(self, ctx: bentoml.Context, **fields) -> Response:
+        """Intent, sentiment, keywords and reasons for many messages, in request order."""
+        messages = S.MessageIntentBatchRequest(**fields).messages
+        return await self._answer_messages(
+            ctx, messages, S.Batch[S.MessageIntent], "messages[{i}].text"
+        )
+
+
+def _reply(answer: type[Answer], request_id: str, scored: Scored, written: dict) -> Response:
+    """The validated answer as the bytes BentoML would send (see ``CrmPredict._answer``)."""
+    model = scored.model
+    info = {"name": model.name, "version": model.version, "alias": model.alias, "run_id": model.run_id}  # fmt: skip
+    batch = issubclass(answer, S.Batch)
+    records = {"predictions": scored.records} if batch else {"prediction": scored.records[0]}
+    body = {"request_id": request_id, "model": info, "written_back": written, **records}
+    return Response(answer.model_validate(body).model_dump_json(), media_type=JSON)
 
 
 def _id_key(name: str) -> str:
@@ -263,9 +324,11 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def models(request: Request) -> JSONResponse:
-    """The loaded champion of every model (version, run, features, explainer)."""
+    """The loaded champion of every model (version, run, features, explainer), the text
+    models' apart."""
     svc = _service(request, "reads")
-    return JSONResponse({"models": svc.hub.model_status()})
+    text = svc.hub.model_status(TEXT_MODELS)
+    return JSONResponse({"models": svc.hub.model_status(), "text_models": text})
 
 
 async def admin_reload(request: Request) -> JSONResponse:
@@ -281,7 +344,10 @@ async def admin_reload(request: Request) -> JSONResponse:
     outcome = await anyio.to_thread.run_sync(lambda: svc.hub.reload(force=force))
     await anyio.to_thread.run_sync(svc.hub.warm)  # a forced reload reopens the online store
     freeze_heap()  # the new champions too
-    return JSONResponse({"reloaded": outcome, "rules": rules, "models": svc.hub.model_status()})
+    text = svc.hub.model_status(TEXT_MODELS)
+    return JSONResponse(
+        {"reloaded": outcome, "rules": rules, "models": svc.hub.model_status(), "text_models": text}
+    )
 
 
 OPS_APP = Starlette(

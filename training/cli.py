@@ -95,9 +95,12 @@ def print_model_choice(console: Any, result: Any) -> None:
 def train(
     ctx: typer.Context,
     model: str = typer.Argument(
-        ..., help="lead_scoring, deal_health, churn, clv or next_best_time."
+        ..., help="lead_scoring, deal_health, churn, clv, next_best_time or message_intent."
     ),
-    csv: Path | None = typer.Option(None, help="Train on your own table instead of the demo CRM."),
+    csv: Path | None = typer.Option(
+        None,
+        help="Train on your own table (message_intent: labelled messages) instead of the demo.",
+    ),
     target: str | None = typer.Option(None, help="Binary target column (yes/no, true/false, 1/0)."),
     id_column: str | None = typer.Option(None, "--id", help="Row id column (never a feature)."),
     time_column: str | None = typer.Option(
@@ -145,7 +148,9 @@ def train(
         None, help="Contact id column.", rich_help_panel="next_best_time"
     ),
     time_col: str | None = typer.Option(
-        None, help="Event time column.", rich_help_panel="next_best_time"
+        None,
+        help="Event time column (message_intent: the message's time; the newest are the holdout).",
+        rich_help_panel="next_best_time",
     ),
     responded_col: str | None = typer.Option(
         None,
@@ -158,12 +163,63 @@ def train(
     segment_col: str | None = typer.Option(
         None, help="Segment column.", rich_help_panel="next_best_time"
     ),
+    text_col: str | None = typer.Option(
+        None,
+        help="message_intent --csv: the message text column.",
+        rich_help_panel="message_intent",
+    ),
+    label_col: str | None = typer.Option(
+        None,
+        help="message_intent --csv: the intent column (technical_consultation, quote_request, "
+        "competitor_comparison, after_sales_support).",
+        rich_help_panel="message_intent",
+    ),
+    sentiment_col: str | None = typer.Option(
+        None,
+        help="message_intent --csv: the sentiment column (satisfied, complaining, hesitant; "
+        "default: the VADER / SnowNLP reading).",
+        rich_help_panel="message_intent",
+    ),
+    messages: int = typer.Option(
+        4000,
+        min=50,
+        help="message_intent: demo messages generated when the CRM store holds no labelled ones.",
+        rich_help_panel="message_intent",
+    ),
 ) -> None:
     """Train a model, evaluate it on the newest data and register it in MLflow."""
-    from crm_predict.training.specs import MODULES, SPECS
+    from crm_predict.training.specs import MODULES, SPECS, TEXT_MODULES
     from rich.console import Console
 
     settings = ctx.obj
+    text_options = {"--text-col": text_col, "--label-col": label_col, "--sentiment-col": sentiment_col}  # fmt: skip
+    if model in TEXT_MODULES:
+        other = {"--target": target, "--id": id_column, "--time": time_column, "--exclude": exclude,
+                 "--transactions": transactions, "--events": events}  # fmt: skip
+        if any(other.values()) or allow_leakage:
+            raise UserError(
+                f"{model} takes --csv with --text-col, --label-col [--sentiment-col] "
+                f"[--time-col], not {', '.join(k for k, v in other.items() if v) or '--allow-leakage'}"
+            )
+        module = TEXT_MODULES[model]
+        # The whole table is checked before the MLflow store is opened (a bad one writes nothing).
+        data, source = module.training_data(
+            settings, csv, text_col, label_col, sentiment_col, time_col, messages
+        )
+        result = module.train(
+            tracking_client(settings), data, n_trials=settings.optuna_trials, seed=settings.seed,
+            source=source,
+        )  # fmt: skip
+        shown = [k for k in module.MODEL.train_metrics if k in result.metrics]
+        Console().print(
+            f"[bold]{model}[/] version {result.version} (run {result.run_id}): "
+            + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown)
+        )
+        return
+    if any(text_options.values()):
+        raise UserError(
+            f"{', '.join(k for k, v in text_options.items() if v)} are for message_intent"
+        )
     if model in SPECS and not SPECS[model].is_classifier:
         spec = SPECS[model]
         if exclude or allow_leakage:

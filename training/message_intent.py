@@ -11,10 +11,14 @@ the text toward its class (weight × TF-IDF), shown as the words of the text tha
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -22,11 +26,86 @@ import numpy as np
 import pandas as pd
 
 from crm_predict.core.errors import UserError
-from crm_predict.core.messages import LANGUAGES, TS
+from crm_predict.core.messages import INTENTS, LANGUAGES, SENTIMENTS, TS
 
 MAX_CHARS = 20_000
 TEXT, LANGUAGE = "text", "language"
 HOLDOUT_SHARE, VALIDATION_SHARE = 0.2, 0.15
+MIN_MESSAGES = 50
+# Demo training data: the CRM store's labelled messages when it holds this many, else the
+# generator's, over the year before the demo CRM's ``as_of``.
+MIN_STORE_MESSAGES, DEMO_MESSAGES = 500, 4000
+DEMO_END = datetime(2026, 6, 30)
+VOCABULARY = {"intent": INTENTS, "sentiment": SENTIMENTS}
+
+
+@dataclass(frozen=True)
+class TextModelSpec:
+    """What the registry and the CLI know about a text model: the fields of
+    ``crm_predict.core.model_spec.ModelSpec`` they read, under the same names, and no
+    FeatureService (see ``crm_predict.training.specs``)."""
+
+    name: str
+    entity: str  # what one row is (a message)
+    crm_entity: str  # entity_type of the tags its readings become
+    purpose: str
+    known_limits: str
+    quality: tuple[str, str | None, str | None]
+    key_metrics: tuple[tuple[str, bool], ...]
+    card_metrics: tuple[tuple[str, str | None, str | None], ...]
+    train_metrics: tuple[str, ...]
+    card_lines: Callable[[Mapping[str, str], Mapping[str, str]], list[str]] | None = None
+    kind: str = "text"
+    decision_threshold: None = None
+    lower_is_better: bool = False
+    is_classifier: bool = False
+
+
+def card_lines(params: Mapping[str, str], tags: Mapping[str, str]) -> list[str]:
+    """How the text was read and which baselines the card's table stands beside."""
+    return [
+        "",
+        "## Text model",
+        f"- TF-IDF over character n-grams ({params.get('analyzer', 'char_wb')}, 1–"
+        f"{params.get('max_n', '?')}), logistic heads C = {params.get('c_intent', '?')} (intent), "
+        f"{params.get('c_sentiment', '?')} (sentiment)",
+        f"- Sentiment labels: {tags.get('sentiment_labels', 'given')}",
+        "- Baselines: intent beside the keyword rule (table) and the majority class "
+        "(`intent_macro_f1_majority_*`); sentiment beside VADER / SnowNLP alone "
+        "(`sentiment_accuracy_lexicon_*`)",
+    ]
+
+
+MODEL = TextModelSpec(
+    name="message_intent",
+    entity="message",
+    crm_entity="contact",
+    purpose="Intent (technical consultation, quote request, competitor comparison, after-sales "
+    "support) and sentiment (satisfied, complaining, hesitant) of what a customer writes, in "
+    "English and Chinese, with the terms that drove each reading.",
+    known_limits="Reads English and Chinese only (other text is refused); trained on templated "
+    "demo messages unless given labelled ones, so real phrasing may read less well.",
+    quality=("intent_macro_f1_all", "intent_macro_f1_keyword_rule_all", None),
+    key_metrics=(
+        ("intent_macro_f1_en", True), ("intent_macro_f1_zh", True),
+        ("sentiment_accuracy_en", True), ("sentiment_accuracy_zh", True),
+    ),
+    card_metrics=tuple(
+        (f"{kind}_{language}", f"{base}_{language}", None)
+        for kind, base in (
+            ("intent_macro_f1", "intent_macro_f1_keyword_rule"),
+            ("sentiment_accuracy", "sentiment_accuracy_lexicon"),
+        )
+        for language in ("en", "zh", "all")
+    ),
+    train_metrics=(
+        "intent_macro_f1_en", "intent_macro_f1_keyword_rule_en", "intent_macro_f1_majority_en",
+        "intent_macro_f1_zh", "intent_macro_f1_keyword_rule_zh", "intent_macro_f1_majority_zh",
+        "sentiment_accuracy_en", "sentiment_accuracy_lexicon_en",
+        "sentiment_accuracy_zh", "sentiment_accuracy_lexicon_zh",
+    ),
+    card_lines=card_lines,
+)  # fmt: skip
 
 # The keyword rule a team would write first: the intent whose words occur most (ties: this order).
 INTENT_KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -49,7 +128,9 @@ INTENT_KEYWORDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _LATIN = re.compile(r"[A-Za-z]")
+_WORD = re.compile(r"[a-z]+(?:['’-][a-z]+)*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -136,6 +217,28 @@ class TextModels:
     intent: Any
     sentiment: Any
 
+    @cached_property
+    def terms(self) -> np.ndarray:
+        """The vectorizer's n-grams by column, built once (a 200k-string array per call
+        would cost more than scoring)."""
+        return self.vectorizer.get_feature_names_out()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "terms"}  # rebuilt on load
+
+    def probabilities(self, head: str, x) -> np.ndarray:
+        """``predict_proba`` of head ``intent`` or ``sentiment`` on TF-IDF rows ``x``, without
+        sklearn's input checks (the vectorizer's rows are valid by construction, and the checks
+        cost more than the product: a third of a single message's scoring)."""
+        model = getattr(self, head)
+        scores = np.asarray(x @ model.coef_.T) + model.intercept_
+        if scores.shape[1] == 1:  # two classes: the logistic of one score, for classes_[1]
+            p = 1 / (1 + np.exp(-scores[:, 0]))
+            return np.column_stack([1 - p, p])
+        scores -= scores.max(axis=1, keepdims=True)  # softmax, as the multinomial head's
+        e = np.exp(scores)
+        return e / e.sum(axis=1, keepdims=True)
+
     def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         x = self.vectorizer.transform(texts)
         return self.intent.predict(x), self.sentiment.predict(x)
@@ -198,32 +301,35 @@ def tune(train: pd.DataFrame, validation: pd.DataFrame, n_trials: int, seed: int
     return models, best, float(study.best_value)
 
 
-def reasons(vec, model, text: str, k: int = 5) -> tuple[str, list[dict[str, float]]]:
-    """(class, the terms that drove it): n-grams ranked by TF-IDF × (the class's weight − the
-    other classes' mean weight), each shown as the word of ``text`` holding it (Chinese: the
-    n-gram itself, two characters or more), overlapping terms kept once."""
-    row = vec.transform([text])
-    k_class = int(np.argmax(model.decision_function(row)[0]))
-    coef = model.coef_
+def reasons(models: TextModels, head: str, text: str, k: int = 5, row=None, k_class: int | None = None) -> tuple[str, list[dict[str, float]]]:  # fmt: skip
+    """(class, the terms that drove it) of head ``intent`` or ``sentiment``: n-grams ranked by
+    TF-IDF × (the class's weight − the other classes' mean weight), each shown as the word of
+    ``text`` holding it (Chinese: the n-gram itself, two characters or more), overlapping terms
+    kept once. ``row`` (the text's TF-IDF row) and ``k_class`` (its class's index) when the
+    caller has them."""
+    model = getattr(models, head)
+    row = models.vectorizer.transform([text]) if row is None else row
+    if k_class is None:
+        k_class = int(np.argmax(model.decision_function(row)[0]))
+    coef = model.coef_[:, row.indices]  # only the text's n-grams: a few hundred of 200k columns
     if len(coef) == 1:  # two classes: one weight vector, for classes_[1]
         coef = np.vstack([-coef[0], coef[0]])
-    others = np.delete(coef, k_class, axis=0).mean(axis=0)
-    weights = row.data * (coef[k_class, row.indices] - others[row.indices])
-    vocabulary = vec.get_feature_names_out()
-    words = re.findall(r"\S+", text.lower())
+    others = (coef.sum(axis=0) - coef[k_class]) / max(1, len(coef) - 1)
+    weights = row.data * (coef[k_class] - others)
+    vocabulary = models.terms
+    words = _WORD.findall(text.lower())
     terms: list[dict[str, float]] = []
-    for j in np.argsort(-weights):
+    for j in np.argsort(-weights, kind="stable"):
         if weights[j] <= 0 or len(terms) == k:
             break
-        gram = re.sub(r"[\W\d_]", "", vocabulary[row.indices[j]])
-        if len(gram) < (2 if _CJK.search(gram) else 3):
-            continue
-        term = (
-            gram
-            if _CJK.search(gram)
-            else next((w.strip(".,!?;:") for w in words if gram in w), gram)
-        )
-        if any(term in t["term"] or t["term"] in term for t in terms):
+        gram = vocabulary[row.indices[j]]
+        chinese = max(_CJK_RUN.findall(gram), key=len, default="")
+        if chinese:  # the n-gram's longest run of Chinese characters (punctuation splits runs)
+            term = chinese if len(chinese) >= 2 else ""
+        else:  # the Latin word of the text holding the n-gram
+            letters = re.sub(r"[^a-z]", "", gram)
+            term = next((w for w in words if letters in w), letters) if len(letters) >= 3 else ""
+        if not term or any(term in t["term"] or t["term"] in term for t in terms):
             continue
         terms.append({"term": term, "weight": round(float(weights[j]), 4)})
     return str(model.classes_[k_class]), terms
@@ -293,7 +399,7 @@ def predict_messages(models: TextModels, texts: Sequence[str]) -> pd.DataFrame:
         except UserError as exc:
             raise UserError(f"texts[{i}]: {exc}") from None
     x = models.vectorizer.transform([t for t, _ in checked])
-    p_intent, p_sentiment = models.intent.predict_proba(x), models.sentiment.predict_proba(x)
+    p_intent, p_sentiment = models.probabilities("intent", x), models.probabilities("sentiment", x)
     return pd.DataFrame(
         {
             "language": [lang for _, lang in checked],
@@ -305,16 +411,29 @@ def predict_messages(models: TextModels, texts: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def prepare(frame: pd.DataFrame, text_col: str = TEXT, label_cols: Mapping[str, str] | None = None) -> pd.DataFrame:  # fmt: skip
-    """A labelled message table in the training shape (``text, language, intent, sentiment``,
-    ``sent_at`` when given): bad texts and unlabelled rows are refused with their row number."""
+def label_value(label: str) -> str:
+    """A label as the vocabulary spells it: ``Quote request`` → ``quote_request``."""
+    return re.sub(r"[\s-]+", "_", label.strip().lower())
+
+
+def prepare(frame: pd.DataFrame, text_col: str = TEXT, label_cols: Mapping[str, str] | None = None, time_col: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """A labelled message table in the training shape (``text, language, intent``, ``sentiment``
+    when labelled, ``sent_at`` from ``time_col`` or a ``sent_at`` column): missing columns, bad
+    texts, missing or unknown labels and unreadable times are refused with their row number."""
     label_cols = dict(label_cols or {"intent": "intent", "sentiment": "sentiment"})
-    missing = [c for c in (text_col, *label_cols.values()) if c not in frame.columns]
+    time_col = time_col or (TS if TS in frame.columns else None)
+    wanted = [text_col, *label_cols.values(), *([time_col] if time_col else [])]
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise UserError(
             f"missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}"
         )
-    out = pd.DataFrame({TEXT: frame[text_col].astype(object)})
+    if frame.empty:
+        raise UserError("the table has no rows")
+    frame = frame.reset_index(drop=True)
+    # A blank cell is an empty text and a number in a text column its digits (as a CSV reads).
+    texts = frame[text_col].astype(object)
+    out = pd.DataFrame({TEXT: [v if isinstance(v, str) else "" if pd.isna(v) else str(v) for v in texts]})  # fmt: skip
     for target, source in label_cols.items():
         labels = frame[source].astype("string").str.strip()
         empty = labels.isna() | (labels == "")
@@ -322,7 +441,7 @@ def prepare(frame: pd.DataFrame, text_col: str = TEXT, label_cols: Mapping[str, 
             raise UserError(
                 f"row {int(np.flatnonzero(empty.to_numpy())[0]) + 2}: no {source} label"
             )
-        out[target] = labels.to_numpy(dtype=object)
+        out[target] = [label_value(v) for v in labels]
     languages = []
     for i, text in enumerate(out[TEXT]):
         try:
@@ -331,8 +450,22 @@ def prepare(frame: pd.DataFrame, text_col: str = TEXT, label_cols: Mapping[str, 
             raise UserError(f"row {i + 2}: {exc}") from None
         languages.append(language)
     out[LANGUAGE] = languages
-    if TS in frame.columns:
-        out[TS] = pd.to_datetime(frame[TS].to_numpy())
+    for target, source in label_cols.items():
+        unknown = ~out[target].isin(VOCABULARY[target])
+        if unknown.any():
+            i = int(np.flatnonzero(unknown.to_numpy())[0])
+            raise UserError(
+                f"row {i + 2}: {source} {frame[source][i]!r} is no {target} the product knows "
+                f"({', '.join(VOCABULARY[target])})"
+            )
+    if time_col:
+        times = pd.to_datetime(frame[time_col], errors="coerce", format="mixed")
+        if times.isna().any():
+            i = int(np.flatnonzero(times.isna().to_numpy())[0])
+            raise UserError(f"row {i + 2}: {time_col} {frame[time_col][i]!r} is not a time")
+        if times.dt.tz is not None:  # naive UTC everywhere
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+        out[TS] = times.to_numpy()
     for target in label_cols:
         counts = out[target].value_counts()
         if len(counts) < 2:
@@ -360,13 +493,19 @@ def train(
     source: str = "demo",
 ) -> MessageTraining:
     """Tune, evaluate on the newest messages and register ``message_intent`` (alias challenger).
-    ``frame`` is in the training shape (:func:`prepare`)."""
+    ``frame`` is in the training shape (:func:`prepare`); without a ``sentiment`` column the
+    sentiment head learns the lexicons' reading (and is not scored against them)."""
     from crm_predict.training.tracking import log_pyfunc_run
 
-    if len(frame) < 50:
+    if len(frame) < MIN_MESSAGES:
         raise UserError(
-            f"{len(frame)} labelled messages; at least 50 are needed to train and hold out"
+            f"{len(frame)} labelled messages; at least {MIN_MESSAGES} are needed to train and "
+            "hold out"
         )
+    sentiment_labels = "given"
+    if "sentiment" not in frame:  # unlabelled: the lexicons' reading, learnt by the head
+        frame = frame.assign(sentiment=lexicon_sentiment(frame[TEXT].tolist(), frame[LANGUAGE].tolist()))  # fmt: skip
+        sentiment_labels, lexicons = "lexicon (VADER / SnowNLP: none given)", False
     train_part, validation, holdout = time_split(frame)
     models, best, validation_score = tune(train_part, validation, n_trials, seed)
     evaluation = evaluate(models, train_part, holdout, lexicons=lexicons)
@@ -378,7 +517,7 @@ def train(
     )
     logged = log_pyfunc_run(
         client,
-        "message_intent",
+        MODEL.name,
         MessageModel(models),
         example,
         predict_messages(models, example[TEXT].tolist()),
@@ -390,7 +529,62 @@ def train(
             "validation_score": validation_score,
             "n_train": float(len(train_part) + len(validation)),
         },
-        tags={"entity": "message", "data_window": window, "source": source},
+        tags={
+            "entity": MODEL.entity,
+            "data_window": window,
+            "source": source,
+            "feature_names": json.dumps([TEXT]),
+            "feature_service": "none: reads the message text",
+            "sentiment_labels": sentiment_labels,
+        },
         dicts={"config/intent_keywords.json": {k: list(v) for k, v in INTENT_KEYWORDS.items()}},
     )
     return MessageTraining(logged.run_id, logged.version, evaluation.metrics, best)
+
+
+def demo_messages(settings: Any, n: int = DEMO_MESSAGES) -> tuple[pd.DataFrame, str]:
+    """(messages, source): the CRM store's labelled inbound messages when it holds at least
+    ``MIN_STORE_MESSAGES``, else ``n`` from the demo generator (seeded by the settings)."""
+    from crm_predict.crm_store.db import store_session
+    from crm_predict.crm_store.demo_messages import generate_messages
+    from sqlalchemy import inspect, text
+
+    with store_session(settings.crm_url) as session:
+        if inspect(session.connection()).has_table("messages"):
+            query = text(
+                f"SELECT text, intent, sentiment, {TS} FROM messages WHERE direction = 'inbound' "
+                "AND intent IS NOT NULL AND sentiment IS NOT NULL ORDER BY " + TS
+            )
+            stored = pd.DataFrame(session.execute(query).all(), columns=[TEXT, "intent", "sentiment", TS])  # fmt: skip
+            if len(stored) >= MIN_STORE_MESSAGES:
+                return stored, "crm_store:messages"
+    start = DEMO_END - timedelta(days=365)
+    return generate_messages(n, settings.seed, start, DEMO_END), "demo"
+
+
+def training_data(
+    settings: Any,
+    csv: Path | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    sentiment_col: str | None = None,
+    time_col: str | None = None,
+    n_messages: int = DEMO_MESSAGES,
+) -> tuple[pd.DataFrame, str]:
+    """(messages in the training shape, source) for ``crm-predict train message_intent``: the
+    demo messages, or a user's labelled CSV, checked whole before anything reaches MLflow."""
+    from crm_predict.core.errors import read_user_csv
+
+    columns = {"--text-col": text_col, "--label-col": label_col}
+    given = {**columns, "--sentiment-col": sentiment_col, "--time-col": time_col}
+    if csv is None:
+        if any(given.values()):
+            raise UserError(f"{', '.join(k for k, v in given.items() if v)} go with --csv")
+        frame, source = demo_messages(settings, n_messages)
+        return prepare(frame), source
+    missing = [flag for flag, value in columns.items() if not value]
+    if missing:
+        raise UserError(f"--csv needs {' and '.join(f'{m} COLUMN' for m in missing)}")
+    labels = {"intent": label_col} | ({"sentiment": sentiment_col} if sentiment_col else {})
+    frame = read_user_csv(csv, "messages CSV")
+    return prepare(frame, text_col, labels, time_col), f"csv:{csv.name}"

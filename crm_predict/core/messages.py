@@ -98,12 +98,13 @@ class MessageRules:
     )
 
 
-def need_priority(intent: pd.Series, intent_p: pd.Series, sentiment: pd.Series, rules: MessageRules) -> np.ndarray:  # fmt: skip
-    weight = intent.map(dict(rules.intent_priority)).fillna(0.0).to_numpy(dtype=float)
-    boost = np.where(sentiment.to_numpy() == "complaining", rules.complaint_boost, 1.0)
-    return np.clip(np.round(100 * weight * intent_p.to_numpy(dtype=float) * boost), 0, 100).astype(
-        int
-    )
+def need_priority(intent: Sequence[str], intent_p: Sequence[float], sentiment: Sequence[str], rules: MessageRules) -> np.ndarray:  # fmt: skip
+    """0–100 per message: the intent's weight × the model's confidence, raised for complaints."""
+    weights = dict(rules.intent_priority)
+    weight = np.array([weights.get(i, 0.0) for i in intent], dtype=float)
+    boost = np.where(np.asarray(sentiment) == "complaining", rules.complaint_boost, 1.0)
+    priority = np.round(100 * weight * np.asarray(intent_p, dtype=float) * boost)
+    return np.clip(priority, 0, 100).astype(int)
 
 
 def contact_tags(scored: pd.DataFrame, now: datetime, rules: MessageRules = MessageRules()) -> pd.DataFrame:  # fmt: skip
@@ -184,7 +185,14 @@ def message_tasks(scored: pd.DataFrame, now: datetime, rules: MessageRules = Mes
     return tasks
 
 
+def topic_terms(text: str, topics: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """(word, topic) for each configured topic word ``text`` holds, in the configured order; a
+    word inside a longer one found too (``price`` in ``pricing``) is left out."""
+    lowered = text.lower()
+    found = [(w.lower(), topic) for topic, words in topics.items() for w in words if w.lower() in lowered]  # fmt: skip
+    return [(w, t) for w, t in found if not any(w != other and w in other for other, _ in found)]
+
+
 def topic_keywords(text: str, topics: Mapping[str, Sequence[str]]) -> list[str]:
     """The configured topics (price, features, delivery time …) whose words occur in ``text``."""
-    lowered = text.lower()
-    return [topic for topic, words in topics.items() if any(w.lower() in lowered for w in words)]
+    return list(dict.fromkeys(topic for _, topic in topic_terms(text, topics)))

@@ -121,11 +121,11 @@ def test_training_beats_both_baselines_per_language_and_registers(mlflow_client)
         model.predict(pd.DataFrame({"text": ["fine", ""]}))
 
     models = model.unwrap_python_model().models
-    label, terms = mi.reasons(models.vectorizer, models.intent, texts[0])
+    label, terms = mi.reasons(models, "intent", texts[0])
     assert label == "quote_request"
     assert terms and all(t["weight"] > 0 for t in terms)
     assert any(t["term"] in texts[0].lower() for t in terms)
-    label, terms = mi.reasons(models.vectorizer, models.intent, texts[1])
+    label, terms = mi.reasons(models, "intent", texts[1])
     assert label == "after_sales_support" and all(t["term"] in texts[1] for t in terms)
 
 
@@ -197,3 +197,155 @@ def test_quote_requests_and_comparisons_become_tasks_once_per_message():
     assert "Compared with a competitor" in tasks[12].reason
     again = {t.entity_id: t.dedup_key for t in messages.message_tasks(scored, NOW)}
     assert again == {k: t.dedup_key for k, t in tasks.items()}
+
+
+def test_labels_are_read_in_the_vocabulary_and_unknown_ones_refused():
+    frame = pd.DataFrame(
+        {
+            "body": ["Please share pricing for 20 seats.", "系统报错了，打不开"],
+            "label": ["Quote request", "after-sales support"],
+            "mood": ["satisfied", "angry"],
+        }
+    )
+    data = mi.prepare(frame, "body", {"intent": "label"})
+    assert data["intent"].tolist() == ["quote_request", "after_sales_support"]
+    assert "sentiment" not in data
+    with pytest.raises(UserError, match=r"row 3: mood 'angry' is no sentiment .*complaining"):
+        mi.prepare(frame, "body", {"intent": "label", "sentiment": "mood"})
+    frame["when"] = ["2025-01-02", "yesterday"]
+    with pytest.raises(UserError, match="row 3: when 'yesterday' is not a time"):
+        mi.prepare(frame, "body", {"intent": "label"}, time_col="when")
+
+
+def _csv(tmp_path, n: int = 300, **columns) -> str:
+    """English demo messages (VADER only: SnowNLP's model takes ~15 s to load) as a user's CSV."""
+    frame = generate_messages(n, 4, START, END, zh_share=0.0)
+    frame = frame.rename(columns={"text": "body", "intent": "label", "sentiment": "mood", "sent_at": "when"})  # fmt: skip
+    for name, value in columns.items():
+        frame[name] = value
+    path = tmp_path / "texts.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _store(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'cli' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_train_cli_on_a_labelled_csv_registers_a_challenger(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("CRM_PREDICT_OPTUNA_TRIALS", "2")
+    args = ["--text-col", "body", "--label-col", "label", "--sentiment-col", "mood", "--time-col", "when"]  # fmt: skip
+
+    result = cli("train", "message_intent", "--csv", _csv(tmp_path), *args)
+
+    assert result.exit_code == 0, result.output
+    assert "message_intent version 1" in result.output and "intent_macro_f1_en=" in result.output
+    client = _store(tmp_path)
+    assert version_for_alias(client, "message_intent", CHALLENGER) == "1"
+    run = client.get_run(client.get_model_version("message_intent", "1").run_id)
+    assert run.data.tags["source"] == "csv:texts.csv" and run.data.tags["sentiment_labels"] == "given"  # fmt: skip
+    for key in ("intent_macro_f1_en", "intent_macro_f1_majority_en", "intent_macro_f1_keyword_rule_en", "sentiment_accuracy_lexicon_en"):  # fmt: skip
+        assert key in run.data.metrics
+    assert run.data.tags["data_window"].startswith("train 2025-01")
+
+
+def test_without_sentiment_labels_the_head_learns_the_lexicons_reading(mlflow_client):
+    data = mi.prepare(generate_messages(300, 4, START, END, zh_share=0.0), label_cols={"intent": "intent"})  # fmt: skip
+
+    result = mi.train(mlflow_client, data, n_trials=1)
+
+    run = mlflow_client.get_run(result.run_id)
+    assert run.data.tags["sentiment_labels"].startswith("lexicon")
+    assert "sentiment_accuracy_lexicon_en" not in result.metrics  # the labels themselves
+    assert (
+        result.metrics["sentiment_accuracy_en"] > result.metrics["sentiment_accuracy_majority_en"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("columns", "args", "message"),
+    [
+        ({}, ["--text-col", "message"], "missing column(s) message"),
+        ({"label": "pricing"}, [], "label 'pricing' is no intent"),
+        ({"mood": "meh"}, [], "mood 'meh' is no sentiment"),
+        ({"body": ""}, [], "row 2: text is empty"),
+        ({"body": "\x07\x08 price binary"}, [], "row 2: text holds control characters"),
+        ({"when": "soon"}, [], "when 'soon' is not a time"),
+        ({}, ["--label-col", ""], "--csv needs --label-col COLUMN"),
+    ],
+    ids=[
+        "missing-column",
+        "unknown-intent",
+        "unknown-sentiment",
+        "empty-text",
+        "binary",
+        "bad-time",
+        "no-label",
+    ],  # fmt: skip
+)
+def test_a_malformed_csv_is_a_clear_error_and_nothing_reaches_mlflow(cli, tmp_path, columns, args, message):  # fmt: skip
+    base = {"--text-col": "body", "--label-col": "label", "--sentiment-col": "mood", "--time-col": "when"}  # fmt: skip
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    options = [x for flag, value in base.items() if value for x in (flag, value)]
+
+    result = cli("train", "message_intent", "--csv", _csv(tmp_path, 60, **columns), *options)
+
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "cli" / "mlflow.db").exists() or not _store(tmp_path).search_registered_models()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "the file is empty"), ("body,label\n", "has a header but no rows")],
+)
+def test_an_empty_csv_is_a_clear_error(cli, tmp_path, content, message):
+    path = tmp_path / "texts.csv"
+    path.write_text(content)
+    result = cli("train", "message_intent", "--csv", str(path), "--text-col", "body", "--label-col", "label")  # fmt: skip
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_text_options_belong_to_message_intent_and_csv_to_its_columns(cli):
+    result = cli("train", "message_intent", "--text-col", "body")
+    assert result.exit_code == 2 and "--text-col go with --csv" in result.output
+    result = cli("train", "churn", "--label-col", "label")
+    assert result.exit_code == 2 and "--label-col are for message_intent" in result.output
+
+
+def test_too_few_labelled_messages_are_refused(mlflow_client):
+    data = mi.prepare(generate_messages(40, 4, START, END, zh_share=0.0))
+    with pytest.raises(UserError, match="40 labelled messages; at least 50"):
+        mi.train(mlflow_client, data, n_trials=1, lexicons=False)
+    assert not mlflow_client.search_registered_models()
+
+
+def test_the_registry_gates_and_cards_the_text_model(mlflow_client, monkeypatch):
+    """Today's registry: gates for a first version, a card naming the text feature. With the
+    registry's spec lookups over ``ALL_SPECS`` the card shows the text spec's purpose and metric
+    rows, and a second version is judged against the champion on the key metrics."""
+    from crm_predict.registry import card, evaluation, gates
+    from crm_predict.training.specs import ALL_SPECS
+
+    data = mi.prepare(_messages(800))
+    first = mi.train(mlflow_client, data, n_trials=1, lexicons=False)
+    config = gates.GateConfig()
+    report = gates.check_gates(mlflow_client, "message_intent", first.version, config)
+    assert report.results[0].passed  # no champion yet
+    assert "- `text`" in card.write_model_card(mlflow_client, "message_intent", first.version)
+    mlflow_client.set_registered_model_alias("message_intent", "champion", first.version)
+
+    monkeypatch.setattr(card, "SPECS", ALL_SPECS)
+    monkeypatch.setattr(evaluation, "SPECS", ALL_SPECS)
+    second = mi.train(mlflow_client, data, n_trials=1, seed=1, lexicons=False)
+    markdown = card.write_model_card(mlflow_client, "message_intent", second.version)
+    assert mi.MODEL.purpose in markdown and "| intent_macro_f1_en |" in markdown
+    assert "## Text model" in markdown
+    report = gates.check_gates(mlflow_client, "message_intent", second.version, config)
+    not_worse = next(r for r in report.results if r.name == "not_worse_than_champion")
+    assert not_worse.passed and "intent_macro_f1_en" in not_worse.detail
+    assert all(r.passed or not r.applicable for r in report.results)
