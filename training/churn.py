@@ -41,8 +41,6 @@ MODEL = ModelSpec(
     known_limits="A 90-day window: seasonal buyers with longer gaps look like churners.",
     decision_threshold=lambda rules: rules.churn.high_at,  # high risk → retention task
 )
-MODEL_NAME = MODEL.name
-FEATURE_SERVICE = MODEL.feature_service
 # Recency column of the feature service first, then common names in customer tables.
 RECENCY_COLUMNS = ("rfm_recency_days", "days_since_last_order")
 
@@ -56,13 +54,7 @@ def baseline(older: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray | None:
     return days.fillna(days.max() + 1 if days.notna().any() else 0).to_numpy(dtype=float)
 
 
-SPEC = ClassifierSpec(
-    name=MODEL_NAME,
-    feature_service=FEATURE_SERVICE,
-    entity=MODEL.entity,
-    baseline=baseline,
-    baseline_name="days_since_last_order",
-)
+SPEC = ClassifierSpec(MODEL, baseline, baseline_name="days_since_last_order")
 
 
 def train(settings: Settings, client: Any, frame: pd.DataFrame, **options: Any) -> TrainResult:

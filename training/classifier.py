@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.metrics import holdout_metrics
+from crm_predict.core.model_spec import ModelSpec
 from crm_predict.core.settings import Settings
 
 ENTITY_ID, EVENT_TIMESTAMP, LABEL, ORACLE_P = "entity_id", "event_timestamp", "label", "oracle_p"
@@ -231,11 +232,9 @@ ExtraMetrics = Callable[[pd.DataFrame, np.ndarray, "np.ndarray | None"], dict[st
 
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """What differs between the classification models: names, baseline, extra holdout metrics."""
+    """A classifier's model spec (its names) with its baseline and extra holdout metrics."""
 
-    name: str
-    feature_service: str
-    entity: str
+    model: ModelSpec
     baseline: Baseline  # (train rows, rows to score) → baseline scores, None if columns missing
     baseline_name: str
     extra_metrics: ExtraMetrics | None = None
@@ -874,10 +873,10 @@ def train_classifier(
     keep = [ENTITY_ID, EVENT_TIMESTAMP, LABEL, settings.protected_attribute, *features]
     holdout_table = holdout[[c for c in dict.fromkeys(keep) if c in holdout.columns]]
     tags = {
-        "feature_service": spec.feature_service,
+        "feature_service": spec.model.feature_service,
         "feature_names": json.dumps(features),
         "data_window": data_window(prepared),
-        "entity": spec.entity,
+        "entity": spec.model.entity,
         "model_type": selection.candidate,
         "selection_method": selection.method,
         "baseline": spec.baseline_name if baseline is not None else "unavailable",
@@ -902,7 +901,7 @@ def train_classifier(
     } | {f"model.{key}": value for key, value in selection.params.items()}
     logged = log_sklearn_run(
         client,
-        spec.name,
+        spec.model.name,
         pipeline,
         older[features].head(5),
         holdout=holdout_table,
@@ -921,7 +920,7 @@ def train_classifier(
         figures={"plots/calibration.png": calibration_fig, "plots/shap_summary.png": shap_fig},
     )
     return TrainResult(
-        spec.name, logged.run_id, int(logged.version), selection.candidate, metrics, features,
+        spec.model.name, logged.run_id, int(logged.version), selection.candidate, metrics, features,
         checks,
     )  # fmt: skip
 

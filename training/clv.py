@@ -59,8 +59,6 @@ MODEL = ModelSpec(
     record_context=("yearly_spend",),
     rfm_medians=True,
 )  # fmt: skip
-MODEL_NAME = MODEL.name
-FEATURE_SERVICE = MODEL.feature_service
 FEATURES = ["frequency", "recency", "T", "monetary_value"]
 WEEKS_PER_MONTH = 4.345  # the conversion lifetimes' customer_lifetime_value uses for freq="W"
 WEEKS_90_DAYS = 90 / 7
@@ -582,7 +580,7 @@ def train_clv(
     transactions: pd.DataFrame,
     config: ClvConfig = ClvConfig(),
     rules: Rules = RULES,
-    feature_service: str = FEATURE_SERVICE,
+    feature_service: str = MODEL.feature_service,
     source: str = "dataframe",
 ) -> ClvResult:
     """Evaluate on a time holdout, refit on all data, log everything and register ``clv``.
@@ -613,7 +611,7 @@ def train_clv(
     example = summary.head(5).reset_index(drop=True)
     logged = log_pyfunc_run(
         client,
-        MODEL_NAME,
+        MODEL.name,
         ClvModel(asdict(params)),
         example,
         predict_clv(params, example),

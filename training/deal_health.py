@@ -32,8 +32,6 @@ MODEL = ModelSpec(
     known_limits="Only closed deals carry labels, so very long open deals are under-represented.",
     decision_threshold=lambda rules: rules.deal.yellow_at / 100,  # below → red → rescue task
 )
-MODEL_NAME = MODEL.name
-FEATURE_SERVICE = MODEL.feature_service
 STAGE = "stage"
 PRIOR_ROWS = 5  # shrink small stages toward the overall win rate
 
@@ -48,13 +46,7 @@ def baseline(older: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray | None:
     return rows[STAGE].astype(str).map(rate).fillna(overall).to_numpy(dtype=float)
 
 
-SPEC = ClassifierSpec(
-    name=MODEL_NAME,
-    feature_service=FEATURE_SERVICE,
-    entity=MODEL.entity,
-    baseline=baseline,
-    baseline_name="stage_win_rate",
-)
+SPEC = ClassifierSpec(MODEL, baseline, baseline_name="stage_win_rate")
 
 
 def train(settings: Settings, client: Any, frame: pd.DataFrame, **options: Any) -> TrainResult:

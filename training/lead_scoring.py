@@ -54,8 +54,6 @@ MODEL = ModelSpec(
     record_context=("rule_points",),
     tag_features=("site_visits_30d",),
 )  # fmt: skip
-MODEL_NAME = MODEL.name
-FEATURE_SERVICE = MODEL.feature_service
 RULE_SCORE = "rule_score"
 # Columns the points rule reads when a table has no ready-made ``rule_score`` (in rule order).
 RULE_INPUTS = (
@@ -110,14 +108,7 @@ def mql_metrics(
     return metrics
 
 
-SPEC = ClassifierSpec(
-    name=MODEL_NAME,
-    feature_service=FEATURE_SERVICE,
-    entity=MODEL.entity,
-    baseline=baseline,
-    baseline_name="rule_based_points",
-    extra_metrics=mql_metrics,
-)
+SPEC = ClassifierSpec(MODEL, baseline, "rule_based_points", extra_metrics=mql_metrics)
 
 
 def train(settings: Settings, client: Any, frame: pd.DataFrame, **options: Any) -> TrainResult:

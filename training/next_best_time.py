@@ -61,8 +61,6 @@ MODEL = ModelSpec(
     optional_inputs=("segment",),
     record_context=("best_slots", "best_channel"),
 )
-MODEL_NAME = MODEL.name
-FEATURE_SERVICE = MODEL.feature_service
 N_SLOTS = 168
 TOP_K = 3
 GLOBAL = "(global)"
@@ -525,7 +523,7 @@ def train_next_best_time(
     events: pd.DataFrame,
     config: NbtConfig = NbtConfig(),
     rules: Rules = RULES,
-    feature_service: str = FEATURE_SERVICE,
+    feature_service: str = MODEL.feature_service,
     truth: pd.DataFrame | None = None,
     source: str = "dataframe",
 ) -> NbtResult:
@@ -549,7 +547,7 @@ def train_next_best_time(
         table.to_parquet(path, index=False)
         logged = log_pyfunc_run(
             client,
-            MODEL_NAME,
+            MODEL.name,
             python_model,
             example,
             python_model.predict(None, example),
@@ -611,7 +609,7 @@ def run_training(
 
         with store_session(settings.crm_url) as session:
             events = demo_events(session)
-        truth_path = settings.demo_truth_dir / f"{MODEL_NAME}.parquet"
+        truth_path = settings.demo_truth_dir / f"{MODEL.name}.parquet"
         truth = pd.read_parquet(truth_path, columns=["entity_id", "best_slots"]) if truth_path.exists() else None  # fmt: skip
         return train_next_best_time(client, events, config, rules, truth=truth, source="demo")
     missing = [flag for flag, value in required.items() if not value]

@@ -3,6 +3,8 @@ validation split above it, and the chosen model set beside two untuned sklearn m
 
 from __future__ import annotations
 
+import dataclasses
+
 import crm_predict.training.classifier as classifier
 import mlflow
 import numpy as np
@@ -117,10 +119,8 @@ def _ring_frame(n: int = 700, seed: int = 5) -> pd.DataFrame:
 def test_on_a_nonlinear_signal_the_chosen_model_beats_the_untuned_logistic_regression(
     small, mlflow_client
 ):
-    spec = classifier.ClassifierSpec(
-        name="ring", feature_service="ring_v1", entity="lead",
-        baseline=lambda older, rows: None, baseline_name="none",
-    )  # fmt: skip
+    ring = dataclasses.replace(lead_scoring.MODEL, name="ring")
+    spec = classifier.ClassifierSpec(ring, baseline=lambda older, rows: None, baseline_name="none")
     frame = _ring_frame()
     result = classifier.train_classifier(small, mlflow_client, frame, spec, min_class_count=20)
     m = result.metrics

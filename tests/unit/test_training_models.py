@@ -62,7 +62,7 @@ def test_model_beats_its_baseline_and_is_registered(name, small, mlflow_client):
     assert tags["feature_service"] == f"{name}_v1"
     features = json.loads(tags["feature_names"])
     assert "gender" not in features and "oracle_p" not in features and "label" not in features
-    assert tags["entity"] == module.SPEC.entity and tags["data_window"].startswith("train ")
+    assert tags["entity"] == module.MODEL.entity and tags["data_window"].startswith("train ")
 
     local = mlflow.artifacts.download_artifacts(
         run_id=result.run_id,
