@@ -116,15 +116,6 @@ def _varint_matrix(values: np.ndarray, tag: int) -> tuple[np.ndarray, np.ndarray
     return out, n_bytes + 1
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
 def _dictionary(series: pd.Series, encode: Callable[[np.ndarray], list[bytes]]) -> Encoded:
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     return Encoded(uniques=encode(np.asarray(uniques)), codes=codes)
@@ -152,7 +143,10 @@ def encode_values(series: pd.Series, dtype) -> Encoded:
 
         def strings(values: np.ndarray) -> list[bytes]:
             raw = [str(v).encode() for v in values]
-            return [bytes([_TAG_STRING]) + _varint(len(r)) + r for r in raw]
+            heads, widths = _varint_matrix(np.array([len(r) for r in raw]), _TAG_STRING)
+            return [
+                h[:w].tobytes() + r for h, w, r in zip(heads, widths.tolist(), raw, strict=True)
+            ]
 
         return _dictionary(series.astype(object), strings)
     raise TypeError(f"bulk write does not encode {dtype}; use the stock materialize path")
