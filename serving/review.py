@@ -1,5 +1,6 @@
-"""Deal review pages: open deals by health, and one deal with its live score, top reasons (a SHAP
-bar chart), recent activities, open tasks and the tags models wrote.
+"""Review pages: open deals by health, and one deal with its live score, top reasons (a SHAP
+bar chart), recent activities, open tasks and the tags models wrote; one customer's 360° view
+(``crm_predict.serving.customer360``).
 
 A Starlette app with Jinja2 templates, mounted into the BentoML service at ``/review``; it reads
 the CRM store and scores with the ``deal_health`` champion, loading nothing before the first request.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 from crm_predict.crm_store.models import Account, Activity, Deal, Tag, User
 from crm_predict.crm_store.repository import current_tags, open_tasks
+from crm_predict.serving.customer360 import UnknownCustomer, customer_view
 from mlflow import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -191,11 +193,25 @@ def feature_value(value: object) -> str:
     return str(value)
 
 
+def number(value: object) -> str:
+    """An amount or score (a number or its text, as tags hold it) to whole units; "–" if none."""
+    try:
+        return f"{float(value):,.0f}"
+    except (TypeError, ValueError):
+        return "–"
+
+
 def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starlette:
     """The review app; ``make_context`` runs once, on the first request (default: from Settings)."""
     from starlette.templating import Jinja2Templates
 
-    templates = Jinja2Templates(env=template_env(feature_value=feature_value))
+    filters = {
+        "feature_value": feature_value,
+        "number": number,
+        "day": lambda iso: (iso or "")[:10],
+    }
+    filters["minute"] = lambda iso: (iso or "")[:16].replace("T", " ")
+    templates = Jinja2Templates(env=template_env(**filters))
     make_context = make_context or (lambda: settings_context(Settings()))
     state: dict[str, ReviewContext] = {}
     lock = threading.Lock()
@@ -240,6 +256,14 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
             },
         )  # fmt: skip
 
+    def customer_page(request: Request) -> HTMLResponse:
+        with context().sessions() as session:
+            try:
+                view = customer_view(session, request.path_params["ref"])
+            except UnknownCustomer as exc:
+                raise HTTPException(404, str(exc)) from None
+        return templates.TemplateResponse(request, "review_customer.html.j2", {"view": view})
+
     async def deal_reasons(request: Request) -> Response:
         deal_id = request.path_params["deal_id"]
         ctx = context()
@@ -255,6 +279,7 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
             Route("/", deal_list, name="deals"),
             Route("/deals/{deal_id:int}", deal_page, name="deal"),
             Route("/deals/{deal_id:int}/reasons.png", deal_reasons, name="deal_reasons"),
+            Route("/customers/{ref}", customer_page, name="customer"),
         ]
     )
 
