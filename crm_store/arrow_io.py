@@ -14,14 +14,16 @@ in-memory SQLite database, another dialect).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import queue
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from itertools import pairwise
@@ -41,6 +43,8 @@ from sqlalchemy.orm import Session
 CHUNK_ROWS = 1_000_000
 # Reader connections (threads): as many as cores, up to four.
 WORKERS = min(4, os.cpu_count() or 1)
+# Pieces read ahead of the caller, per reader.
+READ_AHEAD = 2
 # Below this many rows in all, the session's own connection reads: opening reader connections
 # (ADBC's PostgreSQL driver loads the type catalogue) costs more than it saves.
 SMALL_ROWS = 20_000
@@ -88,6 +92,20 @@ def iter_tables(
 ) -> Iterator[tuple[str, pa.Table]]:
     """``read_tables`` one table at a time, in the order given, each as soon as it is read: the
     readers go on with the next tables while the caller writes or converts this one."""
+    parts: list[pa.Table] = []
+    for name, piece, last in iter_pieces(session, tables):
+        parts.append(piece)
+        if last:
+            yield name, pa.concat_tables(parts)
+            parts = []
+
+
+def iter_pieces(
+    session: Session, tables: Mapping[str, Sequence[str] | None]
+) -> Iterator[tuple[str, pa.Table, bool]]:
+    """The tables of ``read_tables`` as the pieces they are read in (about ``CHUNK_ROWS`` rows
+    each), in table order: ``(table, piece, last piece of the table)``. A caller that writes each
+    piece away holds a few pieces, never a whole table."""
     conn = session.connection()
     selects = {name: select(*_columns(name, cols)) for name, cols in tables.items()}
     schemas = {name: arrow_schema(name, cols) for name, cols in tables.items()}
@@ -95,7 +113,7 @@ def iter_tables(
     connect = None if sum(n for _, n in spans.values()) < SMALL_ROWS else _connector(conn)
     if connect is None:
         for name, stmt in selects.items():
-            yield name, _read_rows(conn, stmt, schemas[name])
+            yield name, _read_rows(conn, stmt, schemas[name]), True
         return
     dialect = conn.dialect
     tasks: list[tuple[str, pa.Schema]] = []
@@ -115,7 +133,8 @@ def iter_tables(
     parts = _read_parallel(connect, tasks, min(WORKERS, len(tasks)), options)
     try:
         for name, n in counts.items():
-            yield name, pa.concat_tables([next(parts) for _ in range(n)])
+            for i in range(n):
+                yield name, next(parts), i == n - 1
     finally:
         parts.close()
 
@@ -184,8 +203,18 @@ def _read_parallel(
         for _ in range(workers):
             readers.append(connect())
             idle.put(readers[-1])
-        for future in [pool.submit(read, *task) for task in tasks]:
-            yield future.result()
+        # A bounded read-ahead: a result is held from its read until the caller takes it, so
+        # readers faster than the caller would otherwise gather every table in memory.
+        pending: deque[Future] = deque()
+        todo = iter(tasks)
+        for task in itertools.islice(todo, READ_AHEAD * workers):
+            pending.append(pool.submit(read, *task))
+        while pending:
+            result = pending.popleft().result()
+            for task in itertools.islice(todo, 1):
+                pending.append(pool.submit(read, *task))
+            yield result
+            del result
     finally:
         pool.shutdown(cancel_futures=True)
         for reader in readers:

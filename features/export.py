@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from crm_predict.crm_store.arrow_io import iter_tables, to_frame
+from crm_predict.crm_store.arrow_io import iter_pieces, to_frame
 from crm_predict.crm_store.models import ENTITY_MODELS
 from crm_predict.features import labels as lb
 from crm_predict.features import transforms as tf
@@ -43,9 +43,13 @@ EVENT_TIME = {
     "activities": "occurred_at",
     "orders": "ordered_at",
     "tickets": "opened_at",
+    "messages": "sent_at",
 }
 MODEL_TABLES = tuple(t for t in ENTITY_MODELS if t != "users")
 SNAPSHOT_COMPRESSION = "snappy"
+# Rows per Parquet row group: its statistics let a reader of one range of entities
+# (``read_snapshot``) skip the groups outside it.
+ROW_GROUP_ROWS = 128 * 1024
 SNAPSHOT_STRINGS = ("object", "category", "arrow")
 Progress = Callable[[str], object] | None
 
@@ -78,28 +82,43 @@ def export_snapshots(
 ) -> dict[str, pd.DataFrame]:
     """Every CRM table as a Parquet snapshot with an event timestamp; returns the frames as
     ``load_snapshots`` gives them back (``columns`` and ``strings`` as there: a caller that reads
-    a few columns does not pay for the conversion of the others). The tables are read into Arrow
-    in one consistent pass (``crm_predict.crm_store.arrow_io``) and written from Arrow as they are."""
+    a few columns does not pay for the conversion of the others; ``{}`` converts none). The
+    tables are read into Arrow in one consistent pass (``crm_predict.crm_store.arrow_io``) and
+    written piece by piece as they come, in row groups of ``ROW_GROUP_ROWS``: only the pieces in
+    flight and the columns asked for are held."""
     _check_strings(strings)
     wanted = dict.fromkeys(MODEL_TABLES) if columns is None else dict(columns)
     out_dir = snapshot_dir(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {}
-    # Each table is written and converted while the readers go on with the next ones.
-    for name, table in iter_tables(session, dict.fromkeys(MODEL_TABLES)):
-        column = EVENT_TIME[name]
-        stamps = table[column] if column else pa.nulls(len(table), pa.timestamp("ns"))
-        table = table.append_column(TS, stamps)
-        # Written aside and renamed, so a job reading the last snapshot never sees half a file.
-        part = out_dir / f".{name}.parquet.part"
-        text = [f.name for f in table.schema if pa.types.is_string(f.type)]
-        # Dictionaries for text only: hashing every id and timestamp costs a third of the write.
-        pq.write_table(table, part, compression=SNAPSHOT_COMPRESSION, use_dictionary=text)
-        part.replace(out_dir / f"{name}.parquet")
-        if name in wanted:
-            cols = wanted[name]
-            tables[name] = _as_frame(table if cols is None else table.select(list(cols)), strings)
-    return {name: tables[name] for name in wanted}  # in the order asked for, as loaded
+    kept: dict[str, list[pa.Table]] = {name: [] for name in wanted}
+    writer = None
+    try:
+        for name, piece, last in iter_pieces(session, dict.fromkeys(MODEL_TABLES)):
+            column = EVENT_TIME[name]
+            stamps = piece[column] if column else pa.nulls(len(piece), pa.timestamp("ns"))
+            piece = piece.append_column(TS, stamps)
+            # Written aside and renamed, so a job reading the last snapshot never sees half a file.
+            part = out_dir / f".{name}.parquet.part"
+            if writer is None:
+                text = [f.name for f in piece.schema if pa.types.is_string(f.type)]
+                # Dictionaries for text only: hashing every id and timestamp costs a third of the
+                # write.
+                writer = pq.ParquetWriter(
+                    part, piece.schema, compression=SNAPSHOT_COMPRESSION, use_dictionary=text
+                )
+            writer.write_table(piece, row_group_size=ROW_GROUP_ROWS)
+            if name in wanted:
+                cols = wanted[name]
+                kept[name].append(piece if cols is None else piece.select(list(cols)))
+            if last:
+                writer.close()
+                writer = None
+                part.replace(out_dir / f"{name}.parquet")
+    finally:
+        if writer is not None:
+            writer.close()
+    # In the order asked for, as loaded.
+    return {name: _as_frame(pa.concat_tables(kept[name]), strings) for name in wanted}
 
 
 def load_snapshots(
@@ -131,6 +150,54 @@ def load_snapshots(
     return tables
 
 
+def read_snapshot(
+    settings: Settings,
+    table: str,
+    columns: Sequence[str],
+    spans: Sequence[tuple[str, int, int]] = (),
+    where: pc.Expression | None = None,
+    strings: str = "category",
+) -> pd.DataFrame:
+    """The rows of one exported table where ``where`` holds, ``columns`` as ``load_snapshots``
+    gives them, in the file's order. ``spans`` (``(column, low, high)``, any of them) bound the
+    rows ``where`` keeps: the row groups whose statistics lie outside every span are not read,
+    so a batch reading its entities range by range reads each group about once."""
+    _check_strings(strings)
+    path = snapshot_dir(settings) / f"{table}.parquet"
+    if not path.exists():
+        raise UserError(f"missing source file {path}: run `crm-predict features export` first")
+    schema = pq.read_schema(path)
+    text = [n for n in columns if pa.types.is_string(schema.field(n).type)]
+    file = pq.ParquetFile(path, read_dictionary=text if strings == "category" else None)
+    groups = [i for i in range(file.num_row_groups) if _may_hold(file.metadata.row_group(i), spans)]  # fmt: skip
+    needs = list(dict.fromkeys([*columns, *(c for c, _, _ in spans)]))
+    data = file.read_row_groups(groups, columns=needs) if groups else file.schema_arrow.empty_table().select(needs)  # fmt: skip
+    if where is not None:
+        data = data.filter(where)
+    return _as_frame(data.select(list(columns)), strings)
+
+
+def id_span(column: str, low: int, high: int) -> pc.Expression:
+    """``low <= column < high``: the rows of one range of entities (``read_snapshot``)."""
+    return (pc.field(column) >= low) & (pc.field(column) < high)
+
+
+def _may_hold(group: pq.RowGroupMetaData, spans: Sequence[tuple[str, int, int]]) -> bool:
+    """Whether a row group's statistics allow a row in one of ``spans`` (none: every group)."""
+    if not spans:
+        return True
+    names = {group.column(j).path_in_schema: j for j in range(group.num_columns)}
+    for column, low, high in spans:
+        stats = group.column(names[column]).statistics
+        if stats is None or not stats.has_min_max:
+            if stats is None or stats.null_count != group.num_rows:
+                return True  # no statistics: it may
+            continue  # every value missing: in no span
+        if stats.max >= low and stats.min < high:
+            return True
+    return False
+
+
 def _check_strings(strings: str) -> None:
     if strings not in SNAPSHOT_STRINGS:
         raise ValueError(f"strings must be one of {', '.join(SNAPSHOT_STRINGS)}, not {strings!r}")
@@ -159,7 +226,10 @@ def export_as_of(settings: Settings) -> datetime:
 
 
 def _times(rows: Sequence[pd.DataFrame], key: str) -> pd.DataFrame:
-    frame = pd.concat([r[["entity_id", TS]] for r in rows], ignore_index=True)
+    # Empty frames left out (pandas deprecates their part in the result's dtypes), the first kept
+    # for the columns when all are.
+    parts = [r[["entity_id", TS]] for r in rows if len(r)] or [rows[0][["entity_id", TS]]]
+    frame = pd.concat(parts, ignore_index=True)
     frame = frame.drop_duplicates().rename(columns={"entity_id": key})
     frame[key] = frame[key].astype("int64")
     frame[TS] = pd.to_datetime(frame[TS]).astype("datetime64[ns]")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,6 +78,12 @@ WRITE_QUEUE_CHUNKS = 6
 # (over every activity, for a few thousand open leads and deals) then overlap the big models'
 # writes. A contact's one view is quick to compute; a customer's models share their views.
 SCORING_ORDER = ("contact", "customer", "lead", "deal")
+# The entities read and scored together, range of ids by range (contacts' and customers' models
+# by contact id: a customer is a contact), per entity.
+FAMILY = {"contact": "contact", "customer": "contact", "lead": "lead", "deal": "deal"}
+# A range of the snapshot spans this many scoring chunks of ids (``batch_chunk_size``): the rows
+# of one range are what the job holds, whatever the store's size.
+RANGE_CHUNKS = 4
 
 ScoringFrame = Callable[..., pd.DataFrame]  # (settings, model_name, at, entity_ids=None)
 ModelLoader = Callable[..., object]  # (client, name, alias="champion") -> LoadedModel
@@ -397,11 +403,12 @@ def run_batch(
     """Score ``models`` for every active entity as of ``at`` (default: now, UTC) and write back.
 
     Features come from ``crm_predict.features.scoring.scoring_frame`` over a fresh CRM export (``export``;
-    else the last one), unless a ``scoring_frame`` with its signature is given. ``since`` limits
-    scoring to entities changed since then. ``progress(model, total)`` returns a callback advanced
-    by the entities of each committed chunk. ``rules``: the business rules, read from
-    ``settings.rules_path`` at the start of the run when not given (a bad file stops the run
-    before it writes anything)."""
+    else the last one), read range of entities by range (``RANGE_CHUNKS``), unless a
+    ``scoring_frame`` with its signature is given (then over every entity at once, the context
+    from the store). ``since`` limits scoring to entities changed since then.
+    ``progress(model, total)`` returns a callback advanced by the entities of each committed
+    chunk. ``rules``: the business rules, read from ``settings.rules_path`` at the start of the
+    run when not given (a bad file stops the run before it writes anything)."""
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
@@ -426,26 +433,21 @@ def run_batch(
     )
     champions = {name: loader.submit(load_model, client, name, alias="champion") for name in order}
     try:
+        t = time.perf_counter()
         if scoring_frame is None:
             t = time.perf_counter()  # Feast's import, through features.definitions: seconds
-            from crm_predict.features.export import export_snapshots, load_snapshots
-            from crm_predict.features.scoring import scoring_frame as features_as_of
+            from crm_predict.features.export import export_snapshots
 
             summary.seconds["imports"] += time.perf_counter() - t
             t = time.perf_counter()
-            # Only the columns this run reads, text as categoricals (no string per row).
-            columns = snapshot_columns(models)
-            if export:
-                tables = export_snapshots(session, settings, columns=columns, strings="category")
-            else:
-                tables = load_snapshots(settings, columns=columns, strings="category")
-            session.commit()  # end the export's read transaction
-            summary.seconds["export" if export else "load_snapshot"] += time.perf_counter() - t
-            scoring_frame = partial(features_as_of, tables=tables, cache={})
+            if export:  # every table written, none held: the ranges read back what they need
+                export_snapshots(session, settings, columns={})
+                session.commit()  # end the export's read transaction
+                summary.seconds["export"] += time.perf_counter() - t
+            t = time.perf_counter()
+            source: _Source = _SnapshotSource(settings, models, _users(session))
         else:
-            tables = None
-        t = time.perf_counter()
-        crm = crm_tables(session, models, snapshot=tables)
+            source = _StoreSource(settings, scoring_frame, crm_tables(session, models))
         summary.seconds["context_tables"] += time.perf_counter() - t
         # The session's reads happen now: from here on it is the writer thread's.
         t = time.perf_counter()
@@ -455,14 +457,13 @@ def run_batch(
         summary.seconds["resume_state"] += time.perf_counter() - t
         summary.models = [done[name][2] for name in models]
         dialect = session.get_bind().dialect.name
-        owners, summary.rule_errors = default_owners(rules, crm.get("users"))
+        owners, summary.rule_errors = default_owners(rules, source.users)
         if any(spec(m).entity == "deal" for m in models):  # B2B accounts' tiers from won deals
             t = time.perf_counter()
-            summary.account_tags = write_account_tiers(session, crm, at, rules)
+            summary.account_tags = write_account_tiers(session, source.accounts(), at, rules)
             summary.seconds["account_tiers"] += time.perf_counter() - t
         inputs = _Inputs(
-            settings, at, run_id, scoring_frame, crm, progress, dialect, rules, owners,
-            summary.rule_errors,
+            settings, at, run_id, progress, dialect, rules, owners, summary.rule_errors,
         )  # fmt: skip
 
         with (
@@ -471,11 +472,14 @@ def run_batch(
                 partial(_write_chunk, session, committed), WRITE_QUEUE_CHUNKS, "batch-writer"
             ) as writer,
         ):
-            for name in order:
-                _score_model(
-                    inputs, writer, name, champions[name], done[name],
-                    changed[name] if changed is not None else None,
-                )  # fmt: skip
+            for family in dict.fromkeys(FAMILY[spec(m).entity] for m in order):
+                names = [m for m in order if FAMILY[spec(m).entity] == family]
+                streams = {
+                    name: _ModelStream(name, champions[name], *done[name],
+                                       None if changed is None else set(changed[name]))
+                    for name in names
+                }  # fmt: skip
+                _score_family(inputs, writer, source, family, streams, summary.seconds)
             draining = time.perf_counter()
         summary.seconds["write_drain"] += time.perf_counter() - draining  # the last commits
     finally:
@@ -490,6 +494,192 @@ def run_batch(
     return summary
 
 
+def _users(session: Session) -> pd.DataFrame:
+    """Owners' managers and external ids: from the store (the snapshot has no users)."""
+    from crm_predict.crm_store.repository import read_table
+
+    return read_table(session, "users", CONTEXT_COLUMNS["users"])
+
+
+# --- Where a run's features and contexts come from, range of entities by range ----------------
+
+
+@dataclass
+class _Range:
+    """One range of a family's entities: the CRM rows the rule contexts read and the models'
+    features (``features(model_name)``), both for the entities of the range only."""
+
+    tables: Tables
+    features: Callable[[str], pd.DataFrame]
+    high: int | None = None  # the range's ids are below this (None: every entity)
+
+
+class _Source:
+    """What a run reads: per family, its ranges (``ranges``), totals and RFM medians."""
+
+    users: pd.DataFrame | None
+
+    def accounts(self) -> Tables:  # accounts and deals: the account tiers' input
+        raise NotImplementedError
+
+    def ranges(
+        self, family: str, names: Sequence[str], at: datetime, done: Callable[[int], bool]
+    ) -> Iterator[_Range]:
+        """The family's ranges in id order; those whose ids below their end every model has
+        committed (``done(end)``) are not read."""
+        raise NotImplementedError
+
+    def prepass(
+        self, family: str, names: Sequence[str], at: datetime, rules: Rules,
+        changed: dict[str, set[int] | None],
+    ) -> tuple[dict[str, int] | None, tuple[float, float, float] | None]:  # fmt: skip
+        """Per model the entities it will score and the customers' RFM medians, before any range
+        is scored (None: known from the one range)."""
+        return None, None
+
+
+class _StoreSource(_Source):
+    """A given ``scoring_frame`` over every entity and the rule context from the store's tables:
+    one range per family."""
+
+    def __init__(self, settings: Settings, scoring_frame: ScoringFrame, crm: Tables):
+        self.settings, self.scoring_frame = settings, scoring_frame
+        self.crm, self.users = crm, crm.get("users")
+
+    def accounts(self) -> Tables:
+        return self.crm
+
+    def ranges(self, family, names, at, done):
+        yield _Range(self.crm, lambda name: self.scoring_frame(self.settings, name, at))
+
+
+class _SnapshotSource(_Source):
+    """The Parquet snapshot read by ranges of ids (``RANGE_CHUNKS`` chunks wide): the contacts'
+    models by contact id, the leads' by lead id, each range with the rows of its entities only;
+    the deals (a few per account, whose history their features compare) in one range."""
+
+    def __init__(self, settings: Settings, models: Sequence[str], users: pd.DataFrame):
+        self.settings, self.users = settings, users
+        self.columns = snapshot_columns(models)
+        self.width = RANGE_CHUNKS * settings.batch_chunk_size
+
+    def read(self, table: str, spans=(), where=None, columns=None) -> pd.DataFrame:
+        from crm_predict.features.export import read_snapshot
+
+        return read_snapshot(
+            self.settings, table, columns or self.columns[table], spans, where, "category"
+        )
+
+    def accounts(self) -> Tables:
+        return {
+            "accounts": self.read("accounts", columns=CONTEXT_COLUMNS["accounts"]),
+            "deals": self.read("deals", columns=CONTEXT_COLUMNS["deals"]),
+        }
+
+    def _edges(self, table: str) -> list[tuple[int, int]]:
+        ids = self.read(table, columns=["id"])["id"].to_numpy()
+        if not len(ids):
+            return []
+        low, high = int(ids.min()), int(ids.max()) + 1
+        return [(lo, min(lo + self.width, high)) for lo in range(low, high, self.width)]
+
+    def _features(self, tables: Tables, at: datetime) -> Callable[[str], pd.DataFrame]:
+        from crm_predict.features.scoring import scoring_frame
+
+        return partial(scoring_frame, self.settings, at=at, tables=tables, cache={})
+
+    def ranges(self, family, names, at, done):
+        import pyarrow.compute as pc
+        from crm_predict.features.export import id_span
+
+        if family == "deal":
+            tables = {t: self.read(t) for t in ("deals", "deal_stage_history", "tickets", "accounts")}  # fmt: skip
+            tables["activities"] = self.read("activities", where=pc.field("deal_id").is_valid())
+            tables["users"] = self.users
+            yield _Range(tables, self._features(tables, at))
+            return
+        if family == "contact":
+            for lo, hi in self._edges("contacts"):
+                if done(hi):
+                    continue
+                tables = {"users": self.users}
+                for table, key in (("contacts", "id"), ("activities", "contact_id"), ("orders", "contact_id")):  # fmt: skip
+                    if table in self.columns:
+                        tables[table] = self.read(table, [(key, lo, hi)], id_span(key, lo, hi))
+                yield _Range(tables, self._features(tables, at), hi)
+            return
+        accounts = self.read("accounts")
+        for lo, hi in self._edges("leads"):
+            if done(hi):
+                continue
+            leads = self.read("leads", [("id", lo, hi)], id_span("id", lo, hi))
+            contacts = pa_ids(leads["contact_id"])
+            c_lo, c_hi = (int(contacts.min()), int(contacts.max()) + 1) if len(contacts) else (0, 0)
+            in_contacts = pc.field("contact_id").isin(contacts)
+            own = id_span("lead_id", lo, hi) | (pc.field("lead_id").is_null() & in_contacts)
+            tables = {
+                "users": self.users, "accounts": accounts, "leads": leads,
+                "contacts": self.read("contacts", [("id", c_lo, c_hi)], pc.field("id").isin(contacts)),
+                "activities": self.read("activities", [("lead_id", lo, hi), ("contact_id", c_lo, c_hi)], own),
+            }  # fmt: skip
+            yield _Range(tables, self._features(tables, at), hi)
+
+    def prepass(self, family, names, at, rules, changed):
+        """The customers' RFM medians (their orders only: what the medians read) and every
+        model's entity count, from one read of the columns that decide them."""
+        from crm_predict.features.export import id_span
+        from crm_predict.features.labels import active_rows
+        from crm_predict.features.scoring import ACTIVE_COLUMNS
+
+        totals: dict[str, int] = Counter()
+        entities = {spec(m).entity: m for m in names}
+        rfm: list[pd.DataFrame] = []
+        if family == "contact":
+            for lo, hi in self._edges("contacts"):
+                tables = {}
+                if "contact" in entities:
+                    tables["contacts"] = self.read("contacts", [("id", lo, hi)], id_span("id", lo, hi), ["id", "created_at"])  # fmt: skip
+                if "customer" in entities:
+                    tables["orders"] = self.read("orders", [("contact_id", lo, hi)], id_span("contact_id", lo, hi), ["contact_id", "ordered_at", "amount"])  # fmt: skip
+                for entity in entities:
+                    _count(totals, names, entity, active_rows(entity, tables, at), changed)
+                if any(spec(m).rfm_medians for m in names):
+                    rfm.append(_orders_rfm(tables["orders"], at, rules))
+        else:
+            table = f"{family}s"
+            rows = active_rows(family, {table: self.read(table, columns=ACTIVE_COLUMNS[family][table])}, at)  # fmt: skip
+            _count(totals, names, family, rows, changed)
+        medians = None
+        if rfm:
+            frame = pd.concat([r for r in rfm if len(r)] or rfm[:1], ignore_index=True)
+            if len(frame):
+                medians = rfm_medians(frame["recency_days"], frame["frequency"], frame["monetary"])
+        return totals, medians
+
+
+def pa_ids(values: pd.Series) -> np.ndarray:
+    """The distinct ids of an id column (missing ones left out)."""
+    return np.unique(values.dropna().to_numpy(dtype=np.int64))
+
+
+def _count(totals, names, entity, rows, changed) -> None:
+    for name in names:
+        if spec(name).entity == entity:
+            ids = rows["entity_id"]
+            totals[name] += int(ids.isin(changed[name]).sum() if changed[name] is not None else len(ids))  # fmt: skip
+
+
+def _orders_rfm(orders: pd.DataFrame, at: datetime, rules: Rules) -> pd.DataFrame:
+    """The customers' RFM inputs of ``customer_context``, from their orders alone."""
+    no_activity = pd.DataFrame(
+        {"contact_id": np.array([], dtype=np.int64), "occurred_at": np.array([], dtype="datetime64[ns]"),
+         "type": np.array([], dtype=object)}
+    )  # fmt: skip
+    no_owner = pd.DataFrame({"id": np.array([], dtype=np.int64), "owner_id": np.array([], dtype=float)})  # fmt: skip
+    tables = {"orders": orders, "activities": no_activity, "contacts": no_owner}
+    return CONTEXTS["customer"][0](tables, at, rules)[["recency_days", "frequency", "monetary"]]
+
+
 @dataclass
 class _Inputs:
     """What every model's part of a run reads."""
@@ -497,90 +687,189 @@ class _Inputs:
     settings: Settings
     at: datetime
     run_id: int
-    scoring_frame: ScoringFrame
-    crm: Tables
     progress: Callable[[str, int], Callable[[int], None]] | None
     dialect: str  # the store's: write-backs are encoded for it on the scoring thread
     rules: Rules = RULES
     default_owners: dict[str, int] = field(default_factory=dict)  # region → user id
     rule_errors: list[str] = field(default_factory=list)  # the summary's
-    contexts: dict[str, pd.DataFrame] = field(default_factory=dict)  # per entity: models share
 
 
-def _score_model(
+@dataclass
+class _ModelStream:
+    """One model's part of a run across the ranges of its family: the chunks it has put, the
+    entities of a chunk not yet full (``pending``: features and their context rows)."""
+
+    name: str
+    champion: Future
+    index: int  # the next chunk's number (chunks committed by an earlier attempt come first)
+    last_id: int | None  # the last entity an earlier attempt committed
+    model_run: ModelRun
+    changed: set[int] | None
+    loaded: object = None
+    rules: Rules = RULES
+    from_features: list[str] = field(default_factory=list)
+    medians: tuple[float, float, float] | None = None
+    advance: Callable[[int], None] | None = None
+    started: bool = False
+    pending: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    def chunks(
+        self, features: pd.DataFrame, rows: pd.DataFrame, size: int
+    ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        """``features`` and their ``rows`` in chunks of ``size`` entities counted from the first
+        range's first entity (so a run cuts the chunks a run over every entity at once cuts); the
+        rest waits for the next range (``flush``: the end)."""
+        start = 0
+        if self.pending is not None and len(features):
+            pending_features, pending_rows = self.pending
+            start = size - len(pending_features)
+            features_head, rows_head = features.iloc[:start], rows.iloc[:start]
+            self.pending = (
+                pd.concat([pending_features, features_head], ignore_index=True),
+                pd.concat([pending_rows, rows_head], ignore_index=True),
+            )
+            if len(self.pending[0]) < size:
+                return
+            yield self.pending
+            self.pending = None
+        while start + size <= len(features):
+            yield features.iloc[start : start + size], rows.iloc[start : start + size]
+            start += size
+        if start < len(features):  # a copy: the range's frames go when it is done
+            self.pending = (features.iloc[start:].copy(), rows.iloc[start:].copy())
+
+    def flush(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        if self.pending is not None:
+            yield self.pending
+            self.pending = None
+
+
+def _score_family(
     inputs: _Inputs,
     writer: Writer[_Chunk],
-    name: str,
-    champion: Future,
-    done: tuple[int, int | None, ModelRun],
-    changed: list[int] | None,
+    source: _Source,
+    family: str,
+    streams: dict[str, _ModelStream],
+    run_seconds: Counter,
 ) -> None:
-    """One model's part of a run on the caller's thread: features, rule context, then per chunk
+    """The models of one family (``FAMILY``) range by range on the caller's thread: per range its
+    CRM rows, per model the features and the rule context of the range's entities, then per chunk
     the score and the prepared write-back, handed to ``writer`` (which commits it)."""
-    settings, at, progress = inputs.settings, inputs.at, inputs.progress
-    n_done, last_id, model_run = done
-    seconds = model_run.seconds
+    at, progress, rules = inputs.at, inputs.progress, inputs.rules
+    names = list(streams)
     t = time.perf_counter()
-    loaded = champion.result()
-    model_run.version = str(loaded.version)
-    seconds["load"] += time.perf_counter() - t  # what the loading thread had not done yet
+    changed = {name: s.changed for name, s in streams.items()}
+    totals, medians = source.prepass(family, names, at, rules, changed)
+    run_seconds["prepass"] += time.perf_counter() - t
+    for name, s in streams.items():
+        t = time.perf_counter()
+        s.loaded = s.champion.result()
+        s.model_run.version = str(s.loaded.version)
+        s.model_run.seconds["load"] += time.perf_counter() - t  # what the loader had not done yet
+        s.medians = medians
+        if totals is not None and progress:
+            s.advance = progress(name, totals[name])
+            if s.model_run.entities:
+                s.advance(s.model_run.entities)
 
+    def done(high: int) -> bool:  # every model committed every entity below ``high`` before
+        return all(s.last_id is not None and s.last_id >= high - 1 for s in streams.values())
+
+    ranges = source.ranges(family, names, at, done)
+    while True:
+        t = time.perf_counter()
+        current = next(ranges, None)
+        run_seconds["read_snapshot"] += time.perf_counter() - t
+        if current is None:
+            break
+        contexts: dict[str, pd.DataFrame] = {}  # per entity: the models of one entity share it
+        for s in streams.values():
+            for chunk in _range_chunks(inputs, current, s, contexts, totals is None):
+                _put_chunk(inputs, writer, s, chunk)
+        del current, contexts
+    for s in streams.values():
+        for chunk in s.flush():
+            _put_chunk(inputs, writer, s, chunk)
+
+
+def _range_chunks(
+    inputs: _Inputs,
+    current: _Range,
+    s: _ModelStream,
+    contexts: dict[str, pd.DataFrame],
+    whole: bool,
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """One model's features and context rows over one range, in its chunks."""
+    seconds, name, model = s.model_run.seconds, s.name, spec(s.name)
     t = time.perf_counter()
-    features = inputs.scoring_frame(settings, name, at)
-    if changed is not None:
-        features = features[features["entity_id"].isin(changed)]
+    features = current.features(name)
+    if s.changed is not None:
+        features = features[features["entity_id"].isin(s.changed)]
     if not features["entity_id"].is_monotonic_increasing:
         features = features.sort_values("entity_id", kind="stable")
     features = features.reset_index(drop=True)
     seconds["features"] += time.perf_counter() - t
 
     t = time.perf_counter()
-    model = spec(name)
-    if model.entity not in inputs.contexts:
-        inputs.contexts[model.entity] = rule_context(inputs.crm, name, at, inputs.rules)
-    context = inputs.contexts[model.entity].drop_duplicates("entity_id").set_index("entity_id")
-    # The user's tag rules read the model's features and the rule context (and the score).
-    available = {*features.columns, *context.columns, "score"}
-    rules, errors = check_tag_rules(inputs.rules, name, available)
-    inputs.rule_errors.extend(errors)
-    wanted = {c for r in rules.tag_rules(name) for c in r.condition.columns}
-    wanted |= {c for c in model.tag_features if c in features.columns}
-    from_features = sorted(wanted - set(context.columns) - {"entity_id", "score"})
-    medians = None
-    if model.rfm_medians and len(context):
-        medians = rfm_medians(context["recency_days"], context["frequency"], context["monetary"])
+    if model.entity not in contexts:
+        context = rule_context(current.tables, name, inputs.at, inputs.rules)
+        contexts[model.entity] = context.drop_duplicates("entity_id").set_index("entity_id")
+    context = contexts[model.entity]
+    if not s.started:
+        s.started = True
+        # The user's tag rules read the model's features and the rule context (and the score).
+        available = {*features.columns, *context.columns, "score"}
+        s.rules, errors = check_tag_rules(inputs.rules, name, available)
+        inputs.rule_errors.extend(errors)
+        wanted = {c for r in s.rules.tag_rules(name) for c in r.condition.columns}
+        wanted |= {c for c in model.tag_features if c in features.columns}
+        s.from_features = sorted(wanted - set(context.columns) - {"entity_id", "score"})
+        if whole:  # one range: the medians and the total are this range's
+            if model.rfm_medians and len(context):
+                s.medians = rfm_medians(context["recency_days"], context["frequency"], context["monetary"])  # fmt: skip
+            if inputs.progress:
+                s.advance = inputs.progress(name, len(features))
+    todo = features if s.last_id is None else features[features["entity_id"] > s.last_id]
+    if whole and s.advance and len(features) > len(todo):
+        s.advance(len(features) - len(todo))
+    # The context aligned to the entities (the index's hash table is built once per range).
+    rows = context.reindex(todo["entity_id"].to_numpy()).reset_index(drop=True)
+    todo = todo.reset_index(drop=True)
     seconds["context"] += time.perf_counter() - t
+    yield from s.chunks(todo, rows, inputs.settings.batch_chunk_size)
 
-    todo = features if last_id is None else features[features["entity_id"] > last_id]
-    advance = progress(name, len(features)) if progress else None
-    if advance and len(features) > len(todo):
-        advance(len(features) - len(todo))
-    chunk_size = settings.batch_chunk_size
-    for index, start in enumerate(range(0, len(todo), chunk_size), start=n_done):
-        chunk = todo.iloc[start : start + chunk_size]
-        t = time.perf_counter()
-        scored = score(loaded, chunk)
-        # Align the context to the chunk (the index's hash table is built once per model).
-        rows = context.reindex(scored["entity_id"].to_numpy())
-        scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
-        if from_features:
-            extra = chunk[from_features].reset_index(drop=True)
-            scored = pd.concat([scored, extra.drop(columns=scored.columns, errors="ignore")], axis=1)  # fmt: skip
-        seconds["score"] += time.perf_counter() - t
 
-        t = time.perf_counter()
-        prepared = prepare_write(
-            loaded, scored, at, inputs.dialect, rfm_medians=medians, rules=rules,
-            default_owners=inputs.default_owners,
-        )  # fmt: skip
-        checkpoint = dict(
-            batch_run_id=inputs.run_id, model_name=name, model_version=model_run.version, chunk=index,
-            last_entity_id=int(chunk["entity_id"].iloc[-1]), entities=len(chunk),
-        )  # fmt: skip
-        seconds["prepare"] += time.perf_counter() - t
-        waited = writer.waited
-        writer.put(_Chunk(model_run, prepared, checkpoint, advance))
-        seconds["write_wait"] += writer.waited - waited
+def _put_chunk(
+    inputs: _Inputs,
+    writer: Writer[_Chunk],
+    s: _ModelStream,
+    chunk: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Score one chunk, prepare its write-back and hand it to the writer thread."""
+    features, rows = chunk
+    seconds = s.model_run.seconds
+    t = time.perf_counter()
+    scored = score(s.loaded, features)
+    scored = pd.concat([scored, rows.reset_index(drop=True)], axis=1)
+    if s.from_features:
+        extra = features[s.from_features].reset_index(drop=True)
+        scored = pd.concat([scored, extra.drop(columns=scored.columns, errors="ignore")], axis=1)  # fmt: skip
+    seconds["score"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    prepared = prepare_write(
+        s.loaded, scored, inputs.at, inputs.dialect, rfm_medians=s.medians, rules=s.rules,
+        default_owners=inputs.default_owners,
+    )  # fmt: skip
+    checkpoint = dict(
+        batch_run_id=inputs.run_id, model_name=s.name, model_version=s.model_run.version,
+        chunk=s.index, last_entity_id=int(features["entity_id"].iloc[-1]), entities=len(features),
+    )  # fmt: skip
+    s.index += 1
+    seconds["prepare"] += time.perf_counter() - t
+    waited = writer.waited
+    writer.put(_Chunk(s.model_run, prepared, checkpoint, s.advance))
+    seconds["write_wait"] += writer.waited - waited
 
 
 def write_account_tiers(
