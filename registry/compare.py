@@ -130,6 +130,7 @@ def compare_versions(
 def comparison_figure(comparison: Comparison) -> Figure:
     """Cumulative lift and reliability (calibration) curves of every version, same rows."""
     from matplotlib.figure import Figure
+    from sklearn.calibration import calibration_curve
 
     fig = Figure(figsize=(11, 4.5))
     lift_ax, cal_ax = fig.subplots(1, 2)
@@ -140,10 +141,7 @@ def comparison_figure(comparison: Comparison) -> Figure:
         hits = np.cumsum(y[order])
         share = np.arange(1, len(y) + 1) / len(y)
         lift_ax.plot(share * 100, hits / np.arange(1, len(y) + 1) / base, label=f"v{version}")
-        edges = np.linspace(0, 1, 11)
-        which = np.clip(np.digitize(p, edges) - 1, 0, 9)
-        mean_p = [p[which == b].mean() for b in range(10) if (which == b).any()]
-        rate = [y[which == b].mean() for b in range(10) if (which == b).any()]
+        rate, mean_p = calibration_curve(y, p, n_bins=10)
         cal_ax.plot(mean_p, rate, marker="o", label=f"v{version}")
     lift_ax.axhline(1, color="grey", lw=0.8, ls="--")
     lift_ax.set(xlabel="% of rows targeted (highest scores first)", ylabel="lift", title="Lift")

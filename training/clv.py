@@ -213,68 +213,31 @@ def customer_summary(
     return summary[FEATURES]
 
 
-def _quiet(fit, *args, **kwargs):
-    """lifetimes prints scipy's whole result on failure; the UserError below says it better."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fit(*args, **kwargs)
-
-
 FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)  # tried in turn when the MLE does not converge
 
 
-class _NoConvergence(Exception):
-    """lifetimes' ConvergenceError, or an optimum with non-finite parameters."""
-
-
-def _fit_bgnbd(summary: pd.DataFrame, penalizer: float) -> dict[str, float]:
-    from lifetimes import BetaGeoFitter
+def _fitted(fitter, penalizer: float, columns: list[pd.Series]) -> dict[str, float] | None:
+    """A lifetimes fitter's parameters; None when it does not converge (ConvergenceError or
+    non-finite parameters). lifetimes prints scipy's whole result on failure: the UserError of
+    ``_fit_with_fallback`` says it better."""
     from lifetimes.utils import ConvergenceError
 
     try:
-        bgf = _quiet(
-            BetaGeoFitter(penalizer_coef=penalizer).fit,
-            summary["frequency"],
-            summary["recency"],
-            summary["T"],
-        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            params = fitter(penalizer_coef=penalizer).fit(*columns).params_
     except ConvergenceError:
-        raise _NoConvergence from None
-    params = {k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")}
-    if not np.isfinite(list(params.values())).all():
-        raise _NoConvergence
-    return params
+        return None
+    params = {name: float(value) for name, value in params.items()}
+    return params if np.isfinite(list(params.values())).all() else None
 
 
-def _fit_gamma_gamma(repeat: pd.DataFrame, penalizer: float) -> dict[str, float]:
-    from lifetimes import GammaGammaFitter
-    from lifetimes.utils import ConvergenceError
-
-    # lifetimes penalises the raw squared parameters and, unlike BG/NBD's alpha, does not rescale
-    # v (in currency units): fit on spend / median spend, so one penalizer means the same for any
-    # currency, then scale v back (Gamma-Gamma is scale-equivariant: m / c ⇒ v / c).
-    scale = float(repeat["monetary_value"].median())
-    try:
-        ggf = _quiet(
-            GammaGammaFitter(penalizer_coef=penalizer).fit,
-            repeat["frequency"],
-            repeat["monetary_value"] / scale,
-        )
-    except ConvergenceError:
-        raise _NoConvergence from None
-    params = {k: float(ggf.params_[k]) for k in ("p", "q", "v")}
-    if not np.isfinite(list(params.values())).all():
-        raise _NoConvergence
-    return params | {"v": params["v"] * scale}
-
-
-def _fit_with_fallback(fit, data: pd.DataFrame, penalizer: float | None, what: str):
+def _fit_with_fallback(fitter, columns: list[pd.Series], penalizer: float | None, what: str):
     """(params, penalizer used, note): ``penalizer`` exactly, or for ``None`` the MLE and then
     each of ``FALLBACK_PENALIZERS`` until one converges."""
     tries = (0.0, *FALLBACK_PENALIZERS) if penalizer is None else (penalizer,)
     for coef in tries:
-        try:
-            params = fit(data, coef)
-        except _NoConvergence:
+        params = _fitted(fitter, coef, columns)
+        if params is None:
             continue
         note = f"the {what} MLE did not converge; fitted with penalizer {coef:g}" if coef else None
         return params, coef, note if penalizer is None else None
@@ -297,10 +260,21 @@ def fit_clv_auto(summary: pd.DataFrame, penalizer: float | None = None) -> ClvFi
         raise UserError(
             f"only {len(repeat)} customer(s) bought more than once; the spend model needs ≥ 2"
         )
-    bgnbd, pen_bg, note_bg = _fit_with_fallback(_fit_bgnbd, summary, penalizer, "BG/NBD purchase")
-    gg, pen_gg, note_gg = _fit_with_fallback(
-        _fit_gamma_gamma, repeat, penalizer, "Gamma-Gamma spend"
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    purchases = [summary["frequency"], summary["recency"], summary["T"]]
+    bgnbd, pen_bg, note_bg = _fit_with_fallback(
+        BetaGeoFitter, purchases, penalizer, "BG/NBD purchase"
     )
+    # lifetimes penalises the raw squared parameters and, unlike BG/NBD's alpha, does not rescale
+    # v (in currency units): fit on spend / median spend, so one penalizer means the same for any
+    # currency, then scale v back (Gamma-Gamma is scale-equivariant: m / c ⇒ v / c).
+    scale = float(repeat["monetary_value"].median())
+    spend = [repeat["frequency"], repeat["monetary_value"] / scale]
+    gg, pen_gg, note_gg = _fit_with_fallback(
+        GammaGammaFitter, spend, penalizer, "Gamma-Gamma spend"
+    )
+    gg["v"] *= scale
     if gg["q"] <= 1:  # the mean spend (v p / (q - 1)) is infinite
         raise UserError(
             f"the Gamma-Gamma fit has q = {gg['q']:.3g} ≤ 1 (infinite mean spend); "

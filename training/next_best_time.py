@@ -466,7 +466,6 @@ def evaluate_holdout(
         metrics[f"baseline_hit_rate_top{k}"] = hit_rate(slots, baseline, weights, k)
         metrics[f"hit_rate_top{k}_unweighted"] = hit_rate(slots, recommended, ones, k)
         metrics[f"baseline_hit_rate_top{k}_unweighted"] = hit_rate(slots, baseline, ones, k)
-    for k in (1, config.top_k):
         metrics[f"lift_top{k}_pct"] = 100 * (
             metrics[f"hit_rate_top{k}"] / max(metrics[f"baseline_hit_rate_top{k}"], 1e-12) - 1
         )
