@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -129,8 +130,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def lead_scoring_ready(state: dict) -> bool:
+    return state["models"]["lead_scoring"]["status"] == "ready"
+
+
 @contextlib.contextmanager
-def server(settings: Settings, log_path: Path):
+def server(settings: Settings, log_path: Path, ready: Callable[[dict], bool] = lead_scoring_ready):
+    """A ``bentoml serve`` process on a free port, once ``ready(/models answer)`` holds."""
     from crm_predict.serving.cli import serve_command
 
     port = free_port()
@@ -144,8 +150,7 @@ def server(settings: Settings, log_path: Path):
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                state = httpx.get(f"{base}/models", timeout=2).json()["models"]
-                if state["lead_scoring"]["status"] == "ready":
+                if ready(httpx.get(f"{base}/models", timeout=2).json()):
                     break
             time.sleep(0.5)
         else:
@@ -253,15 +258,22 @@ def _single(ids: list[int], i: int, explain: bool) -> dict:
     return {"lead_id": ids[i % len(ids)], "explain": explain}
 
 
-async def sequential(base: str, ids: list[int], explain: bool, n: int = 300) -> dict:
+# The i-th request of a load: (route, JSON body). Default: a lead score by id.
+Request = Callable[[int], tuple[str, dict]]
+
+
+async def sequential(
+    base: str, ids: list[int], explain: bool, n: int = 300, request: Request | None = None
+) -> dict:
+    request = request or (lambda i: (ROUTE, _single(ids, i, explain)))
     latencies = []
     http = RawHttp(base, 1)
     for i in range(20):  # warm-up (the first read opens the Feast registry and store)
-        _checked(*await http.post(ROUTE, _single(ids, i, explain)))
+        _checked(*await http.post(*request(i)))
     cpu = _Cpu(base)
     for i in range(n):
         started = time.perf_counter()
-        status, answer = await http.post(ROUTE, _single(ids, i, explain))
+        status, answer = await http.post(*request(i))
         latencies.append((time.perf_counter() - started) * 1e3)
         _checked(status, answer)
     figures = percentiles(latencies) | cpu.per_request(n)
@@ -290,15 +302,23 @@ async def _closed_loop(base: str, ids: list[int], explain: bool, in_flight: int,
     return figures | cpu.per_request(n)
 
 
-async def _paced(base: str, ids: list[int], explain: bool, rate: float, seconds: float) -> dict:
+async def _paced(
+    base: str,
+    ids: list[int],
+    explain: bool,
+    rate: float,
+    seconds: float,
+    request: Request | None = None,
+) -> dict:
     """Open loop: a request every 1/rate s whatever the answers do (latency includes queueing)."""
+    request = request or (lambda i: (ROUTE, _single(ids, i, explain)))
     latencies: list[float] = []
     n = int(rate * seconds)
     http = RawHttp(base, 64)
 
     async def one(i: int) -> None:
         started = time.perf_counter()
-        status, answer = await http.post(ROUTE, _single(ids, i, explain))
+        status, answer = await http.post(*request(i))
         latencies.append((time.perf_counter() - started) * 1e3)
         _checked(status, answer)
 
@@ -320,16 +340,23 @@ async def _paced(base: str, ids: list[int], explain: bool, rate: float, seconds:
     return figures | cpu.per_request(n)
 
 
-async def _batches(base: str, ids: list[int], size: int, in_flight: int, n: int) -> dict:
+def _lead_batch(ids: list[int], size: int) -> Request:
+    return lambda i: (f"{ROUTE}/batch", {"lead_ids": [ids[(i * size + j) % len(ids)] for j in range(size)]})  # fmt: skip
+
+
+async def _batches(
+    base: str, ids: list[int], size: int, in_flight: int, n: int, request: Request | None = None
+) -> dict:
+    """Closed loop of batch requests of ``size`` predictions each."""
+    request = request or _lead_batch(ids, size)
     counter = iter(range(n))
     latencies: list[float] = []
     http = RawHttp(base, in_flight)
 
     async def worker() -> None:
         for i in counter:
-            chunk = [ids[(i * size + j) % len(ids)] for j in range(size)]
             started = time.perf_counter()
-            status, answer = await http.post(f"{ROUTE}/batch", {"lead_ids": chunk})
+            status, answer = await http.post(*request(i))
             latencies.append((time.perf_counter() - started) * 1e3)
             _checked(status, answer)
 

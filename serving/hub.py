@@ -291,7 +291,10 @@ class ModelHub:
                         if str(version) == current.version:
                             outcome[name] = f"unchanged (version {current.version})"
                             continue
-                    self.models[name] = self.loader(client, name, ALIAS)
+                    loaded = self.loader(client, name, ALIAS)
+                    if name in TEXT_MODELS:
+                        scoring.warm_text_model(loaded)
+                    self.models[name] = loaded
                     self.errors.pop(name, None)
                     outcome[name] = f"loaded version {self.models[name].version}"
                 except Exception as exc:

@@ -273,6 +273,11 @@ def text_models(model: LoadedModel) -> TextModels:
     return model.model.unwrap_python_model().models
 
 
+def warm_text_model(model: LoadedModel) -> None:
+    """Build the loaded text model's caches (~0.1 s for 200k n-grams) before a request needs them."""
+    text_models(model).warm()
+
+
 def score_messages(
     model: LoadedModel,
     checked: list[tuple[str, str]],
@@ -285,7 +290,7 @@ def score_messages(
     words left out) and the terms behind each reading, per checked text; one vectorizer pass."""
     models = text_models(model)
     texts = [text for text, _ in checked]
-    x = models.vectorizer.transform(texts)
+    rows, x = models.rows(texts)
     p_intent, p_sentiment = models.probabilities("intent", x), models.probabilities("sentiment", x)
     k_intent, k_sentiment = p_intent.argmax(axis=1), p_sentiment.argmax(axis=1)
     intents = models.intent.classes_[k_intent]
@@ -295,9 +300,8 @@ def score_messages(
     ids = ids or [None] * len(texts)
     records = []
     for i, (text, language) in enumerate(checked):
-        row = x[i]
-        _, intent_terms = reasons(models, "intent", text, k, row, int(k_intent[i]))
-        _, sentiment_terms = reasons(models, "sentiment", text, k, row, int(k_sentiment[i]))
+        _, intent_terms = reasons(models, "intent", text, k, rows[i], int(k_intent[i]))
+        _, sentiment_terms = reasons(models, "sentiment", text, k, rows[i], int(k_sentiment[i]))
         found = topic_terms(text, rules_.topics)
         keywords = [{"term": w, "topic": topic} for w, topic in found]
         keywords += [

@@ -11,9 +11,11 @@ the text toward its class (weight × TF-IDF), shown as the words of the text tha
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -218,13 +220,54 @@ class TextModels:
     sentiment: Any
 
     @cached_property
-    def terms(self) -> np.ndarray:
-        """The vectorizer's n-grams by column, built once (a 200k-string array per call
-        would cost more than scoring)."""
-        return self.vectorizer.get_feature_names_out()
+    def grams(self) -> np.ndarray:
+        """Per column, how a reason shows its n-gram: the longest run of Chinese characters in
+        it (two or more; punctuation splits runs), else its Latin letters (three or more), else
+        "" (never shown). Built once, at load (``warm``)."""
+        shown = []
+        for gram in self.vectorizer.get_feature_names_out():
+            chinese = max(_CJK_RUN.findall(gram), key=len, default="")
+            letters = "" if chinese else re.sub(r"[^a-z]", "", gram)
+            shown.append(chinese if len(chinese) >= 2 else letters if len(letters) >= 3 else "")
+        return np.asarray(shown, dtype=object)
+
+    @cached_property
+    def analyzer(self) -> Callable[[str], list[str]]:
+        return self.vectorizer.build_analyzer()
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "terms"}  # rebuilt on load
+        return {k: v for k, v in self.__dict__.items() if k not in ("grams", "analyzer")}
+
+    def warm(self) -> None:
+        """Build the caches now rather than on the first request."""
+        self.grams, self.analyzer  # noqa: B018 - cached on first read
+
+    def rows(self, texts: Sequence[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], Any]:
+        """(per text its TF-IDF row as (columns, values), the rows as one CSR matrix): what
+        ``vectorizer.transform`` gives for the vectorizer ``vectorizer()`` builds (sublinear TF,
+        IDF, l2 norm), without its input checks, which cost more than the row of one short
+        message."""
+        from scipy.sparse import csr_matrix
+
+        vec = self.vectorizer
+        if not (vec.sublinear_tf and vec.use_idf and vec.norm == "l2"):  # not ours: sklearn's
+            x = vec.transform(texts)
+            return [(x.indices[a:b], x.data[a:b]) for a, b in itertools.pairwise(x.indptr)], x
+        vocabulary, idf = vec.vocabulary_, vec.idf_
+        rows = []
+        for text in texts:
+            counts = Counter(j for j in map(vocabulary.get, self.analyzer(text)) if j is not None)
+            columns = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            order = np.argsort(columns)
+            columns = columns[order]
+            tf = np.fromiter(counts.values(), dtype=float, count=len(counts))[order]
+            values = (1 + np.log(tf)) * idf[columns]
+            norm = np.sqrt(values @ values)
+            rows.append((columns, values / norm if norm else values))
+        indptr = np.cumsum([0, *(len(c) for c, _ in rows)])
+        data = np.concatenate([v for _, v in rows]) if rows else np.zeros(0)
+        indices = np.concatenate([c for c, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
+        return rows, csr_matrix((data, indices, indptr), shape=(len(rows), len(idf)))
 
     def probabilities(self, head: str, x) -> np.ndarray:
         """``predict_proba`` of head ``intent`` or ``sentiment`` on TF-IDF rows ``x``, without
@@ -301,34 +344,31 @@ def tune(train: pd.DataFrame, validation: pd.DataFrame, n_trials: int, seed: int
     return models, best, float(study.best_value)
 
 
-def reasons(models: TextModels, head: str, text: str, k: int = 5, row=None, k_class: int | None = None) -> tuple[str, list[dict[str, float]]]:  # fmt: skip
+def reasons(models: TextModels, head: str, text: str, k: int = 5, row: tuple[np.ndarray, np.ndarray] | None = None, k_class: int | None = None) -> tuple[str, list[dict[str, float]]]:  # fmt: skip
     """(class, the terms that drove it) of head ``intent`` or ``sentiment``: n-grams ranked by
     TF-IDF × (the class's weight − the other classes' mean weight), each shown as the word of
-    ``text`` holding it (Chinese: the n-gram itself, two characters or more), overlapping terms
-    kept once. ``row`` (the text's TF-IDF row) and ``k_class`` (its class's index) when the
-    caller has them."""
+    ``text`` holding it (Chinese: its characters, two or more), overlapping terms kept once.
+    ``row`` (the text's (columns, values), :meth:`TextModels.rows`) and ``k_class`` (its
+    class's index) when the caller has them."""
     model = getattr(models, head)
-    row = models.vectorizer.transform([text]) if row is None else row
-    if k_class is None:
-        k_class = int(np.argmax(model.decision_function(row)[0]))
-    coef = model.coef_[:, row.indices]  # only the text's n-grams: a few hundred of 200k columns
+    if row is None or k_class is None:
+        (row,), x = models.rows([text])
+        k_class = int(np.argmax(models.probabilities(head, x)[0]))
+    columns, values = row
+    coef = model.coef_[:, columns]  # only the text's n-grams: a few hundred of 200k columns
     if len(coef) == 1:  # two classes: one weight vector, for classes_[1]
         coef = np.vstack([-coef[0], coef[0]])
     others = (coef.sum(axis=0) - coef[k_class]) / max(1, len(coef) - 1)
-    weights = row.data * (coef[k_class] - others)
-    vocabulary = models.terms
+    weights = values * (coef[k_class] - others)
+    shown = models.grams[columns]
     words = _WORD.findall(text.lower())
     terms: list[dict[str, float]] = []
     for j in np.argsort(-weights, kind="stable"):
         if weights[j] <= 0 or len(terms) == k:
             break
-        gram = vocabulary[row.indices[j]]
-        chinese = max(_CJK_RUN.findall(gram), key=len, default="")
-        if chinese:  # the n-gram's longest run of Chinese characters (punctuation splits runs)
-            term = chinese if len(chinese) >= 2 else ""
-        else:  # the Latin word of the text holding the n-gram
-            letters = re.sub(r"[^a-z]", "", gram)
-            term = next((w for w in words if letters in w), letters) if len(letters) >= 3 else ""
+        term = shown[j]
+        if term and not _CJK.match(term):  # the Latin word of the text holding the n-gram
+            term = next((w for w in words if term in w), term)
         if not term or any(term in t["term"] or t["term"] in term for t in terms):
             continue
         terms.append({"term": term, "weight": round(float(weights[j]), 4)})

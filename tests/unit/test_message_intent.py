@@ -349,3 +349,21 @@ def test_the_registry_gates_and_cards_the_text_model(mlflow_client, monkeypatch)
     not_worse = next(r for r in report.results if r.name == "not_worse_than_champion")
     assert not_worse.passed and "intent_macro_f1_en" in not_worse.detail
     assert all(r.passed or not r.applicable for r in report.results)
+
+
+def test_the_served_tfidf_rows_are_the_vectorizers_own():
+    """``TextModels.rows`` (the online path, without sklearn's input checks) gives what
+    ``vectorizer.transform`` gives, also for a vectorizer built otherwise."""
+    data = mi.prepare(_messages(400))
+    models = mi.fit(data, 4, 10.0, 10.0)
+    texts = _messages(60, seed=8)["text"].tolist()
+    rows, x = models.rows(texts)
+    expected = models.vectorizer.transform(texts)
+    assert abs(x - expected).max() < 1e-12 and x.has_sorted_indices
+    assert [c.tolist() for c, _ in rows] == [expected[i].indices.tolist() for i in range(len(texts))]  # fmt: skip
+    p = models.probabilities("intent", x)
+    assert abs(p - models.intent.predict_proba(expected)).max() < 1e-12
+    models.vectorizer.set_params(sublinear_tf=False)
+    models.vectorizer.fit(data["text"])
+    _, x = models.rows(texts)
+    assert abs(x - models.vectorizer.transform(texts)).max() == 0
