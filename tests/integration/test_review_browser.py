@@ -146,3 +146,44 @@ def test_reviewer_opens_worst_deal_and_sees_its_reasons_and_chart(scored_crm, br
 
         shot = screenshot(browser, tmp_path / "review_deal.png")
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_reviewer_goes_from_a_deal_to_its_customers_360_view(scored_crm, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with running_server(scored_crm, tmp_path / "server.log") as base:
+        browser.get(f"{base}/review/")
+        rows = browser.find_elements(By.CSS_SELECTOR, "table tr")[1:]
+        deals = [
+            (r.find_element(By.CSS_SELECTOR, "a").get_attribute("href"),
+             r.find_element(By.CSS_SELECTOR, ".badge").text)
+            for r in rows
+        ]  # fmt: skip
+        for href, health in deals:
+            browser.get(href)
+            links = browser.find_elements(By.ID, "customer")
+            if not links:
+                continue  # a deal of an account without a contact
+            deal_name = browser.find_element(By.TAG_NAME, "h1").text
+            links[0].click()
+            messages = browser.find_elements(By.CSS_SELECTOR, "#messages tr")[1:]
+            if "No messages." not in messages[0].text:
+                expected = deal_name, health
+                break
+        else:
+            pytest.fail("no open deal's customer has messages")
+        assert browser.title == browser.find_element(By.TAG_NAME, "h1").text
+        for message in messages:
+            cells = [td.text for td in message.find_elements(By.TAG_NAME, "td")]
+            assert cells[1] in {"email", "chat", "wechat", "call_note", "ticket"}
+            assert cells[3] and cells[4] and cells[5], "text, intent and sentiment shown"
+        listed = {
+            r.find_element(By.TAG_NAME, "a").text: r.find_element(By.CSS_SELECTOR, ".badge").text
+            for r in browser.find_elements(By.CSS_SELECTOR, "#deals tr")[1:]
+        }
+        assert listed[expected[0]] == expected[1], "the deal's health as the list shows it"
+        assert browser.find_elements(By.CSS_SELECTOR, "#predictions td")
+        shot = screenshot(browser, tmp_path / "review_customer.png")
+        browser.get(f"{base}/review/customers/999999999")
+        assert "no customer with id or external id '999999999'" in browser.page_source
+    assert shot.read_bytes().startswith(b"\x89PNG")
