@@ -321,11 +321,12 @@ class Importer:
             )
         data: dict[str, pd.Series] = {}
         origin: dict[str, tuple[str | None, str]] = {}
+        checked = _Frame(entity, source, pd.DataFrame(), origin)  # for messages as the columns come
+        too_long = f"value longer than {MAX_FIELD_CHARS:,} characters"
         for name, column in columns.items():
             data[name] = _cleaned(raw[column])
             origin[name] = (column, f"{key}.columns.{name}")
-            too_long = _lengths(data[name]) > MAX_FIELD_CHARS
-            _Frame(entity, source, pd.DataFrame(), origin).check(name, too_long, f"value longer than {MAX_FIELD_CHARS:,} characters")  # fmt: skip
+            checked.check(name, _lengths(data[name]) > MAX_FIELD_CHARS, too_long)
         for name, values in emap.values.items():
             if name not in data:
                 raise UserError(
@@ -487,12 +488,11 @@ class Importer:
                 frame.check(name, empty, f"{name} is required")
 
     def _unique_external_ids(self, frame: _Frame) -> None:
-        if "external_id" not in frame.data:
+        # A contact twice is a duplicate to merge, not an error.
+        if "external_id" not in frame.data or frame.entity == "contacts":
             return
         ext = frame.data["external_id"]
         doubled = ext.notna() & ext.duplicated(keep=False)
-        if frame.entity == "contacts":
-            return  # a contact twice is a duplicate to merge, not an error
         if doubled.any():
             pos = np.flatnonzero(doubled)
             first = ext.iloc[pos[0]]
@@ -665,18 +665,15 @@ class Importer:
         if not emap.assign_owners or "region" not in new or not len(new):
             return 0
         owners = new["owner_id"] if "owner_id" in new else pd.Series(pd.NA, index=new.index, dtype="Int64")  # fmt: skip
-        users = pd.read_sql(
-            select(_table("users").c.id, _table("users").c.region, _table("users").c.manager_id),
-            self.session.connection(),
-        )
+        user, lead = _table("users").c, _table("leads").c
+        connection = self.session.connection()
+        users = pd.read_sql(select(user.id, user.region, user.manager_id), connection)
         if users.empty:
             return 0
         # Reps are users with a manager; a team without managers recorded: every user.
         reps = users[users["manager_id"].notna()] if users["manager_id"].notna().any() else users
-        load = pd.read_sql(
-            select(_table("leads").c.owner_id).where(_table("leads").c.owner_id.is_not(None)),
-            self.session.connection(),
-        )["owner_id"].value_counts()
+        owned = select(lead.owner_id).where(lead.owner_id.is_not(None))
+        load = pd.read_sql(owned, connection)["owner_id"].value_counts()
         assigned = owners.copy().astype("Int64")
         region = per_value(new["region"], lambda v: str(v).lower())
         reps_region = per_value(reps["region"], lambda v: str(v).lower())
@@ -743,8 +740,8 @@ class Importer:
         new = records[store_ids < 0].drop(columns=["_emails", "_phones"])
         added = records[store_ids < 0]
         new = new.assign(
-            alternate_emails=_alternates(added["_emails"], added.get("email"), normalise_email),
-            alternate_phones=_alternates(added["_phones"], added.get("phone"), normalise_phone),
+            alternate_emails=_alternates(added, "_emails", "email", normalise_email),
+            alternate_phones=_alternates(added, "_phones", "phone", normalise_phone),
         )
         frame_new = _Frame("contacts", frame.source, new, frame.origin, frame.defaults)
         self._insert(frame_new, new)
@@ -760,7 +757,8 @@ class Importer:
         by_phone = _identity_index(stored, "phone", "alternate_phones", normalise_phone)
         keys = self.keys("contacts")
         out = np.full(len(records), -1, dtype=np.int64)
-        for i, (ext, emails, phones) in enumerate(zip(records.get("external_id", pd.Series([None] * len(records))), records["_emails"], records["_phones"], strict=True)):  # fmt: skip
+        every = zip(_column(records, "external_id"), records["_emails"], records["_phones"], strict=True)  # fmt: skip
+        for i, (ext, emails, phones) in enumerate(every):
             if ext is not None and ext in keys.index:
                 out[i] = keys[ext]
                 continue
@@ -864,10 +862,20 @@ def _norm(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame``'s column ``name``, or one of None where the frame has none."""
+    return frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index)
+
+
+def _lookup(table: MappingType[str, Any]) -> dict[Any, Any]:
+    """A value map's keys as values are matched: trimmed and case-blind."""
+    return {_norm(str(k)): v for k, v in table.items()}
+
+
 def _value_mapped(values: pd.Series, table: MappingType[str, Any]) -> pd.Series:
-    """Source values replaced by the store's (keys matched trimmed and case-blind); values the
-    map does not name pass through (a vocabulary check may refuse them later)."""
-    lookup = {_norm(str(k)): v for k, v in table.items()}
+    """Source values replaced by the store's; values the map does not name pass through (a
+    vocabulary check may refuse them later)."""
+    lookup = _lookup(table)
     return per_value(values, lambda v: lookup.get(_norm(v), v))
 
 
@@ -876,7 +884,7 @@ def _derived(rule, raw: pd.DataFrame, n: int) -> pd.Series:
         return pd.Series([rule.constant] * n, dtype=object)
     values = _cleaned(raw[rule.source].reset_index(drop=True))
     if rule.values is not None:
-        lookup = {_norm(str(k)): v for k, v in rule.values.items()}
+        lookup = _lookup(rule.values)
         return per_value(values, lambda v: lookup.get(_norm(v), rule.default), rule.default)
     pattern = re.compile(rule.pattern)
     return per_value(values, lambda v: bool(pattern.search(str(v))), rule.default)
@@ -979,11 +987,11 @@ def _identity_index(stored: pd.DataFrame, own: str, alternates: str, norm) -> di
     return index
 
 
-def _alternates(every: pd.Series, own: pd.Series | None, norm) -> list[str | None]:
-    """A record's identities other than its own email/phone, ``;``-joined (None if none)."""
-    owns = own if own is not None else pd.Series([None] * len(every), index=every.index)
+def _alternates(records: pd.DataFrame, every: str, own: str, norm) -> list[str | None]:
+    """Each record's identities (column ``every``) other than its own email/phone (``own``),
+    ``;``-joined (None if none)."""
     out = []
-    for joined, value in zip(every, owns, strict=True):
+    for joined, value in zip(records[every], _column(records, own), strict=True):
         others = [v for v in _split(joined) if v != norm(value)]
         out.append(";".join(others) or None)
     return out
@@ -1008,9 +1016,8 @@ def _merge_contacts(data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
             i = parent[i]
         return i
 
-    emails = data["email"].map(normalise_email) if "email" in data else pd.Series([None] * n)
-    phones = data["phone"].map(normalise_phone) if "phone" in data else pd.Series([None] * n)
-    ext = data["external_id"] if "external_id" in data else pd.Series([None] * n)
+    emails, phones = (_column(data, c).map(norm) for c, norm in (("email", normalise_email), ("phone", normalise_phone)))  # fmt: skip
+    ext = _column(data, "external_id")
     seen: dict[tuple[str, str], int] = {}
     for i, keys in enumerate(zip(ext, emails, phones, strict=True)):
         for kind, value in zip(("id", "email", "phone"), keys, strict=True):
