@@ -4,6 +4,7 @@ scored, and a service that starts and stays ready without a message_intent champ
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import bentoml
@@ -202,3 +203,11 @@ def test_without_a_message_champion_the_service_is_ready_and_the_route_is_503(ap
         client.set_registered_model_alias("message_intent", CHAMPION, env["version"])
         service.hub.close()
         service.hub = healthy
+
+
+def test_a_lone_surrogate_is_never_a_server_error(api):
+    """JSON may carry ``\\ud800`` escaped; the text checks and the answer's encoding hold."""
+    for payload in ({"text": QUOTE, "id": "\ud800"}, {"text": "quote \ud800 price please"}):
+        body = json.dumps(payload).encode()
+        r = api.post("/message_intent", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code < 500, (payload, r.status_code, r.text)
