@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 
 import anyio.to_thread
 import bentoml
-from crm_predict.serving import review
+from crm_predict.serving import customer360, review
 from crm_predict.serving import schemas as S
 from crm_predict.serving.hub import (
     MESSAGE_MODEL,
@@ -356,6 +356,7 @@ OPS_APP = Starlette(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/admin/reload", admin_reload, methods=["POST"]),
+        *customer360.customer_routes(guard=lambda request: _service(request, "reads")),
     ],
     exception_handlers={ApiError: lambda request, exc: exc.response()},
 )
@@ -363,14 +364,16 @@ OPS_PATHS = frozenset(route.path for route in OPS_APP.routes)
 
 
 class OpsRoutes:
-    """ASGI middleware sending the operational paths to ``OPS_APP``, ahead of BentoML's own
-    ``/healthz`` and ``/readyz`` (which cannot say what is not ready)."""
+    """ASGI middleware sending the operational paths and ``/customers/{ref}`` (the 360° view) to
+    ``OPS_APP``, ahead of BentoML's own ``/healthz`` and ``/readyz`` (which cannot say what is not
+    ready)."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] in OPS_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in OPS_PATHS or path.startswith("/customers/")):
             await OPS_APP(scope, receive, send)
             return
         await self.app(scope, receive, send)

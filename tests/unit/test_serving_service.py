@@ -642,3 +642,11 @@ def test_a_rules_file_with_other_lead_points_scores_them_in_the_response(api, se
         api.post("/admin/reload", headers=AUTH)
     body = api.post("/lead_score", json={"features": quiet}).json()["prediction"]
     assert (body["rule_points"], body["mql"]) == (90.0, False)
+
+
+def test_the_service_answers_one_customers_360_view_by_external_id(api, refs):
+    found = api.get("/customers/cust_000041", headers=AUTH)
+    assert found.status_code == 200, found.text
+    assert found.json()["customer"]["id"] == 41
+    missing = api.get("/customers/nobody-here", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["field"] == "ref"
