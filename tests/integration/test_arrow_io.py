@@ -41,9 +41,13 @@ def adbc(monkeypatch):
 def _read_sql(session, table: str) -> pd.DataFrame:
     frame = pd.read_sql(select(ENTITY_MODELS[table].__table__), session.connection())
     for column in ENTITY_MODELS[table].__table__.c:
-        # read_sql leaves a datetime column that is NULL throughout as objects.
-        if column.type.python_type is datetime and frame[column.name].isna().all():
-            frame[column.name] = pd.to_datetime(frame[column.name])
+        # read_sql leaves a column that is NULL throughout as objects; read_table types it as
+        # it types the column's NULLs elsewhere (datetimes NaT, integers NaN).
+        if frame[column.name].isna().all():
+            if column.type.python_type is datetime:
+                frame[column.name] = pd.to_datetime(frame[column.name])
+            elif column.type.python_type is int:
+                frame[column.name] = frame[column.name].astype("float64")
     return frame
 
 
