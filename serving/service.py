@@ -171,12 +171,8 @@ class CrmPredict:
                 return _error(ctx, _unknown_refs(name, request, refs))
             message = f"unknown {_id_key(name)}(s): {', '.join(map(str, exc.ids))}"
             return _error(ctx, ApiError(404, message, request.id_field))
-        except FeatureInputError as exc:
-            return _error(ctx, ApiError(422, str(exc), exc.field))
-        except UnavailableError as exc:
-            return _error(ctx, ApiError(503, str(exc)))
-        except ApiError as exc:
-            return _error(ctx, exc)
+        except (FeatureInputError, UnavailableError, ApiError) as exc:
+            return _error(ctx, _api_error(exc))
         return _reply(answer, request_id, scored, written)
 
     async def _answer_messages(
@@ -198,12 +194,8 @@ class CrmPredict:
                 raise ApiError(413, f"{len(messages)} messages; at most {limit} per request (max_batch_size)", "messages")  # fmt: skip
             job = MessageJob(check_messages([m.text for m in messages], field), [m.id for m in messages])  # fmt: skip
             scored = await self.hub.score(MESSAGE_MODEL, job)
-        except FeatureInputError as exc:
-            return _error(ctx, ApiError(422, str(exc), exc.field))
-        except UnavailableError as exc:
-            return _error(ctx, ApiError(503, str(exc)))
-        except ApiError as exc:
-            return _error(ctx, exc)
+        except (FeatureInputError, UnavailableError, ApiError) as exc:
+            return _error(ctx, _api_error(exc))
         return _reply(answer, request_id, scored, {"requested": False})
 
     def _job(self, name: str, request: S.ScoreRequest, batch: bool) -> Job:
@@ -287,6 +279,15 @@ def _unknown_refs(name: str, request: S.ScoreRequest, refs: list[str]) -> ApiErr
     key = _id_key(name).removesuffix("_id") + "_ref"
     message = f"unknown {key}(s): {', '.join(dict.fromkeys(refs))}"
     return ApiError(404, message, request.ref_field)
+
+
+def _api_error(exc: FeatureInputError | UnavailableError | ApiError) -> ApiError:
+    """The answer to what scoring raises: features it cannot read 422, no champion 503."""
+    if isinstance(exc, FeatureInputError):
+        return ApiError(422, str(exc), exc.field)
+    if isinstance(exc, UnavailableError):
+        return ApiError(503, str(exc))
+    return exc
 
 
 def _error(ctx: bentoml.Context, error: ApiError) -> JSONResponse:

@@ -143,3 +143,27 @@ def mlflow_client(tmp_path, monkeypatch, mlflow_template_db):
     mlflow.set_registry_uri(uri)
     yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def api(env):
+    """The service's ASGI app with the fake online store, started once for the module, under the
+    settings of the module's own ``env`` fixture (``env["env"]``: environment variables)."""
+    from crm_predict.serving.service import CrmPredict
+    from serving_models import FakeOnline, forget_bentoml_metrics
+    from starlette.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env["env"].items():
+            mp.setenv(key, value)
+        mp.setattr("crm_predict.serving.hub.FeastOnline", FakeOnline)
+        forget_bentoml_metrics()
+        with TestClient(CrmPredict.to_asgi()) as client:
+            yield client
+
+
+@pytest.fixture
+def service(api):
+    import bentoml
+
+    return bentoml.get_current_service()

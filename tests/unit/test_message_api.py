@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import bentoml
 import mlflow
 import pandas as pd
 import pytest
 from crm_predict.crm_store.demo_messages import generate_messages
 from crm_predict.training import message_intent as mi
 from mlflow import MlflowClient
-from serving_models import FakeOnline, forget_bentoml_metrics, register_models
-from starlette.testclient import TestClient
+from serving_models import FakeOnline, register_models
 
 from crm_predict.core.tracking import CHAMPION
 
@@ -42,24 +40,6 @@ def env(tmp_path_factory):
     }
     yield {"client": client, "version": trained.version, "env": values, "uri": uri}
     mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def api(env):
-    from crm_predict.serving.service import CrmPredict
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env["env"].items():
-            mp.setenv(key, value)
-        mp.setattr("crm_predict.serving.hub.FeastOnline", FakeOnline)
-        forget_bentoml_metrics()
-        with TestClient(CrmPredict.to_asgi()) as client:
-            yield client
-
-
-@pytest.fixture
-def service(api):
-    return bentoml.get_current_service()
 
 
 def test_one_message_gets_intent_sentiment_language_keywords_and_reasons(api, env):

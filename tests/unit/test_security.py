@@ -16,7 +16,7 @@ from crm_predict.crm_store.repository import create_tasks, current_tags, upsert_
 from crm_predict.features import definitions
 from crm_predict.training.classifier import prepare_data
 from sqlalchemy import func, inspect, select
-from test_serving_service import AUTH, TOKEN, api, env, service  # noqa: F401 - shared fixtures
+from test_serving_service import AUTH, TOKEN, env  # noqa: F401 - shared fixture (api and service: conftest)
 
 from crm_predict.core.errors import UserError
 from crm_predict.core.rules import TaskSpec

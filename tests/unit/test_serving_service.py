@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import bentoml
 import mlflow
 import numpy as np
 import pytest
@@ -15,8 +14,7 @@ from crm_predict.crm_store.db import make_engine, session_factory, upgrade
 from crm_predict.crm_store.models import Contact, Deal, Lead, PredictionLog, Task, User
 from crm_predict.crm_store.repository import current_tags
 from mlflow import MlflowClient
-from serving_models import FakeOnline, forget_bentoml_metrics, register_models
-from starlette.testclient import TestClient
+from serving_models import FakeOnline, register_models
 
 from crm_predict.core import rules
 from crm_predict.core.settings import Settings
@@ -43,25 +41,6 @@ def env(tmp_path_factory):
     yield {"client": client, "versions": versions, "env": values, "crm": crm, "root": root}
     crm.dispose()
     mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def api(env):
-    """The service's ASGI app with the fake online store, started once for the module."""
-    from crm_predict.serving.service import CrmPredict
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env["env"].items():
-            mp.setenv(key, value)
-        mp.setattr("crm_predict.serving.hub.FeastOnline", FakeOnline)
-        forget_bentoml_metrics()
-        with TestClient(CrmPredict.to_asgi()) as client:
-            yield client
-
-
-@pytest.fixture
-def service(api):
-    return bentoml.get_current_service()
 
 
 # --- product answers -------------------------------------------------------------------------------
