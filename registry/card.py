@@ -9,13 +9,12 @@ import numpy as np
 from crm_predict.registry.evaluation import (
     MODEL_CARD_ARTIFACT,
     VersionInfo,
-    base_model_name,
     get_version,
     is_classifier,
     load_holdout,
+    model_spec,
     score_version,
 )
-from crm_predict.training.specs import SPECS
 
 from crm_predict.core.errors import UserError
 
@@ -43,8 +42,7 @@ def render_model_card(
     holdout_rows: int | None,
 ) -> str:
     """The card as Markdown, from the run's logged metadata and the fairness checks."""
-    base = base_model_name(info.name)
-    spec = SPECS.get(base)
+    spec = model_spec(info.name)
     tags, metrics = info.tags, info.metrics
     counts = info.train_counts()
     size = (

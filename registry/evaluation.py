@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from crm_predict.training.specs import CLASSIFIERS, SPECS
+from crm_predict.training.specs import ALL_SPECS, CLASSIFIERS
 
 from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
+    from crm_predict.training.message_intent import TextModelSpec
     from mlflow import MlflowClient
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
+
+    from crm_predict.core.model_spec import ModelSpec
 
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 MODEL_CARD_ARTIFACT = "model_card.md"
@@ -43,9 +46,14 @@ def is_classifier(name: str) -> bool:
     return base_model_name(name) in CLASSIFIERS
 
 
+def model_spec(name: str) -> ModelSpec | TextModelSpec | None:
+    """The spec of registered model ``name`` (tabular or text; a tenant model's global one)."""
+    return ALL_SPECS.get(base_model_name(name))
+
+
 def key_metrics(name: str) -> dict[str, bool]:
     """The metrics ``list``/``compare``/gates show for a model, ``True`` where higher is better."""
-    spec = SPECS.get(base_model_name(name))
+    spec = model_spec(name)
     return dict(spec.key_metrics) if spec else {}
 
 
