@@ -227,6 +227,8 @@ class TagHistory(_TagValue, Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    # The 360° view reads an entity's open tasks (0009).
+    __table_args__ = (Index("ix_tasks_entity", "entity_type", "entity_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(50))

@@ -79,6 +79,17 @@ def test_messages_migration_builds_the_model_and_goes_down_to_0007(engine):
     upgrade(engine)
 
 
+def test_the_open_tasks_of_an_entity_are_read_by_an_index_that_goes_down_to_0008(engine):
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert [d for d in map(str, diffs) if "tasks" in d] == []
+    columns = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("tasks")}
+    assert columns["ix_tasks_entity"] == ["entity_type", "entity_id"]
+    downgrade(engine, "0008")
+    assert "ix_tasks_entity" not in {i["name"] for i in inspect(engine).get_indexes("tasks")}
+    upgrade(engine)
+
+
 def test_a_message_links_to_its_contact_and_its_external_id_is_unique(session):
     session.add(Contact(id=1, external_id="C-1", created_at=NOW, updated_at=NOW))
     session.flush()
