@@ -50,7 +50,7 @@ def check_command(
     if errors:
         raise UserError(f"{Path(path).name}: {'; '.join(errors)}")
     lead, deal, churn, value = rules.lead, rules.deal, rules.churn, rules.value
-    assignment = rules.assignment
+    assignment, messages, tickets = rules.assignment, rules.messages, rules.tickets
     console.print(f"[green]OK[/] {path}")
     console.print(
         f"lead: MQL at {lead.mql_threshold} points, target industries "
@@ -61,6 +61,11 @@ def check_command(
         f"value: diamond > {value.diamond_above:,.0f}, gold ≥ {value.gold_from:,.0f}\n"
         f"assignment: {len(assignment.default_owner_by_region)} region default owner(s), "
         f"queue {assignment.queue!r}\n"
+        f"messages: complaint_tendency above {messages.complaint_share:.0%} complaining over "
+        f"{messages.complaint_window_days} days, {len(messages.competitors)} competitor(s), "
+        f"topics {', '.join(messages.topics) or '-'}\n"
+        f"tickets: escalation after {tickets.escalate_after_hours} h unresolved, survey within "
+        f"{tickets.survey_window_days} days of closing, unknown priority {tickets.default_priority}\n"
         f"tags: {len(rules.tags)} rule(s)"
         + "".join(f"\n  {r.name}={r.value} on {r.entity} when {r.when}" for r in rules.tags),
         soft_wrap=True,

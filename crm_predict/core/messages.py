@@ -1,17 +1,17 @@
 """What the batch does with scored customer messages: tags per contact (latest intent, need
 priority, complaint tendency) and tasks per message (quote follow-up, competitor response), as
-plain data (``MessageRules``, a section of the rules file) and small pure functions."""
+small pure functions over the rules file's ``messages`` section (``MessageRules``, defined with
+the other sections in ``crm_predict.core.rules`` and importable from here)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
-from crm_predict.core.rules import TaskSpec
+from crm_predict.core.rules import MessageRules, TaskSpec
 
 # The vocabulary the message model reads and the demo writes.
 INTENTS = (
@@ -32,75 +32,9 @@ TAG_LATEST_INTENT, TAG_COMPLAINT, TAG_NEED_PRIORITY = (
 TASK_QUOTE_FOLLOW_UP, TASK_COMPETITOR = "quote_follow_up", "competitor_response"
 
 
-@dataclass(frozen=True)
-class MessageRules:
-    """What the batch does with scored messages (defaults; the rules file may change each)."""
-
-    # complaint_tendency: more than this share of a contact's inbound messages in the window
-    # read as complaining, counting contacts with at least ``complaint_min_messages`` there.
-    complaint_window_days: int = 90
-    complaint_share: float = 0.3
-    complaint_min_messages: int = 2
-    # Need priority 0–100: the intent's weight × the model's confidence, raised for complaints.
-    intent_priority: Mapping[str, float] = field(
-        default_factory=lambda: {
-            "quote_request": 0.9,
-            "after_sales_support": 0.8,
-            "competitor_comparison": 0.7,
-            "technical_consultation": 0.5,
-        }
-    )
-    complaint_boost: float = 1.25
-    # Tasks for messages sent in the last ``task_window_days``: one per message.
-    task_window_days: int = 7
-    quote_follow_up_sla_hours: int = 24
-    competitor_sla_hours: int = 48
-    competitors: tuple[str, ...] = (
-        "Salesforce", "HubSpot", "Zoho", "Pipedrive", "Dynamics", "纷享销客", "销售易", "钉钉",
-    )  # fmt: skip
-    topics: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "price": (
-                "price",
-                "pricing",
-                "quote",
-                "cost",
-                "discount",
-                "价格",
-                "报价",
-                "多少钱",
-                "折扣",
-                "年费",
-            ),
-            "features": (
-                "feature",
-                "support",
-                "integrate",
-                "api",
-                "report",
-                "功能",
-                "支持",
-                "对接",
-                "接口",
-                "报表",
-            ),
-            "delivery_time": (
-                "deliver",
-                "arrive",
-                "shipping",
-                "when will",
-                "发货",
-                "送到",
-                "到货",
-                "物流",
-            ),
-        }  # fmt: skip
-    )
-
-
 def need_priority(intent: Sequence[str], intent_p: Sequence[float], sentiment: Sequence[str], rules: MessageRules) -> np.ndarray:  # fmt: skip
     """0–100 per message: the intent's weight × the model's confidence, raised for complaints."""
-    weights = dict(rules.intent_priority)
+    weights = rules.intent_priority.model_dump()
     weight = np.array([weights.get(i, 0.0) for i in intent], dtype=float)
     boost = np.where(np.asarray(sentiment) == "complaining", rules.complaint_boost, 1.0)
     priority = np.round(100 * weight * np.asarray(intent_p, dtype=float) * boost)
@@ -110,7 +44,8 @@ def need_priority(intent: Sequence[str], intent_p: Sequence[float], sentiment: S
 def contact_tags(scored: pd.DataFrame, now: datetime, rules: MessageRules = MessageRules()) -> pd.DataFrame:  # fmt: skip
     """Per contact with inbound messages up to ``now``: the newest message's intent and need
     priority, and whether complaints exceed their share over the window (``contact_id`` plus one
-    text column per tag)."""
+    text column per tag). ``scored``: ``contact_id, direction, sent_at, intent, sentiment`` and
+    ``intent_p``, or the messages' own ``need_priority`` (as the batch stored it) instead."""
     inbound = scored[(scored["direction"] == "inbound") & (scored[TS] <= now)].sort_values(
         TS, kind="stable"
     )
@@ -126,11 +61,14 @@ def contact_tags(scored: pd.DataFrame, now: datetime, rules: MessageRules = Mess
     complaining = (counts["total"] >= rules.complaint_min_messages) & (
         counts["complaining"] > rules.complaint_share * counts["total"]
     )
-    priority = need_priority(newest["intent"], newest["intent_p"], newest["sentiment"], rules)
+    if "need_priority" in newest:
+        priority = pd.to_numeric(newest["need_priority"], errors="coerce").fillna(0).astype(int)
+    else:
+        priority = need_priority(newest["intent"], newest["intent_p"], newest["sentiment"], rules)
     out = pd.DataFrame(
         {
             TAG_LATEST_INTENT: newest["intent"].astype(str),
-            TAG_NEED_PRIORITY: priority.astype(str),
+            TAG_NEED_PRIORITY: np.asarray(priority).astype(str),
             TAG_COMPLAINT: np.where(
                 complaining.reindex(newest.index, fill_value=False), "true", "false"
             ),

@@ -12,11 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crm_predict.core.conditions import Condition, ConditionError, parse_condition
 from crm_predict.core.errors import UserError
@@ -166,12 +174,143 @@ class AssignmentRules(_RulesModel):
         return {region.lower(): owner for region, owner in owners.items()}
 
 
+class IntentPriority(_RulesModel):
+    """Each intent's weight in a message's need priority (0–1; the model's confidence and a
+    complaint raise or lower it). One field per intent of ``crm_predict.core.messages.INTENTS``."""
+
+    technical_consultation: float = Field(0.5, ge=0, le=1)
+    quote_request: float = Field(0.9, ge=0, le=1)
+    competitor_comparison: float = Field(0.7, ge=0, le=1)
+    after_sales_support: float = Field(0.8, ge=0, le=1)
+
+
+Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class MessageRules(_RulesModel):
+    """What the batch does with scored messages (``crm_predict.core.messages``): the contact tags'
+    windows and thresholds, need priority, the message tasks, and the words it looks for."""
+
+    # complaint_tendency: more than this share of a contact's inbound messages in the window
+    # read as complaining, counting contacts with at least ``complaint_min_messages`` there.
+    complaint_window_days: int = Field(90, gt=0)
+    complaint_share: float = Field(0.3, ge=0, le=1)
+    complaint_min_messages: int = Field(2, ge=1)
+    # Need priority 0–100: the intent's weight × the model's confidence, raised for complaints.
+    intent_priority: IntentPriority = Field(default_factory=IntentPriority)
+    complaint_boost: float = Field(1.25, ge=0)
+    # Tasks for inbound messages sent in the last ``task_window_days``: one per message.
+    task_window_days: int = Field(7, gt=0)
+    quote_follow_up_sla_hours: int = Field(24, gt=0)
+    competitor_sla_hours: int = Field(48, gt=0)
+    competitors: tuple[Word, ...] = (
+        "Salesforce", "HubSpot", "Zoho", "Pipedrive", "Dynamics", "纷享销客", "销售易", "钉钉",
+    )  # fmt: skip
+    # Topic → its words (any case, found inside the text): the keywords of a message's reading.
+    topics: dict[Word, tuple[Word, ...]] = Field(
+        default_factory=lambda: {
+            "price": (
+                "price",
+                "pricing",
+                "quote",
+                "cost",
+                "discount",
+                "价格",
+                "报价",
+                "多少钱",
+                "折扣",
+                "年费",
+            ),
+            "features": (
+                "feature",
+                "support",
+                "integrate",
+                "api",
+                "report",
+                "功能",
+                "支持",
+                "对接",
+                "接口",
+                "报表",
+            ),
+            "delivery_time": (
+                "deliver",
+                "arrive",
+                "shipping",
+                "when will",
+                "发货",
+                "送到",
+                "到货",
+                "物流",
+            ),
+        }  # fmt: skip
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _words(cls, topics: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        empty = [topic for topic, words in topics.items() if not words]
+        if empty:
+            raise ValueError(f"topic {empty[0]!r} has no words")
+        return topics
+
+
+TicketPriority = Literal["P0", "P1", "P2", "P3"]
+
+
+class TicketRules(_RulesModel):
+    """The ticket workflow (``crm_predict.core.tickets``): priorities from the source CRM's words,
+    escalation of an unresolved ticket to the owner's manager, a survey once closed."""
+
+    # Source values (any case) per priority; anything else is ``default_priority``. Given in a
+    # rules file, the table replaces the built-in one whole.
+    priority_values: dict[TicketPriority, tuple[Word, ...]] = Field(
+        default_factory=lambda: {
+            "P0": ("p0", "0", "urgent", "critical", "blocker", "highest", "紧急"),
+            "P1": ("p1", "1", "high", "高"),
+            "P2": ("p2", "2", "medium", "normal", "中"),
+            "P3": ("p3", "3", "low", "lowest", "低"),
+        }
+    )
+    default_priority: TicketPriority = "P2"
+    escalate_after_hours: int = Field(24, gt=0)
+    escalation_sla_hours: int = Field(4, gt=0)
+    survey_window_days: int = Field(7, gt=0)
+    survey_sla_hours: int = Field(48, gt=0)
+
+    @field_validator("priority_values")
+    @classmethod
+    def _one_priority_each(cls, table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        seen: dict[str, str] = {}
+        out = {}
+        for priority, values in table.items():
+            out[priority] = tuple(str(v).lower() for v in values)  # matched case-insensitively
+            for value in out[priority]:
+                if seen.setdefault(value, priority) != priority:
+                    raise ValueError(f"{value!r} is listed under {seen[value]} and {priority}")
+        return out
+
+    @field_validator("priority_values", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, table: object) -> object:
+        # YAML reads `1` as a number: a source's priority 1 is the text "1" here.
+        if isinstance(table, dict):
+            return {
+                k: [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in values]
+                if isinstance(values, list | tuple) else values
+                for k, values in table.items()
+            }  # fmt: skip
+        return table
+
+
 class Rules(_RulesModel):
     lead: LeadRules = Field(default_factory=LeadRules)
     deal: DealRules = Field(default_factory=DealRules)
     churn: ChurnRules = Field(default_factory=ChurnRules)
     value: ValueRules = Field(default_factory=ValueRules)
     assignment: AssignmentRules = Field(default_factory=AssignmentRules)
+    messages: MessageRules = Field(default_factory=MessageRules)
+    tickets: TicketRules = Field(default_factory=TicketRules)
     tags: tuple[TagRule, ...] = ()
 
     def as_dict(self) -> dict:

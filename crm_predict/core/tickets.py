@@ -1,39 +1,19 @@
 """The ticket workflow's rules: priorities P0–P3 mapped from whatever the source CRM calls them,
 an escalation task to the manager when a ticket stays unresolved past its limit, and a
-satisfaction-survey task once it is closed; one task per ticket and kind, so reruns add nothing."""
+satisfaction-survey task once it is closed; one task per ticket and kind, so reruns add nothing.
+The thresholds are the rules file's ``tickets`` section (``TicketRules``, defined with the other
+sections in ``crm_predict.core.rules`` and importable from here)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
 
-from crm_predict.core.rules import TaskSpec
+from crm_predict.core.rules import TaskSpec, TicketRules
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 TASK_ESCALATION, TASK_SURVEY = "ticket_escalation", "satisfaction_survey"
-
-
-@dataclass(frozen=True)
-class TicketRules:
-    """Defaults; the rules file's ``tickets`` section may change each."""
-
-    # Source values (case-insensitive) per priority; anything else is ``default_priority``.
-    priority_values: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "P0": ("p0", "0", "urgent", "critical", "blocker", "highest", "紧急"),
-            "P1": ("p1", "1", "high", "高"),
-            "P2": ("p2", "2", "medium", "normal", "中"),
-            "P3": ("p3", "3", "low", "lowest", "低"),
-        }
-    )
-    default_priority: str = "P2"
-    escalate_after_hours: int = 24
-    escalation_sla_hours: int = 4
-    survey_window_days: int = 7
-    survey_sla_hours: int = 48
 
 
 def ticket_priority(values: pd.Series, rules: TicketRules = TicketRules()) -> pd.Series:
