@@ -24,12 +24,6 @@ def classifier_module(model: str) -> ModuleType:
     return MODULES[model]
 
 
-def tracking_client(settings: Any) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-
-
 def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
     """The demo CRM's training set (Feast) and the generator's truth, when it was saved."""
     import pandas as pd
@@ -90,6 +84,11 @@ def print_model_choice(console: Any, result: Any) -> None:
         console.print(f"holdout AUC: {result.candidate} {metrics['auc']:.3f} vs {', '.join(shown)}")
 
 
+def _for(model: str, help: str, default: Any = None) -> Any:
+    """An option of one model's own, shown in that model's help panel."""
+    return typer.Option(default, help=help, rich_help_panel=model)
+
+
 @app.command("train")
 @user_errors_exit_2
 def train(
@@ -119,66 +118,41 @@ def train(
         False, help="Train even when a column alone separates the labels (target leakage)."
     ),
     calibration: str = typer.Option("sigmoid", help="sigmoid or isotonic."),
-    transactions: Path | None = typer.Option(
-        None,
-        help="clv: your transaction CSV instead of the demo CRM's orders.",
-        rich_help_panel="clv",
+    transactions: Path | None = _for(
+        "clv", "clv: your transaction CSV instead of the demo CRM's orders."
     ),
-    customer_col: str | None = typer.Option(
-        None, help="clv: customer id column.", rich_help_panel="clv"
+    customer_col: str | None = _for("clv", "clv: customer id column."),
+    date_col: str | None = _for("clv", "clv: purchase date column."),
+    amount_col: str | None = _for("clv", "clv: amount column."),
+    freq: str = _for("clv", "clv: count at most one purchase per day (D) or week (W).", "D"),
+    penalizer: float | None = _for(
+        "clv",
+        "clv: L2 penalty (default: none, the MLE; a small one only if that does not converge).",
     ),
-    date_col: str | None = typer.Option(
-        None, help="clv: purchase date column.", rich_help_panel="clv"
+    events: Path | None = _for(
+        "next_best_time",
+        "next_best_time: your engagement-event CSV instead of the demo CRM's activities.",
     ),
-    amount_col: str | None = typer.Option(None, help="clv: amount column.", rich_help_panel="clv"),
-    freq: str = typer.Option(
-        "D", help="clv: count at most one purchase per day (D) or week (W).", rich_help_panel="clv"
+    contact_col: str | None = _for("next_best_time", "Contact id column."),
+    time_col: str | None = _for(
+        "next_best_time",
+        "Event time column (message_intent: the message's time; the newest are the holdout).",
     ),
-    penalizer: float | None = typer.Option(
-        None,
-        help="clv: L2 penalty (default: none, the MLE; a small one only if that does not converge).",
-        rich_help_panel="clv",
+    responded_col: str | None = _for(
+        "next_best_time", "Outcome column (yes/no; empty = not outreach)."
     ),
-    events: Path | None = typer.Option(
-        None,
-        help="next_best_time: your engagement-event CSV instead of the demo CRM's activities.",
-        rich_help_panel="next_best_time",
-    ),
-    contact_col: str | None = typer.Option(
-        None, help="Contact id column.", rich_help_panel="next_best_time"
-    ),
-    time_col: str | None = typer.Option(
-        None,
-        help="Event time column (message_intent: the message's time; the newest are the holdout).",
-        rich_help_panel="next_best_time",
-    ),
-    responded_col: str | None = typer.Option(
-        None,
-        help="Outcome column (yes/no; empty = not outreach).",
-        rich_help_panel="next_best_time",
-    ),
-    channel_col: str | None = typer.Option(
-        None, help="Channel column.", rich_help_panel="next_best_time"
-    ),
-    segment_col: str | None = typer.Option(
-        None, help="Segment column.", rich_help_panel="next_best_time"
-    ),
-    text_col: str | None = typer.Option(
-        None,
-        help="message_intent --csv: the message text column.",
-        rich_help_panel="message_intent",
-    ),
-    label_col: str | None = typer.Option(
-        None,
-        help="message_intent --csv: the intent column (technical_consultation, quote_request, "
+    channel_col: str | None = _for("next_best_time", "Channel column."),
+    segment_col: str | None = _for("next_best_time", "Segment column."),
+    text_col: str | None = _for("message_intent", "message_intent --csv: the message text column."),
+    label_col: str | None = _for(
+        "message_intent",
+        "message_intent --csv: the intent column (technical_consultation, quote_request, "
         "competitor_comparison, after_sales_support).",
-        rich_help_panel="message_intent",
     ),
-    sentiment_col: str | None = typer.Option(
-        None,
-        help="message_intent --csv: the sentiment column (satisfied, complaining, hesitant; "
+    sentiment_col: str | None = _for(
+        "message_intent",
+        "message_intent --csv: the sentiment column (satisfied, complaining, hesitant; "
         "default: the VADER / SnowNLP reading).",
-        rich_help_panel="message_intent",
     ),
     messages: int = typer.Option(
         4000,
@@ -191,7 +165,7 @@ def train(
     from crm_predict.training.specs import MODULES, SPECS, TEXT_MODULES
     from rich.console import Console
 
-    settings = ctx.obj
+    settings, console = ctx.obj, Console()
     text_options = {"--text-col": text_col, "--label-col": label_col, "--sentiment-col": sentiment_col}  # fmt: skip
     if model in TEXT_MODULES:
         other = {"--target": target, "--id": id_column, "--time": time_column, "--exclude": exclude,
@@ -207,14 +181,11 @@ def train(
             settings, csv, text_col, label_col, sentiment_col, time_col, messages
         )
         result = module.train(
-            tracking_client(settings), data, n_trials=settings.optuna_trials, seed=settings.seed,
+            settings.mlflow_client(), data, n_trials=settings.optuna_trials, seed=settings.seed,
             source=source,
         )  # fmt: skip
-        shown = [k for k in module.MODEL.train_metrics if k in result.metrics]
-        Console().print(
-            f"[bold]{model}[/] version {result.version} (run {result.run_id}): "
-            + ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown)
-        )
+        figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in module.MODEL.train_metrics if k in result.metrics)  # fmt: skip
+        console.print(f"[bold]{model}[/] version {result.version} (run {result.run_id}): {figures}")
         return
     if any(text_options.values()):
         raise UserError(
@@ -241,22 +212,17 @@ def train(
             "channel_col": channel_col, "segment_col": segment_col,
         }  # fmt: skip
         wanted = inspect.signature(run).parameters
-        result = run(settings, tracking_client(settings), **{k: v for k, v in given.items() if k in wanted})  # fmt: skip
+        result = run(settings, settings.mlflow_client(), **{k: v for k, v in given.items() if k in wanted})  # fmt: skip
         if spec.train_note:
-            Console().print(spec.train_note(result))
+            console.print(spec.train_note(result))
         figures = ", ".join(f"{k}={result.metrics[k]:.4g}" for k in spec.train_metrics)
-        Console().print(
-            f"[bold]{model}[/] version {result.model_version} (run {result.run_id}): {figures}"
-        )
+        console.print(f"[bold]{model}[/] version {result.model_version} (run {result.run_id}): {figures}")  # fmt: skip
         return
     module = classifier_module(model)
     options: dict[str, Any] = {
-        "min_class_count": min_class_count,
-        "allow_small_data": allow_small_data,
-        "calibration": calibration,
-        "exclude": parse_exclude(exclude),
-        "allow_leakage": allow_leakage,
-    }
+        "min_class_count": min_class_count, "allow_small_data": allow_small_data,
+        "calibration": calibration, "exclude": parse_exclude(exclude), "allow_leakage": allow_leakage,
+    }  # fmt: skip
     if csv is None:
         if target or id_column or time_column:
             raise UserError("--target, --id and --time go with --csv")
@@ -266,22 +232,14 @@ def train(
         if target is None or id_column is None:
             raise UserError("--csv needs --target COLUMN and --id COLUMN")
         frame = read_user_csv(csv)
-        options |= {
-            "target": target,
-            "id_column": id_column,
-            "time_column": time_column,
-            "source": f"csv:{csv.name}",
-        }
-    result = module.train(settings, tracking_client(settings), frame, **options)
+        options |= {"target": target, "id_column": id_column, "time_column": time_column,
+                    "source": f"csv:{csv.name}"}  # fmt: skip
+    result = module.train(settings, settings.mlflow_client(), frame, **options)
     if result.data_checks is not None:
-        print_data_checks(Console(), result.data_checks)
-    print_model_choice(Console(), result)
-    shown = module.MODEL.train_metrics
-    figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in shown if k in result.metrics)
-    Console().print(
-        f"[bold]{model}[/] version {result.version} ({result.candidate}, run {result.run_id}): "
-        f"{figures}"
-    )
+        print_data_checks(console, result.data_checks)
+    print_model_choice(console, result)
+    figures = ", ".join(f"{k}={result.metrics[k]:.3f}" for k in module.MODEL.train_metrics if k in result.metrics)  # fmt: skip
+    console.print(f"[bold]{model}[/] version {result.version} ({result.candidate}, run {result.run_id}): {figures}")  # fmt: skip
 
 
 @app.command("predict")
@@ -305,7 +263,7 @@ def predict(
     settings = ctx.obj
     module = classifier_module(model)
     frame = read_user_csv(csv)
-    scores, used = score_table(tracking_client(settings), model, frame, version, alias)
+    scores, used = score_table(settings.mlflow_client(), model, frame, version, alias)
     # The probability under the API's name for it, the derived outputs under their tags' names.
     outputs = module.outputs(scores["score"])
     table = pd.concat(
