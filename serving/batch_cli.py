@@ -13,6 +13,7 @@ from crm_predict.core.errors import UserError, iso_time
 from crm_predict.core.rules import MODEL_NAMES
 
 console = Console()
+ENGINES = ("single", "spark")
 batch_app = typer.Typer(no_args_is_help=True, help="Nightly batch scoring and write-back.")
 
 
@@ -70,6 +71,18 @@ def score_command(
         help="Export a fresh CRM snapshot first (default), or reuse the latest one "
         "(`crm-predict features export`): much faster on a large store whose snapshot is recent.",
     ),
+    engine: str = typer.Option(
+        "single",
+        "--engine",
+        help="single: this machine (default); spark: features, scoring and write-back spread "
+        "over a Spark cluster (needs Java and the `spark` extra).",
+    ),
+    master: str = typer.Option(
+        None,
+        "--master",
+        help="Spark master with --engine spark: local[N] (default local[*]), spark://HOST:PORT, "
+        "k8s://https://HOST:PORT or yarn.",
+    ),
 ) -> None:
     """Score every active lead, open deal and customer with each champion; write tags and tasks.
 
@@ -81,7 +94,15 @@ def score_command(
     settings = ctx.obj
     names = parse_models(models)
     when, changed = parse_time(at, "--at"), parse_time(since, "--since")  # before any I/O
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if master is not None and engine != "spark":
+        raise UserError("--master is for --engine spark")
     client = settings.mlflow_client()
+    if engine == "spark":
+        summary = _spark_score(settings, client, names, when, changed, master or "local[*]", export)
+        _report(summary)
+        return
     columns = (TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
     with (
         Progress(*columns, console=console, disable=quiet) as bars,
@@ -95,6 +116,24 @@ def score_command(
         summary = run_batch(
             session, client, settings, names, when, changed, progress=progress, export=export,
         )  # fmt: skip
+    _report(summary)
+
+
+def _spark_score(settings, client, names, when, changed, master, export):
+    """The Spark engine's run: pre-flight (Java, master, champions) before the store is opened
+    for writing; Spark's own progress stays off, the summary table says what was done."""
+    from crm_predict.crm_store.db import store_session
+    from crm_predict.serving.batch_spark import preflight, run_spark_batch
+
+    checked = preflight(client, names, master)
+    with store_session(settings.crm_url) as session, console.status(f"scoring on Spark ({master})"):
+        return run_spark_batch(
+            session, client, settings, names, when, changed, master=master, export=export,
+            preflighted=checked,
+        )  # fmt: skip
+
+
+def _report(summary) -> None:
     console.print(summary_table(summary))
     assigned = summary.task_assignment
     console.print(

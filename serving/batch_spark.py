@@ -1,175 +1,564 @@
-"""The batch job's scale-out path on Apache Spark (optional extra ``spark``).
+"""The batch job on Apache Spark (``crm-predict batch score --engine spark``): same snapshot, same
+features, same rules, same checkpoints as ``crm_predict.serving.batch``, spread over executors.
 
-Same models, same rules, different engine: Spark reads the scoring features from Parquet, scores
-each partition with the champion through ``mlflow.pyfunc.spark_udf`` and maps scores to tags with
-``crm_predict.serving.writeback.tag_frame`` inside ``mapInPandas``, so every rule still lives in one place. The
-scored rows and tags land as Parquet; ``write_outputs`` loads them into the CRM store (tasks and
-prediction log derived on the driver from the scored rows), one transaction per model, through the
-same repository upserts as the single-machine job.
+1. Driver: pre-flight (Java, a reachable ``--master``, a champion per model, the rules file)
+   before anything is written; the CRM → Parquet export (``features/export.py``); the run row.
+2. Features, one Spark task per range of entity ids (the single-machine job's ranges): the
+   executor reads its range of the snapshot and runs the SAME pandas code
+   (``crm_predict.features.scoring.scoring_frame`` and ``rule_context``), so features equal the
+   single-machine ones by construction, and stages them as Parquet beside the snapshot.
+3. Per model: ``mlflow.pyfunc.spark_udf`` scores the staged rows; per range
+   (``applyInPandas``), ``writeback.prepare_write`` maps scores to tags, tasks and log rows.
+4. Write-back, range by range, each range's rows and its ``batch_checkpoints`` row in one
+   transaction: on PostgreSQL (or any server store) on the executors (the store's bulk writes:
+   COPY into a staging table, then ``INSERT … ON CONFLICT``); on SQLite (one writer) from the
+   driver, as ranges arrive. A killed run resumes: ranges whose checkpoint exists are skipped;
+   a rerun finds every task by its dedup key and creates none.
 
-    spark = spark_session("local[2]")          # or a cluster master
-    paths = run_spark_batch(spark, client, settings, features_dir, out_dir, at)
+The snapshot (``CRM_PREDICT_DATA_DIR``), the tracking server and the CRM store must be reachable
+from every executor on a cluster; in ``local[N]`` they are this machine's.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import re
+import shutil
+import socket
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from crm_predict.crm_store.repository import TAG_COLUMNS, create_tasks, log_predictions, upsert_tags
-from crm_predict.serving.writeback import ModelVersionRef, prediction_frame, tag_frame, task_specs
+from crm_predict.crm_store.models import BatchCheckpoint
+from crm_predict.serving.writeback import ModelVersionRef, PreparedWrite, apply_write, prepare_write
 from crm_predict.training.specs import spec
 from mlflow import MlflowClient
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm_predict.core.rules import MODEL_NAMES, rfm_medians
+from crm_predict.core.errors import UserError
+from crm_predict.core.rules import MODEL_NAMES, Rules
+from crm_predict.core.settings import Settings
 
-TAG_SCHEMA = (
-    "entity_type string, entity_id bigint, name string, value string, model_name string, "
-    "model_version string, run_id string, scored_at timestamp"
-)
+MASTER_TIMEOUT_S = 5.0  # a spark:// or k8s:// master that does not answer within this is down
+CONTEXT_PREFIX = "ctx__"  # staged rule-context columns: a context column never shadows a feature
+OUTPUT_PREFIX = "out__"  # the model's outputs beside the features, until the scored frame is built
+# Spark reads micro-second stamps (pandas writes nanoseconds); no stamp here has finer parts.
+PARQUET = {"coerce_timestamps": "us", "allow_truncated_timestamps": True}
+RESULT_SCHEMA = "chunk int, entities int, written boolean, payload binary"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A champion as the Spark job needs it: its reference, a local copy of the model (what
+    ``spark_udf`` ships to the executors) and its input columns."""
+
+    ref: ModelVersionRef
+    local_uri: str
+    feature_names: list[str]
+
+
+# --- Pre-flight: nothing is written before these pass -------------------------------------------
+
+
+def java_runtime() -> str:
+    """The ``java`` Spark will launch (``JAVA_HOME``'s, else the PATH's), or a UserError."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not found or not Path(found).exists():
+        raise UserError(
+            "the Spark engine needs a Java runtime (17 or newer) and found none"
+            + (f" at JAVA_HOME={home}" if home else " on PATH")
+            + ": install one (e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME"
+        )
+    return found
+
+
+def check_master(master: str, timeout: float = MASTER_TIMEOUT_S) -> str:
+    """``master`` if Spark can use it: ``local[…]`` always; ``spark://`` (any of its HA hosts) and
+    ``k8s://`` when a TCP connection opens within ``timeout`` seconds; ``yarn`` with a Hadoop
+    configuration. Otherwise a UserError naming what failed."""
+    if re.fullmatch(r"local(\[(\*|\d+)(,\d+)?\])?", master):
+        return master
+    if master == "yarn":
+        if not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+            raise UserError("--master yarn needs HADOOP_CONF_DIR or YARN_CONF_DIR set")
+        return master
+    match = re.fullmatch(r"(spark|k8s)://(?:https?://)?(.+)", master)
+    if not match:
+        raise UserError(
+            f"--master {master!r} is not a Spark master URL: use local[N], "
+            "spark://HOST:PORT, k8s://https://HOST:PORT or yarn"
+        )
+    scheme, hosts = match.groups()
+    errors = []
+    for host_port in hosts.rstrip("/").split(","):
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--master {master!r}: {host_port!r} is not HOST:PORT")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return master
+        except OSError as exc:
+            errors.append(f"{host_port} ({exc.strerror or exc})")
+    raise UserError(
+        f"Spark master {master} cannot be reached within {timeout:g} s: {', '.join(errors)}; "
+        "check the URL (the master's web UI shows it) and that this machine can reach it"
+    )
+
+
+def champions(client: MlflowClient, models: Sequence[str]) -> dict[str, Champion]:
+    """Each model's champion, downloaded; a UserError naming every model without one (or with a
+    classifier whose pyfunc does not give probabilities)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    out, missing, unusable = {}, [], []
+    for name in models:
+        try:
+            version = client.get_model_version_by_alias(name, "champion")
+        except MlflowException:
+            missing.append(name)
+            continue
+        source = client.get_model_version_download_uri(name, version.version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, tracking_uri=client.tracking_uri
+        )
+        meta = Model.load(local)
+        if spec(name).is_classifier:
+            predict_fn = meta.flavors.get("python_function", {}).get("predict_fn", "predict")
+            if predict_fn != "predict_proba":
+                unusable.append(f"{name} v{version.version} (pyfunc calls {predict_fn!r})")
+        tag = client.get_run(version.run_id).data.tags.get("feature_names")
+        names = json.loads(tag) if tag else meta.signature.inputs.input_names()
+        ref = ModelVersionRef(name=name, version=str(version.version), run_id=version.run_id)
+        out[name] = Champion(ref, local, names)
+    if missing:
+        raise UserError(
+            f"no champion registered for {', '.join(missing)} in {client.tracking_uri}: train and "
+            "promote one (`crm-predict train …`), or leave the model out with --models"
+        )
+    if unusable:
+        raise UserError(
+            "champions the Spark engine cannot score: " + "; ".join(unusable) + " — classifiers "
+            "must be logged with pyfunc_predict_fn='predict_proba' (as `crm-predict train` does)"
+        )
+    return out
+
+
+def preflight(client: MlflowClient, models: Sequence[str], master: str) -> dict[str, Champion]:
+    """Everything a Spark run needs that a user can get wrong, checked before any write."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise UserError("the Spark engine needs pyspark: install the extra `crm-predict[spark]`")
+    java_runtime()
+    check_master(master)
+    return champions(client, models)
 
 
 def spark_session(master: str = "local[2]", app_name: str = "crm-predict-batch"):
-    """A Spark session with Arrow on (pandas UDFs), UTC session time zone (naive stamps) and this
-    interpreter for the Python workers."""
-    import os
-
+    """A Spark session with Arrow on (pandas UDFs), UTC session time zone (naive stamps), quiet
+    logs and this interpreter for the Python workers (a cluster's must have the same packages)."""
     from pyspark.sql import SparkSession
 
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # local mode reads the workers' python from here
-    return (
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
-        .config("spark.pyspark.python", sys.executable)  # workers need this venv's packages
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
         .getOrCreate()
     )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
-def champion(client: MlflowClient, name: str) -> tuple[ModelVersionRef, str]:
-    """The champion's version reference and a local copy of its model (what ``spark_udf`` ships to
-    the workers, which know nothing of this tracking server)."""
-    import mlflow.artifacts
+# --- What the executors run ----------------------------------------------------------------------
 
-    version = client.get_model_version_by_alias(name, "champion")
-    ref = ModelVersionRef(name=name, version=str(version.version), run_id=version.run_id)
-    source = client.get_model_version_download_uri(name, version.version)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=source, tracking_uri=client.tracking_uri
+
+@dataclass
+class _FamilyPlan:
+    """One family's features job (shipped to the executors): its reader and where to stage."""
+
+    source: object  # crm_predict.serving.batch._SnapshotSource
+    family: str
+    names: list[str]
+    at: datetime
+    rules: Rules
+    changed: dict[str, set[int] | None]
+    staging: str
+
+
+def _staged_range(plan: _FamilyPlan, item: tuple[int, int | None]) -> list[tuple[str, int, int]]:
+    """One range's features and rule context per model, as the single-machine job computes
+    them (``batch._range_chunks``), staged as ``<staging>/<model>/range-<n>.parquet``."""
+    from crm_predict.serving.batch import rule_context
+
+    index, high = item
+    current = next(plan.source.ranges(plan.family, plan.names, plan.at, lambda h: h != high), None)
+    if current is None:
+        return []
+    contexts: dict[str, pd.DataFrame] = {}
+    out = []
+    for name in plan.names:
+        features = current.features(name)
+        if plan.changed[name] is not None:
+            features = features[features["entity_id"].isin(plan.changed[name])]
+        features = features.sort_values("entity_id", kind="stable").reset_index(drop=True)
+        entity = spec(name).entity
+        if entity not in contexts:
+            context = rule_context(current.tables, name, plan.at, plan.rules)
+            contexts[entity] = context.drop_duplicates("entity_id").set_index("entity_id")
+        if not len(features):
+            continue
+        rows = contexts[entity].reindex(features["entity_id"].to_numpy()).reset_index(drop=True)
+        staged = pd.concat([features, rows.add_prefix(CONTEXT_PREFIX)], axis=1)
+        for column in staged.columns:  # categories as text: one Parquet type for every range
+            if isinstance(staged[column].dtype, pd.CategoricalDtype):
+                staged[column] = staged[column].astype(object).where(staged[column].notna(), None)
+        staged.insert(0, "chunk", index)
+        target = Path(plan.staging) / name
+        target.mkdir(parents=True, exist_ok=True)
+        staged.to_parquet(target / f"range-{index:06d}.parquet", index=False, **PARQUET)
+        out.append((name, index, len(staged)))
+    return out
+
+
+def _conform(item: tuple[str, bytes]) -> None:
+    """Rewrite one staged file in the unified schema (a column all-null in one range, ints in one
+    and floats in another): Spark reads a directory in one schema."""
+    import pyarrow.parquet as pq
+
+    path, schema = item[0], pickle.loads(item[1])
+    pq.write_table(pq.read_table(path).cast(schema), path, **PARQUET)
+
+
+@dataclass
+class _WritePlan:
+    """One model's write-back job (shipped to the executors)."""
+
+    ref: ModelVersionRef
+    run_id: int
+    at: datetime
+    rules: Rules
+    medians: tuple[float, float, float] | None
+    owners: dict[str, int]
+    from_features: list[str]
+    outputs: list[str]  # the scoring columns besides the features (score, pyfunc outputs)
+    crm_url: str
+    dialect: str
+    on_executors: bool
+
+
+def _scored_frame(plan: _WritePlan, group: pd.DataFrame) -> pd.DataFrame:
+    """The scored frame the single-machine job builds for a chunk (``batch._put_chunk``):
+    entity, score and outputs, then the rule context, then the features its rules read."""
+    group = group.sort_values("entity_id", ignore_index=True)
+    scored = group[["entity_id"]].copy()
+    for name in plan.outputs:  # the single-machine order: the outputs, then the score
+        scored[name] = group[f"{OUTPUT_PREFIX}{name}"]
+    if "best_slots" in scored.columns:  # Arrow gives arrays; the rules expect lists
+        scored["best_slots"] = scored["best_slots"].map(
+            lambda v: v if v is None else [int(s) for s in v]
+        )
+    context = [c for c in group.columns if c.startswith(CONTEXT_PREFIX)]
+    rows = group[context].rename(columns=lambda c: c[len(CONTEXT_PREFIX) :])
+    scored = pd.concat([scored, rows], axis=1)
+    extra = [c for c in plan.from_features if c not in scored.columns]
+    return pd.concat([scored, group[extra]], axis=1)
+
+
+_ENGINES: dict[str, object] = {}  # per executor process: one pool per store, made on first use
+
+
+def _write_range(plan: _WritePlan, group: pd.DataFrame) -> pd.DataFrame:
+    """One range of one model: its prepared write-back, committed here with its checkpoint
+    (``on_executors``) or pickled for the driver to commit."""
+    chunk = int(group["chunk"].iloc[0])
+    scored = _scored_frame(plan, group)
+    prepared = prepare_write(
+        plan.ref, scored, plan.at, plan.dialect, rfm_medians=plan.medians, rules=plan.rules,
+        default_owners=plan.owners,
+    )  # fmt: skip
+    checkpoint = dict(
+        batch_run_id=plan.run_id, model_name=plan.ref.name, model_version=plan.ref.version,
+        chunk=chunk, last_entity_id=int(scored["entity_id"].iloc[-1]), entities=len(scored),
+    )  # fmt: skip
+    payload, written = pickle.dumps((prepared, checkpoint)), False
+    if plan.on_executors:
+        from crm_predict.crm_store.db import make_engine, session_factory
+
+        if plan.crm_url not in _ENGINES:
+            _ENGINES[plan.crm_url] = make_engine(plan.crm_url)
+        with session_factory(_ENGINES[plan.crm_url])() as session:
+            commit_chunk(session, prepared, checkpoint)
+        payload, written = b"", True
+    return pd.DataFrame(
+        {"chunk": [chunk], "entities": [len(scored)], "written": [written], "payload": [payload]}
     )
-    return ref, local
 
 
-def score_spark(spark, model_uri: str, model_name: str, features, feature_names: Sequence[str]):
-    """``entity_id``, ``score`` (+ the pyfunc's outputs) for a Spark DataFrame of features: a
-    classifier's pyfunc gives ``predict_proba``'s two columns, another its spec's ``pyfunc_schema``."""
+def commit_chunk(session: Session, prepared: PreparedWrite, checkpoint: dict) -> bool:
+    """A range's tags, tasks, log rows and checkpoint in one transaction; False (nothing
+    written) when its checkpoint is already there (a resumed run, a retried Spark task)."""
+    done = select(BatchCheckpoint.id).where(
+        BatchCheckpoint.batch_run_id == checkpoint["batch_run_id"],
+        BatchCheckpoint.model_name == checkpoint["model_name"],
+        BatchCheckpoint.chunk == checkpoint["chunk"],
+    )
+    if session.scalar(done) is not None:
+        session.rollback()
+        return False
+    if session.get_bind().dialect.name == "postgresql":
+        # As the single-machine job: a commit lost to a server crash is a range the rerun redoes.
+        session.execute(text("SET LOCAL synchronous_commit = off"))
+    result = apply_write(session, prepared)
+    session.add(
+        BatchCheckpoint(
+            **checkpoint, tags_written=result.tags_written, tasks_created=result.tasks_created,
+            counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts,
+                               "assignment": result.assignment_counts}),
+            committed_at=datetime.now(),
+        )
+    )  # fmt: skip
+    try:
+        session.commit()
+    except IntegrityError:  # another attempt of the same range committed first: its rows stand
+        session.rollback()
+        return False
+    return True
+
+
+# --- Scoring ---------------------------------------------------------------------------------------
+
+
+def score_spark(spark, champion: Champion, features):
+    """``features`` with ``score`` (and a pyfunc's other outputs) added by the champion through
+    ``mlflow.pyfunc.spark_udf``, each as ``OUTPUT_PREFIX + name`` (a model's output may share a
+    feature's name); returns the frame and the output names."""
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    model = spec(model_name)
+    model = spec(champion.ref.name)
+    inputs = F.struct(*[F.col(c) for c in champion.feature_names])
     if model.is_classifier:
-        from mlflow.models import Model
-
-        predict_fn = Model.load(model_uri).flavors["python_function"].get("predict_fn", "predict")
-        if predict_fn != "predict_proba":
-            raise ValueError(
-                f"{model_name}: the pyfunc flavour calls {predict_fn!r}; classifiers must be logged "
-                "with pyfunc_predict_fn='predict_proba' to be scored on Spark"
-            )
         udf = mlflow.pyfunc.spark_udf(
-            spark, model_uri, result_type="array<double>", env_manager="local"
+            spark, champion.local_uri, result_type="array<double>", env_manager="local"
         )
-        return features.select(
-            F.col("entity_id").cast("bigint"),
-            udf(F.struct(*[F.col(c) for c in feature_names]))[1].alias("score"),
-        )
+        return features.withColumn(f"{OUTPUT_PREFIX}score", udf(inputs)[1]), ["score"]
     udf = mlflow.pyfunc.spark_udf(
-        spark, model_uri, result_type=model.pyfunc_schema, env_manager="local"
+        spark, champion.local_uri, result_type=model.pyfunc_schema, env_manager="local"
     )
-    out = features.select(
-        F.col("entity_id").cast("bigint"),
-        udf(F.struct(*[F.col(c) for c in feature_names])).alias("out"),
+    out = features.withColumn("__out", udf(inputs))
+    names = [f.name for f in out.schema["__out"].dataType.fields if f.name != "entity_id"]
+    out = out.select(
+        "*",
+        *[F.col(f"__out.{n}").alias(f"{OUTPUT_PREFIX}{n}") for n in names],
+        F.col(f"__out.{model.score_output}").cast("double").alias(f"{OUTPUT_PREFIX}score"),
+    ).drop("__out")
+    return out, [*[n for n in names if n != "score"], "score"]
+
+
+# --- The run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SparkTimes:
+    """Driver-side seconds per stage of a Spark run (the summary's run-level ``seconds``)."""
+
+    seconds: Counter = field(default_factory=Counter)
+
+    def add(self, stage: str, started: float) -> None:
+        self.seconds[stage] += time.perf_counter() - started
+
+
+def _done_chunks(session: Session, run_id: int, name: str) -> set[int]:
+    rows = session.scalars(
+        select(BatchCheckpoint.chunk).where(
+            BatchCheckpoint.batch_run_id == run_id, BatchCheckpoint.model_name == name
+        )
     )
-    return out.select("entity_id", "out.*").withColumn(
-        "score", F.col(model.score_output).cast("double")
-    )
+    return set(rows)
 
 
-def tags_spark(scored, model: ModelVersionRef, scored_at: datetime, medians=None):
-    """Tags for a scored Spark DataFrame (joined with the rule context), partition by partition."""
+def _ranges(source, family: str) -> list[tuple[int, int | None]]:
+    """The family's ranges as the single-machine job cuts them: (index, end id); deals: one."""
+    if family == "deal":
+        return [(0, None)]
+    table = {"contact": "contacts", "lead": "leads"}[family]
+    return [(i, high) for i, (_, high) in enumerate(source._edges(table))]
 
-    def to_tags(batches):
-        for batch in batches:
-            yield tag_frame(model, batch, scored_at, medians)[TAG_COLUMNS]
 
-    return scored.mapInPandas(to_tags, schema=TAG_SCHEMA)
+def _stage_features(spark, source, family, names, at, rules, changed, staging, todo, times):
+    """Run the family's features job over the ranges in ``todo``; conform the staged files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = time.perf_counter()
+    plan = _FamilyPlan(source, family, names, at, rules, changed, str(staging))
+    staged = []
+    if todo:
+        rdd = spark.sparkContext.parallelize(todo, len(todo))
+        staged = rdd.flatMap(lambda item: _staged_range(plan, item)).collect()
+    times.add("features", t)
+    t = time.perf_counter()
+    for name in names:
+        files = sorted((staging / name).glob("range-*.parquet"))
+        schemas = [pq.read_schema(f) for f in files]
+        if len({s.remove_metadata() for s in schemas}) > 1:
+            unified = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+            bad = [(str(f), pickle.dumps(unified)) for f, s in zip(files, schemas, strict=True)
+                   if not s.remove_metadata().equals(unified)]  # fmt: skip
+            spark.sparkContext.parallelize(bad, len(bad)).foreach(_conform)
+    times.add("conform", t)
+    return staged
 
 
 def run_spark_batch(
-    spark,
-    client: MlflowClient,
-    features_dir: Path,
-    contexts: dict[str, pd.DataFrame],
-    out_dir: Path,
-    at: datetime,
-    models: Sequence[str] = MODEL_NAMES,
-) -> dict[str, dict[str, Path]]:
-    """Score ``features_dir/<model>.parquet`` with each champion on Spark; write tags, scored rows
-    and prediction log as Parquet under ``out_dir/<model>/``. ``contexts`` holds each model's rule
-    context (``crm_predict.serving.batch.rule_context``), broadcast to the workers through a join."""
-    import json
-
-    from pyspark.sql import functions as F
-
-    paths: dict[str, dict[str, Path]] = {}
-    for name in models:
-        ref, uri = champion(client, name)
-        feature_names = json.loads(client.get_run(ref.run_id).data.tags["feature_names"])
-        features = spark.read.parquet(str(features_dir / f"{name}.parquet"))
-        scored = score_spark(spark, uri, name, features, feature_names)
-        context = contexts[name]
-        medians = None
-        if spec(name).rfm_medians and len(context):
-            medians = rfm_medians(
-                context["recency_days"], context["frequency"], context["monetary"]
-            )
-        scored = scored.join(F.broadcast(spark.createDataFrame(context)), "entity_id", "left")
-        scored = scored.cache()
-        target = {k: out_dir / name / k for k in ("scored", "tags")}
-        scored.write.mode("overwrite").parquet(str(target["scored"]))
-        tags_spark(scored, ref, at, medians).write.mode("overwrite").parquet(str(target["tags"]))
-        scored.unpersist()
-        paths[name] = target
-    return paths
-
-
-def write_outputs(
     session: Session,
     client: MlflowClient,
-    paths: dict[str, dict[str, Path]],
-    at: datetime,
-    source: str = "batch",
-) -> dict[str, dict[str, int]]:
-    """Load the Spark job's Parquet outputs into the CRM store: tags (history on change), tasks
-    (dedup by key, evaluated on the driver from the scored rows) and the prediction log."""
-    counts = {}
-    for name, target in paths.items():
-        ref, _ = champion(client, name)
-        tags = pd.read_parquet(target["tags"])
-        scored = pd.read_parquet(target["scored"]).sort_values("entity_id", ignore_index=True)
-        if "best_slots" in scored.columns:
-            scored["best_slots"] = scored["best_slots"].map(list)
-        counts[name] = {
-            "tags": upsert_tags(session, tags, at),
-            "tasks": create_tasks(session, task_specs(name, scored, at), at),
-            "predictions": log_predictions(session, prediction_frame(ref, scored, at, source)),
-        }
+    settings: Settings,
+    models: Sequence[str] = MODEL_NAMES,
+    at: datetime | None = None,
+    since: datetime | None = None,
+    *,
+    master: str = "local[*]",
+    spark=None,
+    export: bool = True,
+    rules: Rules | None = None,
+    log_to_mlflow: bool = True,
+    preflighted: dict[str, Champion] | None = None,
+):
+    """``crm_predict.serving.batch.run_batch`` on Spark: the same tags, tasks and prediction log,
+    committed range by range with the same kind of checkpoints. ``spark``: a session to use
+    (else one on ``master``, stopped at the end); ``preflighted``: the champions of a
+    ``preflight`` the caller ran. Returns a ``batch.BatchSummary``."""
+    from crm_predict.serving import batch as B
+
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
+    rules_file = settings.rules_path if rules is None else None
+    rules = settings.load_rules() if rules is None else rules
+    started, times = time.perf_counter(), SparkTimes()
+    champs = preflighted or preflight(client, models, master if spark is None else "local")
+    times.add("preflight", started)
+
+    t = time.perf_counter()
+    own_session = False
+    if spark is None:  # a session already running in this process is used (and left running)
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        own_session = spark is None
+        spark = spark or spark_session(master)
+    times.add("spark_start", t)
+    try:
+        now = B._utcnow().replace(microsecond=0)
+        # Its own run key: a Spark run's checkpoints are per range, not a running last id, so
+        # the single-machine job must not resume it (nor it the single-machine job's).
+        run, resumed = B._start_or_resume(session, [f"spark:{','.join(models)}"], at, now)
+        at, run_id = run.scored_at, run.id
+        summary = B.BatchSummary(
+            batch_run_id=run_id, scored_at=at, resumed=resumed, models=[], rules=rules,
+            rules_file=None if rules_file is None else str(rules_file),
+        )  # fmt: skip
+        t = time.perf_counter()
+        if export:
+            from crm_predict.features.export import export_snapshots
+
+            export_snapshots(session, settings, columns={})
+            session.commit()
+        times.add("export", t)
+        source = B._SnapshotSource(settings, models, B._users(session))
+        changed = {m: set(B.changed_entities(session, m, since)) if since else None for m in models}  # fmt: skip
+        done = {m: _done_chunks(session, run_id, m) for m in models}
+        owners, summary.rule_errors = B.default_owners(rules, source.users)
+        if any(spec(m).entity == "deal" for m in models):
+            t = time.perf_counter()
+            summary.account_tags = B.write_account_tiers(session, source.accounts(), at, rules)
+            times.add("account_tiers", t)
         session.commit()
-    return counts
+        dialect = session.get_bind().dialect.name
+        staging = settings.data_dir / "spark_staging" / f"run-{run_id}"
+        order = sorted(models, key=lambda m: (B.SCORING_ORDER.index(spec(m).entity), MODEL_NAMES.index(m)))  # fmt: skip
+        for family in dict.fromkeys(B.FAMILY[spec(m).entity] for m in order):
+            names = [m for m in order if B.FAMILY[spec(m).entity] == family]
+            t = time.perf_counter()
+            _, medians = source.prepass(family, names, at, rules, changed)
+            ranges = _ranges(source, family)
+            times.add("prepass", t)
+            todo = [r for r in ranges if not all(r[0] in done[n] for n in names)]
+            _stage_features(spark, source, family, names, at, rules, changed, staging, todo, times)  # fmt: skip
+            for name in names:
+                _score_and_write(
+                    spark, session, settings, champs[name], name, staging, done[name], run_id,
+                    at, rules, medians, owners, dialect, summary, times,
+                )  # fmt: skip
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if own_session:
+            spark.stop()
+    for name in models:
+        count, _, model_run = B._done_so_far(session, run_id, name)
+        model_run.chunks, model_run.version = count, champs[name].ref.version
+        summary.models.append(model_run)
+    summary.seconds = times.seconds
+    summary.seconds_total = time.perf_counter() - started
+    if log_to_mlflow:
+        summary.mlflow_run_id = B.log_summary(client, summary)
+    run.status, run.finished_at = "done", B._utcnow()
+    run.summary, run.mlflow_run_id = json.dumps(summary.as_dict()), summary.mlflow_run_id
+    session.commit()
+    return summary
+
+
+def _score_and_write(
+    spark, session, settings, champion, name, staging, done, run_id, at, rules, medians,
+    owners, dialect, summary, times,
+) -> None:  # fmt: skip
+    """One model: score its staged ranges on Spark, prepare and commit each range's write-back."""
+    from crm_predict.serving.batch import check_tag_rules
+    from pyspark.sql import functions as F
+
+    if not any((staging / name).glob("range-*.parquet")):
+        return
+    t = time.perf_counter()
+    features = spark.read.parquet(str(staging / name))
+    if done:
+        features = features.where(~F.col("chunk").isin(sorted(done)))
+    scored, outputs = score_spark(spark, champion, features)
+    context = [c[len(CONTEXT_PREFIX) :] for c in features.columns if c.startswith(CONTEXT_PREFIX)]
+    feature_columns = [c for c in features.columns if c != "chunk" and not c.startswith(CONTEXT_PREFIX)]  # fmt: skip
+    available = {*feature_columns, *context, "score"}
+    model_rules, errors = check_tag_rules(rules, name, available)
+    summary.rule_errors.extend(errors)
+    wanted = {c for r in model_rules.tag_rules(name) for c in r.condition.columns}
+    wanted |= {c for c in spec(name).tag_features if c in feature_columns}
+    plan = _WritePlan(
+        champion.ref, run_id, at, model_rules, medians, owners,
+        sorted(wanted - set(context) - {"entity_id", "score"}), outputs, settings.crm_url, dialect,
+        on_executors=dialect != "sqlite",
+    )  # fmt: skip
+    results = scored.groupBy("chunk").applyInPandas(
+        lambda group: _write_range(plan, group), schema=RESULT_SCHEMA
+    )
+    for row in results.toLocalIterator():
+        if not row["written"]:
+            prepared, checkpoint = pickle.loads(row["payload"])
+            commit_chunk(session, prepared, checkpoint)  # SQLite: the driver is the one writer
+    times.add(f"{name}_score_write", t)

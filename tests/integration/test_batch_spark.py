@@ -1,31 +1,50 @@
-"""The Spark scale-out path gives the single-machine job's scores and tags (local[2], tiny frame)."""
+"""``--engine spark`` in local[2] on a small demo CRM: the single-machine job's tags, tasks and
+prediction log; a rerun creates no task; a run killed midway resumes to the same rows; bad input
+(an unreachable master, no Java, no champion) stops before anything is written."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import time
 
-import pandas as pd
+import mlflow
 import pytest
-from batch_world import AT, build_crm, register_champions, tiny_scoring_frame
-from crm_predict.crm_store.db import make_engine, session_factory, upgrade
-from crm_predict.crm_store.models import PredictionLog, Tag
-from crm_predict.serving.batch import crm_tables, rule_context, score
-from crm_predict.serving.loader import load_model
-from crm_predict.serving.writeback import tag_frame
+import skops.io
+from batch_world import AT
+from crm_predict.crm_store import arrow_io
+from crm_predict.crm_store.db import session_factory
+from crm_predict.crm_store.demo import generate_demo
+from crm_predict.features import export as fx
+from crm_predict.serving import batch
+from crm_predict.serving.batch import run_batch
+from mlflow.models import infer_signature
+from serving_models import (
+    N_ROWS,
+    _classifier,
+    _log,
+    churn_frame,
+    deal_frame,
+    lead_frame,
+    register_models,
+)
+from sqlalchemy import text
+from test_batch import _clear_outputs, _frame, _outputs
 
-from crm_predict.core.rules import MODEL_NAMES
+from crm_predict.core.errors import UserError
 from crm_predict.core.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+CHUNK = 40
+CLOSED_PORT = "spark://127.0.0.1:9"  # discard port: nothing listens there
 
 
 def _require_spark() -> None:
     missing = []
     if importlib.util.find_spec("pyspark") is None:
         missing.append("pyspark (extra `spark`)")
-    if shutil.which("java") is None:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         missing.append("a Java runtime")
     if missing:
         message = f"Spark path needs {' and '.join(missing)}"
@@ -44,49 +63,169 @@ def spark():
     session.stop()
 
 
-def test_spark_batch_matches_single_machine_scores_and_tags(spark, tmp_path, mlflow_client):
-    from crm_predict.serving.batch_spark import run_spark_batch, write_outputs
+def register_probability_champions(client) -> None:
+    """The serving tests' toy champions, classifiers logged as ``crm-predict train`` logs them:
+    their pyfunc gives ``predict_proba`` (what ``spark_udf`` calls)."""
+    frames = {"lead_scoring": lead_frame(N_ROWS), "deal_health": deal_frame(N_ROWS), "churn": churn_frame(N_ROWS)}  # fmt: skip
+    for i, (name, frame) in enumerate(frames.items()):
+        signal = frame.select_dtypes("number").rank(pct=True).mean(axis=1).to_numpy()
+        model = _classifier(frame, (signal > 0.5).astype(int), ["xgboost", "random_forest", "logistic"][i])  # fmt: skip
 
-    settings = Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=mlflow_client.tracking_uri)
+        def log(artifact, model=model, frame=frame):
+            example = frame.head(3)
+            mlflow.sklearn.log_model(
+                model, name=artifact, input_example=example, pyfunc_predict_fn="predict_proba",
+                signature=infer_signature(example, model.predict_proba(example)),
+                serialization_format="skops", pip_requirements=[],
+                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            )  # fmt: skip
+
+        _log(client, name, log, list(frame.columns))
+    register_models(client, only=("clv", "next_best_time"))
+
+
+@pytest.fixture
+def demo(engine, tmp_path, mlflow_client, monkeypatch):
+    """A small demo CRM; chunks of 40 and ranges of 80 ids, so every family spans several ranges
+    (several Spark tasks) and the snapshot several row groups."""
+    monkeypatch.setattr(arrow_io, "SMALL_ROWS", 0)
+    monkeypatch.setattr(arrow_io, "CHUNK_ROWS", 700)
+    monkeypatch.setattr(fx, "ROW_GROUP_ROWS", 300)
+    monkeypatch.setattr(batch, "RANGE_CHUNKS", 2)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=engine.url.render_as_string(hide_password=False),
+        mlflow_tracking_uri=mlflow_client.tracking_uri, batch_chunk_size=CHUNK, seed=7,
+    )  # fmt: skip
     settings.ensure_dirs()
-    engine = make_engine(settings.crm_url)
-    upgrade(engine)
     with session_factory(engine)() as session:
-        build_crm(session)
-    register_champions(mlflow_client, settings)
+        generate_demo(session, settings, 200, seed=5)
+        session.commit()
+    register_probability_champions(mlflow_client)
+    return settings
 
-    features_dir = tmp_path / "scoring"
-    features_dir.mkdir()
-    contexts, expected_tags, expected_scores = {}, [], {}
+
+def _single(engine, client, settings, **kwargs):
     with session_factory(engine)() as session:
-        crm = crm_tables(session, MODEL_NAMES)
-        for name in MODEL_NAMES:
-            features = tiny_scoring_frame(settings, name, AT)
-            features.to_parquet(features_dir / f"{name}.parquet", index=False)
-            contexts[name] = rule_context(crm, name, AT)
-            loaded = load_model(mlflow_client, name)
-            scored = score(loaded, features).merge(contexts[name], on="entity_id", how="left")
-            expected_scores[name] = scored.set_index("entity_id")["score"].sort_index()
-            expected_tags.append(tag_frame(loaded, scored, AT))
-    paths = run_spark_batch(spark, mlflow_client, features_dir, contexts, tmp_path / "out", AT)
+        return run_batch(session, client, settings, at=AT, log_to_mlflow=False, **kwargs)
 
-    for name in MODEL_NAMES:
-        got = pd.read_parquet(paths[name]["scored"]).set_index("entity_id")["score"].sort_index()
-        pd.testing.assert_series_equal(got, expected_scores[name], check_exact=False, rtol=1e-9)
-    # RFM segments in the single-machine frame use the same population medians as on Spark.
-    keys = ["entity_type", "entity_id", "name"]
-    want = pd.concat(expected_tags).sort_values(keys, ignore_index=True)
-    got = pd.concat(pd.read_parquet(p["tags"]) for p in paths.values())
-    got = got.sort_values(keys, ignore_index=True)
-    got["scored_at"] = got["scored_at"].astype("datetime64[ns]")
-    want["scored_at"] = want["scored_at"].astype("datetime64[ns]")
-    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+def _spark(engine, client, settings, spark, **kwargs):
+    from crm_predict.serving.batch_spark import run_spark_batch
 
     with session_factory(engine)() as session:
-        counts = write_outputs(session, mlflow_client, paths, AT)
-        assert session.query(Tag).count() == want["value"].notna().sum()  # an unset flag: no tag
-        assert session.query(PredictionLog).count() == sum(
-            c["predictions"] for c in counts.values()
+        return run_spark_batch(
+            session, client, settings, at=AT, spark=spark, log_to_mlflow=False, **kwargs
         )
-        assert sum(c["tasks"] for c in counts.values()) > 0
-    engine.dispose()
+
+
+def test_spark_engine_writes_the_single_machine_jobs_tags_tasks_and_log(
+    engine, demo, mlflow_client, spark
+):
+    t = time.perf_counter()
+    single = _single(engine, mlflow_client, demo)
+    single_s = time.perf_counter() - t
+    expected = _outputs(engine)
+    _clear_outputs(engine)
+
+    t = time.perf_counter()
+    on_spark = _spark(engine, mlflow_client, demo, spark, export=False)
+    spark_s = time.perf_counter() - t
+    print(f"\n{engine.dialect.name}: single machine {single_s:.2f} s, Spark local[2] {spark_s:.2f} s")  # fmt: skip
+
+    assert _outputs(engine) == expected  # tags, tasks, log (ids, scores, versions), history
+    assert on_spark.tag_counts == single.tag_counts
+    assert on_spark.tasks_created == single.tasks_created > 0
+    assert [(m.name, m.version, m.entities) for m in on_spark.models] == [
+        (m.name, m.version, m.entities) for m in single.models
+    ]
+    print({m.name: m.chunks for m in on_spark.models}, dict(on_spark.seconds))
+    assert sum(m.chunks for m in on_spark.models) > len(on_spark.models)  # several ranges
+
+    rerun = _spark(engine, mlflow_client, demo, spark, export=False)
+    assert not rerun.resumed and rerun.tasks_created == 0
+    again = _outputs(engine)
+    assert (again["tags"], again["tasks"], again["history"]) == (
+        expected["tags"], expected["tasks"], expected["history"],
+    )  # fmt: skip
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_a_killed_spark_run_resumes_to_a_clean_runs_rows(
+    engine, demo, mlflow_client, spark, monkeypatch
+):
+    """On SQLite the driver commits each range (one writer), so a failure can be injected there;
+    on PostgreSQL the executors run the same ``commit_chunk``."""
+    from crm_predict.serving import batch_spark
+
+    clean = _spark(engine, mlflow_client, demo, spark)
+    expected = _outputs(engine)
+    _clear_outputs(engine)
+    total = sum(m.chunks for m in clean.models)
+
+    real, calls = batch_spark.commit_chunk, {"n": 0}
+
+    def dying(session, prepared, checkpoint):
+        calls["n"] += 1
+        if calls["n"] == total // 2:
+            raise Killed("driver killed")
+        return real(session, prepared, checkpoint)
+
+    monkeypatch.setattr(batch_spark, "commit_chunk", dying)
+    with pytest.raises(Killed):
+        _spark(engine, mlflow_client, demo, spark)
+    committed = _frame(engine, "SELECT COUNT(*) AS n FROM batch_checkpoints")["n"][0]
+    assert 0 < committed < total
+    monkeypatch.setattr(batch_spark, "commit_chunk", real)
+    resumed = _spark(engine, mlflow_client, demo, spark, export=False)
+
+    assert resumed.resumed
+    assert _outputs(engine) == expected  # nothing missing, nothing twice (the log included)
+    assert resumed.tag_counts == clean.tag_counts
+    assert [m.entities for m in resumed.models] == [m.entities for m in clean.models]
+
+
+def _written(engine) -> int:
+    return int(
+        _frame(
+            engine,
+            "SELECT (SELECT COUNT(*) FROM batch_runs) + (SELECT COUNT(*) FROM tags) "
+            "+ (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM prediction_log) AS n",
+        )["n"][0]
+    )
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_unreachable_master_missing_java_or_champion_stop_before_any_write(
+    engine, demo, mlflow_client, monkeypatch
+):
+    from crm_predict.serving.batch_spark import run_spark_batch
+
+    def attempt(client=mlflow_client, master=CLOSED_PORT):
+        with session_factory(engine)() as session:
+            run_spark_batch(session, client, demo, at=AT, master=master, log_to_mlflow=False)
+
+    t = time.perf_counter()
+    with pytest.raises(UserError, match=r"Spark master spark://127.0.0.1:9 cannot be reached"):
+        attempt()
+    assert time.perf_counter() - t < 10
+    with pytest.raises(UserError, match=r"not a Spark master URL"):
+        attempt(master="mesos://x:5050")
+
+    with monkeypatch.context() as m:
+        m.setenv("PATH", "/nonexistent")
+        m.delenv("JAVA_HOME", raising=False)
+        with pytest.raises(UserError, match="needs a Java runtime"):
+            attempt(master="local[2]")
+
+    from mlflow import MlflowClient
+
+    empty = f"sqlite:///{demo.data_dir / 'empty_mlflow.db'}"
+    with pytest.raises(UserError, match="no champion registered for lead_scoring, deal_health"):
+        attempt(MlflowClient(tracking_uri=empty, registry_uri=empty), master="local[2]")
+    assert _written(engine) == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM batch_checkpoints")).scalar() == 0
