@@ -52,10 +52,9 @@ def build_world(settings: Settings) -> None:
 
 def champion(settings: Settings) -> str | None:
     """Make the newest version champion; None when none is registered."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = settings.mlflow_client()
     try:
         versions = client.search_model_versions(f"name = '{MODEL}'")
     except MlflowException:

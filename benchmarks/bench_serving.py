@@ -51,7 +51,6 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 def build_world(settings: Settings, customers: int) -> None:
     """Demo CRM, features in the online store and a lead-scoring champion, through the CLI."""
     import typer
-    from mlflow import MlflowClient
 
     from crm_predict.cli import app
 
@@ -65,7 +64,7 @@ def build_world(settings: Settings, customers: int) -> None:
         started = time.perf_counter()
         command.main(["--data-dir", str(settings.data_dir), *args], standalone_mode=False)
         print(f"  {' '.join(args)}: {time.perf_counter() - started:.1f} s", flush=True)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    client = settings.mlflow_client()
     version = client.get_model_version_by_alias("lead_scoring", "challenger").version
     client.set_registered_model_alias("lead_scoring", "champion", version)
 

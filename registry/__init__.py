@@ -2,5 +2,5 @@
 compare, drift, rollback and the global fallback (see docs/registry.md).
 
 Training sets the ``challenger`` alias as it registers (``crm_predict.training.tracking``);
-serving calls ``crm_predict.registry.lifecycle.resolve_model(client, name, segment)``.
+``crm-predict registry resolve`` reads ``crm_predict.registry.lifecycle.resolve_model(client, name, segment)``.
 """

@@ -24,7 +24,7 @@ from crm_predict.registry.evaluation import (
     load_holdout,
 )
 
-from crm_predict.core.errors import UserError
+from crm_predict.core.errors import UserError, read_user_csv
 from crm_predict.core.tracking import CHAMPION, version_for_alias
 
 if TYPE_CHECKING:
@@ -86,11 +86,11 @@ def drift_table(
 
 def read_table(path: Path) -> pd.DataFrame:
     """A user's CSV or Parquet file."""
-    if not path.exists():
-        raise UserError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return pd.read_csv(path)
+        return read_user_csv(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
     raise UserError(f"{path}: expected a .csv or .parquet file")

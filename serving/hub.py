@@ -267,10 +267,6 @@ class ModelHub:
 
     # --- loading -------------------------------------------------------------------------------
 
-    def client(self) -> MlflowClient:
-        uri = self.settings.tracking_uri
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
     def reload(self, force: bool = False) -> dict[str, str]:
         """Load each model's champion when its version changed (or all with ``force``); returns
         what happened per model. Failures are kept in ``errors``, never raised."""
@@ -278,7 +274,7 @@ class ModelHub:
         with self._reload_lock:
             self._last_attempt = time.monotonic()
             try:
-                client = self.client()
+                client = self.settings.mlflow_client()
             except Exception as exc:
                 for name in SERVED:
                     self.errors[name] = f"MLflow: {type(exc).__name__}: {exc}"

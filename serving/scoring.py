@@ -24,7 +24,6 @@ from crm_predict.core.errors import UserError
 from crm_predict.core.messages import MessageRules, need_priority, topic_terms
 
 ENTITY_ID = "entity_id"
-ID_FIELD = {name: spec.id_field for name, spec in SPECS.items()}
 RULE_SCORE = "rule_score"  # lead feature (Feast on-demand view) holding the rule-based points
 RFM_COLUMNS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary")
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
