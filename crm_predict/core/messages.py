@@ -78,6 +78,18 @@ def contact_tags(scored: pd.DataFrame, now: datetime, rules: MessageRules = Mess
     return out.rename_axis("contact_id").reset_index()
 
 
+def deal_tags(scored: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """Per deal with inbound messages up to ``now``: the newest message's intent (``deal_id``,
+    ``latest_intent``)."""
+    inbound = scored[(scored["direction"] == "inbound") & (scored[TS] <= now)]
+    inbound = inbound[inbound["deal_id"].notna()].sort_values(TS, kind="stable")
+    newest = inbound.groupby("deal_id").tail(1)
+    return pd.DataFrame(
+        {"deal_id": newest["deal_id"].astype("int64").to_numpy(),
+         TAG_LATEST_INTENT: newest["intent"].astype(str).to_numpy()}
+    )  # fmt: skip
+
+
 def competitor_named(text: str, rules: MessageRules) -> str | None:
     lowered = text.lower()
     return next((c for c in rules.competitors if c.lower() in lowered), None)
