@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from crm_predict.crm_store.models import (
     Account,
@@ -59,6 +59,7 @@ PREDICTION_TAGS = (
     R.TAG_BEST_SLOT, TAG_LATEST_INTENT, TAG_COMPLAINT, TAG_NEED_PRIORITY,
 )  # fmt: skip
 Live = Callable[[Session, Contact], dict[str, Any]]
+T = TypeVar("T")
 
 
 class UnknownCustomer(UserError):
@@ -182,15 +183,7 @@ def customer_routes(
     """``GET /customers/{ref}``: the view as JSON, 404 naming an unknown id. ``sessions`` runs
     once, on the first request (default: the settings' CRM store); ``guard`` sees each request
     first (a host's token check raises its own error)."""
-    sessions = sessions or (lambda: _settings_sessions(Settings()))
-    made: dict[str, sessionmaker[Session]] = {}
-    lock = threading.Lock()
-
-    def factory() -> sessionmaker[Session]:
-        with lock:
-            if "sessions" not in made:
-                made["sessions"] = sessions()
-            return made["sessions"]
+    factory = once(sessions or (lambda: settings_sessions(Settings())))
 
     def customer(request: Request) -> JSONResponse:  # sync: Starlette runs it in a thread
         if guard is not None:
@@ -204,7 +197,22 @@ def customer_routes(
     return [Route("/customers/{ref}", customer, methods=["GET"], name="customer_json")]
 
 
-def _settings_sessions(settings: Settings) -> sessionmaker[Session]:
+def once(make: Callable[[], T]) -> Callable[[], T]:
+    """``make()`` on the first call (under a lock: concurrent first requests build one), then the
+    same value on every call."""
+    lock, made = threading.Lock(), []
+
+    def get() -> T:
+        with lock:
+            if not made:
+                made.append(make())
+            return made[0]
+
+    return get
+
+
+def settings_sessions(settings: Settings) -> sessionmaker[Session]:
+    """Sessions of the settings' CRM store."""
     from crm_predict.crm_store.db import make_engine, session_factory
 
     return session_factory(make_engine(settings.crm_url))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 from crm_predict.crm_store.models import Account, Activity, Deal, Tag, User
 from crm_predict.crm_store.repository import current_tags, open_tasks
-from crm_predict.serving.customer360 import UnknownCustomer, customer_view
+from crm_predict.serving.customer360 import UnknownCustomer, customer_view, once, settings_sessions
 from mlflow import MlflowClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,15 +60,13 @@ class ReviewContext:
 
 def settings_context(settings: Settings) -> ReviewContext:
     """The production wiring: the settings' CRM store and registry, features from the last export."""
-    from crm_predict.crm_store.db import make_engine, session_factory
     from crm_predict.features.export import export_as_of
     from crm_predict.features.scoring import scoring_frame
 
     def features(deal_ids: list[int]) -> pd.DataFrame:
         return scoring_frame(settings, MODEL, export_as_of(settings), deal_ids)
 
-    sessions = session_factory(make_engine(settings.crm_url))
-    return ReviewContext(sessions, settings.mlflow_client(), features)
+    return ReviewContext(settings_sessions(settings), settings.mlflow_client(), features)
 
 
 # --- Reading the store -----------------------------------------------------------------------
@@ -212,15 +210,7 @@ def create_app(make_context: Callable[[], ReviewContext] | None = None) -> Starl
     }
     filters["minute"] = lambda iso: (iso or "")[:16].replace("T", " ")
     templates = Jinja2Templates(env=template_env(**filters))
-    make_context = make_context or (lambda: settings_context(Settings()))
-    state: dict[str, ReviewContext] = {}
-    lock = threading.Lock()
-
-    def context() -> ReviewContext:
-        with lock:
-            if "context" not in state:
-                state["context"] = make_context()
-            return state["context"]
+    context = once(make_context or (lambda: settings_context(Settings())))
 
     def _deal(session: Session, deal_id: int) -> Deal:
         deal = session.get(Deal, deal_id)
