@@ -29,6 +29,13 @@ Observables behind each latent ``x`` (all derivable from the CRM tables as of ``
   ``membership_level``. Label: no order in ``(t, t + 90 d]`` (orders after ``t`` are drawn to agree).
   ``contacts.points`` is an ``as_of`` snapshot of lifetime spend: not observable at ``t``.
 
+Messages (``demo_messages``) lean on outcomes drawn above, as customers' words do: a churner's
+messages in the 90 days before its cutoff complain more (and a share of churners write extra ones
+then); a deal's contact writes in its first ``DEAL_MESSAGE_DAYS``, a won deal's messages asking for
+quotes more, a lost one's comparing with competitors; a ticket's body reads its ticket's sentiment.
+They carry part of each outcome's unobserved noise, so the truth ``p`` is the oracle of the
+tabular observables above, and a model reading messages may pass it.
+
 Orders follow a BG/NBD-like process (purchase rate per customer from a Gamma, dropout after each
 purchase from a Beta, first order at signup) with Gamma-Gamma order values; ``clv.parquet`` holds
 those latent parameters and what was realised in ``(as_of - 90 d, as_of]``.
@@ -59,7 +66,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from crm_predict.crm_store.bulk import indexes_deferred, reset_id_sequences, store_is_empty
-from crm_predict.crm_store.demo_messages import generate_messages
+from crm_predict.crm_store.demo_messages import message_frame, write_messages
 from crm_predict.crm_store.importer import Importer, Source
 from crm_predict.crm_store.mapping import ENTITY_ORDER, load_mapping
 from sqlalchemy.orm import Session
@@ -80,6 +87,13 @@ LEAD_RATIO, DEAL_RATIO, ACCOUNT_RATIO = 0.3, 0.1, 0.05
 # Messages: this many per contact, written by a share of the contacts over the last year.
 MESSAGE_RATIO, MESSAGE_WRITERS, MESSAGE_DAYS = 0.8, 0.25, 365
 TICKET_BODY_SHARE = 0.5  # of the tickets opened in that year, with their text as a message
+# Messages leaning on outcomes: (intent weights in INTENTS' order, sentiment weights in
+# SENTIMENTS'), on the draws of ``write_messages``.
+CHURN_WRITERS, CHURN_MESSAGES = 0.2, 1.2  # share of churners writing extra, messages (mean)
+DEAL_MESSAGES, DEAL_MESSAGE_DAYS = 1.5, 45  # per deal (mean), in its first days
+CHURN_LEAN = ((0.8, 0.7, 1.2, 2.0), (0.5, 3.0, 1.2))  # support and complaints
+WON_LEAN = ((1.0, 2.5, 0.6, 0.8), (1.5, 0.6, 0.9))  # quote requests
+LOST_LEAN = ((1.0, 0.6, 2.5, 1.2), (0.7, 1.4, 1.5))  # competitor comparisons, hesitation
 BULK_TABLES = ENTITY_ORDER[2:]  # indexes rebuilt after the load: all but small users, accounts
 
 REGIONS = ("north", "east", "south", "west")
@@ -517,7 +531,7 @@ def _generate(
             clv_parts.append(part.clv_truth)
             dup_parts.append(part.duplicates)
             ticket_parts.append(
-                part.tables["tickets"][["id", "contact_id", "opened_at", "deal_id"]]
+                part.tables["tickets"][["id", "contact_id", "opened_at", "deal_id", "sentiment"]]
             )
             nbt_writer.write_table(_nbt_truth(part.params, np.arange(n), contact_ids))
 
@@ -525,45 +539,114 @@ def _generate(
     duplicates = pd.concat(dup_parts, ignore_index=True)
     duplicates["id"] = np.arange(len(duplicates)) + first_id + n_customers
     write({"contacts": duplicates})
-    pd.concat(churn_parts, ignore_index=True).to_parquet(truth_dir / "churn.parquet", index=False)
+    churn = pd.concat(churn_parts, ignore_index=True)
+    churn.to_parquet(truth_dir / "churn.parquet", index=False)
     pd.concat(clv_parts, ignore_index=True).to_parquet(truth_dir / "clv.parquet", index=False)
     report("messages", 0.96)
     writers = np.arange(1, first_id + n_customers)  # lead contacts and customers, not duplicates
     tickets = pd.concat(ticket_parts, ignore_index=True)
-    write({"messages": _messages(rng(7), writers, deals.tables["deals"], tickets, end)})
+    write({"messages": _messages(rng(7), writers, deals.tables["deals"], tickets, churn, end)})
     report("indexes", 0.97)
     return written
 
 
 def _messages(
-    rng: Rng, contact_ids: np.ndarray, deals: pd.DataFrame, tickets: pd.DataFrame, end: float
+    rng: Rng,
+    contact_ids: np.ndarray,
+    deals: pd.DataFrame,
+    tickets: pd.DataFrame,
+    churn: pd.DataFrame,
+    end: float,
 ) -> pd.DataFrame:
     """Inbound bilingual messages with their intent and sentiment (``demo_messages``) over the
     last ``MESSAGE_DAYS``: from a share of the contacts (every deal's among them), each linked to
-    the writer's deal open at the time; and the body of a share of the tickets opened then."""
+    the writer's deal open at the time, plus those of deals and churners (``_outcome_messages``),
+    leaning on their outcomes; and the body of a share of the tickets opened then, reading the
+    ticket's sentiment."""
     start, stop = _timestamps(np.array([end - MESSAGE_DAYS, end])).astype(datetime)
     n = max(1, round(MESSAGE_RATIO * len(contact_ids)))
     sample = rng.choice(contact_ids, max(1, round(MESSAGE_WRITERS * len(contact_ids))), replace=False)  # fmt: skip
     writers = np.union1d(sample, deals["contact_id"].dropna().astype(np.int64))
-    messages = generate_messages(n, int(rng.integers(2**31)), start, stop, writers)
+    own = np.random.default_rng(int(rng.integers(2**31)))
+    frames = [message_frame(n, own, start, stop, writers), *_outcome_messages(own, deals, churn, end)]  # fmt: skip
+    messages = pd.concat(frames, ignore_index=True).sort_values("sent_at", kind="stable", ignore_index=True)  # fmt: skip
     deal = _latest(messages, deals, "created_at")
     open_then = deal["_found"].notna() & ~(deal["closed_at"] < messages["sent_at"])
     messages["deal_id"] = _optional_ids(deal["_found"].to_numpy(), open_then.to_numpy())
-    messages["ticket_id"] = _nullable(None, n)
+    messages["ticket_id"] = _nullable(None, len(messages))
+    messages = write_messages(messages, own, *_leanings(messages, deals, churn))
 
     recent = tickets[tickets["contact_id"].notna() & (tickets["opened_at"] >= start)]
     recent = recent[rng.random(len(recent)) < TICKET_BODY_SHARE]
-    bodies = generate_messages(len(recent), int(rng.integers(2**31)), start, stop, channel="ticket")
     # Tickets have no source id in the demo: a body names its ticket by the id the store gives
     # it (written in order into an empty store: the demo's own).
-    bodies = bodies.assign(
+    bodies = message_frame(len(recent), own, start, stop, channel="ticket").assign(
         contact_id=recent["contact_id"].to_numpy(),
         sent_at=recent["opened_at"].astype(messages["sent_at"].dtype).to_numpy(),
         deal_id=pd.array(recent["deal_id"], dtype="Int64"),
         ticket_id=pd.array(recent["id"], dtype="Int64"),
     )
+    intent_w, sentiment_w = _leanings(bodies, deals, churn)
+    mood = recent["sentiment"].astype(float).fillna(0.0).to_numpy()[:, None]
+    sentiment_w *= np.exp(1.5 * mood * np.array([1.0, -1.0, 0.0]))  # -1 complains, +1 pleased
+    bodies = write_messages(bodies, own, intent_w, sentiment_w)
     out = pd.concat([messages, bodies], ignore_index=True)
     return out.sort_values("sent_at", kind="stable", ignore_index=True)
+
+
+def _days(stamps) -> np.ndarray:
+    """datetime64 values → float day numbers (NaT → NaN)."""
+    return (np.asarray(stamps, dtype="datetime64[s]") - _EPOCH) / np.timedelta64(1, "D")
+
+
+def _outcome_messages(rng: Rng, deals: pd.DataFrame, churn: pd.DataFrame, end: float) -> list[pd.DataFrame]:  # fmt: skip
+    """Messages (``message_frame``'s, with their writer and time) of deals in their first
+    ``DEAL_MESSAGE_DAYS`` while open, and of a share of the churners in the 90 days before their
+    cutoff, inside the messages' window."""
+    first = end - MESSAGE_DAYS
+    deals = deals[deals["contact_id"].notna()]
+    created, closed = _days(deals["created_at"]), _days(deals["closed_at"])
+    lo = np.maximum(created, first)
+    hi = np.fmin(np.fmin(closed, created + DEAL_MESSAGE_DAYS), end)
+    deal_i, deal_when = _events(rng, rng.poisson(DEAL_MESSAGES, len(deals)), lo, hi)
+    churners = churn[(churn["label"] == 1).to_numpy() & (rng.random(len(churn)) < CHURN_WRITERS)]
+    cutoff = _days(churners["event_timestamp"])
+    churn_i, churn_when = _events(
+        rng, rng.poisson(CHURN_MESSAGES, len(churners)), np.maximum(cutoff - 90, first), cutoff
+    )
+    start, stop = _timestamps(np.array([first, end])).astype(datetime)
+    out = []
+    for writers, when in (
+        (deals["contact_id"].to_numpy(dtype=np.int64)[deal_i], deal_when),
+        (churners["entity_id"].to_numpy(dtype=np.int64)[churn_i], churn_when),
+    ):
+        frame = message_frame(len(when), rng, start, stop)
+        frame.insert(0, "contact_id", writers)
+        out.append(frame.assign(sent_at=_timestamps(when).astype("datetime64[ns]")))
+    return out
+
+
+def _leanings(messages: pd.DataFrame, deals: pd.DataFrame, churn: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per message, the weights on its intent and sentiment draws: its deal's outcome
+    (``WON_LEAN``, ``LOST_LEAN``), its writer's churn in the 90 days before the cutoff
+    (``CHURN_LEAN``)."""
+    n = len(messages)
+    intent_w, sentiment_w = np.ones((n, 4)), np.ones((n, 3))
+    outcome = messages["deal_id"].map(deals.set_index("id")["outcome"]).to_numpy()
+    for value, (lean_intent, lean_sentiment) in (("won", WON_LEAN), ("lost", LOST_LEAN)):
+        hit = outcome == value
+        intent_w[hit] *= lean_intent
+        sentiment_w[hit] *= lean_sentiment
+    truth = churn.set_index("entity_id")
+    writer = messages["contact_id"].astype("Int64")
+    cutoff = writer.map(truth["event_timestamp"]).astype("datetime64[ns]")
+    sent = messages["sent_at"].astype("datetime64[ns]")
+    before = (writer.map(truth["label"]) == 1).fillna(False).to_numpy(dtype=bool) & (
+        (sent > cutoff - pd.Timedelta(days=90)) & (sent <= cutoff)
+    ).fillna(False).to_numpy(dtype=bool)
+    intent_w[before] *= CHURN_LEAN[0]
+    sentiment_w[before] *= CHURN_LEAN[1]
+    return intent_w, sentiment_w
 
 
 def _latest(messages: pd.DataFrame, rows: pd.DataFrame, at: str) -> pd.DataFrame:

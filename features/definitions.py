@@ -77,6 +77,22 @@ def _window_fields(subject: str) -> tuple[tuple[str, FeastType, str], ...]:
     return tuple(fields)
 
 
+def _message_fields(subject: str) -> tuple[tuple[str, FeastType, str], ...]:
+    """What a customer wrote, per entity (``transforms.message_signals``). A message is read by
+    the source's own labels (``messages.intent``, ``messages.sentiment``) when it has them, else,
+    for the intent, by the rules file's words (``messages.topics.price`` → quote request,
+    ``messages.competitors`` → comparison); an unlabelled message has no sentiment reading and
+    is left out of the shares."""
+    return (
+        ("messages_90d", Int64, f"inbound messages of the {subject} in the last 90 days"),
+        ("negative_share_90d", Float64, "share of those read as complaining (NaN: none read)"),
+        ("sentiment_trend", Float64, "complaining share of the last 30 days minus that of the 60 days before (NaN: either has none)"),
+        ("quote_requests_30d", Int64, f"messages of the {subject} read as quote requests in the last 30 days"),
+        ("competitor_mentions_90d", Int64, f"messages of the {subject} read as competitor comparisons in the last 90 days"),
+        ("days_since_last_message", Float64, f"days since the {subject}'s last inbound message (NaN: none)"),
+    )  # fmt: skip
+
+
 VIEWS: dict[str, ViewSpec] = {
     v.name: v
     for v in (
@@ -154,6 +170,28 @@ VIEWS: dict[str, ViewSpec] = {
                 ("best_slot_share", Float64, "share of responses in the best slot"),
                 ("best_channel", String, "channel with most responses"),
             ),
+        ),
+    )
+}  # fmt: skip
+
+# Message views, declared and computed (``transforms.message_signals``) but kept out of ``VIEWS``
+# until the export builds their Parquet sources (``features/export.py`` ``compute_views``) and
+# the batch reads their columns (``features/scoring.py`` ``VIEW_COLUMNS``): a view in ``VIEWS``
+# is materialized, so one without its source would stop ``features materialize``.
+MESSAGE_VIEWS: dict[str, ViewSpec] = {
+    v.name: v
+    for v in (
+        ViewSpec(
+            "customer_messages", "customer",
+            "Messages of a customer: volume, complaints and their trend, quote requests, "
+            "competitor comparisons (source labels, else the rules' words)",
+            _message_fields("customer"),
+        ),
+        ViewSpec(
+            "deal_messages", "deal",
+            "Messages on a deal: volume, complaints and their trend, quote requests, competitor "
+            "comparisons (source labels, else the rules' words)",
+            _message_fields("deal"),
         ),
     )
 }  # fmt: skip

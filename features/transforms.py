@@ -10,12 +10,14 @@ over entities.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from crm_predict.crm_store.mapping import DEFAULT_CATEGORY_OF
 
+from crm_predict.core.messages import MessageRules
 from crm_predict.core.rules import rule_based_lead_score
 
 TS = "event_timestamp"
@@ -440,6 +442,91 @@ def contact_time_profile(
     codes, names = text_codes(activities["channel"].iloc[take])
     channel, _ = most_frequent(row, n, codes, len(names))
     columns["best_channel"] = np.append(names, "none").astype(object)[channel]  # -1 → "none"
+    return times[[key, TS]].reset_index(drop=True).assign(**columns)
+
+
+def message_readings(messages: pd.DataFrame, rules: MessageRules | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """How each message is read: ``complaining`` (1.0 / 0.0, NaN when the message has no
+    sentiment label), ``quote`` and ``competitor`` (bool). The source's own labels (``intent``,
+    ``sentiment``) when it has them; for a message without an intent, the rules' words: a price
+    topic word (``rules.topics["price"]``) reads as a quote request, a competitor's name
+    (``rules.competitors``) as a comparison. Sentiment has no text rule: unlabelled, it is unread."""
+    rules = rules or MessageRules()
+    n = len(messages)
+
+    def column(name: str) -> pd.Series:
+        return messages[name] if name in messages else pd.Series([None] * n, index=messages.index, dtype=object)  # fmt: skip
+
+    intent, sentiment = column("intent"), column("sentiment")
+    labelled = intent.notna().to_numpy()
+    text = column("text").iloc[np.flatnonzero(~labelled)].fillna("").astype(str)
+    quote, competitor = _is(intent, "quote_request"), _is(intent, "competitor_comparison")
+    quote[~labelled] = _mentions(text, rules.topics.get("price", ()))
+    competitor[~labelled] = _mentions(text, rules.competitors)
+    complaining = np.where(sentiment.notna(), _is(sentiment, "complaining"), np.nan)
+    return {"complaining": complaining.astype(float), "quote": quote, "competitor": competitor}
+
+
+def _is(values: pd.Series, value: str) -> np.ndarray:
+    """``values == value`` as plain bool, missing = False (object, category or Arrow text)."""
+    return (values == value).fillna(False).to_numpy(dtype=bool)
+
+
+def _mentions(text: pd.Series, words: Sequence[str]) -> np.ndarray:
+    """Whether each text holds any of ``words`` (any case, inside longer words too)."""
+    if not len(words) or not len(text):
+        return np.zeros(len(text), dtype=bool)
+    pattern = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return text.str.contains(pattern, case=False, regex=True).to_numpy(dtype=bool)
+
+
+def message_signals(
+    messages: pd.DataFrame,
+    times: pd.DataFrame,
+    key: str,
+    event_key: str | None = None,
+    rules: MessageRules | None = None,
+) -> pd.DataFrame:
+    """What the entity's customer wrote before each time: inbound messages in the last 90 days,
+    the share of them read as complaining, its trend (the last 30 days' share minus that of the
+    60 days before), quote requests in the last 30 days, competitor comparisons in the last 90,
+    days since the last message. Each message is read by ``message_readings`` (the source's
+    labels, else the rules' words). ``event_key`` names the messages' entity column when it is
+    not ``key`` (``contact_id`` for a customer, ``deal_id`` for a deal). A CRM without messages
+    gets zeros and NaN."""
+    n = len(times)
+    if "sent_at" not in messages:  # no messages table at all (an older snapshot)
+        messages = pd.DataFrame({event_key or key: pd.Series(dtype="Int64"), "sent_at": pd.Series(dtype="datetime64[ns]")})  # fmt: skip
+    inbound = (messages["direction"] == "inbound").to_numpy() if "direction" in messages else None
+    row, take = events_at(times, messages, key, "sent_at", event_key, where=inbound)
+    ts = nanoseconds(times[TS])
+    stamps = nanoseconds(messages["sent_at"])[take]
+    age = days_between(ts[row], stamps)
+    # Each message read once, however many rows it is paired with.
+    unique, back = np.unique(take, return_inverse=True)
+    read = {k: v[back.reshape(-1)] for k, v in message_readings(messages.iloc[unique], rules).items()}  # fmt: skip
+    complaining = read["complaining"]
+    known = ~np.isnan(complaining)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(row[mask], minlength=n)
+
+    def share(mask: np.ndarray) -> np.ndarray:
+        mask = mask & known
+        total = count(mask)
+        hits = np.bincount(row[mask], weights=complaining[mask], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, hits / np.maximum(total, 1), np.nan)
+
+    last_90, last_30 = age < 90, age < 30
+    columns = {
+        "messages_90d": count(last_90),
+        "negative_share_90d": share(last_90),
+        "sentiment_trend": share(last_30) - share(last_90 & ~last_30),
+        "quote_requests_30d": count(last_30 & read["quote"]),
+        "competitor_mentions_90d": count(last_90 & read["competitor"]),
+        "days_since_last_message": days_between(ts, latest_per_row(row, n, stamps)),
+    }
     return times[[key, TS]].reset_index(drop=True).assign(**columns)
 
 

@@ -223,3 +223,29 @@ def test_bulk_load_leaves_every_index_in_place(session, settings):
     generate_demo(session, settings, 20, seed=5)
     session.commit()
     assert indexes() == before
+
+
+def test_messages_lean_on_the_outcomes_they_precede(sqlite_session, settings):
+    """Churners complain more in the 90 days before their cutoff; lost deals' messages compare
+    with competitors more and won deals' ask for quotes more; a ticket's body reads its ticket."""
+    generate_demo(sqlite_session, settings, 1500, seed=5)
+    messages = read_table(sqlite_session, "messages")
+    churn = _truth(settings, "churn").rename(columns={"entity_id": "contact_id"})
+    before = messages.merge(churn, on="contact_id")
+    cutoff = before["event_timestamp"].astype("datetime64[ns]")
+    before = before[
+        (before["sent_at"] <= cutoff) & (before["sent_at"] > cutoff - timedelta(days=90))
+    ]
+    complaining = (before["sentiment"] == "complaining").groupby(before["label"]).mean()
+    assert complaining[1] > complaining[0] + 0.15, complaining
+
+    deals = read_table(sqlite_session, "deals", ["id", "outcome"])
+    on_deal = messages.merge(deals, left_on="deal_id", right_on="id")
+    shares = pd.crosstab(on_deal["outcome"], on_deal["intent"], normalize="index")
+    assert shares.loc["lost", "competitor_comparison"] > shares.loc["won", "competitor_comparison"] + 0.1, shares  # fmt: skip
+    assert shares.loc["won", "quote_request"] > shares.loc["lost", "quote_request"] + 0.1, shares
+
+    tickets = read_table(sqlite_session, "tickets", ["id", "sentiment"])
+    bodies = messages.merge(tickets, left_on="ticket_id", right_on="id", suffixes=("", "_ticket"))
+    mood = bodies.groupby("sentiment")["sentiment_ticket"].mean()
+    assert mood["complaining"] < mood["satisfied"] - 0.1, mood
