@@ -27,6 +27,7 @@ from benchmarks.bench_serving import (
     _paced,
     _short,
     percentiles,
+    run_steps,
     sequential,
     server,
 )
@@ -36,18 +37,6 @@ from crm_predict.core.settings import Settings
 ROUTE = "/message_intent"
 MODEL = "message_intent"
 BAR_P99_MS = 10.0
-
-
-def build_world(settings: Settings) -> None:
-    """A message_intent champion trained on the demo messages, through the CLI."""
-    import typer
-
-    from crm_predict.cli import app
-
-    command = typer.main.get_command(app)
-    started = time.perf_counter()
-    command.main(["--data-dir", str(settings.data_dir), "train", MODEL], standalone_mode=False)
-    print(f"  train {MODEL}: {time.perf_counter() - started:.1f} s", flush=True)
 
 
 def champion(settings: Settings) -> str | None:
@@ -114,7 +103,7 @@ def main(data_dir: str | None = None) -> list[Figure]:
         settings.ensure_dirs()
         if champion(settings) is None:
             print(f"building the world ({MODEL} on the demo messages):", flush=True)
-            build_world(settings)
+            run_steps(settings, ["train", MODEL])
         version = champion(settings)
         texts = demo_texts(settings)
         mean_chars = sum(map(len, texts)) / len(texts)

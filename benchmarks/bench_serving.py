@@ -48,22 +48,27 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(a)}  # fmt: skip
 
 
-def build_world(settings: Settings, customers: int) -> None:
-    """Demo CRM, features in the online store and a lead-scoring champion, through the CLI."""
+def run_steps(settings: Settings, *steps: list[str]) -> None:
+    """Run ``crm-predict`` commands on ``settings.data_dir`` in turn, printing each one's time."""
     import typer
 
     from crm_predict.cli import app
 
     command = typer.main.get_command(app)
-    steps = [
-        ["demo-data", "--customers", str(customers), "--as-of", "2026-06-30", "--replace"],
-        ["features", "export"], ["features", "apply"], ["features", "materialize"],
-        ["train", "lead_scoring"],
-    ]  # fmt: skip
     for args in steps:
         started = time.perf_counter()
         command.main(["--data-dir", str(settings.data_dir), *args], standalone_mode=False)
         print(f"  {' '.join(args)}: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def build_world(settings: Settings, customers: int) -> None:
+    """Demo CRM, features in the online store and a lead-scoring champion, through the CLI."""
+    run_steps(
+        settings,
+        ["demo-data", "--customers", str(customers), "--as-of", "2026-06-30", "--replace"],
+        ["features", "export"], ["features", "apply"], ["features", "materialize"],
+        ["train", "lead_scoring"],
+    )  # fmt: skip
     client = settings.mlflow_client()
     version = client.get_model_version_by_alias("lead_scoring", "challenger").version
     client.set_registered_model_alias("lead_scoring", "champion", version)

@@ -43,10 +43,7 @@ def training_frame(settings: Settings, name: str, data: Path | None) -> tuple[pd
         from crm_predict.registry.drift import read_table
 
         return read_table(data), {"source": f"file:{data.name}"}
-    try:  # Feast is heavy: only when asked for
-        from crm_predict.features.training import training_set
-    except ImportError as exc:
-        raise UserError(f"no demo training set available ({exc}); pass --data FILE") from None
+    from crm_predict.features.training import training_set  # Feast is heavy: only when asked for
 
     truth_path = settings.demo_truth_dir / f"{name}.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None

@@ -80,11 +80,9 @@ class FeastOnline:
 
     def read(self, model_name: str, ids: list[int]) -> pd.DataFrame:
         """``entity_id`` + the model's FeatureService features, one row per id."""
-        try:
-            from crm_predict.features.online import ServiceReader, UnknownEntityError
-            from crm_predict.features.store import feature_store
-        except ImportError as exc:
-            raise UnavailableError(f"online store: features package incomplete ({exc})") from exc
+        from crm_predict.features.online import ServiceReader, UnknownEntityError
+        from crm_predict.features.store import feature_store
+
         try:
             if self._store is None:
                 self._store = feature_store(self.settings)

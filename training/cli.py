@@ -27,11 +27,8 @@ def classifier_module(model: str) -> ModuleType:
 def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
     """The demo CRM's training set (Feast) and the generator's truth, when it was saved."""
     import pandas as pd
+    from crm_predict.features.training import training_set
 
-    try:
-        from crm_predict.features.training import training_set
-    except ImportError as exc:
-        raise UserError(f"demo training needs features.training ({exc}); use --csv") from None
     truth_path = settings.demo_truth_dir / f"{model}.parquet"
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None
     return training_set(settings, model), truth
