@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from crm_predict.registry.evaluation import (
     MODEL_CARD_ARTIFACT,
     VersionInfo,
@@ -32,8 +31,11 @@ GENERIC_LIMITS = (
 )
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None or np.isnan(value) else f"{value:.3f}"
+def fmt_metric(value: object) -> str:
+    """A metric as the card and the CLI tables show it: 3 decimals, "—" when absent or NaN."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def render_model_card(
@@ -77,20 +79,20 @@ def render_model_card(
     for metric, baseline, oracle in spec.card_metrics if spec else ():
         if metric in metrics:
             lines.append(
-                f"| {metric} | {_fmt(metrics[metric])} | {_fmt(metrics.get(baseline or ''))} "
-                f"| {_fmt(metrics.get(oracle or ''))} |"
+                f"| {metric} | {fmt_metric(metrics[metric])} | {fmt_metric(metrics.get(baseline or ''))} "
+                f"| {fmt_metric(metrics.get(oracle or ''))} |"
             )
     lines += spec.card_lines(info.params, info.tags) if spec and spec.card_lines else []
     lines += ["", "## Calibration"]
     if "brier" in metrics or "ece" in metrics:
         lines.append(
-            f"Brier score {_fmt(metrics.get('brier'))}, expected calibration error (10 bins) "
-            f"{_fmt(metrics.get('ece'))} on the holdout."
+            f"Brier score {fmt_metric(metrics.get('brier'))}, expected calibration error (10 bins) "
+            f"{fmt_metric(metrics.get('ece'))} on the holdout."
         )
         if "brier_uncalibrated" in metrics:
             lines.append(
-                f"Before calibration: Brier {_fmt(metrics['brier_uncalibrated'])}, "
-                f"ECE {_fmt(metrics.get('ece_uncalibrated'))}."
+                f"Before calibration: Brier {fmt_metric(metrics['brier_uncalibrated'])}, "
+                f"ECE {fmt_metric(metrics.get('ece_uncalibrated'))}."
             )
     else:
         lines.append("Not applicable or not logged for this model.")

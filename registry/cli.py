@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -34,12 +34,6 @@ def _config(settings: Settings):
     return GateConfig.from_settings(settings, latency_probe=measure_serving_latency)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "—" if value != value else f"{value:.3f}"  # NaN != NaN
-    return str(value)
-
-
 def print_gates(report: GateReport) -> None:
     against = f"champion v{report.champion_version}" if report.champion_version else "no champion"
     table = Table(
@@ -57,6 +51,7 @@ def list_models(
     model: str | None = typer.Argument(None, help="Only this model (default: all)."),
 ) -> None:
     """Registered models with their versions, aliases and key metrics."""
+    from crm_predict.registry.card import fmt_metric
     from crm_predict.registry.evaluation import all_versions, key_metrics
 
     from crm_predict.core.errors import UserError
@@ -74,7 +69,7 @@ def list_models(
                 info.version,
                 ", ".join(info.aliases),
                 f"{created:%Y-%m-%d %H:%M}",
-                *(_fmt(info.metrics.get(m, float("nan"))) for m in metrics),
+                *(fmt_metric(info.metrics.get(m, float("nan"))) for m in metrics),
                 info.run_id[:8],
             )
         console.print(table)
@@ -93,6 +88,7 @@ def compare(
     log: bool = typer.Option(True, help="Log the table and plot as an MLflow run."),
 ) -> None:
     """Evaluate versions side by side on the same holdout rows."""
+    from crm_predict.registry.card import fmt_metric
     from crm_predict.registry.compare import compare_versions, log_comparison
 
     client = _settings(ctx).mlflow_client()
@@ -100,7 +96,7 @@ def compare(
     where = f"{comparison.n_rows} rows, {comparison.rows}" if comparison.n_rows else comparison.rows
     table = Table(*comparison.table.columns, title=f"{model}: {where}")
     for record in comparison.table.itertuples(index=False):
-        table.add_row(*(_fmt(v) for v in record))
+        table.add_row(*(fmt_metric(v) for v in record))
     console.print(table)
     if log:
         run_id = log_comparison(client, comparison)
