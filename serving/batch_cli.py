@@ -98,11 +98,13 @@ def score_command(
         raise UserError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if master is not None and engine != "spark":
         raise UserError("--master is for --engine spark")
-    client = settings.mlflow_client()
     if engine == "spark":
-        summary = _spark_score(settings, client, names, when, changed, master or "local[*]", export)
-        _report(summary)
+        from crm_predict.serving.batch_spark import check_engine
+
+        check_engine(master := master or "local[*]")  # before MLflow's or the store's files
+        _report(_spark_score(settings, names, when, changed, master, export))
         return
+    client = settings.mlflow_client()
     columns = (TextColumn("{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
     with (
         Progress(*columns, console=console, disable=quiet) as bars,
@@ -119,13 +121,14 @@ def score_command(
     _report(summary)
 
 
-def _spark_score(settings, client, names, when, changed, master, export):
-    """The Spark engine's run: pre-flight (Java, master, champions) before the store is opened
-    for writing; Spark's own progress stays off, the summary table says what was done."""
+def _spark_score(settings, names, when, changed, master, export):
+    """The Spark engine's run: the champions checked before the store is opened for writing;
+    Spark's own progress stays off, the summary table says what was done."""
     from crm_predict.crm_store.db import store_session
-    from crm_predict.serving.batch_spark import preflight, run_spark_batch
+    from crm_predict.serving.batch_spark import champions, run_spark_batch
 
-    checked = preflight(client, names, master)
+    client = settings.mlflow_client()
+    checked = champions(client, names)
     with store_session(settings.crm_url) as session, console.status(f"scoring on Spark ({master})"):
         return run_spark_batch(
             session, client, settings, names, when, changed, master=master, export=export,

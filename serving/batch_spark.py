@@ -155,14 +155,19 @@ def champions(client: MlflowClient, models: Sequence[str]) -> dict[str, Champion
     return out
 
 
-def preflight(client: MlflowClient, models: Sequence[str], master: str) -> dict[str, Champion]:
-    """Everything a Spark run needs that a user can get wrong, checked before any write."""
+def check_engine(master: str) -> None:
+    """pyspark, Java and a usable ``master``: what a Spark run needs before it opens anything."""
     import importlib.util
 
     if importlib.util.find_spec("pyspark") is None:
         raise UserError("the Spark engine needs pyspark: install the extra `crm-predict[spark]`")
     java_runtime()
     check_master(master)
+
+
+def preflight(client: MlflowClient, models: Sequence[str], master: str) -> dict[str, Champion]:
+    """Everything a Spark run needs that a user can get wrong, checked before any write."""
+    check_engine(master)
     return champions(client, models)
 
 
@@ -238,13 +243,20 @@ def _staged_range(plan: _FamilyPlan, item: tuple[int, int | None]) -> list[tuple
     return out
 
 
-def _conform(item: tuple[str, bytes]) -> None:
-    """Rewrite one staged file in the unified schema (a column all-null in one range, ints in one
-    and floats in another): Spark reads a directory in one schema."""
+def _conform(files: Sequence[Path]) -> None:
+    """Rewrite the staged files of one model that differ from their unified schema (an integer
+    column with a gap in one range is float there): Spark reads a directory in one schema. On
+    the driver: at scale a range whose column has no gap is rare, and a file is one range."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path, schema = item[0], pickle.loads(item[1])
-    pq.write_table(pq.read_table(path).cast(schema), path, **PARQUET)
+    schemas = [pq.read_schema(f).remove_metadata() for f in files]
+    if len(set(schemas)) < 2:
+        return
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    for path, schema in zip(files, schemas, strict=True):
+        if not schema.equals(unified):
+            pq.write_table(pq.read_table(path).cast(unified), path, **PARQUET)
 
 
 @dataclass
@@ -405,9 +417,6 @@ def _ranges(source, family: str) -> list[tuple[int, int | None]]:
 
 def _stage_features(spark, source, family, names, at, rules, changed, staging, todo, times):
     """Run the family's features job over the ranges in ``todo``; conform the staged files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     t = time.perf_counter()
     plan = _FamilyPlan(source, family, names, at, rules, changed, str(staging))
     staged = []
@@ -417,13 +426,7 @@ def _stage_features(spark, source, family, names, at, rules, changed, staging, t
     times.add("features", t)
     t = time.perf_counter()
     for name in names:
-        files = sorted((staging / name).glob("range-*.parquet"))
-        schemas = [pq.read_schema(f) for f in files]
-        if len({s.remove_metadata() for s in schemas}) > 1:
-            unified = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
-            bad = [(str(f), pickle.dumps(unified)) for f, s in zip(files, schemas, strict=True)
-                   if not s.remove_metadata().equals(unified)]  # fmt: skip
-            spark.sparkContext.parallelize(bad, len(bad)).foreach(_conform)
+        _conform(sorted((staging / name).glob("range-*.parquet")))
     times.add("conform", t)
     return staged
 
@@ -557,7 +560,7 @@ def _score_and_write(
     results = scored.groupBy("chunk").applyInPandas(
         lambda group: _write_range(plan, group), schema=RESULT_SCHEMA
     )
-    for row in results.toLocalIterator():
+    for row in results.toLocalIterator(prefetchPartitions=True):
         if not row["written"]:
             prepared, checkpoint = pickle.loads(row["payload"])
             commit_chunk(session, prepared, checkpoint)  # SQLite: the driver is the one writer

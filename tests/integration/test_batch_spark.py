@@ -29,7 +29,6 @@ from serving_models import (
     lead_frame,
     register_models,
 )
-from sqlalchemy import text
 from test_batch import _clear_outputs, _frame, _outputs
 
 from crm_predict.core.errors import UserError
@@ -141,12 +140,28 @@ def test_spark_engine_writes_the_single_machine_jobs_tags_tasks_and_log(
     print({m.name: m.chunks for m in on_spark.models}, dict(on_spark.seconds))
     assert sum(m.chunks for m in on_spark.models) > len(on_spark.models)  # several ranges
 
-    rerun = _spark(engine, mlflow_client, demo, spark, export=False)
-    assert not rerun.resumed and rerun.tasks_created == 0
+    # The rerun through the CLI (the module's session is the active one: `--master` is checked).
+    result = _cli(demo, "--engine", "spark", "--master", "local[2]", "--no-export")
+    assert result.exit_code == 0, result.output
+    assert "tasks created 0" in result.output and "churn_risk=" in result.output
     again = _outputs(engine)
     assert (again["tags"], again["tasks"], again["history"]) == (
         expected["tags"], expected["tasks"], expected["history"],
     )  # fmt: skip
+
+
+def _cli(settings, *args):
+    from typer.testing import CliRunner
+
+    from crm_predict.cli import app
+
+    env = {
+        "CRM_PREDICT_DATABASE_URL": settings.database_url or "",
+        "CRM_PREDICT_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri or "",
+        "CRM_PREDICT_BATCH_CHUNK_SIZE": str(settings.batch_chunk_size),
+    }
+    data = ["--data-dir", str(settings.data_dir)]
+    return CliRunner().invoke(app, [*data, "batch", "score", "--at", "2026-06-30T02:00", *args], env=env)  # fmt: skip
 
 
 class Killed(RuntimeError):
@@ -200,13 +215,15 @@ def _written(engine) -> int:
 
 @pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 def test_unreachable_master_missing_java_or_champion_stop_before_any_write(
-    engine, demo, mlflow_client, monkeypatch
+    engine, tmp_path, mlflow_client, monkeypatch
 ):
     from crm_predict.serving.batch_spark import run_spark_batch
 
+    settings = Settings(data_dir=tmp_path / "data", database_url=str(engine.url))
+
     def attempt(client=mlflow_client, master=CLOSED_PORT):
         with session_factory(engine)() as session:
-            run_spark_batch(session, client, demo, at=AT, master=master, log_to_mlflow=False)
+            run_spark_batch(session, client, settings, at=AT, master=master, log_to_mlflow=False)
 
     t = time.perf_counter()
     with pytest.raises(UserError, match=r"Spark master spark://127.0.0.1:9 cannot be reached"):
@@ -214,18 +231,30 @@ def test_unreachable_master_missing_java_or_champion_stop_before_any_write(
     assert time.perf_counter() - t < 10
     with pytest.raises(UserError, match=r"not a Spark master URL"):
         attempt(master="mesos://x:5050")
-
     with monkeypatch.context() as m:
         m.setenv("PATH", "/nonexistent")
         m.delenv("JAVA_HOME", raising=False)
         with pytest.raises(UserError, match="needs a Java runtime"):
             attempt(master="local[2]")
-
-    from mlflow import MlflowClient
-
-    empty = f"sqlite:///{demo.data_dir / 'empty_mlflow.db'}"
     with pytest.raises(UserError, match="no champion registered for lead_scoring, deal_health"):
-        attempt(MlflowClient(tracking_uri=empty, registry_uri=empty), master="local[2]")
+        attempt(master="local[2]")  # an empty registry
     assert _written(engine) == 0
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM batch_checkpoints")).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "spark", "--master", CLOSED_PORT], "cannot be reached within 5 s"),
+        (["--engine", "spark", "--master", "local[two]"], "is not a Spark master URL"),
+        (["--master", "local[2]"], "--master is for --engine spark"),
+        (["--engine", "flink"], "--engine 'flink': choose one of single, spark"),
+    ],
+)
+def test_batch_score_spark_refuses_bad_engine_or_master_before_touching_any_store(
+    tmp_path, args, expected
+):
+    settings = Settings(data_dir=tmp_path, batch_chunk_size=40)
+    result = _cli(settings, *args)
+    assert isinstance(result.exception, UserError), result.output
+    assert expected in str(result.exception)
+    assert not list(tmp_path.rglob("*.db"))  # neither the CRM store nor MLflow was created
