@@ -6,10 +6,11 @@ and tasks (issue #22).
    in chunks by id; each chunk's message tags (``intent``, ``sentiment``, ``need_priority``) commit
    together. A nightly run reads the new messages, a rerun none, a new champion all of them again.
 2. **Contacts and deals**: contact tags ``latest_intent`` / ``complaint_tendency`` /
-   ``need_priority`` (``crm_predict.core.messages.contact_tags``) for the contacts whose tags are
-   older than a reading of theirs, whose inbound messages fall in the complaint window, or who are
-   tagged complaining (a window that moved on can clear it); deal tag ``latest_intent`` for deals
-   whose tag is older than a reading. Computed from the stored readings, chunk by chunk.
+   ``need_priority`` (``crm_predict.core.messages.contact_tags``) for the contacts whose messages
+   changed since their tags were computed (a newer reading, a message whose time has come, one
+   that left the complaint window), or every contact when the rules' ``messages`` section differs
+   from the last finished run's (kept in its ``batch_runs`` summary); deal tag ``latest_intent``
+   likewise. Computed from the stored readings, chunk by chunk.
 3. **Tasks**: quote follow-up and competitor response for the inbound messages of the task window
    (owner: the contact's owner), ticket escalation (the owner's manager) and satisfaction survey
    (``crm_predict.core.tickets``); ownerless tasks go to the region's default owner or the queue,
@@ -21,6 +22,7 @@ run rerun (with the same ``at``) ends with the rows a clean run writes.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from crm_predict.crm_store.models import BatchRun
 from crm_predict.crm_store.repository import create_tasks, upsert_tags
-from sqlalchemy import BigInteger, DateTime, Float, String, bindparam, text
+from sqlalchemy import BigInteger, DateTime, Float, String, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from crm_predict.core import messages as M
@@ -46,6 +49,7 @@ TAG_INTENT, TAG_SENTIMENT, TAG_PRIORITY = "intent", "sentiment", M.TAG_NEED_PRIO
 TAG_UNREADABLE = "unreadable"  # value: why the model could not read the text
 # A message carrying either tag from the champion's version has been read by it.
 READING_TAGS = (TAG_INTENT, TAG_UNREADABLE)
+RUN_KEY = MODEL_NAME  # batch_runs.models of a message run (the tabular runs' keys differ)
 CHUNK = 20_000  # messages scored, or contacts / deals tagged, per transaction
 TAG_VALUE_CHARS = 200  # tags.value's width
 
@@ -65,6 +69,7 @@ class MessageBatchResult:
     deals_tagged: int = 0
     tags_written: int = 0
     tasks_created: int = 0
+    contacts_full: bool = False  # every contact's tags recomputed (first run, rules changed)
     task_counts: Counter = field(default_factory=Counter)
     assignment_counts: Counter = field(default_factory=Counter)  # default_owner / queue
     seconds: dict[str, float] = field(default_factory=Counter)
@@ -80,6 +85,7 @@ class MessageBatchResult:
             "chunks": self.chunks,
             "contacts_tagged": self.contacts_tagged,
             "deals_tagged": self.deals_tagged,
+            "contacts_full": self.contacts_full,
             "tags_written": self.tags_written,
             "tasks_created": self.tasks_created,
             "task_counts": dict(self.task_counts),
@@ -99,12 +105,15 @@ def run_message_batch(
     *,
     load_model: ModelLoader | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    full: bool = False,
 ) -> MessageBatchResult:
     """Read the messages the ``message_intent`` champion has not read yet and write back their
     tags, the contacts' and deals' message tags and the message and ticket tasks, as of ``at``
     (default: now, UTC). ``rules``: read from ``settings.rules_path`` when not given (a bad file
     stops the run before it writes). ``progress(name, total)`` returns a callback advanced by the
-    messages of each committed chunk. No champion: a result saying so, nothing written."""
+    messages of each committed chunk. ``full``: recompute every contact's tags, not only those
+    whose messages changed since (after a change of the rules' ``messages`` section). No
+    champion: a result saying so, nothing written."""
     started = time.perf_counter()
     at = _naive_utc(at)
     rules = settings.load_rules() if rules is None else rules
@@ -122,6 +131,9 @@ def run_message_batch(
     model = load_model(client, MODEL_NAME, alias=CHAMPION)
     result.model_version = str(model.version)
     result.seconds["load"] += time.perf_counter() - clock
+    run, previous = _start(session, at)
+    # Contact tags computed under other message rules (or unknown ones) are all recomputed.
+    result.contacts_full = full or previous != rules.messages.model_dump(mode="json")
     provenance = {
         "model_name": MODEL_NAME,
         "model_version": str(model.version),
@@ -129,11 +141,31 @@ def run_message_batch(
         "scored_at": at,
     }
     _read_messages(session, model, provenance, rules, result, progress)
-    _tag_contacts(session, provenance, rules, result)
+    _tag_contacts(session, provenance, rules, result, result.contacts_full)
     _tag_deals(session, provenance, result)
     _create_tasks(session, at, rules, result)
     result.seconds_total = time.perf_counter() - started
+    summary = {**result.as_dict(), "rules": {"messages": rules.messages.model_dump(mode="json")}}
+    run.status, run.finished_at = "done", _naive_utc(None)
+    run.summary = json.dumps(summary, ensure_ascii=False)
+    session.commit()
     return result
+
+
+def _start(session: Session, at: datetime) -> tuple[BatchRun, dict | None]:
+    """This run's ``batch_runs`` row (an unfinished message run's, resumed) and the message
+    rules of the last finished one (None: no finished run)."""
+    runs = select(BatchRun).where(BatchRun.models == RUN_KEY).order_by(BatchRun.id.desc())
+    done = session.scalars(runs.where(BatchRun.status == "done")).first()
+    previous = json.loads(done.summary or "{}").get("rules", {}).get("messages") if done else None
+    run = session.scalars(runs.where(BatchRun.status == "running")).first()
+    now = _naive_utc(None)
+    if run is None:
+        run = BatchRun(models=RUN_KEY, scored_at=at, status="running", started_at=now)
+        session.add(run)
+    run.scored_at = at
+    session.commit()
+    return run, previous
 
 
 def _naive_utc(at: datetime | None) -> datetime:
@@ -170,7 +202,9 @@ def read_texts(model, texts: Sequence[str], rules: Rules) -> pd.DataFrame:
         return out
     rows = np.fromiter((i for i, _ in readable), dtype=np.int64, count=len(readable))
     models = text_models(model)
-    x = models.vectorizer.transform([t for _, t in readable])
+    # Each distinct text once: chat lines, templates and forwarded mails repeat.
+    codes, distinct = pd.factorize(pd.Series([t for _, t in readable], dtype=object))
+    x = models.vectorizer.transform(list(distinct))[codes]
     p_intent, p_sentiment = models.probabilities("intent", x), models.probabilities("sentiment", x)
     intents = models.intent.classes_[p_intent.argmax(axis=1)]
     sentiments = models.sentiment.classes_[p_sentiment.argmax(axis=1)]
@@ -222,20 +256,11 @@ def _read_messages(session, model, provenance, rules, result, progress) -> None:
         ]
         frames.append(_tag_frame(ids[~read], TAG_UNREADABLE, readings.loc[~read, "unreadable"]))
         tags = pd.concat(frames, ignore_index=True).assign(entity_type=MESSAGE, **provenance)
-        # A message read before but unreadable now (or the reverse) keeps one kind of reading.
-        stale = pd.concat(
-            [
-                _tag_frame(ids[read], TAG_UNREADABLE, pd.Series([None] * int(read.sum()))),
-                *(
-                    _tag_frame(ids[~read], name, pd.Series([None] * int((~read).sum())))
-                    for name in (TAG_INTENT, TAG_SENTIMENT, TAG_PRIORITY)
-                ),
-            ],
-            ignore_index=True,
-        ).assign(entity_type=MESSAGE, **provenance)
-        result.tags_written += upsert_tags(
-            session, pd.concat([tags, stale]), provenance["scored_at"]
-        )
+        if _read_before(session, ids):
+            # Read by another version: a message unreadable now (or readable now) loses the
+            # other kind of reading, so each message carries one.
+            tags = pd.concat([tags, _cleared(ids, read, provenance)], ignore_index=True)
+        result.tags_written += upsert_tags(session, tags, provenance["scored_at"])
         session.commit()
         result.seconds["write"] += time.perf_counter() - clock
         result.messages_scored += int(read.sum())
@@ -245,6 +270,30 @@ def _read_messages(session, model, provenance, rules, result, progress) -> None:
             advance(len(chunk))
 
 
+def _read_before(session, ids: np.ndarray) -> bool:
+    """Whether any message of the chunk (by its id range) carries a reading, of any version."""
+    names = _sql_tuple((*READING_TAGS, TAG_SENTIMENT, TAG_PRIORITY))
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM tags WHERE entity_type = '{MESSAGE}' "
+        f"AND entity_id BETWEEN :low AND :high AND name IN {names})"
+    )
+    bounds = {"low": int(ids.min()), "high": int(ids.max())}
+    return bool(session.execute(text(sql), bounds).scalar_one())
+
+
+def _cleared(ids: np.ndarray, read: np.ndarray, provenance: dict) -> pd.DataFrame:
+    """Tag rows without a value (removed, to history): ``unreadable`` of the messages read,
+    the reading tags of those unreadable."""
+
+    def none(n: int) -> pd.Series:
+        return pd.Series([None] * n, dtype=object)
+
+    frames = [_tag_frame(ids[read], TAG_UNREADABLE, none(int(read.sum())))]
+    for name in (TAG_INTENT, TAG_SENTIMENT, TAG_PRIORITY):
+        frames.append(_tag_frame(ids[~read], name, none(int((~read).sum()))))
+    return pd.concat(frames, ignore_index=True).assign(entity_type=MESSAGE, **provenance)
+
+
 def _tag_frame(ids: np.ndarray, name: str, values: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"entity_id": ids, "name": name, "value": values.to_numpy(dtype=object)})
 
@@ -252,14 +301,26 @@ def _tag_frame(ids: np.ndarray, name: str, values: pd.Series) -> pd.DataFrame:
 # --- 2. Contacts' and deals' tags ---------------------------------------------------------------
 
 
-# An entity's tag is stale when a reading of one of its inbound messages is newer than it.
+# The entities whose tags may have changed since they were computed (their ``scored_at``): no
+# tag yet; a reading newer than the tag (both are stamped with their run's ``at``; a rerun as of
+# the same time recomputes what that time read, which may have grown); a message sent after the
+# tag, now sent as of ``at``; for contacts, a message that has left the complaint window since.
 _STALE = """
 SELECT DISTINCT m.{key} AS id FROM messages m
 JOIN tags r ON r.entity_type = '{message}' AND r.entity_id = m.id AND r.name = '{intent}'
 LEFT JOIN tags e ON e.entity_type = '{entity}' AND e.entity_id = m.{key} AND e.name = '{tag}'
 WHERE m.direction = 'inbound' AND m.{key} IS NOT NULL AND m.sent_at <= :at
-  AND r.model_name = :model AND (e.scored_at IS NULL OR e.scored_at < r.scored_at)
+  AND r.model_name = :model
+  AND (e.scored_at IS NULL OR e.scored_at < r.scored_at
+       OR (e.scored_at = :at AND r.scored_at = :at) OR m.sent_at > e.scored_at{left})
 """
+# sent_at + window > the tag's scored_at, for messages out of the window at ``at``; SQLite's
+# julianday is a float of days: a second's slack errs on recomputing.
+_LEFT_WINDOW = {
+    "sqlite": "julianday(m.sent_at) + :window + 1.0 / 86400 > julianday(e.scored_at)",
+    "postgresql": "m.sent_at + CAST(:window AS integer) * INTERVAL '1 day' > e.scored_at",
+}
+
 
 # Inbound messages of the given entities with their stored readings.
 _READINGS = """
@@ -280,31 +341,31 @@ def _names(**extra) -> dict:
     }  # fmt: skip
 
 
-def _stale(session, key: str, entity: str, tag: str, at: datetime) -> set[int]:
-    sql = _STALE.format(**_names(key=key, entity=entity, tag=tag))
-    return set(_ids(session, sql, at=at, model=MODEL_NAME))
+def _stale(session, key: str, entity: str, tag: str, at: datetime, window: int | None = None) -> set[int]:  # fmt: skip
+    """Ids of ``_STALE``; with ``window`` (days) those whose window lost a message too."""
+    left, params = "", {"at": at, "model": MODEL_NAME}
+    if window is not None:
+        dialect = session.get_bind().dialect.name
+        left = f" OR (m.sent_at <= :left_before AND {_LEFT_WINDOW[dialect]})"
+        params |= {"window": window, "left_before": at - timedelta(days=window)}
+    sql = _STALE.format(**_names(key=key, entity=entity, tag=tag, left=left))
+    return set(_ids(session, sql, **params))
 
 
-def _tag_contacts(session, provenance, rules: Rules, result: MessageBatchResult) -> None:
+def _tag_contacts(
+    session, provenance, rules: Rules, result: MessageBatchResult, full: bool
+) -> None:
+    """Contact tags, for the contacts ``_STALE`` finds (every contact with a reading: ``full``)."""
     at, window = provenance["scored_at"], rules.messages.complaint_window_days
     clock = time.perf_counter()
-    contacts = _stale(session, "contact_id", "contact", M.TAG_LATEST_INTENT, at)
-    contacts |= set(
-        _ids(
-            session,
-            "SELECT DISTINCT contact_id AS id FROM messages WHERE direction = 'inbound' "
-            "AND contact_id IS NOT NULL AND sent_at > :since AND sent_at <= :at",
-            since=at - timedelta(days=window),
-            at=at,
+    if full:
+        sql = (
+            "SELECT DISTINCT m.contact_id AS id FROM messages m WHERE m.direction = 'inbound' "
+            "AND m.contact_id IS NOT NULL AND m.sent_at <= :at"
         )
-    )
-    contacts |= set(
-        _ids(
-            session,
-            f"SELECT entity_id AS id FROM tags WHERE entity_type = 'contact' "
-            f"AND name = '{M.TAG_COMPLAINT}' AND value = 'true'",
-        )
-    )
+        contacts = set(_ids(session, sql, at=at))
+    else:
+        contacts = _stale(session, "contact_id", "contact", M.TAG_COMPLAINT, at, window)
     result.seconds["contacts_find"] += time.perf_counter() - clock
     for ids in _batches(sorted(contacts)):
         clock = time.perf_counter()
@@ -342,6 +403,8 @@ def _readings(session, key: str, ids: list[int], at: datetime) -> pd.DataFrame:
     sql = _READINGS.format(**_names(key=key, ids=_in_ids(postgres)))
     types = {"sent_at": DateTime(), key: BigInteger(), "id": BigInteger()}
     frame = _frame(session, sql, types, at=at, ids=_ids_param(ids, postgres))
+    # In id order: the newest of messages sent at the same time is then the last one written.
+    frame = frame.sort_values("id", kind="stable")
     return frame.assign(**{key: frame[key].astype(np.int64)})
 
 
@@ -427,8 +490,6 @@ def _in_ids(postgres: bool) -> str:
 
 
 def _ids_param(ids: list[int], postgres: bool):
-    import json
-
     return list(ids) if postgres else json.dumps(list(ids))
 
 

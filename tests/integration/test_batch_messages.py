@@ -203,6 +203,22 @@ def test_complaint_tendency_follows_the_configured_share(sqlite_session, client,
     assert _tags(sqlite_session)[("contact", BOB, M.TAG_COMPLAINT)][0] == "false"
 
 
+def test_a_complaint_that_leaves_the_window_clears_the_tag_on_a_later_night(sqlite_session, client, tmp_path):  # fmt: skip
+    """No new message and the same rules: the window moving past Bob's complaint (200 h before
+    AT, a 10-day window) is what changes his tag, two nights later."""
+    rules = RULES.model_copy(
+        update={"messages": RULES.messages.model_copy(update={"complaint_window_days": 10})}
+    )
+    build_store(sqlite_session)
+    first = B.run_message_batch(sqlite_session, client, _settings(tmp_path), AT, rules)
+    assert first.contacts_full  # no finished run before: every contact
+    assert _tags(sqlite_session)[("contact", BOB, M.TAG_COMPLAINT)][0] == "true"
+    later = AT + timedelta(days=2)
+    night = B.run_message_batch(sqlite_session, client, _settings(tmp_path), later, rules)
+    assert not night.contacts_full and night.contacts_tagged == 1  # Bob alone
+    assert _tags(sqlite_session)[("contact", BOB, M.TAG_COMPLAINT)][0] == "false"
+
+
 def test_a_nightly_run_reads_only_new_messages(sqlite_session, client, tmp_path):
     build_store(sqlite_session)
     _run(sqlite_session, client, tmp_path)

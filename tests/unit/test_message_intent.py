@@ -4,8 +4,10 @@ truth, the text checks, training against its baselines, the registered pyfunc an
 from datetime import datetime
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from crm_predict.crm_store import demo_messages
 from crm_predict.crm_store.demo_messages import INTENTS, SENTIMENTS, generate_messages
 from crm_predict.training import message_intent as mi
 
@@ -27,6 +29,35 @@ def test_the_generator_is_seeded_bilingual_and_labelled():
     assert set(first["intent"]) == set(INTENTS) and set(first["sentiment"]) == set(SENTIMENTS)
     assert first["sent_at"].is_monotonic_increasing
     assert [mi.detect_language(t) for t in first["text"]] == first["language"].tolist()
+
+
+def test_the_generator_writes_as_customers_do_and_labels_as_teams_do():
+    """One-liners, emoji, English words in Chinese text, a keyword rule misled by shared
+    vocabulary, a few labels another class than the text was written for, weights leaning the
+    draws (what the demo CRM ties to outcomes)."""
+    frame = _messages(2000)
+    text = frame["text"]
+    assert (text.str.len() < 25).mean() > 0.08  # one-line chat messages
+    assert text.str.contains("[\U0001f300-\U0001faff]").mean() > 0.03  # emoji
+    chinese = text[frame["language"] == "zh"]
+    assert chinese.str.contains("[A-Za-z]{3,}").mean() > 0.15  # product names, quote, price …
+    for language, part in frame.groupby("language"):
+        rule = mi.keyword_intent(part["text"], default="technical_consultation")
+        assert mi.macro_f1(part["intent"], rule) < 0.75, language
+
+    rng = np.random.default_rng(1)
+    skeleton = demo_messages.message_frame(3000, rng, START, END)
+    clean = demo_messages.write_messages(skeleton, np.random.default_rng(2), label_noise=0.0)
+    noisy = demo_messages.write_messages(skeleton, np.random.default_rng(2))
+    assert clean["text"].equals(noisy["text"])  # the same texts, a few labels moved
+    flipped = (clean["intent"] != noisy["intent"]).mean()
+    assert 0.015 < flipped < 0.05 and 0.015 < (clean["sentiment"] != noisy["sentiment"]).mean() < 0.05  # fmt: skip
+
+    quotes = np.tile([1.0, 4.0, 1.0, 1.0], (3000, 1))
+    complaints = np.tile([1.0, 4.0, 1.0], (3000, 1))
+    leaning = demo_messages.write_messages(skeleton, np.random.default_rng(2), quotes, complaints)
+    assert (leaning["intent"] == "quote_request").mean() > 0.5
+    assert (leaning["sentiment"] == "complaining").mean() > (clean["sentiment"] == "complaining").mean() + 0.1  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -101,7 +132,7 @@ def test_training_beats_both_baselines_per_language_and_registers(mlflow_client)
     for language in ("en", "zh"):
         f1 = m[f"intent_macro_f1_{language}"]
         assert f1 >= 0.9, m
-        assert f1 >= m[f"intent_macro_f1_keyword_rule_{language}"] + 0.05, m
+        assert f1 >= m[f"intent_macro_f1_keyword_rule_{language}"] + 0.2, m  # a clear margin
         assert f1 >= m[f"intent_macro_f1_majority_{language}"] + 0.3, m
         assert (
             m[f"sentiment_accuracy_{language}"] > m[f"sentiment_accuracy_majority_{language}"] + 0.2
@@ -175,6 +206,24 @@ def test_contact_tags_read_the_newest_message_and_the_complaint_share():
         .loc[10, messages.TAG_COMPLAINT]
         == "false"
     )
+
+
+def test_contact_tags_take_the_stored_need_priority_and_deals_their_newest_intent():
+    """The batch computes contact tags from stored readings (need_priority, no intent_p)."""
+    scored = _scored(
+        [
+            (1, 10, "2025-06-20", "quote_request", None, "satisfied", "quote please"),
+            (2, 10, "2025-06-25", "technical_consultation", None, "hesitant", "api?"),
+            (3, 11, "2025-06-25", "after_sales_support", None, "complaining", "broken"),
+            (4, 11, "2025-07-05", "quote_request", None, "satisfied", "after now"),
+        ]
+    ).drop(columns="intent_p")
+    scored["need_priority"] = ["81", "33", "90", "99"]
+    scored["deal_id"] = [5, 5, 6, None]
+    tags = messages.contact_tags(scored, NOW).set_index("contact_id")
+    assert tags[messages.TAG_NEED_PRIORITY].to_dict() == {10: "33", 11: "90"}
+    deals = messages.deal_tags(scored, NOW).set_index("deal_id")[messages.TAG_LATEST_INTENT]
+    assert deals.to_dict() == {5: "technical_consultation", 6: "after_sales_support"}
 
 
 def test_quote_requests_and_comparisons_become_tasks_once_per_message():
