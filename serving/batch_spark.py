@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -344,7 +344,7 @@ def commit_chunk(session: Session, prepared: PreparedWrite, checkpoint: dict) ->
             **checkpoint, tags_written=result.tags_written, tasks_created=result.tasks_created,
             counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts,
                                "assignment": result.assignment_counts}),
-            committed_at=datetime.now(),
+            committed_at=datetime.now(UTC).replace(tzinfo=None),
         )
     )  # fmt: skip
     try:
