@@ -371,14 +371,18 @@ def _tag_contacts(
         clock = time.perf_counter()
         scored = _readings(session, "contact_id", ids, at)
         tags = M.contact_tags(scored, at, rules.messages)
-        rows = tags.melt(id_vars="contact_id", var_name="name", value_name="value")
-        rows = rows.rename(columns={"contact_id": "entity_id"}).assign(
-            entity_type="contact", **provenance
-        )
-        result.tags_written += upsert_tags(session, rows, at)
-        session.commit()
+        result.tags_written += _write_tags(session, tags, "contact_id", "contact", provenance)
         result.contacts_tagged += len(tags)
         result.seconds["contacts"] += time.perf_counter() - clock
+
+
+def _write_tags(session, tags: pd.DataFrame, key: str, entity_type: str, provenance: dict) -> int:
+    """Upsert one tag per (entity, column) of ``tags`` (``key`` + a column per tag) and commit."""
+    rows = tags.melt(id_vars=key, var_name="name", value_name="value")
+    rows = rows.rename(columns={key: "entity_id"}).assign(entity_type=entity_type, **provenance)
+    written = upsert_tags(session, rows, provenance["scored_at"])
+    session.commit()
+    return written
 
 
 def _tag_deals(session, provenance, result: MessageBatchResult) -> None:
@@ -388,12 +392,7 @@ def _tag_deals(session, provenance, result: MessageBatchResult) -> None:
     for ids in _batches(sorted(deals)):
         scored = _readings(session, "deal_id", ids, at)
         tags = M.deal_tags(scored, at)
-        rows = tags.melt(id_vars="deal_id", var_name="name", value_name="value")
-        rows = rows.rename(columns={"deal_id": "entity_id"}).assign(
-            entity_type="deal", **provenance
-        )
-        result.tags_written += upsert_tags(session, rows, at)
-        session.commit()
+        result.tags_written += _write_tags(session, tags, "deal_id", "deal", provenance)
         result.deals_tagged += len(tags)
     result.seconds["deals"] += time.perf_counter() - clock
 
