@@ -4,7 +4,14 @@ tasks and prediction log — in one ``run_batch``, timed per stage, with the job
 and PostgreSQL. The features are the same schema at any size, so training on 20k customers and
 scoring 1M is the nightly job's real shape.
 
-Run: ``python -m benchmarks.bench_batch [n_customers] [sqlite,postgresql]`` (default 100000, both).
+Run: ``python -m benchmarks.bench_batch [n_customers,…] [sqlite,postgresql]`` (default 100000,
+both); sizes may be written ``1m``, ``3m`` (``python -m benchmarks.bench_batch 1m,3m sqlite``: the
+issue's 1M and 3M customers, each its own store, the promise being time ≈ 3× and memory unchanged).
+Each job reports its stages' seconds and its peak RSS per phase (the export, then each family of
+models: RSS sampled every 50 ms), beside the same run's floors: the raw Parquet read of the
+snapshot columns the job reads (``snapshot_read_seconds``), with the export the plain ADBC read
+of every CRM table it writes (``crm_read_seconds``), and XGBoost's predict and a bulk insert of as
+many rows (``job_floor``).
 
 Environment:
 - ``CRM_PREDICT_BENCH_DIR`` keeps the stores, snapshots and champions between runs (generating the
@@ -138,8 +145,20 @@ def train_champions(settings: Settings, n_customers: int) -> float:
 
 
 JOB = """
-import gc, json, resource, sys, time
+import gc, json, os, resource, sys, threading, time
 t0 = time.perf_counter()
+phase, peaks = ["imports"], {}
+def _sample():  # peak RSS per phase of the job, from /proc (Linux); elsewhere none
+    page = os.sysconf("SC_PAGE_SIZE") / 2**20
+    while True:
+        try:
+            with open("/proc/self/statm") as statm:
+                rss = int(statm.read().split()[1]) * page
+        except OSError:
+            return
+        peaks[phase[0]] = max(peaks.get(phase[0], 0.0), rss)
+        time.sleep(0.05)
+threading.Thread(target=_sample, daemon=True).start()
 gc_seconds, gc_started = [0.0], [0.0]
 def _gc(phase, info):  # time in the cyclic collector (any thread)
     if phase == "start":
@@ -152,7 +171,20 @@ from crm_predict.core.settings import Settings
 from crm_predict.crm_store.db import make_engine, session_factory
 from crm_predict.serving.batch import run_batch
 from benchmarks.bench_batch import AT
+import crm_predict.features.export as fx
+import crm_predict.serving.batch as batch
+def _phase(name, real):
+    def run(*args, **kwargs):
+        phase[0] = name(*args) if callable(name) else name
+        try:
+            return real(*args, **kwargs)
+        finally:
+            phase[0] = "other"
+    return run
+fx.export_snapshots = _phase("export", fx.export_snapshots)
+batch._score_family = _phase(lambda *a: "score_" + a[3], batch._score_family)
 imports = time.perf_counter() - t0
+phase[0] = "other"
 s = Settings(data_dir=sys.argv[1], database_url=sys.argv[2] or None, mlflow_tracking_uri=sys.argv[3])
 c = MlflowClient(tracking_uri=s.tracking_uri, registry_uri=s.tracking_uri)
 cpu = time.process_time()
@@ -162,6 +194,7 @@ out = summary.as_dict()
 out["imports_seconds"] = imports
 out["gc_seconds"] = gc_seconds[0]
 out["cpu_seconds"] = time.process_time() - cpu
+out["peak_rss_mb_by_phase"] = dict(peaks)
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:  # Linux: ru_maxrss outlives exec, so it can be the bench's own peak at the fork (a demo just
     # generated); the high-water mark of this image is VmHWM
@@ -221,6 +254,40 @@ def job_floor(url: str, n_rows: int, n_tags: int) -> dict[str, float]:
     return {"predict_seconds": predict, "insert_seconds": insert, "seconds": predict + insert}
 
 
+def snapshot_floor(settings: Settings) -> float:
+    """Seconds to read, once and whole, the snapshot columns the job reads (its models' features,
+    active rows and rule contexts): the job's Parquet reads cannot cost less."""
+    import pyarrow.parquet as pq
+    from crm_predict.features.export import snapshot_dir
+    from crm_predict.features.rule_context import CONTEXT_COLUMNS
+    from crm_predict.features.scoring import snapshot_columns
+
+    columns = snapshot_columns(MODEL_NAMES)
+    for table, names in CONTEXT_COLUMNS.items():
+        if table != "users":
+            columns.setdefault(table, []).extend(c for c in names if c not in columns[table])
+    start = time.perf_counter()
+    for table, names in columns.items():
+        pq.read_table(snapshot_dir(settings) / f"{table}.parquet", columns=names)
+    return time.perf_counter() - start
+
+
+def crm_read_floor(settings: Settings) -> float:
+    """Seconds to read every table the export writes from the CRM into Arrow (ADBC, as the
+    export does) and drop it: the export's floor on this backend."""
+    from crm_predict.crm_store.arrow_io import iter_pieces
+    from crm_predict.features.export import MODEL_TABLES
+
+    engine = make_engine(settings.crm_url)
+    with session_factory(engine)() as session:
+        start = time.perf_counter()
+        for _ in iter_pieces(session, dict.fromkeys(MODEL_TABLES)):
+            pass
+        seconds = time.perf_counter() - start
+    engine.dispose()
+    return seconds
+
+
 def stage_totals(result: dict) -> dict[str, float]:
     """Seconds per stage summed over the models, beside the run-level stages."""
     totals: dict[str, float] = dict(result["seconds"])
@@ -252,6 +319,13 @@ def report(backend: str, n_customers: int, result: dict) -> None:
             f"  floor (same run): {f['seconds']:.1f} s = XGBoost predict of {logged:,} rows "
             f"{f['predict_seconds']:.1f} s + bulk insert of {tags:,} tags {f['insert_seconds']:.1f} s"
         )
+        reads = [f"snapshot columns read once {f['snapshot_read_seconds']:.1f} s"]
+        if "crm_read_seconds" in f:
+            reads.append(f"CRM tables read into Arrow {f['crm_read_seconds']:.1f} s")
+        print("  read floors (same run): " + ", ".join(reads))
+    phases = result.get("peak_rss_mb_by_phase") or {}
+    if phases:
+        print("  peak RSS by phase: " + ", ".join(f"{k} {v:.0f} MB" for k, v in phases.items()))
     print("  stage totals: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_totals(result).items()))
     for name, m in result["models"].items():
         stages = "  ".join(f"{k} {v:.2f}" for k, v in m["seconds"].items())
@@ -330,6 +404,9 @@ def main(n_customers: int = 100_000, backends: tuple[str, ...] = ("sqlite", "pos
             result["floor"] = job_floor(floor_url, n_rows, n_tags)
             if backend == "postgresql":
                 _drop_database(floor_url)
+            result["floor"]["snapshot_read_seconds"] = snapshot_floor(settings)
+            if export:
+                result["floor"]["crm_read_seconds"] = crm_read_floor(settings)
         report(backend, n_customers, result)
         figures[backend] = result
     print("setup (not measured): " + ", ".join(f"{k} {v:.0f} s" for k, v in setup.items()))
@@ -338,7 +415,21 @@ def main(n_customers: int = 100_000, backends: tuple[str, ...] = ("sqlite", "pos
     return figures
 
 
+def customers(text: str) -> int:
+    """A store size as given on the command line: ``100000``, ``1m``, ``3m``, ``500k``."""
+    text = text.strip().lower().replace("_", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    try:
+        n = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise SystemExit(f"a number of customers (100000, 1m, 3m), not {text!r}")
+    return n
+
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    sizes = [customers(t) for t in sys.argv[1].split(",")] if len(sys.argv) > 1 else [100_000]
     chosen = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("sqlite", "postgresql")
-    main(n, chosen)
+    for n in sizes:
+        main(n, chosen)

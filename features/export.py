@@ -171,9 +171,13 @@ def read_snapshot(
     file = pq.ParquetFile(path, read_dictionary=text if strings == "category" else None)
     groups = [i for i in range(file.num_row_groups) if _may_hold(file.metadata.row_group(i), spans)]  # fmt: skip
     needs = list(dict.fromkeys([*columns, *(c for c, _, _ in spans)]))
-    data = file.read_row_groups(groups, columns=needs) if groups else file.schema_arrow.empty_table().select(needs)  # fmt: skip
-    if where is not None:
-        data = data.filter(where)
+    if where is None:
+        parts = [file.read_row_groups(groups, columns=needs)] if groups else []
+    else:
+        # Filtered group by group: a selective ``where`` over the whole file (the deals'
+        # activities) holds one group's columns, never the table's.
+        parts = [file.read_row_group(i, columns=needs).filter(where) for i in groups]
+    data = pa.concat_tables(parts) if parts else file.schema_arrow.empty_table().select(needs)
     return _as_frame(data.select(list(columns)), strings)
 
 

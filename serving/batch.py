@@ -281,6 +281,9 @@ def score(model, features: pd.DataFrame) -> pd.DataFrame:
         proba = model.model.predict_proba(features[model.feature_names])
         out["score"] = np.asarray(proba)[:, 1]
         return out
+    if model.input_types:
+        # The signature's columns only: MLflow warns of any other (and drops it) on every chunk.
+        features = features[[c for c in model.input_types if c in features.columns]]
     predicted = model.predict(features).reset_index(drop=True)
     for column in predicted.columns:
         if column != "entity_id":

@@ -124,3 +124,37 @@ def test_a_ranged_run_warns_of_nothing(engine, demo, mlflow_client):
         _run(engine, mlflow_client, demo)
     mine = [w for w in caught if "crm_predict" in w.filename or "/work/" in w.filename or issubclass(w.category, FutureWarning)]  # fmt: skip
     assert not mine, [f"{w.filename}:{w.lineno}: {w.message}" for w in mine]
+
+
+def test_a_pyfunc_is_given_only_its_signature_columns(mlflow_client):
+    """A pyfunc whose training columns (its ``feature_names`` tag, as next-best-time's) are not
+    its signature's scores on the signature's columns: no MLflow warning per chunk, same output."""
+    import logging
+
+    import mlflow
+    import pandas as pd
+    from crm_predict.serving.loader import load_model
+    from serving_models import NextBestTimeToy, _log
+
+    example = pd.DataFrame({"entity_id": [1, 2]})
+    _log(
+        mlflow_client, "next_best_time",
+        lambda a: mlflow.pyfunc.log_model(
+            name=a, python_model=NextBestTimeToy(), input_example=example, pip_requirements=[]
+        ),
+        ["slot", "channel", "segment", "responded"],
+    )  # fmt: skip
+    model = load_model(mlflow_client, "next_best_time", alias="champion")
+    features = pd.DataFrame({"entity_id": [3, 4, 5], "responses_total": [1, 0, 2], "best_slot": [7, 8, 9]})  # fmt: skip
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("mlflow")
+    logger.addHandler(handler)
+    try:
+        scored = batch.score(model, features)
+    finally:
+        logger.removeHandler(handler)
+    assert not records, [r.getMessage() for r in records]
+    expected = batch.score(model, features[["entity_id"]])
+    pd.testing.assert_frame_equal(scored, expected)
