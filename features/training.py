@@ -96,3 +96,12 @@ def training_set(
         out[settings.protected_attribute] = attribute.to_numpy()
         columns.append(settings.protected_attribute)
     return out[columns].sort_values([TS, "entity_id"], ignore_index=True)
+
+
+def demo_training_set(
+    settings: Settings, model_name: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The demo CRM's training set and the generator's truth (None when it was not saved)."""
+    truth_path = settings.demo_truth_dir / f"{model_name}.parquet"
+    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
+    return training_set(settings, model_name), truth

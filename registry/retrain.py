@@ -36,18 +36,15 @@ class RetrainResult:
 
 def training_frame(settings: Settings, name: str, data: Path | None) -> tuple[pd.DataFrame, dict]:
     """The training table (a user's CSV/Parquet in the training-set shape, else the demo CRM's
-    Feast training set) and the options that go with it (the generator's truth when saved)."""
-    import pandas as pd
-
+    Feast training set) and the options that go with it."""
     if data is not None:
         from crm_predict.registry.drift import read_table
 
         return read_table(data), {"source": f"file:{data.name}"}
-    from crm_predict.features.training import training_set  # Feast is heavy: only when asked for
+    from crm_predict.features.training import demo_training_set  # Feast: only when asked
 
-    truth_path = settings.demo_truth_dir / f"{name}.parquet"
-    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
-    return training_set(settings, name), {"truth": truth, "source": "demo"}
+    frame, truth = demo_training_set(settings, name)
+    return frame, {"truth": truth, "source": "demo"}
 
 
 def retrain(

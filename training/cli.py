@@ -24,16 +24,6 @@ def classifier_module(model: str) -> ModuleType:
     return MODULES[model]
 
 
-def demo_training_set(settings: Any, model: str) -> tuple[Any, Any]:
-    """The demo CRM's training set (Feast) and the generator's truth, when it was saved."""
-    import pandas as pd
-    from crm_predict.features.training import training_set
-
-    truth_path = settings.demo_truth_dir / f"{model}.parquet"
-    truth = pd.read_parquet(truth_path) if truth_path.exists() else None
-    return training_set(settings, model), truth
-
-
 def print_data_checks(console: Any, checks: Any) -> None:
     """The data checks as a table (column, check, value, action), or one line when all passed."""
     from rich.table import Table
@@ -223,6 +213,8 @@ def train(
     if csv is None:
         if target or id_column or time_column:
             raise UserError("--target, --id and --time go with --csv")
+        from crm_predict.features.training import demo_training_set  # Feast: only when asked
+
         frame, truth = demo_training_set(settings, model)
         options |= {"truth": truth, "source": "demo"}
     else:
