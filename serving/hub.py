@@ -32,7 +32,6 @@ from crm_predict.serving.loader import LoadedModel, load_model
 from crm_predict.training.specs import TEXT_SPECS, spec
 from mlflow import MlflowClient
 
-from crm_predict.core.messages import MessageRules
 from crm_predict.core.rules import MODEL_NAMES, RULES, Rules, rfm_medians
 from crm_predict.core.settings import Settings
 
@@ -255,8 +254,6 @@ class ModelHub:
             inline=_few_texts,
             lock=self.scoring_lock,
         )
-        # Topic keywords and need-priority weights of the message readings.
-        self.message_rules = MessageRules()
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._engine = None
@@ -447,7 +444,7 @@ class ModelHub:
             model = self.model(MESSAGE_MODEL)
             checked = [pair for job in jobs for pair in job.checked]
             ids = [i for job in jobs for i in job.ids]
-            records = scoring.score_messages(model, checked, ids, self.message_rules)
+            records = scoring.score_messages(model, checked, ids, self.rules.messages)
         except Exception as exc:
             return [exc] * len(jobs)
         results: list[Scored | BaseException] = []

@@ -208,3 +208,45 @@ def test_cli_batch_score_on_a_demo_store(settings, mlflow_client, monkeypatch):
     assert again.exit_code == 0, again.output
     assert _frame(engine, "SELECT COUNT(*) AS n FROM tasks")["n"][0] == tasks_before
     engine.dispose()
+
+
+def test_cli_batch_score_reads_messages_when_message_intent_has_a_champion(
+    settings, mlflow_client, monkeypatch
+):
+    """`batch score` reads the demo's messages after the tabular models once message_intent has
+    a champion; without one it says so (default) or stops before any write (asked for)."""
+    from datetime import datetime
+
+    from crm_predict.crm_store.db import make_engine, upgrade
+    from crm_predict.crm_store.demo import generate_demo
+    from crm_predict.crm_store.demo_messages import generate_messages
+    from crm_predict.training import message_intent as mi
+
+    from crm_predict.cli import app
+
+    engine = make_engine(settings.crm_url)
+    upgrade(engine)
+    with session_factory(engine)() as session:
+        generate_demo(session, settings, 40, seed=6)
+        session.commit()
+    monkeypatch.setenv("CRM_PREDICT_MLFLOW_TRACKING_URI", mlflow_client.tracking_uri)
+    args = ["--data-dir", str(settings.data_dir), "batch", "score", "--at", "2026-06-30T02:00"]
+    asked = CliRunner().invoke(app, [*args, "--quiet", "--models", "message_intent"])
+    assert asked.exit_code != 0 and "message_intent has no 'champion'" in str(asked.exception)
+    assert _frame(engine, "SELECT COUNT(*) AS n FROM batch_runs")["n"][0] == 0
+
+    monkeypatch.chdir(settings.data_dir.parent)  # MLflow's artifacts beside the test's files
+    data = mi.prepare(generate_messages(600, 3, datetime(2025, 1, 1), datetime(2025, 7, 1)))
+    trained = mi.train(mlflow_client, data, n_trials=1, lexicons=False)
+    mlflow_client.set_registered_model_alias("message_intent", "champion", trained.version)
+    first = CliRunner().invoke(app, [*args, "--quiet", "--models", "message_intent"])
+    assert first.exit_code == 0, first.output
+    assert "Messages read by message_intent" in first.output
+    inbound = _frame(engine, "SELECT COUNT(*) AS n FROM messages WHERE direction = 'inbound'")
+    read = _frame(engine, "SELECT COUNT(*) AS n FROM tags WHERE entity_type = 'message' AND name IN ('intent', 'unreadable')")  # fmt: skip
+    assert inbound["n"][0] > 0 and read["n"][0] == inbound["n"][0]
+    tasks = _frame(engine, "SELECT COUNT(*) AS n FROM tasks")["n"][0]
+    again = CliRunner().invoke(app, [*args, "--quiet", "--models", "message_intent"])
+    assert again.exit_code == 0, again.output
+    assert _frame(engine, "SELECT COUNT(*) AS n FROM tasks")["n"][0] == tasks
+    engine.dispose()
