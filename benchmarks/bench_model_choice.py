@@ -140,7 +140,7 @@ def print_table(outcomes: list[Outcome]) -> None:
 def main(n_customers: int = 80_000, optuna_trials: int = 10) -> list[Figure]:
     """Demo CRM of ``n_customers`` → lead and deal training sets → every table trained once; one
     Figure per trained table (holdout AUC beside the better untuned sklearn model)."""
-    from crm_predict.training.cli import demo_training_set
+    from crm_predict.features.training import demo_training_set
 
     from benchmarks.bench_quality import demo_world
 

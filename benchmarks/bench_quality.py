@@ -44,7 +44,7 @@ def train_all(settings, client) -> dict[str, tuple[dict[str, float], str]]:
     """Train every model on the exported demo CRM; its metrics and baseline name per model."""
     import importlib
 
-    from crm_predict.training.cli import demo_training_set
+    from crm_predict.features.training import demo_training_set
     from crm_predict.training.clv import run_training as train_clv
     from crm_predict.training.next_best_time import run_training as train_nbt
 
