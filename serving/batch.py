@@ -51,6 +51,7 @@ from crm_predict.serving.writeback import (
 from crm_predict.training.specs import spec
 from mlflow import MlflowClient
 from sqlalchemy import DateTime, bindparam, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_predict.core.background import Writer, background_writer
@@ -305,31 +306,61 @@ class _Chunk:
     advance: Callable[[int], None] | None
 
 
-def _write_chunk(session: Session, committed: Callable[[], None], chunk: _Chunk) -> None:
-    """One queued chunk's tags, tasks, prediction log and checkpoint in one transaction, on the
-    run's writer thread (which owns ``session`` while the caller computes the next chunks)."""
-    t = time.perf_counter()
+def commit_chunk(
+    session: Session,
+    prepared: PreparedWrite,
+    checkpoint: dict,
+    seconds: Counter | None = None,
+    *,
+    committed: Callable[[], None] = lambda: None,
+    once: bool = False,
+) -> WriteBackResult | None:
+    """A chunk's tags, tasks, prediction log and ``batch_checkpoints`` row in one transaction
+    (``seconds``: the write's stages, ``commit`` among them; ``committed``: called after the
+    commit). ``once``: nothing written (None) when the chunk's checkpoint is there already or
+    another attempt commits it first (a resumed Spark run, a retried Spark task)."""
+    if once:
+        done = select(BatchCheckpoint.id).where(
+            BatchCheckpoint.batch_run_id == checkpoint["batch_run_id"],
+            BatchCheckpoint.model_name == checkpoint["model_name"],
+            BatchCheckpoint.chunk == checkpoint["chunk"],
+        )
+        if session.scalar(done) is not None:
+            session.rollback()
+            return None
     if session.get_bind().dialect.name == "postgresql":
         # No wait for each commit's WAL flush: a commit lost to a server crash is a chunk the
         # rerun writes again (its checkpoint row is in the same transaction).
         session.execute(text("SET LOCAL synchronous_commit = off"))
-    run = chunk.model_run
-    result = apply_write(session, chunk.prepared, run.seconds)
+    result = apply_write(session, prepared, seconds)
     session.add(
         BatchCheckpoint(
-            **chunk.checkpoint, tags_written=result.tags_written,
-            tasks_created=result.tasks_created,
-            counts=json.dumps(
-                {"tags": result.tag_counts, "tasks": result.task_counts,
-                 "assignment": result.assignment_counts}
-            ),
-            committed_at=_utcnow(),
+            **checkpoint, tags_written=result.tags_written, tasks_created=result.tasks_created,
+            counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts,
+                               "assignment": result.assignment_counts}),
+            committed_at=utcnow(),
         )
     )  # fmt: skip
     committing = time.perf_counter()
-    session.commit()  # the chunk's tags, tasks, log rows and checkpoint: one transaction
+    try:
+        session.commit()
+    except IntegrityError:  # another attempt of the same chunk committed first: its rows stand
+        if not once:
+            raise
+        session.rollback()
+        return None
     committed()
-    run.seconds["commit"] += time.perf_counter() - committing
+    if seconds is not None:
+        seconds["commit"] += time.perf_counter() - committing
+    return result
+
+
+def _write_chunk(session: Session, committed: Callable[[], None], chunk: _Chunk) -> None:
+    """One queued chunk, committed on the run's writer thread (which owns ``session`` while the
+    caller computes the next chunks)."""
+    t = time.perf_counter()
+    run = chunk.model_run
+    result = commit_chunk(session, chunk.prepared, chunk.checkpoint, run.seconds, committed=committed)  # fmt: skip
     run.seconds["write"] += time.perf_counter() - t
     run.result.add(result)
     run.entities += chunk.checkpoint["entities"]
@@ -338,11 +369,12 @@ def _write_chunk(session: Session, committed: Callable[[], None], chunk: _Chunk)
         chunk.advance(chunk.checkpoint["entities"])
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
+    """Now in UTC, naive (as the store's stamps)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _start_or_resume(
+def start_or_resume(
     session: Session, models: Sequence[str], at: datetime | None, now: datetime
 ) -> tuple[BatchRun, bool]:
     """Resume the unfinished run for the same models (and ``at``, when given), else start one."""
@@ -361,9 +393,7 @@ def _start_or_resume(
     return run, False
 
 
-def _done_so_far(
-    session: Session, run_id: int, model_name: str
-) -> tuple[int, int | None, ModelRun]:
+def done_so_far(session: Session, run_id: int, model_name: str) -> tuple[int, int | None, ModelRun]:
     """Chunks committed earlier for this run and model: count, last entity id, their totals."""
     rows = session.scalars(
         select(BatchCheckpoint)
@@ -412,22 +442,12 @@ def run_batch(
     ``progress(model, total)`` returns a callback advanced by the entities of each committed
     chunk. ``rules``: the business rules, read from ``settings.rules_path`` at the start of the
     run when not given (a bad file stops the run before it writes anything)."""
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
-    rules_file = settings.rules_path if rules is None else None
-    if rules is None:
-        rules = settings.load_rules()
+    rules, rules_file = run_rules(settings, models, rules)
     if load_model is None:
         from crm_predict.serving.loader import load_model
     started = time.perf_counter()
-    now = _utcnow().replace(microsecond=0)
-    run, resumed = _start_or_resume(session, list(models), at, now)
+    run, summary = start_run(session, list(models), at, rules, rules_file)
     at, run_id = run.scored_at, run.id
-    summary = BatchSummary(
-        batch_run_id=run_id, scored_at=at, resumed=resumed, models=[], rules=rules,
-        rules_file=None if rules_file is None else str(rules_file),
-    )  # fmt: skip
     # The champions load on a thread of their own while the snapshot is read and the first
     # features computed (imports and unpickling beside Arrow reads and numpy work).
     loader = ThreadPoolExecutor(1, thread_name_prefix="batch-model-load")
@@ -448,13 +468,13 @@ def run_batch(
                 session.commit()  # end the export's read transaction
                 summary.seconds["export"] += time.perf_counter() - t
             t = time.perf_counter()
-            source: _Source = _SnapshotSource(settings, models, _users(session))
+            source: _Source = SnapshotSource(settings, models, store_users(session))
         else:
             source = _StoreSource(settings, scoring_frame, crm_tables(session, models))
         summary.seconds["context_tables"] += time.perf_counter() - t
         # The session's reads happen now: from here on it is the writer thread's.
         t = time.perf_counter()
-        done = {name: _done_so_far(session, run_id, name) for name in models}
+        done = {name: done_so_far(session, run_id, name) for name in models}
         changed = {m: changed_entities(session, m, since) for m in models} if since else None
         session.commit()
         summary.seconds["resume_state"] += time.perf_counter() - t
@@ -489,15 +509,48 @@ def run_batch(
         loader.shutdown(wait=True, cancel_futures=True)
 
     summary.seconds_total = time.perf_counter() - started
-    if log_to_mlflow:
-        summary.mlflow_run_id = log_summary(client, summary)
-    run.status, run.finished_at = "done", _utcnow()
-    run.summary, run.mlflow_run_id = json.dumps(summary.as_dict()), summary.mlflow_run_id
-    session.commit()
+    finish_run(session, client, run, summary, log_to_mlflow)
     return summary
 
 
-def _users(session: Session) -> pd.DataFrame:
+def run_rules(
+    settings: Settings, models: Sequence[str], rules: Rules | None
+) -> tuple[Rules, str | None]:
+    """A run's rules and the file they came from (None: given by the caller), read before the
+    run writes anything; a UserError for an unknown model or a bad rules file."""
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
+    if rules is not None:
+        return rules, None
+    path = settings.rules_path
+    return settings.load_rules(), None if path is None else str(path)
+
+
+def start_run(
+    session: Session, key: Sequence[str], at: datetime | None, rules: Rules, rules_file: str | None
+) -> tuple[BatchRun, BatchSummary]:
+    """The run for ``key`` (``start_or_resume``) and its summary so far."""
+    run, resumed = start_or_resume(session, key, at, utcnow().replace(microsecond=0))
+    summary = BatchSummary(
+        batch_run_id=run.id, scored_at=run.scored_at, resumed=resumed, models=[], rules=rules,
+        rules_file=rules_file,
+    )  # fmt: skip
+    return run, summary
+
+
+def finish_run(
+    session: Session, client: MlflowClient, run: BatchRun, summary: BatchSummary, log: bool
+) -> None:
+    """Mark ``run`` done with its summary (logged to MLflow first when ``log``)."""
+    if log:
+        summary.mlflow_run_id = log_summary(client, summary)
+    run.status, run.finished_at = "done", utcnow()
+    run.summary, run.mlflow_run_id = json.dumps(summary.as_dict()), summary.mlflow_run_id
+    session.commit()
+
+
+def store_users(session: Session) -> pd.DataFrame:
     """Owners' managers and external ids: from the store (the snapshot has no users)."""
     from crm_predict.crm_store.repository import read_table
 
@@ -556,7 +609,7 @@ class _StoreSource(_Source):
         yield _Range(self.crm, lambda name: self.scoring_frame(self.settings, name, at))
 
 
-class _SnapshotSource(_Source):
+class SnapshotSource(_Source):
     """The Parquet snapshot read by ranges of ids (``RANGE_CHUNKS`` chunks wide): the contacts'
     models by contact id, the leads' by lead id, each range with the rows of its entities only;
     the deals (a few per account, whose history their features compare) in one range."""
@@ -579,7 +632,8 @@ class _SnapshotSource(_Source):
             "deals": self.read("deals", columns=CONTEXT_COLUMNS["deals"]),
         }
 
-    def _edges(self, table: str) -> list[tuple[int, int]]:
+    def edges(self, table: str) -> list[tuple[int, int]]:
+        """The ranges of ``table``'s ids, in order: ``(low, end)``, ``width`` ids each."""
         ids = self.read(table, columns=["id"])["id"].to_numpy()
         if not len(ids):
             return []
@@ -602,7 +656,7 @@ class _SnapshotSource(_Source):
             yield _Range(tables, self._features(tables, at))
             return
         if family == "contact":
-            for lo, hi in self._edges("contacts"):
+            for lo, hi in self.edges("contacts"):
                 if done(hi):
                     continue
                 tables = {"users": self.users}
@@ -612,7 +666,7 @@ class _SnapshotSource(_Source):
                 yield _Range(tables, self._features(tables, at), hi)
             return
         accounts = self.read("accounts")
-        for lo, hi in self._edges("leads"):
+        for lo, hi in self.edges("leads"):
             if done(hi):
                 continue
             leads = self.read("leads", [("id", lo, hi)], id_span("id", lo, hi))
@@ -638,7 +692,7 @@ class _SnapshotSource(_Source):
         entities = {spec(m).entity: m for m in names}
         rfm: list[pd.DataFrame] = []
         if family == "contact":
-            for lo, hi in self._edges("contacts"):
+            for lo, hi in self.edges("contacts"):
                 tables = {}
                 if "contact" in entities:
                     tables["contacts"] = self.read("contacts", [("id", lo, hi)], id_span("id", lo, hi), ["id", "created_at"])  # fmt: skip

@@ -32,16 +32,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 from crm_predict.crm_store.models import BatchCheckpoint
-from crm_predict.serving.writeback import ModelVersionRef, PreparedWrite, apply_write, prepare_write
+from crm_predict.serving.writeback import ModelVersionRef, prepare_write
 from crm_predict.training.specs import spec
 from mlflow import MlflowClient
-from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_predict.core.errors import UserError
@@ -199,7 +198,7 @@ def spark_session(master: str = "local[2]", app_name: str = "crm-predict-batch")
 class _FamilyPlan:
     """One family's features job (shipped to the executors): its reader and where to stage."""
 
-    source: object  # crm_predict.serving.batch._SnapshotSource
+    source: object  # crm_predict.serving.batch.SnapshotSource
     family: str
     names: list[str]
     at: datetime
@@ -299,7 +298,8 @@ _ENGINES: dict[str, object] = {}  # per executor process: one pool per store, ma
 
 def _write_range(plan: _WritePlan, group: pd.DataFrame) -> pd.DataFrame:
     """One range of one model: its prepared write-back, committed here with its checkpoint
-    (``on_executors``) or pickled for the driver to commit."""
+    (``on_executors``, once: a retried task writes nothing twice) or pickled for the driver
+    to commit."""
     chunk = int(group["chunk"].iloc[0])
     scored = _scored_frame(plan, group)
     prepared = prepare_write(
@@ -313,46 +313,16 @@ def _write_range(plan: _WritePlan, group: pd.DataFrame) -> pd.DataFrame:
     payload, written = pickle.dumps((prepared, checkpoint)), False
     if plan.on_executors:
         from crm_predict.crm_store.db import make_engine, session_factory
+        from crm_predict.serving.batch import commit_chunk
 
         if plan.crm_url not in _ENGINES:
             _ENGINES[plan.crm_url] = make_engine(plan.crm_url)
         with session_factory(_ENGINES[plan.crm_url])() as session:
-            commit_chunk(session, prepared, checkpoint)
+            commit_chunk(session, prepared, checkpoint, once=True)
         payload, written = b"", True
     return pd.DataFrame(
         {"chunk": [chunk], "entities": [len(scored)], "written": [written], "payload": [payload]}
     )
-
-
-def commit_chunk(session: Session, prepared: PreparedWrite, checkpoint: dict) -> bool:
-    """A range's tags, tasks, log rows and checkpoint in one transaction; False (nothing
-    written) when its checkpoint is already there (a resumed run, a retried Spark task)."""
-    done = select(BatchCheckpoint.id).where(
-        BatchCheckpoint.batch_run_id == checkpoint["batch_run_id"],
-        BatchCheckpoint.model_name == checkpoint["model_name"],
-        BatchCheckpoint.chunk == checkpoint["chunk"],
-    )
-    if session.scalar(done) is not None:
-        session.rollback()
-        return False
-    if session.get_bind().dialect.name == "postgresql":
-        # As the single-machine job: a commit lost to a server crash is a range the rerun redoes.
-        session.execute(text("SET LOCAL synchronous_commit = off"))
-    result = apply_write(session, prepared)
-    session.add(
-        BatchCheckpoint(
-            **checkpoint, tags_written=result.tags_written, tasks_created=result.tasks_created,
-            counts=json.dumps({"tags": result.tag_counts, "tasks": result.task_counts,
-                               "assignment": result.assignment_counts}),
-            committed_at=datetime.now(UTC).replace(tzinfo=None),
-        )
-    )  # fmt: skip
-    try:
-        session.commit()
-    except IntegrityError:  # another attempt of the same range committed first: its rows stand
-        session.rollback()
-        return False
-    return True
 
 
 # --- Scoring ---------------------------------------------------------------------------------------
@@ -412,7 +382,7 @@ def _ranges(source, family: str) -> list[tuple[int, int | None]]:
     if family == "deal":
         return [(0, None)]
     table = {"contact": "contacts", "lead": "leads"}[family]
-    return [(i, high) for i, (_, high) in enumerate(source._edges(table))]
+    return [(i, high) for i, (_, high) in enumerate(source.edges(table))]
 
 
 def _stage_features(spark, source, family, names, at, rules, changed, staging, todo, times):
@@ -452,11 +422,7 @@ def run_spark_batch(
     ``preflight`` the caller ran. Returns a ``batch.BatchSummary``."""
     from crm_predict.serving import batch as B
 
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise UserError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODEL_NAMES)}")
-    rules_file = settings.rules_path if rules is None else None
-    rules = settings.load_rules() if rules is None else rules
+    rules, rules_file = B.run_rules(settings, models, rules)
     started, times = time.perf_counter(), SparkTimes()
     champs = preflighted or preflight(client, models, master if spark is None else "local")
     times.add("preflight", started)
@@ -471,15 +437,10 @@ def run_spark_batch(
         spark = spark or spark_session(master)
     times.add("spark_start", t)
     try:
-        now = B._utcnow().replace(microsecond=0)
         # Its own run key: a Spark run's checkpoints are per range, not a running last id, so
         # the single-machine job must not resume it (nor it the single-machine job's).
-        run, resumed = B._start_or_resume(session, [f"spark:{','.join(models)}"], at, now)
+        run, summary = B.start_run(session, [f"spark:{','.join(models)}"], at, rules, rules_file)
         at, run_id = run.scored_at, run.id
-        summary = B.BatchSummary(
-            batch_run_id=run_id, scored_at=at, resumed=resumed, models=[], rules=rules,
-            rules_file=None if rules_file is None else str(rules_file),
-        )  # fmt: skip
         t = time.perf_counter()
         if export:
             from crm_predict.features.export import export_snapshots
@@ -487,7 +448,7 @@ def run_spark_batch(
             export_snapshots(session, settings, columns={})
             session.commit()
         times.add("export", t)
-        source = B._SnapshotSource(settings, models, B._users(session))
+        source = B.SnapshotSource(settings, models, B.store_users(session))
         changed = {m: set(B.changed_entities(session, m, since)) if since else None for m in models}  # fmt: skip
         done = {m: _done_chunks(session, run_id, m) for m in models}
         owners, summary.rule_errors = B.default_owners(rules, source.users)
@@ -517,16 +478,12 @@ def run_spark_batch(
         if own_session:
             spark.stop()
     for name in models:
-        count, _, model_run = B._done_so_far(session, run_id, name)
+        count, _, model_run = B.done_so_far(session, run_id, name)
         model_run.chunks, model_run.version = count, champs[name].ref.version
         summary.models.append(model_run)
     summary.seconds = times.seconds
     summary.seconds_total = time.perf_counter() - started
-    if log_to_mlflow:
-        summary.mlflow_run_id = B.log_summary(client, summary)
-    run.status, run.finished_at = "done", B._utcnow()
-    run.summary, run.mlflow_run_id = json.dumps(summary.as_dict()), summary.mlflow_run_id
-    session.commit()
+    B.finish_run(session, client, run, summary, log_to_mlflow)
     return summary
 
 
@@ -535,7 +492,7 @@ def _score_and_write(
     owners, dialect, summary, times,
 ) -> None:  # fmt: skip
     """One model: score its staged ranges on Spark, prepare and commit each range's write-back."""
-    from crm_predict.serving.batch import check_tag_rules
+    from crm_predict.serving.batch import check_tag_rules, commit_chunk
     from pyspark.sql import functions as F
 
     if not any((staging / name).glob("range-*.parquet")):
@@ -563,5 +520,5 @@ def _score_and_write(
     for row in results.toLocalIterator(prefetchPartitions=True):
         if not row["written"]:
             prepared, checkpoint = pickle.loads(row["payload"])
-            commit_chunk(session, prepared, checkpoint)  # SQLite: the driver is the one writer
+            commit_chunk(session, prepared, checkpoint, once=True)  # SQLite: the driver writes
     times.add(f"{name}_score_write", t)

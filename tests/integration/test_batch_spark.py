@@ -182,27 +182,27 @@ def test_a_killed_spark_run_resumes_to_the_single_machine_jobs_rows(
     engine, demo, mlflow_client, spark, monkeypatch
 ):
     """On SQLite the driver commits each range (one writer), so a failure can be injected there;
-    on PostgreSQL the executors run the same ``commit_chunk``."""
-    from crm_predict.serving import batch_spark
+    on PostgreSQL the executors run the same ``batch.commit_chunk``."""
+    from crm_predict.serving import batch
 
     clean = _single(engine, mlflow_client, demo)
     expected = _outputs(engine)
     _clear_outputs(engine)
 
-    real, calls = batch_spark.commit_chunk, {"n": 0}
+    real, calls = batch.commit_chunk, {"n": 0}
 
-    def dying(session, prepared, checkpoint):
+    def dying(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise Killed("driver killed")
-        return real(session, prepared, checkpoint)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_spark, "commit_chunk", dying)
+    monkeypatch.setattr(batch, "commit_chunk", dying)
     with pytest.raises(Killed):
         _spark(engine, mlflow_client, demo, spark, export=False)
     committed = _frame(engine, "SELECT COUNT(*) AS n FROM batch_checkpoints")["n"][0]
     assert committed == 2  # the ranges committed before the kill
-    monkeypatch.setattr(batch_spark, "commit_chunk", real)
+    monkeypatch.setattr(batch, "commit_chunk", real)
     resumed = _spark(engine, mlflow_client, demo, spark, export=False)
 
     assert resumed.resumed

@@ -70,14 +70,14 @@ def test_ranges_write_what_a_run_over_every_entity_at_once_writes(
     expected = _outputs(engine)
     _clear_outputs(engine)
 
-    ranges, real = {}, batch._SnapshotSource.ranges
+    ranges, real = {}, batch.SnapshotSource.ranges
 
     def counted(self, family, names, at, done):
         for piece in real(self, family, names, at, done):
             ranges[family] = ranges.get(family, 0) + 1
             yield piece
 
-    monkeypatch.setattr(batch._SnapshotSource, "ranges", counted)
+    monkeypatch.setattr(batch.SnapshotSource, "ranges", counted)
     ranged = _run(engine, mlflow_client, demo)
 
     assert ranges["contact"] > 2 and ranges["lead"] > 1 and ranges["deal"] == 1
