@@ -131,7 +131,23 @@ def store_figures(r: dict) -> list[Figure]:
     return rows
 
 
+def message_batch_figures(r: dict) -> list[Figure]:
+    """The message batch's first reading (rate, wall, memory) and its nightly and rerun walls."""
+    rows = []
+    first = _get(r, "first")
+    if first:
+        rows.append(Figure("message batch first run", first["messages_per_second"], "msg/s", better="higher"))  # fmt: skip
+        rows.append(Figure("message batch first run wall", first["seconds_wall"], "s"))
+        rows.append(Figure("message batch first run peak RSS", first["peak_rss_mb"], "MB"))
+    for run in ("nightly", "rerun"):
+        seconds = _get(r, run, "seconds_wall")
+        if seconds is not None:
+            rows.append(Figure(f"message batch {run} wall", seconds, "s"))
+    return rows
+
+
 READERS: dict[str, Callable[[dict], list[Figure]]] = {
+    "bench_message_batch": message_batch_figures,
     "bench_serving": serving_figures,
     "bench_batch": batch_figures,
     "bench_features": features_figures,

@@ -57,6 +57,21 @@ def test_store_reader_takes_every_upsert_pass_and_the_generator():
     assert by_name["demo-data generator sqlite"].value == 200_000.0
 
 
+def test_message_batch_reader_takes_the_first_run_and_the_nightly_walls():
+    result = {
+        "first": {"messages_per_second": 6000.0, "seconds_wall": 166.0, "peak_rss_mb": 879.0},
+        "nightly": {"seconds_wall": 12.1}, "rerun": {"seconds_wall": 10.1}, "messages": 1_000_000,
+    }  # fmt: skip
+    by_name = {f.name: f for f in figures_of("bench_message_batch", result)}
+    assert by_name["message batch first run"].value == 6000.0
+    assert by_name["message batch first run"].better == "higher"
+    assert by_name["message batch nightly wall"].value == 12.1
+    assert set(by_name) == {
+        "message batch first run", "message batch first run wall",
+        "message batch first run peak RSS", "message batch nightly wall", "message batch rerun wall",
+    }  # fmt: skip
+
+
 def test_model_quality_rows_sit_beside_baseline_with_the_oracle_shown():
     from benchmarks.bench_quality import quality_figures
 
