@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crm_predict.registry.evaluation import MODEL_CARD_ARTIFACT, get_version, has_artifact
-from crm_predict.training.specs import classifier_module
+from crm_predict.registry.evaluation import (
+    CLASSIFIERS,
+    MODEL_CARD_ARTIFACT,
+    get_version,
+    has_artifact,
+)
+
+from crm_predict.core.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,7 +64,11 @@ def retrain(
     from crm_predict.registry.gates import check_gates
     from crm_predict.registry.lifecycle import promote
 
-    module = classifier_module(name)
+    if name not in CLASSIFIERS:
+        raise UserError(
+            f"retrain knows {', '.join(CLASSIFIERS)}; {name!r} is trained by its own job"
+        )
+    module = importlib.import_module(f"crm_predict.training.{name}")
     frame, options = training_frame(settings, name, data)
     result = module.train(settings, client, frame, **(options | train_options))
     version = str(result.version)

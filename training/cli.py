@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import typer
@@ -12,6 +13,15 @@ from crm_predict.training.data_checks import parse_exclude
 from crm_predict.core.errors import UserError, read_user_csv, user_errors_exit_2
 
 app = typer.Typer(no_args_is_help=True)
+
+
+def classifier_module(model: str) -> ModuleType:
+    """``training.<model>`` for a classification model, else a clear error."""
+    from crm_predict.training.specs import CLASSIFIERS, MODULES
+
+    if model not in CLASSIFIERS:
+        raise UserError(f"unknown model {model!r}; train/predict know: {', '.join(CLASSIFIERS)}")
+    return MODULES[model]
 
 
 def print_data_checks(console: Any, checks: Any) -> None:
@@ -139,7 +149,7 @@ def train(
     ),
 ) -> None:
     """Train a model, evaluate it on the newest data and register it in MLflow."""
-    from crm_predict.training.specs import MODULES, SPECS, TEXT_MODULES, classifier_module
+    from crm_predict.training.specs import MODULES, SPECS, TEXT_MODULES
     from rich.console import Console
 
     settings, console = ctx.obj, Console()
@@ -237,7 +247,6 @@ def predict(
     """Score a CSV with a registered classifier: id, probability and the tags it implies."""
     import pandas as pd
     from crm_predict.training.classifier import score_table
-    from crm_predict.training.specs import classifier_module
     from rich.console import Console
 
     settings = ctx.obj

@@ -10,8 +10,6 @@ is every spec by registered name, for readers that take either kind.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from crm_predict.training import (
     churn,
     clv,
@@ -45,10 +43,3 @@ def spec(name: str) -> ModelSpec:
     if name not in SPECS:
         raise UserError(f"unknown model {name!r}; known: {', '.join(SPECS)}")
     return SPECS[name]
-
-
-def classifier_module(name: str) -> ModuleType:
-    """The module of classifier ``name`` (its ``train``, ``outputs``, ``MODEL``), else a UserError."""
-    if name not in CLASSIFIERS:
-        raise UserError(f"unknown model {name!r}; the classifiers: {', '.join(CLASSIFIERS)}")
-    return MODULES[name]
