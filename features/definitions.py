@@ -80,10 +80,9 @@ def _window_fields(subject: str) -> tuple[tuple[str, FeastType, str], ...]:
 def _message_fields(subject: str) -> tuple[tuple[str, FeastType, str], ...]:
     """What a customer wrote, per entity (``transforms.message_signals``). A message is read by
     the source's own labels (``messages.intent``, ``messages.sentiment``) when it has them, else,
-    for the intent, by the built-in rules' words (``messages.topics.price`` → quote request,
-    ``messages.competitors`` → comparison: the defaults, so that editing the rules file after
-    training never shifts a trained model's features); an unlabelled message has no sentiment
-    reading and is left out of the shares."""
+    for the intent, by the rules file's words (``messages.topics.price`` → quote request,
+    ``messages.competitors`` → comparison); an unlabelled message has no sentiment reading and
+    is left out of the shares."""
     return (
         ("messages_90d", Int64, f"inbound messages of the {subject} in the last 90 days"),
         ("negative_share_90d", Float64, "share of those read as complaining (NaN: none read)"),
@@ -175,7 +174,10 @@ VIEWS: dict[str, ViewSpec] = {
     )
 }  # fmt: skip
 
-# What customers wrote (``transforms.message_signals``), per customer and per deal.
+# Message views, declared and computed (``transforms.message_signals``) but kept out of ``VIEWS``
+# until the export builds their Parquet sources (``features/export.py`` ``compute_views``) and
+# the batch reads their columns (``features/scoring.py`` ``VIEW_COLUMNS``): a view in ``VIEWS``
+# is materialized, so one without its source would stop ``features materialize``.
 MESSAGE_VIEWS: dict[str, ViewSpec] = {
     v.name: v
     for v in (
@@ -193,7 +195,6 @@ MESSAGE_VIEWS: dict[str, ViewSpec] = {
         ),
     )
 }  # fmt: skip
-VIEWS.update(MESSAGE_VIEWS)
 
 RULE_SCORE_VIEW = "rule_based_lead_score"
 

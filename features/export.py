@@ -269,14 +269,6 @@ def compute_views(
             ),
         ),  # fmt: skip
         "contact_time": ("contact", lambda t: tf.contact_time_profile(acts, t)),
-        # A customer is the contact with that id: its messages are the contact's.
-        "customer_messages": (
-            "customer",
-            lambda t: tf.message_signals(
-                tables["messages"], t, "customer_id", event_key="contact_id"
-            ),
-        ),
-        "deal_messages": ("deal", lambda t: tf.message_signals(tables["messages"], t, "deal_id")),
     }
     return {
         name: conform(name, build(times[entity]))

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from crm_predict.features import transforms as tf
 from crm_predict.features.definitions import (
     ENTITIES,
@@ -27,7 +25,7 @@ from crm_predict.features.definitions import (
     check_model,
     feature_names,
 )
-from crm_predict.features.export import compute_views, load_snapshots, read_snapshot
+from crm_predict.features.export import compute_views, load_snapshots
 from crm_predict.features.labels import active_rows
 from crm_predict.features.online import UnknownEntityError
 
@@ -61,18 +59,7 @@ VIEW_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "tickets": ("deal_id", "account_id", "opened_at", "sentiment"),
     },
     "contact_time": {"activities": ("contact_id", "occurred_at", "responded", "channel")},
-    "customer_messages": {
-        "messages": ("contact_id", "direction", "sent_at", "text", "intent", "sentiment"),
-    },
-    "deal_messages": {"messages": ("deal_id", "direction", "sent_at", "text", "intent", "sentiment")},
 }  # fmt: skip
-# Views whose table a caller's ``tables`` may lack (a batch range holds the tables it reads for
-# the other views): read from the snapshot for the entities scored, by the column naming the
-# entity there.
-OWN_ROWS: dict[str, tuple[str, str]] = {
-    "customer_messages": ("messages", "contact_id"),
-    "deal_messages": ("messages", "deal_id"),
-}
 ACTIVE_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
     "lead": {"leads": ("id", "status", "created_at", "updated_at", "converted_at")},
     "deal": {"deals": ("id", "created_at", "closed_at")},
@@ -124,10 +111,7 @@ def scoring_frame(
     times = {entity: rows.rename(columns={"entity_id": key})}
 
     def view_at(view: str) -> pd.DataFrame:
-        source = tables
-        if view in OWN_ROWS and OWN_ROWS[view][0] not in tables:
-            source = {**tables, OWN_ROWS[view][0]: _own_rows(settings, view, ids)}
-        table = compute_views(source, times, only=[view])[view]
+        table = compute_views(tables, times, only=[view])[view]
         # Profile views are stamped at creation: take each entity's latest row at or before ``at``.
         return tf.latest_per_entity(table[table[TS] <= pd.Timestamp(at)], key)
 
@@ -144,15 +128,6 @@ def scoring_frame(
     # One frame built from the columns at the end: a frame grown column by column and renamed
     # is consolidated (every object column copied again) on a million rows.
     return pd.DataFrame({name: columns[name] for name in ["entity_id", *names]})
-
-
-def _own_rows(settings: Settings, view: str, ids: np.ndarray) -> pd.DataFrame:
-    """The snapshot rows of ``view``'s table (``OWN_ROWS``) that concern ``ids``, only the
-    columns it reads; row groups outside the ids' span are not read."""
-    table, column = OWN_ROWS[view]
-    low, high = (int(ids.min()), int(ids.max()) + 1) if len(ids) else (0, 0)
-    wanted = pc.field(column).isin(pa.array(ids, pa.int64()))
-    return read_snapshot(settings, table, VIEW_COLUMNS[view][table], [(column, low, high)], wanted)
 
 
 def _aligned(

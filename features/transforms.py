@@ -459,7 +459,7 @@ def message_readings(messages: pd.DataFrame, rules: MessageRules | None = None) 
 
     intent, sentiment = column("intent"), column("sentiment")
     labelled = intent.notna().to_numpy()
-    text = as_text(column("text").iloc[np.flatnonzero(~labelled)], missing="")
+    text = column("text").iloc[np.flatnonzero(~labelled)].fillna("").astype(str)
     quote, competitor = _is(intent, "quote_request"), _is(intent, "competitor_comparison")
     quote[~labelled] = _mentions(text, rules.topics.get("price", ()))
     competitor[~labelled] = _mentions(text, rules.competitors)

@@ -35,7 +35,6 @@ MODEL = ModelSpec(
         ("customer_profile", ("region", "acquisition_source", "has_account")),
         ("customer_transactions", None),
         ("customer_behaviour", None),
-        ("customer_messages", None),
     ),
     purpose="Probability that a customer places no order in the next 90 days; written as the "
     "churn_risk tag (high → retention task for high-value customers).",

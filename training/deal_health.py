@@ -26,7 +26,7 @@ MODEL = ModelSpec(
     id_field="deal_id",
     score_output="p_win",
     label="won",
-    views=(("deal_activity", None), ("deal_messages", None)),
+    views=(("deal_activity", None),),
     purpose="Probability that an open deal is won, scored 21 days after creation; shown "
     "as health 0–100 and a green/yellow/red colour (red → rescue task).",
     known_limits="Only closed deals carry labels, so very long open deals are under-represented.",

@@ -1,7 +1,5 @@
 """Message features on tiny frames: what a customer wrote before each time, read by the source's
-labels or, without them, by the rules' words; nothing written after the time counts. Then on the
-features tests' tiny CRM: training, the batch's frame and the online store read them alike, and a
-CRM without messages gets zeros and NaN."""
+labels or, without them, by the rules' words; nothing written after the time counts."""
 
 from __future__ import annotations
 
@@ -11,20 +9,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from crm_predict.crm_store.db import make_engine, session_factory, upgrade
-from crm_predict.crm_store.models import Message
 from crm_predict.features import transforms as tf
 from crm_predict.features.definitions import MESSAGE_VIEWS
-from crm_predict.features.export import export, export_as_of, load_snapshots
-from crm_predict.features.materialize import materialize
-from crm_predict.features.online import online_features
-from crm_predict.features.scoring import scoring_frame
-from crm_predict.features.store import apply
-from crm_predict.features.training import training_set
-from feature_sample import build_crm
 
 from crm_predict.core.messages import MessageRules
-from crm_predict.core.settings import Settings
 
 T = datetime(2026, 3, 1)
 DAY = pd.Timedelta(days=1)
@@ -150,105 +138,3 @@ def test_text_stored_as_arrow_or_category_reads_the_same():
     for frame in (arrow, category):
         out = tf.message_signals(frame, _times("customer_id", 1, 2), "customer_id", "contact_id")
         pd.testing.assert_frame_equal(out, plain)
-
-
-# --- Through the export, Feast's offline join, the batch's frame and the online store ----------
-
-MESSAGE_FEATURES = MESSAGE_VIEWS["customer_messages"].feature_names
-COUNTS = ["messages_90d", "quote_requests_30d", "competitor_mentions_90d"]
-
-
-def _exported(root, messages: list[dict]) -> Settings:
-    """The features tests' tiny CRM with ``messages`` added, exported and applied."""
-    settings = Settings(data_dir=root / "data")
-    settings.ensure_dirs()
-    engine = make_engine(settings.crm_url)
-    upgrade(engine)
-    with session_factory(engine)() as session:
-        build_crm(session)
-        session.add_all(Message(channel="email", created_at=m["sent_at"], **m) for m in messages)
-        session.commit()
-        export(session, settings)
-    engine.dispose()
-    return settings
-
-
-def test_a_store_without_messages_trains_and_scores_with_empty_message_features(tmp_path):
-    """An imported CRM with no messages: the views are written, every count 0, every share,
-    trend and age NaN, in training (Feast's join) and in the batch's frame alike."""
-    settings = _exported(tmp_path, [])
-    store = apply(settings)
-    assert len(pd.read_parquet(settings.feature_dir / "customer_messages.parquet")) > 0
-    for model, entities in (("churn", {3, 4}), ("deal_health", {1, 3})):
-        frame = training_set(settings, model, store)
-        assert set(frame["entity_id"]) == entities
-        scored = scoring_frame(settings, model, export_as_of(settings))
-        for rows in (frame, scored):
-            assert (rows[COUNTS] == 0).all().all(), model
-            assert rows[["negative_share_90d", "sentiment_trend", "days_since_last_message"]].isna().all().all()  # fmt: skip
-
-
-def _message(day: datetime, text: str, intent=None, sentiment=None, direction="inbound", **ids):
-    return dict(sent_at=day, text=text, intent=intent, sentiment=sentiment, direction=direction, **ids)  # fmt: skip
-
-
-WRITTEN_IN_CRM = [
-    # Customer 3: a complaining quote request 11 days before the Oct 1 churn cutoff.
-    _message(datetime(2025, 9, 20), "quote?", "quote_request", "complaining", contact_id=3),
-    _message(datetime(2026, 6, 1), "vs HubSpot?", contact_id=3),  # unlabelled: the rules' words
-    _message(datetime(2026, 6, 2), "our price list", direction="outbound", contact_id=3),
-    # Deal 1 (scored Feb 22): a comparison before, another after its prediction time.
-    _message(
-        datetime(2026, 2, 20),
-        "和纷享销客比呢",
-        "competitor_comparison",
-        "hesitant",
-        contact_id=1,
-        deal_id=1,
-    ),  # fmt: skip
-    _message(
-        datetime(2026, 2, 25),
-        "vs Zoho",
-        "competitor_comparison",
-        "complaining",
-        contact_id=1,
-        deal_id=1,
-    ),  # fmt: skip
-    _message(
-        datetime(2026, 6, 20), "报价多少钱", "quote_request", "satisfied", contact_id=1, deal_id=2
-    ),  # fmt: skip
-]
-
-
-def test_message_features_agree_in_training_batch_and_online(tmp_path):
-    settings = _exported(tmp_path, WRITTEN_IN_CRM)
-    as_of = export_as_of(settings)
-    store = apply(settings)
-    churn = training_set(settings, "churn", store).set_index(["entity_id", "event_timestamp"])
-    october = churn.loc[(3, datetime(2025, 10, 1))]
-    assert (october["messages_90d"], october["quote_requests_30d"]) == (1, 1)
-    assert october["negative_share_90d"] == 1.0
-    assert october["days_since_last_message"] == pytest.approx(11.0)
-    assert churn.loc[(3, datetime(2025, 11, 1)), "quote_requests_30d"] == 0  # 42 days old then
-    deals = training_set(settings, "deal_health", store).set_index("entity_id")
-    # The comparison written after deal 1's prediction time never counts.
-    assert deals.loc[1, "competitor_mentions_90d"] == 1 and deals.loc[1, "negative_share_90d"] == 0
-    assert deals.loc[3, "messages_90d"] == 0
-
-    scored = scoring_frame(settings, "churn", as_of).set_index("entity_id")
-    assert scored.loc[3, "competitor_mentions_90d"] == 1 and scored.loc[3, "messages_90d"] == 1
-    # A batch range hands over the tables it read for the other views, not the messages: the
-    # frame reads the range's messages from the snapshot itself, to the same features.
-    tables = load_snapshots(settings)
-    for model in ("churn", "deal_health"):
-        whole = scoring_frame(settings, model, as_of, tables=tables)
-        without = {name: frame for name, frame in tables.items() if name != "messages"}
-        pd.testing.assert_frame_equal(scoring_frame(settings, model, as_of, tables=without), whole)
-    open_deal = scoring_frame(settings, "deal_health", as_of)
-    assert open_deal[["entity_id", "quote_requests_30d"]].values.tolist() == [[2, 1]]
-
-    materialize(store, as_of)
-    for model in ("churn", "deal_health"):
-        expected = scoring_frame(settings, model, as_of)
-        got = online_features(store, model, expected["entity_id"].tolist())
-        pd.testing.assert_frame_equal(got, expected, check_dtype=False, obj=model)
